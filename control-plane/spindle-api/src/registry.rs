@@ -1,0 +1,199 @@
+//! The one table of kinds.
+
+use k8s_openapi::api::{apps, batch, coordination, core, discovery};
+use k8s_openapi::Resource;
+use schemars::{Schema, SchemaGenerator};
+use serde_json::Value;
+
+use crate::validation::FieldError;
+
+/// Where the replica count and selector of a scalable kind live, for the `scale` subresource.
+#[derive(Clone, Copy, Debug)]
+pub struct ScalePaths {
+    pub spec_replicas: &'static str,
+    pub status_replicas: &'static str,
+    /// JSON pointer to a label selector (`matchLabels`/`matchExpressions`) in the object.
+    pub selector: &'static str,
+}
+
+/// One served kind. Everything per kind is data or a plain function pointer; the REST
+/// path in the API server is the same code for all of them.
+#[derive(Clone)]
+pub struct Kind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub list_kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub namespaced: bool,
+    /// Has a `status` subresource: writes to the main resource keep the stored status and
+    /// writes to `/status` keep everything else.
+    pub status_subresource: bool,
+    pub scale: Option<ScalePaths>,
+    /// `metadata.generation` is bumped only when something outside metadata/status changes.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Name of the schema in `components/schemas` (e.g. `io.k8s.api.apps.v1.Deployment`).
+    pub schema_name: fn() -> String,
+    /// Deserialize into the k8s-openapi type: catches type errors with their field path.
+    pub typed_check: fn(&Value) -> Result<(), FieldError>,
+}
+
+impl Kind {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn group_version(&self) -> String {
+        self.api_version()
+    }
+
+    /// `deployments.apps`, or `pods` for the core group, as Kubernetes names resources in
+    /// error messages.
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `Deployment.apps`, or `Pod` for the core group (the prefix of Invalid messages).
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+}
+
+fn schema_of<K: schemars::JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<K>()
+}
+
+fn schema_name_of<K: schemars::JsonSchema>() -> String {
+    K::schema_name().into_owned()
+}
+
+fn typed_check_of<K: serde::de::DeserializeOwned>(v: &Value) -> Result<(), FieldError> {
+    let de = v.clone();
+    match serde_path_to_error::deserialize::<_, K>(de) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err(FieldError::invalid_type(&path, e.inner().to_string()))
+        }
+    }
+}
+
+struct Opts {
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    status: bool,
+    scale: Option<ScalePaths>,
+}
+
+const NONE: Opts = Opts { short_names: &[], categories: &[], status: false, scale: None };
+
+const REPLICAS_SCALE: ScalePaths = ScalePaths {
+    spec_replicas: "/spec/replicas",
+    status_replicas: "/status/replicas",
+    selector: "/spec/selector",
+};
+
+fn entry<K>(plural_singular: &'static str, namespaced: bool, o: Opts) -> Kind
+where
+    K: Resource + k8s_openapi::ListableResource + schemars::JsonSchema + serde::de::DeserializeOwned,
+{
+    Kind {
+        group: K::GROUP,
+        version: K::VERSION,
+        kind: K::KIND,
+        list_kind: K::LIST_KIND,
+        plural: K::URL_PATH_SEGMENT,
+        singular: plural_singular,
+        short_names: o.short_names,
+        categories: o.categories,
+        namespaced,
+        status_subresource: o.status,
+        scale: o.scale,
+        schema: schema_of::<K>,
+        schema_name: schema_name_of::<K>,
+        typed_check: typed_check_of::<K>,
+    }
+}
+
+/// All kinds Spindle serves.
+#[derive(Clone)]
+pub struct Registry {
+    kinds: Vec<Kind>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        const ALL: &[&str] = &["all"];
+        let kinds = vec![
+            entry::<core::v1::Namespace>("namespace", false, Opts { short_names: &["ns"], status: true, ..NONE }),
+            entry::<core::v1::Node>("node", false, Opts { short_names: &["no"], status: true, ..NONE }),
+            entry::<core::v1::Pod>("pod", true, Opts { short_names: &["po"], categories: ALL, status: true, ..NONE }),
+            entry::<core::v1::Service>("service", true, Opts { short_names: &["svc"], categories: ALL, status: true, ..NONE }),
+            entry::<core::v1::Endpoints>("endpoints", true, Opts { short_names: &["ep"], ..NONE }),
+            entry::<core::v1::ConfigMap>("configmap", true, Opts { short_names: &["cm"], ..NONE }),
+            entry::<core::v1::Secret>("secret", true, NONE),
+            entry::<core::v1::ServiceAccount>("serviceaccount", true, Opts { short_names: &["sa"], ..NONE }),
+            entry::<core::v1::Event>("event", true, Opts { short_names: &["ev"], ..NONE }),
+            entry::<apps::v1::Deployment>("deployment", true, Opts { short_names: &["deploy"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
+            entry::<apps::v1::ReplicaSet>("replicaset", true, Opts { short_names: &["rs"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
+            entry::<apps::v1::DaemonSet>("daemonset", true, Opts { short_names: &["ds"], categories: ALL, status: true, ..NONE }),
+            entry::<apps::v1::StatefulSet>("statefulset", true, Opts { short_names: &["sts"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
+            entry::<batch::v1::Job>("job", true, Opts { categories: ALL, status: true, ..NONE }),
+            entry::<batch::v1::CronJob>("cronjob", true, Opts { short_names: &["cj"], categories: ALL, status: true, ..NONE }),
+            entry::<coordination::v1::Lease>("lease", true, NONE),
+            entry::<discovery::v1::EndpointSlice>("endpointslice", true, NONE),
+        ];
+        Registry { kinds }
+    }
+
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// Find a kind by group, version and plural as they appear in a URL.
+    pub fn by_resource(&self, group: &str, version: &str, plural: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    }
+
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind)
+    }
+
+    /// Group-versions in discovery order (core first).
+    pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for k in &self.kinds {
+            if !out.contains(&(k.group, k.version)) {
+                out.push((k.group, k.version));
+            }
+        }
+        out
+    }
+
+    pub fn kinds_in(&self, group: &str, version: &str) -> impl Iterator<Item = &Kind> {
+        let (g, v) = (group.to_string(), version.to_string());
+        self.kinds.iter().filter(move |k| k.group == g && k.version == v)
+    }
+}

@@ -1,0 +1,1 @@
+//! Decodes Kubernetes protobuf request bodies into JSON.

@@ -1,0 +1,1 @@
+//! Helpers for the end-to-end tests: start `spindle server`, run kubectl against it.
