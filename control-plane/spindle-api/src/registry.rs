@@ -33,6 +33,8 @@ pub struct Kind {
     /// writes to `/status` keep everything else.
     pub status_subresource: bool,
     pub scale: Option<ScalePaths>,
+    /// Field selector labels beyond metadata.name/metadata.namespace.
+    pub field_labels: &'static [&'static str],
     /// `metadata.generation` is bumped only when something outside metadata/status changes.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
     /// Name of the schema in `components/schemas` (e.g. `io.k8s.api.apps.v1.Deployment`).
@@ -99,9 +101,34 @@ struct Opts {
     categories: &'static [&'static str],
     status: bool,
     scale: Option<ScalePaths>,
+    field_labels: &'static [&'static str],
 }
 
-const NONE: Opts = Opts { short_names: &[], categories: &[], status: false, scale: None };
+const NONE: Opts = Opts { short_names: &[], categories: &[], status: false, scale: None, field_labels: &[] };
+
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
+const EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
 
 const REPLICAS_SCALE: ScalePaths = ScalePaths {
     spec_replicas: "/spec/replicas",
@@ -125,6 +152,7 @@ where
         namespaced,
         status_subresource: o.status,
         scale: o.scale,
+        field_labels: o.field_labels,
         schema: schema_of::<K>,
         schema_name: schema_name_of::<K>,
         typed_check: typed_check_of::<K>,
@@ -147,20 +175,20 @@ impl Registry {
     pub fn new() -> Self {
         const ALL: &[&str] = &["all"];
         let kinds = vec![
-            entry::<core::v1::Namespace>("namespace", false, Opts { short_names: &["ns"], status: true, ..NONE }),
-            entry::<core::v1::Node>("node", false, Opts { short_names: &["no"], status: true, ..NONE }),
-            entry::<core::v1::Pod>("pod", true, Opts { short_names: &["po"], categories: ALL, status: true, ..NONE }),
+            entry::<core::v1::Namespace>("namespace", false, Opts { short_names: &["ns"], status: true, field_labels: &["status.phase"], ..NONE }),
+            entry::<core::v1::Node>("node", false, Opts { short_names: &["no"], status: true, field_labels: &["spec.unschedulable"], ..NONE }),
+            entry::<core::v1::Pod>("pod", true, Opts { short_names: &["po"], categories: ALL, status: true, field_labels: POD_FIELDS, ..NONE }),
             entry::<core::v1::Service>("service", true, Opts { short_names: &["svc"], categories: ALL, status: true, ..NONE }),
             entry::<core::v1::Endpoints>("endpoints", true, Opts { short_names: &["ep"], ..NONE }),
             entry::<core::v1::ConfigMap>("configmap", true, Opts { short_names: &["cm"], ..NONE }),
-            entry::<core::v1::Secret>("secret", true, NONE),
+            entry::<core::v1::Secret>("secret", true, Opts { field_labels: &["type"], ..NONE }),
             entry::<core::v1::ServiceAccount>("serviceaccount", true, Opts { short_names: &["sa"], ..NONE }),
-            entry::<core::v1::Event>("event", true, Opts { short_names: &["ev"], ..NONE }),
-            entry::<apps::v1::Deployment>("deployment", true, Opts { short_names: &["deploy"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
-            entry::<apps::v1::ReplicaSet>("replicaset", true, Opts { short_names: &["rs"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
+            entry::<core::v1::Event>("event", true, Opts { short_names: &["ev"], field_labels: EVENT_FIELDS, ..NONE }),
+            entry::<apps::v1::Deployment>("deployment", true, Opts { short_names: &["deploy"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &[] }),
+            entry::<apps::v1::ReplicaSet>("replicaset", true, Opts { short_names: &["rs"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &["status.replicas"] }),
             entry::<apps::v1::DaemonSet>("daemonset", true, Opts { short_names: &["ds"], categories: ALL, status: true, ..NONE }),
-            entry::<apps::v1::StatefulSet>("statefulset", true, Opts { short_names: &["sts"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE) }),
-            entry::<batch::v1::Job>("job", true, Opts { categories: ALL, status: true, ..NONE }),
+            entry::<apps::v1::StatefulSet>("statefulset", true, Opts { short_names: &["sts"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &[] }),
+            entry::<batch::v1::Job>("job", true, Opts { categories: ALL, status: true, field_labels: &["status.successful"], ..NONE }),
             entry::<batch::v1::CronJob>("cronjob", true, Opts { short_names: &["cj"], categories: ALL, status: true, ..NONE }),
             entry::<coordination::v1::Lease>("lease", true, NONE),
             entry::<discovery::v1::EndpointSlice>("endpointslice", true, NONE),

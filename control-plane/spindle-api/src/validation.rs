@@ -1,12 +1,17 @@
-//! Kubernetes-style validation and defaulting per kind.
+//! Kubernetes-style defaulting and validation per kind, on the JSON form of objects.
+//!
+//! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
+//! `Unsupported value: …`) so users see what they would see on a real cluster.
 
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
 /// One field error, as it appears in `details.causes` of a 422 `Invalid` Status.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FieldError {
     /// `FieldValueInvalid`, `FieldValueRequired`, `FieldValueNotSupported`, ...
     pub reason: String,
+    /// The message without the field path, e.g. `Required value`.
     pub message: String,
     /// Dotted field path, e.g. `spec.template.metadata.labels`.
     pub field: String,
@@ -14,6 +19,779 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn invalid_type(path: &str, msg: String) -> Self {
-        FieldError { reason: "FieldValueTypeInvalid".into(), message: format!("{path}: {msg}"), field: path.into() }
+        FieldError { reason: "FieldValueTypeInvalid".into(), message: msg, field: path.into() }
+    }
+    pub fn required(field: &str) -> Self {
+        FieldError { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+    }
+    pub fn invalid(field: &str, value: &Value, detail: &str) -> Self {
+        FieldError {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {}: {detail}", go_value(value)),
+            field: field.into(),
+        }
+    }
+    pub fn not_supported(field: &str, value: &Value, allowed: &[&str]) -> Self {
+        let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        FieldError {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {}: supported values: {}", go_value(value), allowed.join(", ")),
+            field: field.into(),
+        }
+    }
+    pub fn duplicate(field: &str, value: &Value) -> Self {
+        FieldError {
+            reason: "FieldValueDuplicate".into(),
+            message: format!("Duplicate value: {}", go_value(value)),
+            field: field.into(),
+        }
+    }
+    pub fn forbidden(field: &str, detail: &str) -> Self {
+        FieldError { reason: "FieldValueForbidden".into(), message: format!("Forbidden: {detail}"), field: field.into() }
+    }
+    /// `field: message`, as in the Status message.
+    pub fn display(&self) -> String {
+        if self.field.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Values printed the way Go's `%#v`-ish field errors show them.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        Value::Object(m) => {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{}", go_value(v))).collect();
+            format!("map[string]string{{{}}}", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// name and syntax checks
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+fn is_qualified_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.as_bytes().first().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// Label and annotation keys: `[prefix/]name`.
+pub fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_qualified_name_part(name),
+        None => is_qualified_name_part(s),
+    }
+}
+
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_qualified_name_part(s)
+}
+
+/// Kubernetes resource.Quantity syntax: a signed decimal number with an optional
+/// binary-SI (Ki…Ei), decimal-SI (n u m k M G T P E) or exponent suffix.
+pub fn is_quantity(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_digits = i - start;
+    let mut frac_digits = 0;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let fs = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        frac_digits = i - fs;
+    }
+    if int_digits + frac_digits == 0 {
+        return false;
+    }
+    let suffix = &s[i..];
+    matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E")
+        || (suffix.len() > 1
+            && (suffix.starts_with('e') || suffix.starts_with('E'))
+            && {
+                let rest = &suffix[1..];
+                let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+                !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit())
+            })
+}
+
+fn is_config_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s != "."
+        && s != ".."
+}
+
+fn idx(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for p in path.split('.') {
+        cur = cur.get(p)?;
+    }
+    Some(cur)
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
+    get(v, path).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+// ---------------------------------------------------------------------------
+// metadata
+
+/// How names of a kind are checked.
+#[derive(Clone, Copy, Debug)]
+pub enum NameRule {
+    Subdomain,
+    Label,
+}
+
+pub fn validate_metadata(obj: &Value, namespaced: bool, rule: NameRule, errs: &mut Vec<FieldError>) {
+    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    match meta.get("name").and_then(Value::as_str) {
+        None | Some("") => {
+            if meta.get("generateName").and_then(Value::as_str).unwrap_or("").is_empty() {
+                errs.push(FieldError {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: name or generateName is required".into(),
+                    field: "metadata.name".into(),
+                });
+            }
+        }
+        Some(name) => {
+            let (ok, msg) = match rule {
+                NameRule::Subdomain => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
+                NameRule::Label => (is_dns1123_label(name), LABEL_MSG),
+            };
+            if !ok {
+                errs.push(FieldError::invalid("metadata.name", &json!(name), msg));
+            }
+        }
+    }
+    if namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            None | Some("") => errs.push(FieldError::required("metadata.namespace")),
+            Some(ns) if !is_dns1123_label(ns) => errs.push(FieldError::invalid("metadata.namespace", &json!(ns), LABEL_MSG)),
+            _ => {}
+        }
+    }
+    validate_labels(meta.get("labels"), "metadata.labels", errs);
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0;
+        for (k, v) in ann {
+            if !is_qualified_name(k) {
+                errs.push(FieldError::invalid("metadata.annotations", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push(FieldError { reason: "FieldValueTooLong".into(), message: "Too long: must have at most 262144 bytes".into(), field: "metadata.annotations".into() });
+        }
+    }
+}
+
+fn validate_labels(labels: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
+    let Some(labels) = labels.and_then(Value::as_object) else { return };
+    for (k, v) in labels {
+        if !is_qualified_name(k) {
+            errs.push(FieldError::invalid(field, &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
+        }
+        let vs = v.as_str().unwrap_or("");
+        if !is_label_value(vs) {
+            errs.push(FieldError::invalid(field, v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// selectors and pod templates
+
+/// Does a LabelSelector (JSON) select this label map?
+pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
+    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in ml {
+            if labels.get(k) != Some(v) {
+                return false;
+            }
+        }
+    }
+    if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+            let values: Vec<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let have = labels.get(key).and_then(Value::as_str);
+            let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => have.is_some_and(|h| values.contains(&h)),
+                "NotIn" => !have.is_some_and(|h| values.contains(&h)),
+                "Exists" => have.is_some(),
+                "DoesNotExist" => have.is_none(),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn selector_is_empty(sel: &Value) -> bool {
+    sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
+        && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+}
+
+fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    validate_labels(sel.get("matchLabels"), &format!("{field}.matchLabels"), errs);
+    if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
+        for (i, e) in exprs.iter().enumerate() {
+            let f = format!("{field}.matchExpressions[{i}]");
+            let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+            let nvals = e.get("values").and_then(Value::as_array).map_or(0, Vec::len);
+            match op {
+                "In" | "NotIn" if nvals == 0 => errs.push(FieldError { reason: "FieldValueRequired".into(), message: "Required value: must be specified when `operator` is 'In' or 'NotIn'".into(), field: format!("{f}.values") }),
+                "Exists" | "DoesNotExist" if nvals > 0 => errs.push(FieldError::forbidden(&format!("{f}.values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")),
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => errs.push(FieldError::not_supported(&format!("{f}.operator"), &json!(other), &["In", "NotIn", "Exists", "DoesNotExist"])),
+            }
+        }
+    }
+}
+
+/// Workload: selector required, non-empty, and must select the template's labels.
+fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>, restart_policies: &[&str], selector_required: bool) {
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    if let Some(r) = spec.get("replicas") {
+        if r.as_i64().is_some_and(|r| r < 0) {
+            errs.push(FieldError::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+        }
+    }
+    let tpl_labels = spec.pointer("/template/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+    match spec.get("selector") {
+        None | Some(Value::Null) if selector_required => errs.push(FieldError::required("spec.selector")),
+        Some(sel) if !sel.is_null() => {
+            validate_label_selector(sel, "spec.selector", errs);
+            if selector_is_empty(sel) {
+                errs.push(FieldError::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
+            } else if !selector_matches(sel, &tpl_labels) {
+                errs.push(FieldError::invalid(
+                    "spec.template.metadata.labels",
+                    &Value::Object(tpl_labels.clone()),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        _ => {}
+    }
+    match spec.get("template") {
+        None | Some(Value::Null) => errs.push(FieldError::required("spec.template")),
+        Some(t) => {
+            validate_labels(t.pointer("/metadata/labels"), "spec.template.metadata.labels", errs);
+            validate_pod_spec(t.get("spec").unwrap_or(&Value::Null), "spec.template.spec", errs, restart_policies);
+        }
+    }
+}
+
+const RESTART_ANY: &[&str] = &["Always", "OnFailure", "Never"];
+
+fn validate_resources(res: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    for part in ["limits", "requests"] {
+        if let Some(m) = res.get(part).and_then(Value::as_object) {
+            for (k, v) in m {
+                let f = format!("{field}.{part}[{k}]");
+                let ok = match v {
+                    Value::String(s) => is_quantity(s),
+                    Value::Number(_) => true,
+                    _ => false,
+                };
+                if !ok {
+                    errs.push(FieldError::invalid(&f, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
+                } else if v.as_str().is_some_and(|s| s.starts_with('-')) {
+                    errs.push(FieldError::invalid(&f, v, "must be greater than or equal to 0"));
+                }
+            }
+        }
+    }
+}
+
+fn validate_port(v: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    match v.as_i64() {
+        Some(p) if (1..=65535).contains(&p) => {}
+        Some(_) => errs.push(FieldError::invalid(field, v, "must be between 1 and 65535, inclusive")),
+        None => errs.push(FieldError::required(field)),
+    }
+}
+
+fn validate_protocol(c: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(p) = c.get("protocol") {
+        if !matches!(p.as_str(), Some("TCP" | "UDP" | "SCTP")) {
+            errs.push(FieldError::not_supported(field, p, &["SCTP", "TCP", "UDP"]));
+        }
+    }
+}
+
+fn validate_containers(list: Option<&Value>, field: &str, required: bool, errs: &mut Vec<FieldError>, names: &mut Vec<String>) {
+    let items = list.and_then(Value::as_array).cloned().unwrap_or_default();
+    if required && items.is_empty() {
+        errs.push(FieldError::required(field));
+    }
+    for (i, c) in items.iter().enumerate() {
+        let f = idx(field, i);
+        match c.get("name").and_then(Value::as_str) {
+            None | Some("") => errs.push(FieldError::required(&format!("{f}.name"))),
+            Some(n) => {
+                if !is_dns1123_label(n) {
+                    errs.push(FieldError::invalid(&format!("{f}.name"), &json!(n), LABEL_MSG));
+                }
+                if names.iter().any(|x| x == n) {
+                    errs.push(FieldError::duplicate(&format!("{f}.name"), &json!(n)));
+                }
+                names.push(n.to_string());
+            }
+        }
+        if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+            errs.push(FieldError::required(&format!("{f}.image")));
+        }
+        if let Some(ports) = c.get("ports").and_then(Value::as_array) {
+            for (j, p) in ports.iter().enumerate() {
+                let pf = format!("{f}.ports[{j}]");
+                validate_port(p.get("containerPort").unwrap_or(&Value::Null), &format!("{pf}.containerPort"), errs);
+                if let Some(hp) = p.get("hostPort") {
+                    if hp.as_i64().is_some_and(|h| h != 0) {
+                        validate_port(hp, &format!("{pf}.hostPort"), errs);
+                    }
+                }
+                validate_protocol(p, &format!("{pf}.protocol"), errs);
+            }
+        }
+        if let Some(res) = c.get("resources") {
+            validate_resources(res, &format!("{f}.resources"), errs);
+        }
+        if let Some(env) = c.get("env").and_then(Value::as_array) {
+            for (j, e) in env.iter().enumerate() {
+                if e.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                    errs.push(FieldError::required(&format!("{f}.env[{j}].name")));
+                }
+            }
+        }
+        if let Some(p) = c.get("imagePullPolicy") {
+            if !matches!(p.as_str(), Some("Always" | "IfNotPresent" | "Never")) {
+                errs.push(FieldError::not_supported(&format!("{f}.imagePullPolicy"), p, &["Always", "IfNotPresent", "Never"]));
+            }
+        }
+    }
+}
+
+fn validate_pod_spec(spec: &Value, field: &str, errs: &mut Vec<FieldError>, restart_policies: &[&str]) {
+    let mut names = Vec::new();
+    validate_containers(spec.get("initContainers"), &format!("{field}.initContainers"), false, errs, &mut names);
+    validate_containers(spec.get("containers"), &format!("{field}.containers"), true, errs, &mut names);
+    if let Some(rp) = spec.get("restartPolicy") {
+        if !rp.as_str().is_some_and(|s| restart_policies.contains(&s)) {
+            errs.push(FieldError::not_supported(&format!("{field}.restartPolicy"), rp, restart_policies));
+        }
+    }
+    if let Some(vols) = spec.get("volumes").and_then(Value::as_array) {
+        let mut seen = Vec::new();
+        for (i, v) in vols.iter().enumerate() {
+            let f = format!("{field}.volumes[{i}].name");
+            match v.get("name").and_then(Value::as_str) {
+                None | Some("") => errs.push(FieldError::required(&f)),
+                Some(n) if seen.contains(&n) => errs.push(FieldError::duplicate(&f, &json!(n))),
+                Some(n) if !is_dns1123_label(n) => errs.push(FieldError::invalid(&f, &json!(n), LABEL_MSG)),
+                Some(n) => seen.push(n),
+            }
+        }
+    }
+    if let Some(t) = spec.get("terminationGracePeriodSeconds") {
+        if t.as_i64().is_some_and(|t| t < 0) {
+            errs.push(FieldError::invalid(&format!("{field}.terminationGracePeriodSeconds"), t, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// per-kind entry points
+
+/// Validate an object of `kind` (the Kubernetes kind name) in JSON form.
+pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let rule = match kind {
+        "Namespace" | "Service" => NameRule::Label,
+        _ => NameRule::Subdomain,
+    };
+    validate_metadata(obj, namespaced, rule, &mut errs);
+    match kind {
+        "Pod" => validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut errs, RESTART_ANY),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => validate_workload(obj, &mut errs, &["Always"], true),
+        "Job" => {
+            validate_workload(obj, &mut errs, &["OnFailure", "Never"], false);
+            if obj.pointer("/spec/template/spec/restartPolicy").is_none() {
+                errs.push(FieldError::required("spec.template.spec.restartPolicy"));
+            }
+        }
+        "CronJob" => {
+            if str_at(obj, "spec.schedule").is_none() {
+                errs.push(FieldError::required("spec.schedule"));
+            }
+            match obj.pointer("/spec/jobTemplate/spec/template/spec") {
+                Some(s) => validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", &mut errs, &["OnFailure", "Never"]),
+                None => errs.push(FieldError::required("spec.jobTemplate.spec.template.spec.containers")),
+            }
+        }
+        "Service" => validate_service(obj, &mut errs),
+        "ConfigMap" | "Secret" => {
+            for part in ["data", "binaryData", "stringData"] {
+                if let Some(m) = obj.get(part).and_then(Value::as_object) {
+                    for k in m.keys() {
+                        if !is_config_key(k) {
+                            errs.push(FieldError::invalid(&format!("{part}[{k}]"), &json!(k), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
+        errs.push(FieldError::not_supported("spec.type", &json!(ty), &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    }
+    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        errs.push(FieldError::required("spec.ports"));
+    }
+    if ty == "ExternalName" && str_at(&spec, "externalName").is_none() {
+        errs.push(FieldError::required("spec.externalName"));
+    }
+    let mut names = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let f = format!("spec.ports[{i}]");
+        validate_port(p.get("port").unwrap_or(&Value::Null), &format!("{f}.port"), errs);
+        validate_protocol(p, &format!("{f}.protocol"), errs);
+        if let Some(tp) = p.get("targetPort") {
+            match tp {
+                Value::Number(_) => validate_port(tp, &format!("{f}.targetPort"), errs),
+                Value::String(s) if !s.is_empty() && !is_dns1123_label(s) => errs.push(FieldError::invalid(&format!("{f}.targetPort"), tp, LABEL_MSG)),
+                _ => {}
+            }
+        }
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+            if np != 0 && !(30000..=32767).contains(&np) {
+                errs.push(FieldError::invalid(&format!("{f}.nodePort"), &json!(np), "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            }
+        }
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+        if ports.len() > 1 && name.is_empty() {
+            errs.push(FieldError::required(&format!("{f}.name")));
+        }
+        if !name.is_empty() {
+            if names.contains(&name.to_string()) {
+                errs.push(FieldError::duplicate(&format!("{f}.name"), &json!(name)));
+            }
+            names.push(name.to_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// defaulting
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let m = v.as_object_mut()?;
+    let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if e.is_null() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+fn set_default(m: &mut Map<String, Value>, key: &str, val: Value) {
+    match m.get(key) {
+        None | Some(Value::Null) => {
+            m.insert(key.to_string(), val);
+        }
+        _ => {}
+    }
+}
+
+fn default_containers(list: Option<&mut Value>) {
+    let Some(items) = list.and_then(Value::as_array_mut) else { return };
+    for c in items {
+        let Some(c) = c.as_object_mut() else { continue };
+        let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+        // Kubernetes: no tag or :latest means Always, a pinned tag or digest IfNotPresent.
+        let last = image.rsplit('/').next().unwrap_or("");
+        let pinned = image.contains('@') || (last.contains(':') && !last.ends_with(":latest"));
+        set_default(c, "imagePullPolicy", json!(if pinned { "IfNotPresent" } else { "Always" }));
+        set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+        set_default(c, "terminationMessagePolicy", json!("File"));
+        set_default(c, "resources", json!({}));
+        if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                set_default(p, "protocol", json!("TCP"));
+            }
+        }
+    }
+}
+
+fn default_pod_spec(spec: &mut Value, restart: &str) {
+    let Some(m) = spec.as_object_mut() else { return };
+    set_default(m, "restartPolicy", json!(restart));
+    set_default(m, "terminationGracePeriodSeconds", json!(30));
+    set_default(m, "dnsPolicy", json!("ClusterFirst"));
+    set_default(m, "schedulerName", json!("default-scheduler"));
+    set_default(m, "securityContext", json!({}));
+    default_containers(m.get_mut("initContainers"));
+    default_containers(m.get_mut("containers"));
+}
+
+fn default_template(obj: &mut Value, restart: &str) {
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        default_pod_spec(spec, restart);
+    }
+}
+
+/// Apply Kubernetes' defaults for `kind` (after uid and name are set).
+pub fn default_object(kind: &str, obj: &mut Value) {
+    match kind {
+        "Pod" => {
+            if let Some(spec) = obj.get_mut("spec") {
+                default_pod_spec(spec, "Always");
+            }
+        }
+        "Deployment" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+                if let Some(st) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
+                    set_default(st, "type", json!("RollingUpdate"));
+                    if st.get("type") == Some(&json!("RollingUpdate")) {
+                        set_default(st, "rollingUpdate", json!({}));
+                        if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                            set_default(ru, "maxSurge", json!("25%"));
+                            set_default(ru, "maxUnavailable", json!("25%"));
+                        }
+                    }
+                }
+            }
+            default_template(obj, "Always");
+        }
+        "ReplicaSet" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "replicas", json!(1));
+            }
+            default_template(obj, "Always");
+        }
+        "DaemonSet" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+            }
+            default_template(obj, "Always");
+        }
+        "StatefulSet" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+                set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+            }
+            default_template(obj, "Always");
+        }
+        "Job" => default_job(obj),
+        "CronJob" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "concurrencyPolicy", json!("Allow"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "successfulJobsHistoryLimit", json!(3));
+                set_default(spec, "failedJobsHistoryLimit", json!(1));
+            }
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec") {
+                if let Some(m) = spec.as_object_mut() {
+                    set_default(m, "backoffLimit", json!(6));
+                    set_default(m, "completionMode", json!("NonIndexed"));
+                    set_default(m, "suspend", json!(false));
+                }
+            }
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                default_pod_spec(spec, "Never");
+            }
+        }
+        "Service" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "type", json!("ClusterIP"));
+                set_default(spec, "sessionAffinity", json!("None"));
+                let external_name = spec.get("type") == Some(&json!("ExternalName"));
+                if !external_name {
+                    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+                    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                    set_default(spec, "ipFamilies", json!(["IPv4"]));
+                }
+                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        set_default(p, "protocol", json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            set_default(p, "targetPort", port);
+                        }
+                    }
+                }
+            }
+        }
+        "Secret" => {
+            if let Some(m) = obj.as_object_mut() {
+                set_default(m, "type", json!("Opaque"));
+            }
+        }
+        "Namespace" => {
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            if let Some(meta) = obj_mut(obj, "metadata") {
+                if let Some(labels) = obj_mut_map(meta, "labels") {
+                    labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "finalizers", json!(["kubernetes"]));
+            }
+            if let Some(status) = obj_mut(obj, "status") {
+                set_default(status, "phase", json!("Active"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn obj_mut_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if e.is_null() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+fn default_job(obj: &mut Value) {
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let manual = obj.pointer("/spec/manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "parallelism", json!(1));
+        set_default(spec, "completions", json!(1));
+        set_default(spec, "backoffLimit", json!(6));
+        set_default(spec, "completionMode", json!("NonIndexed"));
+        set_default(spec, "suspend", json!(false));
+        set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+        // Like the Kubernetes Job strategy: a generated selector on the job's uid unless
+        // the user asked to manage it.
+        if !manual && !uid.is_empty() && spec.get("selector").is_none_or(Value::is_null) {
+            spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+            if let Some(tmeta) = spec.get_mut("template").and_then(|t| obj_mut(t, "metadata")) {
+                if let Some(labels) = obj_mut_map(tmeta, "labels") {
+                    for (k, v) in [
+                        ("batch.kubernetes.io/controller-uid", &uid),
+                        ("batch.kubernetes.io/job-name", &name),
+                        ("controller-uid", &uid),
+                        ("job-name", &name),
+                    ] {
+                        labels.insert(k.into(), json!(v));
+                    }
+                }
+            }
+        }
+    }
+    default_template(obj, "Never");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        for ok in ["1", "100m", "1.5Gi", "128Mi", "0.5", "1e3", "2E-2", ".5", "+1k"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_dns1123_subdomain("web.example-1"));
+        assert!(!is_dns1123_subdomain("Web"));
+        assert!(!is_dns1123_label("a.b"));
+        assert!(is_qualified_name("app.kubernetes.io/name"));
+        assert!(!is_qualified_name("-bad"));
+    }
+
+    #[test]
+    fn selector_must_match_template() {
+        let d = json!({"metadata":{"name":"web","namespace":"default"},"spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"other"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}});
+        let errs = validate("Deployment", true, &d);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.template.metadata.labels");
+        assert!(errs[0].message.contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn bad_name_quantity_and_port() {
+        let p = json!({"metadata":{"name":"Bad_Name","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x","ports":[{"containerPort":70000}],"resources":{"limits":{"memory":"lots"}}}]}});
+        let errs = validate("Pod", true, &p);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"metadata.name"), "{fields:?}");
+        assert!(fields.contains(&"spec.containers[0].ports[0].containerPort"), "{fields:?}");
+        assert!(fields.contains(&"spec.containers[0].resources.limits[memory]"), "{fields:?}");
+    }
+
+    #[test]
+    fn deployment_defaults() {
+        let mut d = json!({"metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.25","ports":[{"containerPort":80}]}]}}}});
+        default_object("Deployment", &mut d);
+        assert_eq!(d.pointer("/spec/replicas"), Some(&json!(1)));
+        assert_eq!(d.pointer("/spec/strategy/rollingUpdate/maxSurge"), Some(&json!("25%")));
+        assert_eq!(d.pointer("/spec/template/spec/containers/0/imagePullPolicy"), Some(&json!("IfNotPresent")));
+        assert_eq!(d.pointer("/spec/template/spec/containers/0/ports/0/protocol"), Some(&json!("TCP")));
+        assert_eq!(d.pointer("/spec/template/spec/restartPolicy"), Some(&json!("Always")));
     }
 }

@@ -1,1 +1,253 @@
-//! API server.
+//! `spindle-apiserver` owns Spindle's Kubernetes API endpoint: HTTPS with client
+//! certificate and bearer token authentication, discovery and OpenAPI, and one generic
+//! REST path (get/list/watch/create/update/patch/delete and subresources) over the
+//! [`spindle_store::Store`] for every kind in the [`spindle_api::Registry`].
+
+mod discovery;
+pub mod pki;
+mod request;
+pub mod rest;
+mod selectors;
+mod status;
+mod tables;
+mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use spindle_api::openapi::OpenApi;
+use spindle_api::Registry;
+use spindle_store::{SledStore, SledStoreOptions, Store};
+use tokio::net::TcpListener;
+
+use crate::request::{parse_path, Query};
+use crate::status::ApiError;
+
+/// Largest request body accepted (Kubernetes' limit is 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// What the TLS layer learned about a connection.
+#[derive(Clone, Debug)]
+struct ConnInfo {
+    cert_user: Option<User>,
+    local: SocketAddr,
+}
+
+/// Shared state of the API server; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub reg: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub openapi: Arc<OpenApi>,
+    /// Bearer tokens and who they authenticate as.
+    pub tokens: Arc<Vec<(String, User)>>,
+}
+
+impl AppState {
+    pub fn clone_handle(&self) -> AppState {
+        self.clone()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    pub token: Option<String>,
+    pub tls_sans: Vec<String>,
+}
+
+fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let tok = auth.strip_prefix("Bearer ")?.trim();
+        return st.tokens.iter().find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes())).map(|(_, u)| u.clone());
+    }
+    conn.cert_user.clone()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if matches!(path.as_str(), "/readyz" | "/livez" | "/healthz") && req.method() == Method::GET {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let Some(user) = authenticate(&st, &conn, &req) else {
+        return ApiError::unauthorized().into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    match path.trim_end_matches('/') {
+        "/version" => return discovery::version(),
+        "/api" => return discovery::api(&st, &headers, &conn.local.to_string()),
+        "/apis" => return discovery::apis(&st, &headers),
+        "/openapi/v2" => return discovery::openapi_v2(&st, &headers),
+        p if p.starts_with("/openapi/v3") => return discovery::openapi_v3(&st, p),
+        _ => {}
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", v] => return discovery::group_version(&st, "", v),
+        ["apis", g] => return discovery::group(&st, g),
+        ["apis", g, v] => return discovery::group_version(&st, g, v),
+        _ => {}
+    }
+    let target = match parse_path(&st.reg, &path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return ApiError::path_not_found().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(413, "RequestEntityTooLarge", "the request body is too large").into_response(),
+    };
+    let q = Query::parse(parts.uri.query());
+    rest::handle(Arc::new(st), user, parts.method, target, q, headers, body).await
+}
+
+fn cert_user(conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<User> {
+    let certs = conn.get_ref().1.peer_certificates()?;
+    let der = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    Some(User { name, groups })
+}
+
+fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    // Client certificates are optional so bearer-token users still get in; requests with
+    // neither are refused with 401 at the HTTP layer.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?.context("no serving key")?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Namespaces every cluster has.
+async fn bootstrap(st: &AppState) -> Result<()> {
+    let Some(ns_kind) = st.reg.by_resource("", "v1", "namespaces") else { return Ok(()) };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let k = rest::key(ns_kind, None, Some(ns));
+        if st.store.get(&k).await?.is_none() {
+            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": rest::now_rfc3339(),
+            }});
+            spindle_api::validation::default_object("Namespace", &mut obj);
+            match st.store.create(&k, serde_json::to_vec(&obj)?).await {
+                Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A running API server.
+pub struct Server {
+    pub state: AppState,
+    pub addr: SocketAddr,
+    pub pki: pki::Pki,
+}
+
+/// Prepare PKI and store, bind the port and write the kubeconfig; then [`Server::serve`].
+pub async fn start(cfg: &ServerConfig) -> Result<(Server, TcpListener, Arc<tokio_rustls::TlsAcceptor>)> {
+    let pki = pki::ensure(&cfg.data_dir, cfg.token.as_deref(), &cfg.tls_sans)?;
+    let db_dir = cfg.data_dir.join("server/db");
+    let store = SledStore::open(&db_dir, SledStoreOptions::default()).with_context(|| format!("opening the store in {}", db_dir.display()))?;
+    let reg = Registry::new();
+    let openapi = OpenApi::new(&reg);
+    let node_user = User { name: "system:node-bootstrap".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] };
+    let state = AppState { reg: Arc::new(reg), store: Arc::new(store), openapi: Arc::new(openapi), tokens: Arc::new(vec![(pki.token.clone(), node_user)]) };
+    bootstrap(&state).await?;
+    let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));
+    let addr = SocketAddr::new(cfg.bind_address, cfg.port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    pki::write_kubeconfig(&cfg.kubeconfig, &format!("https://{host}:{}", addr.port()), &pki)?;
+    tracing::info!(%addr, kubeconfig = %cfg.kubeconfig.display(), "API server listening");
+    Ok((Server { state, addr, pki }, listener, acceptor))
+}
+
+impl Server {
+    pub async fn serve(self, listener: TcpListener, acceptor: Arc<tokio_rustls::TlsAcceptor>) -> Result<()> {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                let local = tcp.local_addr().unwrap_or(peer);
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let conn = ConnInfo { cert_user: cert_user(&tls), local };
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let st = st.clone();
+                    let conn = conn.clone();
+                    async move {
+                        let start = Instant::now();
+                        let (method, uri) = (req.method().clone(), req.uri().clone());
+                        let resp = dispatch(st, conn, req.map(Body::new)).await;
+                        tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// Start and serve until the process ends.
+pub async fn run(cfg: ServerConfig) -> Result<()> {
+    let (server, listener, acceptor) = start(&cfg).await?;
+    server.serve(listener, acceptor).await
+}

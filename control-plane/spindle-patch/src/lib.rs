@@ -1,1 +1,140 @@
 //! Patch semantics of the Kubernetes API over plain JSON values.
+//!
+//! This crate owns everything the API server needs to turn "old object + request body" into
+//! "new object" for writes that are not plain replacements:
+//!
+//! * [`json_patch`]: RFC 6902 (`application/json-patch+json`);
+//! * [`merge_patch`]: RFC 7396 (`application/merge-patch+json`);
+//! * [`strategic_merge_patch`]: Kubernetes strategic merge patch
+//!   (`application/strategic-merge-patch+json`, what client-side `kubectl apply` sends),
+//!   driven by the list-strategy table in [`strategy`];
+//! * [`ssa`]: server-side apply (`application/apply-patch+yaml`) and the `managedFields`
+//!   bookkeeping that ordinary writes must also do.
+//!
+//! It works on `serde_json::Value` only and knows nothing about storage or HTTP, so the API
+//! server decides status codes and the store decides concurrency.
+
+mod fieldset;
+mod smp;
+pub mod ssa;
+pub mod strategy;
+
+use serde_json::Value;
+
+/// Why a patch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// The patch document itself is malformed (wrong shape, unknown directive, missing merge
+    /// key). The API server should answer 400 Bad Request.
+    #[error("invalid patch: {0}")]
+    Invalid(String),
+    /// The patch is well formed but does not fit the object (a JSON patch `test` that fails,
+    /// a path that does not exist). The API server should answer 422 Unprocessable Entity.
+    #[error("patch cannot be applied: {0}")]
+    Unapplicable(String),
+}
+
+/// Applies an RFC 6902 JSON patch (a JSON array of operations) to `original`.
+pub fn json_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| PatchError::Invalid(format!("malformed JSON patch: {e}")))?;
+    let mut doc = original.clone();
+    json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::Unapplicable(e.to_string()))?;
+    Ok(doc)
+}
+
+/// Applies an RFC 7396 JSON merge patch to `original`.
+pub fn merge_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+    // Kubernetes only accepts objects here; a scalar or array body would replace the whole
+    // resource, which is never what a client meant.
+    if !patch.is_object() {
+        return Err(PatchError::Invalid(
+            "merge patch must be a JSON object".to_string(),
+        ));
+    }
+    let mut doc = original.clone();
+    json_patch::merge(&mut doc, patch);
+    Ok(doc)
+}
+
+/// Applies a Kubernetes strategic merge patch to `original`.
+///
+/// Maps merge recursively and `null` deletes a key. Lists merge according to
+/// [`strategy::list_strategy`]. The directives `$patch`, `$retainKeys`,
+/// `$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>` are honoured and never
+/// appear in the result.
+pub fn strategic_merge_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+    smp::apply(original, patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_patch_ops() {
+        let original = json!({"spec": {"replicas": 1, "template": {"a": 1}}, "metadata": {"annotations": {"x": "1"}}});
+        let patch = json!([
+            {"op": "test", "path": "/spec/replicas", "value": 1},
+            {"op": "replace", "path": "/spec/template", "value": {"b": 2}},
+            {"op": "add", "path": "/metadata/labels", "value": {"app": "web"}},
+            {"op": "remove", "path": "/metadata/annotations/x"},
+            {"op": "copy", "from": "/spec/replicas", "path": "/spec/min"},
+            {"op": "move", "from": "/spec/min", "path": "/spec/max"}
+        ]);
+        let out = json_patch(&original, &patch).unwrap();
+        assert_eq!(
+            out,
+            json!({"spec": {"replicas": 1, "template": {"b": 2}, "max": 1},
+                   "metadata": {"annotations": {}, "labels": {"app": "web"}}})
+        );
+    }
+
+    #[test]
+    fn json_patch_failed_test_is_unapplicable() {
+        let original = json!({"spec": {"replicas": 1}});
+        let patch = json!([{"op": "test", "path": "/spec/replicas", "value": 2}]);
+        assert!(matches!(
+            json_patch(&original, &patch),
+            Err(PatchError::Unapplicable(_))
+        ));
+        let patch = json!([{"op": "remove", "path": "/nope"}]);
+        assert!(matches!(
+            json_patch(&original, &patch),
+            Err(PatchError::Unapplicable(_))
+        ));
+    }
+
+    #[test]
+    fn json_patch_malformed_is_invalid() {
+        let original = json!({});
+        assert!(matches!(
+            json_patch(&original, &json!({"op": "add"})),
+            Err(PatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            json_patch(&original, &json!([{"op": "frobnicate", "path": "/a"}])),
+            Err(PatchError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn merge_patch_rfc7396() {
+        let original = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"replicas": 1, "list": [1, 2]}});
+        let patch = json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"replicas": 3, "list": [3]}});
+        let out = merge_patch(&original, &patch).unwrap();
+        assert_eq!(
+            out,
+            json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": {"replicas": 3, "list": [3]}})
+        );
+    }
+
+    #[test]
+    fn merge_patch_rejects_non_object() {
+        assert!(matches!(
+            merge_patch(&json!({}), &json!([1])),
+            Err(PatchError::Invalid(_))
+        ));
+    }
+}

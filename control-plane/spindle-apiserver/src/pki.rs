@@ -1,0 +1,179 @@
+//! The cluster's certificates and credentials, created on first start and reused after:
+//! a self-signed CA, the serving certificate, the admin client identity (system:admin in
+//! system:masters, as k3s does), the node join token and the kubeconfig.
+
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+pub struct Pki {
+    pub ca_pem: String,
+    pub serving_cert_pem: String,
+    pub serving_key_pem: String,
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
+    pub token: String,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn host_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the host's addresses for the serving certificate");
+            Vec::new()
+        }
+    }
+}
+
+fn new_ca() -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "spindle-ca");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn leaf(ca_pem: &str, ca_key_pem: &str, cn: &str, orgs: &[&str], sans: Vec<SanType>, server: bool) -> Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).context("parsing the CA certificate")?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    for o in orgs {
+        dn.push(DnType::OrganizationName, *o);
+    }
+    params.distinguished_name = dn;
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Load the PKI under `<data_dir>/server`, creating what is missing.
+pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) -> Result<Pki> {
+    let tls = data_dir.join("server/tls");
+    fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+    let (ca_crt, ca_key) = (tls.join("server-ca.crt"), tls.join("server-ca.key"));
+    let (ca_pem, ca_key_pem) = match (read(&ca_crt), read(&ca_key)) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let (c, k) = new_ca()?;
+            write_private(&ca_key, &k)?;
+            write_private(&ca_crt, &c)?;
+            (c, k)
+        }
+    };
+    let (srv_crt, srv_key) = (tls.join("serving.crt"), tls.join("serving.key"));
+    let (serving_cert_pem, serving_key_pem) = match (read(&srv_crt), read(&srv_key)) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let mut sans = vec![
+                SanType::DnsName("localhost".try_into()?),
+                SanType::DnsName("kubernetes".try_into()?),
+                SanType::DnsName("kubernetes.default".try_into()?),
+                SanType::DnsName("kubernetes.default.svc".try_into()?),
+                SanType::DnsName("kubernetes.default.svc.cluster.local".try_into()?),
+                SanType::IpAddress("127.0.0.1".parse()?),
+            ];
+            if let Ok(h) = hostname() {
+                if let Ok(d) = h.as_str().try_into() {
+                    sans.push(SanType::DnsName(d));
+                }
+            }
+            for ip in host_addresses() {
+                if !ip.is_loopback() || ip.is_ipv6() {
+                    sans.push(SanType::IpAddress(ip));
+                }
+            }
+            for s in extra_sans {
+                match s.parse::<IpAddr>() {
+                    Ok(ip) => sans.push(SanType::IpAddress(ip)),
+                    Err(_) => sans.push(SanType::DnsName(s.as_str().try_into()?)),
+                }
+            }
+            let (c, k) = leaf(&ca_pem, &ca_key_pem, "spindle-apiserver", &[], sans, true)?;
+            write_private(&srv_key, &k)?;
+            write_private(&srv_crt, &c)?;
+            (c, k)
+        }
+    };
+    let (adm_crt, adm_key) = (tls.join("client-admin.crt"), tls.join("client-admin.key"));
+    let (admin_cert_pem, admin_key_pem) = match (read(&adm_crt), read(&adm_key)) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let (c, k) = leaf(&ca_pem, &ca_key_pem, "system:admin", &["system:masters"], vec![], false)?;
+            write_private(&adm_key, &k)?;
+            write_private(&adm_crt, &c)?;
+            (c, k)
+        }
+    };
+    let token_path = data_dir.join("server/token");
+    let token = match (token_flag, read(&token_path)) {
+        (Some(t), _) => {
+            write_private(&token_path, &format!("{t}\n"))?;
+            t.to_string()
+        }
+        (None, Some(t)) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let bytes: [u8; 24] = rand::random();
+            let t = format!("K10{}", hex::encode(bytes));
+            write_private(&token_path, &format!("{t}\n"))?;
+            t
+        }
+    };
+    Ok(Pki { ca_pem, serving_cert_pem, serving_key_pem, admin_cert_pem, admin_key_pem, token })
+}
+
+fn hostname() -> Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string())
+}
+
+/// Write the admin kubeconfig (mode 0600) pointing at `server_url`.
+pub fn write_kubeconfig(path: &PathBuf, server_url: &str, pki: &Pki) -> Result<()> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let cfg = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&pki.ca_pem),
+        server_url,
+        b64(&pki.admin_cert_pem),
+        b64(&pki.admin_key_pem),
+    );
+    write_private(path, &cfg)
+}

@@ -1,0 +1,142 @@
+//! Watch streams: newline-delimited JSON events over a chunked response, resuming from a
+//! resourceVersion, with bookmarks, timeouts and 410 for expired history.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use spindle_store::{EventType, StoreError};
+use tokio::sync::mpsc;
+
+use crate::request::{Query, Target};
+use crate::rest::{decode_stored, list_objects, selectors, Selectors};
+use crate::status::ApiError;
+use crate::{tables, AppState};
+
+const DEFAULT_TIMEOUT: u64 = 1800;
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+
+struct Emitter {
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    table: bool,
+    headers_sent: bool,
+    target: Target,
+    include: Option<String>,
+}
+
+impl Emitter {
+    async fn send(&mut self, ty: &str, mut obj: Value) -> bool {
+        if self.table && ty != "ERROR" && ty != "BOOKMARK" {
+            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            obj = tables::table(&self.target.kind, &[obj], &rv, None, self.include.as_deref(), !self.headers_sent);
+            self.headers_sent = true;
+        } else if let Some(m) = obj.as_object_mut() {
+            if ty != "ERROR" {
+                m.insert("apiVersion".into(), json!(self.target.kind.api_version()));
+                m.insert("kind".into(), json!(self.target.kind.kind));
+            }
+        }
+        let mut line = json!({"type": ty, "object": obj}).to_string();
+        line.push('\n');
+        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+    }
+}
+
+pub async fn serve(st: Arc<AppState>, t: Target, q: Query, table: bool) -> Response {
+    let sel = match selectors(&t.kind, &q) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let from = match q.get("resourceVersion") {
+        None | Some("0") => None,
+        Some(rv) => match rv.parse::<u64>() {
+            Ok(r) => Some(r),
+            Err(_) => return ApiError::bad_request(format!("invalid resource version: {rv}")).into_response(),
+        },
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let emitter = Emitter { tx, table, headers_sent: false, target: t.clone(), include: q.get("includeObject").map(str::to_string) };
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        tokio::select! {
+            _ = run(st, t, sel, from, bookmarks, emitter) => {}
+            _ = &mut deadline => {}
+        }
+    });
+    let mut r = (StatusCode::OK, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))).into_response();
+    let ct = if table { tables::TABLE_CONTENT_TYPE } else { "application/json" };
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+async fn run(st: Arc<AppState>, t: Target, sel: Selectors, from: Option<u64>, bookmarks: bool, mut em: Emitter) {
+    let start = match from {
+        Some(r) => r,
+        None => {
+            // No resourceVersion: the current state as ADDED events first.
+            let (items, rev, _) = match list_objects(&st, &t, &sel, None, None).await {
+                Ok(x) => x,
+                Err(e) => {
+                    em.send("ERROR", e.status_body()).await;
+                    return;
+                }
+            };
+            for it in items {
+                if !em.send("ADDED", it).await {
+                    return;
+                }
+            }
+            rev
+        }
+    };
+    let prefix = crate::rest::key(&t.kind, t.namespace.as_deref(), None);
+    let mut stream = match st.store.watch(&prefix, start).await {
+        Ok(s) => s,
+        Err(e @ StoreError::Expired { .. }) => {
+            em.send("ERROR", ApiError::from(e).status_body()).await;
+            return;
+        }
+        Err(e) => {
+            em.send("ERROR", ApiError::from(e).status_body()).await;
+            return;
+        }
+    };
+    let mut last_seen = start;
+    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(ev) = ev else { return };
+                last_seen = ev.revision;
+                let kv = spindle_store::KeyValue { key: ev.key.clone(), value: ev.value.clone(), mod_revision: ev.revision };
+                let Ok(obj) = decode_stored(&kv) else { continue };
+                if !sel.matches(&obj) {
+                    continue;
+                }
+                let ty = match ev.kind {
+                    EventType::Created => "ADDED",
+                    EventType::Modified => "MODIFIED",
+                    EventType::Deleted => "DELETED",
+                };
+                if !em.send(ty, obj).await {
+                    return;
+                }
+            }
+            _ = ticker.tick(), if bookmarks => {
+                let bm = json!({"kind": t.kind.kind, "apiVersion": t.kind.api_version(), "metadata": {"resourceVersion": last_seen.to_string()}});
+                if !em.send("BOOKMARK", bm).await {
+                    return;
+                }
+            }
+        }
+    }
+}

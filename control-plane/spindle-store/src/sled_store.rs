@@ -1,0 +1,498 @@
+//! The embedded sled backend.
+//!
+//! All writes go through one committer task that takes every request waiting in its
+//! queue, applies them in one sled transaction, flushes once (fsync) and only then
+//! answers the callers and publishes their events. That gives group commit (many writes
+//! per fsync under load), a single total order of revisions, and watchers that never see
+//! a change that is not yet durable.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{broadcast, mpsc, oneshot, RwLock};
+
+use crate::{Event, EventType, KeyValue, Result, Revision, Store, StoreError, WatchStream};
+
+const REV_KEY: &[u8] = b"revision";
+const COMPACT_KEY: &[u8] = b"compacted";
+
+#[derive(Clone, Debug)]
+pub struct SledStoreOptions {
+    /// Number of events kept for watches; older revisions answer Expired.
+    pub history: usize,
+    /// Most writes committed in one transaction and fsync.
+    pub max_batch: usize,
+}
+
+impl Default for SledStoreOptions {
+    fn default() -> Self {
+        SledStoreOptions { history: 20_000, max_batch: 512 }
+    }
+}
+
+enum Op {
+    Create,
+    Update(Option<Revision>),
+    Delete(Option<Revision>),
+}
+
+struct WriteReq {
+    op: Op,
+    key: String,
+    value: Vec<u8>,
+    reply: oneshot::Sender<Result<(Revision, Option<KeyValue>)>>,
+}
+
+struct History {
+    events: VecDeque<Arc<Event>>,
+    /// Events with a revision at or below this are gone.
+    compacted: Revision,
+}
+
+struct Shared {
+    db: sled::Db,
+    objects: sled::Tree,
+    revision: AtomicU64,
+    history: Mutex<History>,
+    /// Held for writing while a batch is applied and flushed, so a list sees only whole,
+    /// durable batches and the revision it reports matches its contents.
+    apply_lock: Arc<RwLock<()>>,
+    events_tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<WriteReq>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn encode_value(rev: Revision, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + data.len());
+    v.extend_from_slice(&rev.to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn decode_value(key: &str, raw: &[u8]) -> Result<KeyValue> {
+    if raw.len() < 8 {
+        return Err(StoreError::Backend(format!("corrupt value for key {key}")));
+    }
+    let mut rev = [0u8; 8];
+    rev.copy_from_slice(&raw[..8]);
+    Ok(KeyValue { key: key.to_string(), value: Arc::from(&raw[8..]), mod_revision: u64::from_be_bytes(rev) })
+}
+
+fn encode_event(ev: &Event) -> Vec<u8> {
+    let kind = match ev.kind {
+        EventType::Created => 0u8,
+        EventType::Modified => 1,
+        EventType::Deleted => 2,
+    };
+    let key = ev.key.as_bytes();
+    let mut v = Vec::with_capacity(5 + key.len() + ev.value.len());
+    v.push(kind);
+    v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    v.extend_from_slice(key);
+    v.extend_from_slice(&ev.value);
+    v
+}
+
+fn decode_event(rev: Revision, raw: &[u8]) -> Option<Event> {
+    let kind = match raw.first()? {
+        0 => EventType::Created,
+        1 => EventType::Modified,
+        2 => EventType::Deleted,
+        _ => return None,
+    };
+    let len = u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
+    let key = std::str::from_utf8(raw.get(5..5 + len)?).ok()?.to_string();
+    let value = Arc::from(raw.get(5 + len..)?);
+    Some(Event { kind, key, value, revision: rev })
+}
+
+fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64> {
+    Ok(match tree.get(key).map_err(backend)? {
+        Some(b) if b.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b);
+            u64::from_be_bytes(a)
+        }
+        _ => 0,
+    })
+}
+
+impl SledStore {
+    /// Open (or create) the store under `dir`. Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, opts: SledStoreOptions) -> Result<Self> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open().map_err(backend)?;
+        let objects = db.open_tree("objects").map_err(backend)?;
+        let events = db.open_tree("events").map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
+        let revision = read_u64(&meta, REV_KEY)?;
+        let mut compacted = read_u64(&meta, COMPACT_KEY)?;
+        let mut hist = VecDeque::new();
+        for item in events.iter() {
+            let (k, v) = item.map_err(backend)?;
+            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else { continue };
+            let rev = u64::from_be_bytes(kb);
+            if let Some(ev) = decode_event(rev, &v) {
+                hist.push_back(Arc::new(ev));
+            }
+        }
+        // History before the first kept event is gone, whatever the meta says.
+        if let Some(first) = hist.front() {
+            compacted = compacted.max(first.revision.saturating_sub(1));
+        } else {
+            compacted = compacted.max(revision);
+        }
+        let (events_tx, _) = broadcast::channel(8192);
+        let shared = Arc::new(Shared {
+            db,
+            objects,
+            revision: AtomicU64::new(revision),
+            history: Mutex::new(History { events: hist, compacted }),
+            apply_lock: Arc::new(RwLock::new(())),
+            events_tx,
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let committer = Committer { shared: shared.clone(), events, meta, opts };
+        tokio::spawn(committer.run(rx));
+        Ok(SledStore { shared, writes: tx })
+    }
+
+    async fn write(&self, op: Op, key: &str, value: Vec<u8>) -> Result<(Revision, Option<KeyValue>)> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(WriteReq { op, key: key.to_string(), value, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    events: sled::Tree,
+    meta: sled::Tree,
+    opts: SledStoreOptions,
+}
+
+type Outcome = Result<(Revision, Option<KeyValue>)>;
+
+impl Committer {
+    async fn run(self, mut rx: mpsc::Receiver<WriteReq>) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.opts.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn commit(&self, batch: Vec<WriteReq>) {
+        let base = self.shared.revision.load(Ordering::SeqCst);
+        let _guard = self.shared.apply_lock.write().await;
+        let applied = self.apply(&batch, base);
+        let (outcomes, new_events, last_rev) = match applied {
+            Ok(x) => x,
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+                return;
+            }
+        };
+        if !new_events.is_empty() {
+            // Durable before anyone hears about it.
+            if let Err(e) = self.shared.db.flush_async().await {
+                tracing::error!(error = %e, "store flush failed");
+                for req in batch {
+                    let _ = req.reply.send(Err(StoreError::Backend(format!("flush failed: {e}"))));
+                }
+                return;
+            }
+            self.shared.revision.store(last_rev, Ordering::SeqCst);
+            let mut trim_to = None;
+            {
+                let mut h = self.shared.history.lock().unwrap_or_else(|p| p.into_inner());
+                for ev in &new_events {
+                    h.events.push_back(ev.clone());
+                    let _ = self.shared.events_tx.send(ev.clone());
+                }
+                while h.events.len() > self.opts.history {
+                    if let Some(old) = h.events.pop_front() {
+                        h.compacted = old.revision;
+                        trim_to = Some(old.revision);
+                    }
+                }
+            }
+            if let Some(upto) = trim_to {
+                self.trim_events(upto);
+            }
+        }
+        for (req, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = req.reply.send(outcome);
+        }
+    }
+
+    fn trim_events(&self, upto: Revision) {
+        let mut b = sled::Batch::default();
+        for k in self.events.range(..=(upto.to_be_bytes())).keys().flatten() {
+            b.remove(k);
+        }
+        let res = self.events.apply_batch(b).and_then(|_| self.meta.insert(COMPACT_KEY, &upto.to_be_bytes()).map(|_| ()));
+        if let Err(e) = res {
+            // Losing a trim only keeps more history than needed.
+            tracing::warn!(error = %e, "trimming watch history failed");
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply(&self, batch: &[WriteReq], base: Revision) -> Result<(Vec<Outcome>, Vec<Arc<Event>>, Revision), String> {
+        let objects = &self.shared.objects;
+        let res: Result<(Vec<Outcome>, Vec<Arc<Event>>, Revision), TransactionError<String>> =
+            (objects, &self.events, &self.meta).transaction(|(o, e, m)| {
+                let mut rev = base;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                let mut evs = Vec::new();
+                for req in batch {
+                    let cur = o.get(req.key.as_bytes())?;
+                    let cur = match cur.map(|raw| decode_value(&req.key, &raw)).transpose() {
+                        Ok(c) => c,
+                        Err(err) => return Err(ConflictableTransactionError::Abort(err.to_string())),
+                    };
+                    let outcome: Outcome = match (&req.op, cur) {
+                        (Op::Create, Some(_)) => Err(StoreError::AlreadyExists(req.key.clone())),
+                        (Op::Update(_), None) | (Op::Delete(_), None) => Err(StoreError::NotFound(req.key.clone())),
+                        (Op::Update(Some(exp)), Some(c)) | (Op::Delete(Some(exp)), Some(c)) if c.mod_revision != *exp => {
+                            Err(StoreError::Conflict { key: req.key.clone(), expected: *exp, actual: c.mod_revision })
+                        }
+                        (Op::Delete(_), Some(c)) => {
+                            rev += 1;
+                            o.remove(req.key.as_bytes())?;
+                            let ev = Event { kind: EventType::Deleted, key: req.key.clone(), value: c.value.clone(), revision: rev };
+                            e.insert(&rev.to_be_bytes(), encode_event(&ev))?;
+                            evs.push(Arc::new(ev));
+                            Ok((rev, Some(c)))
+                        }
+                        (op, prev) => {
+                            rev += 1;
+                            o.insert(req.key.as_bytes(), encode_value(rev, &req.value))?;
+                            let kind = if matches!(op, Op::Create) { EventType::Created } else { EventType::Modified };
+                            let ev = Event { kind, key: req.key.clone(), value: Arc::from(req.value.as_slice()), revision: rev };
+                            e.insert(&rev.to_be_bytes(), encode_event(&ev))?;
+                            evs.push(Arc::new(ev));
+                            Ok((rev, prev))
+                        }
+                    };
+                    outcomes.push(outcome);
+                }
+                if rev != base {
+                    m.insert(REV_KEY, &rev.to_be_bytes())?;
+                }
+                Ok((outcomes, evs, rev))
+            });
+        res.map_err(|e| match e {
+            TransactionError::Abort(s) => s,
+            TransactionError::Storage(s) => s.to_string(),
+        })
+    }
+}
+
+fn matches_prefix(key: &str, prefix: &str) -> bool {
+    key.starts_with(prefix)
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        match self.shared.objects.get(key.as_bytes()).map_err(backend)? {
+            Some(raw) => Ok(Some(decode_value(key, &raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        let shared = self.shared.clone();
+        let prefix = prefix.to_string();
+        let guard = self.shared.apply_lock.clone().read_owned().await;
+        // sled iteration is blocking work; keep it off the async workers for big lists.
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let rev = shared.revision.load(Ordering::SeqCst);
+            let mut out = Vec::new();
+            for item in shared.objects.scan_prefix(prefix.as_bytes()) {
+                let (k, v) = item.map_err(backend)?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                out.push(decode_value(&key, &v)?);
+            }
+            Ok((out, rev))
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
+        Ok(self.write(Op::Create, key, value).await?.0)
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Option<Revision>) -> Result<Revision> {
+        Ok(self.write(Op::Update(expected), key, value).await?.0)
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
+        let (rev, prev) = self.write(Op::Delete(expected), key, Vec::new()).await?;
+        let prev = prev.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        Ok((rev, prev))
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        let mut rx = self.shared.events_tx.subscribe();
+        let replay: Vec<Arc<Event>> = {
+            let h = self.shared.history.lock().unwrap_or_else(|p| p.into_inner());
+            if from < h.compacted {
+                return Err(StoreError::Expired { requested: from, oldest: h.compacted + 1 });
+            }
+            h.events.iter().filter(|e| e.revision > from && matches_prefix(&e.key, prefix)).cloned().collect()
+        };
+        let prefix = prefix.to_string();
+        let mut last = replay.last().map(|e| e.revision).unwrap_or(from);
+        let stream = async_stream_like(move |tx: mpsc::Sender<Event>| async move {
+            for ev in replay {
+                if tx.send((*ev).clone()).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if ev.revision <= last || !matches_prefix(&ev.key, &prefix) {
+                            continue;
+                        }
+                        last = ev.revision;
+                        if tx.send((*ev).clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Too slow a watcher: end the stream; the client re-watches.
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(stream)
+    }
+
+    fn current_revision(&self) -> Revision {
+        self.shared.revision.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs a producer task feeding a channel and exposes it as a stream; the task stops when
+/// the stream is dropped.
+fn async_stream_like<F, Fut>(f: F) -> WatchStream
+where
+    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream_wrapper(rx))
+}
+
+fn tokio_stream_wrapper(mut rx: mpsc::Receiver<Event>) -> impl futures::Stream<Item = Event> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn crud_cas_and_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), SledStoreOptions::default()).unwrap();
+        let r1 = s.create("/a/1", b"one".to_vec()).await.unwrap();
+        assert!(matches!(s.create("/a/1", b"x".to_vec()).await, Err(StoreError::AlreadyExists(_))));
+        let r2 = s.update("/a/1", b"two".to_vec(), Some(r1)).await.unwrap();
+        assert!(r2 > r1);
+        assert!(matches!(s.update("/a/1", b"three".to_vec(), Some(r1)).await, Err(StoreError::Conflict { .. })));
+        let got = s.get("/a/1").await.unwrap().unwrap();
+        assert_eq!(&*got.value, b"two");
+        assert_eq!(got.mod_revision, r2);
+        s.create("/b/1", b"b".to_vec()).await.unwrap();
+        let (items, rev) = s.list("/a/").await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(rev, s.current_revision());
+        let (_, prev) = s.delete("/a/1", None).await.unwrap();
+        assert_eq!(&*prev.value, b"two");
+        assert!(s.get("/a/1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let rev;
+        {
+            let s = SledStore::open(dir.path(), SledStoreOptions::default()).unwrap();
+            s.create("/k/1", b"v".to_vec()).await.unwrap();
+            rev = s.create("/k/2", b"w".to_vec()).await.unwrap();
+        }
+        // sled holds a file lock until its last handle drops; give the committer a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let s = SledStore::open(dir.path(), SledStoreOptions::default()).unwrap();
+        assert_eq!(s.current_revision(), rev);
+        let mut w = s.watch("/k/", 0).await.unwrap();
+        assert_eq!(w.next().await.unwrap().key, "/k/1");
+        assert_eq!(w.next().await.unwrap().key, "/k/2");
+    }
+
+    #[tokio::test]
+    async fn watch_replays_then_follows_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), SledStoreOptions { history: 3, max_batch: 16 }).unwrap();
+        let mut revs = Vec::new();
+        for i in 0..5 {
+            revs.push(s.create(&format!("/w/{i}"), vec![i as u8]).await.unwrap());
+        }
+        assert!(matches!(s.watch("/w/", revs[0]).await, Err(StoreError::Expired { .. })));
+        let mut w = s.watch("/w/", revs[2]).await.unwrap();
+        assert_eq!(w.next().await.unwrap().revision, revs[3]);
+        assert_eq!(w.next().await.unwrap().revision, revs[4]);
+        s.create("/other/x", vec![]).await.unwrap();
+        let r = s.update("/w/1", vec![9], None).await.unwrap();
+        let ev = w.next().await.unwrap();
+        assert_eq!((ev.revision, ev.kind), (r, EventType::Modified));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_get_distinct_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SledStore::open(dir.path(), SledStoreOptions::default()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.create(&format!("/c/{i}"), vec![]).await.unwrap() }));
+        }
+        let mut revs = Vec::new();
+        for t in tasks {
+            revs.push(t.await.unwrap());
+        }
+        revs.sort();
+        revs.dedup();
+        assert_eq!(revs.len(), 200);
+        assert_eq!(s.list("/c/").await.unwrap().0.len(), 200);
+    }
+}
