@@ -49,6 +49,9 @@ struct ServerArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Changes kept for watches to resume from; older resourceVersions get 410 Expired.
+    #[arg(long, default_value_t = 20_000)]
+    watch_history: usize,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -94,6 +97,7 @@ fn main() -> Result<()> {
                 kubeconfig,
                 token: a.token,
                 tls_sans: a.tls_san,
+                watch_history: a.watch_history,
             };
             rt.block_on(spindle_apiserver::run(cfg))
         }

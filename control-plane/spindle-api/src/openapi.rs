@@ -16,6 +16,7 @@ use prost::Message;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha512};
+use spindle_patch::strategy::{list_strategy, ListStrategy};
 
 use crate::{Kind, Registry};
 
@@ -23,6 +24,13 @@ const V3_REF: &str = "#/components/schemas/";
 const V2_REF: &str = "#/definitions/";
 const GVK_EXT: &str = "x-kubernetes-group-version-kind";
 const ACTION_EXT: &str = "x-kubernetes-action";
+const PATCH_STRATEGY_EXT: &str = "x-kubernetes-patch-strategy";
+const PATCH_MERGE_KEY_EXT: &str = "x-kubernetes-patch-merge-key";
+const LIST_TYPE_EXT: &str = "x-kubernetes-list-type";
+const LIST_MAP_KEYS_EXT: &str = "x-kubernetes-list-map-keys";
+/// How many fields deep the list annotation walk goes; recursive schemas (JSONSchemaProps)
+/// are also cut off at the first repeated definition.
+const MAX_FIELD_DEPTH: usize = 32;
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.";
 /// Advertised in `info.version`; kubectl only displays it.
 const API_VERSION: &str = "v1.33.0";
@@ -118,6 +126,9 @@ impl OpenApi {
             defs.insert(list.clone(), list_schema(k, &item));
             names.insert((k.group, k.version, k.kind), (item, list));
         }
+        // Before anything is hashed or serialized: both documents carry the annotations.
+        let roots: Vec<String> = kinds.iter().map(|k| (k.schema_name)()).collect();
+        annotate_lists(&mut defs, &roots);
 
         let mut root_paths = Map::new();
         let mut v3_docs = HashMap::new();
@@ -302,6 +313,163 @@ fn to_v2_schema(s: &mut Value) {
         *r = format!("{V2_REF}{}", ref_name(r));
     }
     for_each_subschema(obj, &mut to_v2_schema);
+}
+
+// ---------------------------------------------------------------------------------------
+// List patch metadata
+
+/// Puts the Kubernetes list extensions (`x-kubernetes-patch-strategy`,
+/// `x-kubernetes-patch-merge-key`, `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`)
+/// on every array-typed property reachable from the kinds' root schemas, as upstream
+/// swagger.json has them. kubectl's client-side apply reads them to compute a strategic
+/// merge patch; without them every list is atomic and re-applying an unchanged manifest
+/// replaces lists the server has defaulted into.
+///
+/// Strategies come from [`list_strategy`], keyed by field path from the object root, while
+/// schemas are per type and shared, so the walk starts at each kind and follows references
+/// while tracking the path. A property reached under several paths keeps a merge strategy
+/// over `Replace`, otherwise the first one found.
+fn annotate_lists(defs: &mut Map<String, Value>, roots: &[String]) {
+    let mut found: Vec<((String, String), ListStrategy)> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for root in roots {
+        let mut walk = ListWalk {
+            defs,
+            path: Vec::new(),
+            stack: Vec::new(),
+            found: Vec::new(),
+        };
+        walk.def(root);
+        for (at, strategy) in walk.found {
+            match index.get(&at) {
+                Some(&i) => {
+                    if found[i].1 == ListStrategy::Replace && strategy != ListStrategy::Replace {
+                        found[i].1 = strategy;
+                    }
+                }
+                None => {
+                    index.insert(at.clone(), found.len());
+                    found.push((at, strategy));
+                }
+            }
+        }
+    }
+    for ((def, pointer), strategy) in found {
+        let Some(Value::Object(prop)) = defs.get_mut(&def).and_then(|d| d.pointer_mut(&pointer))
+        else {
+            continue;
+        };
+        for (k, v) in list_extensions(&def, &pointer, strategy) {
+            prop.insert(k.into(), v);
+        }
+    }
+}
+
+/// The extensions for one list property, upstream's spelling.
+fn list_extensions(def: &str, pointer: &str, strategy: ListStrategy) -> Vec<(&'static str, Value)> {
+    match strategy {
+        ListStrategy::Replace => vec![(LIST_TYPE_EXT, json!("atomic"))],
+        ListStrategy::MergePrimitives => vec![
+            (PATCH_STRATEGY_EXT, json!("merge")),
+            (LIST_TYPE_EXT, json!("set")),
+        ],
+        ListStrategy::MergeByKey(key) => {
+            // Upstream identifies ports by number and protocol for server-side apply while
+            // strategic merge patch keeps the single number key.
+            let second = match (def.rsplit('.').next(), pointer, key) {
+                (Some("Container" | "EphemeralContainer"), "/properties/ports", "containerPort")
+                | (Some("ServiceSpec"), "/properties/ports", "port") => Some("protocol"),
+                (Some("PodSpec"), "/properties/topologySpreadConstraints", "topologyKey") => {
+                    Some("whenUnsatisfiable")
+                }
+                _ => None,
+            };
+            let keys: Vec<&str> = std::iter::once(key).chain(second).collect();
+            vec![
+                (PATCH_STRATEGY_EXT, json!("merge")),
+                (PATCH_MERGE_KEY_EXT, json!(key)),
+                (LIST_TYPE_EXT, json!("map")),
+                (LIST_MAP_KEYS_EXT, json!(keys)),
+            ]
+        }
+    }
+}
+
+fn is_array(s: &Map<String, Value>) -> bool {
+    match s.get("type") {
+        Some(Value::String(t)) => t == "array",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "array"),
+        _ => s.contains_key("items"),
+    }
+}
+
+fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+struct ListWalk<'a> {
+    defs: &'a Map<String, Value>,
+    /// Field names from the object root, list indices left out.
+    path: Vec<&'a str>,
+    /// Definitions being walked, to stop at recursion.
+    stack: Vec<&'a str>,
+    /// (definition, JSON pointer of the property inside it) and its strategy.
+    found: Vec<((String, String), ListStrategy)>,
+}
+
+impl<'a> ListWalk<'a> {
+    fn def(&mut self, name: &str) {
+        let Some((name, schema)) = self.defs.get_key_value(name) else {
+            return;
+        };
+        if self.stack.contains(&name.as_str()) || self.path.len() > MAX_FIELD_DEPTH {
+            return;
+        }
+        self.stack.push(name);
+        self.schema(schema, name, String::new());
+        self.stack.pop();
+    }
+
+    /// Walks `s`, which sits at `pointer` inside definition `def`.
+    fn schema(&mut self, s: &'a Value, def: &'a str, pointer: String) {
+        let Some(obj) = s.as_object() else { return };
+        if let Some(Value::String(r)) = obj.get("$ref") {
+            self.def(ref_name(r));
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(Value::Array(a)) = obj.get(key) {
+                for (i, sub) in a.iter().enumerate() {
+                    self.schema(sub, def, format!("{pointer}/{key}/{i}"));
+                }
+            }
+        }
+        match obj.get("items") {
+            Some(sub @ Value::Object(_)) => self.schema(sub, def, format!("{pointer}/items")),
+            Some(Value::Array(a)) => {
+                for (i, sub) in a.iter().enumerate() {
+                    self.schema(sub, def, format!("{pointer}/items/{i}"));
+                }
+            }
+            _ => {}
+        }
+        // Map values sit under arbitrary keys, which the strategy table cannot name.
+        let Some(Value::Object(props)) = obj.get("properties") else {
+            return;
+        };
+        if self.path.len() >= MAX_FIELD_DEPTH {
+            return;
+        }
+        for (name, sub) in props {
+            let at = format!("{pointer}/properties/{}", pointer_token(name));
+            self.path.push(name);
+            if sub.as_object().is_some_and(is_array) {
+                let strategy = list_strategy(&self.path);
+                self.found.push(((def.to_owned(), at.clone()), strategy));
+            }
+            self.schema(sub, def, at);
+            self.path.pop();
+        }
+    }
 }
 
 fn collect_refs(s: &Value, out: &mut Vec<String>) {

@@ -682,6 +682,20 @@ pub fn default_object(kind: &str, obj: &mut Value) {
         "Secret" => {
             if let Some(m) = obj.as_object_mut() {
                 set_default(m, "type", json!("Opaque"));
+                // stringData is write-only: it lands in data, base64-encoded, as on Kubernetes.
+                if let Some(Value::Object(sd)) = m.remove("stringData") {
+                    use base64::Engine;
+                    let data = m.entry("data").or_insert_with(|| json!({}));
+                    if data.is_null() {
+                        *data = json!({});
+                    }
+                    if let Some(d) = data.as_object_mut() {
+                        for (k, v) in sd {
+                            let raw = v.as_str().unwrap_or("").as_bytes().to_vec();
+                            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+                        }
+                    }
+                }
             }
         }
         "Namespace" => {

@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub kubeconfig: PathBuf,
     pub token: Option<String>,
     pub tls_sans: Vec<String>,
+    /// Events kept for watches; resuming from an older resourceVersion answers 410.
+    pub watch_history: usize,
 }
 
 fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
@@ -186,7 +188,7 @@ pub struct Server {
 pub async fn start(cfg: &ServerConfig) -> Result<(Server, TcpListener, Arc<tokio_rustls::TlsAcceptor>)> {
     let pki = pki::ensure(&cfg.data_dir, cfg.token.as_deref(), &cfg.tls_sans)?;
     let db_dir = cfg.data_dir.join("server/db");
-    let store = SledStore::open(&db_dir, SledStoreOptions::default()).with_context(|| format!("opening the store in {}", db_dir.display()))?;
+    let store = SledStore::open(&db_dir, SledStoreOptions { history: cfg.watch_history.max(1), ..SledStoreOptions::default() }).with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
     let node_user = User { name: "system:node-bootstrap".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] };

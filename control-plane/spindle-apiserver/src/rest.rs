@@ -325,7 +325,7 @@ fn validate_or_reject(kind: &Kind, obj: &Value) -> ApiResult<()> {
         return Ok(());
     }
     let name = meta_str(obj, "name").unwrap_or("");
-    Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.plural, name, &errs))
+    Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.kind, name, &errs))
 }
 
 fn tracks_generation(kind: &Kind) -> bool {
@@ -626,7 +626,7 @@ fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.plural, name, &errs))
+        Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.kind, name, &errs))
     }
 }
 

@@ -1,0 +1,183 @@
+//! Shared harness of the end-to-end tests: starts the real `spindle` binary on a fresh
+//! data dir and runs real kubectl binaries against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const KUBECTL_DEFAULT: &str = "/usr/bin/kubectl";
+pub const KUBECTL_OLDEST: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+/// The kubectl binaries every kubectl test runs with: the default and the oldest supported.
+pub fn kubectls() -> Vec<&'static str> {
+    vec![KUBECTL_DEFAULT, KUBECTL_OLDEST]
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut c = Cluster { dir, child: None, extra_args: extra.iter().map(|s| s.to_string()).collect() };
+        c.launch();
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig.yaml")
+    }
+
+    /// Start the server (again) on the same data dir and wait until it answers.
+    pub fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args(["server", "--disable-agent", "--https-listen-port", "0", "--bind-address", "127.0.0.1", "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spindle server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.kubeconfig().exists() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("spindle server exited early: {status}\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server did not write its kubeconfig in time\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn server_url(&self) -> String {
+        let cfg = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
+        cfg.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server line").to_string()
+    }
+
+    pub fn kubectl_cmd(&self, kubectl: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(kubectl);
+        // Each kubectl version gets its own discovery cache, as real users' would be.
+        let cache = self.dir.path().join(format!("cache-{}", Path::new(kubectl).file_name().and_then(|f| f.to_str()).unwrap_or("k")));
+        cmd.arg("--kubeconfig").arg(self.kubeconfig()).arg("--cache-dir").arg(cache).args(args);
+        cmd
+    }
+
+    pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> Output {
+        self.kubectl_cmd(kubectl, args).output().expect("run kubectl")
+    }
+
+    /// Run kubectl and return stdout, failing the test with everything printed otherwise.
+    pub fn ok(&self, kubectl: &str, args: &[&str]) -> String {
+        let out = self.kubectl(kubectl, args);
+        assert!(out.status.success(), "{kubectl} {args:?} failed: {}\nstdout: {}\nserver log tail:\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout), tail(&self.log()));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run kubectl expecting failure; returns stderr.
+    pub fn fails(&self, kubectl: &str, args: &[&str]) -> String {
+        let out = self.kubectl(kubectl, args);
+        assert!(!out.status.success(), "{kubectl} {args:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn apply_stdin(&self, kubectl: &str, args: &[&str], manifest: &str) -> Output {
+        use std::io::Write;
+        let mut child = self.kubectl_cmd(kubectl, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl");
+        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write manifest");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).expect("write file");
+        p
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Lines of a long-running child's stdout, read on a thread.
+pub struct LineReader {
+    rx: mpsc::Receiver<String>,
+    pub child: Child,
+}
+
+impl LineReader {
+    pub fn spawn(mut cmd: Command) -> LineReader {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineReader { rx, child }
+    }
+
+    /// Wait for a line containing `needle`; returns all lines seen.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    seen.push(l);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line containing {needle:?} within {timeout:?}; saw {seen:?}");
+    }
+}
+
+impl Drop for LineReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,81 @@
+//! A fresh `spindle server --disable-agent` writes its credentials and answers kubectl's
+//! everyday read commands, on the default and the oldest supported kubectl.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{kubectls, Cluster};
+
+#[test]
+fn fresh_server_writes_credentials_and_serves_kubectl() {
+    let c = Cluster::start();
+    let mode = std::fs::metadata(c.kubeconfig()).expect("kubeconfig").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "kubeconfig must be private");
+    let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token file");
+    assert!(token.trim().len() >= 32, "join token too short: {token:?}");
+
+    for k in kubectls() {
+        let v = c.ok(k, &["version", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&v).expect("version json");
+        assert_eq!(v["serverVersion"]["major"], "1", "{v}");
+
+        let res = c.ok(k, &["api-resources"]);
+        for line in ["deployments", "configmaps", "cronjobs", "leases", "endpointslices", "events"] {
+            assert!(res.contains(line), "api-resources lacks {line}:\n{res}");
+        }
+        let res = c.ok(k, &["api-resources", "--namespaced=false", "-o", "name"]);
+        assert!(res.lines().any(|l| l == "namespaces") && res.lines().any(|l| l == "nodes"), "{res}");
+
+        let ns = c.ok(k, &["get", "namespaces"]);
+        assert!(ns.starts_with("NAME") && ns.contains("STATUS"), "table header expected:\n{ns}");
+        for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            assert!(ns.lines().any(|l| l.starts_with(n) && l.contains("Active")), "{n} missing:\n{ns}");
+        }
+        let d = c.ok(k, &["describe", "namespace", "default"]);
+        assert!(d.contains("Name:") && d.contains("default") && d.contains("Active"), "{d}");
+
+        let e = c.ok(k, &["explain", "deployment.spec.replicas"]);
+        assert!(e.contains("replicas") && e.contains("<integer>") && e.contains("Number of desired pods"), "{e}");
+        let e = c.ok(k, &["explain", "pods.spec.containers"]);
+        assert!(e.contains("image"), "{e}");
+    }
+}
+
+#[test]
+fn restart_reuses_identity_and_data() {
+    let mut c = Cluster::start();
+    let k = common::KUBECTL_DEFAULT;
+    c.ok(k, &["create", "configmap", "keep", "--from-literal=a=b"]);
+    let ca_before = std::fs::read(c.data_dir().join("server/tls/server-ca.crt")).expect("ca");
+    let token_before = std::fs::read(c.data_dir().join("server/token")).expect("token");
+    c.kill9();
+    c.launch();
+    assert_eq!(std::fs::read(c.data_dir().join("server/tls/server-ca.crt")).expect("ca"), ca_before);
+    assert_eq!(std::fs::read(c.data_dir().join("server/token")).expect("token"), token_before);
+    assert_eq!(c.ok(k, &["get", "configmap", "keep", "-o", "jsonpath={.data.a}"]), "b");
+}
+
+#[test]
+fn bearer_token_authenticates_and_anonymous_is_refused() {
+    let c = Cluster::start();
+    let url = c.server_url();
+    let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token");
+    let ca = c.data_dir().join("server/tls/server-ca.crt");
+    let curl = |extra: &[&str], path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(extra)
+            .arg(format!("{url}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&[], "/api/v1/namespaces"), "401");
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    assert_eq!(curl(&["-H", &auth], "/api/v1/namespaces"), "200");
+    assert_eq!(curl(&["-H", "Authorization: Bearer wrong"], "/api/v1/namespaces"), "401");
+    assert_eq!(curl(&[], "/readyz"), "200");
+    assert_eq!(curl(&[], "/livez"), "200");
+}
