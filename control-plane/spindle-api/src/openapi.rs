@@ -377,7 +377,11 @@ fn list_extensions(def: &str, pointer: &str, strategy: ListStrategy) -> Vec<(&'s
             // Upstream identifies ports by number and protocol for server-side apply while
             // strategic merge patch keeps the single number key.
             let second = match (def.rsplit('.').next(), pointer, key) {
-                (Some("Container" | "EphemeralContainer"), "/properties/ports", "containerPort")
+                (
+                    Some("Container" | "EphemeralContainer"),
+                    "/properties/ports",
+                    "containerPort",
+                )
                 | (Some("ServiceSpec"), "/properties/ports", "port") => Some("protocol"),
                 (Some("PodSpec"), "/properties/topologySpreadConstraints", "topologyKey") => {
                     Some("whenUnsatisfiable")
@@ -1866,6 +1870,95 @@ mod tests {
         assert!(
             core["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"].is_object()
         );
+    }
+
+    #[test]
+    fn v3_lists_carry_patch_metadata() {
+        let api = api();
+        let apps = api.v3_group_version("apis/apps/v1").expect("apps/v1 doc");
+        let schemas = &apps["components"]["schemas"];
+        let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers[PATCH_STRATEGY_EXT], "merge");
+        assert_eq!(containers[PATCH_MERGE_KEY_EXT], "name");
+        assert_eq!(containers[LIST_TYPE_EXT], "map");
+        assert_eq!(containers[LIST_MAP_KEYS_EXT], json!(["name"]));
+        let container = &schemas["io.k8s.api.core.v1.Container"]["properties"];
+        assert_eq!(container["env"][PATCH_MERGE_KEY_EXT], "name");
+        assert_eq!(container["volumeMounts"][PATCH_MERGE_KEY_EXT], "mountPath");
+        assert_eq!(container["ports"][PATCH_MERGE_KEY_EXT], "containerPort");
+        assert_eq!(
+            container["ports"][LIST_MAP_KEYS_EXT],
+            json!(["containerPort", "protocol"])
+        );
+        assert_eq!(container["args"][LIST_TYPE_EXT], "atomic");
+        assert!(container["args"].get(PATCH_STRATEGY_EXT).is_none());
+        let meta = &schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"];
+        assert_eq!(meta["finalizers"][PATCH_STRATEGY_EXT], "merge");
+        assert_eq!(meta["finalizers"][LIST_TYPE_EXT], "set");
+        assert_eq!(meta["ownerReferences"][PATCH_MERGE_KEY_EXT], "uid");
+
+        let core = api.v3_group_version("api/v1").expect("core doc");
+        let schemas = &core["components"]["schemas"];
+        let ports = &schemas["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"];
+        assert_eq!(ports[PATCH_STRATEGY_EXT], "merge");
+        assert_eq!(ports[PATCH_MERGE_KEY_EXT], "port");
+        assert_eq!(ports[LIST_MAP_KEYS_EXT], json!(["port", "protocol"]));
+        assert_eq!(
+            schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["volumes"][PATCH_MERGE_KEY_EXT],
+            "name"
+        );
+    }
+
+    #[test]
+    fn v2_lists_carry_patch_metadata() {
+        let doc = v2_doc(&api());
+        let defs = doc.definitions.expect("definitions").additional_properties;
+        let prop = |def: &str, prop: &str| -> Schema {
+            defs.iter()
+                .find(|d| d.name == def)
+                .and_then(|d| d.value.as_ref())
+                .and_then(|s| s.properties.as_ref())
+                .and_then(|p| p.additional_properties.iter().find(|p| p.name == prop))
+                .and_then(|p| p.value.clone())
+                .unwrap_or_else(|| panic!("{def}.{prop}"))
+        };
+        let ext = |s: &Schema, name: &str| -> Option<String> {
+            s.vendor_extension
+                .iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.as_ref())
+                .map(|a| a.yaml.clone())
+        };
+        let containers = prop("io.k8s.api.core.v1.PodSpec", "containers");
+        assert_eq!(
+            ext(&containers, PATCH_STRATEGY_EXT).as_deref(),
+            Some("merge\n")
+        );
+        assert_eq!(
+            ext(&containers, PATCH_MERGE_KEY_EXT).as_deref(),
+            Some("name\n")
+        );
+        assert_eq!(ext(&containers, LIST_TYPE_EXT).as_deref(), Some("map\n"));
+        assert_eq!(
+            ext(&containers, LIST_MAP_KEYS_EXT).as_deref(),
+            Some("- name\n")
+        );
+        let ports = prop("io.k8s.api.core.v1.Container", "ports");
+        assert_eq!(
+            ext(&ports, LIST_MAP_KEYS_EXT).as_deref(),
+            Some("- containerPort\n- protocol\n")
+        );
+        let ports = prop("io.k8s.api.core.v1.ServiceSpec", "ports");
+        assert_eq!(ext(&ports, PATCH_MERGE_KEY_EXT).as_deref(), Some("port\n"));
+        let finalizers = prop(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+            "finalizers",
+        );
+        assert_eq!(
+            ext(&finalizers, PATCH_STRATEGY_EXT).as_deref(),
+            Some("merge\n")
+        );
+        assert_eq!(ext(&finalizers, LIST_TYPE_EXT).as_deref(), Some("set\n"));
     }
 
     #[test]
