@@ -7,10 +7,19 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "spindle", version, about = "A WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
+#[command(
+    name = "spindle",
+    version,
+    about = "A WebAssembly-first workload orchestrator that speaks the Kubernetes API"
+)]
 struct Cli {
     /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", env = "SPINDLE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "SPINDLE_LOG_FORMAT"
+    )]
     log_format: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,18 +66,28 @@ struct ServerArgs {
 fn default_data_dir() -> PathBuf {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false);
     if root {
         PathBuf::from("/var/lib/spindle")
     } else {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".spindle")
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".spindle")
     }
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -79,14 +98,18 @@ fn init_logging(format: &str) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.cmd {
         Cmd::Server(a) => {
             if let Some(ep) = a.datastore_endpoint {
                 bail!("--datastore-endpoint {ep}: external datastores (etcd) are not supported yet; run without it to use the embedded store");
             }
             let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
-            let kubeconfig = a.write_kubeconfig.unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+            let kubeconfig = a
+                .write_kubeconfig
+                .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
             if !a.disable_agent {
                 tracing::warn!(node = ?a.node_name, "the node agent is not part of this build yet; running the control plane only");
             }

@@ -20,7 +20,8 @@ spec:
         image: registry.local/web:v1
 "#;
 
-const UNKNOWN_FIELD: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unknown-field\nbogus: 1\ndata:\n  a: b\n";
+const UNKNOWN_FIELD: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unknown-field\nbogus: 1\ndata:\n  a: b\n";
 
 const BAD_QUANTITY: &str = r#"apiVersion: v1
 kind: Pod
@@ -45,7 +46,11 @@ spec:
 "#;
 
 fn stderr_of(out: &std::process::Output) -> String {
-    assert!(!out.status.success(), "expected failure, got: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -54,24 +59,50 @@ fn invalid_objects_are_rejected_with_field_paths() {
     let c = Cluster::start();
     for k in kubectls() {
         let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], MISMATCHED_SELECTOR));
-        assert!(err.contains("is invalid") && err.contains("spec.template.metadata.labels") && err.contains("`selector` does not match template `labels`"), "{err}");
+        assert!(
+            err.contains("is invalid")
+                && err.contains("spec.template.metadata.labels")
+                && err.contains("`selector` does not match template `labels`"),
+            "{err}"
+        );
 
-        let err = c.fails(k, &["create", "configmap", "Bad_Name", "--from-literal=a=b"]);
-        assert!(err.contains("metadata.name") && err.contains("Invalid value: \"Bad_Name\""), "{err}");
+        let err = c.fails(
+            k,
+            &["create", "configmap", "Bad_Name", "--from-literal=a=b"],
+        );
+        assert!(
+            err.contains("metadata.name") && err.contains("Invalid value: \"Bad_Name\""),
+            "{err}"
+        );
 
         let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], UNKNOWN_FIELD));
         assert!(err.contains("unknown field \"bogus\""), "{err}");
 
         let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], BAD_QUANTITY));
-        assert!(err.contains("spec.containers[0].resources.limits[memory]") && err.contains("\"lots\""), "{err}");
+        assert!(
+            err.contains("spec.containers[0].resources.limits[memory]") && err.contains("\"lots\""),
+            "{err}"
+        );
 
         let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], BAD_PORT));
-        assert!(err.contains("spec.ports[0].port") && err.contains("must be between 1 and 65535"), "{err}");
+        assert!(
+            err.contains("spec.ports[0].port") && err.contains("must be between 1 and 65535"),
+            "{err}"
+        );
 
         // Nothing of the rejected writes was stored.
-        for (kind, name) in [("deploy", "mismatch"), ("cm", "Bad_Name"), ("cm", "unknown-field"), ("pod", "bad-quantity"), ("svc", "bad-port")] {
+        for (kind, name) in [
+            ("deploy", "mismatch"),
+            ("cm", "Bad_Name"),
+            ("cm", "unknown-field"),
+            ("pod", "bad-quantity"),
+            ("svc", "bad-port"),
+        ] {
             let out = c.kubectl(k, &["get", kind, name, "--ignore-not-found", "-o", "name"]);
-            assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{kind}/{name} was stored");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+                "{kind}/{name} was stored"
+            );
         }
     }
 }
@@ -88,12 +119,27 @@ fn stale_update_conflicts_and_old_watch_expires() {
         let err = c.fails(k, &["replace", "-f", path.to_str().unwrap_or_default()]);
         assert!(err.contains("Conflict") && err.contains("the object has been modified; please apply your changes to the latest version and try again"), "{err}");
 
-        let rv: u64 = serde_json::from_str::<serde_json::Value>(&before).ok().and_then(|v| v["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok())).expect("rv");
+        let rv: u64 = serde_json::from_str::<serde_json::Value>(&before)
+            .ok()
+            .and_then(|v| {
+                v["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+            })
+            .expect("rv");
         for i in 0..8 {
-            c.ok(k, &["annotate", "--overwrite", "cm", "stale", &format!("n={i}")]);
+            c.ok(
+                k,
+                &["annotate", "--overwrite", "cm", "stale", &format!("n={i}")],
+            );
         }
         let out = c.ok(k, &["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=2")]);
-        assert!(out.contains("\"code\":410") && out.contains("Expired") && out.contains("too old resource version"), "{out}");
+        assert!(
+            out.contains("\"code\":410")
+                && out.contains("Expired")
+                && out.contains("too old resource version"),
+            "{out}"
+        );
     }
 }
 
@@ -101,10 +147,28 @@ fn stale_update_conflicts_and_old_watch_expires() {
 fn unknown_resources_and_bad_selectors() {
     let c = Cluster::start();
     let k = common::KUBECTL_DEFAULT;
-    let err = c.fails(k, &["get", "--raw", "/api/v1/namespaces/default/pods?fieldSelector=spec.bogus%3D1"]);
-    assert!(err.contains("field label not supported: spec.bogus"), "{err}");
+    let err = c.fails(
+        k,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods?fieldSelector=spec.bogus%3D1",
+        ],
+    );
+    assert!(
+        err.contains("field label not supported: spec.bogus"),
+        "{err}"
+    );
     let err = c.fails(k, &["get", "cm", "-l", "app in web"]);
-    assert!(err.contains("unable to parse requirement") || err.contains("couldn't parse") || err.contains("found"), "{err}");
+    assert!(
+        err.contains("unable to parse requirement")
+            || err.contains("couldn't parse")
+            || err.contains("found"),
+        "{err}"
+    );
     let err = c.fails(k, &["get", "cm", "absent"]);
-    assert!(err.contains("(NotFound)") && err.contains("configmaps \"absent\" not found"), "{err}");
+    assert!(
+        err.contains("(NotFound)") && err.contains("configmaps \"absent\" not found"),
+        "{err}"
+    );
 }

@@ -14,7 +14,9 @@ use kube::{Api, Client};
 
 async fn client(c: &Cluster) -> Client {
     let kc = kube::config::Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
     Client::try_from(cfg).expect("client")
 }
 
@@ -31,7 +33,10 @@ async fn acknowledged_writes_survive_kill9() {
             for i in 0.. {
                 let name = format!("w{w}-{i}");
                 let cm = ConfigMap {
-                    metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    },
                     data: Some(BTreeMap::from([("i".to_string(), i.to_string())])),
                     ..Default::default()
                 };
@@ -48,12 +53,28 @@ async fn acknowledged_writes_survive_kill9() {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert!(acked.len() >= 20, "too few writes before the kill to mean anything: {}", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "too few writes before the kill to mean anything: {}",
+        acked.len()
+    );
 
     c.launch();
     let api: Api<ConfigMap> = Api::namespaced(client(&c).await, "default");
-    let present: std::collections::HashSet<String> =
-        api.list(&ListParams::default()).await.expect("list after restart").items.into_iter().filter_map(|cm| cm.metadata.name).collect();
+    let present: std::collections::HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list after restart")
+        .items
+        .into_iter()
+        .filter_map(|cm| cm.metadata.name)
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !present.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged writes lost after kill -9: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost after kill -9: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
 }

@@ -10,7 +10,11 @@ use common::{kubectls, Cluster};
 #[test]
 fn fresh_server_writes_credentials_and_serves_kubectl() {
     let c = Cluster::start();
-    let mode = std::fs::metadata(c.kubeconfig()).expect("kubeconfig").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(c.kubeconfig())
+        .expect("kubeconfig")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "kubeconfig must be private");
     let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token file");
     assert!(token.trim().len() >= 32, "join token too short: {token:?}");
@@ -21,22 +25,46 @@ fn fresh_server_writes_credentials_and_serves_kubectl() {
         assert_eq!(v["serverVersion"]["major"], "1", "{v}");
 
         let res = c.ok(k, &["api-resources"]);
-        for line in ["deployments", "configmaps", "cronjobs", "leases", "endpointslices", "events"] {
+        for line in [
+            "deployments",
+            "configmaps",
+            "cronjobs",
+            "leases",
+            "endpointslices",
+            "events",
+        ] {
             assert!(res.contains(line), "api-resources lacks {line}:\n{res}");
         }
         let res = c.ok(k, &["api-resources", "--namespaced=false", "-o", "name"]);
-        assert!(res.lines().any(|l| l == "namespaces") && res.lines().any(|l| l == "nodes"), "{res}");
+        assert!(
+            res.lines().any(|l| l == "namespaces") && res.lines().any(|l| l == "nodes"),
+            "{res}"
+        );
 
         let ns = c.ok(k, &["get", "namespaces"]);
-        assert!(ns.starts_with("NAME") && ns.contains("STATUS"), "table header expected:\n{ns}");
+        assert!(
+            ns.starts_with("NAME") && ns.contains("STATUS"),
+            "table header expected:\n{ns}"
+        );
         for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            assert!(ns.lines().any(|l| l.starts_with(n) && l.contains("Active")), "{n} missing:\n{ns}");
+            assert!(
+                ns.lines().any(|l| l.starts_with(n) && l.contains("Active")),
+                "{n} missing:\n{ns}"
+            );
         }
         let d = c.ok(k, &["describe", "namespace", "default"]);
-        assert!(d.contains("Name:") && d.contains("default") && d.contains("Active"), "{d}");
+        assert!(
+            d.contains("Name:") && d.contains("default") && d.contains("Active"),
+            "{d}"
+        );
 
         let e = c.ok(k, &["explain", "deployment.spec.replicas"]);
-        assert!(e.contains("replicas") && e.contains("<integer>") && e.contains("Number of desired pods"), "{e}");
+        assert!(
+            e.contains("replicas")
+                && e.contains("<integer>")
+                && e.contains("Number of desired pods"),
+            "{e}"
+        );
         let e = c.ok(k, &["explain", "pods.spec.containers"]);
         assert!(e.contains("image"), "{e}");
     }
@@ -51,9 +79,18 @@ fn restart_reuses_identity_and_data() {
     let token_before = std::fs::read(c.data_dir().join("server/token")).expect("token");
     c.kill9();
     c.launch();
-    assert_eq!(std::fs::read(c.data_dir().join("server/tls/server-ca.crt")).expect("ca"), ca_before);
-    assert_eq!(std::fs::read(c.data_dir().join("server/token")).expect("token"), token_before);
-    assert_eq!(c.ok(k, &["get", "configmap", "keep", "-o", "jsonpath={.data.a}"]), "b");
+    assert_eq!(
+        std::fs::read(c.data_dir().join("server/tls/server-ca.crt")).expect("ca"),
+        ca_before
+    );
+    assert_eq!(
+        std::fs::read(c.data_dir().join("server/token")).expect("token"),
+        token_before
+    );
+    assert_eq!(
+        c.ok(k, &["get", "configmap", "keep", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
 }
 
 #[test]
@@ -75,7 +112,10 @@ fn bearer_token_authenticates_and_anonymous_is_refused() {
     assert_eq!(curl(&[], "/api/v1/namespaces"), "401");
     let auth = format!("Authorization: Bearer {}", token.trim());
     assert_eq!(curl(&["-H", &auth], "/api/v1/namespaces"), "200");
-    assert_eq!(curl(&["-H", "Authorization: Bearer wrong"], "/api/v1/namespaces"), "401");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer wrong"], "/api/v1/namespaces"),
+        "401"
+    );
     assert_eq!(curl(&[], "/readyz"), "200");
     assert_eq!(curl(&[], "/livez"), "200");
 }

@@ -76,27 +76,81 @@ fn client_side_apply_and_reapply() {
     let c = Cluster::start();
     for (i, k) in kubectls().into_iter().enumerate() {
         let ns = format!("apply{i}");
-        let f = c.write_file(&format!("app{i}.yaml"), &manifest(&ns, 2, "registry.local/web:v1", true));
+        let f = c.write_file(
+            &format!("app{i}.yaml"),
+            &manifest(&ns, 2, "registry.local/web:v1", true),
+        );
         let out = c.ok(k, &["apply", "-f", f.to_str().unwrap_or_default()]);
-        for o in ["namespace/", "configmap/web-config created", "secret/web-secret created", "deployment.apps/web created", "service/web created"] {
+        for o in [
+            "namespace/",
+            "configmap/web-config created",
+            "secret/web-secret created",
+            "deployment.apps/web created",
+            "service/web created",
+        ] {
             assert!(out.contains(o), "{o} not in:\n{out}");
         }
         // Unchanged manifest: nothing to do. (A Secret written with stringData shows
         // "configured" on every apply on Kubernetes too: stringData is write-only.)
         let out = c.ok(k, &["apply", "-f", f.to_str().unwrap_or_default()]);
-        assert!(out.lines().filter(|l| !l.starts_with("secret/")).all(|l| l.ends_with("unchanged")), "re-apply of the same file changed something:\n{out}");
-        assert_eq!(c.ok(k, &["get", "secret", "web-secret", "-n", &ns, "-o", "jsonpath={.data.password}"]), "czNjcjN0");
+        assert!(
+            out.lines()
+                .filter(|l| !l.starts_with("secret/"))
+                .all(|l| l.ends_with("unchanged")),
+            "re-apply of the same file changed something:\n{out}"
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "secret",
+                    "web-secret",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.data.password}"
+                ]
+            ),
+            "czNjcjN0"
+        );
 
         // Edited manifest: replicas and image change, a removed key is removed.
-        let f = c.write_file(&format!("app{i}.yaml"), &manifest(&ns, 3, "registry.local/web:v2", false));
+        let f = c.write_file(
+            &format!("app{i}.yaml"),
+            &manifest(&ns, 3, "registry.local/web:v2", false),
+        );
         let out = c.ok(k, &["apply", "-f", f.to_str().unwrap_or_default()]);
-        assert!(out.contains("deployment.apps/web configured") && out.contains("configmap/web-config configured"), "{out}");
+        assert!(
+            out.contains("deployment.apps/web configured")
+                && out.contains("configmap/web-config configured"),
+            "{out}"
+        );
         assert_eq!(c.ok(k, &["get", "deploy", "web", "-n", &ns, "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}"]), "3 registry.local/web:v2 2");
-        let data = c.ok(k, &["get", "cm", "web-config", "-n", &ns, "-o", "jsonpath={.data}"]);
-        assert!(data.contains("greeting") && !data.contains("color"), "removed key still there: {data}");
+        let data = c.ok(
+            k,
+            &[
+                "get",
+                "cm",
+                "web-config",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.data}",
+            ],
+        );
+        assert!(
+            data.contains("greeting") && !data.contains("color"),
+            "removed key still there: {data}"
+        );
 
         let wide = c.ok(k, &["get", "deploy", "-n", &ns, "-o", "wide"]);
-        assert!(wide.contains("CONTAINERS") && wide.contains("registry.local/web:v2") && wide.contains("app=web"), "{wide}");
+        assert!(
+            wide.contains("CONTAINERS")
+                && wide.contains("registry.local/web:v2")
+                && wide.contains("app=web"),
+            "{wide}"
+        );
         let svc = c.ok(k, &["get", "svc", "web", "-n", &ns]);
         assert!(svc.contains("ClusterIP") && svc.contains("80/TCP"), "{svc}");
     }
@@ -109,14 +163,60 @@ fn server_side_apply_conflicts_and_force() {
         let name = format!("ssa{i}");
         let a = c.write_file(&format!("{name}-a.yaml"), &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  a: \"1\"\n"));
         let b = c.write_file(&format!("{name}-b.yaml"), &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  a: \"2\"\n"));
-        let out = c.ok(k, &["apply", "--server-side", "-f", a.to_str().unwrap_or_default()]);
+        let out = c.ok(
+            k,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                a.to_str().unwrap_or_default(),
+            ],
+        );
         assert!(out.contains("serverside-applied"), "{out}");
-        let err = c.fails(k, &["apply", "--server-side", "--field-manager=other", "-f", b.to_str().unwrap_or_default()]);
-        assert!(err.contains("conflict") && err.contains("\"kubectl\"") && err.contains(".data.a"), "{err}");
-        assert_eq!(c.ok(k, &["get", "cm", &name, "-o", "jsonpath={.data.a}"]), "1");
-        c.ok(k, &["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", b.to_str().unwrap_or_default()]);
-        assert_eq!(c.ok(k, &["get", "cm", &name, "-o", "jsonpath={.data.a}"]), "2");
-        let mf = c.ok(k, &["get", "cm", &name, "-o", "jsonpath={.metadata.managedFields[*].manager}", "--show-managed-fields"]);
+        let err = c.fails(
+            k,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "-f",
+                b.to_str().unwrap_or_default(),
+            ],
+        );
+        assert!(
+            err.contains("conflict") && err.contains("\"kubectl\"") && err.contains(".data.a"),
+            "{err}"
+        );
+        assert_eq!(
+            c.ok(k, &["get", "cm", &name, "-o", "jsonpath={.data.a}"]),
+            "1"
+        );
+        c.ok(
+            k,
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                b.to_str().unwrap_or_default(),
+            ],
+        );
+        assert_eq!(
+            c.ok(k, &["get", "cm", &name, "-o", "jsonpath={.data.a}"]),
+            "2"
+        );
+        let mf = c.ok(
+            k,
+            &[
+                "get",
+                "cm",
+                &name,
+                "-o",
+                "jsonpath={.metadata.managedFields[*].manager}",
+                "--show-managed-fields",
+            ],
+        );
         assert!(mf.contains("other"), "{mf}");
     }
 }
@@ -127,49 +227,201 @@ fn typed_create_label_annotate_patch_edit_and_formats() {
     for (i, k) in kubectls().into_iter().enumerate() {
         let ns = format!("typed{i}");
         c.ok(k, &["create", "namespace", &ns]);
-        c.ok(k, &["create", "configmap", "cm", "-n", &ns, "--from-literal=k=v"]);
-        c.ok(k, &["create", "secret", "generic", "sec", "-n", &ns, "--from-literal=user=admin"]);
-        c.ok(k, &["create", "deployment", "dep", "-n", &ns, "--image=registry.local/app:v1", "--replicas=2"]);
-        assert_eq!(c.ok(k, &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data.k}"]), "v");
-        assert_eq!(c.ok(k, &["get", "secret", "sec", "-n", &ns, "-o", "jsonpath={.data.user}"]), "YWRtaW4=");
-        assert_eq!(c.ok(k, &["get", "deploy", "dep", "-n", &ns, "-o", "jsonpath={.spec.replicas}/{.spec.strategy.type}"]), "2/RollingUpdate");
+        c.ok(
+            k,
+            &["create", "configmap", "cm", "-n", &ns, "--from-literal=k=v"],
+        );
+        c.ok(
+            k,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "sec",
+                "-n",
+                &ns,
+                "--from-literal=user=admin",
+            ],
+        );
+        c.ok(
+            k,
+            &[
+                "create",
+                "deployment",
+                "dep",
+                "-n",
+                &ns,
+                "--image=registry.local/app:v1",
+                "--replicas=2",
+            ],
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data.k}"]
+            ),
+            "v"
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "secret",
+                    "sec",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.data.user}"
+                ]
+            ),
+            "YWRtaW4="
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "deploy",
+                    "dep",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.spec.replicas}/{.spec.strategy.type}"
+                ]
+            ),
+            "2/RollingUpdate"
+        );
 
         c.ok(k, &["label", "cm", "cm", "-n", &ns, "tier=backend"]);
         c.ok(k, &["annotate", "cm", "cm", "-n", &ns, "owner=team-a"]);
-        let labels = c.ok(k, &["get", "cm", "-n", &ns, "-l", "tier in (backend,frontend)", "-o", "name"]);
+        let labels = c.ok(
+            k,
+            &[
+                "get",
+                "cm",
+                "-n",
+                &ns,
+                "-l",
+                "tier in (backend,frontend)",
+                "-o",
+                "name",
+            ],
+        );
         assert_eq!(labels.trim(), "configmap/cm");
-        assert_eq!(c.ok(k, &["get", "cm", "-n", &ns, "-l", "tier!=backend", "-o", "name"]).trim(), "");
-        assert_eq!(c.ok(k, &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.metadata.annotations.owner}"]), "team-a");
+        assert_eq!(
+            c.ok(
+                k,
+                &["get", "cm", "-n", &ns, "-l", "tier!=backend", "-o", "name"]
+            )
+            .trim(),
+            ""
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "cm",
+                    "cm",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.metadata.annotations.owner}"
+                ]
+            ),
+            "team-a"
+        );
 
-        c.ok(k, &["patch", "cm", "cm", "-n", &ns, "--type", "merge", "-p", r#"{"data":{"m":"merged"}}"#]);
+        c.ok(
+            k,
+            &[
+                "patch",
+                "cm",
+                "cm",
+                "-n",
+                &ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"data":{"m":"merged"}}"#,
+            ],
+        );
         c.ok(k, &["patch", "cm", "cm", "-n", &ns, "--type", "json", "-p", r#"[{"op":"add","path":"/data/j","value":"jsonpatched"},{"op":"remove","path":"/data/k"}]"#]);
         c.ok(k, &["patch", "deploy", "dep", "-n", &ns, "--type", "strategic", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"registry.local/app:v2"}]}}}}"#]);
         let data = c.ok(k, &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data}"]);
-        assert!(data.contains("merged") && data.contains("jsonpatched") && !data.contains("\"k\""), "{data}");
-        assert_eq!(c.ok(k, &["get", "deploy", "dep", "-n", &ns, "-o", "jsonpath={.spec.template.spec.containers[*].image}"]), "registry.local/app:v2");
+        assert!(
+            data.contains("merged") && data.contains("jsonpatched") && !data.contains("\"k\""),
+            "{data}"
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "deploy",
+                    "dep",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.spec.template.spec.containers[*].image}"
+                ]
+            ),
+            "registry.local/app:v2"
+        );
 
         // kubectl edit with an editor script that rewrites a value.
         let editor = c.write_file("editor.sh", "#!/bin/sh\nsed -i 's/merged/edited/' \"$1\"\n");
-        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-        let out = c.kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns]).env("EDITOR", &editor).env("KUBE_EDITOR", &editor).output().expect("edit");
-        assert!(out.status.success(), "edit failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(c.ok(k, &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data.m}"]), "edited");
+        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let out = c
+            .kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns])
+            .env("EDITOR", &editor)
+            .env("KUBE_EDITOR", &editor)
+            .output()
+            .expect("edit");
+        assert!(
+            out.status.success(),
+            "edit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            c.ok(
+                k,
+                &["get", "cm", "cm", "-n", &ns, "-o", "jsonpath={.data.m}"]
+            ),
+            "edited"
+        );
 
         let y = c.ok(k, &["get", "cm", "cm", "-n", &ns, "-o", "yaml"]);
-        assert!(y.contains("kind: ConfigMap") && y.contains("resourceVersion:") && y.contains("uid:"), "{y}");
-        let j: serde_json::Value = serde_json::from_str(&c.ok(k, &["get", "cm", "-n", &ns, "-o", "json"])).expect("json list");
+        assert!(
+            y.contains("kind: ConfigMap") && y.contains("resourceVersion:") && y.contains("uid:"),
+            "{y}"
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&c.ok(k, &["get", "cm", "-n", &ns, "-o", "json"]))
+                .expect("json list");
         assert_eq!(j["kind"], "List");
         assert_eq!(j["items"][0]["metadata"]["name"], "cm");
         let names = c.ok(k, &["get", "all", "-n", &ns, "-o", "name"]);
         assert!(names.contains("deployment.apps/dep"), "{names}");
         let table = c.ok(k, &["get", "cm", "-n", &ns, "-L", "tier", "--show-labels"]);
-        assert!(table.contains("TIER") && table.contains("backend") && table.contains("tier=backend"), "{table}");
+        assert!(
+            table.contains("TIER") && table.contains("backend") && table.contains("tier=backend"),
+            "{table}"
+        );
         let all_ns = c.ok(k, &["get", "deploy", "-A"]);
-        assert!(all_ns.starts_with("NAMESPACE") && all_ns.contains(&ns), "{all_ns}");
+        assert!(
+            all_ns.starts_with("NAMESPACE") && all_ns.contains(&ns),
+            "{all_ns}"
+        );
 
         c.ok(k, &["delete", "cm", "cm", "-n", &ns]);
         let err = c.fails(k, &["get", "cm", "cm", "-n", &ns]);
-        assert!(err.contains("NotFound") && err.contains("configmaps \"cm\" not found"), "{err}");
+        assert!(
+            err.contains("NotFound") && err.contains("configmaps \"cm\" not found"),
+            "{err}"
+        );
         c.ok(k, &["delete", "namespace", &ns]);
         let err = c.fails(k, &["get", "namespace", &ns]);
         assert!(err.contains("not found"), "{err}");
@@ -182,14 +434,37 @@ fn watch_sees_changes_from_another_client() {
     for (i, k) in kubectls().into_iter().enumerate() {
         let name = format!("watched{i}");
         c.ok(k, &["create", "configmap", &name, "--from-literal=a=1"]);
-        let w = LineReader::spawn(c.kubectl_cmd(k, &["get", "configmap", "-w", "-o", "custom-columns=NAME:.metadata.name,A:.data.a"]));
+        let w = LineReader::spawn(c.kubectl_cmd(
+            k,
+            &[
+                "get",
+                "configmap",
+                "-w",
+                "-o",
+                "custom-columns=NAME:.metadata.name,A:.data.a",
+            ],
+        ));
         w.wait_for(&name, Duration::from_secs(20));
-        c.ok(common::KUBECTL_DEFAULT, &["patch", "configmap", &name, "--type", "merge", "-p", r#"{"data":{"a":"changed"}}"#]);
+        c.ok(
+            common::KUBECTL_DEFAULT,
+            &[
+                "patch",
+                "configmap",
+                &name,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"data":{"a":"changed"}}"#,
+            ],
+        );
         w.wait_for("changed", Duration::from_secs(20));
         // The default table watch too.
         let t = LineReader::spawn(c.kubectl_cmd(k, &["get", "configmap", &name, "-w"]));
         t.wait_for("DATA", Duration::from_secs(20));
-        c.ok(common::KUBECTL_DEFAULT, &["label", "configmap", &name, "seen=yes"]);
+        c.ok(
+            common::KUBECTL_DEFAULT,
+            &["label", "configmap", &name, "seen=yes"],
+        );
         let lines = t.wait_for(&name, Duration::from_secs(20));
         assert!(lines.iter().any(|l| l.starts_with(&name)), "{lines:?}");
     }

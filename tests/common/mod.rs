@@ -30,7 +30,11 @@ impl Cluster {
 
     pub fn start_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut c = Cluster { dir, child: None, extra_args: extra.iter().map(|s| s.to_string()).collect() };
+        let mut c = Cluster {
+            dir,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
         c.launch();
         c
     }
@@ -46,9 +50,21 @@ impl Cluster {
     /// Start the server (again) on the same data dir and wait until it answers.
     pub fn launch(&mut self) {
         let _ = std::fs::remove_file(self.kubeconfig());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
-            .args(["server", "--disable-agent", "--https-listen-port", "0", "--bind-address", "127.0.0.1", "--data-dir"])
+            .args([
+                "server",
+                "--disable-agent",
+                "--https-listen-port",
+                "0",
+                "--bind-address",
+                "127.0.0.1",
+                "--data-dir",
+            ])
             .arg(self.data_dir())
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -61,7 +77,11 @@ impl Cluster {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("spindle server exited early: {status}\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "server did not write its kubeconfig in time\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not write its kubeconfig in time\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -80,39 +100,75 @@ impl Cluster {
 
     pub fn server_url(&self) -> String {
         let cfg = std::fs::read_to_string(self.kubeconfig()).expect("kubeconfig");
-        cfg.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server line").to_string()
+        cfg.lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("server line")
+            .to_string()
     }
 
     pub fn kubectl_cmd(&self, kubectl: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl);
         // Each kubectl version gets its own discovery cache, as real users' would be.
-        let cache = self.dir.path().join(format!("cache-{}", Path::new(kubectl).file_name().and_then(|f| f.to_str()).unwrap_or("k")));
-        cmd.arg("--kubeconfig").arg(self.kubeconfig()).arg("--cache-dir").arg(cache).args(args);
+        let cache = self.dir.path().join(format!(
+            "cache-{}",
+            Path::new(kubectl)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or("k")
+        ));
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(args);
         cmd
     }
 
     pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> Output {
-        self.kubectl_cmd(kubectl, args).output().expect("run kubectl")
+        self.kubectl_cmd(kubectl, args)
+            .output()
+            .expect("run kubectl")
     }
 
     /// Run kubectl and return stdout, failing the test with everything printed otherwise.
     pub fn ok(&self, kubectl: &str, args: &[&str]) -> String {
         let out = self.kubectl(kubectl, args);
-        assert!(out.status.success(), "{kubectl} {args:?} failed: {}\nstdout: {}\nserver log tail:\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout), tail(&self.log()));
+        assert!(
+            out.status.success(),
+            "{kubectl} {args:?} failed: {}\nstdout: {}\nserver log tail:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            tail(&self.log())
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Run kubectl expecting failure; returns stderr.
     pub fn fails(&self, kubectl: &str, args: &[&str]) -> String {
         let out = self.kubectl(kubectl, args);
-        assert!(!out.status.success(), "{kubectl} {args:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "{kubectl} {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     pub fn apply_stdin(&self, kubectl: &str, args: &[&str], manifest: &str) -> Output {
         use std::io::Write;
-        let mut child = self.kubectl_cmd(kubectl, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl");
-        child.stdin.take().expect("stdin").write_all(manifest.as_bytes()).expect("write manifest");
+        let mut child = self
+            .kubectl_cmd(kubectl, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
         child.wait_with_output().expect("kubectl output")
     }
 
@@ -142,7 +198,11 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn spawn(mut cmd: Command) -> LineReader {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -104,7 +104,13 @@ struct Opts {
     field_labels: &'static [&'static str],
 }
 
-const NONE: Opts = Opts { short_names: &[], categories: &[], status: false, scale: None, field_labels: &[] };
+const NONE: Opts = Opts {
+    short_names: &[],
+    categories: &[],
+    status: false,
+    scale: None,
+    field_labels: &[],
+};
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -138,7 +144,10 @@ const REPLICAS_SCALE: ScalePaths = ScalePaths {
 
 fn entry<K>(plural_singular: &'static str, namespaced: bool, o: Opts) -> Kind
 where
-    K: Resource + k8s_openapi::ListableResource + schemars::JsonSchema + serde::de::DeserializeOwned,
+    K: Resource
+        + k8s_openapi::ListableResource
+        + schemars::JsonSchema
+        + serde::de::DeserializeOwned,
 {
     Kind {
         group: K::GROUP,
@@ -175,21 +184,151 @@ impl Registry {
     pub fn new() -> Self {
         const ALL: &[&str] = &["all"];
         let kinds = vec![
-            entry::<core::v1::Namespace>("namespace", false, Opts { short_names: &["ns"], status: true, field_labels: &["status.phase"], ..NONE }),
-            entry::<core::v1::Node>("node", false, Opts { short_names: &["no"], status: true, field_labels: &["spec.unschedulable"], ..NONE }),
-            entry::<core::v1::Pod>("pod", true, Opts { short_names: &["po"], categories: ALL, status: true, field_labels: POD_FIELDS, ..NONE }),
-            entry::<core::v1::Service>("service", true, Opts { short_names: &["svc"], categories: ALL, status: true, ..NONE }),
-            entry::<core::v1::Endpoints>("endpoints", true, Opts { short_names: &["ep"], ..NONE }),
-            entry::<core::v1::ConfigMap>("configmap", true, Opts { short_names: &["cm"], ..NONE }),
-            entry::<core::v1::Secret>("secret", true, Opts { field_labels: &["type"], ..NONE }),
-            entry::<core::v1::ServiceAccount>("serviceaccount", true, Opts { short_names: &["sa"], ..NONE }),
-            entry::<core::v1::Event>("event", true, Opts { short_names: &["ev"], field_labels: EVENT_FIELDS, ..NONE }),
-            entry::<apps::v1::Deployment>("deployment", true, Opts { short_names: &["deploy"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &[] }),
-            entry::<apps::v1::ReplicaSet>("replicaset", true, Opts { short_names: &["rs"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &["status.replicas"] }),
-            entry::<apps::v1::DaemonSet>("daemonset", true, Opts { short_names: &["ds"], categories: ALL, status: true, ..NONE }),
-            entry::<apps::v1::StatefulSet>("statefulset", true, Opts { short_names: &["sts"], categories: ALL, status: true, scale: Some(REPLICAS_SCALE), field_labels: &[] }),
-            entry::<batch::v1::Job>("job", true, Opts { categories: ALL, status: true, field_labels: &["status.successful"], ..NONE }),
-            entry::<batch::v1::CronJob>("cronjob", true, Opts { short_names: &["cj"], categories: ALL, status: true, ..NONE }),
+            entry::<core::v1::Namespace>(
+                "namespace",
+                false,
+                Opts {
+                    short_names: &["ns"],
+                    status: true,
+                    field_labels: &["status.phase"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Node>(
+                "node",
+                false,
+                Opts {
+                    short_names: &["no"],
+                    status: true,
+                    field_labels: &["spec.unschedulable"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Pod>(
+                "pod",
+                true,
+                Opts {
+                    short_names: &["po"],
+                    categories: ALL,
+                    status: true,
+                    field_labels: POD_FIELDS,
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Service>(
+                "service",
+                true,
+                Opts {
+                    short_names: &["svc"],
+                    categories: ALL,
+                    status: true,
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Endpoints>(
+                "endpoints",
+                true,
+                Opts {
+                    short_names: &["ep"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::ConfigMap>(
+                "configmap",
+                true,
+                Opts {
+                    short_names: &["cm"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Secret>(
+                "secret",
+                true,
+                Opts {
+                    field_labels: &["type"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::ServiceAccount>(
+                "serviceaccount",
+                true,
+                Opts {
+                    short_names: &["sa"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::Event>(
+                "event",
+                true,
+                Opts {
+                    short_names: &["ev"],
+                    field_labels: EVENT_FIELDS,
+                    ..NONE
+                },
+            ),
+            entry::<apps::v1::Deployment>(
+                "deployment",
+                true,
+                Opts {
+                    short_names: &["deploy"],
+                    categories: ALL,
+                    status: true,
+                    scale: Some(REPLICAS_SCALE),
+                    field_labels: &[],
+                },
+            ),
+            entry::<apps::v1::ReplicaSet>(
+                "replicaset",
+                true,
+                Opts {
+                    short_names: &["rs"],
+                    categories: ALL,
+                    status: true,
+                    scale: Some(REPLICAS_SCALE),
+                    field_labels: &["status.replicas"],
+                },
+            ),
+            entry::<apps::v1::DaemonSet>(
+                "daemonset",
+                true,
+                Opts {
+                    short_names: &["ds"],
+                    categories: ALL,
+                    status: true,
+                    ..NONE
+                },
+            ),
+            entry::<apps::v1::StatefulSet>(
+                "statefulset",
+                true,
+                Opts {
+                    short_names: &["sts"],
+                    categories: ALL,
+                    status: true,
+                    scale: Some(REPLICAS_SCALE),
+                    field_labels: &[],
+                },
+            ),
+            entry::<batch::v1::Job>(
+                "job",
+                true,
+                Opts {
+                    categories: ALL,
+                    status: true,
+                    field_labels: &["status.successful"],
+                    ..NONE
+                },
+            ),
+            entry::<batch::v1::CronJob>(
+                "cronjob",
+                true,
+                Opts {
+                    short_names: &["cj"],
+                    categories: ALL,
+                    status: true,
+                    ..NONE
+                },
+            ),
             entry::<coordination::v1::Lease>("lease", true, NONE),
             entry::<discovery::v1::EndpointSlice>("endpointslice", true, NONE),
         ];
@@ -202,11 +341,15 @@ impl Registry {
 
     /// Find a kind by group, version and plural as they appear in a URL.
     pub fn by_resource(&self, group: &str, version: &str, plural: &str) -> Option<&Kind> {
-        self.kinds.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.version == version && k.plural == plural)
     }
 
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Kind> {
-        self.kinds.iter().find(|k| k.api_version() == api_version && k.kind == kind)
+        self.kinds
+            .iter()
+            .find(|k| k.api_version() == api_version && k.kind == kind)
     }
 
     /// Group-versions in discovery order (core first).
@@ -222,6 +365,8 @@ impl Registry {
 
     pub fn kinds_in(&self, group: &str, version: &str) -> impl Iterator<Item = &Kind> {
         let (g, v) = (group.to_string(), version.to_string());
-        self.kinds.iter().filter(move |k| k.group == g && k.version == v)
+        self.kinds
+            .iter()
+            .filter(move |k| k.group == g && k.version == v)
     }
 }

@@ -19,10 +19,18 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn invalid_type(path: &str, msg: String) -> Self {
-        FieldError { reason: "FieldValueTypeInvalid".into(), message: msg, field: path.into() }
+        FieldError {
+            reason: "FieldValueTypeInvalid".into(),
+            message: msg,
+            field: path.into(),
+        }
     }
     pub fn required(field: &str) -> Self {
-        FieldError { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+        FieldError {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: field.into(),
+        }
     }
     pub fn invalid(field: &str, value: &Value, detail: &str) -> Self {
         FieldError {
@@ -35,7 +43,11 @@ impl FieldError {
         let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
         FieldError {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: {}: supported values: {}", go_value(value), allowed.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                go_value(value),
+                allowed.join(", ")
+            ),
             field: field.into(),
         }
     }
@@ -47,7 +59,11 @@ impl FieldError {
         }
     }
     pub fn forbidden(field: &str, detail: &str) -> Self {
-        FieldError { reason: "FieldValueForbidden".into(), message: format!("Forbidden: {detail}"), field: field.into() }
+        FieldError {
+            reason: "FieldValueForbidden".into(),
+            message: format!("Forbidden: {detail}"),
+            field: field.into(),
+        }
     }
     /// `field: message`, as in the Status message.
     pub fn display(&self) -> String {
@@ -64,7 +80,10 @@ fn go_value(v: &Value) -> String {
     match v {
         Value::String(s) => format!("\"{s}\""),
         Value::Object(m) => {
-            let parts: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{}", go_value(v))).collect();
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{}", go_value(v)))
+                .collect();
             format!("map[string]string{{{}}}", parts.join(", "))
         }
         other => other.to_string(),
@@ -77,7 +96,8 @@ fn go_value(v: &Value) -> String {
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -92,9 +112,14 @@ const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lowe
 fn is_qualified_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && s.as_bytes().first().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s.as_bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.as_bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 /// Label and annotation keys: `[prefix/]name`.
@@ -135,20 +160,35 @@ pub fn is_quantity(s: &str) -> bool {
         return false;
     }
     let suffix = &s[i..];
-    matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E")
-        || (suffix.len() > 1
-            && (suffix.starts_with('e') || suffix.starts_with('E'))
-            && {
-                let rest = &suffix[1..];
-                let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
-                !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit())
-            })
+    matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || (suffix.len() > 1 && (suffix.starts_with('e') || suffix.starts_with('E')) && {
+        let rest = &suffix[1..];
+        let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+        !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit())
+    })
 }
 
 fn is_config_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && s != "."
         && s != ".."
 }
@@ -166,7 +206,9 @@ fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
-    get(v, path).and_then(Value::as_str).filter(|s| !s.is_empty())
+    get(v, path)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 // ---------------------------------------------------------------------------
@@ -179,11 +221,21 @@ pub enum NameRule {
     Label,
 }
 
-pub fn validate_metadata(obj: &Value, namespaced: bool, rule: NameRule, errs: &mut Vec<FieldError>) {
+pub fn validate_metadata(
+    obj: &Value,
+    namespaced: bool,
+    rule: NameRule,
+    errs: &mut Vec<FieldError>,
+) {
     let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
     match meta.get("name").and_then(Value::as_str) {
         None | Some("") => {
-            if meta.get("generateName").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 errs.push(FieldError {
                     reason: "FieldValueRequired".into(),
                     message: "Required value: name or generateName is required".into(),
@@ -204,7 +256,11 @@ pub fn validate_metadata(obj: &Value, namespaced: bool, rule: NameRule, errs: &m
     if namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
             None | Some("") => errs.push(FieldError::required("metadata.namespace")),
-            Some(ns) if !is_dns1123_label(ns) => errs.push(FieldError::invalid("metadata.namespace", &json!(ns), LABEL_MSG)),
+            Some(ns) if !is_dns1123_label(ns) => errs.push(FieldError::invalid(
+                "metadata.namespace",
+                &json!(ns),
+                LABEL_MSG,
+            )),
             _ => {}
         }
     }
@@ -218,13 +274,19 @@ pub fn validate_metadata(obj: &Value, namespaced: bool, rule: NameRule, errs: &m
             total += k.len() + v.as_str().map_or(0, str::len);
         }
         if total > 256 * 1024 {
-            errs.push(FieldError { reason: "FieldValueTooLong".into(), message: "Too long: must have at most 262144 bytes".into(), field: "metadata.annotations".into() });
+            errs.push(FieldError {
+                reason: "FieldValueTooLong".into(),
+                message: "Too long: must have at most 262144 bytes".into(),
+                field: "metadata.annotations".into(),
+            });
         }
     }
 }
 
 fn validate_labels(labels: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
-    let Some(labels) = labels.and_then(Value::as_object) else { return };
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return;
+    };
     for (k, v) in labels {
         if !is_qualified_name(k) {
             errs.push(FieldError::invalid(field, &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
@@ -251,7 +313,11 @@ pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
     if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let have = labels.get(key).and_then(Value::as_str);
             let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
                 "In" => have.is_some_and(|h| values.contains(&h)),
@@ -269,42 +335,85 @@ pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
 }
 
 fn selector_is_empty(sel: &Value) -> bool {
-    sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
-        && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+    sel.get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.is_empty())
+        && sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
 }
 
 fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<FieldError>) {
-    validate_labels(sel.get("matchLabels"), &format!("{field}.matchLabels"), errs);
+    validate_labels(
+        sel.get("matchLabels"),
+        &format!("{field}.matchLabels"),
+        errs,
+    );
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for (i, e) in exprs.iter().enumerate() {
             let f = format!("{field}.matchExpressions[{i}]");
             let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
-            let nvals = e.get("values").and_then(Value::as_array).map_or(0, Vec::len);
+            let nvals = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             match op {
-                "In" | "NotIn" if nvals == 0 => errs.push(FieldError { reason: "FieldValueRequired".into(), message: "Required value: must be specified when `operator` is 'In' or 'NotIn'".into(), field: format!("{f}.values") }),
-                "Exists" | "DoesNotExist" if nvals > 0 => errs.push(FieldError::forbidden(&format!("{f}.values"), "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")),
+                "In" | "NotIn" if nvals == 0 => errs.push(FieldError {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                        .into(),
+                    field: format!("{f}.values"),
+                }),
+                "Exists" | "DoesNotExist" if nvals > 0 => errs.push(FieldError::forbidden(
+                    &format!("{f}.values"),
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                )),
                 "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-                other => errs.push(FieldError::not_supported(&format!("{f}.operator"), &json!(other), &["In", "NotIn", "Exists", "DoesNotExist"])),
+                other => errs.push(FieldError::not_supported(
+                    &format!("{f}.operator"),
+                    &json!(other),
+                    &["In", "NotIn", "Exists", "DoesNotExist"],
+                )),
             }
         }
     }
 }
 
 /// Workload: selector required, non-empty, and must select the template's labels.
-fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>, restart_policies: &[&str], selector_required: bool) {
+fn validate_workload(
+    obj: &Value,
+    errs: &mut Vec<FieldError>,
+    restart_policies: &[&str],
+    selector_required: bool,
+) {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     if let Some(r) = spec.get("replicas") {
         if r.as_i64().is_some_and(|r| r < 0) {
-            errs.push(FieldError::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                "spec.replicas",
+                r,
+                "must be greater than or equal to 0",
+            ));
         }
     }
-    let tpl_labels = spec.pointer("/template/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+    let tpl_labels = spec
+        .pointer("/template/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     match spec.get("selector") {
-        None | Some(Value::Null) if selector_required => errs.push(FieldError::required("spec.selector")),
+        None | Some(Value::Null) if selector_required => {
+            errs.push(FieldError::required("spec.selector"))
+        }
         Some(sel) if !sel.is_null() => {
             validate_label_selector(sel, "spec.selector", errs);
             if selector_is_empty(sel) {
-                errs.push(FieldError::invalid("spec.selector", sel, "empty selector is invalid for deployment"));
+                errs.push(FieldError::invalid(
+                    "spec.selector",
+                    sel,
+                    "empty selector is invalid for deployment",
+                ));
             } else if !selector_matches(sel, &tpl_labels) {
                 errs.push(FieldError::invalid(
                     "spec.template.metadata.labels",
@@ -318,8 +427,17 @@ fn validate_workload(obj: &Value, errs: &mut Vec<FieldError>, restart_policies: 
     match spec.get("template") {
         None | Some(Value::Null) => errs.push(FieldError::required("spec.template")),
         Some(t) => {
-            validate_labels(t.pointer("/metadata/labels"), "spec.template.metadata.labels", errs);
-            validate_pod_spec(t.get("spec").unwrap_or(&Value::Null), "spec.template.spec", errs, restart_policies);
+            validate_labels(
+                t.pointer("/metadata/labels"),
+                "spec.template.metadata.labels",
+                errs,
+            );
+            validate_pod_spec(
+                t.get("spec").unwrap_or(&Value::Null),
+                "spec.template.spec",
+                errs,
+                restart_policies,
+            );
         }
     }
 }
@@ -339,7 +457,11 @@ fn validate_resources(res: &Value, field: &str, errs: &mut Vec<FieldError>) {
                 if !ok {
                     errs.push(FieldError::invalid(&f, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
                 } else if v.as_str().is_some_and(|s| s.starts_with('-')) {
-                    errs.push(FieldError::invalid(&f, v, "must be greater than or equal to 0"));
+                    errs.push(FieldError::invalid(
+                        &f,
+                        v,
+                        "must be greater than or equal to 0",
+                    ));
                 }
             }
         }
@@ -349,7 +471,11 @@ fn validate_resources(res: &Value, field: &str, errs: &mut Vec<FieldError>) {
 fn validate_port(v: &Value, field: &str, errs: &mut Vec<FieldError>) {
     match v.as_i64() {
         Some(p) if (1..=65535).contains(&p) => {}
-        Some(_) => errs.push(FieldError::invalid(field, v, "must be between 1 and 65535, inclusive")),
+        Some(_) => errs.push(FieldError::invalid(
+            field,
+            v,
+            "must be between 1 and 65535, inclusive",
+        )),
         None => errs.push(FieldError::required(field)),
     }
 }
@@ -362,7 +488,13 @@ fn validate_protocol(c: &Value, field: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_containers(list: Option<&Value>, field: &str, required: bool, errs: &mut Vec<FieldError>, names: &mut Vec<String>) {
+fn validate_containers(
+    list: Option<&Value>,
+    field: &str,
+    required: bool,
+    errs: &mut Vec<FieldError>,
+    names: &mut Vec<String>,
+) {
     let items = list.and_then(Value::as_array).cloned().unwrap_or_default();
     if required && items.is_empty() {
         errs.push(FieldError::required(field));
@@ -373,7 +505,11 @@ fn validate_containers(list: Option<&Value>, field: &str, required: bool, errs: 
             None | Some("") => errs.push(FieldError::required(&format!("{f}.name"))),
             Some(n) => {
                 if !is_dns1123_label(n) {
-                    errs.push(FieldError::invalid(&format!("{f}.name"), &json!(n), LABEL_MSG));
+                    errs.push(FieldError::invalid(
+                        &format!("{f}.name"),
+                        &json!(n),
+                        LABEL_MSG,
+                    ));
                 }
                 if names.iter().any(|x| x == n) {
                     errs.push(FieldError::duplicate(&format!("{f}.name"), &json!(n)));
@@ -381,13 +517,22 @@ fn validate_containers(list: Option<&Value>, field: &str, required: bool, errs: 
                 names.push(n.to_string());
             }
         }
-        if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+        if c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
             errs.push(FieldError::required(&format!("{f}.image")));
         }
         if let Some(ports) = c.get("ports").and_then(Value::as_array) {
             for (j, p) in ports.iter().enumerate() {
                 let pf = format!("{f}.ports[{j}]");
-                validate_port(p.get("containerPort").unwrap_or(&Value::Null), &format!("{pf}.containerPort"), errs);
+                validate_port(
+                    p.get("containerPort").unwrap_or(&Value::Null),
+                    &format!("{pf}.containerPort"),
+                    errs,
+                );
                 if let Some(hp) = p.get("hostPort") {
                     if hp.as_i64().is_some_and(|h| h != 0) {
                         validate_port(hp, &format!("{pf}.hostPort"), errs);
@@ -401,26 +546,55 @@ fn validate_containers(list: Option<&Value>, field: &str, required: bool, errs: 
         }
         if let Some(env) = c.get("env").and_then(Value::as_array) {
             for (j, e) in env.iter().enumerate() {
-                if e.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                if e.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
                     errs.push(FieldError::required(&format!("{f}.env[{j}].name")));
                 }
             }
         }
         if let Some(p) = c.get("imagePullPolicy") {
             if !matches!(p.as_str(), Some("Always" | "IfNotPresent" | "Never")) {
-                errs.push(FieldError::not_supported(&format!("{f}.imagePullPolicy"), p, &["Always", "IfNotPresent", "Never"]));
+                errs.push(FieldError::not_supported(
+                    &format!("{f}.imagePullPolicy"),
+                    p,
+                    &["Always", "IfNotPresent", "Never"],
+                ));
             }
         }
     }
 }
 
-fn validate_pod_spec(spec: &Value, field: &str, errs: &mut Vec<FieldError>, restart_policies: &[&str]) {
+fn validate_pod_spec(
+    spec: &Value,
+    field: &str,
+    errs: &mut Vec<FieldError>,
+    restart_policies: &[&str],
+) {
     let mut names = Vec::new();
-    validate_containers(spec.get("initContainers"), &format!("{field}.initContainers"), false, errs, &mut names);
-    validate_containers(spec.get("containers"), &format!("{field}.containers"), true, errs, &mut names);
+    validate_containers(
+        spec.get("initContainers"),
+        &format!("{field}.initContainers"),
+        false,
+        errs,
+        &mut names,
+    );
+    validate_containers(
+        spec.get("containers"),
+        &format!("{field}.containers"),
+        true,
+        errs,
+        &mut names,
+    );
     if let Some(rp) = spec.get("restartPolicy") {
         if !rp.as_str().is_some_and(|s| restart_policies.contains(&s)) {
-            errs.push(FieldError::not_supported(&format!("{field}.restartPolicy"), rp, restart_policies));
+            errs.push(FieldError::not_supported(
+                &format!("{field}.restartPolicy"),
+                rp,
+                restart_policies,
+            ));
         }
     }
     if let Some(vols) = spec.get("volumes").and_then(Value::as_array) {
@@ -430,14 +604,20 @@ fn validate_pod_spec(spec: &Value, field: &str, errs: &mut Vec<FieldError>, rest
             match v.get("name").and_then(Value::as_str) {
                 None | Some("") => errs.push(FieldError::required(&f)),
                 Some(n) if seen.contains(&n) => errs.push(FieldError::duplicate(&f, &json!(n))),
-                Some(n) if !is_dns1123_label(n) => errs.push(FieldError::invalid(&f, &json!(n), LABEL_MSG)),
+                Some(n) if !is_dns1123_label(n) => {
+                    errs.push(FieldError::invalid(&f, &json!(n), LABEL_MSG))
+                }
                 Some(n) => seen.push(n),
             }
         }
     }
     if let Some(t) = spec.get("terminationGracePeriodSeconds") {
         if t.as_i64().is_some_and(|t| t < 0) {
-            errs.push(FieldError::invalid(&format!("{field}.terminationGracePeriodSeconds"), t, "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                &format!("{field}.terminationGracePeriodSeconds"),
+                t,
+                "must be greater than or equal to 0",
+            ));
         }
     }
 }
@@ -454,8 +634,15 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
     };
     validate_metadata(obj, namespaced, rule, &mut errs);
     match kind {
-        "Pod" => validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut errs, RESTART_ANY),
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => validate_workload(obj, &mut errs, &["Always"], true),
+        "Pod" => validate_pod_spec(
+            obj.get("spec").unwrap_or(&Value::Null),
+            "spec",
+            &mut errs,
+            RESTART_ANY,
+        ),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
+            validate_workload(obj, &mut errs, &["Always"], true)
+        }
         "Job" => {
             validate_workload(obj, &mut errs, &["OnFailure", "Never"], false);
             if obj.pointer("/spec/template/spec/restartPolicy").is_none() {
@@ -467,8 +654,15 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
                 errs.push(FieldError::required("spec.schedule"));
             }
             match obj.pointer("/spec/jobTemplate/spec/template/spec") {
-                Some(s) => validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", &mut errs, &["OnFailure", "Never"]),
-                None => errs.push(FieldError::required("spec.jobTemplate.spec.template.spec.containers")),
+                Some(s) => validate_pod_spec(
+                    s,
+                    "spec.jobTemplate.spec.template.spec",
+                    &mut errs,
+                    &["OnFailure", "Never"],
+                ),
+                None => errs.push(FieldError::required(
+                    "spec.jobTemplate.spec.template.spec.containers",
+                )),
             }
         }
         "Service" => validate_service(obj, &mut errs),
@@ -490,11 +684,22 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
 
 fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
-        errs.push(FieldError::not_supported("spec.type", &json!(ty), &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+        errs.push(FieldError::not_supported(
+            "spec.type",
+            &json!(ty),
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
-    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     if ports.is_empty() && ty != "ExternalName" && !headless {
         errs.push(FieldError::required("spec.ports"));
@@ -505,12 +710,18 @@ fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
     let mut names = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let f = format!("spec.ports[{i}]");
-        validate_port(p.get("port").unwrap_or(&Value::Null), &format!("{f}.port"), errs);
+        validate_port(
+            p.get("port").unwrap_or(&Value::Null),
+            &format!("{f}.port"),
+            errs,
+        );
         validate_protocol(p, &format!("{f}.protocol"), errs);
         if let Some(tp) = p.get("targetPort") {
             match tp {
                 Value::Number(_) => validate_port(tp, &format!("{f}.targetPort"), errs),
-                Value::String(s) if !s.is_empty() && !is_dns1123_label(s) => errs.push(FieldError::invalid(&format!("{f}.targetPort"), tp, LABEL_MSG)),
+                Value::String(s) if !s.is_empty() && !is_dns1123_label(s) => errs.push(
+                    FieldError::invalid(&format!("{f}.targetPort"), tp, LABEL_MSG),
+                ),
                 _ => {}
             }
         }
@@ -554,14 +765,24 @@ fn set_default(m: &mut Map<String, Value>, key: &str, val: Value) {
 }
 
 fn default_containers(list: Option<&mut Value>) {
-    let Some(items) = list.and_then(Value::as_array_mut) else { return };
+    let Some(items) = list.and_then(Value::as_array_mut) else {
+        return;
+    };
     for c in items {
         let Some(c) = c.as_object_mut() else { continue };
-        let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+        let image = c
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         // Kubernetes: no tag or :latest means Always, a pinned tag or digest IfNotPresent.
         let last = image.rsplit('/').next().unwrap_or("");
         let pinned = image.contains('@') || (last.contains(':') && !last.ends_with(":latest"));
-        set_default(c, "imagePullPolicy", json!(if pinned { "IfNotPresent" } else { "Always" }));
+        set_default(
+            c,
+            "imagePullPolicy",
+            json!(if pinned { "IfNotPresent" } else { "Always" }),
+        );
         set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
         set_default(c, "terminationMessagePolicy", json!("File"));
         set_default(c, "resources", json!({}));
@@ -574,7 +795,9 @@ fn default_containers(list: Option<&mut Value>) {
 }
 
 fn default_pod_spec(spec: &mut Value, restart: &str) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     set_default(m, "restartPolicy", json!(restart));
     set_default(m, "terminationGracePeriodSeconds", json!(30));
     set_default(m, "dnsPolicy", json!("ClusterFirst"));
@@ -608,7 +831,8 @@ pub fn default_object(kind: &str, obj: &mut Value) {
                     set_default(st, "type", json!("RollingUpdate"));
                     if st.get("type") == Some(&json!("RollingUpdate")) {
                         set_default(st, "rollingUpdate", json!({}));
-                        if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                        if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut)
+                        {
                             set_default(ru, "maxSurge", json!("25%"));
                             set_default(ru, "maxUnavailable", json!("25%"));
                         }
@@ -626,7 +850,11 @@ pub fn default_object(kind: &str, obj: &mut Value) {
         "DaemonSet" => {
             if let Some(spec) = obj_mut(obj, "spec") {
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
             }
             default_template(obj, "Always");
         }
@@ -635,8 +863,16 @@ pub fn default_object(kind: &str, obj: &mut Value) {
                 set_default(spec, "replicas", json!(1));
                 set_default(spec, "podManagementPolicy", json!("OrderedReady"));
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
-                set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+                set_default(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                set_default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
             }
             default_template(obj, "Always");
         }
@@ -692,14 +928,21 @@ pub fn default_object(kind: &str, obj: &mut Value) {
                     if let Some(d) = data.as_object_mut() {
                         for (k, v) in sd {
                             let raw = v.as_str().unwrap_or("").as_bytes().to_vec();
-                            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+                            d.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(raw)),
+                            );
                         }
                     }
                 }
             }
         }
         "Namespace" => {
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if let Some(meta) = obj_mut(obj, "metadata") {
                 if let Some(labels) = obj_mut_map(meta, "labels") {
                     labels.insert("kubernetes.io/metadata.name".into(), json!(name));
@@ -725,9 +968,20 @@ fn obj_mut_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut M
 }
 
 fn default_job(obj: &mut Value) {
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let manual = obj.pointer("/spec/manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let manual = obj
+        .pointer("/spec/manualSelector")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "parallelism", json!(1));
         set_default(spec, "completions", json!(1));
@@ -738,8 +992,14 @@ fn default_job(obj: &mut Value) {
         // Like the Kubernetes Job strategy: a generated selector on the job's uid unless
         // the user asked to manage it.
         if !manual && !uid.is_empty() && spec.get("selector").is_none_or(Value::is_null) {
-            spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
-            if let Some(tmeta) = spec.get_mut("template").and_then(|t| obj_mut(t, "metadata")) {
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
+            if let Some(tmeta) = spec
+                .get_mut("template")
+                .and_then(|t| obj_mut(t, "metadata"))
+            {
                 if let Some(labels) = obj_mut_map(tmeta, "labels") {
                     for (k, v) in [
                         ("batch.kubernetes.io/controller-uid", &uid),
@@ -762,7 +1022,9 @@ mod tests {
 
     #[test]
     fn quantities() {
-        for ok in ["1", "100m", "1.5Gi", "128Mi", "0.5", "1e3", "2E-2", ".5", "+1k"] {
+        for ok in [
+            "1", "100m", "1.5Gi", "128Mi", "0.5", "1e3", "2E-2", ".5", "+1k",
+        ] {
             assert!(is_quantity(ok), "{ok}");
         }
         for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3"] {
@@ -785,7 +1047,9 @@ mod tests {
         let errs = validate("Deployment", true, &d);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].field, "spec.template.metadata.labels");
-        assert!(errs[0].message.contains("`selector` does not match template `labels`"));
+        assert!(errs[0]
+            .message
+            .contains("`selector` does not match template `labels`"));
     }
 
     #[test]
@@ -794,8 +1058,14 @@ mod tests {
         let errs = validate("Pod", true, &p);
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"metadata.name"), "{fields:?}");
-        assert!(fields.contains(&"spec.containers[0].ports[0].containerPort"), "{fields:?}");
-        assert!(fields.contains(&"spec.containers[0].resources.limits[memory]"), "{fields:?}");
+        assert!(
+            fields.contains(&"spec.containers[0].ports[0].containerPort"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.containers[0].resources.limits[memory]"),
+            "{fields:?}"
+        );
     }
 
     #[test]
@@ -803,9 +1073,21 @@ mod tests {
         let mut d = json!({"metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.25","ports":[{"containerPort":80}]}]}}}});
         default_object("Deployment", &mut d);
         assert_eq!(d.pointer("/spec/replicas"), Some(&json!(1)));
-        assert_eq!(d.pointer("/spec/strategy/rollingUpdate/maxSurge"), Some(&json!("25%")));
-        assert_eq!(d.pointer("/spec/template/spec/containers/0/imagePullPolicy"), Some(&json!("IfNotPresent")));
-        assert_eq!(d.pointer("/spec/template/spec/containers/0/ports/0/protocol"), Some(&json!("TCP")));
-        assert_eq!(d.pointer("/spec/template/spec/restartPolicy"), Some(&json!("Always")));
+        assert_eq!(
+            d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+            Some(&json!("25%"))
+        );
+        assert_eq!(
+            d.pointer("/spec/template/spec/containers/0/imagePullPolicy"),
+            Some(&json!("IfNotPresent"))
+        );
+        assert_eq!(
+            d.pointer("/spec/template/spec/containers/0/ports/0/protocol"),
+            Some(&json!("TCP"))
+        );
+        assert_eq!(
+            d.pointer("/spec/template/spec/restartPolicy"),
+            Some(&json!("Always"))
+        );
     }
 }

@@ -9,16 +9,45 @@ use crate::rest::json_response;
 use crate::status::ApiError;
 use crate::AppState;
 
-const VERBS_ALL: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS_ALL: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// Subresources per kind: (name, group, version, kind, verbs).
-fn subresources(k: &Kind) -> Vec<(&'static str, &'static str, &'static str, &'static str, Vec<&'static str>)> {
+fn subresources(
+    k: &Kind,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+)> {
     let mut out = Vec::new();
     if k.status_subresource {
-        out.push(("status", k.group, k.version, k.kind, vec!["get", "patch", "update"]));
+        out.push((
+            "status",
+            k.group,
+            k.version,
+            k.kind,
+            vec!["get", "patch", "update"],
+        ));
     }
     if k.scale.is_some() {
-        out.push(("scale", "autoscaling", "v1", "Scale", vec!["get", "patch", "update"]));
+        out.push((
+            "scale",
+            "autoscaling",
+            "v1",
+            "Scale",
+            vec!["get", "patch", "update"],
+        ));
     }
     if k.kind == "Pod" {
         out.push(("binding", "", "v1", "Binding", vec!["create"]));
@@ -50,7 +79,11 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
             resources.push(s);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
@@ -85,7 +118,10 @@ fn aggregated(reg: &Registry, core: bool, api_version: &str) -> Value {
 
 /// Pick aggregated discovery when the client asks for it, in the version it asks for.
 fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     for part in accept.split(',') {
         if part.contains("as=APIGroupDiscoveryList") && part.contains("g=apidiscovery.k8s.io") {
             if part.contains("v=v2beta1") {
@@ -110,7 +146,10 @@ fn aggregated_response(v: Value, version: &'static str) -> Response {
 
 pub fn api(st: &AppState, headers: &HeaderMap, local_addr: &str) -> Response {
     if let Some(v) = aggregated_version(headers) {
-        return aggregated_response(aggregated(&st.reg, true, &format!("apidiscovery.k8s.io/{v}")), v);
+        return aggregated_response(
+            aggregated(&st.reg, true, &format!("apidiscovery.k8s.io/{v}")),
+            v,
+        );
     }
     json_response(
         StatusCode::OK,
@@ -121,7 +160,10 @@ pub fn api(st: &AppState, headers: &HeaderMap, local_addr: &str) -> Response {
 
 pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
     if let Some(v) = aggregated_version(headers) {
-        return aggregated_response(aggregated(&st.reg, false, &format!("apidiscovery.k8s.io/{v}")), v);
+        return aggregated_response(
+            aggregated(&st.reg, false, &format!("apidiscovery.k8s.io/{v}")),
+            v,
+        );
     }
     let groups: Vec<Value> = st
         .reg
@@ -133,15 +175,28 @@ pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
             json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
         })
         .collect();
-    json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}), &[])
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+        &[],
+    )
 }
 
 pub fn group(st: &AppState, group: &str) -> Response {
-    let Some((_, v)) = st.reg.group_versions().into_iter().find(|(g, _)| *g == group) else {
+    let Some((_, v)) = st
+        .reg
+        .group_versions()
+        .into_iter()
+        .find(|(g, _)| *g == group)
+    else {
         return ApiError::path_not_found().into_response();
     };
     let gv = json!({"groupVersion": format!("{group}/{v}"), "version": v});
-    json_response(StatusCode::OK, &json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}), &[])
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}),
+        &[],
+    )
 }
 
 pub fn group_version(st: &AppState, group: &str, version: &str) -> Response {
@@ -166,11 +221,18 @@ pub fn version() -> Response {
 
 pub fn openapi_v2(st: &AppState, headers: &HeaderMap) -> Response {
     let etag = st.openapi.v2_etag();
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag)
+    {
         return StatusCode::NOT_MODIFIED.into_response();
     }
     let mut r = (StatusCode::OK, st.openapi.v2_protobuf().to_vec()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+    );
     if let Ok(h) = HeaderValue::from_str(etag) {
         r.headers_mut().insert(header::ETAG, h);
     }
@@ -178,7 +240,9 @@ pub fn openapi_v2(st: &AppState, headers: &HeaderMap) -> Response {
 }
 
 pub fn openapi_v3(st: &AppState, path: &str) -> Response {
-    let rest = path.trim_start_matches("/openapi/v3").trim_start_matches('/');
+    let rest = path
+        .trim_start_matches("/openapi/v3")
+        .trim_start_matches('/');
     if rest.is_empty() {
         return json_response(StatusCode::OK, st.openapi.v3_root(), &[]);
     }

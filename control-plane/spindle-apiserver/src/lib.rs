@@ -78,9 +78,17 @@ pub struct ServerConfig {
 }
 
 fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
-    if let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let tok = auth.strip_prefix("Bearer ")?.trim();
-        return st.tokens.iter().find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes())).map(|(_, u)| u.clone());
+        return st
+            .tokens
+            .iter()
+            .find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes()))
+            .map(|(_, u)| u.clone());
     }
     conn.cert_user.clone()
 }
@@ -121,7 +129,14 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
     };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return ApiError::new(413, "RequestEntityTooLarge", "the request body is too large").into_response(),
+        Err(_) => {
+            return ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "the request body is too large",
+            )
+            .into_response()
+        }
     };
     let q = Query::parse(parts.uri.query());
     rest::handle(Arc::new(st), user, parts.method, target, q, headers, body).await
@@ -132,8 +147,16 @@ fn cert_user(conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> O
     let der = certs.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
     Some(User { name, groups })
 }
 
@@ -145,11 +168,16 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
     }
     // Client certificates are optional so bearer-token users still get in; requests with
     // neither are refused with 401 at the HTTP layer.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
-    let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?.context("no serving key")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?
+        .context("no serving key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -160,7 +188,9 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
 
 /// Namespaces every cluster has.
 async fn bootstrap(st: &AppState) -> Result<()> {
-    let Some(ns_kind) = st.reg.by_resource("", "v1", "namespaces") else { return Ok(()) };
+    let Some(ns_kind) = st.reg.by_resource("", "v1", "namespaces") else {
+        return Ok(());
+    };
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let k = rest::key(ns_kind, None, Some(ns));
         if st.store.get(&k).await?.is_none() {
@@ -185,28 +215,63 @@ pub struct Server {
 }
 
 /// Prepare PKI and store, bind the port and write the kubeconfig; then [`Server::serve`].
-pub async fn start(cfg: &ServerConfig) -> Result<(Server, TcpListener, Arc<tokio_rustls::TlsAcceptor>)> {
+pub async fn start(
+    cfg: &ServerConfig,
+) -> Result<(Server, TcpListener, Arc<tokio_rustls::TlsAcceptor>)> {
     let pki = pki::ensure(&cfg.data_dir, cfg.token.as_deref(), &cfg.tls_sans)?;
     let db_dir = cfg.data_dir.join("server/db");
-    let store = SledStore::open(&db_dir, SledStoreOptions { history: cfg.watch_history.max(1), ..SledStoreOptions::default() }).with_context(|| format!("opening the store in {}", db_dir.display()))?;
+    let store = SledStore::open(
+        &db_dir,
+        SledStoreOptions {
+            history: cfg.watch_history.max(1),
+            ..SledStoreOptions::default()
+        },
+    )
+    .with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
-    let node_user = User { name: "system:node-bootstrap".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] };
-    let state = AppState { reg: Arc::new(reg), store: Arc::new(store), openapi: Arc::new(openapi), tokens: Arc::new(vec![(pki.token.clone(), node_user)]) };
+    let node_user = User {
+        name: "system:node-bootstrap".into(),
+        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+    };
+    let state = AppState {
+        reg: Arc::new(reg),
+        store: Arc::new(store),
+        openapi: Arc::new(openapi),
+        tokens: Arc::new(vec![(pki.token.clone(), node_user)]),
+    };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     let addr = listener.local_addr()?;
-    let host = if cfg.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { cfg.bind_address.to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    pki::write_kubeconfig(&cfg.kubeconfig, &format!("https://{host}:{}", addr.port()), &pki)?;
+    let host = if cfg.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    pki::write_kubeconfig(
+        &cfg.kubeconfig,
+        &format!("https://{host}:{}", addr.port()),
+        &pki,
+    )?;
     tracing::info!(%addr, kubeconfig = %cfg.kubeconfig.display(), "API server listening");
     Ok((Server { state, addr, pki }, listener, acceptor))
 }
 
 impl Server {
-    pub async fn serve(self, listener: TcpListener, acceptor: Arc<tokio_rustls::TlsAcceptor>) -> Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    ) -> Result<()> {
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -227,20 +292,28 @@ impl Server {
                         return;
                     }
                 };
-                let conn = ConnInfo { cert_user: cert_user(&tls), local };
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let st = st.clone();
-                    let conn = conn.clone();
-                    async move {
-                        let start = Instant::now();
-                        let (method, uri) = (req.method().clone(), req.uri().clone());
-                        let resp = dispatch(st, conn, req.map(Body::new)).await;
-                        tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
+                let conn = ConnInfo {
+                    cert_user: cert_user(&tls),
+                    local,
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let st = st.clone();
+                        let conn = conn.clone();
+                        async move {
+                            let start = Instant::now();
+                            let (method, uri) = (req.method().clone(), req.uri().clone());
+                            let resp = dispatch(st, conn, req.map(Body::new)).await;
+                            tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
             });

@@ -5,11 +5,14 @@
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 pub struct Pki {
     pub ca_pem: String,
@@ -63,12 +66,23 @@ fn new_ca() -> Result<(String, String)> {
     dn.push(DnType::CommonName, "spindle-ca");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn leaf(ca_pem: &str, ca_key_pem: &str, cn: &str, orgs: &[&str], sans: Vec<SanType>, server: bool) -> Result<(String, String)> {
+fn leaf(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    cn: &str,
+    orgs: &[&str],
+    sans: Vec<SanType>,
+    server: bool,
+) -> Result<(String, String)> {
     let ca_key = KeyPair::from_pem(ca_key_pem).context("parsing the CA key")?;
     let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).context("parsing the CA certificate")?;
     let key = KeyPair::generate()?;
@@ -80,8 +94,15 @@ fn leaf(ca_pem: &str, ca_key_pem: &str, cn: &str, orgs: &[&str], sans: Vec<SanTy
     }
     params.distinguished_name = dn;
     params.subject_alt_names = sans;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -138,7 +159,14 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
     let (admin_cert_pem, admin_key_pem) = match (read(&adm_crt), read(&adm_key)) {
         (Some(c), Some(k)) => (c, k),
         _ => {
-            let (c, k) = leaf(&ca_pem, &ca_key_pem, "system:admin", &["system:masters"], vec![], false)?;
+            let (c, k) = leaf(
+                &ca_pem,
+                &ca_key_pem,
+                "system:admin",
+                &["system:masters"],
+                vec![],
+                false,
+            )?;
             write_private(&adm_key, &k)?;
             write_private(&adm_crt, &c)?;
             (c, k)
@@ -158,15 +186,24 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
             t
         }
     };
-    Ok(Pki { ca_pem, serving_cert_pem, serving_key_pem, admin_cert_pem, admin_key_pem, token })
+    Ok(Pki {
+        ca_pem,
+        serving_cert_pem,
+        serving_key_pem,
+        admin_cert_pem,
+        admin_key_pem,
+        token,
+    })
 }
 
 fn hostname() -> Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string())
+    Ok(fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_string())
 }
 
 /// Write the admin kubeconfig (mode 0600) pointing at `server_url`.
-pub fn write_kubeconfig(path: &PathBuf, server_url: &str, pki: &Pki) -> Result<()> {
+pub fn write_kubeconfig(path: &Path, server_url: &str, pki: &Pki) -> Result<()> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let cfg = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",

@@ -23,7 +23,11 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let (group, version, rest) = match segs.first().map(String::as_str) {
         Some("api") if segs.len() >= 2 => ("", segs[1].as_str(), &segs[2..]),
@@ -39,18 +43,48 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|k| k.namespaced) => {
             let kind = find(plural).ok_or_else(ApiError::path_not_found)?;
             match tail {
-                [] => Target { kind, namespace: Some(ns.to_string()), name: None, sub: None },
-                [name] => Target { kind, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: None },
-                [name, sub] => Target { kind, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: Some(sub.to_string()) },
+                [] => Target {
+                    kind,
+                    namespace: Some(ns.to_string()),
+                    name: None,
+                    sub: None,
+                },
+                [name] => Target {
+                    kind,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: None,
+                },
+                [name, sub] => Target {
+                    kind,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: Some(sub.to_string()),
+                },
                 _ => return Err(ApiError::path_not_found()),
             }
         }
         [plural, tail @ ..] => {
             let kind = find(plural).ok_or_else(ApiError::path_not_found)?;
             match tail {
-                [] => Target { kind, namespace: None, name: None, sub: None },
-                [name] if !kind.namespaced => Target { kind, namespace: None, name: Some(name.to_string()), sub: None },
-                [name, sub] if !kind.namespaced => Target { kind, namespace: None, name: Some(name.to_string()), sub: Some(sub.to_string()) },
+                [] => Target {
+                    kind,
+                    namespace: None,
+                    name: None,
+                    sub: None,
+                },
+                [name] if !kind.namespaced => Target {
+                    kind,
+                    namespace: None,
+                    name: Some(name.to_string()),
+                    sub: None,
+                },
+                [name, sub] if !kind.namespaced => Target {
+                    kind,
+                    namespace: None,
+                    name: Some(name.to_string()),
+                    sub: Some(sub.to_string()),
+                },
                 _ => return Err(ApiError::path_not_found()),
             }
         }
@@ -65,7 +99,11 @@ pub struct Query(pub HashMap<String, String>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Self {
-        Query(form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
@@ -79,7 +117,10 @@ impl Query {
 }
 
 pub fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 pub fn content_type(headers: &HeaderMap) -> String {
@@ -100,8 +141,12 @@ pub struct Body {
 pub fn decode_body(ct: &str, raw: &[u8]) -> ApiResult<Body> {
     let mime = ct.split(';').next().unwrap_or("").trim();
     if spindle_protobuf::is_protobuf(ct) {
-        let value = spindle_protobuf::decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        return Ok(Body { value, duplicates: Vec::new() });
+        let value =
+            spindle_protobuf::decode(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return Ok(Body {
+            value,
+            duplicates: Vec::new(),
+        });
     }
     match mime {
         "application/yaml" | "application/apply-patch+yaml" => {
@@ -113,7 +158,10 @@ pub fn decode_body(ct: &str, raw: &[u8]) -> ApiResult<Body> {
                     ApiError::bad_request(format!("error decoding YAML: {msg}"))
                 }
             })?;
-            Ok(Body { value, duplicates: Vec::new() })
+            Ok(Body {
+                value,
+                duplicates: Vec::new(),
+            })
         }
         "application/json"
         | "application/merge-patch+json"
@@ -121,7 +169,8 @@ pub fn decode_body(ct: &str, raw: &[u8]) -> ApiResult<Body> {
         | "application/json-patch+json"
         | ""
         | "*/*" => {
-            let value: Value = serde_json::from_slice(raw).map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?;
+            let value: Value = serde_json::from_slice(raw)
+                .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?;
             let duplicates = spindle_api::fields::duplicate_json_fields(raw);
             Ok(Body { value, duplicates })
         }

@@ -23,7 +23,11 @@ pub fn now_rfc3339() -> String {
 
 /// Storage key of an object; a prefix when `name` is None.
 pub fn key(kind: &Kind, ns: Option<&str>, name: Option<&str>) -> String {
-    let g = if kind.group.is_empty() { "core" } else { kind.group };
+    let g = if kind.group.is_empty() {
+        "core"
+    } else {
+        kind.group
+    };
     let mut k = format!("/registry/{g}/{}/", kind.plural);
     if kind.namespaced {
         if let Some(ns) = ns {
@@ -39,7 +43,8 @@ pub fn key(kind: &Kind, ns: Option<&str>, name: Option<&str>) -> String {
 
 /// Decode a stored object and stamp its resourceVersion from the store revision.
 pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("corrupt object {}: {e}", kv.key)))?;
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("corrupt object {}: {e}", kv.key)))?;
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     }
@@ -56,7 +61,10 @@ fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
 
 pub fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     let mut r = (code, v.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
         if let Ok(h) = HeaderValue::from_str(&text) {
@@ -67,16 +75,22 @@ pub fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Respon
 }
 
 fn meta_str<'a>(v: &'a Value, f: &str) -> Option<&'a str> {
-    v.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.get("metadata")
+        .and_then(|m| m.get(f))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn meta_mut(v: &mut Value) -> ApiResult<&mut Map<String, Value>> {
-    let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     let m = obj.entry("metadata").or_insert_with(|| json!({}));
     if m.is_null() {
         *m = json!({});
     }
-    m.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+    m.as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
 }
 
 fn field_manager(q: &Query, headers: &HeaderMap) -> String {
@@ -95,27 +109,63 @@ fn field_manager(q: &Query, headers: &HeaderMap) -> String {
 }
 
 /// The entry point for every resource path.
-pub async fn handle(st: Arc<AppState>, user: User, method: Method, t: Target, q: Query, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    st: Arc<AppState>,
+    user: User,
+    method: Method,
+    t: Target,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let res = match (method.as_str(), t.name.is_some(), t.sub.as_deref()) {
-        ("GET", false, None) if q.flag("watch") => return watch::serve(st, t, q, wants_table(&headers)).await,
+        ("GET", false, None) if q.flag("watch") => {
+            return watch::serve(st, t, q, wants_table(&headers)).await
+        }
         ("GET", false, None) => list(&st, &t, &q, &headers).await,
         ("GET", true, None) | ("GET", true, Some("status")) => get(&st, &t, &headers, &q).await,
         ("GET", true, Some("scale")) if t.kind.scale.is_some() => get_scale(&st, &t).await,
         ("POST", false, None) => create(&st, &user, &t, &q, &headers, &body).await,
-        ("POST", true, Some("binding")) if t.kind.kind == "Pod" => bind(&st, &t, &body, &headers).await,
-        ("POST", true, Some("eviction")) if t.kind.kind == "Pod" => evict(&st, &t, &body, &headers).await,
-        ("PUT", true, None) | ("PUT", true, Some("status")) => update(&st, &t, &q, &headers, &body).await,
-        ("PATCH", true, None) | ("PATCH", true, Some("status")) => patch(&st, &t, &q, &headers, &body).await,
+        ("POST", true, Some("binding")) if t.kind.kind == "Pod" => {
+            bind(&st, &t, &body, &headers).await
+        }
+        ("POST", true, Some("eviction")) if t.kind.kind == "Pod" => {
+            evict(&st, &t, &body, &headers).await
+        }
+        ("PUT", true, None) | ("PUT", true, Some("status")) => {
+            update(&st, &t, &q, &headers, &body).await
+        }
+        ("PATCH", true, None) | ("PATCH", true, Some("status")) => {
+            patch(&st, &t, &q, &headers, &body).await
+        }
         ("PUT", true, Some("scale")) | ("PATCH", true, Some("scale")) if t.kind.scale.is_some() => {
             write_scale(&st, &t, &q, &headers, &body, method == Method::PATCH).await
         }
         ("DELETE", true, None) => delete(&st, &t, &q, &headers, &body).await,
         ("DELETE", false, None) => delete_collection(&st, &t, &q, &headers, &body).await,
-        (_, _, Some(sub)) if ["status", "scale", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"].contains(&sub) => {
-            Err(ApiError::method_not_supported(format!("the server does not allow this method on the requested resource ({}/{sub})", t.kind.plural)))
+        (_, _, Some(sub))
+            if [
+                "status",
+                "scale",
+                "binding",
+                "eviction",
+                "log",
+                "exec",
+                "attach",
+                "portforward",
+                "proxy",
+            ]
+            .contains(&sub) =>
+        {
+            Err(ApiError::method_not_supported(format!(
+                "the server does not allow this method on the requested resource ({}/{sub})",
+                t.kind.plural
+            )))
         }
         (_, _, Some(_)) => Err(ApiError::path_not_found()),
-        _ => Err(ApiError::method_not_supported("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_supported(
+            "the server does not allow this method on the requested resource",
+        )),
     };
     res.unwrap_or_else(IntoResponse::into_response)
 }
@@ -139,7 +189,14 @@ fn not_found(kind: &Kind, name: &str) -> ApiError {
 async fn get(st: &AppState, t: &Target, headers: &HeaderMap, q: &Query) -> ApiResult<Response> {
     let (obj, kv) = load(st, t).await?;
     if wants_table(headers) {
-        let table = tables::table(&t.kind, &[obj], &kv.mod_revision.to_string(), None, q.get("includeObject"), true);
+        let table = tables::table(
+            &t.kind,
+            &[obj],
+            &kv.mod_revision.to_string(),
+            None,
+            q.get("includeObject"),
+            true,
+        );
         return Ok(tables::response(&table));
     }
     Ok(json_response(StatusCode::OK, &obj, &[]))
@@ -148,15 +205,26 @@ async fn get(st: &AppState, t: &Target, headers: &HeaderMap, q: &Query) -> ApiRe
 /// Continue tokens carry the list's revision and the last key returned.
 fn encode_continue(rev: u64, last_key: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rev, "start": last_key}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rev, "start": last_key}).to_string())
 }
 
 fn decode_continue(tok: &str) -> ApiResult<(u64, String)> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?, v.get("start").and_then(Value::as_str).ok_or_else(bad)?.to_string()))
+    Ok((
+        v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?,
+        v.get("start")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_string(),
+    ))
 }
 
 pub struct Selectors {
@@ -173,12 +241,20 @@ pub fn selectors(kind: &Kind, q: &Query) -> ApiResult<Selectors> {
 
 impl Selectors {
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj.pointer("/metadata/labels").and_then(Value::as_object)) && self.fields.matches(obj)
+        self.labels
+            .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
+            && self.fields.matches(obj)
     }
 }
 
 /// Matching objects in key order, with the store revision of the read.
-pub async fn list_objects(st: &AppState, t: &Target, sel: &Selectors, start_after: Option<&str>, limit: Option<usize>) -> ApiResult<(Vec<Value>, u64, Option<String>)> {
+pub async fn list_objects(
+    st: &AppState,
+    t: &Target,
+    sel: &Selectors,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+) -> ApiResult<(Vec<Value>, u64, Option<String>)> {
     if let Some(name) = single_name(&sel.fields) {
         // One name: a point read per namespace instead of a scan.
         let k = key(&t.kind, t.namespace.as_deref(), Some(name));
@@ -223,11 +299,16 @@ pub async fn list_objects(st: &AppState, t: &Target, sel: &Selectors, start_afte
 
 async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
     let sel = selectors(&t.kind, q)?;
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let (start, list_rev) = match q.get("continue") {
         Some(tok) => {
             if q.get("resourceVersion").is_some_and(|rv| rv != "0") {
-                return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
             }
             let (rv, start) = decode_continue(tok)?;
             (Some(start), Some(rv))
@@ -237,7 +318,14 @@ async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
     let (mut items, rev, cont) = list_objects(st, t, &sel, start.as_deref(), limit).await?;
     let rv = list_rev.unwrap_or(rev).to_string();
     if wants_table(headers) {
-        let table = tables::table(&t.kind, &items, &rv, cont.as_deref(), q.get("includeObject"), true);
+        let table = tables::table(
+            &t.kind,
+            &items,
+            &rv,
+            cont.as_deref(),
+            q.get("includeObject"),
+            true,
+        );
         return Ok(tables::response(&table));
     }
     for it in items.iter_mut() {
@@ -269,36 +357,66 @@ fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
         None | Some("Warn") => Ok(FieldValidation::Warn),
         Some("Strict") => Ok(FieldValidation::Strict),
         Some("Ignore") => Ok(FieldValidation::Ignore),
-        Some(other) => Err(ApiError::bad_request(format!("fieldValidation parameter unsupported: {other}"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}"
+        ))),
     }
 }
 
 /// Type meta, unknown/duplicate fields and Go-type checks: everything Kubernetes does
 /// while decoding, before defaulting and validation.
-fn decode_checks(kind: &Kind, obj: &mut Value, duplicates: &[String], fv: FieldValidation) -> ApiResult<Vec<String>> {
-    let m = obj.as_object_mut().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+fn decode_checks(
+    kind: &Kind,
+    obj: &mut Value,
+    duplicates: &[String],
+    fv: FieldValidation,
+) -> ApiResult<Vec<String>> {
+    let m = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     match m.get("apiVersion").and_then(Value::as_str) {
         Some(av) if av != kind.api_version() => {
-            return Err(ApiError::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", kind.api_version())))
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                kind.api_version()
+            )))
         }
         _ => {
             m.insert("apiVersion".into(), json!(kind.api_version()));
         }
     }
     match m.get("kind").and_then(Value::as_str) {
-        Some(k) if k != kind.kind => return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", kind.kind))),
+        Some(k) if k != kind.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )))
+        }
         _ => {
             m.insert("kind".into(), json!(kind.kind));
         }
     }
     let mut warnings = Vec::new();
     if fv != FieldValidation::Ignore {
-        let mut problems: Vec<String> = duplicates.iter().map(|d| format!("duplicate field \"{d}\"")).collect();
-        problems.extend(spindle_api::fields::unknown_fields(kind, obj).into_iter().map(|f| format!("unknown field \"{f}\"")));
+        let mut problems: Vec<String> = duplicates
+            .iter()
+            .map(|d| format!("duplicate field \"{d}\""))
+            .collect();
+        problems.extend(
+            spindle_api::fields::unknown_fields(kind, obj)
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\"")),
+        );
         if !problems.is_empty() {
             if fv == FieldValidation::Strict {
-                let msg = if problems.len() == 1 { problems[0].clone() } else { problems.join(", ") };
-                return Err(ApiError::bad_request(format!("strict decoding error: {msg}")));
+                let msg = if problems.len() == 1 {
+                    problems[0].clone()
+                } else {
+                    problems.join(", ")
+                };
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {msg}"
+                )));
             }
             warnings = problems;
         }
@@ -325,7 +443,13 @@ fn validate_or_reject(kind: &Kind, obj: &Value) -> ApiResult<()> {
         return Ok(());
     }
     let name = meta_str(obj, "name").unwrap_or("");
-    Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.kind, name, &errs))
+    Err(ApiError::invalid(
+        &kind.qualified_kind(),
+        kind.group,
+        kind.kind,
+        name,
+        &errs,
+    ))
 }
 
 fn tracks_generation(kind: &Kind) -> bool {
@@ -377,10 +501,21 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
     } else {
         meta.remove("namespace");
     }
-    if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
-        if let Some(gn) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        if let Some(gn) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-            let suffix: String = (0..5).map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char).collect();
+            let suffix: String = (0..5)
+                .map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char)
+                .collect();
             let base: String = gn.chars().take(58).collect();
             meta.insert("name".into(), json!(format!("{base}{suffix}")));
         }
@@ -395,11 +530,16 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
     } else {
         meta.remove("generation");
     }
-    let o = obj.as_object_mut().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
+    let o = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     match kind.kind {
         "Pod" => {
             let qos = qos_class(&Value::Object(o.clone()));
-            o.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+            o.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
         }
         "Service" => {
             o.insert("status".into(), json!({"loadBalancer": {}}));
@@ -446,7 +586,15 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
     }
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let meta = meta_mut(new)?;
-    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name", "generateName"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+        "generateName",
+    ] {
         match old_meta.get(f) {
             Some(v) => meta.insert(f.into(), v.clone()),
             None => meta.remove(f),
@@ -463,15 +611,26 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
         }
     }
     if old_meta.get("deletionTimestamp").is_some() {
-        let old_f: Vec<Value> = old_meta.get("finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
-        let new_f: Vec<Value> = new.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let old_f: Vec<Value> = old_meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let new_f: Vec<Value> = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if new_f.iter().any(|f| !old_f.contains(f)) {
             return Err(ApiError::invalid(
                 &kind.qualified_kind(),
                 kind.group,
                 kind.plural,
                 meta_str(old, "name").unwrap_or(""),
-                &[validation::FieldError::forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted")],
+                &[validation::FieldError::forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted",
+                )],
             ));
         }
     }
@@ -479,8 +638,12 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
 }
 
 async fn namespace_must_accept(st: &AppState, kind: &Kind, ns: Option<&str>) -> ApiResult<()> {
-    let (true, Some(ns)) = (kind.namespaced, ns) else { return Ok(()) };
-    let Some(nskind) = st.reg.by_resource("", "v1", "namespaces") else { return Ok(()) };
+    let (true, Some(ns)) = (kind.namespaced, ns) else {
+        return Ok(());
+    };
+    let Some(nskind) = st.reg.by_resource("", "v1", "namespaces") else {
+        return Ok(());
+    };
     match st.store.get(&key(nskind, None, Some(ns))).await? {
         None => Err(ApiError::not_found("namespaces", "", "namespaces", ns)),
         Some(kv) => {
@@ -494,33 +657,64 @@ async fn namespace_must_accept(st: &AppState, kind: &Kind, ns: Option<&str>) -> 
 }
 
 /// Create `obj` (already decoded and checked) and answer 201.
-async fn create_object(st: &AppState, kind: &Kind, ns: Option<&str>, mut obj: Value, q: &Query, manager: Option<&str>, warnings: Vec<String>) -> ApiResult<Response> {
+async fn create_object(
+    st: &AppState,
+    kind: &Kind,
+    ns: Option<&str>,
+    mut obj: Value,
+    q: &Query,
+    manager: Option<&str>,
+    warnings: Vec<String>,
+) -> ApiResult<Response> {
     prepare_new(kind, &mut obj, ns)?;
     validation::default_object(kind.kind, &mut obj);
     validate_or_reject(kind, &obj)?;
     if let Some(m) = manager {
         spindle_patch::ssa::record_update(None, &mut obj, m, &kind.api_version(), &now_rfc3339());
     }
-    let ns = if kind.namespaced { meta_str(&obj, "namespace").map(str::to_string) } else { None };
+    let ns = if kind.namespaced {
+        meta_str(&obj, "namespace").map(str::to_string)
+    } else {
+        None
+    };
     namespace_must_accept(st, kind, ns.as_deref()).await?;
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let k = key(kind, ns.as_deref(), Some(&name));
     if q.dry_run() {
         if st.store.get(&k).await?.is_some() {
-            return Err(ApiError::already_exists(&kind.qualified_plural(), kind.group, kind.plural, &name));
+            return Err(ApiError::already_exists(
+                &kind.qualified_plural(),
+                kind.group,
+                kind.plural,
+                &name,
+            ));
         }
         return Ok(json_response(StatusCode::CREATED, &obj, &warnings));
     }
     let rev = match st.store.create(&k, encode_for_store(&obj)?).await {
         Ok(r) => r,
-        Err(StoreError::AlreadyExists(_)) => return Err(ApiError::already_exists(&kind.qualified_plural(), kind.group, kind.plural, &name)),
+        Err(StoreError::AlreadyExists(_)) => {
+            return Err(ApiError::already_exists(
+                &kind.qualified_plural(),
+                kind.group,
+                kind.plural,
+                &name,
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
     Ok(json_response(StatusCode::CREATED, &obj, &warnings))
 }
 
-async fn create(st: &AppState, _user: &User, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn create(
+    st: &AppState,
+    _user: &User,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let body = decode_body(&content_type(headers), raw)?;
     let mut obj = body.value;
     let warnings = decode_checks(&t.kind, &mut obj, &body.duplicates, field_validation(q)?)?;
@@ -528,23 +722,55 @@ async fn create(st: &AppState, _user: &User, t: &Target, q: &Query, headers: &He
         return Err(ApiError::bad_request("the server could not find the requested resource: a namespaced object must be created in a namespace"));
     }
     let mgr = field_manager(q, headers);
-    create_object(st, &t.kind, t.namespace.as_deref(), obj, q, Some(&mgr), warnings).await
+    create_object(
+        st,
+        &t.kind,
+        t.namespace.as_deref(),
+        obj,
+        q,
+        Some(&mgr),
+        warnings,
+    )
+    .await
 }
 
 /// Store an updated object with a compare-and-swap on `old_rev`; removes the object
 /// instead when it is being deleted and its last finalizer is gone.
-async fn store_update(st: &AppState, kind: &Kind, old_kv: &KeyValue, mut obj: Value, q: &Query, warnings: &[String]) -> ApiResult<Response> {
+async fn store_update(
+    st: &AppState,
+    kind: &Kind,
+    old_kv: &KeyValue,
+    mut obj: Value,
+    q: &Query,
+    warnings: &[String],
+) -> ApiResult<Response> {
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
-    let finalizers_empty = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+    let finalizers_empty = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty());
     let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
-    let grace_done = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
+    let grace_done = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        == 0;
     if deleting && finalizers_empty && grace_done {
         if q.dry_run() {
             return Ok(json_response(StatusCode::OK, &obj, warnings));
         }
-        return match st.store.delete(&old_kv.key, Some(old_kv.mod_revision)).await {
+        return match st
+            .store
+            .delete(&old_kv.key, Some(old_kv.mod_revision))
+            .await
+        {
             Ok(_) => Ok(json_response(StatusCode::OK, &obj, warnings)),
-            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(&kind.qualified_plural(), kind.group, kind.plural, &name)),
+            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
+                &kind.qualified_plural(),
+                kind.group,
+                kind.plural,
+                &name,
+            )),
             Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
             Err(e) => Err(e.into()),
         };
@@ -557,43 +783,86 @@ async fn store_update(st: &AppState, kind: &Kind, old_kv: &KeyValue, mut obj: Va
         // Nothing changed: Kubernetes does not write (and keeps the resourceVersion).
         return Ok(json_response(StatusCode::OK, &obj, warnings));
     }
-    match st.store.update(&old_kv.key, encode_for_store(&obj)?, Some(old_kv.mod_revision)).await {
+    match st
+        .store
+        .update(
+            &old_kv.key,
+            encode_for_store(&obj)?,
+            Some(old_kv.mod_revision),
+        )
+        .await
+    {
         Ok(rev) => {
             meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
             Ok(json_response(StatusCode::OK, &obj, warnings))
         }
-        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(&kind.qualified_plural(), kind.group, kind.plural, &name)),
+        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
+            &kind.qualified_plural(),
+            kind.group,
+            kind.plural,
+            &name,
+        )),
         Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn update(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn update(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let body = decode_body(&content_type(headers), raw)?;
     let mut obj = body.value;
     let warnings = decode_checks(&t.kind, &mut obj, &body.duplicates, field_validation(q)?)?;
     let name = t.name.clone().unwrap_or_default();
     if meta_str(&obj, "name").is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta_str(&obj, "name").unwrap_or(""))));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(&obj, "name").unwrap_or("")
+        )));
     }
     let (old, kv) = load(st, t).await?;
     if let Some(rv) = meta_str(&obj, "resourceVersion") {
         if rv != kv.mod_revision.to_string() {
-            return Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, &name));
+            return Err(ApiError::conflict(
+                &t.kind.qualified_plural(),
+                t.kind.group,
+                t.kind.plural,
+                &name,
+            ));
         }
     }
     finish_update(st, t, q, headers, old, kv, obj, warnings, true).await
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn finish_update(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, old: Value, kv: KeyValue, mut obj: Value, warnings: Vec<String>, record: bool) -> ApiResult<Response> {
+async fn finish_update(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    old: Value,
+    kv: KeyValue,
+    mut obj: Value,
+    warnings: Vec<String>,
+    record: bool,
+) -> ApiResult<Response> {
     merge_update(&t.kind, &old, &mut obj, t.sub.as_deref())?;
     validation::default_object(t.kind.kind, &mut obj);
     validate_or_reject(&t.kind, &obj)?;
     validate_immutable(&t.kind, &old, &obj)?;
     if record {
         let mgr = field_manager(q, headers);
-        spindle_patch::ssa::record_update(Some(&old), &mut obj, &mgr, &t.kind.api_version(), &now_rfc3339());
+        spindle_patch::ssa::record_update(
+            Some(&old),
+            &mut obj,
+            &mgr,
+            &t.kind.api_version(),
+            &now_rfc3339(),
+        );
     }
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     store_update(st, &t.kind, &kv, obj, q, &warnings).await
@@ -602,10 +871,17 @@ async fn finish_update(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap
 fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
     let name = meta_str(old, "name").unwrap_or("");
     let mut errs = Vec::new();
-    if matches!(kind.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job") {
+    if matches!(
+        kind.kind,
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job"
+    ) {
         let (o, n) = (old.pointer("/spec/selector"), new.pointer("/spec/selector"));
         if o != n {
-            errs.push(validation::FieldError::invalid("spec.selector", n.unwrap_or(&Value::Null), "field is immutable"));
+            errs.push(validation::FieldError::invalid(
+                "spec.selector",
+                n.unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
         }
     }
     if kind.kind == "Pod" {
@@ -614,19 +890,28 @@ fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
             errs.push(validation::FieldError::forbidden("spec.nodeName", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
         }
     }
-    if kind.kind == "ConfigMap" || kind.kind == "Secret" {
-        if old.get("immutable") == Some(&json!(true)) {
-            for f in ["data", "binaryData"] {
-                if old.get(f) != new.get(f) {
-                    errs.push(validation::FieldError::forbidden(f, "field is immutable when `immutable` is set"));
-                }
+    if (kind.kind == "ConfigMap" || kind.kind == "Secret")
+        && old.get("immutable") == Some(&json!(true))
+    {
+        for f in ["data", "binaryData"] {
+            if old.get(f) != new.get(f) {
+                errs.push(validation::FieldError::forbidden(
+                    f,
+                    "field is immutable when `immutable` is set",
+                ));
             }
         }
     }
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(&kind.qualified_kind(), kind.group, kind.kind, name, &errs))
+        Err(ApiError::invalid(
+            &kind.qualified_kind(),
+            kind.group,
+            kind.kind,
+            name,
+            &errs,
+        ))
     }
 }
 
@@ -635,13 +920,21 @@ fn apply_patch(ct: &str, old: &Value, patch: &Value) -> ApiResult<Value> {
     let res = match mime {
         "application/json-patch+json" => spindle_patch::json_patch(old, patch),
         "application/merge-patch+json" => spindle_patch::merge_patch(old, patch),
-        "application/strategic-merge-patch+json" => spindle_patch::strategic_merge_patch(old, patch),
+        "application/strategic-merge-patch+json" => {
+            spindle_patch::strategic_merge_patch(old, patch)
+        }
         other => return Err(ApiError::unsupported_media(other)),
     };
     res.map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
 }
 
-async fn patch(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn patch(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let ct = content_type(headers);
     if ct.starts_with("application/apply-patch") {
         return server_side_apply(st, t, q, headers, raw).await;
@@ -652,10 +945,19 @@ async fn patch(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &
     for _ in 0..8 {
         let (old, kv) = load(st, t).await?;
         let mut obj = apply_patch(&ct, &old, &body.value)?;
-        let precondition_rv = body.value.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        let precondition_rv = body
+            .value
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(rv) = &precondition_rv {
             if *rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, t.name.as_deref().unwrap_or("")));
+                return Err(ApiError::conflict(
+                    &t.kind.qualified_plural(),
+                    t.kind.group,
+                    t.kind.plural,
+                    t.name.as_deref().unwrap_or(""),
+                ));
             }
         }
         let warnings = decode_checks(&t.kind, &mut obj, &body.duplicates, fv)?;
@@ -664,23 +966,44 @@ async fn patch(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &
             other => return other,
         }
     }
-    Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, t.name.as_deref().unwrap_or("")))
+    Err(ApiError::conflict(
+        &t.kind.qualified_plural(),
+        t.kind.group,
+        t.kind.plural,
+        t.name.as_deref().unwrap_or(""),
+    ))
 }
 
-async fn server_side_apply(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn server_side_apply(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let body = decode_body("application/apply-patch+yaml", raw)?;
-    let manager = q.get("fieldManager").ok_or_else(|| ApiError::bad_request("PATCH requests with apply-patch content type require fieldManager"))?.to_string();
+    let manager = q
+        .get("fieldManager")
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "PATCH requests with apply-patch content type require fieldManager",
+            )
+        })?
+        .to_string();
     let force = q.flag("force");
     let fv = field_validation(q)?;
     let mut applied = body.value;
     let _ = decode_checks(&t.kind, &mut applied.clone(), &[], fv)?;
     if let Some(m) = applied.as_object_mut() {
-        m.entry("apiVersion").or_insert_with(|| json!(t.kind.api_version()));
+        m.entry("apiVersion")
+            .or_insert_with(|| json!(t.kind.api_version()));
         m.entry("kind").or_insert_with(|| json!(t.kind.kind));
     }
     let name = t.name.clone().unwrap_or_default();
     if meta_str(&applied, "name").is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiError::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     let now = now_rfc3339();
     for _ in 0..8 {
@@ -689,7 +1012,15 @@ async fn server_side_apply(st: &AppState, t: &Target, q: &Query, headers: &Heade
             Err(e) if e.code == 404 => None,
             Err(e) => return Err(e),
         };
-        let merged = spindle_patch::ssa::apply(current.as_ref().map(|(v, _)| v), &applied, &manager, &t.kind.api_version(), force, &now).map_err(|e| ssa_error(e, &t.kind, &name))?;
+        let merged = spindle_patch::ssa::apply(
+            current.as_ref().map(|(v, _)| v),
+            &applied,
+            &manager,
+            &t.kind.api_version(),
+            force,
+            &now,
+        )
+        .map_err(|e| ssa_error(e, &t.kind, &name))?;
         let res = match current {
             None => {
                 let mut obj = merged;
@@ -708,17 +1039,29 @@ async fn server_side_apply(st: &AppState, t: &Target, q: &Query, headers: &Heade
             other => return other,
         }
     }
-    Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, &name))
+    Err(ApiError::conflict(
+        &t.kind.qualified_plural(),
+        t.kind.group,
+        t.kind.plural,
+        &name,
+    ))
 }
 
 fn ssa_error(e: spindle_patch::ssa::ApplyError, kind: &Kind, name: &str) -> ApiError {
     match e {
         spindle_patch::ssa::ApplyError::Conflicts(cs) => {
-            let parts: Vec<String> = cs.iter().map(|c| format!("conflict with \"{}\": {}", c.manager, c.field)).collect();
+            let parts: Vec<String> = cs
+                .iter()
+                .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+                .collect();
             let msg = if parts.len() == 1 {
                 format!("Apply failed with 1 conflict: {}", parts[0])
             } else {
-                format!("Apply failed with {} conflicts: {}", parts.len(), parts.join("\n"))
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    parts.len(),
+                    parts.join("\n")
+                )
             };
             ApiError::new(409, "Conflict", msg).with_details(json!({
                 "name": name, "group": kind.group, "kind": kind.plural,
@@ -742,17 +1085,32 @@ struct DeleteOpts {
 }
 
 fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts { dry_run: q.dry_run(), ..Default::default() };
+    let mut o = DeleteOpts {
+        dry_run: q.dry_run(),
+        ..Default::default()
+    };
     if !raw.is_empty() {
         let b = decode_body(&content_type(headers), raw)?.value;
         o.grace = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-        o.policy = b.get("propagationPolicy").and_then(Value::as_str).map(str::to_string);
+        o.policy = b
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if b.get("orphanDependents") == Some(&json!(true)) {
             o.policy = Some("Orphan".into());
         }
-        o.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        o.rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        if b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.contains(&json!("All"))) {
+        o.uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        o.rv = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if b.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.contains(&json!("All")))
+        {
             o.dry_run = true;
         }
     }
@@ -770,12 +1128,24 @@ fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteO
     Ok(o)
 }
 
-async fn delete(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn delete(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let opts = delete_opts(q, headers, raw)?;
-    delete_one(st, t, &opts).await.map(|(code, v)| json_response(code, &v, &[]))
+    delete_one(st, t, &opts)
+        .await
+        .map(|(code, v)| json_response(code, &v, &[]))
 }
 
-async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(StatusCode, Value)> {
+async fn delete_one(
+    st: &AppState,
+    t: &Target,
+    opts: &DeleteOpts,
+) -> ApiResult<(StatusCode, Value)> {
     let name = t.name.clone().unwrap_or_default();
     for _ in 0..8 {
         let (mut obj, kv) = load(st, t).await?;
@@ -789,15 +1159,31 @@ async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(
                 return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", t.kind.qualified_plural(), kv.mod_revision)));
             }
         }
-        let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
         // Pods on a node end gracefully: the node agent stops them and then deletes with
         // grace 0. Unbound or finished pods go at once (Kubernetes' CheckGracefulDelete).
         let mut grace = 0;
         if t.kind.kind == "Pod" {
-            let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-            let finished = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-            let default = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-            grace = if bound && !finished { opts.grace.unwrap_or(default).max(0) } else { 0 };
+            let bound = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let finished = matches!(
+                obj.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            let default = obj
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30);
+            grace = if bound && !finished {
+                opts.grace.unwrap_or(default).max(0)
+            } else {
+                0
+            };
         }
         if t.kind.kind == "Namespace" {
             return delete_namespace(st, t, obj, kv, opts).await;
@@ -814,7 +1200,9 @@ async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(
             };
         }
         let already = obj.pointer("/metadata/deletionTimestamp").is_some();
-        let cur_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+        let cur_grace = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
         if already && cur_grace.is_some_and(|g| g <= grace) {
             return Ok((StatusCode::OK, obj));
         }
@@ -822,7 +1210,10 @@ async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(
         {
             let meta = meta_mut(&mut obj)?;
             if !already || grace < cur_grace.unwrap_or(i64::MAX) {
-                meta.insert("deletionTimestamp".into(), json!(when.to_rfc3339_opts(SecondsFormat::Secs, true)));
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(when.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                );
             }
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
@@ -836,7 +1227,11 @@ async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(
                 Err(e) => return Err(e.into()),
             }
         }
-        match st.store.update(&kv.key, encode_for_store(&obj)?, Some(kv.mod_revision)).await {
+        match st
+            .store
+            .update(&kv.key, encode_for_store(&obj)?, Some(kv.mod_revision))
+            .await
+        {
             Ok(rev) => {
                 meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
                 return Ok((StatusCode::OK, obj));
@@ -845,13 +1240,24 @@ async fn delete_one(st: &AppState, t: &Target, opts: &DeleteOpts) -> ApiResult<(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, &name))
+    Err(ApiError::conflict(
+        &t.kind.qualified_plural(),
+        t.kind.group,
+        t.kind.plural,
+        &name,
+    ))
 }
 
 /// Namespaces: mark Terminating, remove everything in them, then remove the namespace.
 /// (The namespace controller of the next milestone takes this over; until then the API
 /// server does it itself so `kubectl delete namespace` finishes.)
-async fn delete_namespace(st: &AppState, t: &Target, mut obj: Value, kv: KeyValue, opts: &DeleteOpts) -> ApiResult<(StatusCode, Value)> {
+async fn delete_namespace(
+    st: &AppState,
+    t: &Target,
+    mut obj: Value,
+    kv: KeyValue,
+    opts: &DeleteOpts,
+) -> ApiResult<(StatusCode, Value)> {
     if opts.dry_run {
         return Ok((StatusCode::OK, obj));
     }
@@ -861,11 +1267,17 @@ async fn delete_namespace(st: &AppState, t: &Target, mut obj: Value, kv: KeyValu
         if let Some(m) = obj.as_object_mut() {
             m.insert("status".into(), json!({"phase": "Terminating"}));
         }
-        match st.store.update(&kv.key, encode_for_store(&obj)?, Some(kv.mod_revision)).await {
+        match st
+            .store
+            .update(&kv.key, encode_for_store(&obj)?, Some(kv.mod_revision))
+            .await
+        {
             Ok(rev) => {
                 meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
             }
-            Err(StoreError::Conflict { .. }) => return Err(ApiError::conflict("namespaces", "", "namespaces", &ns)),
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::conflict("namespaces", "", "namespaces", &ns))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -874,7 +1286,9 @@ async fn delete_namespace(st: &AppState, t: &Target, mut obj: Value, kv: KeyValu
     tokio::spawn(async move {
         for kind in st2.reg.kinds().iter().filter(|k| k.namespaced) {
             let prefix = key(kind, Some(&ns), None);
-            let Ok((items, _)) = st2.store.list(&prefix).await else { continue };
+            let Ok((items, _)) = st2.store.list(&prefix).await else {
+                continue;
+            };
             for it in items {
                 if let Err(e) = st2.store.delete(&it.key, None).await {
                     tracing::warn!(key = %it.key, error = %e, "namespace cleanup");
@@ -888,7 +1302,13 @@ async fn delete_namespace(st: &AppState, t: &Target, mut obj: Value, kv: KeyValu
     Ok((StatusCode::OK, obj))
 }
 
-async fn delete_collection(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<Response> {
+async fn delete_collection(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<Response> {
     let opts = delete_opts(q, headers, raw)?;
     let sel = selectors(&t.kind, q)?;
     let (items, rev, _) = list_objects(st, t, &sel, None, None).await?;
@@ -896,7 +1316,12 @@ async fn delete_collection(st: &AppState, t: &Target, q: &Query, headers: &Heade
     for it in items {
         let name = meta_str(&it, "name").unwrap_or("").to_string();
         let ns = meta_str(&it, "namespace").map(str::to_string);
-        let one = Target { kind: t.kind.clone(), namespace: ns, name: Some(name), sub: None };
+        let one = Target {
+            kind: t.kind.clone(),
+            namespace: ns,
+            name: Some(name),
+            sub: None,
+        };
         match delete_one(st, &one, &opts).await {
             Ok((_, v)) => deleted.push(v),
             Err(e) if e.code == 404 => {}
@@ -914,28 +1339,48 @@ fn selector_string(sel: &Value) -> String {
     let mut parts: Vec<String> = sel
         .get("matchLabels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let k = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let vals: Vec<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-            parts.push(match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                "In" => format!("{k} in ({})", vals.join(",")),
-                "NotIn" => format!("{k} notin ({})", vals.join(",")),
-                "Exists" => k.to_string(),
-                _ => format!("!{k}"),
-            });
+            let vals: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            parts.push(
+                match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                    "In" => format!("{k} in ({})", vals.join(",")),
+                    "NotIn" => format!("{k} notin ({})", vals.join(",")),
+                    "Exists" => k.to_string(),
+                    _ => format!("!{k}"),
+                },
+            );
         }
     }
     parts.join(",")
 }
 
 fn scale_of(kind: &Kind, obj: &Value) -> Value {
-    let sp = kind.scale.unwrap_or(spindle_api::registry::ScalePaths { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector: "/spec/selector" });
+    let sp = kind.scale.unwrap_or(spindle_api::registry::ScalePaths {
+        spec_replicas: "/spec/replicas",
+        status_replicas: "/status/replicas",
+        selector: "/spec/selector",
+    });
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut m = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = meta.get(f) {
             m[f] = v.clone();
         }
@@ -953,39 +1398,83 @@ async fn get_scale(st: &AppState, t: &Target) -> ApiResult<Response> {
     Ok(json_response(StatusCode::OK, &scale_of(&t.kind, &obj), &[]))
 }
 
-async fn write_scale(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap, raw: &Bytes, is_patch: bool) -> ApiResult<Response> {
+async fn write_scale(
+    st: &AppState,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    raw: &Bytes,
+    is_patch: bool,
+) -> ApiResult<Response> {
     let ct = content_type(headers);
     let body = decode_body(&ct, raw)?.value;
     let name = t.name.clone().unwrap_or_default();
     for _ in 0..8 {
         let (old, kv) = load(st, t).await?;
         let cur = scale_of(&t.kind, &old);
-        let new_scale = if is_patch { apply_patch(&ct, &cur, &body)? } else { body.clone() };
-        if let Some(rv) = new_scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        let new_scale = if is_patch {
+            apply_patch(&ct, &cur, &body)?
+        } else {
+            body.clone()
+        };
+        if let Some(rv) = new_scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
             if !is_patch && rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, &name));
+                return Err(ApiError::conflict(
+                    &t.kind.qualified_plural(),
+                    t.kind.group,
+                    t.kind.plural,
+                    &name,
+                ));
             }
         }
-        let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = new_scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("Scale.autoscaling", "autoscaling", "Scale", &name, &[validation::FieldError::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
+            return Err(ApiError::invalid(
+                "Scale.autoscaling",
+                "autoscaling",
+                "Scale",
+                &name,
+                &[validation::FieldError::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                )],
+            ));
         }
         let mut obj = old.clone();
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
             spec.insert("replicas".into(), json!(replicas));
         }
-        let scale_target = Target { sub: None, ..t.clone() };
+        let scale_target = Target {
+            sub: None,
+            ..t.clone()
+        };
         match finish_update(st, &scale_target, q, headers, old, kv, obj, vec![], true).await {
             Ok(resp) => {
                 let (updated, _) = load(st, t).await?;
                 let _ = resp;
-                return Ok(json_response(StatusCode::OK, &scale_of(&t.kind, &updated), &[]));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &scale_of(&t.kind, &updated),
+                    &[],
+                ));
             }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(&t.kind.qualified_plural(), t.kind.group, t.kind.plural, &name))
+    Err(ApiError::conflict(
+        &t.kind.qualified_plural(),
+        t.kind.group,
+        t.kind.plural,
+        &name,
+    ))
 }
 
 fn success_status(kind: &str, name: &str) -> Value {
@@ -994,13 +1483,27 @@ fn success_status(kind: &str, name: &str) -> Value {
 
 async fn bind(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> ApiResult<Response> {
     let b = decode_body(&content_type(headers), raw)?.value;
-    let node = b.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(|| {
-        ApiError::invalid("Binding", "", "bindings", t.name.as_deref().unwrap_or(""), &[validation::FieldError::required("target.name")])
-    })?;
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Binding",
+                "",
+                "bindings",
+                t.name.as_deref().unwrap_or(""),
+                &[validation::FieldError::required("target.name")],
+            )
+        })?;
     let name = t.name.clone().unwrap_or_default();
     for _ in 0..8 {
         let (mut pod, kv) = load(st, t).await?;
-        if let Some(cur) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if let Some(cur) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{cur}\"")));
         }
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
@@ -1012,14 +1515,28 @@ async fn bind(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> Ap
         if let Some(m) = pod.as_object_mut() {
             m.entry("status").or_insert_with(|| json!({}));
         }
-        let mut conds: Vec<Value> = pod.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut conds: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         conds.retain(|c| c.get("type") != Some(&json!("PodScheduled")));
         conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
         if let Some(s) = pod.get_mut("status").and_then(Value::as_object_mut) {
             s.insert("conditions".into(), json!(conds));
         }
-        match st.store.update(&kv.key, encode_for_store(&pod)?, Some(kv.mod_revision)).await {
-            Ok(_) => return Ok(json_response(StatusCode::CREATED, &success_status("pods", &name), &[])),
+        match st
+            .store
+            .update(&kv.key, encode_for_store(&pod)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(_) => {
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    &success_status("pods", &name),
+                    &[],
+                ))
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -1028,15 +1545,35 @@ async fn bind(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> Ap
 }
 
 async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> ApiResult<Response> {
-    let b = if raw.is_empty() { json!({}) } else { decode_body(&content_type(headers), raw)?.value };
+    let b = if raw.is_empty() {
+        json!({})
+    } else {
+        decode_body(&content_type(headers), raw)?.value
+    };
     let d = b.get("deleteOptions").cloned().unwrap_or(json!({}));
     let opts = DeleteOpts {
         grace: d.get("gracePeriodSeconds").and_then(Value::as_i64),
-        policy: d.get("propagationPolicy").and_then(Value::as_str).map(str::to_string),
-        uid: d.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
-        rv: d.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
-        dry_run: d.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.contains(&json!("All"))),
+        policy: d
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        uid: d
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        rv: d
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run: d
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.contains(&json!("All"))),
     };
     delete_one(st, t, &opts).await?;
-    Ok(json_response(StatusCode::CREATED, &success_status("pods", t.name.as_deref().unwrap_or("")), &[]))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &success_status("pods", t.name.as_deref().unwrap_or("")),
+        &[],
+    ))
 }

@@ -40,7 +40,10 @@ fn split_terms(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, ApiError> {
@@ -48,13 +51,23 @@ fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, ApiError> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: {term}: expected a set of values in parentheses")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: {term}: expected a set of values in parentheses"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 fn check_key(k: &str, term: &str) -> Result<String, ApiError> {
     if k.is_empty() || !spindle_api::validation::is_qualified_name(k) {
-        return Err(ApiError::bad_request(format!("unable to parse requirement: {term}: invalid label key {k:?}")));
+        return Err(ApiError::bad_request(format!(
+            "unable to parse requirement: {term}: invalid label key {k:?}"
+        )));
     }
     Ok(k.to_string())
 }
@@ -120,11 +133,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = term.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{term}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{term}'; can't understand '{term}'"
+                )));
             };
             let k = k.trim();
             if !(k == "metadata.name" || k == "metadata.namespace" || allowed.contains(&k)) {
-                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {k}"
+                )));
             }
             out.push((k.to_string(), eq, v.trim().to_string()));
         }
@@ -157,7 +174,9 @@ impl FieldSelector {
 /// Field selectors that name exactly one object (`metadata.name=x`) let list and watch
 /// skip everything else.
 pub fn single_name(fs: &FieldSelector) -> Option<&str> {
-    fs.0.iter().find(|(k, eq, _)| k == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+    fs.0.iter()
+        .find(|(k, eq, _)| k == "metadata.name" && *eq)
+        .map(|(_, _, v)| v.as_str())
 }
 
 #[cfg(test)]
@@ -184,7 +203,11 @@ mod tests {
             ("app=web,tier in (fe)", true),
             ("app=web,missing", false),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(Some(&l)), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(Some(&l)),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
@@ -193,8 +216,14 @@ mod tests {
     fn field_selector() {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         let allowed = ["spec.nodeName", "status.phase"];
-        assert!(FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded", &allowed).unwrap().matches(&pod));
-        assert!(!FieldSelector::parse("metadata.name=q", &allowed).unwrap().matches(&pod));
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded", &allowed)
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(!FieldSelector::parse("metadata.name=q", &allowed)
+            .unwrap()
+            .matches(&pod));
         let e = FieldSelector::parse("spec.bogus=1", &allowed).unwrap_err();
         assert_eq!(e.message, "field label not supported: spec.bogus");
     }

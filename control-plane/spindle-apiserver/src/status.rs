@@ -15,7 +15,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
     pub fn with_details(mut self, d: Value) -> Self {
         self.details = Some(d);
@@ -25,15 +30,27 @@ impl ApiError {
         Self::new(400, "BadRequest", msg)
     }
     pub fn not_found(qualified_plural: &str, group: &str, plural: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{qualified_plural} \"{name}\" not found"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{qualified_plural} \"{name}\" not found"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
     pub fn already_exists(qualified_plural: &str, group: &str, plural: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{qualified_plural} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified_plural} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
     pub fn conflict(qualified_plural: &str, group: &str, plural: &str, name: &str) -> Self {
         Self::new(
@@ -43,9 +60,19 @@ impl ApiError {
         )
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
-    pub fn invalid(qualified_kind: &str, group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
+    pub fn invalid(
+        qualified_kind: &str,
+        group: &str,
+        kind: &str,
+        name: &str,
+        errs: &[FieldError],
+    ) -> Self {
         let list: Vec<String> = errs.iter().map(FieldError::display).collect();
-        let joined = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let joined = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
         Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {joined}")).with_details(json!({
             "name": name, "group": group, "kind": kind,
             "causes": errs.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect::<Vec<_>>(),
@@ -64,7 +91,11 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"))
     }
     pub fn internal(msg: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", msg.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", msg.into()),
+        )
     }
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", msg)
@@ -87,7 +118,10 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.status_body().to_string();
         let mut r = (code, body).into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         r
     }
 }

@@ -34,21 +34,36 @@ pub fn row(kind: &Kind, obj: &Value, include: Option<&str>) -> Value {
     }
 }
 
-pub fn table(kind: &Kind, items: &[Value], rv: &str, cont: Option<&str>, include: Option<&str>, headers: bool) -> Value {
+pub fn table(
+    kind: &Kind,
+    items: &[Value],
+    rv: &str,
+    cont: Option<&str>,
+    include: Option<&str>,
+    headers: bool,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
     let rows: Vec<Value> = items.iter().map(|o| row(kind, o, include)).collect();
-    let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": rows});
+    let mut t =
+        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": rows});
     // In watches only the first event carries the column definitions (as the apiserver
     // does), so kubectl prints the header once.
-    t["columnDefinitions"] = if headers { json!(table::columns(kind.group, kind.kind)) } else { Value::Null };
+    t["columnDefinitions"] = if headers {
+        json!(table::columns(kind.group, kind.kind))
+    } else {
+        Value::Null
+    };
     t
 }
 
 pub fn response(t: &Value) -> Response {
     let mut r = (StatusCode::OK, t.to_string()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TABLE_CONTENT_TYPE));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TABLE_CONTENT_TYPE),
+    );
     r
 }

@@ -32,8 +32,19 @@ struct Emitter {
 impl Emitter {
     async fn send(&mut self, ty: &str, mut obj: Value) -> bool {
         if self.table && ty != "ERROR" && ty != "BOOKMARK" {
-            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            obj = tables::table(&self.target.kind, &[obj], &rv, None, self.include.as_deref(), !self.headers_sent);
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            obj = tables::table(
+                &self.target.kind,
+                &[obj],
+                &rv,
+                None,
+                self.include.as_deref(),
+                !self.headers_sent,
+            );
             self.headers_sent = true;
         } else if let Some(m) = obj.as_object_mut() {
             if ty != "ERROR" {
@@ -52,17 +63,29 @@ pub async fn serve(st: Arc<AppState>, t: Target, q: Query, table: bool) -> Respo
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = q.flag("allowWatchBookmarks");
     let from = match q.get("resourceVersion") {
         None | Some("0") => None,
         Some(rv) => match rv.parse::<u64>() {
             Ok(r) => Some(r),
-            Err(_) => return ApiError::bad_request(format!("invalid resource version: {rv}")).into_response(),
+            Err(_) => {
+                return ApiError::bad_request(format!("invalid resource version: {rv}"))
+                    .into_response()
+            }
         },
     };
     let (tx, rx) = mpsc::channel(64);
-    let emitter = Emitter { tx, table, headers_sent: false, target: t.clone(), include: q.get("includeObject").map(str::to_string) };
+    let emitter = Emitter {
+        tx,
+        table,
+        headers_sent: false,
+        target: t.clone(),
+        include: q.get("includeObject").map(str::to_string),
+    };
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
@@ -71,13 +94,29 @@ pub async fn serve(st: Arc<AppState>, t: Target, q: Query, table: bool) -> Respo
             _ = &mut deadline => {}
         }
     });
-    let mut r = (StatusCode::OK, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))).into_response();
-    let ct = if table { tables::TABLE_CONTENT_TYPE } else { "application/json" };
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    let mut r = (
+        StatusCode::OK,
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response();
+    let ct = if table {
+        tables::TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
-async fn run(st: Arc<AppState>, t: Target, sel: Selectors, from: Option<u64>, bookmarks: bool, mut em: Emitter) {
+async fn run(
+    st: Arc<AppState>,
+    t: Target,
+    sel: Selectors,
+    from: Option<u64>,
+    bookmarks: bool,
+    mut em: Emitter,
+) {
     let start = match from {
         Some(r) => r,
         None => {

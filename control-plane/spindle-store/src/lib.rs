@@ -48,9 +48,16 @@ pub enum StoreError {
     #[error("key {0} not found")]
     NotFound(String),
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     #[error("too old resource version: {requested} ({oldest})")]
-    Expired { requested: Revision, oldest: Revision },
+    Expired {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("storage backend error: {0}")]
     Backend(String),
     #[error("the store is shutting down")]
@@ -72,7 +79,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
     /// Replace the value; with `expected` the write only happens if the key's
     /// mod_revision still equals it.
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Option<Revision>) -> Result<Revision>;
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<Revision>;
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)>;
     /// Events on keys under `prefix` with revision greater than `from`.
     /// `from` older than the kept history gives [`StoreError::Expired`].

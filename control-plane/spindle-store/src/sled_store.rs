@@ -29,7 +29,10 @@ pub struct SledStoreOptions {
 
 impl Default for SledStoreOptions {
     fn default() -> Self {
-        SledStoreOptions { history: 20_000, max_batch: 512 }
+        SledStoreOptions {
+            history: 20_000,
+            max_batch: 512,
+        }
     }
 }
 
@@ -86,7 +89,11 @@ fn decode_value(key: &str, raw: &[u8]) -> Result<KeyValue> {
     }
     let mut rev = [0u8; 8];
     rev.copy_from_slice(&raw[..8]);
-    Ok(KeyValue { key: key.to_string(), value: Arc::from(&raw[8..]), mod_revision: u64::from_be_bytes(rev) })
+    Ok(KeyValue {
+        key: key.to_string(),
+        value: Arc::from(&raw[8..]),
+        mod_revision: u64::from_be_bytes(rev),
+    })
 }
 
 fn encode_event(ev: &Event) -> Vec<u8> {
@@ -114,7 +121,12 @@ fn decode_event(rev: Revision, raw: &[u8]) -> Option<Event> {
     let len = u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
     let key = std::str::from_utf8(raw.get(5..5 + len)?).ok()?.to_string();
     let value = Arc::from(raw.get(5 + len..)?);
-    Some(Event { kind, key, value, revision: rev })
+    Some(Event {
+        kind,
+        key,
+        value,
+        revision: rev,
+    })
 }
 
 fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64> {
@@ -131,7 +143,11 @@ fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64> {
 impl SledStore {
     /// Open (or create) the store under `dir`. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, opts: SledStoreOptions) -> Result<Self> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::LowSpace).open().map_err(backend)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(backend)?;
         let objects = db.open_tree("objects").map_err(backend)?;
         let events = db.open_tree("events").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
@@ -140,7 +156,9 @@ impl SledStore {
         let mut hist = VecDeque::new();
         for item in events.iter() {
             let (k, v) = item.map_err(backend)?;
-            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else { continue };
+            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else {
+                continue;
+            };
             let rev = u64::from_be_bytes(kb);
             if let Some(ev) = decode_event(rev, &v) {
                 hist.push_back(Arc::new(ev));
@@ -157,20 +175,38 @@ impl SledStore {
             db,
             objects,
             revision: AtomicU64::new(revision),
-            history: Mutex::new(History { events: hist, compacted }),
+            history: Mutex::new(History {
+                events: hist,
+                compacted,
+            }),
             apply_lock: Arc::new(RwLock::new(())),
             events_tx,
         });
         let (tx, rx) = mpsc::channel(4096);
-        let committer = Committer { shared: shared.clone(), events, meta, opts };
+        let committer = Committer {
+            shared: shared.clone(),
+            events,
+            meta,
+            opts,
+        };
         tokio::spawn(committer.run(rx));
         Ok(SledStore { shared, writes: tx })
     }
 
-    async fn write(&self, op: Op, key: &str, value: Vec<u8>) -> Result<(Revision, Option<KeyValue>)> {
+    async fn write(
+        &self,
+        op: Op,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(Revision, Option<KeyValue>)> {
         let (reply, rx) = oneshot::channel();
         self.writes
-            .send(WriteReq { op, key: key.to_string(), value, reply })
+            .send(WriteReq {
+                op,
+                key: key.to_string(),
+                value,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -219,14 +255,20 @@ impl Committer {
             if let Err(e) = self.shared.db.flush_async().await {
                 tracing::error!(error = %e, "store flush failed");
                 for req in batch {
-                    let _ = req.reply.send(Err(StoreError::Backend(format!("flush failed: {e}"))));
+                    let _ = req
+                        .reply
+                        .send(Err(StoreError::Backend(format!("flush failed: {e}"))));
                 }
                 return;
             }
             self.shared.revision.store(last_rev, Ordering::SeqCst);
             let mut trim_to = None;
             {
-                let mut h = self.shared.history.lock().unwrap_or_else(|p| p.into_inner());
+                let mut h = self
+                    .shared
+                    .history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 for ev in &new_events {
                     h.events.push_back(ev.clone());
                     let _ = self.shared.events_tx.send(ev.clone());
@@ -252,7 +294,11 @@ impl Committer {
         for k in self.events.range(..=(upto.to_be_bytes())).keys().flatten() {
             b.remove(k);
         }
-        let res = self.events.apply_batch(b).and_then(|_| self.meta.insert(COMPACT_KEY, &upto.to_be_bytes()).map(|_| ()));
+        let res = self.events.apply_batch(b).and_then(|_| {
+            self.meta
+                .insert(COMPACT_KEY, &upto.to_be_bytes())
+                .map(|_| ())
+        });
         if let Err(e) = res {
             // Losing a trim only keeps more history than needed.
             tracing::warn!(error = %e, "trimming watch history failed");
@@ -260,7 +306,11 @@ impl Committer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn apply(&self, batch: &[WriteReq], base: Revision) -> Result<(Vec<Outcome>, Vec<Arc<Event>>, Revision), String> {
+    fn apply(
+        &self,
+        batch: &[WriteReq],
+        base: Revision,
+    ) -> Result<(Vec<Outcome>, Vec<Arc<Event>>, Revision), String> {
         let objects = &self.shared.objects;
         let res: Result<(Vec<Outcome>, Vec<Arc<Event>>, Revision), TransactionError<String>> =
             (objects, &self.events, &self.meta).transaction(|(o, e, m)| {
@@ -271,18 +321,33 @@ impl Committer {
                     let cur = o.get(req.key.as_bytes())?;
                     let cur = match cur.map(|raw| decode_value(&req.key, &raw)).transpose() {
                         Ok(c) => c,
-                        Err(err) => return Err(ConflictableTransactionError::Abort(err.to_string())),
+                        Err(err) => {
+                            return Err(ConflictableTransactionError::Abort(err.to_string()))
+                        }
                     };
                     let outcome: Outcome = match (&req.op, cur) {
                         (Op::Create, Some(_)) => Err(StoreError::AlreadyExists(req.key.clone())),
-                        (Op::Update(_), None) | (Op::Delete(_), None) => Err(StoreError::NotFound(req.key.clone())),
-                        (Op::Update(Some(exp)), Some(c)) | (Op::Delete(Some(exp)), Some(c)) if c.mod_revision != *exp => {
-                            Err(StoreError::Conflict { key: req.key.clone(), expected: *exp, actual: c.mod_revision })
+                        (Op::Update(_), None) | (Op::Delete(_), None) => {
+                            Err(StoreError::NotFound(req.key.clone()))
+                        }
+                        (Op::Update(Some(exp)), Some(c)) | (Op::Delete(Some(exp)), Some(c))
+                            if c.mod_revision != *exp =>
+                        {
+                            Err(StoreError::Conflict {
+                                key: req.key.clone(),
+                                expected: *exp,
+                                actual: c.mod_revision,
+                            })
                         }
                         (Op::Delete(_), Some(c)) => {
                             rev += 1;
                             o.remove(req.key.as_bytes())?;
-                            let ev = Event { kind: EventType::Deleted, key: req.key.clone(), value: c.value.clone(), revision: rev };
+                            let ev = Event {
+                                kind: EventType::Deleted,
+                                key: req.key.clone(),
+                                value: c.value.clone(),
+                                revision: rev,
+                            };
                             e.insert(&rev.to_be_bytes(), encode_event(&ev))?;
                             evs.push(Arc::new(ev));
                             Ok((rev, Some(c)))
@@ -290,8 +355,17 @@ impl Committer {
                         (op, prev) => {
                             rev += 1;
                             o.insert(req.key.as_bytes(), encode_value(rev, &req.value))?;
-                            let kind = if matches!(op, Op::Create) { EventType::Created } else { EventType::Modified };
-                            let ev = Event { kind, key: req.key.clone(), value: Arc::from(req.value.as_slice()), revision: rev };
+                            let kind = if matches!(op, Op::Create) {
+                                EventType::Created
+                            } else {
+                                EventType::Modified
+                            };
+                            let ev = Event {
+                                kind,
+                                key: req.key.clone(),
+                                value: Arc::from(req.value.as_slice()),
+                                revision: rev,
+                            };
                             e.insert(&rev.to_be_bytes(), encode_event(&ev))?;
                             evs.push(Arc::new(ev));
                             Ok((rev, prev))
@@ -348,7 +422,12 @@ impl Store for SledStore {
         Ok(self.write(Op::Create, key, value).await?.0)
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Option<Revision>) -> Result<Revision> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> Result<Revision> {
         Ok(self.write(Op::Update(expected), key, value).await?.0)
     }
 
@@ -361,11 +440,22 @@ impl Store for SledStore {
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let mut rx = self.shared.events_tx.subscribe();
         let replay: Vec<Arc<Event>> = {
-            let h = self.shared.history.lock().unwrap_or_else(|p| p.into_inner());
+            let h = self
+                .shared
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if from < h.compacted {
-                return Err(StoreError::Expired { requested: from, oldest: h.compacted + 1 });
+                return Err(StoreError::Expired {
+                    requested: from,
+                    oldest: h.compacted + 1,
+                });
             }
-            h.events.iter().filter(|e| e.revision > from && matches_prefix(&e.key, prefix)).cloned().collect()
+            h.events
+                .iter()
+                .filter(|e| e.revision > from && matches_prefix(&e.key, prefix))
+                .cloned()
+                .collect()
         };
         let prefix = prefix.to_string();
         let mut last = replay.last().map(|e| e.revision).unwrap_or(from);
@@ -387,7 +477,8 @@ impl Store for SledStore {
                         }
                     }
                     // Too slow a watcher: end the stream; the client re-watches.
-                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_))
+                    | Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
@@ -411,7 +502,9 @@ where
     Box::pin(tokio_stream_wrapper(rx))
 }
 
-fn tokio_stream_wrapper(mut rx: mpsc::Receiver<Event>) -> impl futures::Stream<Item = Event> + Send {
+fn tokio_stream_wrapper(
+    mut rx: mpsc::Receiver<Event>,
+) -> impl futures::Stream<Item = Event> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -425,10 +518,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), SledStoreOptions::default()).unwrap();
         let r1 = s.create("/a/1", b"one".to_vec()).await.unwrap();
-        assert!(matches!(s.create("/a/1", b"x".to_vec()).await, Err(StoreError::AlreadyExists(_))));
+        assert!(matches!(
+            s.create("/a/1", b"x".to_vec()).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
         let r2 = s.update("/a/1", b"two".to_vec(), Some(r1)).await.unwrap();
         assert!(r2 > r1);
-        assert!(matches!(s.update("/a/1", b"three".to_vec(), Some(r1)).await, Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            s.update("/a/1", b"three".to_vec(), Some(r1)).await,
+            Err(StoreError::Conflict { .. })
+        ));
         let got = s.get("/a/1").await.unwrap().unwrap();
         assert_eq!(&*got.value, b"two");
         assert_eq!(got.mod_revision, r2);
@@ -462,12 +561,22 @@ mod tests {
     #[tokio::test]
     async fn watch_replays_then_follows_and_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), SledStoreOptions { history: 3, max_batch: 16 }).unwrap();
+        let s = SledStore::open(
+            dir.path(),
+            SledStoreOptions {
+                history: 3,
+                max_batch: 16,
+            },
+        )
+        .unwrap();
         let mut revs = Vec::new();
         for i in 0..5 {
             revs.push(s.create(&format!("/w/{i}"), vec![i as u8]).await.unwrap());
         }
-        assert!(matches!(s.watch("/w/", revs[0]).await, Err(StoreError::Expired { .. })));
+        assert!(matches!(
+            s.watch("/w/", revs[0]).await,
+            Err(StoreError::Expired { .. })
+        ));
         let mut w = s.watch("/w/", revs[2]).await.unwrap();
         assert_eq!(w.next().await.unwrap().revision, revs[3]);
         assert_eq!(w.next().await.unwrap().revision, revs[4]);
@@ -484,7 +593,9 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..200 {
             let s = s.clone();
-            tasks.push(tokio::spawn(async move { s.create(&format!("/c/{i}"), vec![]).await.unwrap() }));
+            tasks.push(tokio::spawn(async move {
+                s.create(&format!("/c/{i}"), vec![]).await.unwrap()
+            }));
         }
         let mut revs = Vec::new();
         for t in tasks {
