@@ -4,6 +4,7 @@
 //! [`spindle_store::Store`] for every kind in the [`spindle_api::Registry`].
 
 mod discovery;
+mod gc;
 pub mod pki;
 mod request;
 pub mod rest;

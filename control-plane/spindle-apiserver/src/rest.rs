@@ -15,7 +15,7 @@ use spindle_store::{KeyValue, StoreError};
 use crate::request::{content_type, decode_body, wants_table, Query, Target};
 use crate::selectors::{single_name, FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
-use crate::{tables, watch, AppState, User};
+use crate::{gc, tables, watch, AppState, User};
 
 pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -173,7 +173,7 @@ pub async fn handle(
 // ---------------------------------------------------------------------------
 // reads
 
-async fn load(st: &AppState, t: &Target) -> ApiResult<(Value, KeyValue)> {
+pub(crate) async fn load(st: &AppState, t: &Target) -> ApiResult<(Value, KeyValue)> {
     let name = t.name.as_deref().unwrap_or("");
     let k = key(&t.kind, t.namespace.as_deref(), Some(name));
     match st.store.get(&k).await? {
@@ -736,7 +736,7 @@ async fn create(
 
 /// Store an updated object with a compare-and-swap on `old_rev`; removes the object
 /// instead when it is being deleted and its last finalizer is gone.
-async fn store_update(
+pub(crate) async fn store_update(
     st: &AppState,
     kind: &Kind,
     old_kv: &KeyValue,
@@ -1076,12 +1076,12 @@ fn ssa_error(e: spindle_patch::ssa::ApplyError, kind: &Kind, name: &str) -> ApiE
 // delete
 
 #[derive(Default)]
-struct DeleteOpts {
-    grace: Option<i64>,
-    policy: Option<String>,
-    uid: Option<String>,
-    rv: Option<String>,
-    dry_run: bool,
+pub(crate) struct DeleteOpts {
+    pub(crate) grace: Option<i64>,
+    pub(crate) policy: Option<String>,
+    pub(crate) uid: Option<String>,
+    pub(crate) rv: Option<String>,
+    pub(crate) dry_run: bool,
 }
 
 fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteOpts> {
@@ -1141,7 +1141,7 @@ async fn delete(
         .map(|(code, v)| json_response(code, &v, &[]))
 }
 
-async fn delete_one(
+pub(crate) async fn delete_one(
     st: &AppState,
     t: &Target,
     opts: &DeleteOpts,
@@ -1159,10 +1159,31 @@ async fn delete_one(
                 return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", t.kind.qualified_plural(), kv.mod_revision)));
             }
         }
-        let has_finalizers = obj
+        if t.kind.kind == "Namespace" {
+            return delete_namespace(st, t, obj, kv, opts).await;
+        }
+        let uid = meta_str(&obj, "uid").unwrap_or("").to_string();
+        let ns = meta_str(&obj, "namespace").map(str::to_string);
+        // Foreground and Orphan keep the owner (with a finalizer) until its dependents
+        // are deleted or released; Background deletes it now and its dependents after.
+        let policy = opts.policy.as_deref().unwrap_or("Background");
+        let gc_finalizer = match policy {
+            "Foreground" => Some(gc::FOREGROUND),
+            "Orphan" => Some(gc::ORPHAN),
+            _ => None,
+        };
+        let mut finalizers: Vec<Value> = obj
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
+            .cloned()
+            .unwrap_or_default();
+        let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+        if let Some(f) = gc_finalizer {
+            if !already && !finalizers.contains(&json!(f)) {
+                finalizers.push(json!(f));
+            }
+        }
+        let has_finalizers = !finalizers.is_empty();
         // Pods on a node end gracefully: the node agent stops them and then deletes with
         // grace 0. Unbound or finished pods go at once (Kubernetes' CheckGracefulDelete).
         let mut grace = 0;
@@ -1185,21 +1206,20 @@ async fn delete_one(
                 0
             };
         }
-        if t.kind.kind == "Namespace" {
-            return delete_namespace(st, t, obj, kv, opts).await;
-        }
         if !has_finalizers && grace == 0 {
             if opts.dry_run {
                 return Ok((StatusCode::OK, obj));
             }
             return match st.store.delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) => Ok((StatusCode::OK, obj)),
+                Ok(_) => {
+                    gc::spawn_release(st, t, ns, uid, "Background");
+                    Ok((StatusCode::OK, obj))
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => Err(not_found(&t.kind, &name)),
                 Err(e) => Err(e.into()),
             };
         }
-        let already = obj.pointer("/metadata/deletionTimestamp").is_some();
         let cur_grace = obj
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64);
@@ -1216,16 +1236,10 @@ async fn delete_one(
                 );
             }
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            meta.insert("finalizers".into(), Value::Array(finalizers));
         }
         if opts.dry_run {
             return Ok((StatusCode::OK, obj));
-        }
-        if !has_finalizers && grace == 0 {
-            match st.store.delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) => return Ok((StatusCode::OK, obj)),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
         }
         match st
             .store
@@ -1234,6 +1248,11 @@ async fn delete_one(
         {
             Ok(rev) => {
                 meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
+                if !already {
+                    if let Some(f) = gc_finalizer {
+                        gc::spawn_release(st, t, ns, uid, f);
+                    }
+                }
                 return Ok((StatusCode::OK, obj));
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -1245,6 +1264,36 @@ async fn delete_one(
         t.kind.group,
         t.kind.plural,
         &name,
+    ))
+}
+
+/// Drop `finalizer` from an object; the object goes away if it was the last one and the
+/// object is being deleted.
+pub(crate) async fn remove_finalizer(st: &AppState, t: &Target, finalizer: &str) -> ApiResult<()> {
+    for _ in 0..8 {
+        let (old, kv) = load(st, t).await?;
+        let mut obj = old.clone();
+        let Some(list) = obj
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        else {
+            return Ok(());
+        };
+        let before = list.len();
+        list.retain(|f| f.as_str() != Some(finalizer));
+        if list.len() == before {
+            return Ok(());
+        }
+        match store_update(st, &t.kind, &kv, obj, &Query::default(), &[]).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(ApiError::conflict(
+        &t.kind.qualified_plural(),
+        t.kind.group,
+        t.kind.plural,
+        t.name.as_deref().unwrap_or(""),
     ))
 }
 
