@@ -29,6 +29,29 @@ struct Cli {
 enum Cmd {
     /// Run the control plane (API server and store) and, unless --disable-agent, a node agent.
     Server(ServerArgs),
+    /// Register N simulated nodes that keep their Leases fresh and play kubelet for the
+    /// pods bound to them without running anything (like KWOK).
+    HollowNodes(HollowArgs),
+}
+
+#[derive(Parser)]
+struct HollowArgs {
+    /// API server URL, e.g. https://127.0.0.1:6443
+    #[arg(long)]
+    server: String,
+    /// Join token (from <data-dir>/server/token).
+    #[arg(long, env = "SPINDLE_TOKEN")]
+    token: String,
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[arg(long, default_value = "hollow")]
+    prefix: String,
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
 }
 
 #[derive(Parser)]
@@ -61,6 +84,49 @@ struct ServerArgs {
     /// Changes kept for watches to resume from; older resourceVersions get 410 Expired.
     #[arg(long, default_value_t = 20_000)]
     watch_history: usize,
+    /// A node whose Lease is not renewed for this long becomes NotReady.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How long pods tolerate a NotReady/unreachable node by default before eviction.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    default_not_ready_toleration: std::time::Duration,
+    /// Run without the controllers and the scheduler (API server and store only).
+    #[arg(long)]
+    disable_controllers: bool,
+}
+
+/// Durations like Kubernetes flags take them: 300s, 5m, 1h, 1m30s (or plain seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0.0f64;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            0.001
+        } else {
+            match c {
+                'h' => 3600.0,
+                'm' => 60.0,
+                's' => 1.0,
+                _ => return Err(format!("invalid duration {s:?}")),
+            }
+        };
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        total += n * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(format!("invalid duration {s:?}: missing unit"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -122,7 +188,45 @@ fn main() -> Result<()> {
                 tls_sans: a.tls_san,
                 watch_history: a.watch_history,
             };
-            rt.block_on(spindle_apiserver::run(cfg))
+            let ctrl_opts = spindle_controllers::Options {
+                node_monitor_grace_period: a.node_monitor_grace_period,
+                default_not_ready_toleration: a.default_not_ready_toleration,
+            };
+            let disable_controllers = a.disable_controllers;
+            rt.block_on(async move {
+                let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
+                if !disable_controllers {
+                    let state = server.state.clone();
+                    tokio::spawn(async move {
+                        let client = state.in_process_client("system:kube-controller-manager");
+                        if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
+                            tracing::error!(error = %e, "controllers stopped");
+                        }
+                    });
+                    let state = server.state.clone();
+                    tokio::spawn(async move {
+                        let client = state.in_process_client("system:kube-scheduler");
+                        if let Err(e) = spindle_scheduler::run(
+                            client,
+                            spindle_scheduler::SchedulerOptions::default(),
+                        )
+                        .await
+                        {
+                            tracing::error!(error = %e, "scheduler stopped");
+                        }
+                    });
+                }
+                server.serve(listener, acceptor).await
+            })
         }
+        Cmd::HollowNodes(h) => rt.block_on(spindle_hollow::run(spindle_hollow::HollowOptions {
+            server: h.server,
+            token: h.token,
+            count: h.count,
+            prefix: h.prefix,
+            cpu: h.cpu,
+            memory: h.memory,
+            pods: h.pods,
+        })),
     }
 }

@@ -167,9 +167,29 @@ fn unknown_resources_and_bad_selectors() {
         "{err}"
     );
     let dup = c.write_file("dup.json", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup","name":"dup2"},"data":{"a":"1"}}"#);
-    let err = c.fails(k, &["create", "--raw", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "-f", dup.to_str().unwrap_or_default()]);
+    let err = c.fails(
+        k,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+            "-f",
+            dup.to_str().unwrap_or_default(),
+        ],
+    );
     assert!(err.contains("duplicate field \"metadata.name\""), "{err}");
-    let out = c.kubectl(k, &["get", "cm", "dup", "dup2", "--ignore-not-found", "-o", "name"]);
+    let out = c.kubectl(
+        k,
+        &[
+            "get",
+            "cm",
+            "dup",
+            "dup2",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ],
+    );
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     let err = c.fails(k, &["get", "cm", "absent"]);
     assert!(

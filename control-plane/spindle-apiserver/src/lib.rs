@@ -47,6 +47,8 @@ pub struct User {
 #[derive(Clone, Debug)]
 struct ConnInfo {
     cert_user: Option<User>,
+    /// Set for the in-process client of the controllers and scheduler.
+    internal_user: Option<User>,
     local: SocketAddr,
 }
 
@@ -58,6 +60,7 @@ pub struct AppState {
     pub openapi: Arc<OpenApi>,
     /// Bearer tokens and who they authenticate as.
     pub tokens: Arc<Vec<(String, User)>>,
+    pub ca_pem: Arc<str>,
 }
 
 impl AppState {
@@ -103,8 +106,17 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
     if matches!(path.as_str(), "/readyz" | "/livez" | "/healthz") && req.method() == Method::GET {
         return (StatusCode::OK, "ok").into_response();
     }
-    let Some(user) = authenticate(&st, &conn, &req) else {
-        return ApiError::unauthorized().into_response();
+    if path == "/cacerts" && req.method() == Method::GET {
+        // Public by design (as in k3s): agents verify it against the hash in their token.
+        return (StatusCode::OK, st.ca_pem.to_string()).into_response();
+    }
+    let user = match conn
+        .internal_user
+        .clone()
+        .or_else(|| authenticate(&st, &conn, &req))
+    {
+        Some(u) => u,
+        None => return ApiError::unauthorized().into_response(),
     };
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
@@ -239,7 +251,11 @@ pub async fn start(
         reg: Arc::new(reg),
         store: Arc::new(store),
         openapi: Arc::new(openapi),
-        tokens: Arc::new(vec![(pki.token.clone(), node_user)]),
+        tokens: Arc::new(vec![
+            (pki.token.clone(), node_user.clone()),
+            (pki::token_secret(&pki.token).to_string(), node_user),
+        ]),
+        ca_pem: Arc::from(pki.ca_pem.as_str()),
     };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));
@@ -295,6 +311,7 @@ impl Server {
                 };
                 let conn = ConnInfo {
                     cert_user: cert_user(&tls),
+                    internal_user: None,
                     local,
                 };
                 let svc = hyper::service::service_fn(
@@ -319,6 +336,31 @@ impl Server {
                 }
             });
         }
+    }
+}
+
+impl AppState {
+    /// A kube-rs client that calls this API server in-process: the same REST path,
+    /// validation and admission as external clients, without TLS or sockets. The
+    /// controllers and the scheduler use it.
+    pub fn in_process_client(&self, user: &str) -> kube::Client {
+        let st = self.clone();
+        let conn = ConnInfo {
+            cert_user: None,
+            internal_user: Some(User {
+                name: user.to_string(),
+                groups: vec!["system:masters".into()],
+            }),
+            local: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
+            let st = st.clone();
+            let conn = conn.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(dispatch(st, conn, req.map(Body::new)).await)
+            }
+        });
+        kube::Client::new(svc, "default")
     }
 }
 

@@ -1,0 +1,37 @@
+//! `spindle-controllers` owns the control loops of the control plane: each is a reconcile
+//! function over caches fed by list+watch (kube-runtime's watcher → store → work queue
+//! with back-off → reconcile), talking to the API server through the same REST path as
+//! any client (in-process, see `AppState::in_process_client`).
+
+pub mod deployment;
+pub mod events;
+
+use std::time::Duration;
+
+/// Settings of the controller manager.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A node whose Lease is older than this is NotReady (Kubernetes: 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// Default toleration of node.kubernetes.io/{not-ready,unreachable}:NoExecute added to
+    /// pods (Kubernetes: 300 s).
+    pub default_not_ready_toleration: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            node_monitor_grace_period: Duration::from_secs(40),
+            default_not_ready_toleration: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Start every controller; returns when one of them fails.
+pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
+    let _ = &opts;
+    let recorder = events::Recorder::new(client.clone(), "deployment-controller");
+    tokio::select! {
+        r = deployment::run(client.clone(), recorder) => r,
+    }
+}
