@@ -29,11 +29,14 @@ impl EventType {
 /// Most distinct (object, reason, message) keys remembered for aggregation.
 const MAX_KEYS: usize = 4096;
 
+/// (object uid, reason, message) -> (event name, event namespace, count).
+type Seen = HashMap<(String, String, String), (String, String, i32)>;
+
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, String, i32)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 /// An ObjectReference for any typed object.
