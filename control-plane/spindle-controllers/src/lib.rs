@@ -5,6 +5,8 @@
 
 pub mod deployment;
 pub mod events;
+pub mod replicaset;
+pub mod runtime;
 
 use std::time::Duration;
 
@@ -30,8 +32,10 @@ impl Default for Options {
 /// Start every controller; returns when one of them fails.
 pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
     let _ = &opts;
-    let recorder = events::Recorder::new(client.clone(), "deployment-controller");
+    let deploy_events = events::Recorder::new(client.clone(), "deployment-controller");
+    let rs_events = events::Recorder::new(client.clone(), "replicaset-controller");
     tokio::select! {
-        r = deployment::run(client.clone(), recorder) => r,
+        r = deployment::run(client.clone(), deploy_events) => r,
+        r = replicaset::run(client.clone(), rs_events) => r,
     }
 }

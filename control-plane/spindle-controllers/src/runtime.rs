@@ -1,0 +1,453 @@
+//! The controller runtime: informers (list+watch into an indexed cache, then event
+//! handlers) and a work queue (dedup, delayed requeue, per-key exponential back-off,
+//! a key never processed by two workers at once).
+//!
+//! kube-runtime's `Controller` is close, but its cache and its triggers come from
+//! separate watches, so a reconcile can run before the cache has seen the change that
+//! triggered it. Here handlers run after the cache is updated (client-go's informer
+//! order), which is what lets controllers trust their caches.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Notify};
+
+/// `namespace/name`, or `name` for cluster-scoped objects.
+pub fn key_of<K: Resource>(o: &K) -> String {
+    match o.meta().namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{}", o.name_any()),
+        _ => o.name_any(),
+    }
+}
+
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((ns, n)) => (Some(ns), n),
+        None => (None, key),
+    }
+}
+
+type IndexFn<K> = Box<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+
+struct CacheState<K> {
+    objects: HashMap<String, Arc<K>>,
+    /// Secondary index: index value -> object keys.
+    index: HashMap<String, HashSet<String>>,
+}
+
+/// A read-mostly cache of one kind, fed by an informer.
+pub struct Cache<K> {
+    state: RwLock<CacheState<K>>,
+    index_fn: Option<IndexFn<K>>,
+    synced: watch::Sender<bool>,
+}
+
+impl<K: Resource> Cache<K> {
+    fn new(index_fn: Option<IndexFn<K>>) -> Self {
+        let (synced, _) = watch::channel(false);
+        Cache {
+            state: RwLock::new(CacheState {
+                objects: HashMap::new(),
+                index: HashMap::new(),
+            }),
+            index_fn,
+            synced,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CacheState<K>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheState<K>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.read().objects.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Objects whose index function produced `value`.
+    pub fn by_index(&self, value: &str) -> Vec<Arc<K>> {
+        let st = self.read();
+        st.index
+            .get(value)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| st.objects.get(k).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Wait until the first full list has been loaded.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn unindex(&self, st: &mut CacheState<K>, key: &str, old: &K) {
+        if let Some(f) = &self.index_fn {
+            for v in f(old) {
+                if let Some(set) = st.index.get_mut(&v) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        st.index.remove(&v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn upsert(&self, obj: K) -> (Arc<K>, Option<Arc<K>>) {
+        let key = key_of(&obj);
+        let obj = Arc::new(obj);
+        let mut st = self.write();
+        let old = st.objects.insert(key.clone(), obj.clone());
+        if let Some(o) = &old {
+            self.unindex(&mut st, &key, o);
+        }
+        if let Some(f) = &self.index_fn {
+            for v in f(&obj) {
+                st.index.entry(v).or_default().insert(key.clone());
+            }
+        }
+        (obj, old)
+    }
+
+    fn remove(&self, key: &str) -> Option<Arc<K>> {
+        let mut st = self.write();
+        let old = st.objects.remove(key);
+        if let Some(o) = &old {
+            self.unindex(&mut st, key, o);
+        }
+        old
+    }
+}
+
+/// What happened to an object, delivered after the cache reflects it.
+pub enum Change<'a, K> {
+    Upsert {
+        new: &'a Arc<K>,
+        old: Option<&'a Arc<K>>,
+    },
+    Delete(&'a Arc<K>),
+}
+
+/// Start an informer: list+watch `api` into a cache, calling `handler` for every change
+/// after the cache is updated. A re-list (after a 410 or a dropped watch) reconciles the
+/// cache and reports what changed, including deletions missed meanwhile.
+pub fn informer<K, H>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    index_fn: Option<IndexFn<K>>,
+    handler: H,
+) -> Arc<Cache<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    H: Fn(Change<'_, K>) + Send + Sync + 'static,
+{
+    let cache = Arc::new(Cache::new(index_fn));
+    let c = cache.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(api, cfg).boxed();
+        let mut relist: Option<HashSet<String>> = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(o)) => {
+                    let (new, old) = c.upsert(o);
+                    handler(Change::Upsert {
+                        new: &new,
+                        old: old.as_ref(),
+                    });
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    let key = key_of(&o);
+                    let gone = c.remove(&key).unwrap_or_else(|| Arc::new(o));
+                    handler(Change::Delete(&gone));
+                }
+                Ok(watcher::Event::Init) => relist = Some(HashSet::new()),
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let Some(seen) = relist.as_mut() {
+                        seen.insert(key_of(&o));
+                    }
+                    let (new, old) = c.upsert(o);
+                    handler(Change::Upsert {
+                        new: &new,
+                        old: old.as_ref(),
+                    });
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(seen) = relist.take() {
+                        let stale: Vec<String> = c
+                            .read()
+                            .objects
+                            .keys()
+                            .filter(|k| !seen.contains(*k))
+                            .cloned()
+                            .collect();
+                        for k in stale {
+                            if let Some(gone) = c.remove(&k) {
+                                handler(Change::Delete(&gone));
+                            }
+                        }
+                    }
+                    c.synced.send_replace(true);
+                }
+                Err(e) => {
+                    tracing::debug!(kind = %K::kind(&()), error = %e, "watch interrupted; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    cache
+}
+
+/// Default watcher config with the page size Kubernetes clients use.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(500)
+}
+
+// ---------------------------------------------------------------------------
+// work queue
+
+struct QueueState<T> {
+    ready: std::collections::VecDeque<T>,
+    queued: HashSet<T>,
+    processing: HashSet<T>,
+    /// Added again while being processed: requeue when the worker finishes.
+    dirty: HashSet<T>,
+    delayed: BTreeMap<(Instant, u64), T>,
+    seq: u64,
+    failures: HashMap<T, u32>,
+}
+
+/// A deduplicating work queue with delayed adds and per-key back-off.
+pub struct Queue<T> {
+    state: Mutex<QueueState<T>>,
+    notify: Notify,
+}
+
+/// What a reconcile asks for next.
+pub enum Action {
+    Done,
+    RequeueAfter(Duration),
+}
+
+impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                ready: Default::default(),
+                queued: HashSet::new(),
+                processing: HashSet::new(),
+                dirty: HashSet::new(),
+                delayed: BTreeMap::new(),
+                seq: 0,
+                failures: HashMap::new(),
+            }),
+            notify: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, item: T) {
+        let mut st = self.lock();
+        if st.processing.contains(&item) {
+            st.dirty.insert(item);
+            return;
+        }
+        if st.queued.insert(item.clone()) {
+            st.ready.push_back(item);
+            drop(st);
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn add_after(&self, item: T, after: Duration) {
+        if after.is_zero() {
+            return self.add(item);
+        }
+        let mut st = self.lock();
+        st.seq += 1;
+        let seq = st.seq;
+        st.delayed.insert((Instant::now() + after, seq), item);
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// Exponential back-off per key: 5 ms doubling up to 5 minutes.
+    pub fn add_rate_limited(&self, item: T) {
+        let n = {
+            let mut st = self.lock();
+            let n = st.failures.entry(item.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let delay = Duration::from_millis(5u64.saturating_mul(1u64 << n.min(20)))
+            .min(Duration::from_secs(300));
+        self.add_after(item, delay);
+    }
+
+    pub fn forget(&self, item: &T) {
+        self.lock().failures.remove(item);
+    }
+
+    async fn next(&self) -> T {
+        loop {
+            let wait = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                while let Some((&(at, seq), _)) = st.delayed.iter().next() {
+                    if at > now {
+                        break;
+                    }
+                    if let Some(item) = st.delayed.remove(&(at, seq)) {
+                        if st.processing.contains(&item) {
+                            st.dirty.insert(item);
+                        } else if st.queued.insert(item.clone()) {
+                            st.ready.push_back(item);
+                        }
+                    }
+                }
+                if let Some(item) = st.ready.pop_front() {
+                    st.queued.remove(&item);
+                    st.processing.insert(item.clone());
+                    return item;
+                }
+                st.delayed
+                    .keys()
+                    .next()
+                    .map(|(at, _)| at.saturating_duration_since(now))
+            };
+            match wait {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, self.notify.notified()).await;
+                }
+                None => self.notify.notified().await,
+            }
+        }
+    }
+
+    fn done(&self, item: &T) {
+        let mut st = self.lock();
+        st.processing.remove(item);
+        if st.dirty.remove(item) && st.queued.insert(item.clone()) {
+            st.ready.push_back(item.clone());
+            drop(st);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Run `workers` concurrent workers calling `reconcile` for each key, forever.
+    pub async fn run<F, Fut, E>(self: Arc<Self>, workers: usize, name: &'static str, reconcile: F)
+    where
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send,
+        E: std::fmt::Display,
+        T: Debug,
+    {
+        let reconcile = Arc::new(reconcile);
+        let mut tasks = Vec::new();
+        for _ in 0..workers.max(1) {
+            let q = self.clone();
+            let reconcile = reconcile.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let item = q.next().await;
+                    match reconcile(item.clone()).await {
+                        Ok(Action::Done) => q.forget(&item),
+                        Ok(Action::RequeueAfter(d)) => {
+                            q.forget(&item);
+                            q.add_after(item.clone(), d);
+                        }
+                        Err(e) => {
+                            tracing::debug!(controller = name, key = ?item, error = %e, "reconcile failed; backing off");
+                            q.add_rate_limited(item.clone());
+                        }
+                    }
+                    q.done(&item);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn queue_dedups_and_requeues_dirty_keys() {
+        let q: Arc<Queue<String>> = Queue::new();
+        q.add("a".into());
+        q.add("a".into());
+        q.add("b".into());
+        let first = q.next().await;
+        assert_eq!(first, "a");
+        // Re-added while processing: comes back once, after done().
+        q.add("a".into());
+        assert_eq!(q.next().await, "b");
+        q.done(&"b".to_string());
+        q.done(&first);
+        assert_eq!(q.next().await, "a");
+    }
+
+    #[tokio::test]
+    async fn delayed_and_backoff() {
+        let q: Arc<Queue<u32>> = Queue::new();
+        let t = Instant::now();
+        q.add_after(7, Duration::from_millis(50));
+        assert_eq!(q.next().await, 7);
+        assert!(t.elapsed() >= Duration::from_millis(45));
+        q.done(&7);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let q2 = q.clone();
+        tokio::spawn(q2.run(1, "test", move |_k: u32| {
+            let c = c.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err("boom")
+                } else {
+                    Ok(Action::Done)
+                }
+            }
+        }));
+        q.add(1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "two failures retried with back-off, then success"
+        );
+    }
+}
