@@ -187,6 +187,7 @@ fn main() -> Result<()> {
                 token: a.token,
                 tls_sans: a.tls_san,
                 watch_history: a.watch_history,
+                default_toleration_seconds: a.default_not_ready_toleration.as_secs(),
             };
             let ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,

@@ -1,6 +1,6 @@
 //! The one table of kinds.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy};
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
@@ -331,6 +331,15 @@ impl Registry {
             ),
             entry::<coordination::v1::Lease>("lease", true, NONE),
             entry::<discovery::v1::EndpointSlice>("endpointslice", true, NONE),
+            entry::<policy::v1::PodDisruptionBudget>(
+                "poddisruptionbudget",
+                true,
+                Opts {
+                    short_names: &["pdb"],
+                    status: true,
+                    ..NONE
+                },
+            ),
         ];
         Registry { kinds }
     }

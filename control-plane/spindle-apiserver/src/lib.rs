@@ -61,6 +61,7 @@ pub struct AppState {
     /// Bearer tokens and who they authenticate as.
     pub tokens: Arc<Vec<(String, User)>>,
     pub ca_pem: Arc<str>,
+    pub default_toleration_seconds: i64,
 }
 
 impl AppState {
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     pub tls_sans: Vec<String>,
     /// Events kept for watches; resuming from an older resourceVersion answers 410.
     pub watch_history: usize,
+    /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations added to pods
+    /// that have none (Kubernetes' DefaultTolerationSeconds admission, 300 s).
+    pub default_toleration_seconds: u64,
 }
 
 fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
@@ -256,6 +260,7 @@ pub async fn start(
             (pki::token_secret(&pki.token).to_string(), node_user),
         ]),
         ca_pem: Arc::from(pki.ca_pem.as_str()),
+        default_toleration_seconds: cfg.default_toleration_seconds as i64,
     };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));

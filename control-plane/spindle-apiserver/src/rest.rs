@@ -656,6 +656,36 @@ async fn namespace_must_accept(st: &AppState, kind: &Kind, ns: Option<&str>) -> 
     }
 }
 
+/// Kubernetes' DefaultTolerationSeconds admission: pods tolerate a not-ready or
+/// unreachable node for a while before taint-based eviction moves them.
+fn admit_default_tolerations(pod: &mut Value, seconds: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tols = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if tols.is_null() {
+        *tols = json!([]);
+    }
+    let Some(list) = tols.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let tkey = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let exists_all =
+                tkey.is_empty() && t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (tkey == key || exists_all) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+}
+
 /// Create `obj` (already decoded and checked) and answer 201.
 async fn create_object(
     st: &AppState,
@@ -668,6 +698,9 @@ async fn create_object(
 ) -> ApiResult<Response> {
     prepare_new(kind, &mut obj, ns)?;
     validation::default_object(kind.kind, &mut obj);
+    if kind.kind == "Pod" {
+        admit_default_tolerations(&mut obj, st.default_toleration_seconds);
+    }
     validate_or_reject(kind, &obj)?;
     if let Some(m) = manager {
         spindle_patch::ssa::record_update(None, &mut obj, m, &kind.api_version(), &now_rfc3339());
@@ -1593,6 +1626,98 @@ async fn bind(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> Ap
     Err(ApiError::conflict("pods", "", "pods", &name))
 }
 
+fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
+            })
+        })
+}
+
+/// Resolve an IntOrString against a total (percentages round up, as Kubernetes does for
+/// PodDisruptionBudgets).
+fn int_or_percent(v: &Value, total: i64) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => match s.strip_suffix('%') {
+            Some(p) => p.parse::<i64>().ok().map(|p| (p * total + 99) / 100),
+            None => s.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// Refuse an eviction that would take a PodDisruptionBudget below what it allows
+/// (429, as the eviction API answers, so `kubectl drain` retries).
+async fn check_disruption_budgets(st: &AppState, t: &Target) -> ApiResult<()> {
+    let (pod, _) = load(st, t).await?;
+    if pod.pointer("/metadata/deletionTimestamp").is_some() || !pod_ready(&pod) {
+        // Evicting a pod that is already going or not healthy costs the budget nothing.
+        return Ok(());
+    }
+    let Some(pdb_kind) = st.reg.by_resource("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(());
+    };
+    let ns = t.namespace.as_deref();
+    let (pdbs, _) = st.store.list(&key(pdb_kind, ns, None)).await?;
+    let labels = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for kv in pdbs {
+        let pdb = decode_stored(&kv)?;
+        let Some(sel) = pdb.pointer("/spec/selector") else {
+            continue;
+        };
+        if !validation::selector_matches(sel, &labels) {
+            continue;
+        }
+        let pods_target = Target {
+            kind: t.kind.clone(),
+            namespace: ns.map(str::to_string),
+            name: None,
+            sub: None,
+        };
+        let none = Selectors {
+            labels: LabelSelector::default(),
+            fields: FieldSelector::default(),
+        };
+        let all = list_objects(st, &pods_target, &none, None, None).await?.0;
+        let selected: Vec<&Value> = all
+            .iter()
+            .filter(|p| {
+                validation::selector_matches(
+                    sel,
+                    &p.pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .collect();
+        let expected = selected.len() as i64;
+        let healthy = selected.iter().filter(|p| pod_ready(p)).count() as i64;
+        let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
+            int_or_percent(min, expected).unwrap_or(0)
+        } else if let Some(max) = pdb.pointer("/spec/maxUnavailable") {
+            expected - int_or_percent(max, expected).unwrap_or(0)
+        } else {
+            expected
+        };
+        if healthy - desired < 1 {
+            let name = meta_str(&pdb, "name").unwrap_or("");
+            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {name} needs {desired} healthy pods and has {healthy} currently")}]
+            })));
+        }
+    }
+    Ok(())
+}
+
 async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> ApiResult<Response> {
     let b = if raw.is_empty() {
         json!({})
@@ -1619,6 +1744,7 @@ async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> A
             .and_then(Value::as_array)
             .is_some_and(|a| a.contains(&json!("All"))),
     };
+    check_disruption_budgets(st, t).await?;
     delete_one(st, t, &opts).await?;
     Ok(json_response(
         StatusCode::CREATED,

@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod events;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
 
@@ -31,11 +32,11 @@ impl Default for Options {
 
 /// Start every controller; returns when one of them fails.
 pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
-    let _ = &opts;
     let deploy_events = events::Recorder::new(client.clone(), "deployment-controller");
     let rs_events = events::Recorder::new(client.clone(), "replicaset-controller");
     tokio::select! {
         r = deployment::run(client.clone(), deploy_events) => r,
         r = replicaset::run(client.clone(), rs_events) => r,
+        r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone()) => r,
     }
 }
