@@ -216,18 +216,14 @@ async fn monitor_nodes(ctx: &Ctx, started: Timestamp) -> anyhow::Result<()> {
                 set_taints(ctx, &n, &[UNREACHABLE], &[NOT_READY]).await?;
             }
         } else if !stale {
+            let unreachable = has_taint(&n, UNREACHABLE, "NoExecute");
+            let not_ready = has_taint(&n, NOT_READY, "NoExecute");
             match ready.as_deref() {
-                Some("True") => {
-                    if has_taint(&n, UNREACHABLE, "NoExecute")
-                        || has_taint(&n, NOT_READY, "NoExecute")
-                    {
-                        set_taints(ctx, &n, &[], &[UNREACHABLE, NOT_READY]).await?;
-                    }
+                Some("True") if unreachable || not_ready => {
+                    set_taints(ctx, &n, &[], &[UNREACHABLE, NOT_READY]).await?;
                 }
-                Some("False") => {
-                    if !has_taint(&n, NOT_READY, "NoExecute") {
-                        set_taints(ctx, &n, &[NOT_READY], &[UNREACHABLE]).await?;
-                    }
+                Some("False") if !not_ready => {
+                    set_taints(ctx, &n, &[NOT_READY], &[UNREACHABLE]).await?;
                 }
                 _ => {}
             }
