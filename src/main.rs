@@ -93,6 +93,9 @@ struct ServerArgs {
     /// Run without the controllers and the scheduler (API server and store only).
     #[arg(long)]
     disable_controllers: bool,
+    /// Run without the scheduler (pods stay Pending unless bound by someone else).
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
 /// Durations like Kubernetes flags take them: 300s, 5m, 1h, 1m30s (or plain seconds).
@@ -194,6 +197,7 @@ fn main() -> Result<()> {
                 default_not_ready_toleration: a.default_not_ready_toleration,
             };
             let disable_controllers = a.disable_controllers;
+            let disable_scheduler = a.disable_scheduler || a.disable_controllers;
             rt.block_on(async move {
                 let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
                 if !disable_controllers {
@@ -204,6 +208,8 @@ fn main() -> Result<()> {
                             tracing::error!(error = %e, "controllers stopped");
                         }
                     });
+                }
+                if !disable_scheduler {
                     let state = server.state.clone();
                     tokio::spawn(async move {
                         let client = state.in_process_client("system:kube-scheduler");

@@ -172,6 +172,52 @@ impl Cluster {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// Start `spindle hollow-nodes` against this server; stopped when the returned guard drops.
+    pub fn hollow_nodes(&self, count: usize, prefix: &str, extra: &[&str]) -> Hollow {
+        let token = std::fs::read_to_string(self.data_dir().join("server/token")).expect("token");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("hollow-{prefix}.log")))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args([
+                "hollow-nodes",
+                "--server",
+                &self.server_url(),
+                "--token",
+                token.trim(),
+                "--count",
+                &count.to_string(),
+                "--prefix",
+                prefix,
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hollow-nodes");
+        Hollow { child: Some(child) }
+    }
+
+    /// Poll `kubectl get -o jsonpath=…` until it returns `want`.
+    pub fn wait_for_output(&self, args: &[&str], want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let out = self.kubectl(KUBECTL_DEFAULT, args);
+            last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "kubectl {args:?} never returned {want:?}; last {last:?}\nserver log tail:\n{}",
+            tail(&self.log())
+        );
+    }
+
     pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, contents).expect("write file");
@@ -182,6 +228,27 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A running `spindle hollow-nodes` process.
+pub struct Hollow {
+    child: Option<Child>,
+}
+
+impl Hollow {
+    /// Stop it abruptly, as a crashed node would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Hollow {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

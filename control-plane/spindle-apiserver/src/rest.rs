@@ -275,25 +275,43 @@ pub async fn list_objects(
         }
     }
     let prefix = key(&t.kind, t.namespace.as_deref(), None);
-    let (kvs, rev) = st.store.list(&prefix).await?;
-    let mut out = Vec::new();
-    let mut next = None;
-    for kv in kvs.iter() {
-        if start_after.is_some_and(|s| kv.key.as_str() <= s) {
-            continue;
+    // Read in chunks from the continue key, so a page costs what it returns (plus what
+    // the selectors skip), not the whole collection.
+    const CHUNK: usize = 512;
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let mut next = false;
+    let mut cursor = start_after.map(str::to_string);
+    let mut rev = None;
+    'scan: loop {
+        let (kvs, r) = st
+            .store
+            .list_page(&prefix, cursor.as_deref(), Some(CHUNK))
+            .await?;
+        rev.get_or_insert(r);
+        let exhausted = kvs.len() < CHUNK;
+        for kv in &kvs {
+            let v = decode_stored(kv)?;
+            if !sel.matches(&v) {
+                continue;
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                // At least one more match: hand out a continue token.
+                next = true;
+                break 'scan;
+            }
+            out.push((kv.key.clone(), v));
         }
-        let v = decode_stored(kv)?;
-        if !sel.matches(&v) {
-            continue;
+        match kvs.last() {
+            Some(last) if !exhausted => cursor = Some(last.key.clone()),
+            _ => break,
         }
-        if limit.is_some_and(|l| out.len() >= l) {
-            // There is at least one more match: hand out a continue token.
-            next = out.last().map(|_| ()).and(Some(()));
-            break;
-        }
-        out.push((kv.key.clone(), v));
     }
-    let cont = next.and_then(|_| out.last().map(|(k, _)| encode_continue(rev, k)));
+    let rev = rev.unwrap_or_else(|| st.store.current_revision());
+    let cont = if next {
+        out.last().map(|(k, _)| encode_continue(rev, k))
+    } else {
+        None
+    };
     Ok((out.into_iter().map(|(_, v)| v).collect(), rev, cont))
 }
 

@@ -191,6 +191,44 @@ async fn mark_unknown(ctx: &Ctx, n: &Node) -> kube::Result<()> {
     Ok(())
 }
 
+/// Pods on a node that stopped reporting are no longer known to be Ready (Kubernetes'
+/// MarkPodsNotReady), so Services and Deployments stop counting them at once.
+async fn mark_pods_not_ready(ctx: &Ctx, n: &Node) {
+    let now = Timestamp::now().to_string();
+    for p in ctx.pods.by_index(&n.name_any()) {
+        let Some(conds) = p.status.as_ref().and_then(|s| s.conditions.clone()) else {
+            continue;
+        };
+        if !conds
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            continue;
+        }
+        let conds: Vec<serde_json::Value> = conds
+            .into_iter()
+            .map(|c| {
+                if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+                    json!({"type": c.type_, "status": "False", "reason": "NodeNotReady", "lastTransitionTime": now, "lastProbeTime": null})
+                } else {
+                    serde_json::to_value(&c).unwrap_or_default()
+                }
+            })
+            .collect();
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+        if let Err(e) = api
+            .patch_status(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"conditions": conds}})),
+            )
+            .await
+        {
+            tracing::debug!(pod = %p.name_any(), error = %e, "could not mark pod not ready");
+        }
+    }
+}
+
 async fn monitor_nodes(ctx: &Ctx, started: Timestamp) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let grace = ctx.opts.node_monitor_grace_period.as_secs() as i64;
@@ -200,8 +238,19 @@ async fn monitor_nodes(ctx: &Ctx, started: Timestamp) -> anyhow::Result<()> {
         let stale = last_heartbeat(ctx, &n).is_none_or(|t| now.as_second() - t.as_second() > grace);
         if stale && warmed_up {
             if ready.as_deref() != Some("Unknown") {
+                // The cache may lag under load: confirm with a fresh read before
+                // declaring a node dead.
+                let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
+                let fresh = leases
+                    .get_opt(&n.name_any())
+                    .await?
+                    .and_then(|l| l.spec?.renew_time.map(|t| t.0));
+                if fresh.is_some_and(|t| now.as_second() - t.as_second() <= grace) {
+                    continue;
+                }
                 tracing::info!(node = %n.name_any(), "node stopped renewing its lease; marking NotReady");
                 mark_unknown(ctx, &n).await?;
+                mark_pods_not_ready(ctx, &n).await;
                 let r = crate::events::object_ref(n.as_ref());
                 ctx.recorder
                     .publish(

@@ -1,23 +1,523 @@
 //! `spindle-scheduler` owns pod placement: it watches pending pods and nodes, filters and
 //! scores nodes as kube-scheduler does, and binds pods through `pods/binding`.
+//!
+//! Shape, for throughput:
+//! - two watches (all nodes, all pods) feed one channel; watcher tasks convert API
+//!   objects to compact views ([`model`]) so the decision loop never parses anything;
+//! - one loop owns all state (no locks): it applies events, then takes pods off the
+//!   queue and decides one at a time over the in-memory [`cache::Cache`], counting each
+//!   decision on its node at once ("assumed") so later decisions see it;
+//! - bindings, status patches and events are separate tasks, many in flight; their
+//!   results come back on the same channel (a failed bind is un-assumed and retried).
+
+mod algorithm;
+mod cache;
+mod model;
+mod quantity;
+mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use crate::cache::Cache;
+use crate::model::{NodeInfo, PodRecord, SchedPod};
+use crate::queue::Queue;
 
 /// Scheduler settings.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
     /// Name pods ask for in spec.schedulerName.
     pub scheduler_name: String,
+    /// Most binding requests in flight at once. Decisions stay sequential; binds are
+    /// API round trips, so overlapping many of them is where throughput comes from.
+    pub parallel_binds: usize,
+    /// Most status patches and events being written at once; more wait their turn.
+    pub parallel_reports: usize,
 }
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
         SchedulerOptions {
             scheduler_name: "default-scheduler".into(),
+            parallel_binds: 128,
+            parallel_reports: 64,
         }
     }
 }
 
-/// Run the scheduler until the process ends (being written).
-pub async fn run(_client: kube::Client, _opts: SchedulerOptions) -> anyhow::Result<()> {
-    futures::future::pending::<()>().await;
+/// The component name events are recorded under (what `kubectl describe` shows as From).
+const COMPONENT: &str = "default-scheduler";
+
+/// Decisions made before going back to the channel, so watch events and bind results
+/// are not starved by a long queue.
+const DECISION_BATCH: usize = 256;
+/// Upper bound on the loop's sleep, so the periodic unschedulable flush runs.
+const IDLE_TICK: Duration = Duration::from_secs(5);
+
+enum Msg {
+    NodeApply(NodeInfo),
+    NodeDelete(String),
+    NodeInit,
+    NodeInitApply(NodeInfo),
+    NodeInitDone,
+    PodApply(PodRecord),
+    PodDelete(String),
+    PodInit,
+    PodInitApply(PodRecord),
+    PodInitDone,
+    BindDone { key: String, ok: bool },
+}
+
+/// Run the scheduler until the process ends.
+pub async fn run(client: kube::Client, opts: SchedulerOptions) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_nodes(client.clone(), tx.clone()));
+    tokio::spawn(watch_pods(
+        client.clone(),
+        opts.scheduler_name.clone(),
+        tx.clone(),
+    ));
+    tracing::info!(scheduler = %opts.scheduler_name, "scheduler started");
+    Scheduler::new(client, opts, tx).run(rx).await;
     Ok(())
 }
+
+async fn watch_nodes(client: Client, tx: mpsc::UnboundedSender<Msg>) {
+    let api: Api<Node> = Api::all(client);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        let msg = match ev {
+            Ok(watcher::Event::Apply(n)) => Msg::NodeApply(NodeInfo::from_node(&n)),
+            Ok(watcher::Event::Delete(n)) => {
+                Msg::NodeDelete(n.metadata.name.clone().unwrap_or_default())
+            }
+            Ok(watcher::Event::Init) => Msg::NodeInit,
+            Ok(watcher::Event::InitApply(n)) => Msg::NodeInitApply(NodeInfo::from_node(&n)),
+            Ok(watcher::Event::InitDone) => Msg::NodeInitDone,
+            Err(e) => {
+                // The watcher relists by itself after back-off.
+                tracing::warn!(error = %e, "node watch failed");
+                continue;
+            }
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_pods(client: Client, scheduler_name: String, tx: mpsc::UnboundedSender<Msg>) {
+    // One watch of all pods rather than separate bound/unbound watches: a pod moving from
+    // pending to bound arrives as one ordered update, with no window in which two streams
+    // disagree about it.
+    let api: Api<Pod> = Api::all(client);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        let msg = match ev {
+            Ok(watcher::Event::Apply(p)) => Msg::PodApply(PodRecord::from_pod(&p, &scheduler_name)),
+            Ok(watcher::Event::Delete(p)) => {
+                Msg::PodDelete(PodRecord::from_pod(&p, &scheduler_name).key)
+            }
+            Ok(watcher::Event::Init) => Msg::PodInit,
+            Ok(watcher::Event::InitApply(p)) => {
+                Msg::PodInitApply(PodRecord::from_pod(&p, &scheduler_name))
+            }
+            Ok(watcher::Event::InitDone) => Msg::PodInitDone,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch failed");
+                continue;
+            }
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+struct Scheduler {
+    client: Client,
+    opts: SchedulerOptions,
+    tx: mpsc::UnboundedSender<Msg>,
+    cache: Cache,
+    queue: Queue,
+    rng: rand::rngs::SmallRng,
+    in_flight: usize,
+    reports: Arc<Semaphore>,
+    nodes_synced: bool,
+    pods_synced: bool,
+    node_buf: Vec<NodeInfo>,
+    pod_buf: Vec<PodRecord>,
+    /// Counters for the progress log.
+    scheduled: u64,
+    bind_failures: u64,
+    unschedulable: u64,
+    last_log: (Instant, u64),
+}
+
+impl Scheduler {
+    fn new(client: Client, opts: SchedulerOptions, tx: mpsc::UnboundedSender<Msg>) -> Self {
+        use rand::SeedableRng;
+        let reports = Arc::new(Semaphore::new(opts.parallel_reports.max(1)));
+        Scheduler {
+            client,
+            opts,
+            tx,
+            cache: Cache::default(),
+            queue: Queue::default(),
+            rng: rand::rngs::SmallRng::from_os_rng(),
+            in_flight: 0,
+            reports,
+            nodes_synced: false,
+            pods_synced: false,
+            node_buf: Vec::new(),
+            pod_buf: Vec::new(),
+            scheduled: 0,
+            bind_failures: 0,
+            unschedulable: 0,
+            last_log: (Instant::now(), 0),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let now = Instant::now();
+            self.queue.flush(now);
+            if self.nodes_synced && self.pods_synced {
+                self.schedule_batch(now);
+            }
+            self.log_rate(now);
+            let wake = self
+                .queue
+                .next_wakeup()
+                .map_or(now + IDLE_TICK, |t| t.min(now + IDLE_TICK));
+            // Sleep only when there is nothing to decide or no bind slot free.
+            let busy = self.queue.has_active()
+                && self.in_flight < self.opts.parallel_binds.max(1)
+                && self.nodes_synced
+                && self.pods_synced;
+            let first = if busy {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            } else {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => Some(m),
+                        None => return,
+                    },
+                    _ = tokio::time::sleep_until(wake) => None,
+                }
+            };
+            if let Some(m) = first {
+                self.handle(m);
+                // Apply everything already waiting before deciding again: decisions
+                // should see the freshest cluster, and batching amortises the wakeups.
+                for _ in 0..4096 {
+                    match rx.try_recv() {
+                        Ok(m) => self.handle(m),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if busy {
+                // Let watcher and bind tasks run on a busy single-threaded runtime.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    fn log_rate(&mut self, now: Instant) {
+        let (at, count) = self.last_log;
+        let dt = now.duration_since(at);
+        if dt >= Duration::from_secs(10) {
+            if self.scheduled != count {
+                let rate = (self.scheduled - count) as f64 / dt.as_secs_f64();
+                tracing::info!(
+                    scheduled = self.scheduled,
+                    pods_per_sec = format!("{rate:.0}"),
+                    queued = self.queue.len(),
+                    in_flight = self.in_flight,
+                    bind_failures = self.bind_failures,
+                    unschedulable_attempts = self.unschedulable,
+                    nodes = self.cache.node_count(),
+                    "scheduler progress"
+                );
+            }
+            self.last_log = (now, self.scheduled);
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        let now = Instant::now();
+        match m {
+            Msg::NodeApply(n) => {
+                if self.cache.upsert_node(n) {
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Msg::NodeDelete(name) => self.cache.remove_node(&name),
+            Msg::NodeInit => self.node_buf.clear(),
+            Msg::NodeInitApply(n) => self.node_buf.push(n),
+            Msg::NodeInitDone => {
+                let nodes = std::mem::take(&mut self.node_buf);
+                self.cache.set_nodes(nodes);
+                self.nodes_synced = true;
+                self.queue.cluster_changed(now);
+            }
+            Msg::PodApply(rec) => self.apply_pod(rec, now),
+            Msg::PodDelete(key) => {
+                self.queue.remove(&key);
+                if self.cache.unplace(&key) {
+                    self.queue.cluster_changed(now);
+                }
+            }
+            Msg::PodInit => self.pod_buf.clear(),
+            Msg::PodInitApply(rec) => self.pod_buf.push(rec),
+            Msg::PodInitDone => self.resync_pods(now),
+            Msg::BindDone { key, ok } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if ok {
+                    self.scheduled += 1;
+                    self.queue.bound(&key);
+                } else {
+                    self.bind_failures += 1;
+                    // Free what we assumed; if the pod got bound or deleted meanwhile the
+                    // watch removes it from the queue before the retry comes up.
+                    self.cache.forget(&key);
+                    self.queue.retry_later(&key, now);
+                }
+            }
+        }
+    }
+
+    fn apply_pod(&mut self, rec: PodRecord, now: Instant) {
+        let key = rec.key.as_str();
+        if let Some(node) = &rec.node_name {
+            self.queue.remove(key);
+            if rec.terminal {
+                // Finished pods hold nothing.
+                if self.cache.unplace(key) {
+                    self.queue.cluster_changed(now);
+                }
+            } else {
+                self.cache.observe_bound(key, node, &rec.pod);
+            }
+        } else if rec.wants_scheduling {
+            self.queue.upsert(key, rec.pod);
+        } else {
+            // Deleting, gated, finished or someone else's: not ours to place. An in-flight
+            // bind for it fails and is forgotten then.
+            self.queue.remove(key);
+        }
+    }
+
+    /// After a (re)list of pods: rebuild bound accounting from the list, keep only our
+    /// in-flight assumptions for pods that still exist, and drop queued pods that vanished.
+    fn resync_pods(&mut self, now: Instant) {
+        let pods = std::mem::take(&mut self.pod_buf);
+        let listed: std::collections::HashMap<&str, &PodRecord> =
+            pods.iter().map(|r| (r.key.as_str(), r)).collect();
+        self.cache.retain_placements(|key, assumed| {
+            assumed && listed.get(key).is_some_and(|r| r.node_name.is_none())
+        });
+        for key in self.queue.keys() {
+            if !listed.contains_key(key.as_str()) {
+                self.queue.remove(&key);
+            }
+        }
+        for rec in pods.iter().cloned() {
+            self.apply_pod(rec, now);
+        }
+        self.pods_synced = true;
+        self.queue.cluster_changed(now);
+    }
+
+    fn schedule_batch(&mut self, now: Instant) {
+        let max = self.opts.parallel_binds.max(1);
+        for _ in 0..DECISION_BATCH {
+            if self.in_flight >= max {
+                return;
+            }
+            let Some((key, pod)) = self.queue.pop(now) else {
+                return;
+            };
+            match self.cache.decide(&pod, &mut self.rng) {
+                Ok(slot) => {
+                    let Some(node) = self.cache.node_name(slot).map(str::to_string) else {
+                        // Cannot happen: decide only returns live slots. Retry rather
+                        // than lose the pod.
+                        self.queue.retry_later(&key, now);
+                        continue;
+                    };
+                    self.cache.assume(&key, slot, &pod);
+                    self.in_flight += 1;
+                    tokio::spawn(bind(
+                        self.client.clone(),
+                        self.tx.clone(),
+                        self.reports.clone(),
+                        key,
+                        pod,
+                        node,
+                    ));
+                }
+                Err(diagnosis) => {
+                    self.unschedulable += 1;
+                    let message = diagnosis.message();
+                    tracing::debug!(pod = %pod.name, %message, "unschedulable");
+                    if self.queue.unschedulable(&key, &message, now) {
+                        tokio::spawn(report_unschedulable(
+                            self.client.clone(),
+                            self.reports.clone(),
+                            pod,
+                            message,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// POST pods/{name}/binding, report the outcome to the loop, then record the event.
+async fn bind(
+    client: Client,
+    tx: mpsc::UnboundedSender<Msg>,
+    reports: Arc<Semaphore>,
+    key: String,
+    pod: Arc<SchedPod>,
+    node: String,
+) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            // Binds this pod, not a namesake created after it was deleted.
+            uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.clone()),
+            ..ObjectReference::default()
+        },
+    };
+    let res = api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await;
+    let ok = match &res {
+        Ok(_) => true,
+        // Conflict or NotFound: the pod was bound elsewhere, is being deleted, or is gone;
+        // the watch will tell. Anything else is worth a look.
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+            tracing::debug!(pod = %pod.name, %node, error = %s.message, "binding refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(pod = %pod.name, %node, error = %e, "binding failed");
+            false
+        }
+    };
+    // The loop may have ended with the process; nothing left to tell then.
+    let _ = tx.send(Msg::BindDone { key, ok });
+    if ok {
+        let _permit = reports.acquire().await;
+        let msg = format!(
+            "Successfully assigned {}/{} to {}",
+            pod.namespace, pod.name, node
+        );
+        record_event(&client, &pod, "Normal", "Scheduled", &msg).await;
+    }
+}
+
+/// PodScheduled=False on the pod's status and a FailedScheduling event.
+async fn report_unschedulable(
+    client: Client,
+    reports: Arc<Semaphore>,
+    pod: Arc<SchedPod>,
+    message: String,
+) {
+    let _permit = reports.acquire().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    // Strategic merge keys conditions by type, so other conditions are left alone.
+    let patch = serde_json::json!({
+        "status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+        }]}
+    });
+    if let Err(e) = api
+        .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+    {
+        tracing::debug!(pod = %pod.name, error = %e, "could not set PodScheduled=False");
+    }
+    record_event(&client, &pod, "Warning", "FailedScheduling", &message).await;
+}
+
+/// Create a core/v1 Event about a pod; failures are logged, never fatal.
+async fn record_event(client: &Client, pod: &SchedPod, type_: &str, reason: &str, message: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    // Kubernetes' recorder names events "<object>.<unix nanos in hex>".
+    let name = format!("{}.{:x}", pod.name, now.as_nanosecond());
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(pod.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: None,
+        }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(COMPONENT.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &pod.namespace);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(pod = %pod.name, reason, error = %e, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -75,7 +75,16 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Event> + Send>>;
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// All keys under `prefix`, in key order, with the revision the snapshot was taken at.
-    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        self.list_page(prefix, None, None).await
+    }
+    /// Keys under `prefix` after `start_after` (exclusive), in key order, at most `limit`.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, Revision)>;
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
     /// Replace the value; with `expected` the write only happens if the key's
     /// mod_revision still equals it.

@@ -6,10 +6,9 @@
 //! per fsync under load), a single total order of revisions, and watchers that never see
 //! a change that is not yet durable.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{broadcast, mpsc, oneshot, RwLock};
@@ -21,8 +20,10 @@ const COMPACT_KEY: &[u8] = b"compacted";
 
 #[derive(Clone, Debug)]
 pub struct SledStoreOptions {
-    /// Number of events kept for watches; older revisions answer Expired.
+    /// Number of events kept (on disk) for watches; older revisions answer Expired.
     pub history: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
     /// Most writes committed in one transaction and fsync.
     pub max_batch: usize,
 }
@@ -30,8 +31,9 @@ pub struct SledStoreOptions {
 impl Default for SledStoreOptions {
     fn default() -> Self {
         SledStoreOptions {
-            history: 20_000,
+            history: 100_000,
             max_batch: 512,
+            cache_bytes: 128 << 20,
         }
     }
 }
@@ -49,17 +51,13 @@ struct WriteReq {
     reply: oneshot::Sender<Result<(Revision, Option<KeyValue>)>>,
 }
 
-struct History {
-    events: VecDeque<Arc<Event>>,
-    /// Events with a revision at or below this are gone.
-    compacted: Revision,
-}
-
 struct Shared {
     db: sled::Db,
     objects: sled::Tree,
     revision: AtomicU64,
-    history: Mutex<History>,
+    /// Events with a revision at or below this are gone from the history.
+    compacted: AtomicU64,
+    events: sled::Tree,
     /// Held for writing while a batch is applied and flushed, so a list sees only whole,
     /// durable batches and the revision it reports matches its contents.
     apply_lock: Arc<RwLock<()>>,
@@ -153,32 +151,23 @@ impl SledStore {
         let meta = db.open_tree("meta").map_err(backend)?;
         let revision = read_u64(&meta, REV_KEY)?;
         let mut compacted = read_u64(&meta, COMPACT_KEY)?;
-        let mut hist = VecDeque::new();
-        for item in events.iter() {
-            let (k, v) = item.map_err(backend)?;
-            let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else {
-                continue;
-            };
-            let rev = u64::from_be_bytes(kb);
-            if let Some(ev) = decode_event(rev, &v) {
-                hist.push_back(Arc::new(ev));
-            }
-        }
         // History before the first kept event is gone, whatever the meta says.
-        if let Some(first) = hist.front() {
-            compacted = compacted.max(first.revision.saturating_sub(1));
-        } else {
-            compacted = compacted.max(revision);
-        }
+        let first = events
+            .iter()
+            .keys()
+            .flatten()
+            .find_map(|k| <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes));
+        compacted = match first {
+            Some(f) => compacted.max(f.saturating_sub(1)),
+            None => compacted.max(revision),
+        };
         let (events_tx, _) = broadcast::channel(8192);
         let shared = Arc::new(Shared {
             db,
             objects,
             revision: AtomicU64::new(revision),
-            history: Mutex::new(History {
-                events: hist,
-                compacted,
-            }),
+            compacted: AtomicU64::new(compacted),
+            events: events.clone(),
             apply_lock: Arc::new(RwLock::new(())),
             events_tx,
         });
@@ -262,26 +251,14 @@ impl Committer {
                 return;
             }
             self.shared.revision.store(last_rev, Ordering::SeqCst);
-            let mut trim_to = None;
-            {
-                let mut h = self
-                    .shared
-                    .history
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for ev in &new_events {
-                    h.events.push_back(ev.clone());
-                    let _ = self.shared.events_tx.send(ev.clone());
-                }
-                while h.events.len() > self.opts.history {
-                    if let Some(old) = h.events.pop_front() {
-                        h.compacted = old.revision;
-                        trim_to = Some(old.revision);
-                    }
-                }
+            for ev in &new_events {
+                let _ = self.shared.events_tx.send(ev.clone());
             }
-            if let Some(upto) = trim_to {
-                self.trim_events(upto);
+            // Trim in chunks so the history stays near its bound without a delete per write.
+            let keep = self.opts.history as u64;
+            let compacted = self.shared.compacted.load(Ordering::SeqCst);
+            if last_rev.saturating_sub(compacted) > keep + keep / 10 + 1 {
+                self.trim_events(last_rev - keep);
             }
         }
         for (req, outcome) in batch.into_iter().zip(outcomes) {
@@ -294,6 +271,8 @@ impl Committer {
         for k in self.events.range(..=(upto.to_be_bytes())).keys().flatten() {
             b.remove(k);
         }
+        // Mark the history gone before removing it, so a concurrent replay notices.
+        self.shared.compacted.store(upto, Ordering::SeqCst);
         let res = self.events.apply_batch(b).and_then(|_| {
             self.meta
                 .insert(COMPACT_KEY, &upto.to_be_bytes())
@@ -398,17 +377,38 @@ impl Store for SledStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<KeyValue>, Revision)> {
         let shared = self.shared.clone();
         let prefix = prefix.to_string();
+        let start = start_after.map(str::to_string);
         let guard = self.shared.apply_lock.clone().read_owned().await;
         // sled iteration is blocking work; keep it off the async workers for big lists.
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let rev = shared.revision.load(Ordering::SeqCst);
             let mut out = Vec::new();
-            for item in shared.objects.scan_prefix(prefix.as_bytes()) {
+            let iter = match &start {
+                // Keys strictly after the continue key, still inside the prefix.
+                Some(s) if s.as_str() >= prefix.as_str() => {
+                    let mut from = s.as_bytes().to_vec();
+                    from.push(0);
+                    shared.objects.range(from..)
+                }
+                _ => shared.objects.range(prefix.as_bytes().to_vec()..),
+            };
+            for item in iter {
                 let (k, v) = item.map_err(backend)?;
+                if !k.starts_with(prefix.as_bytes()) {
+                    break;
+                }
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
                 let key = String::from_utf8_lossy(&k).into_owned();
                 out.push(decode_value(&key, &v)?);
             }
@@ -439,29 +439,57 @@ impl Store for SledStore {
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let mut rx = self.shared.events_tx.subscribe();
-        let replay: Vec<Arc<Event>> = {
-            let h = self
-                .shared
-                .history
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if from < h.compacted {
+        let shared = self.shared.clone();
+        let p = prefix.to_string();
+        // Replay from the on-disk history up to what is acknowledged (durable) now; live
+        // events after that come from the broadcast, deduplicated by revision.
+        let replay: Vec<Event> = tokio::task::spawn_blocking(move || {
+            let compacted = shared.compacted.load(Ordering::SeqCst);
+            if from < compacted {
                 return Err(StoreError::Expired {
                     requested: from,
-                    oldest: h.compacted + 1,
+                    oldest: compacted + 1,
                 });
             }
-            h.events
-                .iter()
-                .filter(|e| e.revision > from && matches_prefix(&e.key, prefix))
-                .cloned()
-                .collect()
-        };
+            let upto = shared.revision.load(Ordering::SeqCst);
+            let mut out = Vec::new();
+            if from < upto {
+                for item in shared
+                    .events
+                    .range((from + 1).to_be_bytes()..=upto.to_be_bytes())
+                {
+                    let (k, v) = item.map_err(backend)?;
+                    let Ok(kb) = <[u8; 8]>::try_from(k.as_ref()) else {
+                        continue;
+                    };
+                    if let Some(ev) = decode_event(u64::from_be_bytes(kb), &v) {
+                        if matches_prefix(&ev.key, &p) {
+                            out.push(ev);
+                        }
+                    }
+                }
+            }
+            // Trimmed while we read: the replay may have holes.
+            let now_compacted = shared.compacted.load(Ordering::SeqCst);
+            if from < now_compacted {
+                return Err(StoreError::Expired {
+                    requested: from,
+                    oldest: now_compacted + 1,
+                });
+            }
+            Ok((out, upto))
+        })
+        .await
+        .map_err(backend)?
+        .map(|(mut evs, upto)| {
+            evs.retain(|e| e.revision <= upto);
+            evs
+        })?;
         let prefix = prefix.to_string();
         let mut last = replay.last().map(|e| e.revision).unwrap_or(from);
         let stream = async_stream_like(move |tx: mpsc::Sender<Event>| async move {
             for ev in replay {
-                if tx.send((*ev).clone()).await.is_err() {
+                if tx.send(ev).await.is_err() {
                     return;
                 }
             }
@@ -566,6 +594,7 @@ mod tests {
             SledStoreOptions {
                 history: 3,
                 max_batch: 16,
+                ..SledStoreOptions::default()
             },
         )
         .unwrap();

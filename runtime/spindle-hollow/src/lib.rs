@@ -1,5 +1,29 @@
 //! `spindle-hollow` owns hollow nodes: simulated kubelets that register nodes, keep their
 //! Leases fresh and play the pod lifecycle without running anything (like KWOK).
+//!
+//! One process plays many nodes cheaply: each node is one small tokio task (its Lease and
+//! status heartbeats, spread over the interval); all pods of all nodes come through one
+//! watch and are written by one bounded pool of workers; all nodes share one HTTP client.
+//! Stopping the process just stops the heartbeats; the control plane then marks the nodes
+//! NotReady as it would for real kubelets. Nodes are not deleted on exit.
+//!
+//! [`connect`] (join a cluster with a URL and a k3s-style token) is shared with the real
+//! node agent.
+
+mod connect;
+mod ipam;
+mod node;
+mod pods;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::Semaphore;
+
+pub use connect::{connect, parse_token, JoinToken};
 
 /// What `spindle hollow-nodes` was asked for.
 #[derive(Clone, Debug)]
@@ -15,8 +39,130 @@ pub struct HollowOptions {
     pub pods: u32,
 }
 
-/// Run the hollow nodes until the process ends (being written).
-pub async fn run(_opts: HollowOptions) -> anyhow::Result<()> {
-    futures::future::pending::<()>().await;
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Node registrations in flight at once (each is 2–4 requests).
+const REGISTER_CONCURRENCY: usize = 32;
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    nodes_registered: AtomicUsize,
+    lease_renewals: AtomicU64,
+    lease_errors: AtomicU64,
+    status_updates: AtomicU64,
+    status_errors: AtomicU64,
+    pods_started: AtomicU64,
+    pods_deleted: AtomicU64,
+    pod_errors: AtomicU64,
+}
+
+/// State shared by all tasks of the process.
+pub(crate) struct Hollow {
+    client: kube::Client,
+    opts: HollowOptions,
+    /// One boot per process start, as a rebooted machine would report.
+    boot_id: String,
+    started: tokio::time::Instant,
+    nodes: Vec<node::NodeState>,
+    by_name: HashMap<String, usize>,
+    register_gate: Semaphore,
+    stats: Stats,
+}
+
+fn random_boot_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Run the hollow nodes until the process is told to stop (SIGINT/SIGTERM).
+pub async fn run(opts: HollowOptions) -> Result<()> {
+    if opts.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if opts.prefix.is_empty() {
+        bail!("--prefix must not be empty");
+    }
+    let nodes = (0..opts.count)
+        .map(|i| node::NodeIdentity::new(&opts.prefix, i, opts.pods).map(node::NodeState::new))
+        .collect::<Result<Vec<_>>>()?;
+    let client = connect(&opts.server, &opts.token).await?;
+    let by_name = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.name.clone(), i))
+        .collect();
+    tracing::info!(count = opts.count, prefix = %opts.prefix, server = %opts.server, "starting hollow nodes");
+    let h = Arc::new(Hollow {
+        client,
+        opts,
+        boot_id: random_boot_id(),
+        started: tokio::time::Instant::now(),
+        nodes,
+        by_name,
+        register_gate: Semaphore::new(REGISTER_CONCURRENCY),
+        stats: Stats::default(),
+    });
+    let pods = pods::PodSim::new(h.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..h.nodes.len() {
+        tasks.spawn(node::heartbeat(h.clone(), i));
+    }
+    tasks.spawn(node::watch_nodes(h.clone()));
+    tasks.spawn(pods.clone().run());
+    tasks.spawn(summary(h.clone(), pods));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+        // Every task loops forever; one ending means a bug, so say so rather than
+        // carry on half-working.
+        Some(r) = tasks.join_next() => bail!("a hollow-node task ended unexpectedly: {r:?}"),
+    }
+    tracing::info!("stopping; the nodes will go NotReady once their leases expire");
+    tasks.abort_all();
     Ok(())
+}
+
+async fn summary(h: Arc<Hollow>, pods: Arc<pods::PodSim>) {
+    let mut tick = tokio::time::interval(SUMMARY_EVERY);
+    tick.tick().await;
+    let s = &h.stats;
+    let mut last_errors = 0;
+    loop {
+        tick.tick().await;
+        let errors = s.lease_errors.load(Ordering::Relaxed)
+            + s.status_errors.load(Ordering::Relaxed)
+            + s.pod_errors.load(Ordering::Relaxed);
+        let line = format!(
+            "nodes {}/{} registered, pods running {} (queued {}), started {} deleted {}, \
+             leases renewed {} status writes {}, errors: lease {} status {} pod {}",
+            s.nodes_registered.load(Ordering::Relaxed),
+            h.nodes.len(),
+            pods.running(),
+            pods.queued(),
+            s.pods_started.load(Ordering::Relaxed),
+            s.pods_deleted.load(Ordering::Relaxed),
+            s.lease_renewals.load(Ordering::Relaxed),
+            s.status_updates.load(Ordering::Relaxed),
+            s.lease_errors.load(Ordering::Relaxed),
+            s.status_errors.load(Ordering::Relaxed),
+            s.pod_errors.load(Ordering::Relaxed),
+        );
+        // New errors since the last line are worth a warning; details are at debug.
+        if errors > last_errors {
+            tracing::warn!("hollow nodes: {line}");
+        } else {
+            tracing::info!("hollow nodes: {line}");
+        }
+        last_errors = errors;
+    }
 }

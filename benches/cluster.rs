@@ -1,0 +1,421 @@
+//! Cluster-scale benchmark (`cargo bench --bench cluster`): the scheduler and the
+//! controllers against hollow nodes, all real processes on this machine.
+//!
+//! 1. Scheduler throughput: a release `spindle server --disable-scheduler` with
+//!    BENCH_NODES (default 1000) hollow nodes and BENCH_PODS (default 10000) pending pods;
+//!    then the scheduler is started in this process (over HTTPS, as an external scheduler
+//!    would run) and the time from its start to the last pod bound gives pods/s. Baseline in
+//!    the same run: binding another batch of pods round-robin with the same request
+//!    concurrency and no scheduling decisions at all (the API's own binding ceiling).
+//! 2. Deployments at scale: BENCH_SCALE pods (default "7500,15000,30000") on the same
+//!    number of hollow nodes, through Deployments of 1000 replicas; time from apply to
+//!    all Running and the server's resident memory, one fresh server per size.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Binding, Container, Node, ObjectReference, Pod, PodSpec, PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    proc: Proc,
+    _dir: tempfile::TempDir,
+    url: String,
+    token: String,
+    client: Client,
+}
+
+async fn start_server(extra: &[&str]) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        .args([
+            "server",
+            "--disable-agent",
+            "--https-listen-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(extra)
+        .env("SPINDLE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let proc = Proc(child);
+    let kubeconfig = data.join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&kubeconfig)?;
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap_or_default()
+        .to_string();
+    let token = std::fs::read_to_string(data.join("server/token"))?
+        .trim()
+        .to_string();
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    Ok(Server {
+        proc,
+        _dir: dir,
+        url,
+        token,
+        client,
+    })
+}
+
+fn hollow(s: &Server, count: usize) -> anyhow::Result<Proc> {
+    Ok(Proc(
+        Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .args([
+                "hollow-nodes",
+                "--server",
+                &s.url,
+                "--token",
+                &s.token,
+                "--count",
+                &count.to_string(),
+                "--prefix",
+                "hollow",
+                "--pods",
+                "110",
+            ])
+            .env("SPINDLE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    ))
+}
+
+async fn wait_nodes_ready(client: &Client, n: usize) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let api: Api<Node> = Api::all(client.clone());
+    loop {
+        let nodes = api.list(&ListParams::default()).await?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        if ready >= n {
+            return Ok(t.elapsed());
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "only {ready}/{n} nodes became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn bare_pod(name: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([("bench".to_string(), "sched".to_string())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("registry.local/bench:v1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let errors = Arc::new(AtomicUsize::new(0));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let api = api.clone();
+            let errors = errors.clone();
+            async move {
+                if api
+                    .create(&PostParams::default(), &bare_pod(&format!("{prefix}-{i}")))
+                    .await
+                    .is_err()
+                {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+        .await;
+    anyhow::ensure!(
+        errors.load(Ordering::SeqCst) == 0,
+        "{} pod creates failed",
+        errors.load(Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+async fn count_bound(client: &Client, prefix: &str) -> anyhow::Result<usize> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods = api
+        .list(&ListParams::default().labels("bench=sched"))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&format!("{prefix}-")))
+        })
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+        })
+        .count())
+}
+
+async fn wait_bound(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    loop {
+        if count_bound(client, prefix).await? >= n {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < Duration::from_secs(600),
+            "pods were not all bound"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
+    println!("== Scheduler throughput: {pods} pods onto {nodes} hollow nodes ==");
+    let s = start_server(&["--disable-scheduler"]).await?;
+    let _h = hollow(&s, nodes)?;
+    let took = wait_nodes_ready(&s.client, nodes).await?;
+    println!(
+        "{nodes} hollow nodes Ready after {:.1} s",
+        took.as_secs_f64()
+    );
+
+    // Baseline: bind directly, round-robin, same concurrency, no decisions.
+    create_pods(&s.client, "base", pods).await?;
+    let t = Instant::now();
+    futures::stream::iter(0..pods)
+        .for_each_concurrent(128, |i| {
+            let client = s.client.clone();
+            async move {
+                let b = Binding {
+                    metadata: ObjectMeta {
+                        name: Some(format!("base-{i}")),
+                        ..Default::default()
+                    },
+                    target: ObjectReference {
+                        kind: Some("Node".into()),
+                        name: Some(format!("hollow-{}", i % nodes)),
+                        ..Default::default()
+                    },
+                };
+                let body = serde_json::to_vec(&b).unwrap_or_default();
+                let req = http_binding(&format!("base-{i}"), body);
+                let _ = client.request_text(req).await;
+            }
+        })
+        .await;
+    let base = pods as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "{:<48} {:>8.0} pods/s  1.00x",
+        "direct round-robin binding (baseline)", base
+    );
+
+    create_pods(&s.client, "sched", pods).await?;
+    let client = s.client.clone();
+    let t = Instant::now();
+    let sched = tokio::spawn(spindle_scheduler::run(
+        client,
+        spindle_scheduler::SchedulerOptions::default(),
+    ));
+    let took = wait_bound(&s.client, "sched", pods, t).await?;
+    sched.abort();
+    let rate = pods as f64 / took.as_secs_f64();
+    println!(
+        "{:<48} {:>8.0} pods/s  {:.2}x   (target >= 2000 pods/s: {})",
+        "spindle scheduler (filter+score+bind)",
+        rate,
+        rate / base,
+        if rate >= 2000.0 { "MET" } else { "NOT MET" }
+    );
+    println!("server RSS: {:.0} MiB", rss_mib(s.proc.0.id()));
+    Ok(())
+}
+
+fn http_binding(pod: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
+    http::Request::post(format!("/api/v1/namespaces/default/pods/{pod}/binding"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    let labels = BTreeMap::from([("app".to_string(), name.to_string())]);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("registry.local/app:v1".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+async fn running(client: &Client) -> anyhow::Result<usize> {
+    let api: Api<Pod> = Api::all(client.clone());
+    let mut n = 0;
+    let mut lp = ListParams::default()
+        .fields("status.phase=Running")
+        .limit(5000);
+    loop {
+        let page = api.list(&lp).await?;
+        n += page.items.len();
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => return Ok(n),
+        }
+    }
+}
+
+async fn scale_bench(nodes: usize, total: usize) -> anyhow::Result<(f64, f64)> {
+    let s = start_server(&[]).await?;
+    let _h = hollow(&s, nodes)?;
+    wait_nodes_ready(&s.client, nodes).await?;
+    let api: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
+    let per = 1000usize.min(total);
+    let t = Instant::now();
+    for i in 0..total.div_ceil(per) {
+        let n = per.min(total - i * per) as i32;
+        api.create(
+            &PostParams::default(),
+            &deployment(&format!("scale-{i}"), n),
+        )
+        .await?;
+    }
+    let mut peak = 0.0f64;
+    loop {
+        peak = peak.max(rss_mib(s.proc.0.id()));
+        let r = running(&s.client).await?;
+        if r >= total {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(1200),
+            "only {r}/{total} pods running after 20 min"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_mib(s.proc.0.id()).max(peak);
+    Ok((secs, rss))
+}
+
+fn main() -> anyhow::Result<()> {
+    let nodes = env_num("BENCH_NODES", 1000);
+    let pods = env_num("BENCH_PODS", 10_000);
+    let scales: Vec<usize> = std::env::var("BENCH_SCALE")
+        .unwrap_or_else(|_| "7500,15000,30000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        scheduler_bench(nodes, pods).await?;
+        println!("\n== Deployments at scale on {nodes} hollow nodes (1000 replicas per Deployment) ==");
+        let mut prev: Option<(usize, f64, f64)> = None;
+        for total in scales {
+            let (secs, rss) = scale_bench(nodes, total).await?;
+            let growth = prev.map(|(pt, ps, pr)| format!("  x{:.2} pods -> time x{:.2}, RSS x{:.2}", total as f64 / pt as f64, secs / ps, rss / pr)).unwrap_or_default();
+            println!("{total:>6} pods: apply -> all Running {secs:>7.1} s ({:>6.0} pods/s), server RSS {rss:>6.0} MiB{growth}", total as f64 / secs);
+            prev = Some((total, secs, rss));
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,287 @@
+//! Filters and scores: pure functions of one pod, one node and what the node already
+//! holds. Wording of failure reasons follows kube-scheduler so `kubectl describe` output
+//! reads the same as on Kubernetes.
+
+use std::collections::HashMap;
+
+use crate::model::{NodeInfo, Resources, SchedPod, TaintInfo};
+
+/// What a node already holds: bound pods plus pods assumed onto it by in-flight binds.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    pub requested: Resources,
+    pub pods: i64,
+    /// Requested CPU/memory with best-effort defaults, for scoring.
+    pub nz_cpu: i64,
+    pub nz_memory: i64,
+    /// Pods per spread key (owner or label set).
+    pub spread: HashMap<u64, u32>,
+}
+
+/// Why one node cannot take the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NotReady,
+    Unschedulable,
+    Taint { key: String, value: String },
+    NodeAffinity,
+    Insufficient(String),
+    TooManyPods,
+}
+
+impl Reason {
+    pub fn text(&self) -> String {
+        match self {
+            Reason::NotReady => "node(s) were not ready".into(),
+            Reason::Unschedulable => "node(s) were unschedulable".into(),
+            Reason::Taint { key, value } => {
+                format!("node(s) had untolerated taint {{{key}: {value}}}")
+            }
+            Reason::NodeAffinity => "node(s) didn't match Pod's node affinity/selector".into(),
+            Reason::Insufficient(r) => format!("Insufficient {r}"),
+            Reason::TooManyPods => "Too many pods".into(),
+        }
+    }
+}
+
+/// Per-reason node counts for a pod that fits nowhere.
+#[derive(Clone, Debug, Default)]
+pub struct Diagnosis {
+    pub nodes: usize,
+    pub reasons: HashMap<Reason, usize>,
+}
+
+impl Diagnosis {
+    /// kube-scheduler's FitError text: "0/3 nodes are available: 1 node(s) had
+    /// untolerated taint {k: v}, 2 Insufficient cpu." with "<count> <reason>" entries
+    /// sorted as strings.
+    pub fn message(&self) -> String {
+        if self.nodes == 0 {
+            return "no nodes available to schedule pods".into();
+        }
+        let mut parts: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.text()))
+            .collect();
+        parts.sort();
+        format!(
+            "0/{} nodes are available: {}.",
+            self.nodes,
+            parts.join(", ")
+        )
+    }
+}
+
+const NO_SCHEDULE: &str = "NoSchedule";
+const NO_EXECUTE: &str = "NoExecute";
+const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
+
+/// The taints the node lifecycle controller would put on such a node; a pod that
+/// tolerates them (DaemonSet pods, for example) may still land there.
+fn tolerates_synthetic(pod: &SchedPod, key: &str) -> bool {
+    let t = TaintInfo {
+        key: key.to_string(),
+        value: String::new(),
+        effect: NO_SCHEDULE.to_string(),
+    };
+    pod.tolerations.iter().any(|tol| tol.tolerates(&t))
+}
+
+/// nodeSelector and required node affinity.
+pub fn matches_node_affinity(pod: &SchedPod, node: &NodeInfo) -> bool {
+    let selector_ok = pod
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v));
+    selector_ok
+        && pod
+            .required
+            .as_ref()
+            .is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
+}
+
+/// Run every filter; on failure push the node's reasons and return false. As in
+/// kube-scheduler, the first failing filter decides, except that the resource filter
+/// reports every insufficient resource.
+pub fn filter(pod: &SchedPod, node: &NodeInfo, usage: &Usage, reasons: &mut Vec<Reason>) -> bool {
+    if !node.ready && !tolerates_synthetic(pod, "node.kubernetes.io/not-ready") {
+        reasons.push(Reason::NotReady);
+        return false;
+    }
+    if node.unschedulable && !tolerates_synthetic(pod, "node.kubernetes.io/unschedulable") {
+        reasons.push(Reason::Unschedulable);
+        return false;
+    }
+    for t in &node.taints {
+        if (t.effect == NO_SCHEDULE || t.effect == NO_EXECUTE)
+            && !pod.tolerations.iter().any(|tol| tol.tolerates(t))
+        {
+            reasons.push(Reason::Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+            });
+            return false;
+        }
+    }
+    if !matches_node_affinity(pod, node) {
+        reasons.push(Reason::NodeAffinity);
+        return false;
+    }
+    let before = reasons.len();
+    if usage.pods + 1 > node.allocatable_pods {
+        reasons.push(Reason::TooManyPods);
+    }
+    let req = &pod.requests;
+    let alloc = &node.allocatable;
+    let used = &usage.requested;
+    // A resource the pod does not request is not checked, as in kube-scheduler.
+    if req.cpu > 0 && req.cpu > alloc.cpu - used.cpu {
+        reasons.push(Reason::Insufficient("cpu".into()));
+    }
+    if req.memory > 0 && req.memory > alloc.memory - used.memory {
+        reasons.push(Reason::Insufficient("memory".into()));
+    }
+    for (name, want) in &req.other {
+        if *want <= 0 {
+            continue;
+        }
+        let have = lookup(&alloc.other, name) - lookup(&used.other, name);
+        if *want > have {
+            reasons.push(Reason::Insufficient(name.clone()));
+        }
+    }
+    reasons.len() == before
+}
+
+fn lookup(list: &[(String, i64)], name: &str) -> i64 {
+    list.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+}
+
+/// The highest score a single scoring plugin gives.
+pub const MAX_SCORE: i64 = 100;
+
+/// Least-allocated: the mean of the free CPU and memory fractions after placing the pod,
+/// on the best-effort-adjusted requests.
+pub fn least_allocated(pod: &SchedPod, node: &NodeInfo, usage: &Usage) -> i64 {
+    let part = |alloc: i64, used: i64| {
+        if alloc <= 0 {
+            return 0;
+        }
+        let free = (alloc - used).max(0);
+        // i128: memory in bytes times 100 can exceed i64 on exabyte nodes.
+        (i128::from(free) * i128::from(MAX_SCORE) / i128::from(alloc)) as i64
+    };
+    let cpu = part(node.allocatable.cpu, usage.nz_cpu + pod.nz_cpu);
+    let mem = part(node.allocatable.memory, usage.nz_memory + pod.nz_memory);
+    (cpu + mem) / 2
+}
+
+/// Sum of the weights of the preferred node-affinity terms the node matches.
+pub fn preferred_affinity(pod: &SchedPod, node: &NodeInfo) -> i64 {
+    pod.preferred
+        .iter()
+        .filter(|(_, t)| t.matches(node))
+        .map(|(w, _)| i64::from(*w))
+        .sum()
+}
+
+/// Number of PreferNoSchedule taints the pod does not tolerate.
+pub fn intolerable_prefer_taints(pod: &SchedPod, node: &NodeInfo) -> i64 {
+    node.taints
+        .iter()
+        .filter(|t| t.effect == PREFER_NO_SCHEDULE)
+        .filter(|t| {
+            !pod.tolerations
+                .iter()
+                .filter(|tol| tol.effect.is_empty() || tol.effect == PREFER_NO_SCHEDULE)
+                .any(|tol| tol.tolerates(t))
+        })
+        .count() as i64
+}
+
+/// Pods of the same owner (or label set) already on the node.
+pub fn spread_count(pod: &SchedPod, usage: &Usage) -> i64 {
+    pod.spread_key
+        .and_then(|k| usage.spread.get(&k))
+        .map_or(0, |n| i64::from(*n))
+}
+
+/// Raw per-node scores, normalised across all feasible nodes by [`total_scores`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Candidate {
+    pub slot: usize,
+    pub least_allocated: i64,
+    pub affinity: i64,
+    pub prefer_taints: i64,
+    pub spread: i64,
+}
+
+impl Candidate {
+    pub fn new(slot: usize, pod: &SchedPod, node: &NodeInfo, usage: &Usage) -> Candidate {
+        Candidate {
+            slot,
+            least_allocated: least_allocated(pod, node, usage),
+            affinity: if pod.preferred.is_empty() {
+                0
+            } else {
+                preferred_affinity(pod, node)
+            },
+            prefer_taints: intolerable_prefer_taints(pod, node),
+            spread: spread_count(pod, usage),
+        }
+    }
+}
+
+/// Plugin weights, as in kube-scheduler's default profile: TaintToleration 3,
+/// NodeAffinity 2, spreading 2, NodeResourcesFit 1.
+const W_LEAST_ALLOCATED: i64 = 1;
+const W_AFFINITY: i64 = 2;
+const W_TAINTS: i64 = 3;
+const W_SPREAD: i64 = 2;
+
+/// Normalise every plugin to 0..=100 across the candidates and return the weighted
+/// totals in candidate order.
+pub fn total_scores(cands: &[Candidate], out: &mut Vec<i64>) {
+    out.clear();
+    let max_aff = cands.iter().map(|c| c.affinity).max().unwrap_or(0);
+    let max_taint = cands.iter().map(|c| c.prefer_taints).max().unwrap_or(0);
+    let max_spread = cands.iter().map(|c| c.spread).max().unwrap_or(0);
+    for c in cands {
+        let aff = if max_aff > 0 {
+            c.affinity * MAX_SCORE / max_aff
+        } else {
+            0
+        };
+        // Fewer intolerable soft taints and fewer siblings score higher.
+        let taint = if max_taint > 0 {
+            MAX_SCORE - c.prefer_taints * MAX_SCORE / max_taint
+        } else {
+            MAX_SCORE
+        };
+        let spread = if max_spread > 0 {
+            (max_spread - c.spread) * MAX_SCORE / max_spread
+        } else {
+            MAX_SCORE
+        };
+        out.push(
+            W_LEAST_ALLOCATED * c.least_allocated
+                + W_AFFINITY * aff
+                + W_TAINTS * taint
+                + W_SPREAD * spread,
+        );
+    }
+}
+
+/// How many feasible nodes to find before scoring, as kube-scheduler's adaptive
+/// percentageOfNodesToScore: all nodes up to 100, then 50% shrinking by 1% per 125
+/// nodes, never below 5% or 100 nodes. Scoring a sample keeps per-pod cost flat on big
+/// clusters; the rotating start makes successive pods look at different nodes.
+pub fn feasible_nodes_to_find(all: usize) -> usize {
+    const MIN: usize = 100;
+    if all < MIN {
+        return all;
+    }
+    let pct = 50usize.saturating_sub(all / 125).max(5);
+    (all * pct / 100).max(MIN)
+}

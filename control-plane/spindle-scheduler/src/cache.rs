@@ -1,0 +1,273 @@
+//! The scheduler's view of the cluster: nodes and what each holds, fed by watches and by
+//! the scheduler's own assumptions, and the placement decision over it.
+//!
+//! Nodes live in slots addressed by index so the decision loop walks a Vec instead of
+//! hashing node names. A slot outlives its Node object while pods are still counted on it
+//! (a node deleted and re-registered under the same name keeps correct usage).
+
+use std::collections::HashMap;
+
+use rand::Rng;
+
+use crate::algorithm::{self, Candidate, Diagnosis, Reason, Usage};
+use crate::model::{NodeInfo, Resources, SchedPod};
+
+struct Slot {
+    node: Option<NodeInfo>,
+    usage: Usage,
+}
+
+/// A pod counted on a node.
+#[derive(Clone, Debug)]
+struct Placement {
+    slot: usize,
+    requests: Resources,
+    nz_cpu: i64,
+    nz_memory: i64,
+    spread_key: Option<u64>,
+    /// Decided by us, not yet seen bound by the watch.
+    assumed: bool,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    slots: Vec<Slot>,
+    by_name: HashMap<String, usize>,
+    /// Slots that currently have a Node.
+    live: Vec<usize>,
+    /// Pod key -> where it is counted.
+    placements: HashMap<String, Placement>,
+    /// Where the next decision starts looking (kube-scheduler's nextStartNodeIndex).
+    next_start: usize,
+    // Scratch buffers reused by every decision.
+    candidates: Vec<Candidate>,
+    scores: Vec<i64>,
+    reasons: Vec<Reason>,
+}
+
+impl Cache {
+    pub fn node_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn node_name(&self, slot: usize) -> Option<&str> {
+        self.slots
+            .get(slot)
+            .and_then(|s| s.node.as_ref())
+            .map(|n| n.name.as_str())
+    }
+
+    fn slot_for(&mut self, name: &str) -> usize {
+        if let Some(i) = self.by_name.get(name) {
+            return *i;
+        }
+        let i = self.slots.len();
+        self.slots.push(Slot {
+            node: None,
+            usage: Usage::default(),
+        });
+        self.by_name.insert(name.to_string(), i);
+        i
+    }
+
+    /// Add or update a node; true when anything scheduling looks at changed (status
+    /// heartbeats do not count, so they do not wake unschedulable pods).
+    pub fn upsert_node(&mut self, info: NodeInfo) -> bool {
+        let i = self.slot_for(&info.name);
+        let slot = &mut self.slots[i];
+        match &slot.node {
+            Some(old) if *old == info => false,
+            Some(_) => {
+                slot.node = Some(info);
+                true
+            }
+            None => {
+                slot.node = Some(info);
+                self.live.push(i);
+                true
+            }
+        }
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(&i) = self.by_name.get(name) {
+            if self.slots[i].node.take().is_some() {
+                self.live.retain(|&s| s != i);
+            }
+        }
+    }
+
+    /// Replace the node set after a (re)list.
+    pub fn set_nodes(&mut self, nodes: Vec<NodeInfo>) {
+        let keep: std::collections::HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .live
+            .iter()
+            .filter_map(|&i| self.slots[i].node.as_ref())
+            .filter(|n| !keep.contains(n.name.as_str()))
+            .map(|n| n.name.clone())
+            .collect();
+        for name in gone {
+            self.remove_node(&name);
+        }
+        for n in nodes {
+            self.upsert_node(n);
+        }
+    }
+
+    fn apply(&mut self, p: &Placement, sign: i64) {
+        let u = &mut self.slots[p.slot].usage;
+        u.requested.add(&p.requests, sign);
+        u.pods += sign;
+        u.nz_cpu += sign * p.nz_cpu;
+        u.nz_memory += sign * p.nz_memory;
+        if let Some(k) = p.spread_key {
+            let n = u.spread.entry(k).or_insert(0);
+            if sign > 0 {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    u.spread.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, key: &str, slot: usize, pod: &SchedPod, assumed: bool) {
+        self.unplace(key);
+        let p = Placement {
+            slot,
+            requests: pod.requests.clone(),
+            nz_cpu: pod.nz_cpu,
+            nz_memory: pod.nz_memory,
+            spread_key: pod.spread_key,
+            assumed,
+        };
+        self.apply(&p, 1);
+        self.placements.insert(key.to_string(), p);
+    }
+
+    /// Stop counting a pod anywhere; true if it was counted.
+    pub fn unplace(&mut self, key: &str) -> bool {
+        match self.placements.remove(key) {
+            Some(p) => {
+                self.apply(&p, -1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Count a pod on the node we chose, before the binding is confirmed, so the next
+    /// decisions see the node's capacity already taken.
+    pub fn assume(&mut self, key: &str, slot: usize, pod: &SchedPod) {
+        self.place(key, slot, pod, true);
+    }
+
+    /// Undo an assumption after a failed bind (a pod the watch saw bound meanwhile stays).
+    pub fn forget(&mut self, key: &str) {
+        if self.placements.get(key).is_some_and(|p| p.assumed) {
+            self.unplace(key);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.placements.get(key).is_some_and(|p| p.assumed)
+    }
+
+    /// The watch saw the pod bound to `node`: confirm the assumption or count it.
+    pub fn observe_bound(&mut self, key: &str, node: &str, pod: &SchedPod) {
+        let slot = self.slot_for(node);
+        match self.placements.get_mut(key) {
+            // Same node: the assumption became fact; resources were counted already,
+            // but requests may have changed (in-place resize), so recount if they did.
+            Some(p) if p.slot == slot && p.requests == pod.requests => p.assumed = false,
+            _ => self.place(key, slot, pod, false),
+        }
+    }
+
+    /// Keep only the placements `keep` accepts (used after a pod relist).
+    pub fn retain_placements(&mut self, mut keep: impl FnMut(&str, bool) -> bool) {
+        let drop: Vec<String> = self
+            .placements
+            .iter()
+            .filter(|(k, p)| !keep(k, p.assumed))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in drop {
+            self.unplace(&k);
+        }
+    }
+
+    /// Pick a node for the pod, or say why none fits. Sequential by design: each call
+    /// sees every earlier assumption.
+    pub fn decide(&mut self, pod: &SchedPod, rng: &mut impl Rng) -> Result<usize, Diagnosis> {
+        let n = self.live.len();
+        if n == 0 {
+            return Err(Diagnosis::default());
+        }
+        let want = algorithm::feasible_nodes_to_find(n);
+        let start = self.next_start % n;
+        let Cache {
+            slots,
+            live,
+            candidates,
+            scores,
+            reasons,
+            ..
+        } = self;
+        candidates.clear();
+        reasons.clear();
+        let mut diagnosis = Diagnosis {
+            nodes: n,
+            ..Diagnosis::default()
+        };
+        let mut processed = 0;
+        for i in 0..n {
+            let slot_idx = live[(start + i) % n];
+            processed += 1;
+            let slot = &slots[slot_idx];
+            let Some(node) = &slot.node else { continue };
+            if algorithm::filter(pod, node, &slot.usage, reasons) {
+                candidates.push(Candidate::new(slot_idx, pod, node, &slot.usage));
+                if candidates.len() >= want {
+                    break;
+                }
+            } else {
+                for r in reasons.drain(..) {
+                    *diagnosis.reasons.entry(r).or_insert(0) += 1;
+                }
+            }
+        }
+        self.next_start = (start + processed) % n;
+        if candidates.is_empty() {
+            return Err(diagnosis);
+        }
+        algorithm::total_scores(candidates, scores);
+        // Highest score wins; ties are broken uniformly at random (reservoir sampling),
+        // so equal nodes share the load instead of the first one taking it all.
+        let mut best = 0;
+        let mut best_score = i64::MIN;
+        let mut ties = 0u32;
+        for (i, &s) in scores.iter().enumerate() {
+            if s > best_score {
+                best = i;
+                best_score = s;
+                ties = 1;
+            } else if s == best_score {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = i;
+                }
+            }
+        }
+        Ok(candidates[best].slot)
+    }
+
+    #[cfg(test)]
+    pub fn usage_of(&self, node: &str) -> Option<&Usage> {
+        self.by_name.get(node).map(|&i| &self.slots[i].usage)
+    }
+}

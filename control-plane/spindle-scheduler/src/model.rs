@@ -1,0 +1,492 @@
+//! The scheduler's own compact views of Pods and Nodes.
+//!
+//! Watch events carry full API objects; the decision loop only needs a handful of fields,
+//! pre-parsed (quantities to integers, affinity to match terms). Converting once per watch
+//! event, in the watcher task, keeps the sequential decision loop free of parsing and of
+//! string-keyed map lookups into JSON-shaped structs.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::quantity::{parse_milli, parse_value};
+
+/// CPU (millicores) and memory (bytes) counted for a pod that requests none, for scoring
+/// only, as kube-scheduler does, so best-effort pods still spread instead of piling onto
+/// the first node that looks empty.
+pub const DEFAULT_MILLI_CPU: i64 = 100;
+pub const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
+
+/// Requested or allocatable amounts: CPU in millicores, memory in bytes, anything else
+/// (ephemeral-storage, hugepages, extended resources) in whole units.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: i64,
+    pub memory: i64,
+    /// Sorted by name; usually empty, so a Vec beats a map.
+    pub other: Vec<(String, i64)>,
+}
+
+impl Resources {
+    fn get_other(&self, name: &str) -> i64 {
+        self.other
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    fn set_other(&mut self, name: &str, v: i64) {
+        match self.other.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => self.other[i].1 = v,
+            Err(i) => self.other.insert(i, (name.to_string(), v)),
+        }
+    }
+
+    /// Add (`sign` = 1) or subtract (`sign` = -1) another list.
+    pub fn add(&mut self, o: &Resources, sign: i64) {
+        self.cpu = self.cpu.saturating_add(sign.saturating_mul(o.cpu));
+        self.memory = self.memory.saturating_add(sign.saturating_mul(o.memory));
+        for (n, v) in &o.other {
+            let cur = self.get_other(n);
+            self.set_other(n, cur.saturating_add(sign.saturating_mul(*v)));
+        }
+    }
+
+    /// Per-resource maximum.
+    fn max_with(&mut self, o: &Resources) {
+        self.cpu = self.cpu.max(o.cpu);
+        self.memory = self.memory.max(o.memory);
+        for (n, v) in &o.other {
+            let cur = self.get_other(n);
+            if *v > cur {
+                self.set_other(n, *v);
+            }
+        }
+    }
+
+    /// Parse a ResourceList; unparseable values are skipped (validation rejects them
+    /// upstream, and one bad entry must not make a whole node or pod vanish).
+    pub fn from_list(list: &BTreeMap<String, Quantity>) -> Resources {
+        let mut r = Resources::default();
+        for (name, q) in list {
+            match name.as_str() {
+                "cpu" => r.cpu = parse_milli(&q.0).unwrap_or(0),
+                "memory" => r.memory = parse_value(&q.0).unwrap_or(0),
+                // The pod count is a node property, handled separately.
+                "pods" => {}
+                n => {
+                    if let Ok(v) = parse_value(&q.0) {
+                        r.set_other(n, v);
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+/// A container's effective requests: a resource with only a limit is requested at the
+/// limit, which is what API defaulting would have filled in.
+fn container_requests(c: &Container) -> Resources {
+    let Some(res) = &c.resources else {
+        return Resources::default();
+    };
+    let mut merged: BTreeMap<String, Quantity> = res.limits.clone().unwrap_or_default();
+    if let Some(req) = &res.requests {
+        for (k, v) in req {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    Resources::from_list(&merged)
+}
+
+/// Requests used for scoring: zero CPU/memory replaced by the defaults above.
+fn non_zero(r: &Resources) -> (i64, i64) {
+    (
+        if r.cpu == 0 { DEFAULT_MILLI_CPU } else { r.cpu },
+        if r.memory == 0 {
+            DEFAULT_MEMORY
+        } else {
+            r.memory
+        },
+    )
+}
+
+/// A pod's requests the way kube-scheduler computes them: the sum over app containers
+/// and restartable (sidecar) init containers, at least the peak of any regular init
+/// container (plus the sidecars already running beside it), plus pod overhead.
+/// Returns (requests, non-zero cpu, non-zero memory).
+pub fn pod_requests(pod: &Pod) -> (Resources, i64, i64) {
+    let Some(spec) = &pod.spec else {
+        return (Resources::default(), 0, 0);
+    };
+    let mut sum = Resources::default();
+    let (mut nz_cpu, mut nz_mem) = (0i64, 0i64);
+    for c in &spec.containers {
+        let r = container_requests(c);
+        let (c_cpu, c_mem) = non_zero(&r);
+        nz_cpu += c_cpu;
+        nz_mem += c_mem;
+        sum.add(&r, 1);
+    }
+    let mut init_peak = Resources::default();
+    let (mut init_nz_cpu, mut init_nz_mem) = (0i64, 0i64);
+    let mut sidecars = Resources::default();
+    let (mut side_nz_cpu, mut side_nz_mem) = (0i64, 0i64);
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c);
+        let (c_cpu, c_mem) = non_zero(&r);
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(&r, 1);
+            side_nz_cpu += c_cpu;
+            side_nz_mem += c_mem;
+        } else {
+            let mut peak = sidecars.clone();
+            peak.add(&r, 1);
+            init_peak.max_with(&peak);
+            init_nz_cpu = init_nz_cpu.max(side_nz_cpu + c_cpu);
+            init_nz_mem = init_nz_mem.max(side_nz_mem + c_mem);
+        }
+    }
+    sum.add(&sidecars, 1);
+    nz_cpu += side_nz_cpu;
+    nz_mem += side_nz_mem;
+    sum.max_with(&init_peak);
+    nz_cpu = nz_cpu.max(init_nz_cpu);
+    nz_mem = nz_mem.max(init_nz_mem);
+    if let Some(overhead) = &spec.overhead {
+        let o = Resources::from_list(overhead);
+        nz_cpu += o.cpu;
+        nz_mem += o.memory;
+        sum.add(&o, 1);
+    }
+    (sum, nz_cpu, nz_mem)
+}
+
+/// A node-selector requirement operator. Unknown operators never match (as in
+/// apimachinery, where they are a parse error that makes the term fail).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    DoesNotExist,
+    Gt(i64),
+    Lt(i64),
+    Invalid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+}
+
+impl Requirement {
+    fn from_api(r: &NodeSelectorRequirement) -> Requirement {
+        let values = r.values.clone().unwrap_or_default();
+        // Gt/Lt take exactly one integer value.
+        let int = || match values.as_slice() {
+            [v] => v.parse::<i64>().ok(),
+            _ => None,
+        };
+        let op = match r.operator.as_str() {
+            "In" => Op::In(values.clone()),
+            "NotIn" => Op::NotIn(values.clone()),
+            "Exists" => Op::Exists,
+            "DoesNotExist" => Op::DoesNotExist,
+            "Gt" => int().map_or(Op::Invalid, Op::Gt),
+            "Lt" => int().map_or(Op::Invalid, Op::Lt),
+            _ => Op::Invalid,
+        };
+        Requirement {
+            key: r.key.clone(),
+            op,
+        }
+    }
+
+    /// Does a value (None when the label is absent) satisfy this requirement?
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        match (&self.op, value) {
+            (Op::In(vs), Some(v)) => vs.iter().any(|x| x == v),
+            (Op::In(_), None) => false,
+            (Op::NotIn(vs), Some(v)) => !vs.iter().any(|x| x == v),
+            (Op::NotIn(_), None) => true,
+            (Op::Exists, v) => v.is_some(),
+            (Op::DoesNotExist, v) => v.is_none(),
+            (Op::Gt(n), Some(v)) => v.parse::<i64>().is_ok_and(|x| x > *n),
+            (Op::Lt(n), Some(v)) => v.parse::<i64>().is_ok_and(|x| x < *n),
+            (Op::Gt(_) | Op::Lt(_), None) => false,
+            (Op::Invalid, _) => false,
+        }
+    }
+}
+
+/// One nodeSelectorTerm: all label expressions and all field expressions must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Term {
+    pub labels: Vec<Requirement>,
+    pub fields: Vec<Requirement>,
+}
+
+impl Term {
+    fn from_api(t: &NodeSelectorTerm) -> Term {
+        let conv = |v: &Option<Vec<NodeSelectorRequirement>>| {
+            v.iter()
+                .flatten()
+                .map(Requirement::from_api)
+                .collect::<Vec<_>>()
+        };
+        Term {
+            labels: conv(&t.match_expressions),
+            fields: conv(&t.match_fields),
+        }
+    }
+
+    /// An empty term matches nothing, as in Kubernetes.
+    pub fn matches(&self, node: &NodeInfo) -> bool {
+        if self.labels.is_empty() && self.fields.is_empty() {
+            return false;
+        }
+        self.labels
+            .iter()
+            .all(|r| r.matches(node.labels.get(&r.key).map(String::as_str)))
+            && self.fields.iter().all(|r| match r.key.as_str() {
+                // metadata.name is the only supported node field.
+                "metadata.name" => r.matches(Some(&node.name)),
+                _ => false,
+            })
+    }
+}
+
+/// The parts of a toleration the filters use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tol {
+    pub key: String,
+    pub exists: bool,
+    pub value: String,
+    pub effect: String,
+}
+
+impl Tol {
+    fn from_api(t: &Toleration) -> Tol {
+        Tol {
+            key: t.key.clone().unwrap_or_default(),
+            exists: t.operator.as_deref() == Some("Exists"),
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Kubernetes' ToleratesTaint: effect empty matches every effect; an empty key with
+    /// Exists matches every key; Equal (the default operator) also compares the value.
+    pub fn tolerates(&self, t: &TaintInfo) -> bool {
+        if !self.effect.is_empty() && self.effect != t.effect {
+            return false;
+        }
+        if self.key.is_empty() {
+            return self.exists;
+        }
+        self.key == t.key && (self.exists || self.value == t.value)
+    }
+}
+
+/// Everything the scheduler needs to know about a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub priority: i32,
+    pub requests: Resources,
+    /// Requests for scoring, with defaults for best-effort containers.
+    pub nz_cpu: i64,
+    pub nz_memory: i64,
+    pub node_selector: Vec<(String, String)>,
+    /// Required node affinity terms (ORed); None when the pod has none.
+    pub required: Option<Vec<Term>>,
+    pub preferred: Vec<(i32, Term)>,
+    pub tolerations: Vec<Tol>,
+    /// Pods with the same key are spread apart: the controller's uid, or the labels.
+    pub spread_key: Option<u64>,
+}
+
+/// Where a pod is in its life, as far as scheduling cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRecord {
+    pub key: String,
+    /// spec.nodeName, when bound.
+    pub node_name: Option<String>,
+    /// Succeeded/Failed pods hold no resources.
+    pub terminal: bool,
+    /// Unbound, for this scheduler, not being deleted, without scheduling gates.
+    pub wants_scheduling: bool,
+    pub pod: Arc<SchedPod>,
+}
+
+fn hash_of<T: Hash>(t: T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
+}
+
+impl PodRecord {
+    pub fn from_pod(pod: &Pod, scheduler_name: &str) -> PodRecord {
+        let meta = &pod.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        // The uid identifies a pod across delete-and-recreate under the same name.
+        let key = meta
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}/{name}"));
+        let spec = pod.spec.as_ref();
+        let node_name = spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let terminal = matches!(phase, Some("Succeeded") | Some("Failed"));
+        let ours = spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default-scheduler")
+            == scheduler_name;
+        let gated = spec
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        let wants_scheduling = node_name.is_none()
+            && !terminal
+            && ours
+            && !gated
+            && meta.deletion_timestamp.is_none()
+            && spec.is_some();
+
+        let (requests, nz_cpu, nz_memory) = pod_requests(pod);
+        let node_selector = spec
+            .and_then(|s| s.node_selector.as_ref())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let node_affinity = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref());
+        let required = node_affinity
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|ns| ns.node_selector_terms.iter().map(Term::from_api).collect());
+        let preferred = node_affinity
+            .and_then(|na| {
+                na.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p.weight != 0)
+                    .map(|p| (p.weight, Term::from_api(&p.preference)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tolerations = spec
+            .and_then(|s| s.tolerations.as_ref())
+            .map(|ts| ts.iter().map(Tol::from_api).collect())
+            .unwrap_or_default();
+        let controller = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let spread_key = match (controller, &meta.labels) {
+            (Some(o), _) => Some(hash_of(("owner", &o.uid))),
+            (None, Some(labels)) if !labels.is_empty() => {
+                Some(hash_of(("labels", &namespace, labels)))
+            }
+            _ => None,
+        };
+        PodRecord {
+            key: key.clone(),
+            node_name,
+            terminal,
+            wants_scheduling,
+            pod: Arc::new(SchedPod {
+                uid: meta.uid.clone().unwrap_or_default(),
+                namespace,
+                name,
+                priority: spec.and_then(|s| s.priority).unwrap_or(0),
+                requests,
+                nz_cpu,
+                nz_memory,
+                node_selector,
+                required,
+                preferred,
+                tolerations,
+                spread_key,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaintInfo {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
+/// Everything the scheduler needs to know about a node. Equality is used to tell a
+/// scheduling-relevant change from a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub unschedulable: bool,
+    pub taints: Vec<TaintInfo>,
+    pub allocatable: Resources,
+    pub allocatable_pods: i64,
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &Node) -> NodeInfo {
+        let spec = node.spec.as_ref();
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        // Allocatable is what may be scheduled; capacity stands in only when a node
+        // reports no allocatable at all.
+        let list = status
+            .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
+            .cloned()
+            .unwrap_or_default();
+        let allocatable_pods = list
+            .get("pods")
+            .and_then(|q| parse_value(&q.0).ok())
+            .unwrap_or(0);
+        NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            ready,
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| TaintInfo {
+                            key: t.key.clone(),
+                            value: t.value.clone().unwrap_or_default(),
+                            effect: t.effect.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            allocatable: Resources::from_list(&list),
+            allocatable_pods,
+        }
+    }
+}

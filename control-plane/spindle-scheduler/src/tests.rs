@@ -1,0 +1,530 @@
+//! Filter, score and decision tests over hand-built Nodes and Pods.
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+use crate::algorithm::{filter, Diagnosis, Reason, Usage};
+use crate::cache::Cache;
+use crate::model::{pod_requests, NodeInfo, PodRecord, SchedPod};
+
+fn node(name: &str, cpu: &str, mem: &str, pods: &str, extra: Value) -> NodeInfo {
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": mem, "pods": pods},
+            "conditions": [{"type": "Ready", "status": "True"}]
+        }
+    });
+    merge(&mut v, extra);
+    let n: Node = serde_json::from_value(v).expect("test node");
+    NodeInfo::from_node(&n)
+}
+
+fn small(name: &str) -> NodeInfo {
+    node(name, "4", "8Gi", "110", json!({}))
+}
+
+fn pod_json(name: &str, extra: Value) -> Pod {
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}
+    });
+    merge(&mut v, extra);
+    serde_json::from_value(v).expect("test pod")
+}
+
+fn pod(name: &str, extra: Value) -> SchedPod {
+    (*PodRecord::from_pod(&pod_json(name, extra), "default-scheduler").pod).clone()
+}
+
+fn with_requests(name: &str, cpu: &str, mem: &str) -> SchedPod {
+    pod(
+        name,
+        json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+    )
+}
+
+/// JSON merge (objects merged recursively, anything else replaced).
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn fails(p: &SchedPod, n: &NodeInfo) -> Vec<Reason> {
+    let mut r = vec![];
+    filter(p, n, &Usage::default(), &mut r);
+    r
+}
+
+fn fits(p: &SchedPod, n: &NodeInfo) -> bool {
+    fails(p, n).is_empty()
+}
+
+#[test]
+fn ready_and_unschedulable_filters() {
+    let p = pod("p", json!({}));
+    assert!(fits(&p, &small("n")));
+    let not_ready = node(
+        "n",
+        "4",
+        "8Gi",
+        "110",
+        json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+    );
+    assert_eq!(fails(&p, &not_ready), [Reason::NotReady]);
+    let no_conditions = node(
+        "n",
+        "4",
+        "8Gi",
+        "110",
+        json!({"status": {"conditions": []}}),
+    );
+    assert_eq!(fails(&p, &no_conditions), [Reason::NotReady]);
+    let cordoned = node(
+        "n",
+        "4",
+        "8Gi",
+        "110",
+        json!({"spec": {"unschedulable": true}}),
+    );
+    assert_eq!(fails(&p, &cordoned), [Reason::Unschedulable]);
+    // A pod tolerating the unschedulable taint (DaemonSet pods do) may still go there.
+    let tolerant = pod(
+        "p",
+        json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unschedulable",
+            "operator": "Exists", "effect": "NoSchedule"}]}}),
+    );
+    assert!(fits(&tolerant, &cordoned));
+}
+
+#[test]
+fn resource_filter() {
+    let n = node("n", "2", "4Gi", "2", json!({}));
+    assert!(fits(&with_requests("p", "2", "4Gi"), &n));
+    assert_eq!(
+        fails(&with_requests("p", "2001m", "1Gi"), &n),
+        [Reason::Insufficient("cpu".into())]
+    );
+    assert_eq!(
+        fails(&with_requests("p", "3", "5Gi"), &n),
+        [
+            Reason::Insufficient("cpu".into()),
+            Reason::Insufficient("memory".into())
+        ]
+    );
+    // Against what is already used, including the pod count.
+    let mut used = Usage::default();
+    used.requested.cpu = 1500;
+    used.pods = 1;
+    let mut r = vec![];
+    assert!(!filter(&with_requests("p", "600m", "0"), &n, &used, &mut r));
+    assert_eq!(r, [Reason::Insufficient("cpu".into())]);
+    used.pods = 2;
+    r.clear();
+    assert!(!filter(&pod("p", json!({})), &n, &used, &mut r));
+    assert_eq!(r, [Reason::TooManyPods]);
+    // Extended resources the node lacks.
+    let gpu = pod(
+        "p",
+        json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"limits": {"example.com/gpu": "1"}}}]}}),
+    );
+    assert_eq!(
+        fails(&gpu, &n),
+        [Reason::Insufficient("example.com/gpu".into())]
+    );
+}
+
+#[test]
+fn requests_sum_containers_and_max_init() {
+    let p = pod_json(
+        "p",
+        json!({"spec": {
+            "containers": [
+                {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                {"name": "b", "image": "x", "resources": {"limits": {"cpu": "200m"}}}
+            ],
+            "initContainers": [
+                {"name": "i1", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "10Mi"}}},
+                {"name": "i2", "image": "x", "resources": {"requests": {"memory": "1Gi"}}}
+            ],
+            "overhead": {"cpu": "10m"}
+        }}),
+    );
+    let (r, nz_cpu, _) = pod_requests(&p);
+    assert_eq!(r.cpu, 1000 + 10, "the init peak beats the 300m sum");
+    assert_eq!(r.memory, 1024 * 1024 * 1024);
+    assert_eq!(nz_cpu, 1000 + 10);
+    // A sidecar (restartable init container) adds to the sum and to later init peaks.
+    let p = pod_json(
+        "p",
+        json!({"spec": {
+            "containers": [{"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}}}],
+            "initContainers": [
+                {"name": "s", "image": "x", "restartPolicy": "Always", "resources": {"requests": {"cpu": "50m"}}},
+                {"name": "i", "image": "x", "resources": {"requests": {"cpu": "120m"}}}
+            ]
+        }}),
+    );
+    assert_eq!(pod_requests(&p).0.cpu, 170);
+}
+
+#[test]
+fn node_selector_and_required_affinity() {
+    let n = node(
+        "n1",
+        "4",
+        "8Gi",
+        "110",
+        json!({"metadata": {"labels": {"disk": "ssd", "gen": "5"}}}),
+    );
+    assert!(fits(
+        &pod("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}})),
+        &n
+    ));
+    assert_eq!(
+        fails(
+            &pod("p", json!({"spec": {"nodeSelector": {"disk": "hdd"}}})),
+            &n
+        ),
+        [Reason::NodeAffinity]
+    );
+    let aff = |terms: Value| {
+        pod(
+            "p",
+            json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}),
+        )
+    };
+    let expr = |key: &str, op: &str, values: Value| json!([{"matchExpressions": [{"key": key, "operator": op, "values": values}]}]);
+    assert!(fits(&aff(expr("disk", "In", json!(["ssd", "nvme"]))), &n));
+    assert!(!fits(&aff(expr("disk", "NotIn", json!(["ssd"]))), &n));
+    assert!(fits(&aff(expr("zone", "NotIn", json!(["a"]))), &n));
+    assert!(fits(&aff(expr("disk", "Exists", json!([]))), &n));
+    assert!(!fits(&aff(expr("zone", "Exists", json!([]))), &n));
+    assert!(fits(&aff(expr("zone", "DoesNotExist", json!([]))), &n));
+    assert!(fits(&aff(expr("gen", "Gt", json!(["4"]))), &n));
+    assert!(!fits(&aff(expr("gen", "Gt", json!(["5"]))), &n));
+    assert!(fits(&aff(expr("gen", "Lt", json!(["6"]))), &n));
+    assert!(
+        !fits(&aff(expr("disk", "Lt", json!(["6"]))), &n),
+        "non-integer label"
+    );
+    // Expressions within a term are ANDed, terms are ORed.
+    let and = json!([{"matchExpressions": [
+        {"key": "disk", "operator": "In", "values": ["ssd"]},
+        {"key": "gen", "operator": "In", "values": ["4"]}]}]);
+    assert!(!fits(&aff(and), &n));
+    let or = json!([
+        {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]},
+        {"matchExpressions": [{"key": "gen", "operator": "In", "values": ["5"]}]}]);
+    assert!(fits(&aff(or), &n));
+    // matchFields on metadata.name.
+    let fields = |name: &str| json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}]);
+    assert!(fits(&aff(fields("n1")), &n));
+    assert_eq!(fails(&aff(fields("n2")), &n), [Reason::NodeAffinity]);
+    // An empty term matches nothing.
+    assert!(!fits(&aff(json!([{}])), &n));
+}
+
+#[test]
+fn taints_and_tolerations() {
+    let tainted = |effect: &str| {
+        node(
+            "n",
+            "4",
+            "8Gi",
+            "110",
+            json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": effect}]}}),
+        )
+    };
+    let plain = pod("p", json!({}));
+    let taint_reason = Reason::Taint {
+        key: "dedicated".into(),
+        value: "gpu".into(),
+    };
+    assert_eq!(
+        fails(&plain, &tainted("NoSchedule")),
+        [taint_reason.clone()]
+    );
+    assert_eq!(fails(&plain, &tainted("NoExecute")), [taint_reason]);
+    assert!(
+        fits(&plain, &tainted("PreferNoSchedule")),
+        "soft taints only score"
+    );
+    let tol = |t: Value| pod("p", json!({"spec": {"tolerations": [t]}}));
+    let ns = tainted("NoSchedule");
+    assert!(fits(
+        &tol(
+            json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"})
+        ),
+        &ns
+    ));
+    assert!(
+        fits(&tol(json!({"key": "dedicated", "value": "gpu"})), &ns),
+        "Equal is the default, empty effect matches all"
+    );
+    assert!(fits(
+        &tol(json!({"key": "dedicated", "operator": "Exists"})),
+        &ns
+    ));
+    assert!(
+        fits(&tol(json!({"operator": "Exists"})), &ns),
+        "empty key with Exists tolerates everything"
+    );
+    assert!(!fits(
+        &tol(json!({"key": "dedicated", "value": "cpu"})),
+        &ns
+    ));
+    assert!(!fits(
+        &tol(json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"})),
+        &ns
+    ));
+    assert!(!fits(
+        &tol(json!({"key": "other", "operator": "Exists"})),
+        &ns
+    ));
+}
+
+fn cache_with(nodes: Vec<NodeInfo>) -> Cache {
+    let mut c = Cache::default();
+    for n in nodes {
+        c.upsert_node(n);
+    }
+    c
+}
+
+fn decide_name(c: &mut Cache, p: &SchedPod) -> Option<String> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    c.decide(p, &mut rng)
+        .ok()
+        .and_then(|s| c.node_name(s).map(str::to_string))
+}
+
+#[test]
+fn least_allocated_prefers_emptier_node() {
+    let mut c = cache_with(vec![small("busy"), small("idle")]);
+    let filler = with_requests("filler", "3", "6Gi");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let busy = c.decide(&filler, &mut rng).ok();
+    // Whichever node took the filler, the next pod goes to the other one.
+    let busy = busy.and_then(|s| c.node_name(s).map(str::to_string));
+    let Some(busy) = busy else {
+        panic!("filler fits")
+    };
+    let slot = (0..2).find(|&s| c.node_name(s) == Some(busy.as_str()));
+    c.assume("filler", slot.unwrap_or(0), &filler);
+    let next = decide_name(&mut c, &with_requests("p", "100m", "100Mi"));
+    assert!(next.is_some_and(|n| n != busy));
+    // Best-effort pods spread too (counted at default requests for scoring).
+    let mut c = cache_with(vec![small("a"), small("b")]);
+    let mut placed = std::collections::HashMap::new();
+    for i in 0..10 {
+        let p = pod(&format!("be{i}"), json!({}));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(i);
+        let s = c.decide(&p, &mut rng).ok().unwrap_or(usize::MAX);
+        c.assume(&p.uid, s, &p);
+        *placed.entry(s).or_insert(0) += 1;
+    }
+    assert_eq!(placed.len(), 2);
+    assert!(placed.values().all(|&n| n == 5), "{placed:?}");
+}
+
+#[test]
+fn preferred_affinity_and_soft_taints_steer_placement() {
+    let labelled = node(
+        "fast",
+        "4",
+        "8Gi",
+        "110",
+        json!({"metadata": {"labels": {"disk": "ssd"}}}),
+    );
+    let mut c = cache_with(vec![small("a"), labelled, small("b")]);
+    let p = pod(
+        "p",
+        json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}
+        ]}}}}),
+    );
+    for _ in 0..5 {
+        assert_eq!(decide_name(&mut c, &p).as_deref(), Some("fast"));
+    }
+    let soft = |name: &str| {
+        node(
+            name,
+            "4",
+            "8Gi",
+            "110",
+            json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "PreferNoSchedule"}]}}),
+        )
+    };
+    let mut c = cache_with(vec![soft("s1"), small("clean"), soft("s2")]);
+    for _ in 0..5 {
+        assert_eq!(
+            decide_name(&mut c, &pod("p", json!({}))).as_deref(),
+            Some("clean")
+        );
+    }
+}
+
+#[test]
+fn same_owner_pods_spread() {
+    let mut c = cache_with(vec![small("a"), small("b"), small("c")]);
+    let owned = |i: usize| {
+        pod(
+            &format!("rs-{i}"),
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "rs", "uid": "rs-uid", "controller": true}]}}),
+        )
+    };
+    // Load node a with unrelated pods so least-allocated alone would avoid it; then
+    // place siblings on b and c: the next sibling must still prefer a.
+    let first = owned(0);
+    let second = owned(1);
+    c.assume("x1", 1, &first);
+    c.assume("x2", 2, &second);
+    let third = owned(2);
+    assert_eq!(decide_name(&mut c, &third).as_deref(), Some("a"));
+    // Pods without owners spread by identical labels.
+    let labelled = |i: usize| {
+        pod(
+            &format!("l{i}"),
+            json!({"metadata": {"labels": {"app": "web"}}}),
+        )
+    };
+    assert_eq!(labelled(0).spread_key, labelled(1).spread_key);
+    assert_ne!(
+        labelled(0).spread_key,
+        pod("z", json!({"metadata": {"labels": {"app": "db"}}})).spread_key
+    );
+}
+
+#[test]
+fn unschedulable_message_format() {
+    let mut c = cache_with(vec![
+        node(
+            "t",
+            "4",
+            "8Gi",
+            "110",
+            json!({"spec": {"taints": [{"key": "key", "value": "value", "effect": "NoSchedule"}]}}),
+        ),
+        node("small1", "1", "8Gi", "110", json!({})),
+        node("small2", "1", "8Gi", "110", json!({})),
+    ]);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let d = c.decide(&with_requests("big", "2", "1Gi"), &mut rng);
+    let Err(d) = d else { panic!("must not fit") };
+    assert_eq!(
+        d.message(),
+        "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient cpu."
+    );
+    let d = Diagnosis {
+        nodes: 4,
+        reasons: [
+            (Reason::TooManyPods, 1),
+            (Reason::Insufficient("memory".into()), 2),
+            (Reason::Insufficient("cpu".into()), 2),
+            (Reason::Unschedulable, 1),
+            (Reason::NodeAffinity, 1),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    assert_eq!(
+        d.message(),
+        "0/4 nodes are available: 1 Too many pods, 1 node(s) didn't match Pod's node affinity/selector, \
+         1 node(s) were unschedulable, 2 Insufficient cpu, 2 Insufficient memory."
+    );
+    assert_eq!(
+        Cache::default()
+            .decide(&pod("p", json!({})), &mut rng)
+            .err()
+            .map(|d| d.message()),
+        Some("no nodes available to schedule pods".to_string())
+    );
+}
+
+#[test]
+fn assumed_pods_count_and_forget_frees() {
+    let mut c = cache_with(vec![node("only", "1", "1Gi", "110", json!({}))]);
+    let p1 = with_requests("p1", "600m", "100Mi");
+    let p2 = with_requests("p2", "600m", "100Mi");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let s = c.decide(&p1, &mut rng).ok();
+    let Some(s) = s else { panic!("p1 fits") };
+    c.assume("p1", s, &p1);
+    assert!(c.decide(&p2, &mut rng).is_err(), "assumed p1 holds the cpu");
+    c.forget("p1");
+    assert!(c.decide(&p2, &mut rng).is_ok());
+    // Confirmation by the watch keeps the count once, and forget then does nothing.
+    c.assume("p1", s, &p1);
+    c.observe_bound("p1", "only", &p1);
+    assert!(!c.is_assumed("p1"));
+    c.forget("p1");
+    assert_eq!(c.usage_of("only").map(|u| u.requested.cpu), Some(600));
+    assert!(c.unplace("p1"));
+    assert_eq!(
+        c.usage_of("only").map(|u| (u.requested.cpu, u.pods)),
+        Some((0, 0))
+    );
+}
+
+/// Not a timed assertion: a smoke benchmark of the sequential decision path at the
+/// target scale (1,000 nodes), printing decisions per second. Run with `--nocapture`
+/// (release mode for meaningful numbers) to see the figure.
+#[test]
+fn decision_throughput_1000_nodes() {
+    let nodes: Vec<NodeInfo> = (0..1000)
+        .map(|i| node(&format!("node-{i}"), "32", "64Gi", "110", json!({})))
+        .collect();
+    let mut c = cache_with(nodes);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
+    let pods: Vec<SchedPod> = (0..20_000)
+        .map(|i| {
+            pod(
+                &format!("p{i}"),
+                json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "rs", "uid": format!("rs-{}", i % 50), "controller": true}]},
+                    "spec": {"containers": [{"name": "c", "image": "x",
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let mut placed = 0;
+    for p in &pods {
+        if let Ok(s) = c.decide(p, &mut rng) {
+            c.assume(&p.uid, s, p);
+            placed += 1;
+        }
+    }
+    let dt = start.elapsed();
+    eprintln!(
+        "decided {placed} pods onto 1000 nodes in {dt:?}: {:.0} decisions/s",
+        placed as f64 / dt.as_secs_f64()
+    );
+    assert_eq!(placed, pods.len());
+    // 20,000 pods over 1,000 nodes of 110 pods: nobody overcommitted, load spread.
+    let per_node: Vec<i64> = (0..1000)
+        .filter_map(|i| c.usage_of(&format!("node-{i}")).map(|u| u.pods))
+        .collect();
+    assert!(per_node.iter().all(|&n| n <= 110));
+    assert!(
+        per_node.iter().all(|&n| (10..=30).contains(&n)),
+        "uneven: {per_node:?}"
+    );
+}

@@ -1,0 +1,254 @@
+//! The scheduler places pods by nodeSelector, node affinity, taints/tolerations and
+//! resource requests; impossible pods stay Pending with the reason; drain moves pods;
+//! nodes that stop heartbeating go NotReady and their pods come back elsewhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, KUBECTL_DEFAULT as K};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn pod(name: &str, extra_spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: c\n    image: registry.local/x:v1\n{extra_spec}")
+}
+
+fn node_of(c: &Cluster, pod: &str) -> String {
+    c.wait_for_output(
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        "Running",
+        MINUTE,
+    );
+    c.ok(K, &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+}
+
+fn create(c: &Cluster, manifest: &str) {
+    let out = c.apply_stdin(K, &["create", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn scheduler_honours_selectors_affinity_taints_and_resources() {
+    let c = Cluster::start();
+    let _nodes = c.hollow_nodes(3, "n", &["--cpu", "2", "--memory", "4Gi"]);
+    c.wait_for_output(
+        &["get", "nodes", "-o", "name"],
+        "node/n-0\nnode/n-1\nnode/n-2",
+        MINUTE,
+    );
+    c.ok(K, &["label", "node", "n-1", "disk=ssd"]);
+    c.ok(K, &["taint", "node", "n-2", "dedicated=batch:NoSchedule"]);
+
+    create(&c, &pod("wants-ssd", "  nodeSelector:\n    disk: ssd\n"));
+    assert_eq!(node_of(&c, "wants-ssd"), "n-1");
+
+    let affinity = "  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/hostname, operator: In, values: [n-0, n-2]}\n";
+    create(&c, &pod("affine", affinity));
+    assert_eq!(
+        node_of(&c, "affine"),
+        "n-0",
+        "n-2 is tainted, so only n-0 fits"
+    );
+
+    let tolerant = "  tolerations:\n  - {key: dedicated, operator: Equal, value: batch, effect: NoSchedule}\n  nodeSelector:\n    kubernetes.io/hostname: n-2\n";
+    create(&c, &pod("tolerant", tolerant));
+    assert_eq!(node_of(&c, "tolerant"), "n-2");
+    create(
+        &c,
+        &pod(
+            "intolerant",
+            "  nodeSelector:\n    kubernetes.io/hostname: n-2\n",
+        ),
+    );
+
+    // Requests: 1500m on 2-cpu nodes fits once per node.
+    let big = "    resources:\n      requests:\n        cpu: 1500m\n";
+    for i in 0..2 {
+        create(
+            &c,
+            &pod(
+                &format!("big-{i}"),
+                &format!("{big}  tolerations:\n  - {{key: dedicated, operator: Exists}}\n"),
+            ),
+        );
+    }
+    let b0 = node_of(&c, "big-0");
+    let b1 = node_of(&c, "big-1");
+    assert_ne!(b0, b1, "two 1500m pods cannot share a 2-cpu node");
+
+    create(
+        &c,
+        &pod(
+            "impossible",
+            "    resources:\n      requests:\n        cpu: \"64\"\n",
+        ),
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "impossible",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].reason}"#,
+        ],
+        "Unschedulable",
+        MINUTE,
+    );
+    let d = c.ok(K, &["describe", "pod", "impossible"]);
+    assert!(
+        d.contains("FailedScheduling")
+            && d.contains("0/3 nodes are available")
+            && d.contains("Insufficient cpu"),
+        "{d}"
+    );
+    assert_eq!(
+        c.ok(
+            K,
+            &["get", "pod", "intolerant", "-o", "jsonpath={.status.phase}"]
+        ),
+        "Pending"
+    );
+    let d = c.ok(K, &["describe", "pod", "intolerant"]);
+    assert!(
+        d.contains("FailedScheduling") && d.contains("untolerated taint"),
+        "{d}"
+    );
+}
+
+#[test]
+fn drain_and_node_failure_move_pods() {
+    let c = Cluster::start_with(&[
+        "--node-monitor-grace-period",
+        "4s",
+        "--default-not-ready-toleration",
+        "3s",
+    ]);
+    let _stable = c.hollow_nodes(2, "stable", &[]);
+    let mut doomed = c.hollow_nodes(1, "doomed", &[]);
+    c.wait_for_output(
+        &["get", "nodes", "-o", "name"],
+        "node/doomed-0\nnode/stable-0\nnode/stable-1",
+        MINUTE,
+    );
+
+    c.ok(
+        K,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=registry.local/web:v1",
+            "--replicas=6",
+        ],
+    );
+    c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let on = |node: &str| {
+        c.ok(
+            K,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "name",
+            ],
+        )
+        .lines()
+        .count()
+    };
+    assert!(on("stable-0") > 0, "pods should spread over the nodes");
+
+    // Drain: cordon plus evictions; the Deployment re-creates the pods elsewhere.
+    c.ok(
+        K,
+        &["drain", "stable-0", "--ignore-daemonsets", "--timeout=60s"],
+    );
+    assert_eq!(on("stable-0"), 0);
+    assert!(c
+        .ok(K, &["get", "node", "stable-0"])
+        .contains("SchedulingDisabled"));
+    c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    c.ok(K, &["uncordon", "stable-0"]);
+    assert!(!c
+        .ok(K, &["get", "node", "stable-0"])
+        .contains("SchedulingDisabled"));
+
+    // A node that dies: NotReady, tainted, its pods evicted and re-created elsewhere.
+    let before = on("doomed-0");
+    assert!(before > 0, "expected pods on doomed-0");
+    doomed.kill();
+    c.wait_for_output(
+        &[
+            "get",
+            "node",
+            "doomed-0",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+        "Unknown",
+        MINUTE,
+    );
+    let taints = c.ok(
+        K,
+        &[
+            "get",
+            "node",
+            "doomed-0",
+            "-o",
+            "jsonpath={.spec.taints[*].key}",
+        ],
+    );
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    // Evicted after the 3 s toleration: every pod there is terminating, and the Deployment
+    // is whole again on the remaining nodes.
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        let out = c.ok(K, &["get", "pods", "-l", "app=web", "--field-selector", "spec.nodeName=doomed-0", "-o", r#"jsonpath={range .items[*]}{.metadata.name}|{.metadata.deletionTimestamp}{"\n"}{end}"#]);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        if lines.len() == before && lines.iter().all(|l| !l.ends_with('|')) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods on the dead node were not evicted: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.wait_for_output(
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ],
+        "6",
+        MINUTE,
+    );
+    let placed = c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            r#"jsonpath={range .items[?(@.status.phase=="Running")]}{.spec.nodeName}{"\n"}{end}"#,
+        ],
+    );
+    assert!(
+        placed.lines().filter(|n| n.starts_with("stable-")).count() >= 6,
+        "replacements must run on the live nodes: {placed}"
+    );
+}
