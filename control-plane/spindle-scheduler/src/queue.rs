@@ -83,7 +83,7 @@ impl Queue {
         }
     }
 
-    fn to_backoff(&mut self, key: &str, until: Instant) {
+    fn defer_until(&mut self, key: &str, until: Instant) {
         let seq = self.seq();
         if let Some(e) = self.entries.get_mut(key) {
             if let State::Unschedulable(_) = e.state {
@@ -167,7 +167,7 @@ impl Queue {
     pub fn retry_later(&mut self, key: &str, now: Instant) {
         if let Some(e) = self.entries.get(key) {
             let until = now + backoff_for(e.attempts);
-            self.to_backoff(key, until);
+            self.defer_until(key, until);
         }
     }
 
@@ -189,7 +189,7 @@ impl Queue {
                 .get(&key)
                 .and_then(|e| e.last_attempt.map(|t| t + backoff_for(e.attempts)));
             match due {
-                Some(due) if due > now => self.to_backoff(&key, due),
+                Some(due) if due > now => self.defer_until(&key, due),
                 _ => self.activate(&key),
             }
         }

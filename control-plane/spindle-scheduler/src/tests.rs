@@ -258,7 +258,7 @@ fn taints_and_tolerations() {
     };
     assert_eq!(
         fails(&plain, &tainted("NoSchedule")),
-        [taint_reason.clone()]
+        std::slice::from_ref(&taint_reason)
     );
     assert_eq!(fails(&plain, &tainted("NoExecute")), [taint_reason]);
     assert!(
