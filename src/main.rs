@@ -4,6 +4,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+
+// The API server churns through many short-lived JSON values; glibc malloc spent half the
+// server's CPU in consolidation and fragmented memory under load (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -81,8 +86,8 @@ struct ServerArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
-    /// Changes kept for watches to resume from; older resourceVersions get 410 Expired.
-    #[arg(long, default_value_t = 20_000)]
+    /// Changes kept (on disk) for watches to resume from; older resourceVersions get 410.
+    #[arg(long, default_value_t = 100_000)]
     watch_history: usize,
     /// A node whose Lease is not renewed for this long becomes NotReady.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]

@@ -109,7 +109,7 @@ async fn drop_owner_ref(
                 m.remove("ownerReferences");
             }
         }
-        match store_update(st, &t.kind, &kv, obj, &Query::default(), &[]).await {
+        match store_update(st, &t.kind, &kv, Some(&old), obj, &Query::default(), &[]).await {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
             Ok(_) => return Ok(others),

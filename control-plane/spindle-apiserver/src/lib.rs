@@ -62,6 +62,7 @@ pub struct AppState {
     pub tokens: Arc<Vec<(String, User)>>,
     pub ca_pem: Arc<str>,
     pub default_toleration_seconds: i64,
+    pub event_cache: Arc<watch::EventCache>,
 }
 
 impl AppState {
@@ -261,6 +262,7 @@ pub async fn start(
         ]),
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
+        event_cache: Arc::new(watch::EventCache::default()),
     };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));

@@ -791,6 +791,7 @@ pub(crate) async fn store_update(
     st: &AppState,
     kind: &Kind,
     old_kv: &KeyValue,
+    old: Option<&Value>,
     mut obj: Value,
     q: &Query,
     warnings: &[String],
@@ -829,8 +830,7 @@ pub(crate) async fn store_update(
     if q.dry_run() {
         return Ok(json_response(StatusCode::OK, &obj, warnings));
     }
-    let stored = decode_stored(old_kv)?;
-    if stored == obj {
+    if old.is_some_and(|o| *o == obj) {
         // Nothing changed: Kubernetes does not write (and keeps the resourceVersion).
         return Ok(json_response(StatusCode::OK, &obj, warnings));
     }
@@ -905,6 +905,11 @@ async fn finish_update(
     validation::default_object(t.kind.kind, &mut obj);
     validate_or_reject(&t.kind, &obj)?;
     validate_immutable(&t.kind, &old, &obj)?;
+    meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    if obj == old {
+        // A no-op write: Kubernetes neither stores it nor touches managedFields.
+        return Ok(json_response(StatusCode::OK, &obj, &warnings));
+    }
     if record {
         let mgr = field_manager(q, headers);
         spindle_patch::ssa::record_update(
@@ -916,7 +921,7 @@ async fn finish_update(
         );
     }
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-    store_update(st, &t.kind, &kv, obj, q, &warnings).await
+    store_update(st, &t.kind, &kv, Some(&old), obj, q, &warnings).await
 }
 
 fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
@@ -1335,7 +1340,7 @@ pub(crate) async fn remove_finalizer(st: &AppState, t: &Target, finalizer: &str)
         if list.len() == before {
             return Ok(());
         }
-        match store_update(st, &t.kind, &kv, obj, &Query::default(), &[]).await {
+        match store_update(st, &t.kind, &kv, Some(&old), obj, &Query::default(), &[]).await {
             Err(e) if e.reason == "Conflict" => continue,
             other => return other.map(|_| ()),
         }

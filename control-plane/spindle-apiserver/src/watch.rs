@@ -30,6 +30,13 @@ struct Emitter {
 }
 
 impl Emitter {
+    async fn send_line(&mut self, line: &str) -> bool {
+        self.tx
+            .send(Ok(Bytes::copy_from_slice(line.as_bytes())))
+            .await
+            .is_ok()
+    }
+
     async fn send(&mut self, ty: &str, mut obj: Value) -> bool {
         if self.table && ty != "ERROR" && ty != "BOOKMARK" {
             let rv = obj
@@ -55,6 +62,66 @@ impl Emitter {
         let mut line = json!({"type": ty, "object": obj}).to_string();
         line.push('\n');
         self.tx.send(Ok(Bytes::from(line))).await.is_ok()
+    }
+}
+
+/// A decoded watch event and its wire line, shared by every watcher of the same change:
+/// with many watchers on pods, decoding and encoding once per change instead of once per
+/// watcher is most of the API server's watch cost.
+pub struct Decoded {
+    pub obj: Value,
+    pub line: String,
+}
+
+/// Recently decoded events by revision.
+pub struct EventCache {
+    inner: std::sync::Mutex<(
+        std::collections::HashMap<u64, Arc<Decoded>>,
+        std::collections::VecDeque<u64>,
+    )>,
+}
+
+const EVENT_CACHE_SIZE: usize = 2048;
+
+impl Default for EventCache {
+    fn default() -> Self {
+        EventCache {
+            inner: std::sync::Mutex::new((Default::default(), Default::default())),
+        }
+    }
+}
+
+impl EventCache {
+    pub fn decode(&self, ev: &spindle_store::Event, ty: &str) -> Option<Arc<Decoded>> {
+        if let Some(d) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(&ev.revision)
+        {
+            return Some(d.clone());
+        }
+        let kv = spindle_store::KeyValue {
+            key: ev.key.clone(),
+            value: ev.value.clone(),
+            mod_revision: ev.revision,
+        };
+        let obj = decode_stored(&kv).ok()?;
+        let mut line = json!({"type": ty, "object": obj}).to_string();
+        line.push('\n');
+        let d = Arc::new(Decoded { obj, line });
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *g;
+        if map.insert(ev.revision, d.clone()).is_none() {
+            order.push_back(ev.revision);
+            while order.len() > EVENT_CACHE_SIZE {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        Some(d)
     }
 }
 
@@ -156,17 +223,18 @@ async fn run(
             ev = stream.next() => {
                 let Some(ev) = ev else { return };
                 last_seen = ev.revision;
-                let kv = spindle_store::KeyValue { key: ev.key.clone(), value: ev.value.clone(), mod_revision: ev.revision };
-                let Ok(obj) = decode_stored(&kv) else { continue };
-                if !sel.matches(&obj) {
-                    continue;
-                }
                 let ty = match ev.kind {
                     EventType::Created => "ADDED",
                     EventType::Modified => "MODIFIED",
                     EventType::Deleted => "DELETED",
+                    EventType::Progress => continue,
                 };
-                if !em.send(ty, obj).await {
+                let Some(d) = st.event_cache.decode(&ev, ty) else { continue };
+                if !sel.matches(&d.obj) {
+                    continue;
+                }
+                let sent = if em.table { em.send(ty, d.obj.clone()).await } else { em.send_line(&d.line).await };
+                if !sent {
                     return;
                 }
             }

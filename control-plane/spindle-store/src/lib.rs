@@ -30,6 +30,9 @@ pub enum EventType {
     Created,
     Modified,
     Deleted,
+    /// No change under the watched prefix up to `revision` (key and value empty): lets a
+    /// watcher advance its resume point while nothing it watches changes.
+    Progress,
 }
 
 /// One change. For a delete, `value` is the last state before deletion.

@@ -98,7 +98,7 @@ fn encode_event(ev: &Event) -> Vec<u8> {
     let kind = match ev.kind {
         EventType::Created => 0u8,
         EventType::Modified => 1,
-        EventType::Deleted => 2,
+        EventType::Deleted | EventType::Progress => 2,
     };
     let key = ev.key.as_bytes();
     let mut v = Vec::with_capacity(5 + key.len() + ev.value.len());
@@ -161,7 +161,7 @@ impl SledStore {
             Some(f) => compacted.max(f.saturating_sub(1)),
             None => compacted.max(revision),
         };
-        let (events_tx, _) = broadcast::channel(8192);
+        let (events_tx, _) = broadcast::channel(65536);
         let shared = Arc::new(Shared {
             db,
             objects,
@@ -493,10 +493,26 @@ impl Store for SledStore {
                     return;
                 }
             }
+            let mut progress_at = std::time::Instant::now();
             loop {
                 match rx.recv().await {
                     Ok(ev) => {
-                        if ev.revision <= last || !matches_prefix(&ev.key, &prefix) {
+                        if ev.revision <= last {
+                            continue;
+                        }
+                        if !matches_prefix(&ev.key, &prefix) {
+                            // Let idle watchers learn how far the store has moved, so their
+                            // bookmarks (and resumes) do not fall out of the history.
+                            last = ev.revision;
+                            if progress_at.elapsed() >= std::time::Duration::from_secs(1) {
+                                progress_at = std::time::Instant::now();
+                                let _ = tx.try_send(Event {
+                                    kind: EventType::Progress,
+                                    key: String::new(),
+                                    value: Arc::from(&[][..]),
+                                    revision: ev.revision,
+                                });
+                            }
                             continue;
                         }
                         last = ev.revision;
