@@ -74,11 +74,13 @@ pub struct Decoded {
 }
 
 /// Recently decoded events by revision.
+type DecodedByRevision = (
+    std::collections::HashMap<u64, Arc<Decoded>>,
+    std::collections::VecDeque<u64>,
+);
+
 pub struct EventCache {
-    inner: std::sync::Mutex<(
-        std::collections::HashMap<u64, Arc<Decoded>>,
-        std::collections::VecDeque<u64>,
-    )>,
+    inner: std::sync::Mutex<DecodedByRevision>,
 }
 
 const EVENT_CACHE_SIZE: usize = 2048;

@@ -34,9 +34,19 @@ impl Default for Options {
 pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
     let deploy_events = events::Recorder::new(client.clone(), "deployment-controller");
     let rs_events = events::Recorder::new(client.clone(), "replicaset-controller");
+    // One pod cache for every controller: at tens of thousands of pods a copy per
+    // controller is most of the control plane's memory.
+    let rs_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let q = rs_queue.clone();
+    let pods = runtime::informer(
+        kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+        runtime::watch_config(),
+        Some(Box::new(replicaset::pod_index)),
+        move |ch| replicaset::on_pod_change(&q, ch),
+    );
     tokio::select! {
         r = deployment::run(client.clone(), deploy_events) => r,
-        r = replicaset::run(client.clone(), rs_events) => r,
-        r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone()) => r,
+        r = replicaset::run(client.clone(), rs_events, rs_queue, pods.clone()) => r,
+        r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone(), pods) => r,
     }
 }

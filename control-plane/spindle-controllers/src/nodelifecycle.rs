@@ -35,7 +35,12 @@ struct Ctx {
     opts: Options,
 }
 
-pub async fn run(client: Client, recorder: Recorder, opts: Options) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    recorder: Recorder,
+    opts: Options,
+    pods: Arc<Cache<Pod>>,
+) -> anyhow::Result<()> {
     let nodes = informer(
         Api::<Node>::all(client.clone()),
         watch_config(),
@@ -46,18 +51,6 @@ pub async fn run(client: Client, recorder: Recorder, opts: Options) -> anyhow::R
         Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
         watch_config(),
         None,
-        |_| {},
-    );
-    let pods = informer(
-        Api::<Pod>::all(client.clone()),
-        watch_config(),
-        Some(Box::new(|p: &Pod| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .into_iter()
-                .collect()
-        })),
         |_| {},
     );
     nodes.wait_synced().await;
@@ -195,7 +188,7 @@ async fn mark_unknown(ctx: &Ctx, n: &Node) -> kube::Result<()> {
 /// MarkPodsNotReady), so Services and Deployments stop counting them at once.
 async fn mark_pods_not_ready(ctx: &Ctx, n: &Node) {
     let now = Timestamp::now().to_string();
-    for p in ctx.pods.by_index(&n.name_any()) {
+    for p in ctx.pods.by_index(&format!("node/{}", n.name_any())) {
         let Some(conds) = p.status.as_ref().and_then(|s| s.conditions.clone()) else {
             continue;
         };
@@ -343,7 +336,7 @@ async fn evict_from_tainted_nodes(ctx: &Ctx) -> anyhow::Result<()> {
         if !taints.iter().any(|t| t.effect == "NoExecute") {
             continue;
         }
-        for p in ctx.pods.by_index(&n.name_any()) {
+        for p in ctx.pods.by_index(&format!("node/{}", n.name_any())) {
             if p.metadata.deletion_timestamp.is_some() {
                 continue;
             }

@@ -92,8 +92,43 @@ pub fn is_available(p: &Pod, min_ready: i64, now: k8s_openapi::jiff::Timestamp) 
     }
 }
 
-pub async fn run(client: Client, recorder: Recorder) -> anyhow::Result<()> {
-    let queue: Arc<Queue<String>> = Queue::new();
+/// Index values of the shared pod cache: by controlling owner and by node.
+pub fn pod_index(p: &Pod) -> Vec<String> {
+    let mut out: Vec<String> = controller_uid(&p.metadata)
+        .into_iter()
+        .map(|u| format!("owner/{u}"))
+        .collect();
+    if let Some(n) = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+    {
+        out.push(format!("node/{n}"));
+    }
+    out
+}
+
+/// Enqueue the ReplicaSets a pod change concerns (the pod's controller, before and after).
+pub fn on_pod_change(q: &Queue<String>, ch: Change<'_, Pod>) {
+    let (new, old) = match ch {
+        Change::Upsert { new, old } => (new.clone(), old.cloned()),
+        Change::Delete(o) => (o.clone(), None),
+    };
+    for p in [Some(new), old].into_iter().flatten() {
+        if let Some(r) = controller_ref(&p.metadata).filter(|r| r.kind == "ReplicaSet") {
+            q.add(format!("{}/{}", p.namespace().unwrap_or_default(), r.name));
+        }
+    }
+}
+
+/// Run the controller over the shared pod cache; `queue` is the one `on_pod_change` feeds.
+pub async fn run(
+    client: Client,
+    recorder: Recorder,
+    queue: Arc<Queue<String>>,
+    pods: Arc<Cache<Pod>>,
+) -> anyhow::Result<()> {
     let q = queue.clone();
     let rss = informer(
         Api::<ReplicaSet>::all(client.clone()),
@@ -102,25 +137,6 @@ pub async fn run(client: Client, recorder: Recorder) -> anyhow::Result<()> {
         move |ch| match ch {
             Change::Upsert { new, .. } => q.add(key_of(new.as_ref())),
             Change::Delete(o) => q.add(key_of(o.as_ref())),
-        },
-    );
-    let q = queue.clone();
-    let pods = informer(
-        Api::<Pod>::all(client.clone()),
-        watch_config(),
-        Some(Box::new(|p: &Pod| {
-            controller_uid(&p.metadata).into_iter().collect()
-        })),
-        move |ch| {
-            let (new, old) = match ch {
-                Change::Upsert { new, old } => (new.clone(), old.cloned()),
-                Change::Delete(o) => (o.clone(), None),
-            };
-            for p in [Some(new), old].into_iter().flatten() {
-                if let Some(r) = controller_ref(&p.metadata).filter(|r| r.kind == "ReplicaSet") {
-                    q.add(format!("{}/{}", p.namespace().unwrap_or_default(), r.name));
-                }
-            }
         },
     );
     rss.wait_synced().await;
@@ -185,7 +201,7 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let spec = rs.spec.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
     let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
-    let owned = ctx.pods.by_index(&uid);
+    let owned = ctx.pods.by_index(&format!("owner/{uid}"));
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let (pending_creates, pending_deletes) = {
         let mut all = ctx.expectations.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,7 +356,7 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let active: Vec<Arc<Pod>> = ctx
         .pods
-        .by_index(&uid)
+        .by_index(&format!("owner/{uid}"))
         .into_iter()
         .filter(|p| is_active(p))
         .collect();

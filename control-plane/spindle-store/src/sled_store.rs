@@ -161,7 +161,7 @@ impl SledStore {
             Some(f) => compacted.max(f.saturating_sub(1)),
             None => compacted.max(revision),
         };
-        let (events_tx, _) = broadcast::channel(65536);
+        let (events_tx, _) = broadcast::channel(16384);
         let shared = Arc::new(Shared {
             db,
             objects,
