@@ -178,7 +178,10 @@ fn bare_pod(name: &str) -> Pod {
 }
 
 async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let namespace = k8s_openapi::api::core::v1::Namespace { metadata: ObjectMeta { name: Some(format!("bench-{prefix}")), ..Default::default() }, ..Default::default() };
+    let _ = ns.create(&PostParams::default(), &namespace).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &format!("bench-{prefix}"));
     let errors = Arc::new(AtomicUsize::new(0));
     futures::stream::iter(0..n)
         .for_each_concurrent(64, |i| {
@@ -203,28 +206,29 @@ async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<
     Ok(())
 }
 
-/// Whether any pod with this name prefix is still unbound. Cheap on purpose (a field
-/// selector and limit=1), so polling does not load the server being measured.
-async fn any_unbound(client: &Client, prefix: &str) -> anyhow::Result<bool> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let lp = ListParams::default()
-        .labels(&format!("bench={prefix}"))
-        .fields("spec.nodeName=")
-        .limit(1);
-    Ok(!api.list(&lp).await?.items.is_empty())
-}
-
-async fn wait_bound(client: &Client, prefix: &str, since: Instant) -> anyhow::Result<Duration> {
-    loop {
-        if !any_unbound(client, prefix).await? {
-            return Ok(since.elapsed());
+/// Time until `n` pods in `ns` are bound, counted from a watch (one decode per change on
+/// the server, shared with every other watcher) so that measuring adds little load.
+async fn wait_bound(client: &Client, ns: &str, n: usize, since: Instant) -> anyhow::Result<Duration> {
+    use kube::runtime::watcher;
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut bound = std::collections::HashSet::new();
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let deadline = since + Duration::from_secs(600);
+    while bound.len() < n {
+        let ev = tokio::time::timeout_at(deadline.into(), stream.next()).await.map_err(|_| anyhow::anyhow!("only {} of {n} pods bound", bound.len()))?;
+        let pods: Vec<Pod> = match ev {
+            Some(Ok(watcher::Event::Apply(p))) | Some(Ok(watcher::Event::InitApply(p))) => vec![p],
+            Some(Ok(_)) => vec![],
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("watch ended"),
+        };
+        for p in pods {
+            if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
+                bound.insert(p.metadata.name.unwrap_or_default());
+            }
         }
-        anyhow::ensure!(
-            since.elapsed() < Duration::from_secs(600),
-            "pods were not all bound"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(since.elapsed())
 }
 
 async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
@@ -240,9 +244,11 @@ async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
     // Baseline: bind directly, round-robin, same concurrency, no decisions.
     create_pods(&s.client, "base", pods).await?;
     let t = Instant::now();
+    let failures = Arc::new(AtomicUsize::new(0));
     futures::stream::iter(0..pods)
         .for_each_concurrent(128, |i| {
             let client = s.client.clone();
+            let failures = failures.clone();
             async move {
                 let b = Binding {
                     metadata: ObjectMeta {
@@ -257,11 +263,14 @@ async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
                 };
                 let body = serde_json::to_vec(&b).unwrap_or_default();
                 let req = http_binding(&format!("base-{i}"), body);
-                let _ = client.request_text(req).await;
+                if client.request_text(req).await.is_err() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
             }
         })
         .await;
     let base = pods as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(failures.load(Ordering::SeqCst) == 0, "{} baseline bindings failed", failures.load(Ordering::SeqCst));
     println!(
         "{:<48} {:>8.0} pods/s  1.00x",
         "direct round-robin binding (baseline)", base
@@ -274,7 +283,7 @@ async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
         client,
         spindle_scheduler::SchedulerOptions::default(),
     ));
-    let took = wait_bound(&s.client, "sched", t).await?;
+    let took = wait_bound(&s.client, "bench-sched", pods, t).await?;
     sched.abort();
     let rate = pods as f64 / took.as_secs_f64();
     println!(
@@ -289,7 +298,7 @@ async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
 }
 
 fn http_binding(pod: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
-    http::Request::post(format!("/api/v1/namespaces/default/pods/{pod}/binding"))
+    http::Request::post(format!("/api/v1/namespaces/bench-base/pods/{pod}/binding"))
         .header("content-type", "application/json")
         .body(body)
         .unwrap_or_default()
