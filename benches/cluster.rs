@@ -179,7 +179,13 @@ fn bare_pod(name: &str) -> Pod {
 
 async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<()> {
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let namespace = k8s_openapi::api::core::v1::Namespace { metadata: ObjectMeta { name: Some(format!("bench-{prefix}")), ..Default::default() }, ..Default::default() };
+    let namespace = k8s_openapi::api::core::v1::Namespace {
+        metadata: ObjectMeta {
+            name: Some(format!("bench-{prefix}")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let _ = ns.create(&PostParams::default(), &namespace).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), &format!("bench-{prefix}"));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -208,14 +214,21 @@ async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<
 
 /// Time until `n` pods in `ns` are bound, counted from a watch (one decode per change on
 /// the server, shared with every other watcher) so that measuring adds little load.
-async fn wait_bound(client: &Client, ns: &str, n: usize, since: Instant) -> anyhow::Result<Duration> {
+async fn wait_bound(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    since: Instant,
+) -> anyhow::Result<Duration> {
     use kube::runtime::watcher;
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut bound = std::collections::HashSet::new();
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     let deadline = since + Duration::from_secs(600);
     while bound.len() < n {
-        let ev = tokio::time::timeout_at(deadline.into(), stream.next()).await.map_err(|_| anyhow::anyhow!("only {} of {n} pods bound", bound.len()))?;
+        let ev = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {n} pods bound", bound.len()))?;
         let pods: Vec<Pod> = match ev {
             Some(Ok(watcher::Event::Apply(p))) | Some(Ok(watcher::Event::InitApply(p))) => vec![p],
             Some(Ok(_)) => vec![],
@@ -223,7 +236,11 @@ async fn wait_bound(client: &Client, ns: &str, n: usize, since: Instant) -> anyh
             None => anyhow::bail!("watch ended"),
         };
         for p in pods {
-            if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty()) {
+            if p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+            {
                 bound.insert(p.metadata.name.unwrap_or_default());
             }
         }
@@ -270,7 +287,11 @@ async fn scheduler_bench(nodes: usize, pods: usize) -> anyhow::Result<()> {
         })
         .await;
     let base = pods as f64 / t.elapsed().as_secs_f64();
-    anyhow::ensure!(failures.load(Ordering::SeqCst) == 0, "{} baseline bindings failed", failures.load(Ordering::SeqCst));
+    anyhow::ensure!(
+        failures.load(Ordering::SeqCst) == 0,
+        "{} baseline bindings failed",
+        failures.load(Ordering::SeqCst)
+    );
     println!(
         "{:<48} {:>8.0} pods/s  1.00x",
         "direct round-robin binding (baseline)", base
