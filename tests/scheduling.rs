@@ -123,8 +123,9 @@ fn scheduler_honours_selectors_affinity_taints_and_resources() {
 #[test]
 fn drain_and_node_failure_move_pods() {
     let c = Cluster::start_with(&[
+        // Longer than the hollow nodes' 10 s lease renewal, so only the killed one lapses.
         "--node-monitor-grace-period",
-        "4s",
+        "20s",
         "--default-not-ready-toleration",
         "3s",
     ]);
