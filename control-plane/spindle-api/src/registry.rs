@@ -52,10 +52,6 @@ impl Kind {
         }
     }
 
-    pub fn group_version(&self) -> String {
-        self.api_version()
-    }
-
     /// `deployments.apps`, or `pods` for the core group, as Kubernetes names resources in
     /// error messages.
     pub fn qualified_plural(&self) -> String {

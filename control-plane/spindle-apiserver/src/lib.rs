@@ -65,12 +65,6 @@ pub struct AppState {
     pub event_cache: Arc<watch::EventCache>,
 }
 
-impl AppState {
-    pub fn clone_handle(&self) -> AppState {
-        self.clone()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -157,7 +151,7 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
         }
     };
     let q = Query::parse(parts.uri.query());
-    rest::handle(Arc::new(st), user, parts.method, target, q, headers, body).await
+    rest::handle(st, user, parts.method, target, q, headers, body).await
 }
 
 fn cert_user(conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<User> {

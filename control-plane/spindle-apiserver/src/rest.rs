@@ -2,8 +2,6 @@
 //! update, patch (JSON, merge, strategic, apply), delete, deletecollection, and the
 //! status, scale, binding and eviction subresources.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -110,7 +108,7 @@ fn field_manager(q: &Query, headers: &HeaderMap) -> String {
 
 /// The entry point for every resource path.
 pub async fn handle(
-    st: Arc<AppState>,
+    st: AppState,
     user: User,
     method: Method,
     t: Target,
@@ -180,6 +178,10 @@ pub(crate) async fn load(st: &AppState, t: &Target) -> ApiResult<(Value, KeyValu
         Some(kv) => Ok((decode_stored(&kv)?, kv)),
         None => Err(not_found(&t.kind, name)),
     }
+}
+
+fn conflict(kind: &Kind, name: &str) -> ApiError {
+    ApiError::conflict(&kind.qualified_plural(), kind.group, kind.plural, name)
 }
 
 fn not_found(kind: &Kind, name: &str) -> ApiError {
@@ -817,12 +819,7 @@ pub(crate) async fn store_update(
             .await
         {
             Ok(_) => Ok(json_response(StatusCode::OK, &obj, warnings)),
-            Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
-                &kind.qualified_plural(),
-                kind.group,
-                kind.plural,
-                &name,
-            )),
+            Err(StoreError::Conflict { .. }) => Err(conflict(kind, &name)),
             Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
             Err(e) => Err(e.into()),
         };
@@ -847,12 +844,7 @@ pub(crate) async fn store_update(
             meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
             Ok(json_response(StatusCode::OK, &obj, warnings))
         }
-        Err(StoreError::Conflict { .. }) => Err(ApiError::conflict(
-            &kind.qualified_plural(),
-            kind.group,
-            kind.plural,
-            &name,
-        )),
+        Err(StoreError::Conflict { .. }) => Err(conflict(kind, &name)),
         Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
         Err(e) => Err(e.into()),
     }
@@ -878,12 +870,7 @@ async fn update(
     let (old, kv) = load(st, t).await?;
     if let Some(rv) = meta_str(&obj, "resourceVersion") {
         if rv != kv.mod_revision.to_string() {
-            return Err(ApiError::conflict(
-                &t.kind.qualified_plural(),
-                t.kind.group,
-                t.kind.plural,
-                &name,
-            ));
+            return Err(conflict(&t.kind, &name));
         }
     }
     finish_update(st, t, q, headers, old, kv, obj, warnings, true).await
@@ -1008,12 +995,7 @@ async fn patch(
             .map(str::to_string);
         if let Some(rv) = &precondition_rv {
             if *rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(
-                    &t.kind.qualified_plural(),
-                    t.kind.group,
-                    t.kind.plural,
-                    t.name.as_deref().unwrap_or(""),
-                ));
+                return Err(conflict(&t.kind, t.name.as_deref().unwrap_or("")));
             }
         }
         let warnings = decode_checks(&t.kind, &mut obj, &body.duplicates, fv)?;
@@ -1022,12 +1004,7 @@ async fn patch(
             other => return other,
         }
     }
-    Err(ApiError::conflict(
-        &t.kind.qualified_plural(),
-        t.kind.group,
-        t.kind.plural,
-        t.name.as_deref().unwrap_or(""),
-    ))
+    Err(conflict(&t.kind, t.name.as_deref().unwrap_or("")))
 }
 
 async fn server_side_apply(
@@ -1095,12 +1072,7 @@ async fn server_side_apply(
             other => return other,
         }
     }
-    Err(ApiError::conflict(
-        &t.kind.qualified_plural(),
-        t.kind.group,
-        t.kind.plural,
-        &name,
-    ))
+    Err(conflict(&t.kind, &name))
 }
 
 fn ssa_error(e: spindle_patch::ssa::ApplyError, kind: &Kind, name: &str) -> ApiError {
@@ -1140,36 +1112,35 @@ pub(crate) struct DeleteOpts {
     pub(crate) dry_run: bool,
 }
 
-fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteOpts> {
-    let mut o = DeleteOpts {
-        dry_run: q.dry_run(),
-        ..Default::default()
-    };
-    if !raw.is_empty() {
-        let b = decode_body(&content_type(headers), raw)?.value;
-        o.grace = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-        o.policy = b
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if b.get("orphanDependents") == Some(&json!(true)) {
-            o.policy = Some("Orphan".into());
-        }
-        o.uid = b
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        o.rv = b
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if b.get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.contains(&json!("All")))
-        {
-            o.dry_run = true;
+impl DeleteOpts {
+    /// The fields of a DeleteOptions body (as sent to DELETE, or inside an Eviction).
+    fn from_value(b: &Value) -> DeleteOpts {
+        let text = |p: &str| b.pointer(p).and_then(Value::as_str).map(str::to_string);
+        let orphan = b.get("orphanDependents") == Some(&json!(true));
+        DeleteOpts {
+            grace: b.get("gracePeriodSeconds").and_then(Value::as_i64),
+            policy: if orphan {
+                Some("Orphan".into())
+            } else {
+                text("/propagationPolicy")
+            },
+            uid: text("/preconditions/uid"),
+            rv: text("/preconditions/resourceVersion"),
+            dry_run: b
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.contains(&json!("All"))),
         }
     }
+}
+
+fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteOpts> {
+    let mut o = if raw.is_empty() {
+        DeleteOpts::default()
+    } else {
+        DeleteOpts::from_value(&decode_body(&content_type(headers), raw)?.value)
+    };
+    o.dry_run |= q.dry_run();
     if let Some(g) = q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
         o.grace = Some(g);
     }
@@ -1315,12 +1286,7 @@ pub(crate) async fn delete_one(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict(
-        &t.kind.qualified_plural(),
-        t.kind.group,
-        t.kind.plural,
-        &name,
-    ))
+    Err(conflict(&t.kind, &name))
 }
 
 /// Drop `finalizer` from an object; the object goes away if it was the last one and the
@@ -1345,12 +1311,7 @@ pub(crate) async fn remove_finalizer(st: &AppState, t: &Target, finalizer: &str)
             other => return other.map(|_| ()),
         }
     }
-    Err(ApiError::conflict(
-        &t.kind.qualified_plural(),
-        t.kind.group,
-        t.kind.plural,
-        t.name.as_deref().unwrap_or(""),
-    ))
+    Err(conflict(&t.kind, t.name.as_deref().unwrap_or("")))
 }
 
 /// Namespaces: mark Terminating, remove everything in them, then remove the namespace.
@@ -1380,13 +1341,11 @@ async fn delete_namespace(
             Ok(rev) => {
                 meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
             }
-            Err(StoreError::Conflict { .. }) => {
-                return Err(ApiError::conflict("namespaces", "", "namespaces", &ns))
-            }
+            Err(StoreError::Conflict { .. }) => return Err(conflict(&t.kind, &ns)),
             Err(e) => return Err(e.into()),
         }
     }
-    let st2 = st.clone_handle();
+    let st2 = st.clone();
     let nskey = kv.key.clone();
     tokio::spawn(async move {
         for kind in st2.reg.kinds().iter().filter(|k| k.namespaced) {
@@ -1527,12 +1486,7 @@ async fn write_scale(
             .and_then(Value::as_str)
         {
             if !is_patch && rv != kv.mod_revision.to_string() {
-                return Err(ApiError::conflict(
-                    &t.kind.qualified_plural(),
-                    t.kind.group,
-                    t.kind.plural,
-                    &name,
-                ));
+                return Err(conflict(&t.kind, &name));
             }
         }
         let replicas = new_scale
@@ -1574,12 +1528,7 @@ async fn write_scale(
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(
-        &t.kind.qualified_plural(),
-        t.kind.group,
-        t.kind.plural,
-        &name,
-    ))
+    Err(conflict(&t.kind, &name))
 }
 
 fn success_status(kind: &str, name: &str) -> Value {
@@ -1646,7 +1595,7 @@ async fn bind(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> Ap
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict("pods", "", "pods", &name))
+    Err(conflict(&t.kind, &name))
 }
 
 fn pod_ready(p: &Value) -> bool {
@@ -1747,26 +1696,7 @@ async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> A
     } else {
         decode_body(&content_type(headers), raw)?.value
     };
-    let d = b.get("deleteOptions").cloned().unwrap_or(json!({}));
-    let opts = DeleteOpts {
-        grace: d.get("gracePeriodSeconds").and_then(Value::as_i64),
-        policy: d
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        uid: d
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        rv: d
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        dry_run: d
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.contains(&json!("All"))),
-    };
+    let opts = DeleteOpts::from_value(b.get("deleteOptions").unwrap_or(&json!({})));
     check_disruption_budgets(st, t).await?;
     delete_one(st, t, &opts).await?;
     Ok(json_response(

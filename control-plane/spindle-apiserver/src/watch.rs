@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use spindle_store::{EventType, StoreError};
+use spindle_store::EventType;
 use tokio::sync::mpsc;
 
 use crate::request::{Query, Target};
@@ -127,7 +127,7 @@ impl EventCache {
     }
 }
 
-pub async fn serve(st: Arc<AppState>, t: Target, q: Query, table: bool) -> Response {
+pub async fn serve(st: AppState, t: Target, q: Query, table: bool) -> Response {
     let sel = match selectors(&t.kind, &q) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -179,7 +179,7 @@ pub async fn serve(st: Arc<AppState>, t: Target, q: Query, table: bool) -> Respo
 }
 
 async fn run(
-    st: Arc<AppState>,
+    st: AppState,
     t: Target,
     sel: Selectors,
     from: Option<u64>,
@@ -208,10 +208,6 @@ async fn run(
     let prefix = crate::rest::key(&t.kind, t.namespace.as_deref(), None);
     let mut stream = match st.store.watch(&prefix, start).await {
         Ok(s) => s,
-        Err(e @ StoreError::Expired { .. }) => {
-            em.send("ERROR", ApiError::from(e).status_body()).await;
-            return;
-        }
         Err(e) => {
             em.send("ERROR", ApiError::from(e).status_body()).await;
             return;

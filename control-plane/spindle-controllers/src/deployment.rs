@@ -22,10 +22,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
 use crate::events::{object_ref, EventType, Recorder};
+use crate::replicaset::controller_ref;
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
 
@@ -43,18 +44,13 @@ struct Ctx {
     client: Client,
     deploys: Arc<Cache<Deployment>>,
     rss: Arc<Cache<ReplicaSet>>,
+    /// The controllers' shared pod cache, indexed by controlling owner.
+    pods: Arc<Cache<Pod>>,
     recorder: Recorder,
 }
 
 fn ns_index(ns: &str) -> String {
     format!("ns:{ns}")
-}
-
-fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|r| r.controller == Some(true))
 }
 
 fn rs_spec_replicas(rs: &ReplicaSet) -> i32 {
@@ -98,7 +94,7 @@ fn is_conflict_or_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
 }
 
-pub async fn run(client: Client, recorder: Recorder) -> anyhow::Result<()> {
+pub async fn run(client: Client, recorder: Recorder, pods: Arc<Cache<Pod>>) -> anyhow::Result<()> {
     let queue: Arc<Queue<String>> = Queue::new();
     let q = queue.clone();
     let deploys = informer(
@@ -146,10 +142,12 @@ pub async fn run(client: Client, recorder: Recorder) -> anyhow::Result<()> {
     );
     deploys.wait_synced().await;
     rss.wait_synced().await;
+    pods.wait_synced().await;
     let ctx = Arc::new(Ctx {
         client,
         deploys,
         rss,
+        pods,
         recorder,
     });
     queue
@@ -737,25 +735,18 @@ impl<'a> Sync<'a> {
         if olds.iter().any(|rs| rs_status(rs).0 > 0) {
             return Ok(true);
         }
-        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let list = pods
-            .list(&ListParams::default().labels(&selector_string(&self.spec.selector)))
-            .await?;
         let new_uid = new.and_then(|n| n.metadata.uid.clone());
-        let old_uids: Vec<String> = olds
+        Ok(olds
             .iter()
             .filter_map(|rs| rs.metadata.uid.clone())
-            .collect();
-        Ok(list.items.iter().any(|p| {
-            let owner = controller_ref(&p.metadata).map(|r| r.uid.clone());
-            let old = owner
-                .as_ref()
-                .is_some_and(|u| old_uids.contains(u) && Some(u) != new_uid.as_ref());
-            old && !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        }))
+            .filter(|u| Some(u) != new_uid.as_ref())
+            .flat_map(|u| self.ctx.pods.by_index(&format!("owner/{u}")))
+            .any(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            }))
     }
 
     /// Delete the oldest drained ReplicaSets beyond revisionHistoryLimit.

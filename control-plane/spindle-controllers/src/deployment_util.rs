@@ -146,26 +146,6 @@ pub fn selector_is_empty(sel: &LabelSelector) -> bool {
         && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
 }
 
-/// The selector in `labelSelector=` syntax.
-pub fn selector_string(sel: &LabelSelector) -> String {
-    let mut parts: Vec<String> = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in sel.match_expressions.iter().flatten() {
-        let vals = e.values.as_deref().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({vals})", e.key),
-            "NotIn" => format!("{} notin ({vals})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
-}
-
 // ---------------------------------------------------------------------------
 // maxSurge / maxUnavailable
 
@@ -880,6 +860,5 @@ mod tests {
         .into();
         assert!(selector_matches(&sel, &l));
         assert!(!selector_matches(&LabelSelector::default(), &l));
-        assert_eq!(selector_string(&sel), "app=web");
     }
 }

@@ -45,7 +45,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         move |ch| replicaset::on_pod_change(&q, ch),
     );
     tokio::select! {
-        r = deployment::run(client.clone(), deploy_events) => r,
+        r = deployment::run(client.clone(), deploy_events, pods.clone()) => r,
         r = replicaset::run(client.clone(), rs_events, rs_queue, pods.clone()) => r,
         r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone(), pods) => r,
     }

@@ -50,7 +50,7 @@ pub fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<String> {
         .map(|r| r.uid.clone())
 }
 
-fn controller_ref(meta: &kube::api::ObjectMeta) -> Option<&OwnerReference> {
+pub fn controller_ref(meta: &kube::api::ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .as_ref()?
         .iter()
