@@ -34,6 +34,10 @@ struct Cli {
 enum Cmd {
     /// Run the control plane (API server and store) and, unless --disable-agent, a node agent.
     Server(ServerArgs),
+    /// Run a node agent that joins a server and runs the pods bound to this node.
+    Agent(AgentArgs),
+    /// Publish a Wasm module or component to an OCI registry as a CNCF Wasm artifact.
+    Push(PushArgs),
     /// Register N simulated nodes that keep their Leases fresh and play kubelet for the
     /// pods bound to them without running anything (like KWOK).
     HollowNodes(HollowArgs),
@@ -59,8 +63,59 @@ struct HollowArgs {
     pods: u32,
 }
 
+/// Flags the agent has alone and embedded in the server.
+#[derive(Parser, Clone)]
+struct NodeFlags {
+    /// Pods this node accepts (idle Wasm pods cost kilobytes, so far above 110).
+    #[arg(long, default_value_t = 20_000)]
+    max_pods: u32,
+    /// Address reported as the node's InternalIP (default: the host's first address).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Port of the agent's streaming endpoint (logs); 0 picks a free port.
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// Extra node labels, key=value.
+    #[arg(long = "node-label")]
+    node_labels: Vec<String>,
+}
+
+#[derive(Parser)]
+struct AgentArgs {
+    /// API server URL, e.g. https://10.0.0.1:6443
+    #[arg(long, env = "SPINDLE_URL")]
+    server: String,
+    /// Join token (from <server data-dir>/server/token).
+    #[arg(long, env = "SPINDLE_TOKEN")]
+    token: String,
+    /// Name of this node (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where the agent keeps images, compiled modules, pods and logs
+    /// (default /var/lib/spindle/agent as root, else ~/.spindle/agent).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+#[derive(Parser)]
+struct PushArgs {
+    /// The .wasm file (a WASI p1 module or a p2 component).
+    file: PathBuf,
+    /// Where to publish it, e.g. 127.0.0.1:5000/demo/hello:v1
+    reference: String,
+    /// Registry user name (with --password).
+    #[arg(long, env = "SPINDLE_REGISTRY_USER")]
+    username: Option<String>,
+    #[arg(long, env = "SPINDLE_REGISTRY_PASSWORD")]
+    password: Option<String>,
+}
+
 #[derive(Parser)]
 struct ServerArgs {
+    #[command(flatten)]
+    node: NodeFlags,
     /// Where state lives (default /var/lib/spindle as root, else ~/.spindle).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -156,6 +211,43 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "spindle-node".to_string())
+}
+
+fn agent_options(
+    node_name: Option<String>,
+    data_dir: PathBuf,
+    flags: NodeFlags,
+    stream_secret: String,
+    control_plane: bool,
+) -> Result<spindle_agent::AgentOptions> {
+    let mut labels = Vec::new();
+    for l in &flags.node_labels {
+        match l.split_once('=') {
+            Some((k, v)) => labels.push((k.to_string(), v.to_string())),
+            None => bail!("--node-label {l:?} must be key=value"),
+        }
+    }
+    Ok(spindle_agent::AgentOptions {
+        node_name: node_name.unwrap_or_else(hostname),
+        data_dir,
+        max_pods: flags.max_pods,
+        listen: std::net::SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            flags.agent_port,
+        ),
+        node_ip: flags.node_ip,
+        stream_secret,
+        labels,
+        control_plane,
+    })
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -184,9 +276,7 @@ fn main() -> Result<()> {
             let kubeconfig = a
                 .write_kubeconfig
                 .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
-            if !a.disable_agent {
-                tracing::warn!(node = ?a.node_name, "the node agent is not part of this build yet; running the control plane only");
-            }
+            let agent_data_dir = data_dir.join("agent");
             let cfg = spindle_apiserver::ServerConfig {
                 data_dir,
                 bind_address: a.bind_address,
@@ -202,6 +292,9 @@ fn main() -> Result<()> {
                 default_not_ready_toleration: a.default_not_ready_toleration,
             };
             let disable_controllers = a.disable_controllers;
+            let disable_agent = a.disable_agent;
+            let node_name = a.node_name.clone();
+            let node_flags = a.node.clone();
             let disable_scheduler = a.disable_scheduler || a.disable_controllers;
             rt.block_on(async move {
                 let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
@@ -228,9 +321,49 @@ fn main() -> Result<()> {
                         }
                     });
                 }
+                if !disable_agent {
+                    let state = server.state.clone();
+                    let opts = agent_options(
+                        node_name,
+                        agent_data_dir,
+                        node_flags,
+                        state.node_secret.to_string(),
+                        true,
+                    )?;
+                    tokio::spawn(async move {
+                        let client =
+                            state.in_process_client(&format!("system:node:{}", opts.node_name));
+                        if let Err(e) = spindle_agent::run(client, opts).await {
+                            tracing::error!(error = format!("{e:#}"), "node agent stopped");
+                        }
+                    });
+                }
                 server.serve(listener, acceptor).await
             })
         }
+        Cmd::Agent(a) => {
+            let data_dir = a
+                .data_dir
+                .unwrap_or_else(|| default_data_dir().join("agent"));
+            let secret = spindle_hollow::parse_token(a.token.trim())
+                .map(|t| t.secret.to_string())
+                .unwrap_or_else(|| a.token.trim().to_string());
+            let opts = agent_options(a.node_name, data_dir, a.node, secret, false)?;
+            rt.block_on(async move {
+                let client = spindle_hollow::connect(&a.server, &a.token).await?;
+                spindle_agent::run(client, opts).await
+            })
+        }
+        Cmd::Push(p) => rt.block_on(async move {
+            let auth = match (p.username, p.password) {
+                (Some(u), Some(pw)) => Some((u, pw)),
+                (None, None) => None,
+                _ => bail!("--username and --password go together"),
+            };
+            let digest = spindle_image::push(&p.file, &p.reference, auth).await?;
+            println!("{}@{digest}", p.reference);
+            Ok(())
+        }),
         Cmd::HollowNodes(h) => rt.block_on(spindle_hollow::run(spindle_hollow::HollowOptions {
             server: h.server,
             token: h.token,

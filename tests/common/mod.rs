@@ -21,6 +21,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// Run the embedded node agent (otherwise `--disable-agent`).
+    pub agent: bool,
 }
 
 impl Cluster {
@@ -29,11 +31,35 @@ impl Cluster {
     }
 
     pub fn start_with(extra: &[&str]) -> Cluster {
+        Self::start_inner(extra, false)
+    }
+
+    /// A server with its embedded node agent, which registers node `node` and runs pods.
+    pub fn with_agent(node: &str, extra: &[&str]) -> Cluster {
+        let mut args = vec!["--node-name", node, "--agent-port", "0"];
+        args.extend_from_slice(extra);
+        let c = Self::start_inner(&args, true);
+        c.wait_for_output(
+            &[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            "True",
+            Duration::from_secs(60),
+        );
+        c
+    }
+
+    fn start_inner(extra: &[&str], agent: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut c = Cluster {
             dir,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            agent,
         };
         c.launch();
         c
@@ -55,10 +81,13 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        cmd.arg("server");
+        if !self.agent {
+            cmd.arg("--disable-agent");
+        }
+        let child = cmd
             .args([
-                "server",
-                "--disable-agent",
                 "--https-listen-port",
                 "0",
                 "--bind-address",
@@ -306,5 +335,122 @@ impl Drop for LineReader {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where the Wasm guests of the tests and examples are built (outside the workspace).
+fn guest_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("wasm-guests")
+}
+
+/// Build a guest crate for a wasm32 target and return the .wasm path. Cargo's own lock
+/// serialises concurrent builds from parallel tests.
+pub fn build_guest(manifest: &str, package: &str, target: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest);
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            target,
+            "-p",
+            package,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", guest_target_dir())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building {package} for {target} failed (rustup target add {target}?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = guest_target_dir()
+        .join(target)
+        .join("release")
+        .join(format!("{package}.wasm"));
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
+}
+
+/// The many-tools test guest, as a WASI p1 module (`wasm32-wasip1`) or a p2 component
+/// (`wasm32-wasip2`).
+pub fn testbox(target: &str) -> PathBuf {
+    build_guest("tests/guests/testbox/Cargo.toml", "testbox", target)
+}
+
+/// A real OCI registry (Debian's docker-registry) on a free loopback port.
+pub struct Registry {
+    pub addr: String,
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry (apt install docker-registry)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            addr,
+            _dir: dir,
+            child: Some(child),
+        }
+    }
+
+    /// `spindle push FILE <registry>/<name>`; returns the full reference.
+    pub fn push(&self, file: &Path, name: &str) -> String {
+        let reference = format!("{}/{name}", self.addr);
+        let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+            .arg("push")
+            .arg(file)
+            .arg(&reference)
+            .output()
+            .expect("run spindle push");
+        assert!(
+            out.status.success(),
+            "spindle push {reference} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

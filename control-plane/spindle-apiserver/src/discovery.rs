@@ -52,6 +52,7 @@ fn subresources(
     if k.kind == "Pod" {
         out.push(("binding", "", "v1", "Binding", vec!["create"]));
         out.push(("eviction", "policy", "v1", "Eviction", vec!["create"]));
+        out.push(("log", "", "v1", "Pod", vec!["get"]));
     }
     out
 }

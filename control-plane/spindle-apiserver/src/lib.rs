@@ -6,6 +6,7 @@
 mod discovery;
 mod gc;
 pub mod pki;
+pub mod proxy;
 mod request;
 pub mod rest;
 mod selectors;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub ca_pem: Arc<str>,
     pub default_toleration_seconds: i64,
     pub event_cache: Arc<watch::EventCache>,
+    /// The token secret node agents accept from the API server on their endpoints.
+    pub node_secret: Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +260,7 @@ pub async fn start(
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),
+        node_secret: Arc::from(pki::token_secret(&pki.token)),
     };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));

@@ -124,6 +124,9 @@ pub async fn handle(
         ("GET", true, None) | ("GET", true, Some("status")) => get(&st, &t, &headers, &q).await,
         ("GET", true, Some("scale")) if t.kind.scale.is_some() => get_scale(&st, &t).await,
         ("POST", false, None) => create(&st, &user, &t, &q, &headers, &body).await,
+        ("GET", true, Some("log")) if t.kind.kind == "Pod" => {
+            crate::proxy::pod_logs(&st, &t, &q).await
+        }
         ("POST", true, Some("binding")) if t.kind.kind == "Pod" => {
             bind(&st, &t, &body, &headers).await
         }

@@ -36,6 +36,8 @@ type Seen = HashMap<(String, String, String), (String, String, i32)>;
 pub struct Recorder {
     client: Client,
     component: String,
+    /// The node a kubelet-like reporter runs on (EventSource.host, reportingInstance).
+    host: Option<String>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -52,7 +54,16 @@ impl Recorder {
         Recorder {
             client,
             component: component.to_string(),
+            host: None,
             seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A recorder for a per-node component such as the node agent ("kubelet" on `host`).
+    pub fn on_host(client: Client, component: &str, host: &str) -> Self {
+        Recorder {
+            host: Some(host.to_string()),
+            ..Recorder::new(client, component)
         }
     }
 
@@ -117,11 +128,11 @@ impl Recorder {
             last_timestamp: Some(now),
             event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
             reporting_component: Some(self.component.clone()),
-            reporting_instance: Some(self.component.clone()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             action: Some(reason.to_string()),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             ..Default::default()
         };

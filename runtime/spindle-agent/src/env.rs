@@ -1,0 +1,372 @@
+//! A container's environment, as the kubelet builds it: envFrom first, then env in order,
+//! with `$(VAR)` references expanded against what came before; values from ConfigMaps,
+//! Secrets, the pod's own fields and its resources.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::Api;
+
+/// Why a container's config could not be built (reason CreateContainerConfigError).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// ConfigMaps and Secrets read while building one pod's containers, fetched once each.
+pub struct Sources {
+    client: kube::Client,
+    ns: String,
+    config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
+    secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+}
+
+impl Sources {
+    pub fn new(client: kube::Client, ns: &str) -> Self {
+        Sources {
+            client,
+            ns: ns.to_string(),
+            config_maps: HashMap::new(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    /// The data of a ConfigMap (binaryData as lossy text), None if it does not exist.
+    pub async fn config_map(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ConfigError> {
+        if let Some(v) = self.config_maps.get(name) {
+            return Ok(v.clone());
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
+        let v = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading configmap {name:?}: {e}")))?
+            .map(|cm| {
+                let mut data = cm.data.unwrap_or_default();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                }
+                data
+            });
+        self.config_maps.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// The data of a Secret as raw bytes per key.
+    pub async fn secret_bytes(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ConfigError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading secret {name:?}: {e}")))?;
+        Ok(s.map(|s| {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            data
+        }))
+    }
+
+    async fn secret(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ConfigError> {
+        if let Some(v) = self.secrets.get(name) {
+            return Ok(v.clone());
+        }
+        let v = self.secret_bytes(name).await?.map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        });
+        self.secrets.insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+}
+
+/// Expand `$(NAME)` from `vars`; `$$(NAME)` escapes to a literal `$(NAME)`; references to
+/// unknown names stay as written (Kubernetes' rules).
+pub fn expand(s: &str, vars: &dyn Fn(&str) -> Option<String>) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'(' {
+                if let Some(end) = s[i + 2..].find(')') {
+                    let name = &s[i + 2..i + 2 + end];
+                    if let Some(v) = vars(name) {
+                        out.push_str(&v);
+                        i += end + 3;
+                        continue;
+                    }
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
+}
+
+/// The value of a downward API field path, as the kubelet gives it.
+pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let bracket = |p: &str, prefix: &str| -> Option<String> {
+        p.strip_prefix(prefix)?
+            .strip_suffix("']")
+            .map(str::to_string)
+    };
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "metadata.labels" => Some(format_map(meta.labels.as_ref())),
+        "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+        "status.podIP" | "status.podIPs" => Some(pod_ip.to_string()),
+        "status.hostIP" | "status.hostIPs" => Some(host_ip.to_string()),
+        p => {
+            if let Some(k) = bracket(p, "metadata.labels['") {
+                return Some(
+                    meta.labels
+                        .as_ref()
+                        .and_then(|m| m.get(&k).cloned())
+                        .unwrap_or_default(),
+                );
+            }
+            if let Some(k) = bracket(p, "metadata.annotations['") {
+                return Some(
+                    meta.annotations
+                        .as_ref()
+                        .and_then(|m| m.get(&k).cloned())
+                        .unwrap_or_default(),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// `key="value"` lines, sorted, as the downward API writes label and annotation files.
+fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .unwrap_or_default()
+}
+
+/// A container resource (limits.cpu, requests.memory, ...) divided by `divisor`, rounded
+/// up, as the downward API reports it.
+pub fn resource_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&Quantity>,
+) -> Result<String, ConfigError> {
+    let (which, name) = resource
+        .split_once('.')
+        .ok_or_else(|| ConfigError(format!("unsupported resource {resource:?}")))?;
+    let res = container.resources.as_ref();
+    let q = match which {
+        "limits" => res.and_then(|r| r.limits.as_ref()),
+        "requests" => res.and_then(|r| r.requests.as_ref()),
+        _ => None,
+    }
+    .and_then(|m| m.get(name));
+    let value = match q {
+        Some(q) => {
+            quantity_f64(&q.0).ok_or_else(|| ConfigError(format!("invalid quantity {:?}", q.0)))?
+        }
+        // An unset limit reads as the node's allocatable; we report 0 (unlimited) for want
+        // of a cheaper answer, which callers treat as "no limit".
+        None => 0.0,
+    };
+    let div = match divisor {
+        Some(d) => quantity_f64(&d.0).filter(|d| *d > 0.0).unwrap_or(1.0),
+        None => 1.0,
+    };
+    Ok(format!("{}", (value / div).ceil() as i64))
+}
+
+/// A Kubernetes quantity as a number (cpu in cores, memory in bytes).
+pub fn quantity_f64(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        s if s.starts_with('e') || s.starts_with('E') => {
+            let e: i32 = s[1..].parse().ok()?;
+            10f64.powi(e)
+        }
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// Build a container's environment.
+pub async fn build(
+    pod: &Pod,
+    c: &Container,
+    src: &mut Sources,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(slot) = vars.iter_mut().find(|(n, _)| *n == k) {
+            slot.1 = v;
+        } else {
+            vars.push((k, v));
+        }
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (data, what, name, optional) = if let Some(r) = &from.config_map_ref {
+            (
+                src.config_map(&r.name).await?,
+                "configmap",
+                r.name.clone(),
+                r.optional.unwrap_or(false),
+            )
+        } else if let Some(r) = &from.secret_ref {
+            (
+                src.secret(&r.name).await?,
+                "secret",
+                r.name.clone(),
+                r.optional.unwrap_or(false),
+            )
+        } else {
+            continue;
+        };
+        match data {
+            Some(data) => {
+                for (k, v) in data {
+                    set(&mut vars, format!("{prefix}{k}"), v);
+                }
+            }
+            None if optional => {}
+            None => return Err(ConfigError(format!("{what} {name:?} not found"))),
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            let snapshot = vars.clone();
+            expand(v, &|n| {
+                snapshot
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+            })
+        } else if let Some(from) = &e.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                match src.config_map(&r.name).await? {
+                    Some(m) => match m.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key, src.ns, r.name
+                            )))
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ConfigError(format!("configmap {:?} not found", r.name))),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match src.secret(&r.name).await? {
+                    Some(m) => match m.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key, src.ns, r.name
+                            )))
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ConfigError(format!("secret {:?} not found", r.name))),
+                }
+            } else if let Some(f) = &from.field_ref {
+                field_value(pod, &f.field_path, pod_ip, host_ip).ok_or_else(|| {
+                    ConfigError(format!("unsupported fieldPath {:?}", f.field_path))
+                })?
+            } else if let Some(r) = &from.resource_field_ref {
+                let target = match r.container_name.as_deref() {
+                    Some(n) if !n.is_empty() => pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.iter().find(|c| c.name == n))
+                        .ok_or_else(|| ConfigError(format!("container {n:?} not found")))?,
+                    _ => c,
+                };
+                resource_value(target, &r.resource, r.divisor.as_ref())?
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        set(&mut vars, e.name.clone(), value);
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_references() {
+        let vars = |n: &str| match n {
+            "A" => Some("x".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
+        assert_eq!(expand("héllo $(A)", &vars), "héllo x");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_f64("100m"), Some(0.1));
+        assert_eq!(quantity_f64("64Mi"), Some(64.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity_f64("1G"), Some(1e9));
+        assert_eq!(quantity_f64("2"), Some(2.0));
+        assert_eq!(quantity_f64("x"), None);
+    }
+}

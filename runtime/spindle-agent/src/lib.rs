@@ -1,0 +1,103 @@
+//! `spindle-agent` is Spindle's kubelet: it registers this host as a Node, keeps its Lease
+//! fresh, watches the pods bound to it and runs them, and reports their status the way
+//! Kubernetes does.
+//!
+//! The pieces:
+//! - [`node`]: the Node object (capacity from the machine, conditions, system info) and the
+//!   Lease heartbeat.
+//! - [`pods`]: one watch of this node's pods feeding one worker task per pod.
+//! - [`lifecycle`]: the pod state machine a worker runs: images, volumes, init containers in
+//!   order, containers with restart policy and back-off, graceful deletion, status.
+//! - [`runtime`]: the `Runtime` trait a container kind implements (Wasm now, containerd next)
+//!   and the Wasm implementation over `spindle-wasm`.
+//! - [`volumes`], [`env`]: the pod's volume directories and container environments.
+//! - [`server`]: the authenticated HTTPS endpoint the API server proxies `kubectl logs` to.
+//!
+//! The agent runs embedded in `spindle server` (with an in-process API client) or alone as
+//! `spindle agent` (joining with a URL and token); the code is the same.
+
+pub mod env;
+pub mod lifecycle;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod server;
+pub mod status;
+pub mod volumes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+/// What an agent is told at start.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub node_name: String,
+    /// Everything the agent keeps: images, precompiled modules, pod directories, logs.
+    pub data_dir: PathBuf,
+    /// Pods this node accepts (allocatable `pods`). Far above Kubernetes' 110: an idle Wasm
+    /// pod costs kilobytes, not a process.
+    pub max_pods: u32,
+    /// Address of the streaming endpoint (logs); port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The address reported as the node's InternalIP (default: the host's first address).
+    pub node_ip: Option<IpAddr>,
+    /// Bearer secret the API server presents to the streaming endpoint (the cluster token's
+    /// secret part).
+    pub stream_secret: String,
+    /// Extra node labels (`key=value`).
+    pub labels: Vec<(String, String)>,
+    /// Labels of a server node (control-plane role), as k3s sets them.
+    pub control_plane: bool,
+}
+
+/// Everything a running agent shares between its tasks.
+pub struct Agent {
+    pub client: kube::Client,
+    pub opts: AgentOptions,
+    pub node_ip: IpAddr,
+    pub images: spindle_image::ImageStore,
+    pub wasm: Arc<runtime::WasmContainers>,
+    pub events: spindle_controllers::events::Recorder,
+    pub streaming_port: u16,
+    /// SHA-256 of the streaming endpoint's certificate, published on the Node.
+    pub cert_sha256: String,
+    pub pods: pods::PodTable,
+}
+
+/// Run the agent until the process ends.
+pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    let node_ip = match opts.node_ip {
+        Some(ip) => ip,
+        None => node::default_ip().context("finding this host's address (set --node-ip)")?,
+    };
+    let images = spindle_image::ImageStore::open(&opts.data_dir.join("images"))
+        .context("opening the image cache")?;
+    let wasm = Arc::new(runtime::WasmContainers::new(&opts.data_dir)?);
+    let (listener, port) = server::bind(opts.listen).await?;
+    let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
+    let agent = Arc::new(Agent {
+        events: spindle_controllers::events::Recorder::on_host(
+            client.clone(),
+            "kubelet",
+            &opts.node_name,
+        ),
+        client,
+        node_ip,
+        images,
+        wasm,
+        streaming_port: port,
+        cert_sha256,
+        pods: pods::PodTable::default(),
+        opts,
+    });
+    node::register(&agent).await?;
+    tracing::info!(node = %agent.opts.node_name, ip = %agent.node_ip, port, "node agent registered");
+    tokio::spawn(node::heartbeat(agent.clone()));
+    tokio::spawn(server::serve(agent.clone(), listener, tls));
+    pods::run(agent).await
+}

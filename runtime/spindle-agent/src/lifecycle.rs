@@ -1,0 +1,897 @@
+//! One pod's life on this node, run by one worker task: volumes, init containers in order,
+//! then every container under its own supervisor (restart policy, back-off), a status
+//! writer that coalesces changes into pods/status patches, and graceful deletion.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use spindle_controllers::events::{object_ref, EventType};
+use spindle_image::{PullPolicy, PullSecrets, PulledImage};
+use spindle_logs::{LogWriter, Rotation};
+use tokio::sync::{watch, Notify};
+
+use crate::env::{self, Sources};
+use crate::runtime::{ContainerSpec, Exit, Running, Runtime};
+use crate::status::{self, CStatus, PodView, RunState, Term};
+use crate::volumes::{self, PodVolumes};
+use crate::Agent;
+
+/// Kubernetes' container restart back-off: 10 s doubling to 5 min, forgotten after a run
+/// of 10 min.
+const BACKOFF_BASE: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often configMap/secret/downwardAPI volumes are re-read (the kubelet's sync period).
+const VOLUME_REFRESH: Duration = Duration::from_secs(30);
+
+/// What the agent knows of a pod's containers, shared with the log endpoint.
+pub struct Shared {
+    pub inits: Vec<CStatus>,
+    pub containers: Vec<CStatus>,
+    pub initialized: bool,
+    pub init_failed: bool,
+    pub start_time: Timestamp,
+    /// The writer of each container's current run, for `logs -f`.
+    pub logs: HashMap<String, LogWriter>,
+}
+
+pub struct PodHandle {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: watch::Sender<Arc<Pod>>,
+    /// The pod object is gone from the API (deleted with grace 0, or by us).
+    pub gone: AtomicBool,
+    shared: Mutex<Shared>,
+    changed: Notify,
+}
+
+impl PodHandle {
+    pub fn new(agent: &Agent, pod: Arc<Pod>) -> Arc<Self> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let prev = pod.status.as_ref();
+        let restore =
+            |cs: &[Container], prev: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+                cs.iter()
+                    .map(|c| {
+                        let mut s = CStatus::new(&c.name, c.image.as_deref().unwrap_or_default());
+                        // A restarted agent continues the count: the runs before it are gone.
+                        if let Some(p) = prev.and_then(|p| p.iter().find(|p| p.name == c.name)) {
+                            let ran = p
+                                .state
+                                .as_ref()
+                                .is_some_and(|s| s.running.is_some() || s.terminated.is_some());
+                            s.restart_count = p.restart_count + i32::from(ran);
+                        }
+                        s
+                    })
+                    .collect::<Vec<_>>()
+            };
+        let initialized = spec.init_containers.as_ref().is_none_or(|v| v.is_empty())
+            || prev.and_then(|p| p.conditions.as_ref()).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Initialized" && c.status == "True")
+            });
+        let mut inits = restore(
+            spec.init_containers.as_deref().unwrap_or_default(),
+            prev.and_then(|p| p.init_container_statuses.as_ref()),
+        );
+        if initialized {
+            // Their work is on disk (volumes survive an agent restart); they are not re-run.
+            for (c, p) in inits.iter_mut().zip(
+                prev.and_then(|p| p.init_container_statuses.clone())
+                    .unwrap_or_default(),
+            ) {
+                if let Some(t) = p.state.and_then(|s| s.terminated) {
+                    c.state = RunState::Terminated(Term {
+                        code: t.exit_code,
+                        reason: t.reason.unwrap_or_else(|| "Completed".into()),
+                        message: t.message,
+                        started: t.started_at.map(|t| t.0),
+                        finished: t.finished_at.map(|t| t.0).unwrap_or_else(Timestamp::now),
+                        container_id: t.container_id,
+                        run: c.restart_count.max(1) as u32 - 1,
+                    });
+                }
+            }
+        }
+        let containers = restore(
+            &spec.containers,
+            prev.and_then(|p| p.container_statuses.as_ref()),
+        );
+        let start_time = prev
+            .and_then(|p| p.start_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or_else(Timestamp::now);
+        Arc::new(PodHandle {
+            dir: agent.opts.data_dir.join("pods").join(&uid),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid,
+            spec: watch::channel(pod).0,
+            gone: AtomicBool::new(false),
+            shared: Mutex::new(Shared {
+                inits,
+                containers,
+                initialized,
+                init_failed: false,
+                start_time,
+                logs: HashMap::new(),
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn log_dir(&self, container: &str) -> PathBuf {
+        self.dir.join("logs").join(container)
+    }
+
+    fn pod(&self) -> Arc<Pod> {
+        self.spec.borrow().clone()
+    }
+
+    fn update(&self, init: bool, name: &str, f: impl FnOnce(&mut CStatus)) {
+        {
+            let mut sh = self.shared();
+            let list = if init {
+                &mut sh.inits
+            } else {
+                &mut sh.containers
+            };
+            if let Some(c) = list.iter_mut().find(|c| c.name == name) {
+                f(c);
+            }
+        }
+        self.changed.notify_one();
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0);
+    Duration::from_secs(secs as u64)
+}
+
+/// The worker of one pod: run it until it is deleted, then clean up and let it go.
+pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
+    let mut rx = h.spec.subscribe();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let writer = tokio::spawn(write_status_loop(agent.clone(), h.clone()));
+    let initial = h.pod();
+    let pod_task = if is_terminal(&initial) || initial.metadata.deletion_timestamp.is_some() {
+        None
+    } else {
+        Some(tokio::spawn(run_containers(
+            agent.clone(),
+            h.clone(),
+            stop_rx,
+        )))
+    };
+    // Wait until the pod is being deleted (or is gone).
+    loop {
+        let deleting = {
+            let p = rx.borrow_and_update();
+            p.metadata.deletion_timestamp.is_some()
+        };
+        if deleting || h.gone.load(Ordering::Acquire) {
+            break;
+        }
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    let pod = h.pod();
+    let grace = if h.gone.load(Ordering::Acquire) {
+        Duration::ZERO
+    } else {
+        grace_period(&pod)
+    };
+    tracing::debug!(pod = %h.name, ns = %h.namespace, ?grace, "stopping pod");
+    let _ = stop_tx.send(true);
+    if let Some(t) = pod_task {
+        // Supervisors stop their runs within the grace period; this bound only guards
+        // against a runtime that does not return.
+        let _ = tokio::time::timeout(grace + Duration::from_secs(5), t).await;
+    }
+    writer.abort();
+    volumes::teardown(&h.dir);
+    if !h.gone.load(Ordering::Acquire) {
+        let api: Api<Pod> = Api::namespaced(agent.client.clone(), &h.namespace);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(h.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&h.name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %h.name, error = %e, "final delete of the pod failed"),
+        }
+    }
+    agent.pods.remove(&h.uid);
+}
+
+/// Volumes, init containers, then all containers under supervisors.
+async fn run_containers(agent: Arc<Agent>, h: Arc<PodHandle>, stop: watch::Receiver<bool>) {
+    let pod = h.pod();
+    let host_ip = agent.node_ip.to_string();
+    // Volumes first; a missing ConfigMap keeps the pod in ContainerCreating and is retried.
+    let vols = loop {
+        let mut src = Sources::new(agent.client.clone(), &h.namespace);
+        match volumes::prepare(&pod, &h.dir, &mut src, &host_ip).await {
+            Ok(v) => break v,
+            Err(e) => {
+                set_all_waiting(&h, "ContainerCreating", Some(e.0.clone()));
+                agent
+                    .events
+                    .publish(
+                        &object_ref(pod.as_ref()),
+                        EventType::Warning,
+                        "FailedMount",
+                        &format!("MountVolume.SetUp failed: {}", e.0),
+                    )
+                    .await;
+                if sleep_or_stop(&stop, BACKOFF_BASE).await {
+                    return;
+                }
+            }
+        }
+    };
+    let vols = Arc::new(vols);
+    if volumes::has_generated(&pod) {
+        tokio::spawn(refresh_volumes(
+            agent.clone(),
+            h.clone(),
+            vols.clone(),
+            stop.clone(),
+        ));
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".to_string());
+    let initialized = h.shared().initialized;
+    if !initialized {
+        set_all_waiting(&h, "PodInitializing", None);
+        for c in spec.init_containers.iter().flatten() {
+            let ok = supervise(
+                agent.clone(),
+                h.clone(),
+                c.clone(),
+                true,
+                policy.clone(),
+                vols.clone(),
+                stop.clone(),
+            )
+            .await;
+            if *stop.borrow() {
+                return;
+            }
+            if !ok {
+                h.shared().init_failed = true;
+                h.changed.notify_one();
+                return;
+            }
+        }
+        h.shared().initialized = true;
+    }
+    set_all_waiting(&h, "ContainerCreating", None);
+    let mut tasks = Vec::new();
+    for c in spec.containers.iter() {
+        tasks.push(tokio::spawn(supervise(
+            agent.clone(),
+            h.clone(),
+            c.clone(),
+            false,
+            policy.clone(),
+            vols.clone(),
+            stop.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn set_all_waiting(h: &PodHandle, reason: &str, message: Option<String>) {
+    {
+        let mut sh = h.shared();
+        let inits_done = sh.initialized;
+        for c in sh.containers.iter_mut() {
+            if matches!(c.state, RunState::Waiting { .. }) {
+                c.waiting(reason, message.clone());
+            }
+        }
+        if !inits_done {
+            for c in sh.inits.iter_mut() {
+                if matches!(c.state, RunState::Waiting { .. }) && reason != "PodInitializing" {
+                    c.waiting(reason, message.clone());
+                }
+            }
+        }
+    }
+    h.changed.notify_one();
+}
+
+/// Sleep, unless the pod is stopping first. Returns true if it is stopping.
+async fn sleep_or_stop(stop: &watch::Receiver<bool>, d: Duration) -> bool {
+    let mut stop = stop.clone();
+    if *stop.borrow() {
+        return true;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
+    };
+    stopped || *stop.borrow()
+}
+
+async fn refresh_volumes(
+    agent: Arc<Agent>,
+    h: Arc<PodHandle>,
+    vols: Arc<PodVolumes>,
+    stop: watch::Receiver<bool>,
+) {
+    let host_ip = agent.node_ip.to_string();
+    while !sleep_or_stop(&stop, VOLUME_REFRESH).await {
+        let pod = h.pod();
+        let mut src = Sources::new(agent.client.clone(), &h.namespace);
+        if let Err(e) = volumes::refresh(&pod, &vols, &mut src, &host_ip).await {
+            tracing::debug!(pod = %h.name, error = %e, "refreshing volumes");
+        }
+    }
+}
+
+/// Restart delay before run number `restart` (1-based): the first restart is immediate,
+/// then 10 s doubling to 5 min, as the kubelet does.
+pub fn backoff(restart: i32) -> Duration {
+    if restart <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = (restart - 2).min(10) as u32;
+    (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX)
+}
+
+/// A reference without its tag or digest: `reg:5000/a/b:v1` -> `reg:5000/a/b`.
+fn repository(reference: &str) -> &str {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    let last_slash = no_digest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match no_digest[last_slash..].find(':') {
+        Some(i) => &no_digest[..last_slash + i],
+        None => no_digest,
+    }
+}
+
+fn container_id(uid: &str, name: &str, run: i32) -> String {
+    let d = Sha256::digest(format!("{uid}/{name}/{run}"));
+    format!("wasm://{}", hex::encode(d))
+}
+
+async fn pull_secrets(agent: &Agent, pod: &Pod) -> PullSecrets {
+    let mut secrets = PullSecrets::new();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(agent.client.clone(), &ns);
+    for r in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let Ok(Some(s)) = api.get_opt(&r.name).await else {
+            continue;
+        };
+        let data = s.data.unwrap_or_default();
+        if let Some(b) = data.get(".dockerconfigjson") {
+            if let Err(e) = secrets.add_dockerconfigjson(&b.0) {
+                tracing::warn!(secret = %r.name, error = %e, "bad image pull secret");
+            }
+        } else if let Some(b) = data.get(".dockercfg") {
+            if let Err(e) = secrets.add_dockercfg(&b.0) {
+                tracing::warn!(secret = %r.name, error = %e, "bad image pull secret");
+            }
+        }
+    }
+    secrets
+}
+
+fn limits(c: &Container) -> (Option<u64>, Option<u64>) {
+    let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let mem = l
+        .and_then(|l| l.get("memory"))
+        .and_then(|q| env::quantity_f64(&q.0))
+        .map(|b| b as u64);
+    let cpu = l
+        .and_then(|l| l.get("cpu"))
+        .and_then(|q| env::quantity_f64(&q.0))
+        .map(|c| ((c * 1000.0).ceil() as u64).max(1));
+    (mem, cpu)
+}
+
+/// Run one container until it is done for good (returns whether its last run succeeded)
+/// or the pod stops.
+async fn supervise(
+    agent: Arc<Agent>,
+    h: Arc<PodHandle>,
+    c: Container,
+    init: bool,
+    policy: String,
+    vols: Arc<PodVolumes>,
+    stop: watch::Receiver<bool>,
+) -> bool {
+    let pod = h.pod();
+    let oref = object_ref(pod.as_ref());
+    let image_name = c.image.clone().unwrap_or_default();
+    let mut pull_failures = 0i32;
+    let mut config_failures = 0i32;
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        // Image.
+        let img = match pull(&agent, &h, &pod, &c, init).await {
+            Ok(img) => {
+                pull_failures = 0;
+                img
+            }
+            Err((reason, msg)) => {
+                pull_failures += 1;
+                h.update(init, &c.name, |s| s.waiting(reason, Some(msg.clone())));
+                agent
+                    .events
+                    .publish(
+                        &oref,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {reason}"),
+                    )
+                    .await;
+                if reason == "ErrImageNeverPull" || reason == "InvalidImageName" {
+                    if sleep_or_stop(&stop, BACKOFF_BASE).await {
+                        return false;
+                    }
+                    continue;
+                }
+                let delay = backoff(pull_failures + 1).max(BACKOFF_BASE);
+                if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                    return false;
+                }
+                h.update(init, &c.name, |s| {
+                    s.waiting(
+                        "ImagePullBackOff",
+                        Some(format!("Back-off pulling image \"{image_name}\": {msg}")),
+                    )
+                });
+                agent
+                    .events
+                    .publish(
+                        &oref,
+                        EventType::Normal,
+                        "BackOff",
+                        &format!("Back-off pulling image \"{image_name}\""),
+                    )
+                    .await;
+                if sleep_or_stop(&stop, delay).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        // Environment, mounts, argv.
+        let host_ip = agent.node_ip.to_string();
+        let mut src = Sources::new(agent.client.clone(), &h.namespace);
+        let built = async {
+            let env = env::build(&pod, &c, &mut src, "", &host_ip).await?;
+            let mounts = volumes::container_mounts(&pod, &c, &vols)?;
+            Ok::<_, env::ConfigError>((env, mounts))
+        }
+        .await;
+        let (env_vars, mounts) = match built {
+            Ok(v) => {
+                config_failures = 0;
+                v
+            }
+            Err(e) => {
+                config_failures += 1;
+                h.update(init, &c.name, |s| {
+                    s.waiting("CreateContainerConfigError", Some(e.0.clone()))
+                });
+                agent
+                    .events
+                    .publish(
+                        &oref,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {}", e.0),
+                    )
+                    .await;
+                if sleep_or_stop(
+                    &stop,
+                    backoff(config_failures + 1).max(Duration::from_secs(2)),
+                )
+                .await
+                {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let lookup = |n: &str| {
+            env_vars
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        let mut argv: Vec<String> = c
+            .command
+            .iter()
+            .flatten()
+            .map(|a| env::expand(a, &lookup))
+            .collect();
+        if argv.is_empty() {
+            argv.push(image_name.clone());
+        }
+        argv.extend(c.args.iter().flatten().map(|a| env::expand(a, &lookup)));
+        let (memory_limit, cpu_millis) = limits(&c);
+        let run = {
+            let sh = h.shared();
+            let list = if init { &sh.inits } else { &sh.containers };
+            list.iter()
+                .find(|s| s.name == c.name)
+                .map(|s| s.restart_count)
+                .unwrap_or(0)
+        };
+        let log_dir = h.log_dir(&c.name);
+        let log = match LogWriter::create(&log_dir, run as u32, Rotation::default()) {
+            Ok(l) => l,
+            Err(e) => {
+                h.update(init, &c.name, |s| {
+                    s.waiting("CreateContainerError", Some(format!("log file: {e}")))
+                });
+                if sleep_or_stop(&stop, BACKOFF_BASE).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        if run >= 2 {
+            let _ = spindle_logs::prune(&log_dir, run as u32 - 1);
+        }
+        let runtime: &dyn Runtime = agent.wasm.as_ref();
+        let spec = ContainerSpec {
+            argv,
+            env: env_vars.clone(),
+            working_dir: c.working_dir.clone(),
+            mounts,
+            log: log.clone(),
+            memory_limit,
+            cpu_millis,
+        };
+        let started = Timestamp::now();
+        let cid = container_id(&h.uid, &c.name, run);
+        let mut running: Box<dyn Running> = match runtime.start(&img, spec).await {
+            Ok(r) => r,
+            Err(msg) => {
+                log.close();
+                config_failures += 1;
+                h.update(init, &c.name, |s| {
+                    s.waiting("CreateContainerError", Some(msg.clone()))
+                });
+                agent
+                    .events
+                    .publish(
+                        &oref,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                    )
+                    .await;
+                if sleep_or_stop(&stop, backoff(config_failures + 1).max(BACKOFF_BASE)).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        h.shared().logs.insert(c.name.clone(), log.clone());
+        let image_id = format!("{}@{}", repository(&img.resolved), img.manifest_digest);
+        h.update(init, &c.name, |s| {
+            s.state = RunState::Running { started };
+            s.container_id = Some(cid.clone());
+            s.image_id = image_id.clone();
+        });
+        let events = agent.events.clone();
+        let created_ref = oref.clone();
+        let cname = c.name.clone();
+        tokio::spawn(async move {
+            events
+                .publish(
+                    &created_ref,
+                    EventType::Normal,
+                    "Created",
+                    &format!("Created container: {cname}"),
+                )
+                .await;
+            events
+                .publish(
+                    &created_ref,
+                    EventType::Normal,
+                    "Started",
+                    &format!("Started container {cname}"),
+                )
+                .await;
+        });
+        let began = Instant::now();
+        let mut stop_rx = stop.clone();
+        let exit: Exit = tokio::select! {
+            e = running.wait() => e,
+            _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => {
+                agent
+                    .events
+                    .publish(&oref, EventType::Normal, "Killing", &format!("Stopping container {}", c.name))
+                    .await;
+                running.stop();
+                let grace = grace_period(&h.pod());
+                match tokio::time::timeout(grace, running.wait()).await {
+                    Ok(e) => e,
+                    Err(_) => {
+                        running.kill();
+                        running.wait().await
+                    }
+                }
+            }
+        };
+        let term = Term {
+            code: exit.code,
+            reason: exit.reason.clone(),
+            message: exit.message.clone(),
+            started: Some(started),
+            finished: Timestamp::now(),
+            container_id: Some(cid.clone()),
+            run: run as u32,
+        };
+        h.update(init, &c.name, |s| {
+            s.state = RunState::Terminated(term.clone())
+        });
+        if exit.reason == "OOMKilled" {
+            agent
+                .events
+                .publish(
+                    &oref,
+                    EventType::Warning,
+                    "OOMKilled",
+                    &format!(
+                        "Container {} exceeded its memory limit and was killed{}",
+                        c.name,
+                        exit.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .await;
+        }
+        if *stop.borrow() {
+            return false;
+        }
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit.code != 0,
+            _ => !init || exit.code != 0,
+        };
+        if !restart {
+            return exit.code == 0;
+        }
+        // Back-off before the next run; a long healthy run forgets earlier crashes.
+        let next = run + 1;
+        let delay = if began.elapsed() >= BACKOFF_RESET {
+            Duration::ZERO
+        } else {
+            backoff(next)
+        };
+        if !delay.is_zero() {
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                delay.as_secs(),
+                c.name,
+                h.name,
+                h.namespace,
+                h.uid
+            );
+            h.update(init, &c.name, |s| {
+                s.last = Some(term.clone());
+                s.waiting("CrashLoopBackOff", Some(msg));
+            });
+            agent
+                .events
+                .publish(
+                    &oref,
+                    EventType::Warning,
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        c.name, h.name, h.namespace, h.uid
+                    ),
+                )
+                .await;
+            if sleep_or_stop(&stop, delay).await {
+                return false;
+            }
+        }
+        h.update(init, &c.name, |s| {
+            s.last = Some(term.clone());
+            s.restart_count = next;
+        });
+    }
+}
+
+/// Make the container's image present, with the events the kubelet records.
+async fn pull(
+    agent: &Agent,
+    h: &PodHandle,
+    pod: &Pod,
+    c: &Container,
+    init: bool,
+) -> Result<PulledImage, (&'static str, String)> {
+    let image = c.image.clone().unwrap_or_default();
+    let policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
+    let oref = object_ref(pod);
+    let cached = agent.images.cached(&image);
+    if let (Some(img), PullPolicy::IfNotPresent | PullPolicy::Never) = (&cached, policy) {
+        agent
+            .events
+            .publish(
+                &oref,
+                EventType::Normal,
+                "Pulled",
+                &format!("Container image \"{image}\" already present on machine"),
+            )
+            .await;
+        return Ok(img.clone());
+    }
+    let _ = (h, init);
+    agent
+        .events
+        .publish(
+            &oref,
+            EventType::Normal,
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+        )
+        .await;
+    let secrets = pull_secrets(agent, pod).await;
+    let t = Instant::now();
+    match agent.images.ensure(&image, policy, &secrets).await {
+        Ok(img) => {
+            let ms = t.elapsed().as_millis();
+            agent
+                .events
+                .publish(
+                    &oref,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image \"{image}\" in {ms}ms. Image size: {} bytes.",
+                        img.size
+                    ),
+                )
+                .await;
+            Ok(img)
+        }
+        Err(e) => {
+            let msg = format!("Failed to pull image \"{image}\": {e}");
+            agent
+                .events
+                .publish(&oref, EventType::Warning, "Failed", &msg)
+                .await;
+            Err((e.reason(), msg))
+        }
+    }
+}
+
+/// Write the pod's status whenever something changed, coalescing bursts.
+async fn write_status_loop(agent: Arc<Agent>, h: Arc<PodHandle>) {
+    let api: Api<Pod> = Api::namespaced(agent.client.clone(), &h.namespace);
+    let host_ip = agent.node_ip.to_string();
+    let mut last: Option<serde_json::Value> = None;
+    loop {
+        h.changed.notified().await;
+        let pod = h.pod();
+        let restart_policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let status: PodStatus = {
+            let sh = h.shared();
+            status::pod_status(&PodView {
+                inits: &sh.inits,
+                containers: &sh.containers,
+                initialized: sh.initialized,
+                restart_policy: &restart_policy,
+                start_time: sh.start_time,
+                host_ip: &host_ip,
+                pod_ip: None,
+                init_failed: sh.init_failed,
+                previous: pod.status.as_ref(),
+            })
+        };
+        let Ok(value) = serde_json::to_value(&status) else {
+            continue;
+        };
+        if last.as_ref() == Some(&value) {
+            continue;
+        }
+        let patch = json!({"status": value});
+        match api
+            .patch_status(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => last = Some(patch["status"].clone()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => {
+                tracing::debug!(pod = %h.name, error = %e, "writing pod status; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                h.changed.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_drops_tag_and_digest() {
+        assert_eq!(repository("127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b");
+        assert_eq!(
+            repository("127.0.0.1:5000/a/b@sha256:00"),
+            "127.0.0.1:5000/a/b"
+        );
+        assert_eq!(repository("docker.io/library/x"), "docker.io/library/x");
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(3), Duration::from_secs(20));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert_eq!(backoff(7), Duration::from_secs(300));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}

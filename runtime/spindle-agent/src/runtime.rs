@@ -1,0 +1,183 @@
+//! The seam between the pod lifecycle and the things that run containers: one [`Runtime`]
+//! per container kind. The lifecycle pulls the image, builds a [`ContainerSpec`] (argv, env,
+//! mounts, log, limits) and hands both to the runtime the image calls for; the runtime
+//! gives back a [`Running`] container to wait on and stop. Wasm runs in-process through
+//! `spindle-wasm`; containerd will be a second implementation of the same trait.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use spindle_image::PulledImage;
+use spindle_logs::{LogWriter, Stream};
+
+/// A directory of the pod mounted into a container.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// Everything a runtime needs to start one run of one container.
+pub struct ContainerSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub log: LogWriter,
+    pub memory_limit: Option<u64>,
+    pub cpu_millis: Option<u64>,
+}
+
+/// How a run ended, in the terms of a container status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    /// Completed, Error or OOMKilled, as Kubernetes reports terminated containers.
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// The name the node advertises in `spindle.dev/runtimes`.
+    fn name(&self) -> &'static str;
+    /// Start a run. Errors are messages for the container's waiting state.
+    async fn start(
+        &self,
+        image: &PulledImage,
+        spec: ContainerSpec,
+    ) -> Result<Box<dyn Running>, String>;
+}
+
+#[async_trait]
+pub trait Running: Send + Sync {
+    /// Wait for the run to end; may be called again after it returned.
+    async fn wait(&mut self) -> Exit;
+    /// Ask the run to end now (SIGTERM's place); `kill` follows after the grace period.
+    fn stop(&self);
+    fn kill(&self);
+}
+
+/// Wasm containers: one wasmtime engine for the node, modules compiled once per digest.
+pub struct WasmContainers {
+    rt: spindle_wasm::WasmRuntime,
+}
+
+impl WasmContainers {
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        let cfg = spindle_wasm::RuntimeConfig {
+            cache_dir: data_dir.join("wasm-cache"),
+            ..Default::default()
+        };
+        let rt = spindle_wasm::WasmRuntime::new(cfg).context("starting the Wasm runtime")?;
+        Ok(WasmContainers { rt })
+    }
+
+    pub fn runtime(&self) -> &spindle_wasm::WasmRuntime {
+        &self.rt
+    }
+}
+
+struct Sink {
+    log: LogWriter,
+    stream: Stream,
+}
+
+impl spindle_wasm::OutputSink for Sink {
+    fn write(&self, data: &[u8]) {
+        self.log.write(self.stream, data);
+    }
+}
+
+struct WasmRun {
+    instance: spindle_wasm::Instance,
+    killer: spindle_wasm::Killer,
+    log: LogWriter,
+}
+
+#[async_trait]
+impl Runtime for WasmContainers {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    async fn start(
+        &self,
+        image: &PulledImage,
+        spec: ContainerSpec,
+    ) -> Result<Box<dyn Running>, String> {
+        let program = self
+            .rt
+            .load(&image.wasm_digest, &image.wasm_path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = spec.log.clone();
+        let instance = self
+            .rt
+            .start(
+                &program,
+                spindle_wasm::InstanceSpec {
+                    argv: spec.argv,
+                    env: spec.env,
+                    working_dir: spec.working_dir,
+                    preopens: spec
+                        .mounts
+                        .into_iter()
+                        .map(|m| spindle_wasm::Preopen {
+                            host: m.host,
+                            guest: m.guest,
+                            read_only: m.read_only,
+                        })
+                        .collect(),
+                    stdout: Arc::new(Sink {
+                        log: spec.log.clone(),
+                        stream: Stream::Stdout,
+                    }),
+                    stderr: Arc::new(Sink {
+                        log: spec.log,
+                        stream: Stream::Stderr,
+                    }),
+                    memory_limit: spec.memory_limit,
+                    cpu_millis: spec.cpu_millis,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let killer = instance.killer();
+        Ok(Box::new(WasmRun {
+            instance,
+            killer,
+            log,
+        }))
+    }
+}
+
+#[async_trait]
+impl Running for WasmRun {
+    async fn wait(&mut self) -> Exit {
+        let st = self.instance.wait().await;
+        self.log.close();
+        let reason = match st.reason {
+            spindle_wasm::ExitReason::Completed => "Completed",
+            spindle_wasm::ExitReason::OOMKilled => "OOMKilled",
+            spindle_wasm::ExitReason::Error | spindle_wasm::ExitReason::Killed => "Error",
+        };
+        Exit {
+            code: st.code,
+            reason: reason.to_string(),
+            message: st.message,
+        }
+    }
+
+    /// WASI has no signals to ask a guest to shut down, so a stop is a kill: the guest
+    /// ends at its next epoch check.
+    fn stop(&self) {
+        self.killer.kill();
+    }
+
+    fn kill(&self) {
+        self.killer.kill();
+    }
+}

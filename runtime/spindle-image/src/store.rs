@@ -1,0 +1,701 @@
+//! The node's image cache and the pull path.
+//!
+//! Layout under the cache root:
+//!
+//! ```text
+//! blobs/sha256/<hex>              verified Wasm binaries, named by digest
+//! manifests/<alg>/<hex>.json      manifest digest -> Wasm digest, kind, size
+//! refs/<sha256(reference)>.json   fully qualified reference -> the same
+//! tmp/                            downloads in progress (emptied on open)
+//! ```
+//!
+//! Every file is written to `tmp/` and renamed into place, so a crash leaves
+//! either the old state or the new one, never a torn file that would later be
+//! served as an image.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use futures::StreamExt;
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::chain;
+use crate::media::{index_not_wasm, wasm_index_entry, wasm_layer, MANIFEST_ACCEPT};
+use crate::reference::ImageRef;
+use crate::registry::{
+    auth_candidates, auth_fingerprint, map_error, new_client, sha256_digest, sha256_hex, ErrCtx,
+};
+use crate::{ImageError, PullPolicy, PullSecrets, PulledImage, WasmKind};
+
+/// Clients kept per (registry, credential); beyond this the map is dropped and
+/// rebuilt, which only costs new TLS sessions and tokens.
+const MAX_CLIENTS: usize = 64;
+
+/// The node's cache of Wasm images. Cheap to clone; clones share the cache,
+/// the registry clients and the per-image pull locks.
+#[derive(Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// oci-client binds a credential to a registry on first use, so each
+    /// credential gets its own client; reusing them keeps bearer tokens.
+    clients: Mutex<HashMap<(String, String), Client>>,
+    /// One async lock per reference so concurrent `ensure` calls pull once.
+    /// Weak entries vanish with their last user.
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// What the cache knows about one manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    manifest_digest: String,
+    wasm_digest: String,
+    kind: WasmKind,
+    size: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RefRecord {
+    reference: String,
+    #[serde(flatten)]
+    entry: Entry,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps stay consistent even if a holder panicked: every update is a
+    // single insert or retain.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the cache rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self, ImageError> {
+        for dir in ["blobs/sha256", "manifests", "refs", "tmp"] {
+            let dir = root.join(dir);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                ImageError::io(
+                    format!("cannot create image cache directory {}", dir.display()),
+                    e,
+                )
+            })?;
+        }
+        // Anything left in tmp/ is a download a crash interrupted; it was
+        // never renamed into place, so nothing refers to it.
+        if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(ImageStore {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                clients: Mutex::new(HashMap::new()),
+                locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The cache root this store was opened on.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Makes `image` present according to `policy` and returns where its Wasm
+    /// binary is. Concurrent calls for the same image pull once.
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        secrets: &PullSecrets,
+    ) -> Result<PulledImage, ImageError> {
+        let r = ImageRef::parse(image)?;
+        let lock = self.lock_for(&r.resolved);
+        let _held = lock.lock().await;
+
+        let cached = self.lookup(&r);
+        // What a digest names cannot change, so a cached copy answers every
+        // policy without asking the registry.
+        if r.reference.digest().is_some() {
+            if let Some(hit) = cached {
+                return Ok(hit);
+            }
+        }
+        match policy {
+            PullPolicy::Never => cached.ok_or_else(|| {
+                ImageError::NeverPull(format!(
+                    "image {image:?} is not present on the node and imagePullPolicy is Never"
+                ))
+            }),
+            PullPolicy::IfNotPresent => match cached {
+                Some(hit) => Ok(hit),
+                None => self.pull(&r, secrets).await,
+            },
+            PullPolicy::Always => self.pull_always(&r, secrets).await,
+        }
+    }
+
+    /// The cached copy of `image`, without any network access.
+    pub fn cached(&self, image: &str) -> Option<PulledImage> {
+        let r = ImageRef::parse(image).ok()?;
+        self.lookup(&r)
+    }
+
+    fn lookup(&self, r: &ImageRef) -> Option<PulledImage> {
+        let entry = self
+            .read_ref(&r.resolved)
+            .or_else(|| r.reference.digest().and_then(|d| self.read_manifest(d)))?;
+        self.present(r, &entry, false)
+    }
+
+    /// The image for `entry` when its blob is on disk with the recorded size.
+    fn present(&self, r: &ImageRef, entry: &Entry, pulled: bool) -> Option<PulledImage> {
+        let hex = sha256_hex(&entry.wasm_digest)?;
+        let path = self.blob_path(hex);
+        let meta = std::fs::metadata(&path).ok()?;
+        if !meta.is_file() || meta.len() != entry.size {
+            return None;
+        }
+        Some(PulledImage {
+            image: r.given.clone(),
+            resolved: r.resolved.clone(),
+            manifest_digest: entry.manifest_digest.clone(),
+            wasm_digest: entry.wasm_digest.clone(),
+            wasm_path: path,
+            kind: entry.kind,
+            pulled,
+            size: entry.size,
+        })
+    }
+
+    /// `Always`: one manifest HEAD; the blobs are downloaded only when the
+    /// registry's current digest is not cached.
+    async fn pull_always(
+        &self,
+        r: &ImageRef,
+        secrets: &PullSecrets,
+    ) -> Result<PulledImage, ImageError> {
+        let digest = self
+            .with_auth(r, secrets, |client, auth| async move {
+                client
+                    .fetch_manifest_digest(&r.reference, &auth)
+                    .await
+                    .map_err(|e| map_error(e, &pull_ctx(r, &action(r))))
+            })
+            .await?;
+        if let Some(entry) = self.read_manifest(&digest) {
+            if let Some(hit) = self.present(r, &entry, false) {
+                self.write_ref(r, &entry).await?;
+                return Ok(hit);
+            }
+        }
+        self.pull(r, secrets).await
+    }
+
+    async fn pull(&self, r: &ImageRef, secrets: &PullSecrets) -> Result<PulledImage, ImageError> {
+        self.with_auth(r, secrets, |client, auth| self.pull_with(client, auth, r))
+            .await
+    }
+
+    /// Runs `op` with each matching credential in turn until one is not
+    /// refused, as the kubelet does with several imagePullSecrets.
+    async fn with_auth<T, F, Fut>(
+        &self,
+        r: &ImageRef,
+        secrets: &PullSecrets,
+        op: F,
+    ) -> Result<T, ImageError>
+    where
+        F: Fn(Client, RegistryAuth) -> Fut,
+        Fut: Future<Output = Result<T, ImageError>>,
+    {
+        let mut refused = None;
+        for auth in auth_candidates(secrets, r) {
+            let client = self.client(r.registry(), &auth)?;
+            match op(client, auth).await {
+                Err(e @ ImageError::Unauthorized(_)) => refused = Some(e),
+                other => return other,
+            }
+        }
+        Err(refused.unwrap_or_else(|| {
+            ImageError::Registry(format!("{}: no credentials to try", action(r)))
+        }))
+    }
+
+    async fn pull_with(
+        &self,
+        client: Client,
+        auth: RegistryAuth,
+        r: &ImageRef,
+    ) -> Result<PulledImage, ImageError> {
+        let action = action(r);
+        let ctx = pull_ctx(r, &action);
+        let (body, digest) = client
+            .pull_manifest_raw(&r.reference, &auth, MANIFEST_ACCEPT)
+            .await
+            .map_err(|e| map_error(e, &ctx))?;
+        verify_manifest(&body, &digest, r.reference.digest(), &ctx)?;
+
+        // For an index, the Wasm platform's manifest is fetched by digest; the
+        // blob is then addressed through that same reference.
+        let (manifest, blob_ref): (OciImageManifest, Reference) = match parse_manifest(&body, &ctx)?
+        {
+            OciManifest::Image(m) => (m, r.reference.clone()),
+            OciManifest::ImageIndex(index) => {
+                let entry = wasm_index_entry(&index.manifests).ok_or_else(|| {
+                    ImageError::NotWasm(index_not_wasm(&r.given, &index.manifests))
+                })?;
+                let child = r.reference.clone_with_digest(entry.digest.clone());
+                let (body, child_digest) = client
+                    .pull_manifest_raw(&child, &auth, MANIFEST_ACCEPT)
+                    .await
+                    .map_err(|e| map_error(e, &ctx))?;
+                verify_manifest(&body, &child_digest, Some(&entry.digest), &ctx)?;
+                match parse_manifest(&body, &ctx)? {
+                        OciManifest::Image(m) => (m, child),
+                        OciManifest::ImageIndex(_) => {
+                            return Err(ImageError::Registry(format!(
+                                "{action}: its image index points at another index ({}); nested indexes are not supported",
+                                entry.digest
+                            )))
+                        }
+                    }
+            }
+        };
+
+        let layer = wasm_layer(&r.given, &manifest).map_err(ImageError::NotWasm)?;
+        let hex = sha256_hex(&layer.digest).ok_or_else(|| {
+            ImageError::Registry(format!(
+                "{action}: its Wasm layer has digest {:?}; only sha256 digests are supported",
+                layer.digest
+            ))
+        })?;
+        let size = u64::try_from(layer.size).map_err(|_| {
+            ImageError::Registry(format!(
+                "{action}: its manifest gives the Wasm layer a negative size"
+            ))
+        })?;
+
+        // Blobs are content-addressed: another tag may already have brought
+        // these exact bytes.
+        let kind = match self.blob_kind(hex, size) {
+            Some(kind) => kind,
+            None => {
+                self.download(&client, &blob_ref, layer, hex, size, r, &ctx)
+                    .await?
+            }
+        };
+        let entry = Entry {
+            manifest_digest: digest,
+            wasm_digest: layer.digest.clone(),
+            kind,
+            size,
+        };
+        self.write_manifest(&entry).await?;
+        self.write_ref(r, &entry).await?;
+        tracing::info!(image = %r.resolved, digest = %entry.manifest_digest, %kind, size, "pulled image");
+        self.present(r, &entry, true).ok_or_else(|| {
+            ImageError::io(
+                format!("{action}: the downloaded layer vanished from the cache"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
+    }
+
+    /// The kind of an already cached blob, if it is complete.
+    fn blob_kind(&self, hex: &str, size: u64) -> Option<WasmKind> {
+        let mut file = std::fs::File::open(self.blob_path(hex)).ok()?;
+        if file.metadata().ok()?.len() != size {
+            return None;
+        }
+        let mut header = [0u8; 8];
+        file.read_exact(&mut header).ok()?;
+        WasmKind::detect(&header)
+    }
+
+    /// Streams a layer into `tmp/`, checking size, Wasm header and digest, and
+    /// renames it into `blobs/` only when all hold.
+    #[allow(clippy::too_many_arguments)]
+    async fn download(
+        &self,
+        client: &Client,
+        blob_ref: &Reference,
+        layer: &OciDescriptor,
+        hex: &str,
+        size: u64,
+        r: &ImageRef,
+        ctx: &ErrCtx<'_>,
+    ) -> Result<WasmKind, ImageError> {
+        let mut stream = client
+            .pull_blob_stream(blob_ref, layer)
+            .await
+            .map_err(|e| map_error(e, ctx))?;
+        let tmp = TempFile(self.temp_path(hex));
+        let mut file = tokio::fs::File::create(&tmp.0)
+            .await
+            .map_err(|e| ImageError::io(format!("cannot create {}", tmp.0.display()), e))?;
+        let write_err = |e| ImageError::io(format!("cannot write {}", tmp.0.display()), e);
+
+        let mut hasher = Sha256::new();
+        let mut written: u64 = 0;
+        let mut header: Vec<u8> = Vec::with_capacity(8);
+        let not_wasm = || {
+            ImageError::NotWasm(format!(
+                "image {:?} holds no WebAssembly: its {} layer {} does not start with the Wasm header",
+                r.given, layer.media_type, layer.digest
+            ))
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| stream_error(e, layer, ctx))?;
+            written += chunk.len() as u64;
+            if written > size {
+                return Err(ImageError::DigestMismatch(format!(
+                    "{}: registry {} sent more than the {size} bytes its manifest declares for layer {}",
+                    ctx.action, ctx.registry, layer.digest
+                )));
+            }
+            if header.len() < 8 {
+                let take = (8 - header.len()).min(chunk.len());
+                header.extend_from_slice(&chunk[..take]);
+                // Stop early on a non-Wasm layer instead of downloading it all.
+                if header.len() == 8 && WasmKind::detect(&header).is_none() {
+                    return Err(not_wasm());
+                }
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(write_err)?;
+        }
+        file.flush().await.map_err(write_err)?;
+        file.sync_all().await.map_err(write_err)?;
+        drop(file);
+
+        if written != size {
+            return Err(ImageError::DigestMismatch(format!(
+                "{}: layer {} from registry {} is {written} bytes, its manifest declares {size}",
+                ctx.action, layer.digest, ctx.registry
+            )));
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != layer.digest {
+            return Err(ImageError::DigestMismatch(format!(
+                "{}: layer from registry {} does not match its digest (expected {}, got {actual})",
+                ctx.action, ctx.registry, layer.digest
+            )));
+        }
+        let kind = WasmKind::detect(&header).ok_or_else(not_wasm)?;
+        let dest = self.blob_path(hex);
+        tokio::fs::rename(&tmp.0, &dest)
+            .await
+            .map_err(|e| ImageError::io(format!("cannot store {}", dest.display()), e))?;
+        tmp.keep();
+        Ok(kind)
+    }
+
+    fn client(&self, registry: &str, auth: &RegistryAuth) -> Result<Client, ImageError> {
+        let key = (registry.to_string(), auth_fingerprint(auth));
+        let mut clients = lock(&self.inner.clients);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        let client = new_client(registry, false)?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.inner.locks);
+        locks.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(existing) = locks.get(key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let fresh = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(key.to_string(), Arc::downgrade(&fresh));
+        fresh
+    }
+
+    fn blob_path(&self, hex: &str) -> PathBuf {
+        self.inner.root.join("blobs/sha256").join(hex)
+    }
+
+    fn ref_path(&self, resolved: &str) -> PathBuf {
+        let name = hex::encode(Sha256::digest(resolved.as_bytes()));
+        self.inner.root.join("refs").join(format!("{name}.json"))
+    }
+
+    /// `manifests/<alg>/<hex>.json`, only for digests safe to use as a path.
+    fn manifest_path(&self, digest: &str) -> Option<PathBuf> {
+        let (alg, hex) = digest.split_once(':')?;
+        let ok = |s: &str, extra: fn(u8) -> bool| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || extra(b))
+        };
+        if !ok(alg, |b| b.is_ascii_lowercase()) || !ok(hex, |b| matches!(b, b'a'..=b'f')) {
+            return None;
+        }
+        Some(
+            self.inner
+                .root
+                .join("manifests")
+                .join(alg)
+                .join(format!("{hex}.json")),
+        )
+    }
+
+    fn temp_path(&self, name: &str) -> PathBuf {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .root
+            .join("tmp")
+            .join(format!("{name}.{}.{n}.part", std::process::id()))
+    }
+
+    fn read_ref(&self, resolved: &str) -> Option<Entry> {
+        let record: RefRecord = read_json(&self.ref_path(resolved))?;
+        // The file name is a hash; the stored name guards against reading
+        // another reference's record.
+        (record.reference == resolved).then_some(record.entry)
+    }
+
+    fn read_manifest(&self, digest: &str) -> Option<Entry> {
+        let entry: Entry = read_json(&self.manifest_path(digest)?)?;
+        (entry.manifest_digest == digest).then_some(entry)
+    }
+
+    async fn write_ref(&self, r: &ImageRef, entry: &Entry) -> Result<(), ImageError> {
+        let record = RefRecord {
+            reference: r.resolved.clone(),
+            entry: entry.clone(),
+        };
+        self.write_json(&self.ref_path(&r.resolved), &record).await
+    }
+
+    async fn write_manifest(&self, entry: &Entry) -> Result<(), ImageError> {
+        match self.manifest_path(&entry.manifest_digest) {
+            Some(path) => self.write_json(&path, entry).await,
+            // An unusual digest algorithm: the reference record still serves
+            // the image, only the by-digest shortcut is lost.
+            None => Ok(()),
+        }
+    }
+
+    async fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), ImageError> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| {
+            ImageError::io(
+                format!("cannot encode {}", path.display()),
+                std::io::Error::other(e),
+            )
+        })?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| ImageError::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let tmp = TempFile(self.temp_path("record"));
+        let write = async {
+            let mut file = tokio::fs::File::create(&tmp.0).await?;
+            file.write_all(&bytes).await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&tmp.0, path).await
+        };
+        write
+            .await
+            .map_err(|e| ImageError::io(format!("cannot write {}", path.display()), e))?;
+        tmp.keep();
+        Ok(())
+    }
+}
+
+/// A file in `tmp/` that is removed unless it was renamed into place.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            // Treated as not cached: the next pull rewrites it.
+            tracing::warn!(path = %path.display(), error = %e, "unreadable image cache record");
+            None
+        }
+    }
+}
+
+fn action(r: &ImageRef) -> String {
+    format!("failed to pull image {:?}", r.given)
+}
+
+fn pull_ctx<'a>(r: &'a ImageRef, action: &'a str) -> ErrCtx<'a> {
+    ErrCtx {
+        action,
+        registry: r.registry(),
+        subject: &r.resolved,
+        auth_hint: "check the pod's imagePullSecrets",
+    }
+}
+
+/// The manifest bytes must hash to what the registry reported and, for a
+/// digest reference, to the digest asked for.
+fn verify_manifest(
+    body: &[u8],
+    reported: &str,
+    expected: Option<&str>,
+    ctx: &ErrCtx<'_>,
+) -> Result<(), ImageError> {
+    let actual = sha256_digest(body);
+    for want in std::iter::once(reported).chain(expected) {
+        if want.starts_with("sha256:") && want != actual {
+            return Err(ImageError::DigestMismatch(format!(
+                "{}: manifest from registry {} does not match its digest (expected {want}, got {actual})",
+                ctx.action, ctx.registry
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_manifest(body: &[u8], ctx: &ErrCtx<'_>) -> Result<OciManifest, ImageError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ImageError::Registry(format!(
+            "{}: registry {} returned a manifest that is neither an OCI image manifest nor an index: {e}",
+            ctx.action, ctx.registry
+        ))
+    })
+}
+
+/// oci-client verifies the digest while streaming and reports a mismatch as
+/// an `io::Error` wrapping its `DigestError`.
+fn stream_error(e: std::io::Error, layer: &OciDescriptor, ctx: &ErrCtx<'_>) -> ImageError {
+    if let Some(oci_client::errors::DigestError::VerificationError { expected, actual }) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
+    {
+        return ImageError::DigestMismatch(format!(
+            "{}: layer from registry {} does not match its digest (expected {expected}, got {actual})",
+            ctx.action, ctx.registry
+        ));
+    }
+    ImageError::Registry(format!(
+        "{}: download of layer {} from registry {} failed: {}",
+        ctx.action,
+        layer.digest,
+        ctx.registry,
+        chain(&e)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ErrCtx<'static> {
+        ErrCtx {
+            action: "failed to pull image \"x\"",
+            registry: "r",
+            subject: "r/x:latest",
+            auth_hint: "",
+        }
+    }
+
+    #[test]
+    fn manifest_digest_is_checked() {
+        let body = b"{}";
+        let good = sha256_digest(body);
+        verify_manifest(body, &good, Some(&good), &ctx()).expect("matches");
+        let bad = sha256_digest(b"other");
+        let err = verify_manifest(body, &bad, None, &ctx()).expect_err("reported mismatch");
+        assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
+        let err = verify_manifest(body, &good, Some(&bad), &ctx()).expect_err("asked mismatch");
+        assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
+    }
+
+    #[test]
+    fn streamed_digest_errors_are_mismatches() {
+        let inner = oci_client::errors::DigestError::VerificationError {
+            expected: "sha256:aa".into(),
+            actual: "sha256:bb".into(),
+        };
+        let layer = OciDescriptor::default();
+        let err = stream_error(std::io::Error::other(inner), &layer, &ctx());
+        assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
+        let err = stream_error(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            &layer,
+            &ctx(),
+        );
+        assert!(matches!(err, ImageError::Registry(_)), "{err}");
+    }
+
+    #[test]
+    fn corrupt_and_truncated_cache_entries_are_misses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let r = ImageRef::parse("127.0.0.1:1/a/b:v1").expect("ref");
+        let bytes = b"\0asm\x01\0\0\0".to_vec();
+        let digest = sha256_digest(&bytes);
+        let hex = sha256_hex(&digest).expect("hex").to_string();
+        std::fs::write(store.blob_path(&hex), &bytes).expect("blob");
+        let entry = Entry {
+            manifest_digest: sha256_digest(b"m"),
+            wasm_digest: digest,
+            kind: WasmKind::Module,
+            size: 8,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(store.write_ref(&r, &entry)).expect("write");
+        assert!(store.cached("127.0.0.1:1/a/b:v1").is_some());
+        // A truncated blob is not served.
+        std::fs::write(store.blob_path(&hex), b"\0asm").expect("truncate");
+        assert!(store.cached("127.0.0.1:1/a/b:v1").is_none());
+        // Nor is a record that does not parse.
+        std::fs::write(store.blob_path(&hex), &bytes).expect("blob");
+        std::fs::write(store.ref_path(&r.resolved), b"{").expect("corrupt");
+        assert!(store.cached("127.0.0.1:1/a/b:v1").is_none());
+        // Temp files of a crashed download are removed on open.
+        std::fs::write(dir.path().join("tmp/x.part"), b"junk").expect("tmp");
+        ImageStore::open(dir.path()).expect("reopen");
+        assert!(!dir.path().join("tmp/x.part").exists());
+    }
+
+    #[test]
+    fn store_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<ImageStore>();
+        check::<PullSecrets>();
+    }
+}

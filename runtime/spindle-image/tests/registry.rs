@@ -1,0 +1,671 @@
+//! End-to-end tests against a real registry (Debian's `docker-registry`,
+//! distribution 2.8), started per test on a free loopback port.
+//!
+//! When the binary is not installed the tests print a note and pass, so the
+//! workspace still tests on machines without it.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::{OciImageIndex, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use spindle_image::{ImageError, ImageStore, PullPolicy, PullSecrets, WasmKind};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+/// bcrypt (cost 4) of "s3cret", for the htpasswd registry.
+const HTPASSWD: &str = "tester:$2b$04$W7rHDsxVX4S4BzHKMQ8Riex0iQsr0aI5OO.ObRF4J2fKh5DQ1vFc.";
+
+/// A running registry, killed when dropped.
+struct Registry {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    fn start_with(htpasswd: bool) -> Option<Self> {
+        if !Path::new(REGISTRY_BIN).exists() {
+            eprintln!("{REGISTRY_BIN} not installed; skipping registry test");
+            return None;
+        }
+        // The port is free when probed but another test may take it before
+        // the registry binds; a few attempts make that race harmless.
+        for _ in 0..5 {
+            if let Some(reg) = Self::try_start(htpasswd) {
+                return Some(reg);
+            }
+        }
+        panic!("docker-registry did not start");
+    }
+
+    fn try_start(htpasswd: bool) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let auth = if htpasswd {
+            std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).expect("htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: spindle-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            )
+        } else {
+            String::new()
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let mut child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn docker-registry");
+        let sock: SocketAddr = addr.parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            if TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() {
+                return Some(Registry { child, addr, dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.dir.path().join("registry.log")) {
+                eprintln!("--- registry log ---\n{log}");
+            }
+        }
+    }
+}
+
+fn wasm_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(bytes).expect("write");
+    path
+}
+
+/// A module whose bytes differ per `tag`: a custom section named by it.
+fn module_with(tag: &str) -> Vec<u8> {
+    let mut m = MODULE.to_vec();
+    let name = tag.as_bytes();
+    m.push(0); // custom section id
+    m.push((1 + name.len()) as u8); // section size
+    m.push(name.len() as u8);
+    m.extend_from_slice(name);
+    m
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn plain_client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    })
+}
+
+/// Pushes an arbitrary manifest with oci-client and returns its digest.
+async fn raw_push(reference: &str, layers: &[(&[u8], &str)], config: (&[u8], &str)) -> String {
+    let client = plain_client();
+    let r: Reference = reference.parse().expect("reference");
+    let layers: Vec<ImageLayer> = layers
+        .iter()
+        .map(|(data, mt)| ImageLayer::new(data.to_vec(), mt.to_string(), None))
+        .collect();
+    let config = Config::new(config.0.to_vec(), config.1.to_string(), None);
+    let manifest = OciImageManifest::build(&layers, &config, None);
+    client
+        .push(
+            &r,
+            &layers,
+            config,
+            &RegistryAuth::Anonymous,
+            Some(manifest),
+        )
+        .await
+        .expect("raw push");
+    client
+        .fetch_manifest_digest(&r, &RegistryAuth::Anonymous)
+        .await
+        .expect("digest")
+}
+
+fn store() -> (tempfile::TempDir, ImageStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(&dir.path().join("cache")).expect("open store");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn module_push_pull_and_policies() {
+    let Some(reg) = Registry::start() else { return };
+    let (dir, store) = store();
+    let image = reg.image("demo/hello:v1");
+    let none = PullSecrets::new();
+
+    let file = wasm_file(dir.path(), "hello.wasm", MODULE);
+    let pushed = spindle_image::push(&file, &image, None)
+        .await
+        .expect("push");
+    assert!(pushed.starts_with("sha256:"), "{pushed}");
+
+    let first = store
+        .ensure(&image, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("pull");
+    assert!(first.pulled);
+    assert_eq!(first.image, image);
+    assert_eq!(first.resolved, image);
+    assert_eq!(first.manifest_digest, pushed);
+    assert_eq!(first.wasm_digest, sha(MODULE));
+    assert_eq!(first.kind, WasmKind::Module);
+    assert_eq!(first.size, MODULE.len() as u64);
+    assert_eq!(std::fs::read(&first.wasm_path).expect("read"), MODULE);
+    assert_eq!(
+        first.image_id(),
+        format!("{}@{pushed}", reg.image("demo/hello"))
+    );
+
+    let second = store
+        .ensure(&image, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("cached");
+    assert!(!second.pulled);
+    assert_eq!(second.wasm_path, first.wasm_path);
+
+    // Always with an unchanged tag: a HEAD, no download.
+    let always = store
+        .ensure(&image, PullPolicy::Always, &none)
+        .await
+        .expect("always");
+    assert!(!always.pulled);
+    assert_eq!(always.manifest_digest, pushed);
+
+    // New content under the same tag.
+    let v2 = module_with("v2");
+    let file2 = wasm_file(dir.path(), "hello2.wasm", &v2);
+    let pushed2 = spindle_image::push(&file2, &image, None)
+        .await
+        .expect("push v2");
+    assert_ne!(pushed2, pushed);
+    // IfNotPresent keeps what the node has.
+    let stale = store
+        .ensure(&image, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("cached");
+    assert_eq!(stale.manifest_digest, pushed);
+    let fresh = store
+        .ensure(&image, PullPolicy::Always, &none)
+        .await
+        .expect("always v2");
+    assert!(fresh.pulled);
+    assert_eq!(fresh.manifest_digest, pushed2);
+    assert_eq!(std::fs::read(&fresh.wasm_path).expect("read"), v2);
+    assert_eq!(
+        store.cached(&image).map(|c| c.manifest_digest),
+        Some(pushed2.clone())
+    );
+
+    // The first digest is still cached and is served by digest, offline.
+    let by_digest = format!("{}@{pushed}", reg.image("demo/hello"));
+    let old = store
+        .ensure(&by_digest, PullPolicy::Never, &none)
+        .await
+        .expect("by digest");
+    assert_eq!(std::fs::read(&old.wasm_path).expect("read"), MODULE);
+    assert!(!old.pulled);
+}
+
+#[tokio::test]
+async fn component_artifact_layout() {
+    let Some(reg) = Registry::start() else { return };
+    let (dir, store) = store();
+    let image = reg.image("demo/comp:1.0");
+    let file = wasm_file(dir.path(), "comp.wasm", COMPONENT);
+    let digest = spindle_image::push(&file, &image, None)
+        .await
+        .expect("push");
+
+    // The artifact follows the CNCF Wasm OCI layout.
+    let client = plain_client();
+    let r: Reference = image.parse().expect("ref");
+    let (manifest, got, config) = client
+        .pull_manifest_and_config(&r, &RegistryAuth::Anonymous)
+        .await
+        .expect("manifest");
+    assert_eq!(got, digest);
+    assert_eq!(
+        manifest.config.media_type,
+        spindle_image::WASM_CONFIG_V0_MEDIA_TYPE
+    );
+    assert_eq!(manifest.layers.len(), 1);
+    assert_eq!(manifest.layers[0].media_type, "application/wasm");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config json");
+    assert_eq!(config["architecture"], "wasm");
+    assert_eq!(config["os"], "wasip2");
+    assert_eq!(config["layerDigests"][0], sha(COMPONENT).as_str());
+
+    let pulled = store
+        .ensure(&image, PullPolicy::IfNotPresent, &PullSecrets::new())
+        .await
+        .expect("pull");
+    assert_eq!(pulled.kind, WasmKind::Component);
+    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), COMPONENT);
+}
+
+#[tokio::test]
+async fn never_without_cache() {
+    // No registry needed: Never must not try the network at all.
+    let (_dir, store) = store();
+    let err = store
+        .ensure(
+            "127.0.0.1:1/demo/absent:v1",
+            PullPolicy::Never,
+            &PullSecrets::new(),
+        )
+        .await
+        .expect_err("never");
+    assert!(matches!(err, ImageError::NeverPull(_)), "{err}");
+    assert_eq!(err.reason(), "ErrImageNeverPull");
+    assert_eq!(
+        err.to_string(),
+        "image \"127.0.0.1:1/demo/absent:v1\" is not present on the node and imagePullPolicy is Never"
+    );
+    assert!(store.cached("127.0.0.1:1/demo/absent:v1").is_none());
+}
+
+#[tokio::test]
+async fn invalid_names() {
+    let (_dir, store) = store();
+    let err = store
+        .ensure("Not/Valid:x", PullPolicy::IfNotPresent, &PullSecrets::new())
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.reason(), "InvalidImageName");
+    assert!(err.to_string().contains("Not/Valid:x"), "{err}");
+}
+
+#[tokio::test]
+async fn container_image_is_not_wasm() {
+    let Some(reg) = Registry::start() else { return };
+    let (_dir, store) = store();
+    let image = reg.image("demo/nginx:1");
+    raw_push(
+        &image,
+        &[(
+            b"\x1f\x8b\x08\0\0\0\0\0\0\x03\x03\0\0\0\0\0\0\0\0\0",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )],
+        (b"{}", "application/vnd.oci.image.config.v1+json"),
+    )
+    .await;
+    let err = store
+        .ensure(&image, PullPolicy::IfNotPresent, &PullSecrets::new())
+        .await
+        .expect_err("not wasm");
+    assert!(matches!(err, ImageError::NotWasm(_)), "{err}");
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert_eq!(
+        err.to_string(),
+        format!("image \"{image}\" holds no WebAssembly: its layers are application/vnd.oci.image.layer.v1.tar+gzip (a container image; this node runs Wasm only)")
+    );
+
+    // A layer typed as Wasm whose bytes are not Wasm is refused too.
+    let liar = reg.image("demo/liar:1");
+    raw_push(
+        &liar,
+        &[(b"#!/bin/sh\necho hi\n", "application/wasm")],
+        (b"{}", spindle_image::WASM_CONFIG_V0_MEDIA_TYPE),
+    )
+    .await;
+    let err = store
+        .ensure(&liar, PullPolicy::IfNotPresent, &PullSecrets::new())
+        .await
+        .expect_err("not wasm bytes");
+    assert!(matches!(err, ImageError::NotWasm(_)), "{err}");
+    assert!(err.to_string().contains("Wasm header"), "{err}");
+    assert!(store.cached(&liar).is_none());
+}
+
+#[tokio::test]
+async fn missing_images_are_not_found() {
+    let Some(reg) = Registry::start() else { return };
+    let (dir, store) = store();
+    let file = wasm_file(dir.path(), "m.wasm", MODULE);
+    spindle_image::push(&file, &reg.image("demo/hello:v1"), None)
+        .await
+        .expect("push");
+    for missing in [reg.image("demo/hello:nope"), reg.image("demo/absent:v1")] {
+        for policy in [PullPolicy::IfNotPresent, PullPolicy::Always] {
+            let err = store
+                .ensure(&missing, policy, &PullSecrets::new())
+                .await
+                .expect_err("missing");
+            eprintln!("{policy}: {err}");
+            assert!(matches!(err, ImageError::NotFound(_)), "{policy}: {err}");
+            assert!(err.to_string().contains(&missing), "{err}");
+            assert_eq!(err.reason(), "ErrImagePull");
+        }
+    }
+}
+
+#[tokio::test]
+async fn older_wasm_layer_types() {
+    let Some(reg) = Registry::start() else { return };
+    let (_dir, store) = store();
+    let none = PullSecrets::new();
+
+    let old = reg.image("demo/wasm-to-oci:v1");
+    let digest = raw_push(
+        &old,
+        &[(MODULE, spindle_image::WASM_TO_OCI_LAYER_MEDIA_TYPE)],
+        (b"{}", spindle_image::WASM_TO_OCI_CONFIG_MEDIA_TYPE),
+    )
+    .await;
+    let pulled = store
+        .ensure(&old, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("wasm-to-oci");
+    assert_eq!(pulled.manifest_digest, digest);
+    assert_eq!(pulled.kind, WasmKind::Module);
+    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), MODULE);
+
+    let ba = reg.image("demo/bca:v1");
+    raw_push(
+        &ba,
+        &[(COMPONENT, spindle_image::WASM_COMPONENT_LAYER_MEDIA_TYPE)],
+        (b"{}", spindle_image::WASM_CONFIG_V0_MEDIA_TYPE),
+    )
+    .await;
+    let pulled = store
+        .ensure(&ba, PullPolicy::Always, &none)
+        .await
+        .expect("component layer");
+    assert!(pulled.pulled);
+    assert_eq!(pulled.kind, WasmKind::Component);
+    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), COMPONENT);
+}
+
+#[tokio::test]
+async fn image_index_with_a_wasm_platform() {
+    let Some(reg) = Registry::start() else { return };
+    let (_dir, store) = store();
+    let none = PullSecrets::new();
+    let wasm_digest = raw_push(
+        &reg.image("demo/multi:wasm"),
+        &[(COMPONENT, "application/wasm")],
+        (b"{}", spindle_image::WASM_CONFIG_V0_MEDIA_TYPE),
+    )
+    .await;
+    let linux_digest = raw_push(
+        &reg.image("demo/multi:linux"),
+        &[(
+            b"not really a tarball",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )],
+        (b"{}", "application/vnd.oci.image.config.v1+json"),
+    )
+    .await;
+    let entry = |digest: &str, os: &str, arch: &str| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": 1,
+            "platform": {"os": os, "architecture": arch},
+        })
+    };
+    let index = |entries: Vec<serde_json::Value>| -> OciImageIndex {
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }))
+        .expect("index")
+    };
+    // Sizes in index entries must be right for the registry to accept them.
+    let size_of = |reference: String| async move {
+        let client = plain_client();
+        let r: Reference = reference.parse().expect("ref");
+        let (raw, _) = client
+            .pull_manifest_raw(
+                &r,
+                &RegistryAuth::Anonymous,
+                &["application/vnd.oci.image.manifest.v1+json"],
+            )
+            .await
+            .expect("raw manifest");
+        raw.len()
+    };
+    let wasm_size = size_of(reg.image("demo/multi:wasm")).await;
+    let linux_size = size_of(reg.image("demo/multi:linux")).await;
+    let mut wasm_entry = entry(&wasm_digest, "wasip2", "wasm");
+    wasm_entry["size"] = wasm_size.into();
+    let mut linux_entry = entry(&linux_digest, "linux", "amd64");
+    linux_entry["size"] = linux_size.into();
+
+    let client = plain_client();
+    let multi = reg.image("demo/multi:v1");
+    client
+        .push_manifest_list(
+            &multi.parse().expect("ref"),
+            &RegistryAuth::Anonymous,
+            index(vec![linux_entry.clone(), wasm_entry]),
+        )
+        .await
+        .expect("push index");
+    let pulled = store
+        .ensure(&multi, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("pull index");
+    assert!(pulled.pulled);
+    assert_eq!(pulled.kind, WasmKind::Component);
+    assert_ne!(pulled.manifest_digest, wasm_digest, "index digest expected");
+    // Always compares against the index digest the registry reports.
+    let again = store
+        .ensure(&multi, PullPolicy::Always, &none)
+        .await
+        .expect("always");
+    assert!(!again.pulled);
+
+    let linux_only = reg.image("demo/multi:linux-only");
+    client
+        .push_manifest_list(
+            &linux_only.parse().expect("ref"),
+            &RegistryAuth::Anonymous,
+            index(vec![linux_entry]),
+        )
+        .await
+        .expect("push index");
+    let err = store
+        .ensure(&linux_only, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect_err("no wasm platform");
+    assert!(matches!(err, ImageError::NotWasm(_)), "{err}");
+    assert!(err.to_string().contains("linux/amd64"), "{err}");
+}
+
+#[tokio::test]
+async fn cache_survives_restart_without_registry() {
+    let Some(reg) = Registry::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let image = reg.image("demo/hello:v1");
+    let none = PullSecrets::new();
+    let file = wasm_file(dir.path(), "m.wasm", MODULE);
+    let digest = spindle_image::push(&file, &image, None)
+        .await
+        .expect("push");
+    {
+        let store = ImageStore::open(&cache).expect("open");
+        let pulled = store
+            .ensure(&image, PullPolicy::Always, &none)
+            .await
+            .expect("pull");
+        assert!(pulled.pulled);
+    }
+    drop(reg);
+
+    let store = ImageStore::open(&cache).expect("reopen");
+    let cached = store.cached(&image).expect("cached after restart");
+    assert_eq!(cached.manifest_digest, digest);
+    let hit = store
+        .ensure(&image, PullPolicy::IfNotPresent, &none)
+        .await
+        .expect("served from cache");
+    assert!(!hit.pulled);
+    assert_eq!(std::fs::read(&hit.wasm_path).expect("read"), MODULE);
+    // Always must reach the registry, which is gone: a clear pull error.
+    let err = store
+        .ensure(&image, PullPolicy::Always, &none)
+        .await
+        .expect_err("registry down");
+    eprintln!("{err}");
+    assert!(matches!(err, ImageError::Registry(_)), "{err}");
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert!(err.to_string().contains("cannot reach registry"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_ensures_pull_once() {
+    let Some(reg) = Registry::start() else { return };
+    let (dir, store) = store();
+    // "localhost" is loopback too, so it is spoken to over plain HTTP.
+    let image = format!(
+        "localhost:{}/demo/hello:v1",
+        reg.addr.rsplit(':').next().unwrap_or("")
+    );
+    let file = wasm_file(dir.path(), "m.wasm", &module_with("concurrent"));
+    spindle_image::push(&file, &image, None)
+        .await
+        .expect("push");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let image = image.clone();
+            tokio::spawn(async move {
+                store
+                    .ensure(&image, PullPolicy::IfNotPresent, &PullSecrets::new())
+                    .await
+            })
+        })
+        .collect();
+    let mut pulled = 0;
+    for t in tasks {
+        let img = t.await.expect("join").expect("ensure");
+        pulled += usize::from(img.pulled);
+    }
+    assert_eq!(pulled, 1);
+}
+
+#[tokio::test]
+async fn htpasswd_registry_needs_pull_secrets() {
+    let Some(reg) = Registry::start_with(true) else {
+        return;
+    };
+    let (dir, store) = store();
+    let image = reg.image("private/app:v1");
+    let file = wasm_file(dir.path(), "m.wasm", MODULE);
+
+    let err = spindle_image::push(&file, &image, None)
+        .await
+        .expect_err("anonymous push");
+    eprintln!("{err}");
+    assert!(matches!(err, ImageError::Unauthorized(_)), "{err}");
+    spindle_image::push(&file, &image, Some(("tester".into(), "s3cret".into())))
+        .await
+        .expect("push with credentials");
+
+    let err = store
+        .ensure(&image, PullPolicy::IfNotPresent, &PullSecrets::new())
+        .await
+        .expect_err("anonymous pull");
+    eprintln!("{err}");
+    assert!(matches!(err, ImageError::Unauthorized(_)), "{err}");
+    assert!(err.to_string().contains(&reg.addr), "{err}");
+    assert!(err.to_string().contains("imagePullSecrets"), "{err}");
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut secrets = PullSecrets::new();
+    // A wrong secret first: the right one is still tried.
+    secrets
+        .add_dockerconfigjson(
+            format!(
+                r#"{{"auths": {{"http://{}": {{"auth": "{}"}}}}}}"#,
+                reg.addr,
+                b64("tester:wrong")
+            )
+            .as_bytes(),
+        )
+        .expect("secret");
+    let err = store
+        .ensure(&image, PullPolicy::IfNotPresent, &secrets)
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(err, ImageError::Unauthorized(_)), "{err}");
+    secrets
+        .add_dockercfg(
+            format!(
+                r#"{{"{}": {{"username": "tester", "password": "s3cret"}}}}"#,
+                reg.addr
+            )
+            .as_bytes(),
+        )
+        .expect("secret");
+    let pulled = store
+        .ensure(&image, PullPolicy::Always, &secrets)
+        .await
+        .expect("pull with secret");
+    assert!(pulled.pulled);
+    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), MODULE);
+}
+
+#[test]
+fn ensure_future_is_send() {
+    fn check<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(dir.path()).expect("open");
+    let secrets = PullSecrets::new();
+    let fut = store.ensure("x", PullPolicy::IfNotPresent, &secrets);
+    check(&fut);
+}

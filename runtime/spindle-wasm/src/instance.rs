@@ -1,0 +1,474 @@
+//! One run of a program: the WASI context built from an [`InstanceSpec`], the store with
+//! its limits, the task that drives the guest on the runtime's threads, and the mapping
+//! of how it ended onto an [`ExitStatus`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter};
+use crate::output::{OutputSink, SinkStream};
+use crate::program::{Entry, Program};
+use crate::WasmError;
+
+/// A host directory the guest can see. Nothing else of the host file system is visible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// How to run one instance of a program.
+pub struct InstanceSpec {
+    /// Including argv[0].
+    pub argv: Vec<String>,
+    /// The complete environment; nothing is inherited from the agent.
+    pub env: Vec<(String, String)>,
+    /// WASI p1/p2 hosts have no current directory, so this is passed to the guest as the
+    /// `PWD` environment variable (replacing any `PWD` in `env`). Relative paths in the
+    /// guest still resolve against the preopens as the guest's libc decides.
+    pub working_dir: Option<String>,
+    pub preopens: Vec<Preopen>,
+    pub stdout: Arc<dyn OutputSink>,
+    pub stderr: Arc<dyn OutputSink>,
+    /// Cap on all linear memories and tables of the instance together, in bytes.
+    pub memory_limit: Option<u64>,
+    /// CPU limit in millicores; `None` is unlimited. A guest is single-threaded, so
+    /// anything from 1000 up means "one full core", which is also the unlimited case.
+    pub cpu_millis: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// Exited with code 0.
+    Completed,
+    /// Non-zero exit, trap, or the instance could not be created.
+    Error,
+    /// Ended after a memory grow was refused because of `memory_limit`.
+    OOMKilled,
+    /// Ended by [`Instance::kill`] / [`Killer::kill`].
+    Killed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: i32,
+    pub reason: ExitReason,
+    pub message: Option<String>,
+}
+
+/// Like the wasmtime CLI (and a SIGABRT'd process): a trap exits with 134.
+pub const TRAP_EXIT_CODE: i32 = 134;
+/// Like a SIGKILL'd process: used for kills and OOM kills.
+pub const KILLED_EXIT_CODE: i32 = 137;
+
+/// Kubernetes keeps at most 4 KiB of a termination message.
+const MAX_MESSAGE: usize = 4096;
+
+impl ExitStatus {
+    fn completed(code: i32) -> Self {
+        ExitStatus {
+            code,
+            reason: if code == 0 {
+                ExitReason::Completed
+            } else {
+                ExitReason::Error
+            },
+            message: None,
+        }
+    }
+
+    fn error(code: i32, message: String) -> Self {
+        ExitStatus {
+            code,
+            reason: ExitReason::Error,
+            message: Some(truncate(message)),
+        }
+    }
+
+    fn killed(message: &str) -> Self {
+        ExitStatus {
+            code: KILLED_EXIT_CODE,
+            reason: ExitReason::Killed,
+            message: Some(message.to_owned()),
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Store data of every guest. `W` is the WASI context of the program's kind.
+pub(crate) struct GuestState<W> {
+    wasi: W,
+    limiter: MemoryLimiter,
+    cpu: Option<CpuMeter>,
+    kill: Arc<KillSwitch>,
+}
+
+pub(crate) struct P2Ctx {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for GuestState<P2Ctx> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl GuestState<WasiP1Ctx> {
+    pub(crate) fn p1(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
+}
+
+/// A running (or finished) guest. Dropping it kills the guest; keep a [`Killer`] or the
+/// `Instance` itself for as long as the guest should live.
+pub struct Instance {
+    rx: Option<oneshot::Receiver<ExitStatus>>,
+    status: Option<ExitStatus>,
+    kill: Arc<KillSwitch>,
+}
+
+/// Kills an instance from anywhere; cheap to clone.
+#[derive(Clone)]
+pub struct Killer(Arc<KillSwitch>);
+
+impl Killer {
+    /// Ends the guest at its next epoch check, or at once if it is blocked in a host call.
+    /// Idempotent; does nothing once the guest has ended.
+    pub fn kill(&self) {
+        self.0.kill();
+    }
+}
+
+impl Instance {
+    /// Waits for the guest to end. Returns the same status again on later calls.
+    pub async fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = &self.status {
+            return status.clone();
+        }
+        let status = match self.rx.as_mut() {
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| ExitStatus::killed("the wasm runtime shut down")),
+            None => ExitStatus::killed("the wasm runtime shut down"),
+        };
+        self.rx = None;
+        self.status = Some(status.clone());
+        status
+    }
+
+    /// Ends the guest at its next epoch check; [`wait`](Self::wait) then reports
+    /// [`ExitReason::Killed`] with code 137.
+    pub fn kill(&self) {
+        self.kill.kill();
+    }
+
+    pub fn killer(&self) -> Killer {
+        Killer(self.kill.clone())
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill.kill();
+    }
+}
+
+/// Holds one of the runtime's `max_instances` slots until the guest's task ends.
+pub(crate) struct Slot(Arc<AtomicU32>);
+
+impl Slot {
+    pub(crate) fn acquire(live: &Arc<AtomicU32>, max: u32) -> Result<Slot, WasmError> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .map_err(|_| WasmError::PoolExhausted(max))?;
+        Ok(Slot(live.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn check_string(what: &str, s: &str) -> Result<(), WasmError> {
+    if s.contains('\0') {
+        return Err(WasmError::Config(format!(
+            "{what} contains a NUL byte: {s:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmError> {
+    let mut b = WasiCtxBuilder::new();
+    for a in &spec.argv {
+        check_string("argument", a)?;
+    }
+    b.args(&spec.argv);
+    for (k, v) in &spec.env {
+        check_string("environment variable name", k)?;
+        check_string("environment variable value", v)?;
+        if k.is_empty() || k.contains('=') {
+            return Err(WasmError::Config(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+        if spec.working_dir.is_some() && k == "PWD" {
+            continue;
+        }
+        b.env(k, v);
+    }
+    if let Some(wd) = &spec.working_dir {
+        check_string("working directory", wd)?;
+        b.env("PWD", wd);
+    }
+    for p in &spec.preopens {
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&p.host, &p.guest, perms)
+            .map_err(|e| WasmError::Preopen {
+                host: p.host.clone(),
+                guest: p.guest.clone(),
+                message: format!("{e:#}"),
+            })?;
+    }
+    b.stdout(SinkStream(spec.stdout.clone()));
+    b.stderr(SinkStream(spec.stderr.clone()));
+    // No network until the agent grows a network model; these are off by default in
+    // wasmtime-wasi 48 too, but the defaults have changed between versions before.
+    b.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    Ok(b)
+}
+
+fn new_store<W: Send + 'static>(
+    engine: &Engine,
+    wasi: W,
+    spec: &InstanceSpec,
+    kill: Arc<KillSwitch>,
+) -> Store<GuestState<W>> {
+    let cpu = spec.cpu_millis.filter(|&m| m < 1000).map(CpuMeter::new);
+    let metered = cpu.is_some();
+    let mut store = Store::new(
+        engine,
+        GuestState {
+            wasi,
+            limiter: MemoryLimiter::new(spec.memory_limit),
+            cpu,
+            kill,
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| {
+        let state = cx.data_mut();
+        if state.kill.is_killed() {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // Yielding at every tick is what keeps a spinning guest from holding a worker
+        // thread: other guests on the runtime get their turn within a tick.
+        Ok(match &mut state.cpu {
+            Some(meter) => meter.on_epoch(),
+            None => UpdateDeadline::Yield(1),
+        })
+    });
+    if metered {
+        store.call_hook(|mut cx, hook| {
+            if let Some(meter) = &mut cx.data_mut().cpu {
+                meter.on_call_hook(hook);
+            }
+            Ok(())
+        });
+    }
+    store
+}
+
+pub(crate) fn start(
+    engine: &Engine,
+    rt: &tokio::runtime::Handle,
+    program: &Program,
+    spec: InstanceSpec,
+    slot: Slot,
+) -> Result<Instance, WasmError> {
+    let builder = wasi_builder(&spec);
+    let mut builder = builder?;
+    let kill = Arc::new(KillSwitch::default());
+    let (tx, rx) = oneshot::channel();
+    let guest_kill = kill.clone();
+    match &program.inner.entry {
+        Entry::Module(pre) => {
+            let pre = pre.clone();
+            let mut store = new_store(engine, builder.build_p1(), &spec, kill.clone());
+            let guest = async move {
+                let run = async {
+                    let instance = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| (Phase::Instantiate, e))?;
+                    let entry = instance
+                        .get_typed_func::<(), ()>(&mut store, "_start")
+                        .map_err(|e| (Phase::Instantiate, e))?;
+                    entry
+                        .call_async(&mut store, ())
+                        .await
+                        .map(|()| 0)
+                        .map_err(|e| (Phase::Run, e))
+                };
+                let result = run.await;
+                GuestEnd::new(result, store.data())
+            };
+            rt.spawn(supervise(guest, guest_kill, tx, slot));
+        }
+        Entry::Component(pre) => {
+            let pre = pre.clone();
+            let wasi = P2Ctx {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+            };
+            let mut store = new_store(engine, wasi, &spec, kill.clone());
+            let guest = async move {
+                let run = async {
+                    let command = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| (Phase::Instantiate, e))?;
+                    match command.wasi_cli_run().call_run(&mut store).await {
+                        Ok(Ok(())) => Ok(0),
+                        Ok(Err(())) => Ok(1),
+                        Err(e) => Err((Phase::Run, e)),
+                    }
+                };
+                let result = run.await;
+                GuestEnd::new(result, store.data())
+            };
+            rt.spawn(supervise(guest, guest_kill, tx, slot));
+        }
+    }
+    Ok(Instance {
+        rx: Some(rx),
+        status: None,
+        kill,
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Instantiate,
+    Run,
+}
+
+struct GuestEnd {
+    result: Result<i32, (Phase, wasmtime::Error)>,
+    denied: Option<u64>,
+    limit: Option<u64>,
+}
+
+impl GuestEnd {
+    fn new<W>(result: Result<i32, (Phase, wasmtime::Error)>, state: &GuestState<W>) -> Self {
+        GuestEnd {
+            result,
+            denied: state.limiter.denied(),
+            limit: state.limiter.limit(),
+        }
+    }
+}
+
+/// Races the guest against its kill switch. Dropping the guest future is what makes a
+/// guest that is parked in a host call (sleep, poll) killable: wasmtime unwinds the
+/// suspended fiber when its future is dropped.
+async fn supervise(
+    guest: impl Future<Output = GuestEnd>,
+    kill: Arc<KillSwitch>,
+    tx: oneshot::Sender<ExitStatus>,
+    slot: Slot,
+) {
+    let end = tokio::select! {
+        biased;
+        () = kill.killed() => None,
+        end = guest => Some(end),
+    };
+    let status = match end {
+        None => ExitStatus::killed("killed"),
+        Some(end) => classify(end, kill.is_killed()),
+    };
+    // The slot is only given back once the store (inside `guest`) is gone.
+    drop(slot);
+    let _ = tx.send(status);
+}
+
+fn classify(end: GuestEnd, killed: bool) -> ExitStatus {
+    let oom = |what: String| ExitStatus {
+        code: KILLED_EXIT_CODE,
+        reason: ExitReason::OOMKilled,
+        message: Some(truncate(format!(
+            "memory limit of {} bytes exceeded (a grow to {} bytes was refused); {what}",
+            end.limit.unwrap_or(0),
+            end.denied.unwrap_or(0)
+        ))),
+    };
+    let (phase, err) = match end.result {
+        Ok(0) => return ExitStatus::completed(0),
+        Ok(code) if end.denied.is_some() => return oom(format!("guest then exited with {code}")),
+        Ok(code) => return ExitStatus::completed(code),
+        Err(e) => e,
+    };
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return match exit.0 {
+            0 => ExitStatus::completed(0),
+            code if end.denied.is_some() => oom(format!("guest then exited with {code}")),
+            code => ExitStatus::completed(code),
+        };
+    }
+    if killed {
+        return ExitStatus::killed("killed");
+    }
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        if end.denied.is_some() {
+            return oom(format!("guest then trapped: {trap}"));
+        }
+        let mut msg = trap.to_string();
+        if let Some(bt) = err.downcast_ref::<WasmBacktrace>() {
+            msg = format!("{msg}\n{bt}");
+        }
+        return ExitStatus::error(TRAP_EXIT_CODE, msg);
+    }
+    if end.denied.is_some() {
+        return oom(format!("{err:#}"));
+    }
+    if let Some(pool) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return ExitStatus::error(1, format!("instance pool exhausted: {pool}"));
+    }
+    match phase {
+        Phase::Instantiate => ExitStatus::error(1, format!("instantiation failed: {err:#}")),
+        Phase::Run => ExitStatus::error(1, format!("{err:#}")),
+    }
+}

@@ -1,0 +1,311 @@
+//! The node agent's Wasm runtime.
+//!
+//! This crate owns everything between "here is a `.wasm` file with this digest" and "the
+//! guest exited with this status":
+//!
+//! - one wasmtime [`Engine`] per [`WasmRuntime`], with the pooling allocator (sized by
+//!   [`RuntimeConfig::max_instances`]), copy-on-write memory images and epoch interruption
+//!   driven by a ticker thread;
+//! - compiling programs once per content digest and keeping the precompiled code in
+//!   [`RuntimeConfig::cache_dir`], so later loads (also after a restart) only map it;
+//! - running WASI p1 commands (core modules exporting `_start`) and WASI p2 commands
+//!   (components exporting `wasi:cli/run`) on the runtime's own tokio threads, so a
+//!   spinning guest never occupies the agent's threads;
+//! - the container view of a guest: argv, env, preopened directories as the only file
+//!   system, streamed stdout/stderr, memory and CPU limits, kill, and an [`ExitStatus`]
+//!   in Kubernetes terms (Completed / Error / OOMKilled).
+//!
+//! Guests get no network, no inherited environment and an empty stdin.
+//!
+//! Address space: every pool slot reserves `max_memory_bytes` plus a 2 MiB guard of
+//! virtual memory (never committed until used), so the defaults (20,000 slots × 4 GiB)
+//! reserve about 80 TiB of the 128 TiB a Linux x86-64 process has. Only one runtime with
+//! the defaults fits in a process; tests and multi-node simulations must use smaller
+//! `max_instances` / `max_memory_bytes`.
+
+mod error;
+mod instance;
+mod limits;
+mod output;
+mod program;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use wasmtime::component::Linker as ComponentLinker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+
+pub use error::WasmError;
+pub use instance::{
+    ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, KILLED_EXIT_CODE,
+    TRAP_EXIT_CODE,
+};
+pub use output::OutputSink;
+pub use program::{CacheStats, LoadOrigin, Program, ProgramKind};
+
+use instance::{GuestState, Slot};
+use program::{Loader, StatCounters};
+
+/// How often the engine's epoch advances. Every running guest yields (and has its CPU
+/// use and kill switch checked) once per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Guard region after each linear memory. With a 4 GiB reservation, 32-bit guests need
+/// no bounds checks for accesses whose static offset is below this.
+const MEMORY_GUARD: u64 = 2 << 20;
+
+const WASM_PAGE: u64 = 64 << 10;
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Precompiled artifacts live here and survive restarts. Must be writable by the
+    /// agent only: artifacts are loaded as trusted native code.
+    pub cache_dir: PathBuf,
+    /// Pooling-allocator slots: how many instances can be alive at once.
+    pub max_instances: u32,
+    /// The largest linear memory one instance may have.
+    pub max_memory_bytes: u64,
+    /// Threads of the runtime's own tokio runtime, on which all guests run.
+    pub worker_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: std::env::temp_dir().join("spindle-wasm-cache"),
+            max_instances: 20_000,
+            max_memory_bytes: 4 << 30,
+            worker_threads: std::thread::available_parallelism()
+                .map(NonZeroUsize::get)
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// The Wasm runtime of a node. Cheap to clone; clones share the engine, the caches and
+/// the threads.
+#[derive(Clone)]
+pub struct WasmRuntime {
+    inner: Arc<Inner>,
+}
+
+type ProgramCell = Arc<OnceCell<Program>>;
+
+struct Inner {
+    engine: Engine,
+    loader: Arc<Loader>,
+    programs: Mutex<HashMap<String, ProgramCell>>,
+    stats: Arc<StatCounters>,
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    ticker_stop: Arc<AtomicBool>,
+    live: Arc<AtomicU32>,
+    max_instances: u32,
+    id: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Release);
+        // The last handle may well be dropped on some async thread, where a blocking
+        // runtime shutdown would panic; guests still running are dropped (killed).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+static NEXT_RUNTIME_ID: AtomicU64 = AtomicU64::new(1);
+
+fn engine_config(cfg: &RuntimeConfig) -> Result<Config, WasmError> {
+    if cfg.max_instances == 0 {
+        return Err(WasmError::Config("max_instances must be at least 1".into()));
+    }
+    if cfg.worker_threads == 0 {
+        return Err(WasmError::Config(
+            "worker_threads must be at least 1".into(),
+        ));
+    }
+    let max_memory = cfg
+        .max_memory_bytes
+        .max(WASM_PAGE)
+        .checked_next_multiple_of(WASM_PAGE)
+        .filter(|&m| m <= 1 << 40)
+        .ok_or_else(|| WasmError::Config("max_memory_bytes must be at most 1 TiB".into()))?;
+    let max_memory_usize = usize::try_from(max_memory)
+        .map_err(|_| WasmError::Config("max_memory_bytes does not fit this host".into()))?;
+
+    let n = cfg.max_instances;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        // Core instances and tables cost no reservation, only a count; a component
+        // (main module, adapter, shims) uses several.
+        .total_core_instances(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(2))
+        .total_memories(n)
+        .total_stacks(n)
+        .max_memory_size(max_memory_usize);
+
+    let mut c = Config::new();
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        // The slot is exactly the largest memory, so memories never move and the code
+        // may keep the base pointer in a register.
+        .memory_reservation(max_memory)
+        .memory_guard_size(MEMORY_GUARD)
+        .memory_may_move(false)
+        .wasm_backtrace_max_frames(NonZeroUsize::new(20));
+    Ok(c)
+}
+
+impl WasmRuntime {
+    pub fn new(cfg: RuntimeConfig) -> Result<Self, WasmError> {
+        let config = engine_config(&cfg)?;
+        let engine = Engine::new(&config).map_err(|e| {
+            WasmError::Engine(format!(
+                "{e:#} (max_instances {} × max_memory_bytes {} must fit the address space)",
+                cfg.max_instances, cfg.max_memory_bytes
+            ))
+        })?;
+        std::fs::create_dir_all(&cfg.cache_dir).map_err(|e| {
+            WasmError::io(format!("creating cache dir {}", cfg.cache_dir.display()), e)
+        })?;
+
+        let mut p1_linker: Linker<GuestState<wasmtime_wasi::p1::WasiP1Ctx>> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, |s| s.p1())
+            .map_err(|e| WasmError::Engine(format!("linking WASI p1: {e:#}")))?;
+        let mut p2_linker = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker)
+            .map_err(|e| WasmError::Engine(format!("linking WASI p2: {e:#}")))?;
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.worker_threads)
+            .thread_name("spindle-wasm")
+            .enable_all()
+            .build()
+            .map_err(|e| WasmError::io("starting the wasm runtime threads", e))?;
+        let handle = rt.handle().clone();
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("spindle-wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| WasmError::io("starting the epoch ticker", e))?;
+        }
+
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
+        let stats = Arc::new(StatCounters::default());
+        let loader = Arc::new(Loader {
+            compat: program::compat_key(&engine),
+            engine: engine.clone(),
+            p1_linker,
+            p2_linker,
+            cache_dir: cfg.cache_dir.clone(),
+            runtime_id: id,
+            stats: stats.clone(),
+        });
+        Ok(WasmRuntime {
+            inner: Arc::new(Inner {
+                engine,
+                loader,
+                programs: Mutex::new(HashMap::new()),
+                stats,
+                rt: Some(rt),
+                handle,
+                ticker_stop,
+                live: Arc::new(AtomicU32::new(0)),
+                max_instances: cfg.max_instances,
+                id,
+            }),
+        })
+    }
+
+    /// Loads the program with content digest `digest` (`sha256:<hex>`) from `wasm_path`.
+    ///
+    /// Compiles once per digest and keeps the precompiled code in the cache directory,
+    /// so later loads, also after a restart, only map it; keeps it in memory as well, so
+    /// a second load of the same digest is free. Concurrent loads of one digest compile
+    /// once. Compilation runs on the runtime's blocking threads. The file's content is
+    /// checked against the digest whenever it is compiled.
+    pub async fn load(&self, digest: &str, wasm_path: &Path) -> Result<Program, WasmError> {
+        program::digest_hex(digest)?;
+        let cell = {
+            let mut map = self
+                .inner
+                .programs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.entry(digest.to_owned()).or_default().clone()
+        };
+        if let Some(p) = cell.get() {
+            self.inner.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(p.clone());
+        }
+        let program = cell
+            .get_or_try_init(|| {
+                let loader = self.inner.loader.clone();
+                let digest = digest.to_owned();
+                let path = wasm_path.to_owned();
+                let job = self
+                    .inner
+                    .handle
+                    .spawn_blocking(move || loader.load(&digest, &path));
+                async move {
+                    job.await
+                        .map_err(|e| WasmError::Task(format!("loading a program: {e}")))?
+                }
+            })
+            .await?;
+        Ok(program.clone())
+    }
+
+    /// Drops the in-memory copy of a program (running instances keep theirs). The
+    /// precompiled artifact on disk stays.
+    pub fn evict(&self, digest: &str) {
+        let mut map = self
+            .inner
+            .programs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.remove(digest);
+    }
+
+    /// Creates an instance of `program` and runs it on the runtime's threads. Returns at
+    /// once; instantiation failures (such as a full pool) show up in the exit status.
+    pub fn start(&self, program: &Program, spec: InstanceSpec) -> Result<Instance, WasmError> {
+        if program.inner.runtime_id != self.inner.id {
+            return Err(WasmError::ForeignProgram);
+        }
+        let slot = Slot::acquire(&self.inner.live, self.inner.max_instances)?;
+        instance::start(&self.inner.engine, &self.inner.handle, program, spec, slot)
+    }
+
+    /// Instances started and not yet ended.
+    pub fn live_instances(&self) -> u32 {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The engine, for callers that need to share it (e.g. benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+}

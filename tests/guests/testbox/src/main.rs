@@ -1,0 +1,155 @@
+//! testbox: one guest, many behaviours, chosen by argv[1], so every end-to-end test can say
+//! what its pod should do in the manifest (`args: [...]`) instead of needing its own module.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let cmd = argv.get(1).map(String::as_str).unwrap_or("args");
+    let rest = &argv[argv.len().min(2)..];
+    let code = match cmd {
+        "args" => {
+            println!("{}", argv.join(" "));
+            0
+        }
+        "echo" => {
+            println!("{}", rest.join(" "));
+            0
+        }
+        "stderr" => {
+            eprintln!("{}", rest.join(" "));
+            0
+        }
+        "exit" => rest.first().and_then(|s| s.parse().ok()).unwrap_or(1),
+        "env" => {
+            for name in rest {
+                println!("{name}={}", std::env::var(name).unwrap_or_default());
+            }
+            0
+        }
+        "cat" => cat(rest),
+        "fail" => {
+            println!("failing: {}", rest.join(" "));
+            1
+        }
+        "waitcat" => {
+            // Poll for a file another container writes, then print it.
+            let path = rest.first().map(String::as_str).unwrap_or("");
+            loop {
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    print!("{text}");
+                    break 0;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        "write" => match (rest.first(), rest.get(1)) {
+            (Some(path), Some(text)) => match std::fs::write(path, format!("{text}\n")) {
+                Ok(()) => {
+                    println!("wrote {path}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("write {path}: {e}");
+                    1
+                }
+            },
+            _ => 2,
+        },
+        "ls" => {
+            let dir = rest.first().map(String::as_str).unwrap_or(".");
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let mut names: Vec<String> = entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    names.sort();
+                    for n in names {
+                        println!("{n}");
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("ls {dir}: {e}");
+                    1
+                }
+            }
+        }
+        "alloc" => {
+            let mib: usize = rest.first().and_then(|s| s.parse().ok()).unwrap_or(300);
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            for i in 0..mib {
+                held.push(vec![(i % 251) as u8; 1 << 20]);
+                if i % 16 == 0 {
+                    println!("allocated {} MiB", i + 1);
+                }
+            }
+            println!("allocated {mib} MiB in all ({} chunks)", held.len());
+            0
+        }
+        "spin" => {
+            let n: u64 = rest.first().and_then(|s| s.parse().ok()).unwrap_or(200_000_000);
+            let start = Instant::now();
+            let mut x: u64 = 1;
+            for i in 0..n {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                // Keep the optimiser from folding the loop away.
+                if x == 42 {
+                    print!("!");
+                }
+            }
+            println!("spin {n} took {} ms ({x})", start.elapsed().as_millis());
+            0
+        }
+        "sleep" => {
+            let secs: u64 = rest.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if secs == 0 {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            std::thread::sleep(Duration::from_secs(secs));
+            0
+        }
+        "seq" => {
+            let n: u64 = rest.first().and_then(|s| s.parse().ok()).unwrap_or(10);
+            let delay: u64 = rest.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            for i in 1..=n {
+                println!("line {i}");
+                let _ = std::io::stdout().flush();
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
+            }
+            0
+        }
+        "loop" => loop {
+            std::hint::black_box(0u64);
+        },
+        "trap" => {
+            panic!("testbox asked to trap");
+        }
+        other => {
+            eprintln!("testbox: unknown command {other:?}");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn cat(paths: &[String]) -> i32 {
+    let mut code = 0;
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("cat {path}: {e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,503 @@
+//! Wasm pods end to end: a real registry (docker-registry), `spindle push` of the test
+//! guest, `spindle server` with its embedded agent, and kubectl.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{kubectls, Cluster, Registry, KUBECTL_DEFAULT};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn phase(c: &Cluster, pod: &str) -> String {
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+    )
+}
+
+fn wait_phase(c: &Cluster, pod: &str, want: &str) {
+    c.wait_for_output(
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        want,
+        WAIT,
+    );
+}
+
+fn apply(c: &Cluster, manifest: &str) {
+    let out = c.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], manifest);
+    assert!(
+        out.status.success(),
+        "apply failed: {}\n{manifest}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A single-container pod running the test guest with `args`.
+fn pod(name: &str, image: &str, policy: &str, args: &[&str], extra_container: &str) -> String {
+    let args = serde_json::to_string(args).expect("json");
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {policy}
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: main
+    image: {image}
+    args: {args}
+{extra_container}
+"#
+    )
+}
+
+#[test]
+fn p1_and_p2_pods_log_and_finish() {
+    let reg = Registry::start();
+    let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
+    let c = Cluster::with_agent("wasm-node", &[]);
+
+    apply(
+        &c,
+        &pod("hello-p1", &p1, "Never", &["echo", "hello from p1"], ""),
+    );
+    apply(
+        &c,
+        &pod("hello-p2", &p2, "Never", &["echo", "hello from p2"], ""),
+    );
+    apply(&c, &pod("exit-3", &p1, "Never", &["exit", "3"], ""));
+    apply(&c, &pod("argv", &p2, "Never", &[], ""));
+    wait_phase(&c, "hello-p1", "Succeeded");
+    wait_phase(&c, "hello-p2", "Succeeded");
+    wait_phase(&c, "exit-3", "Failed");
+    wait_phase(&c, "argv", "Succeeded");
+    for k in kubectls() {
+        assert_eq!(c.ok(k, &["logs", "hello-p1"]), "hello from p1\n");
+        assert_eq!(c.ok(k, &["logs", "hello-p2"]), "hello from p2\n");
+    }
+    // With no command, argv[0] is the image name, as for a process.
+    assert_eq!(c.ok(KUBECTL_DEFAULT, &["logs", "argv"]).trim(), p2);
+    let code = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "exit-3",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode} {.status.containerStatuses[0].state.terminated.reason}",
+        ],
+    );
+    assert_eq!(code, "3 Error");
+    let done = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "hello-p2",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason} {.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+    );
+    assert_eq!(done, "Completed PodCompleted");
+    let describe = c.ok(KUBECTL_DEFAULT, &["describe", "pod", "hello-p1"]);
+    for ev in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(describe.contains(ev), "describe lacks {ev}:\n{describe}");
+    }
+    // --timestamps, --tail
+    let ts = c.ok(KUBECTL_DEFAULT, &["logs", "hello-p1", "--timestamps"]);
+    assert!(
+        ts.starts_with("20") && ts.trim_end().ends_with("Z hello from p1"),
+        "{ts}"
+    );
+
+    // An image that is not Wasm fails with ErrImagePull and says why.
+    apply(
+        &c,
+        &pod(
+            "missing",
+            &format!("{}/tests/nothing:v1", reg.addr),
+            "Never",
+            &[],
+            "",
+        ),
+    );
+    // ErrImagePull, then ImagePullBackOff while it waits to retry; the message says why.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pod",
+                "missing",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}",
+            ],
+        );
+        let (reason, message) = out.split_once('|').unwrap_or(("", ""));
+        if reason == "ErrImagePull" || reason == "ImagePullBackOff" {
+            assert!(message.contains("tests/nothing:v1"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no image pull error: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The agent reports the runtimes it has.
+    let label = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "node",
+            "wasm-node",
+            "-o",
+            "jsonpath={.metadata.labels.spindle\\.dev/runtimes}",
+        ],
+    );
+    assert_eq!(label, "wasm");
+}
+
+#[test]
+fn crash_loop_back_off_and_previous_logs() {
+    let reg = Registry::start();
+    let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let c = Cluster::with_agent("crash-node", &[]);
+    apply(
+        &c,
+        &pod("crasher", &p1, "Always", &["fail", "on purpose"], ""),
+    );
+    // First restart is immediate, the second after 10 s of back-off.
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        "2",
+        WAIT,
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+        ],
+        "CrashLoopBackOff",
+        WAIT,
+    );
+    let last = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "crasher",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}",
+        ],
+    );
+    assert_eq!(last, "1");
+    assert_eq!(phase(&c, "crasher"), "Running");
+    for k in kubectls() {
+        let prev = c.ok(k, &["logs", "crasher", "--previous"]);
+        assert_eq!(prev, "failing: on purpose\n");
+    }
+    let table = c.ok(KUBECTL_DEFAULT, &["get", "pod", "crasher"]);
+    assert!(table.contains("CrashLoopBackOff"), "{table}");
+    let describe = c.ok(KUBECTL_DEFAULT, &["describe", "pod", "crasher"]);
+    assert!(describe.contains("BackOff"), "{describe}");
+}
+
+#[test]
+fn env_volumes_and_init_containers() {
+    let reg = Registry::start();
+    let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
+    let c = Cluster::with_agent("vol-node", &[]);
+    apply(
+        &c,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: hi there
+  color: blue
+"#,
+    );
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sharing
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    emptyDir: {{}}
+  - name: cfg
+    configMap:
+      name: settings
+  initContainers:
+  - name: init
+    image: {p1}
+    args: ["write", "/work/from-init.txt", "made by init"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /work
+  containers:
+  - name: writer
+    image: {p2}
+    args: ["write", "/shared/note.txt", "written by writer"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /shared
+  - name: reader
+    image: {p1}
+    args: ["waitcat", "/data/note.txt"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /data
+  - name: init-output
+    image: {p1}
+    args: ["cat", "/data/from-init.txt"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /data
+      readOnly: true
+  - name: env
+    image: {p2}
+    args: ["env", "GREETING", "POD", "NS"]
+    env:
+    - name: GREETING
+      valueFrom:
+        configMapKeyRef:
+          name: settings
+          key: greeting
+    - name: POD
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: NS
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+  - name: config-files
+    image: {p1}
+    args: ["ls", "/etc/config"]
+    volumeMounts:
+    - name: cfg
+      mountPath: /etc/config
+  - name: host-file
+    image: {p1}
+    args: ["cat", "/etc/passwd"]
+"#
+    );
+    apply(&c, &manifest);
+    // host-file fails (the host's /etc is not there), so the pod ends Failed.
+    wait_phase(&c, "sharing", "Failed");
+    let logs = |container: &str| c.ok(KUBECTL_DEFAULT, &["logs", "sharing", "-c", container]);
+    assert_eq!(logs("reader"), "written by writer\n");
+    assert_eq!(logs("init-output"), "made by init\n");
+    assert_eq!(logs("env"), "GREETING=hi there\nPOD=sharing\nNS=default\n");
+    assert_eq!(logs("config-files"), "color\ngreeting\n");
+    assert!(
+        logs("host-file").contains("cat /etc/passwd"),
+        "{}",
+        logs("host-file")
+    );
+    assert_eq!(logs("init"), "wrote /work/from-init.txt\n");
+    let codes = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "sharing",
+            "-o",
+            "jsonpath={range .status.containerStatuses[*]}{.name}={.state.terminated.exitCode} {end}",
+        ],
+    );
+    assert_eq!(
+        codes.trim(),
+        "writer=0 reader=0 init-output=0 env=0 config-files=0 host-file=1"
+    );
+    // A read-only mount cannot be written.
+    apply(
+        &c,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: readonly
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    emptyDir: {{}}
+  containers:
+  - name: main
+    image: {p1}
+    args: ["write", "/data/x", "nope"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /data
+      readOnly: true
+"#
+        ),
+    );
+    wait_phase(&c, "readonly", "Failed");
+}
+
+#[test]
+fn memory_and_cpu_limits() {
+    let reg = Registry::start();
+    let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let c = Cluster::with_agent("limits-node", &[]);
+    let limited = |name: &str, args: &[&str], cpu: &str, memory: &str| {
+        pod(
+            name,
+            &p1,
+            "Never",
+            args,
+            &format!(
+                "    resources:\n      limits:\n        cpu: \"{cpu}\"\n        memory: {memory}\n"
+            ),
+        )
+    };
+    apply(&c, &limited("hog", &["alloc", "300"], "1", "64Mi"));
+    wait_phase(&c, "hog", "Failed");
+    let term = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "hog",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+    );
+    assert_eq!(term, "OOMKilled 137");
+
+    // The same CPU-bound work: alone with a full core, then at 100m beside an unlimited
+    // neighbour that must not be slowed.
+    let spin_ms = |pod: &str| -> u64 {
+        let out = c.ok(KUBECTL_DEFAULT, &["logs", pod]);
+        out.split_whitespace()
+            .nth(3)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no time in {out:?}"))
+    };
+    let n = "300000000";
+    apply(&c, &limited("full", &["spin", n], "1", "64Mi"));
+    wait_phase(&c, "full", "Succeeded");
+    let full = spin_ms("full");
+    apply(&c, &limited("tenth", &["spin", n], "100m", "64Mi"));
+    apply(&c, &pod("neighbour", &p1, "Never", &["spin", n], ""));
+    wait_phase(&c, "neighbour", "Succeeded");
+    wait_phase(&c, "tenth", "Succeeded");
+    let tenth = spin_ms("tenth");
+    let neighbour = spin_ms("neighbour");
+    assert!(
+        tenth >= 4 * full,
+        "100m took {tenth} ms, only {:.1}x the {full} ms of a full core",
+        tenth as f64 / full as f64
+    );
+    assert!(
+        neighbour <= 2 * full + 200,
+        "the unlimited neighbour took {neighbour} ms against {full} ms alone"
+    );
+}
+
+#[test]
+fn deployment_rolls_out_and_deleted_pods_are_replaced() {
+    let reg = Registry::start();
+    let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
+    let c = Cluster::with_agent("deploy-node", &[]);
+    apply(
+        &c,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: sleepers
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {{app: sleepers}}
+  template:
+    metadata:
+      labels: {{app: sleepers}}
+    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+      - name: main
+        image: {p2}
+        args: ["sleep", "0"]
+"#
+        ),
+    );
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["rollout", "status", "deployment/sleepers", "--timeout=90s"],
+    );
+    let names = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=sleepers",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    );
+    let victim = names.split_whitespace().next().expect("a pod").to_string();
+    let t = Instant::now();
+    c.ok(KUBECTL_DEFAULT, &["delete", "pod", &victim, "--wait=true"]);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "deleting a running Wasm pod took {took:?}, beyond its grace period"
+    );
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["rollout", "status", "deployment/sleepers", "--timeout=90s"],
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "deployment",
+            "sleepers",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        "3",
+        WAIT,
+    );
+    let after = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=sleepers",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    );
+    assert!(!after.split_whitespace().any(|n| n == victim), "{after}");
+    // Its directory and volumes went with it.
+    let pods_dir = c.data_dir().join("agent").join("pods");
+    let dirs = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(dirs, 3, "pod directories left in {}", pods_dir.display());
+}
