@@ -191,12 +191,14 @@ fn logs(
         let run = if previous {
             match &c.last {
                 Some(t) => t.run,
-                None => return text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!(
                         "previous terminated container \"{container}\" in pod \"{pod}\" not found"
                     ),
-                ),
+                    )
+                }
             }
         } else {
             match &c.state {

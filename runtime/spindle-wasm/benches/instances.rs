@@ -101,11 +101,14 @@ fn mappings() -> usize {
         .unwrap_or(0)
 }
 
-async fn latency(rt: &WasmRuntime, dir: &std::path::Path, runs: usize) {
+async fn latency_ours(
+    rt: &WasmRuntime,
+    dir: &std::path::Path,
+    runs: usize,
+) -> (Vec<Duration>, Vec<u8>) {
     let (digest, path, bytes) = write_wasm(dir, HELLO);
     let program = rt.load(&digest, &path).await.expect("load");
-
-    // Warm up both paths (pool slots, page cache, code).
+    // Warm up (pool slots, page cache, code).
     for _ in 0..20 {
         rt.start(&program, spec()).expect("start").wait().await;
     }
@@ -116,13 +119,18 @@ async fn latency(rt: &WasmRuntime, dir: &std::path::Path, runs: usize) {
         ours.push(t.elapsed());
         assert_eq!(st.reason, ExitReason::Completed);
     }
+    (ours, bytes)
+}
 
-    // Baseline: the same module on the same engine, without the runtime around it.
-    let module = Module::new(rt.engine(), &bytes).expect("compile");
+/// The same module on the same engine without the runtime around it: synchronous
+/// instantiate + `_start` on the calling thread. Must run outside any tokio runtime,
+/// because wasmtime-wasi's synchronous bindings block on their own.
+fn latency_bare(rt: &WasmRuntime, bytes: &[u8], runs: usize) -> Vec<Duration> {
+    let module = Module::new(rt.engine(), bytes).expect("compile");
     let mut linker: Linker<WasiP1Ctx> = Linker::new(rt.engine());
     p1::add_to_linker_sync(&mut linker, |s| s).expect("link");
     let pre = linker.instantiate_pre(&module).expect("pre");
-    let bare = |_: ()| {
+    let bare = || {
         let t = Instant::now();
         let wasi = WasiCtxBuilder::new()
             .args(&["bench"])
@@ -140,15 +148,20 @@ async fn latency(rt: &WasmRuntime, dir: &std::path::Path, runs: usize) {
         t.elapsed()
     };
     for _ in 0..20 {
-        bare(());
+        bare();
     }
-    let mut base: Vec<Duration> = (0..runs).map(|_| bare(())).collect();
+    (0..runs).map(|_| bare()).collect()
+}
 
+fn report_latency(mut ours: Vec<Duration>, mut base: Vec<Duration>) {
     ours.sort();
     base.sort();
     let (o50, o99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
     let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
-    println!("start latency, cached p1 module, {runs} runs (start → exit):");
+    println!(
+        "start latency, cached p1 module, {} runs (start → exit):",
+        ours.len()
+    );
     println!("  WasmRuntime::start+wait   p50 {o50:>10.1?}  p99 {o99:>10.1?}");
     println!("  bare wasmtime (sync)      p50 {b50:>10.1?}  p99 {b99:>10.1?}");
     println!(
@@ -241,16 +254,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("agent runtime");
-    agent.block_on(async {
-        let cfg = RuntimeConfig {
-            cache_dir: dir.path().join("cache"),
-            max_instances: u32::try_from(n).unwrap_or(u32::MAX).max(20_000),
-            ..RuntimeConfig::default()
-        };
-        let t = Instant::now();
-        let rt = WasmRuntime::new(cfg).expect("runtime");
-        println!("WasmRuntime::new            {:>10.1?}", t.elapsed());
-        latency(&rt, dir.path(), runs).await;
-        density(&rt, dir.path(), n).await;
-    });
+    let cfg = RuntimeConfig {
+        cache_dir: dir.path().join("cache"),
+        max_instances: u32::try_from(n).unwrap_or(u32::MAX).max(20_000),
+        ..RuntimeConfig::default()
+    };
+    let t = Instant::now();
+    let rt = WasmRuntime::new(cfg).expect("runtime");
+    println!("WasmRuntime::new            {:>10.1?}", t.elapsed());
+    let (ours, bytes) = agent.block_on(latency_ours(&rt, dir.path(), runs));
+    let base = latency_bare(&rt, &bytes, runs);
+    report_latency(ours, base);
+    agent.block_on(density(&rt, dir.path(), n));
 }

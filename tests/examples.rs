@@ -1,0 +1,79 @@
+//! The examples in examples/ build, publish and run as their README says: the hello
+//! component as a Deployment, the job module as a pod that ends Succeeded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Registry, KUBECTL_DEFAULT};
+
+#[test]
+fn examples_run() {
+    let reg = Registry::start();
+    let hello = common::build_guest("examples/Cargo.toml", "hello", "wasm32-wasip2");
+    let job = common::build_guest("examples/Cargo.toml", "job", "wasm32-wasip1");
+    reg.push(&hello, "examples/hello:v1");
+    reg.push(&job, "examples/job:v1");
+    let c = Cluster::with_agent("examples-node", &[]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    // The manifests name the registry scripts/up runs; point them at this test's.
+    for file in ["hello/app.yaml", "job/pod.yaml"] {
+        let text = std::fs::read_to_string(root.join(file))
+            .expect("example manifest")
+            .replace("127.0.0.1:5000", &reg.addr);
+        let out = c.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], &text);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "hello",
+            "deployment/hello",
+            "--timeout=90s",
+        ],
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "-n",
+            "hello",
+            "primes",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        "Succeeded",
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "-n", "hello", "primes"]),
+        "there are 78498 primes below 1000000\n"
+    );
+    let pods = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "hello",
+            "-l",
+            "app=hello",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    );
+    for pod in pods.split_whitespace() {
+        c.wait_for_output(
+            &["logs", "-n", "hello", pod],
+            &format!("hello from spindle from {pod}"),
+            Duration::from_secs(30),
+        );
+    }
+}
