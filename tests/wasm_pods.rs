@@ -501,3 +501,183 @@ spec:
     let dirs = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(dirs, 3, "pod directories left in {}", pods_dir.display());
 }
+
+#[test]
+fn secret_downward_host_and_memory_volumes() {
+    let reg = Registry::start();
+    let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let c = Cluster::with_agent("files-node", &[]);
+    let host_dir = c.dir.path().join("host-share");
+    apply(
+        &c,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: live
+data:
+  setting: one
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  token: s3cr3t
+  other: ignored
+"#,
+    );
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: files
+  labels:
+    tier: backend
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: secret
+    secret:
+      secretName: creds
+      items:
+      - key: token
+        path: auth/token
+        mode: 0400
+  - name: info
+    downwardAPI:
+      items:
+      - path: labels
+        fieldRef:
+          fieldPath: metadata.labels
+      - path: name
+        fieldRef:
+          fieldPath: metadata.name
+  - name: live
+    configMap:
+      name: live
+  - name: host
+    hostPath:
+      path: {host}
+      type: DirectoryOrCreate
+  - name: fast
+    emptyDir:
+      medium: Memory
+      sizeLimit: 8Mi
+  containers:
+  - name: reader
+    image: {p1}
+    args: ["cat", "/secret/auth/token", "/info/labels", "/info/name"]
+    volumeMounts:
+    - {{name: secret, mountPath: /secret}}
+    - {{name: info, mountPath: /info}}
+  - name: host-writer
+    image: {p1}
+    args: ["write", "/host/from-pod.txt", "hello host"]
+    volumeMounts:
+    - {{name: host, mountPath: /host}}
+  - name: ram-writer
+    image: {p1}
+    args: ["write", "/fast/x", "in memory"]
+    volumeMounts:
+    - {{name: fast, mountPath: /fast}}
+  - name: sleeper
+    image: {p1}
+    args: ["sleep", "0"]
+    volumeMounts:
+    - {{name: live, mountPath: /live}}
+"#,
+        host = host_dir.display()
+    );
+    apply(&c, &manifest);
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "files",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"reader\")].state.terminated.exitCode}",
+        ],
+        "0",
+        WAIT,
+    );
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "files", "-c", "reader"]),
+        "s3cr3ttier=\"backend\"files\n"
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "files",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"host-writer\")].state.terminated.exitCode}",
+        ],
+        "0",
+        WAIT,
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("from-pod.txt")).expect("file the pod wrote"),
+        "hello host\n"
+    );
+    // The pod's volumes on the node: the secret file has its mode; the Memory emptyDir is
+    // a tmpfs; the configMap follows an edit of its source.
+    let uid = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pod", "files", "-o", "jsonpath={.metadata.uid}"],
+    );
+    let vols = c
+        .data_dir()
+        .join("agent")
+        .join("pods")
+        .join(&uid)
+        .join("volumes");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(vols.join("secret/auth/token"))
+            .expect("secret file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o400);
+    let fast = vols.join("fast");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let is_tmpfs = mounts
+        .lines()
+        .any(|l| l.contains(&format!(" {} ", fast.display())) && l.contains("tmpfs"));
+    assert!(is_tmpfs, "{} is not a tmpfs", fast.display());
+    assert_eq!(
+        std::fs::read_to_string(vols.join("live/setting")).expect("cm"),
+        "one"
+    );
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "patch",
+            "configmap",
+            "live",
+            "-p",
+            r#"{"data":{"setting":"two"}}"#,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while std::fs::read_to_string(vols.join("live/setting")).unwrap_or_default() != "two" {
+        assert!(
+            Instant::now() < deadline,
+            "the configMap volume never saw the edit"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Deleting the pod removes its directory and unmounts its tmpfs.
+    c.ok(KUBECTL_DEFAULT, &["delete", "pod", "files", "--wait=true"]);
+    assert!(!vols.exists(), "{} left behind", vols.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&uid),
+        "a mount of the deleted pod is left: {}",
+        mounts
+            .lines()
+            .filter(|l| l.contains(&uid))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -30,8 +30,9 @@ use crate::Agent;
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// How often configMap/secret/downwardAPI volumes are re-read (the kubelet's sync period).
-const VOLUME_REFRESH: Duration = Duration::from_secs(30);
+/// How often configMap/secret/downwardAPI volumes are re-read (the kubelet re-syncs each
+/// minute; a ConfigMap edit shows sooner here).
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 
 /// What the agent knows of a pod's containers, shared with the log endpoint.
 pub struct Shared {

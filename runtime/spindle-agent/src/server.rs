@@ -123,7 +123,7 @@ async fn handle(agent: Arc<Agent>, req: Request<hyper::body::Incoming>) -> Respo
         .path()
         .trim_matches('/')
         .split('/')
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let query: HashMap<String, String> = req
         .uri()
