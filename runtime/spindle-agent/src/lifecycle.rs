@@ -457,6 +457,14 @@ async fn supervise(
     let pod = h.pod();
     let oref = object_ref(pod.as_ref());
     let image_name = c.image.clone().unwrap_or_default();
+    let slot = Slot {
+        agent: &agent,
+        h: &h,
+        init,
+        name: &c.name,
+        oref: &oref,
+        stop: &stop,
+    };
     let mut pull_failures = 0i32;
     let mut config_failures = 0i32;
     loop {
@@ -471,42 +479,31 @@ async fn supervise(
             }
             Err((reason, msg)) => {
                 pull_failures += 1;
-                h.update(init, &c.name, |s| s.waiting(reason, Some(msg.clone())));
-                agent
-                    .events
-                    .publish(
-                        &oref,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {reason}"),
-                    )
-                    .await;
+                let failed = (EventType::Warning, "Failed", format!("Error: {reason}"));
                 if reason == "ErrImageNeverPull" || reason == "InvalidImageName" {
-                    if sleep_or_stop(&stop, BACKOFF_BASE).await {
+                    if slot.hold(reason, msg, failed, BACKOFF_BASE).await {
                         return false;
                     }
                     continue;
                 }
-                let delay = backoff(pull_failures + 1).max(BACKOFF_BASE);
-                if sleep_or_stop(&stop, Duration::from_secs(1)).await {
+                // ErrImagePull for a moment, then ImagePullBackOff until the retry.
+                if slot
+                    .hold(reason, msg.clone(), failed, Duration::from_secs(1))
+                    .await
+                {
                     return false;
                 }
-                h.update(init, &c.name, |s| {
-                    s.waiting(
-                        "ImagePullBackOff",
-                        Some(format!("Back-off pulling image \"{image_name}\": {msg}")),
-                    )
-                });
-                agent
-                    .events
-                    .publish(
-                        &oref,
-                        EventType::Normal,
-                        "BackOff",
-                        &format!("Back-off pulling image \"{image_name}\""),
-                    )
-                    .await;
-                if sleep_or_stop(&stop, delay).await {
+                let backoff_msg = format!("Back-off pulling image \"{image_name}\": {msg}");
+                let event = (
+                    EventType::Normal,
+                    "BackOff",
+                    format!("Back-off pulling image \"{image_name}\""),
+                );
+                let delay = backoff(pull_failures + 1).max(BACKOFF_BASE);
+                if slot
+                    .hold("ImagePullBackOff", backoff_msg, event, delay)
+                    .await
+                {
                     return false;
                 }
                 continue;
@@ -528,23 +525,11 @@ async fn supervise(
             }
             Err(e) => {
                 config_failures += 1;
-                h.update(init, &c.name, |s| {
-                    s.waiting("CreateContainerConfigError", Some(e.0.clone()))
-                });
-                agent
-                    .events
-                    .publish(
-                        &oref,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {}", e.0),
-                    )
-                    .await;
-                if sleep_or_stop(
-                    &stop,
-                    backoff(config_failures + 1).max(Duration::from_secs(2)),
-                )
-                .await
+                let event = (EventType::Warning, "Failed", format!("Error: {}", e.0));
+                let delay = backoff(config_failures + 1).max(Duration::from_secs(2));
+                if slot
+                    .hold("CreateContainerConfigError", e.0, event, delay)
+                    .await
                 {
                     return false;
                 }
@@ -609,19 +594,9 @@ async fn supervise(
             Err(msg) => {
                 log.close();
                 config_failures += 1;
-                h.update(init, &c.name, |s| {
-                    s.waiting("CreateContainerError", Some(msg.clone()))
-                });
-                agent
-                    .events
-                    .publish(
-                        &oref,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {msg}"),
-                    )
-                    .await;
-                if sleep_or_stop(&stop, backoff(config_failures + 1).max(BACKOFF_BASE)).await {
+                let event = (EventType::Warning, "Failed", format!("Error: {msg}"));
+                let delay = backoff(config_failures + 1).max(BACKOFF_BASE);
+                if slot.hold("CreateContainerError", msg, event, delay).await {
                     return false;
                 }
                 continue;
@@ -759,6 +734,36 @@ async fn supervise(
     }
 }
 
+/// One container's place in its pod, for reporting why it waits.
+struct Slot<'a> {
+    agent: &'a Agent,
+    h: &'a PodHandle,
+    init: bool,
+    name: &'a str,
+    oref: &'a k8s_openapi::api::core::v1::ObjectReference,
+    stop: &'a watch::Receiver<bool>,
+}
+
+impl Slot<'_> {
+    /// Show the container waiting with `reason`, record an event, then sleep `delay`.
+    /// Returns true if the pod is stopping.
+    async fn hold(
+        &self,
+        reason: &str,
+        message: String,
+        event: (EventType, &str, String),
+        delay: Duration,
+    ) -> bool {
+        self.h
+            .update(self.init, self.name, |s| s.waiting(reason, Some(message)));
+        self.agent
+            .events
+            .publish(self.oref, event.0, event.1, &event.2)
+            .await;
+        sleep_or_stop(self.stop, delay).await
+    }
+}
+
 /// Make the container's image present, with the events the kubelet records.
 async fn pull(
     agent: &Agent,
@@ -772,15 +777,18 @@ async fn pull(
     let oref = object_ref(pod);
     let cached = agent.images.cached(&image);
     if let (Some(img), PullPolicy::IfNotPresent | PullPolicy::Never) = (&cached, policy) {
-        agent
-            .events
-            .publish(
-                &oref,
-                EventType::Normal,
-                "Pulled",
-                &format!("Container image \"{image}\" already present on machine"),
-            )
-            .await;
+        // Off the start path: a cached image must not wait for an API write.
+        let events = agent.events.clone();
+        tokio::spawn(async move {
+            events
+                .publish(
+                    &oref,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                )
+                .await;
+        });
         return Ok(img.clone());
     }
     let _ = (h, init);

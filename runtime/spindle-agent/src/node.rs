@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
@@ -219,26 +218,9 @@ pub async fn register(agent: &Agent) -> Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("creating the Node")),
     };
     write_status(agent, now).await?;
-    let leases: Api<Lease> = Api::namespaced(agent.client.clone(), spindle_hollow::LEASE_NAMESPACE);
-    let lease = spindle_hollow::build_lease(&agent.opts.node_name, uid.as_deref(), now);
-    match leases.create(&PostParams::default(), &lease).await {
-        Ok(_) => {}
-        Err(e) if is_status(&e, 409) => {
-            let patch = json!({
-                "metadata": {"ownerReferences": lease.metadata.owner_references},
-                "spec": lease.spec,
-            });
-            leases
-                .patch(
-                    &agent.opts.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .context("updating the node Lease")?;
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context("creating the node Lease")),
-    }
+    spindle_hollow::ensure_lease(&agent.client, &agent.opts.node_name, uid.as_deref())
+        .await
+        .context("creating the node Lease")?;
     Ok(())
 }
 
@@ -264,20 +246,7 @@ pub async fn heartbeat(agent: Arc<Agent>) {
     lease_tick.tick().await;
     loop {
         lease_tick.tick().await;
-        let leases: Api<Lease> =
-            Api::namespaced(agent.client.clone(), spindle_hollow::LEASE_NAMESPACE);
-        let patch = json!({"spec": {
-            "holderIdentity": agent.opts.node_name,
-            "leaseDurationSeconds": spindle_hollow::LEASE_DURATION_SECONDS,
-            "renewTime": MicroTime(Timestamp::now()),
-        }});
-        let renewed = leases
-            .patch(
-                &agent.opts.node_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await;
+        let renewed = spindle_hollow::renew_lease(&agent.client, &agent.opts.node_name).await;
         let need_register = matches!(&renewed, Err(e) if is_status(e, 404));
         if let Err(e) = &renewed {
             tracing::warn!(error = %e, "renewing the node Lease failed");

@@ -25,9 +25,7 @@ use tokio::sync::Semaphore;
 
 pub use connect::{connect, parse_token, JoinToken};
 /// Node heartbeat pieces the real agent shares with hollow nodes.
-pub use node::{
-    build_lease, conditions, LEASE_DURATION_SECONDS, LEASE_NAMESPACE, LEASE_RENEW_EVERY,
-};
+pub use node::{conditions, ensure_lease, renew_lease, LEASE_RENEW_EVERY};
 
 /// What `spindle hollow-nodes` was asked for.
 #[derive(Clone, Debug)]

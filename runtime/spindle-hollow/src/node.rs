@@ -316,21 +316,7 @@ async fn register(h: &Hollow, n: &NodeState) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), LEASE_NAMESPACE);
-    let lease = build_lease(&n.id.name, uid.as_deref(), now);
-    match leases.create(&PostParams::default(), &lease).await {
-        Ok(_) => {}
-        Err(e) if is_status(&e, 409) => {
-            let patch = json!({
-                "metadata": {"ownerReferences": lease.metadata.owner_references},
-                "spec": lease.spec,
-            });
-            leases
-                .patch(&n.id.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-        }
-        Err(e) => return Err(e.into()),
-    }
+    ensure_lease(&h.client, &n.id.name, uid.as_deref()).await?;
     n.registered.store(true, Ordering::Relaxed);
     h.stats.nodes_registered.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(node = %n.id.name, "registered");
@@ -355,15 +341,40 @@ async fn write_status(h: &Hollow, n: &NodeState) -> Result<(), kube::Error> {
     Ok(())
 }
 
-async fn renew_lease(h: &Hollow, n: &NodeState) -> Result<(), kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(h.client.clone(), LEASE_NAMESPACE);
+/// Create a node's Lease, or take over the one a previous run left (owner and holder).
+pub async fn ensure_lease(
+    client: &kube::Client,
+    name: &str,
+    node_uid: Option<&str>,
+) -> Result<(), kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let lease = build_lease(name, node_uid, Timestamp::now());
+    match leases.create(&PostParams::default(), &lease).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => {
+            let patch = json!({
+                "metadata": {"ownerReferences": lease.metadata.owner_references},
+                "spec": lease.spec,
+            });
+            leases
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The heartbeat: move the Lease's renewTime to now.
+pub async fn renew_lease(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let patch = json!({"spec": {
-        "holderIdentity": n.id.name,
+        "holderIdentity": name,
         "leaseDurationSeconds": LEASE_DURATION_SECONDS,
         "renewTime": MicroTime(Timestamp::now()),
     }});
     leases
-        .patch(&n.id.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }
@@ -428,7 +439,7 @@ pub async fn heartbeat(h: Arc<Hollow>, idx: usize) {
     let mut last_status = Instant::now();
     loop {
         tokio::select! {
-            _ = lease_tick.tick() => match renew_lease(&h, n).await {
+            _ = lease_tick.tick() => match renew_lease(&h.client, &n.id.name).await {
                 Ok(()) => { h.stats.lease_renewals.fetch_add(1, Ordering::Relaxed); }
                 Err(e) if is_status(&e, 404) => {
                     tracing::info!(node = %n.id.name, "lease or node gone; registering again");
