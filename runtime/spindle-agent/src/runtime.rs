@@ -68,6 +68,7 @@ pub struct WasmContainers {
 
 impl WasmContainers {
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        raise_map_count();
         let cfg = spindle_wasm::RuntimeConfig {
             cache_dir: data_dir.join("wasm-cache"),
             ..Default::default()
@@ -78,6 +79,30 @@ impl WasmContainers {
 
     pub fn runtime(&self) -> &spindle_wasm::WasmRuntime {
         &self.rt
+    }
+}
+
+/// Each live Wasm instance costs a few memory mappings, and Linux's default
+/// vm.max_map_count (65530) caps a node near 12,000 instances. As the kubelet tunes the
+/// kernel settings it depends on, the agent raises the cap when it may (as root).
+const WANTED_MAP_COUNT: u64 = 262_144;
+
+fn raise_map_count() {
+    let path = "/proc/sys/vm/max_map_count";
+    let current = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(n) = current.filter(|n| *n < WANTED_MAP_COUNT) {
+        match std::fs::write(path, WANTED_MAP_COUNT.to_string()) {
+            Ok(()) => tracing::info!(
+                from = n,
+                to = WANTED_MAP_COUNT,
+                "raised vm.max_map_count for Wasm density"
+            ),
+            Err(e) => {
+                tracing::warn!(current = n, error = %e, "could not raise vm.max_map_count; Wasm pods per node are capped lower")
+            }
+        }
     }
 }
 

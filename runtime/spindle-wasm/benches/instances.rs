@@ -4,12 +4,14 @@
 //!
 //! - latency: start → exit of a cached module through `WasmRuntime` (p50/p99), beside a
 //!   baseline of the bare wasmtime work for the same module on the same engine
-//!   (synchronous instantiate + `_start` on the calling thread), and their ratio;
+//!   (synchronous instantiate + `_start` on the calling thread), and their ratio, plus
+//!   the bare asynchronous variant (fiber, no thread hand-off) to show where time goes;
 //! - density: `SPINDLE_BENCH_INSTANCES` (default 10,000) instances that sleep in
 //!   `poll_oneoff`, started at once: time until all are instantiated, RSS and memory
 //!   mappings per instance, then the time to kill them all.
 //!
-//! `SPINDLE_BENCH_RUNS` sets the number of latency runs (default 1,000).
+//! `SPINDLE_BENCH_RUNS` sets the number of latency runs (default 1,000);
+//! `SPINDLE_BENCH_MAX_INSTANCES` overrides the pool size (default: `RuntimeConfig::default()`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,25 +155,71 @@ fn latency_bare(rt: &WasmRuntime, bytes: &[u8], runs: usize) -> Vec<Duration> {
     (0..runs).map(|_| bare()).collect()
 }
 
-fn report_latency(mut ours: Vec<Duration>, mut base: Vec<Duration>) {
+/// The same again, asynchronously (fiber, async WASI) on a current-thread runtime: the
+/// wasmtime part of our path without the hand-off to the runtime's threads and back.
+fn latency_bare_async(rt: &WasmRuntime, bytes: &[u8], runs: usize) -> Vec<Duration> {
+    let module = Module::new(rt.engine(), bytes).expect("compile");
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(rt.engine());
+    p1::add_to_linker_async(&mut linker, |s| s).expect("link");
+    let pre = linker.instantiate_pre(&module).expect("pre");
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bare = || async {
+        let t = Instant::now();
+        let wasi = WasiCtxBuilder::new()
+            .args(&["bench"])
+            .env("A", "1")
+            .build_p1();
+        let mut store = Store::new(rt.engine(), wasi);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+        instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .expect("_start")
+            .call_async(&mut store, ())
+            .await
+            .expect("run");
+        t.elapsed()
+    };
+    local.block_on(async {
+        for _ in 0..20 {
+            bare().await;
+        }
+        let mut out = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            out.push(bare().await);
+        }
+        out
+    })
+}
+
+fn report_latency(mut ours: Vec<Duration>, mut base: Vec<Duration>, mut base_async: Vec<Duration>) {
     ours.sort();
     base.sort();
+    base_async.sort();
     let (o50, o99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
     let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
+    let (a50, a99) = (percentile(&base_async, 0.5), percentile(&base_async, 0.99));
     println!(
         "start latency, cached p1 module, {} runs (start → exit):",
         ours.len()
     );
     println!("  WasmRuntime::start+wait   p50 {o50:>10.1?}  p99 {o99:>10.1?}");
     println!("  bare wasmtime (sync)      p50 {b50:>10.1?}  p99 {b99:>10.1?}");
+    println!("  bare wasmtime (async)     p50 {a50:>10.1?}  p99 {a99:>10.1?}");
     println!(
-        "  ratio                     p50 {:>9.2}×  p99 {:>9.2}×",
+        "  ratio to sync baseline    p50 {:>9.2}×  p99 {:>9.2}×",
         o50.as_secs_f64() / b50.as_secs_f64(),
         o99.as_secs_f64() / b99.as_secs_f64()
     );
 }
 
-async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize) {
+async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize, max_instances: u32) {
     let (digest, path, _) = write_wasm(dir, SLEEPER);
     let program = rt.load(&digest, &path).await.expect("load");
     let metrics = rt.engine().pooling_allocator_metrics().expect("pooling");
@@ -190,9 +238,10 @@ async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize) {
         }
     }
     let started = t.elapsed();
-    // Instantiation happens on the runtime's threads; wait until every instance exists.
+    // Instantiation happens on the runtime's threads; failed ones give their slot back,
+    // so the two counts meet either way.
     let deadline = Instant::now() + Duration::from_secs(300);
-    while (metrics.core_instances() as usize) < instances.len() && Instant::now() < deadline {
+    while metrics.core_instances() < u64::from(rt.live_instances()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ready = t.elapsed();
@@ -202,30 +251,24 @@ async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize) {
     let maps1 = mappings();
     let failed = instances.len() - live as usize;
 
-    println!("density: {n} sleeping p1 instances (default pool: 20,000 slots × 4 GiB)");
+    println!("density: {n} sleeping p1 instances, pool of {max_instances} slots × 4 GiB");
     println!(
         "  start() calls            {started:>10.1?}  ({:.1?} each)",
         started / n.max(1) as u32
     );
-    println!("  all instantiated after   {ready:>10.1?}  ({live} live, {failed} not instantiated)");
+    println!("  all instantiated after   {ready:>10.1?}  ({live} live, {failed} failed)");
     println!(
-        "  RSS                      {:>7} MiB → {} MiB, {:.1} KiB per instance",
+        "  RSS                      {:>7} MiB → {} MiB, {:.1} KiB per live instance",
         rss0 / 1024,
         rss1 / 1024,
-        (rss1.saturating_sub(rss0)) as f64 / n.max(1) as f64
+        (rss1.saturating_sub(rss0)) as f64 / live.max(1) as f64
     );
     println!(
-        "  memory mappings          {maps0} → {maps1}, {:.2} per instance (vm.max_map_count {})",
-        (maps1.saturating_sub(maps0)) as f64 / n.max(1) as f64,
+        "  memory mappings          {maps0} → {maps1}, {:.2} per live instance (vm.max_map_count {})",
+        (maps1.saturating_sub(maps0)) as f64 / live.max(1) as f64,
         std::fs::read_to_string("/proc/sys/vm/max_map_count")
             .unwrap_or_default()
             .trim()
-    );
-    println!(
-        "  pool: {} memories, {} stacks, {} tables in use",
-        metrics.memories(),
-        metrics.stacks(),
-        metrics.tables()
     );
 
     let t = Instant::now();
@@ -233,15 +276,22 @@ async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize) {
         inst.kill();
     }
     let mut killed = 0;
+    let mut first_failure = None;
     for inst in &mut instances {
-        if inst.wait().await.reason == ExitReason::Killed {
+        let st = inst.wait().await;
+        if st.reason == ExitReason::Killed {
             killed += 1;
+        } else if first_failure.is_none() {
+            first_failure = Some(st);
         }
     }
     println!(
         "  kill all                 {:>10.1?}  ({killed} killed)",
         t.elapsed()
     );
+    if let Some(st) = first_failure {
+        println!("  first failure: {st:?}");
+    }
 }
 
 fn main() {
@@ -254,16 +304,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("agent runtime");
+    let defaults = RuntimeConfig::default();
+    let max_instances = std::env::var("SPINDLE_BENCH_MAX_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(defaults.max_instances);
     let cfg = RuntimeConfig {
         cache_dir: dir.path().join("cache"),
-        max_instances: u32::try_from(n).unwrap_or(u32::MAX).max(20_000),
-        ..RuntimeConfig::default()
+        max_instances,
+        ..defaults
     };
     let t = Instant::now();
     let rt = WasmRuntime::new(cfg).expect("runtime");
     println!("WasmRuntime::new            {:>10.1?}", t.elapsed());
     let (ours, bytes) = agent.block_on(latency_ours(&rt, dir.path(), runs));
     let base = latency_bare(&rt, &bytes, runs);
-    report_latency(ours, base);
-    agent.block_on(density(&rt, dir.path(), n));
+    let base_async = latency_bare_async(&rt, &bytes, runs);
+    report_latency(ours, base, base_async);
+    agent.block_on(density(&rt, dir.path(), n, max_instances));
 }

@@ -467,7 +467,18 @@ fn classify(end: GuestEnd, killed: bool) -> ExitStatus {
     if let Some(pool) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
         return ExitStatus::error(1, format!("instance pool exhausted: {pool}"));
     }
+    let out_of_maps = err
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::OutOfMemory);
     match phase {
+        // What usually runs out first is not RAM but the per-process mapping limit.
+        Phase::Instantiate if out_of_maps => ExitStatus::error(
+            1,
+            format!(
+                "instantiation failed: {err:#}: the node is out of memory or of memory \
+                 mappings (vm.max_map_count)"
+            ),
+        ),
         Phase::Instantiate => ExitStatus::error(1, format!("instantiation failed: {err:#}")),
         Phase::Run => ExitStatus::error(1, format!("{err:#}")),
     }

@@ -17,11 +17,14 @@
 //!
 //! Guests get no network, no inherited environment and an empty stdin.
 //!
-//! Address space: every pool slot reserves `max_memory_bytes` plus a 2 MiB guard of
-//! virtual memory (never committed until used), so the defaults (20,000 slots × 4 GiB)
-//! reserve about 80 TiB of the 128 TiB a Linux x86-64 process has. Only one runtime with
-//! the defaults fits in a process; tests and multi-node simulations must use smaller
-//! `max_instances` / `max_memory_bytes`.
+//! Capacity limits of the pool, both per process:
+//! - address space: every slot reserves `max_memory_bytes` plus a 2 MiB guard of virtual
+//!   memory (not committed until used), so 20,000 slots × 4 GiB reserve about 80 TiB of
+//!   the 128 TiB a Linux x86-64 process has. Only one runtime of that size fits in a
+//!   process; tests and multi-node simulations must use smaller `max_instances` /
+//!   `max_memory_bytes`.
+//! - memory mappings: about five per live instance against `vm.max_map_count` (65530 by
+//!   default), which is why the default `max_instances` follows that sysctl.
 
 mod error;
 mod instance;
@@ -61,12 +64,37 @@ const MEMORY_GUARD: u64 = 2 << 20;
 
 const WASM_PAGE: u64 = 64 << 10;
 
+/// Memory mappings (VMAs) one pool slot costs when its instance is alive: the fiber stack
+/// slot is two (stack and guard page, made up front for every slot), and a live linear
+/// memory splits the pool's reservation into about three (copy-on-write image, rest of
+/// the heap, reserved tail). Linux caps mappings per process at `vm.max_map_count`.
+const MAPS_PER_SLOT: u64 = 5;
+/// Mappings left for everything else in the agent process.
+const MAPS_RESERVED: u64 = 4096;
+const DEFAULT_MAX_INSTANCES: u32 = 20_000;
+
+fn system_max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many instances can be alive at once within a `vm.max_map_count` of
+/// `max_map_count` (65530 by default: 12,286).
+pub fn max_instances_for_map_count(max_map_count: u64) -> u32 {
+    u32::try_from(max_map_count.saturating_sub(MAPS_RESERVED) / MAPS_PER_SLOT).unwrap_or(u32::MAX)
+}
+
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Precompiled artifacts live here and survive restarts. Must be writable by the
     /// agent only: artifacts are loaded as trusted native code.
     pub cache_dir: PathBuf,
-    /// Pooling-allocator slots: how many instances can be alive at once.
+    /// Pooling-allocator slots: how many instances can be alive at once. The default is
+    /// 20,000, or fewer where `vm.max_map_count` would not let that many be alive (see
+    /// [`max_instances_for_map_count`]); raise the sysctl to get the full 20,000.
     pub max_instances: u32,
     /// The largest linear memory one instance may have.
     pub max_memory_bytes: u64,
@@ -78,7 +106,10 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cache_dir: std::env::temp_dir().join("spindle-wasm-cache"),
-            max_instances: 20_000,
+            max_instances: system_max_map_count()
+                .map(max_instances_for_map_count)
+                .unwrap_or(DEFAULT_MAX_INSTANCES)
+                .clamp(1, DEFAULT_MAX_INSTANCES),
             max_memory_bytes: 4 << 30,
             worker_threads: std::thread::available_parallelism()
                 .map(NonZeroUsize::get)
@@ -168,6 +199,18 @@ fn engine_config(cfg: &RuntimeConfig) -> Result<Config, WasmError> {
 impl WasmRuntime {
     pub fn new(cfg: RuntimeConfig) -> Result<Self, WasmError> {
         let config = engine_config(&cfg)?;
+        if let Some(maps) = system_max_map_count() {
+            let fit = max_instances_for_map_count(maps);
+            if cfg.max_instances > fit {
+                tracing::warn!(
+                    max_instances = cfg.max_instances,
+                    vm_max_map_count = maps,
+                    fit,
+                    "vm.max_map_count is too low for the instance pool: instantiation will \
+                     fail with ENOMEM beyond about {fit} live instances"
+                );
+            }
+        }
         let engine = Engine::new(&config).map_err(|e| {
             WasmError::Engine(format!(
                 "{e:#} (max_instances {} × max_memory_bytes {} must fit the address space)",
