@@ -1,0 +1,797 @@
+//! Wasm pod benchmark (`cargo bench --bench pods`): real processes on this machine, a real
+//! OCI registry (Debian's docker-registry) and the test guest `tests/guests/testbox`.
+//!
+//! 1. Pod start latency: a release `spindle server` with its embedded agent (node `bench`)
+//!    and one hollow node (`hollow-0`). BENCH_STARTS (default 200) pods, one at a time,
+//!    each created only once the previous one is Running; latency = from just before the
+//!    create call to the moment a pod watch (opened beforehand) sees phase Running. Run for
+//!    the p1 module and the p2 component of testbox (`sleep 0`: idles forever), images
+//!    pre-pulled and compiled by one warm-up pod each. Baseline in the same run: the same
+//!    loop pinned to the hollow node, which reports Running without running anything (the
+//!    control plane's own floor).
+//! 2. Density: a fresh `spindle server --disable-agent` and a standalone `spindle agent`
+//!    (node `dense`); BENCH_DENSITY (default 10000) idle pods, half p1 and half p2, created
+//!    64 at a time; time to all Running and the agent's resident memory per pod.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_spindle");
+const TARGET_P50_MS: f64 = 5.0;
+const TARGET_P99_MS: f64 = 25.0;
+const TARGET_PODS: usize = 10_000;
+const TARGET_KIB_PER_POD: f64 = 1024.0;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A child process, killed (and reaped) when dropped, on success and error paths alike.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(log)?;
+        let child = cmd
+            .env("SPINDLE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {what}: {e}"))?;
+        Ok(Proc(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn ensure_alive(&mut self, what: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.0.try_wait()? {
+            anyhow::bail!("{what} exited: {status}");
+        }
+        Ok(())
+    }
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Guest build, registry, push (as tests/common does it).
+
+fn guest_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("wasm-guests")
+}
+
+fn build_testbox(target: &str) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/testbox/Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            target,
+            "-p",
+            "testbox",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", guest_target_dir())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "building testbox for {target} failed (rustup target add {target}?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = guest_target_dir()
+        .join(target)
+        .join("release")
+        .join("testbox.wasm");
+    anyhow::ensure!(path.exists(), "{} missing after build", path.display());
+    Ok(path)
+}
+
+struct Registry {
+    addr: String,
+    _proc: Proc,
+}
+
+fn start_registry(work: &Path) -> anyhow::Result<Registry> {
+    let dir = work.join("registry");
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&cfg);
+    let proc = Proc::spawn(
+        cmd,
+        &work.join("registry.log"),
+        "docker-registry (apt install docker-registry)",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Registry { addr, _proc: proc })
+}
+
+fn push(reg: &Registry, file: &Path, name: &str) -> anyhow::Result<String> {
+    let reference = format!("{}/{name}", reg.addr);
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(file)
+        .arg(&reference)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "spindle push {reference} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(reference)
+}
+
+// ---------------------------------------------------------------------------------------
+// Server, agent, hollow nodes.
+
+struct Server {
+    proc: Proc,
+    url: String,
+    token: String,
+    client: Client,
+}
+
+async fn start_server(work: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
+    let data = work.join(name);
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "server",
+        "--https-listen-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .args(extra);
+    let mut proc = Proc::spawn(cmd, &work.join(format!("{name}.log")), "spindle server")?;
+    let kubeconfig = data.join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() {
+        proc.ensure_alive("spindle server")?;
+        anyhow::ensure!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The kubeconfig may be caught half-written; retry reading it briefly.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&kubeconfig)?;
+        if text.contains("server: ") && data.join("server/token").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .ok_or_else(|| anyhow::anyhow!("no server: line in the kubeconfig"))?
+        .to_string();
+    let token = std::fs::read_to_string(data.join("server/token"))?
+        .trim()
+        .to_string();
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    Ok(Server {
+        proc,
+        url,
+        token,
+        client,
+    })
+}
+
+fn hollow(work: &Path, s: &Server, pods: usize) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "hollow-nodes",
+        "--server",
+        &s.url,
+        "--token",
+        &s.token,
+        "--count",
+        "1",
+        "--prefix",
+        "hollow",
+        "--pods",
+        &pods.to_string(),
+    ]);
+    Proc::spawn(cmd, &work.join("hollow.log"), "spindle hollow-nodes")
+}
+
+fn agent(work: &Path, s: &Server, node: &str) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--server", &s.url, "--node-name", node])
+        .args(["--node-ip", "127.0.0.1", "--agent-port", "0"])
+        .args(["--max-pods", "20000", "--data-dir"])
+        .arg(work.join("agent-data"))
+        .env("SPINDLE_TOKEN", &s.token);
+    Proc::spawn(cmd, &work.join("agent.log"), "spindle agent")
+}
+
+async fn wait_node_ready(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = api.get_opt(name).await.ok().flatten().is_some_and(|n| {
+            n.status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {name} did not become Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([("bench".to_string(), label.to_string())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_selector: Some(BTreeMap::from([(
+                "kubernetes.io/hostname".to_string(),
+                node.to_string(),
+            )])),
+            restart_policy: Some(restart.into()),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![Container {
+                name: "main".into(),
+                image: Some(image.into()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(vec!["sleep".into(), "0".into()]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Why a pod's container is not running, if it says (waiting other than creating,
+/// terminated, or a previous run that ended).
+fn failure(p: &Pod) -> Option<String> {
+    let status = p.status.as_ref()?;
+    for cs in status.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_default();
+            if !matches!(
+                reason.as_str(),
+                "" | "ContainerCreating" | "PodInitializing"
+            ) {
+                return Some(format!(
+                    "waiting {reason}: {}",
+                    w.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+        let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        if let Some(t) = cs
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .or(last)
+        {
+            return Some(format!(
+                "terminated {} (exit {}): {}",
+                t.reason.clone().unwrap_or_default(),
+                t.exit_code,
+                t.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    if phase(p) == "Failed" {
+        return Some(format!(
+            "phase Failed: {} {}",
+            status.reason.clone().unwrap_or_default(),
+            status.message.clone().unwrap_or_default()
+        ));
+    }
+    None
+}
+
+/// Pods of `ns` as a watch sees them, each with the instant this process received it; the
+/// watch is driven by its own task so that timestamps do not wait for the reader.
+fn watch_pods(client: &Client, ns: &str) -> (mpsc::UnboundedReceiver<(Instant, Pod)>, Abort) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let now = Instant::now();
+            match ev {
+                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
+                    if tx.send((now, p)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("pod watch error (retrying): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    (rx, Abort(task))
+}
+
+struct Abort(tokio::task::JoinHandle<()>);
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Start latency.
+
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn pct(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize - 1;
+        v[i.min(v.len() - 1)].as_secs_f64() * 1e3
+    }
+}
+
+/// Create `n` pods one after another, each once the previous is Running.
+async fn start_loop(
+    api: &Api<Pod>,
+    rx: &mut mpsc::UnboundedReceiver<(Instant, Pod)>,
+    label: &str,
+    node: &str,
+    image: &str,
+    n: usize,
+) -> anyhow::Result<Latencies> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("{label}-{i}");
+        let p = pod(&name, label, node, image, "Always");
+        let t = Instant::now();
+        api.create(&PostParams::default(), &p).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (at, p) = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("{name} not Running after 60 s"))?
+                .ok_or_else(|| anyhow::anyhow!("pod watch ended"))?;
+            if p.metadata.name.as_deref() != Some(name.as_str()) {
+                continue;
+            }
+            if phase(&p) == "Running" {
+                out.push(at.saturating_duration_since(t));
+                break;
+            }
+            if let Some(why) = failure(&p) {
+                anyhow::bail!("{name} failed to start: {why}");
+            }
+        }
+    }
+    Ok(Latencies(out))
+}
+
+/// Delete the pods labelled `label` and wait until they are gone.
+async fn delete_pods(api: &Api<Pod>, label: &str) -> anyhow::Result<()> {
+    let lp = ListParams::default().labels(&format!("bench={label}"));
+    let names: Vec<String> = api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    futures::stream::iter(names)
+        .for_each_concurrent(16, |n| async move {
+            let _ = api.delete(&n, &DeleteParams::default()).await;
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = api.list(&lp).await?.items.len();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            eprintln!("warning: {left} {label} pods still not gone after 120 s");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Result<()> {
+    println!("== Pod start latency: {n} pods one at a time (create -> watch sees Running) ==");
+    let dir = work.join("latency");
+    std::fs::create_dir_all(&dir)?;
+    let mut s = start_server(
+        &dir,
+        "server",
+        &["--node-name", "bench", "--agent-port", "0"],
+    )
+    .await?;
+    let mut h = hollow(&dir, &s, n.max(100) + 10)?;
+    wait_node_ready(&s.client, "bench").await?;
+    wait_node_ready(&s.client, "hollow-0").await?;
+    create_namespace(&s.client, "lat").await?;
+    let api: Api<Pod> = Api::namespaced(s.client.clone(), "lat");
+    let (mut rx, _watch) = watch_pods(&s.client, "lat");
+
+    // Warm-up: pull and compile both images, and settle the watch and the connections.
+    let t = Instant::now();
+    let warm = start_loop(&api, &mut rx, "warm-p1", "bench", p1, 1).await?;
+    let warm2 = start_loop(&api, &mut rx, "warm-p2", "bench", p2, 1).await?;
+    let warm3 = start_loop(&api, &mut rx, "warm-hollow", "hollow-0", p1, 3).await?;
+    println!(
+        "warm-up (pull + compile): p1 {:.0} ms, p2 {:.0} ms; hollow {:.1} ms; total {:.1} s",
+        warm.pct(100.0),
+        warm2.pct(100.0),
+        warm3.pct(100.0),
+        t.elapsed().as_secs_f64()
+    );
+    for l in ["warm-p1", "warm-p2", "warm-hollow"] {
+        delete_pods(&api, l).await?;
+    }
+
+    let base = start_loop(&api, &mut rx, "hollow", "hollow-0", p1, n).await?;
+    delete_pods(&api, "hollow").await?;
+    let wasm_p1 = start_loop(&api, &mut rx, "p1", "bench", p1, n).await?;
+    delete_pods(&api, "p1").await?;
+    let wasm_p2 = start_loop(&api, &mut rx, "p2", "bench", p2, n).await?;
+    delete_pods(&api, "p2").await?;
+    s.proc.ensure_alive("spindle server")?;
+    h.ensure_alive("spindle hollow-nodes")?;
+
+    let (b50, b99) = (base.pct(50.0), base.pct(99.0));
+    println!(
+        "{:<40} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "", "p50 ms", "p99 ms", "max ms", "p50 ratio", "p99 ratio"
+    );
+    println!(
+        "{:<40} {b50:>9.2} {b99:>9.2} {:>9.2} {:>9.2}x {:>9.2}x",
+        "hollow node (baseline)",
+        base.pct(100.0),
+        1.0,
+        1.0
+    );
+    for (what, l) in [
+        ("Wasm p1 module (testbox sleep)", &wasm_p1),
+        ("Wasm p2 component (testbox sleep)", &wasm_p2),
+    ] {
+        let (p50, p99) = (l.pct(50.0), l.pct(99.0));
+        let met = p50 <= TARGET_P50_MS && p99 <= TARGET_P99_MS;
+        println!(
+            "{what:<40} {p50:>9.2} {p99:>9.2} {:>9.2} {:>9.2}x {:>9.2}x   (target p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms: {})",
+            l.pct(100.0),
+            p50 / b50,
+            p99 / b99,
+            if met { "MET" } else { "NOT MET" }
+        );
+    }
+    println!(
+        "server RSS (embedded agent): {:.0} MiB",
+        rss_kib(s.proc.pid()) / 1024.0
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Density.
+
+#[derive(Default)]
+struct DensityState {
+    running: HashSet<String>,
+    failed: HashMap<String, String>,
+    first_failure: Option<String>,
+}
+
+async fn density_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Result<()> {
+    println!("\n== Density: {n} idle Wasm pods (half p1, half p2) on one standalone agent ==");
+    let dir = work.join("density");
+    std::fs::create_dir_all(&dir)?;
+    let mut s = start_server(&dir, "server", &["--disable-agent"]).await?;
+    let mut a = agent(&dir, &s, "dense")?;
+    wait_node_ready(&s.client, "dense").await?;
+    create_namespace(&s.client, "dense").await?;
+    // Let the freshly started agent settle before measuring its idle footprint.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let agent_idle = rss_kib(a.pid());
+    let server_idle = rss_kib(s.proc.pid());
+    println!(
+        "agent RSS idle (no pods): {:.1} MiB; server RSS: {:.1} MiB",
+        agent_idle / 1024.0,
+        server_idle / 1024.0
+    );
+
+    let api: Api<Pod> = Api::namespaced(s.client.clone(), "dense");
+    let state = Arc::new(Mutex::new(DensityState::default()));
+    let (mut rx, _watch) = watch_pods(&s.client, "dense");
+    let counter = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some((_, p)) = rx.recv().await {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let running = phase(&p) == "Running"
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                        });
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                if running {
+                    st.running.insert(name.clone());
+                    st.failed.remove(&name);
+                } else {
+                    st.running.remove(&name);
+                    if let Some(why) = failure(&p) {
+                        if st.first_failure.is_none() {
+                            st.first_failure = Some(format!("{name}: {why}"));
+                        }
+                        st.failed.insert(name, why);
+                    }
+                }
+            }
+        })
+    };
+    let _counter = Abort(counter);
+
+    let t = Instant::now();
+    let create_errors = Arc::new(AtomicUsize::new(0));
+    let first_create_error = Arc::new(Mutex::new(None::<String>));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let api = api.clone();
+            let errors = create_errors.clone();
+            let first = first_create_error.clone();
+            let (kind, image) = if i % 2 == 0 { ("p1", p1) } else { ("p2", p2) };
+            async move {
+                let p = pod(&format!("{kind}-{i}"), kind, "dense", image, "Never");
+                if let Err(e) = api.create(&PostParams::default(), &p).await {
+                    errors.fetch_add(1, Ordering::SeqCst);
+                    first
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e.to_string());
+                }
+            }
+        })
+        .await;
+    let created_in = t.elapsed();
+    let created = n - create_errors.load(Ordering::SeqCst);
+    println!(
+        "created {created}/{n} pods in {:.1} s ({:.0} pods/s)",
+        created_in.as_secs_f64(),
+        created as f64 / created_in.as_secs_f64()
+    );
+    if let Some(e) = first_create_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        println!("first create error: {e}");
+    }
+
+    // Wait for every created pod to be Running, or for progress to stop.
+    let mut last_progress = (0usize, 0usize, Instant::now());
+    let mut peak_agent = agent_idle;
+    let (running, failed, first_failure, all_in) = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak_agent = peak_agent.max(rss_kib(a.pid()));
+        let (r, f, first) = {
+            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            (st.running.len(), st.failed.len(), st.first_failure.clone())
+        };
+        if r >= created {
+            break (r, f, first, Some(t.elapsed()));
+        }
+        if (r, f) != (last_progress.0, last_progress.1) {
+            last_progress = (r, f, Instant::now());
+        }
+        let stalled = last_progress.2.elapsed() > Duration::from_secs(60);
+        if stalled || t.elapsed() > Duration::from_secs(1200) {
+            println!(
+                "gave up waiting: {r} Running, {f} failed, no progress for {:.0} s",
+                last_progress.2.elapsed().as_secs_f64()
+            );
+            break (r, f, first, None);
+        }
+        if a.ensure_alive("spindle agent").is_err() {
+            println!("the agent process died");
+            break (r, f, first, None);
+        }
+    };
+    match all_in {
+        Some(d) => println!(
+            "all {running} pods Running after {:.1} s ({:.0} pods/s)",
+            d.as_secs_f64(),
+            running as f64 / d.as_secs_f64()
+        ),
+        None => println!(
+            "only {running}/{n} pods Running after {:.1} s",
+            t.elapsed().as_secs_f64()
+        ),
+    }
+    if failed > 0 || first_failure.is_some() {
+        println!(
+            "{failed} pods failed; first failure seen: {}",
+            first_failure.unwrap_or_default()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let agent_after = rss_kib(a.pid());
+    peak_agent = peak_agent.max(agent_after);
+    let server_after = rss_kib(s.proc.pid());
+    let per_pod = (agent_after - agent_idle) / running.max(1) as f64;
+    let total_per_pod = agent_after / running.max(1) as f64;
+    let met = running >= TARGET_PODS && per_pod <= TARGET_KIB_PER_POD;
+    println!(
+        "{:<44} {:>10.1} MiB",
+        "agent RSS before (idle, no pods)",
+        agent_idle / 1024.0
+    );
+    println!(
+        "{:<44} {:>10.1} MiB  (peak while starting {:.1} MiB)",
+        format!("agent RSS after ({running} pods Running)"),
+        agent_after / 1024.0,
+        peak_agent / 1024.0
+    );
+    println!(
+        "{:<44} {:>10.1} KiB  (agent RSS / pods: {total_per_pod:.1} KiB)",
+        "agent RSS per pod ((after - before) / pods)", per_pod
+    );
+    println!(
+        "{:<44} {:>10.1} MiB  (idle {:.1} MiB)",
+        "server RSS (reference)",
+        server_after / 1024.0,
+        server_idle / 1024.0
+    );
+    println!(
+        "target >= {TARGET_PODS} pods at <= 1 MiB agent RSS each: {} ({running} pods, {per_pod:.1} KiB/pod)",
+        if met { "MET" } else { "NOT MET" }
+    );
+    s.proc.ensure_alive("spindle server")?;
+    Ok(())
+}
+
+fn tail_logs(work: &Path) {
+    let mut logs = Vec::new();
+    for sub in ["", "latency", "density"] {
+        if let Ok(rd) = std::fs::read_dir(work.join(sub)) {
+            for e in rd.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    logs.push(e.path());
+                }
+            }
+        }
+    }
+    for l in logs {
+        let text = std::fs::read_to_string(&l).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            continue;
+        }
+        eprintln!("--- tail of {} ---", l.display());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let starts = env_num("BENCH_STARTS", 200);
+    let density = env_num("BENCH_DENSITY", 10_000);
+    let work = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let p1_wasm = build_testbox("wasm32-wasip1")?;
+        let p2_wasm = build_testbox("wasm32-wasip2")?;
+        let reg = start_registry(work.path())?;
+        let p1 = push(&reg, &p1_wasm, "bench/testbox:p1")?;
+        let p2 = push(&reg, &p2_wasm, "bench/testbox:p2")?;
+        if starts > 0 {
+            latency_bench(work.path(), &p1, &p2, starts).await?;
+        }
+        if density > 0 {
+            density_bench(work.path(), &p1, &p2, density).await?;
+        }
+        anyhow::Ok(())
+    });
+    if result.is_err() {
+        tail_logs(work.path());
+    }
+    // Child processes are gone by now (their guards dropped inside block_on); the runtime
+    // goes before the temp dir so nothing writes into it while it is removed.
+    drop(rt);
+    drop(work);
+    result
+}
