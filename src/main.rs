@@ -156,6 +156,38 @@ struct ServerArgs {
     /// Run without the scheduler (pods stay Pending unless bound by someone else).
     #[arg(long)]
     disable_scheduler: bool,
+    /// Pod addresses; each node gets a /24 of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// Service ClusterIP addresses.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
+    /// NodePort range, LOW-HIGH.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+}
+
+fn net_ranges(a: &ServerArgs) -> Result<spindle_apiserver::alloc::NetRanges> {
+    use spindle_apiserver::alloc::parse_cidr;
+    let cluster = parse_cidr(&a.cluster_cidr).map_err(|e| anyhow::anyhow!("--cluster-cidr {e}"))?;
+    let service = parse_cidr(&a.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr {e}"))?;
+    let ports = a
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
+        .filter(|(l, h)| l <= h)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--service-node-port-range {:?} must be LOW-HIGH",
+                a.service_node_port_range
+            )
+        })?;
+    Ok(spindle_apiserver::alloc::NetRanges {
+        service_cidr: service,
+        cluster_cidr: cluster,
+        node_cidr_len: 24,
+        node_ports: ports,
+    })
 }
 
 /// Durations like Kubernetes flags take them: 300s, 5m, 1h, 1m30s (or plain seconds).
@@ -269,6 +301,7 @@ fn main() -> Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Server(a) => {
+            let net = net_ranges(&a)?;
             if let Some(ep) = a.datastore_endpoint {
                 bail!("--datastore-endpoint {ep}: external datastores (etcd) are not supported yet; run without it to use the embedded store");
             }
@@ -286,6 +319,7 @@ fn main() -> Result<()> {
                 tls_sans: a.tls_san,
                 watch_history: a.watch_history,
                 default_toleration_seconds: a.default_not_ready_toleration.as_secs(),
+                net,
             };
             let ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,

@@ -3,6 +3,7 @@
 //! REST path (get/list/watch/create/update/patch/delete and subresources) over the
 //! [`spindle_store::Store`] for every kind in the [`spindle_api::Registry`].
 
+pub mod alloc;
 mod discovery;
 mod gc;
 pub mod pki;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub event_cache: Arc<watch::EventCache>,
     /// The token secret node agents accept from the API server on their endpoints.
     pub node_secret: Arc<str>,
+    /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
+    pub net: alloc::NetRanges,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +84,7 @@ pub struct ServerConfig {
     /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations added to pods
     /// that have none (Kubernetes' DefaultTolerationSeconds admission, 300 s).
     pub default_toleration_seconds: u64,
+    pub net: alloc::NetRanges,
 }
 
 fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
@@ -261,6 +265,7 @@ pub async fn start(
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),
         node_secret: Arc::from(pki::token_secret(&pki.token)),
+        net: cfg.net,
     };
     bootstrap(&state).await?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));

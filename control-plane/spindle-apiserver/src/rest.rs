@@ -734,6 +734,13 @@ async fn create_object(
         None
     };
     namespace_must_accept(st, kind, ns.as_deref()).await?;
+    if !q.dry_run() && kind.group.is_empty() {
+        match kind.kind {
+            "Service" => crate::alloc::admit_service(st, &mut obj).await?,
+            "Node" => crate::alloc::admit_node(st, &mut obj).await?,
+            _ => {}
+        }
+    }
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let k = key(kind, ns.as_deref(), Some(&name));
     if q.dry_run() {

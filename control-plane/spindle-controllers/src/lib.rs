@@ -4,6 +4,7 @@
 //! any client (in-process, see `AppState::in_process_client`).
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -37,16 +38,23 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     // One pod cache for every controller: at tens of thousands of pods a copy per
     // controller is most of the control plane's memory.
     let rs_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ep_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let services = endpoints::services(&client, ep_queue.clone());
     let q = rs_queue.clone();
+    let (eq, svcs) = (ep_queue.clone(), services.clone());
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
         Some(Box::new(replicaset::pod_index)),
-        move |ch| replicaset::on_pod_change(&q, ch),
+        move |ch| {
+            endpoints::on_pod_change(&eq, &svcs, &ch);
+            replicaset::on_pod_change(&q, ch);
+        },
     );
     tokio::select! {
         r = deployment::run(client.clone(), deploy_events, pods.clone()) => r,
         r = replicaset::run(client.clone(), rs_events, rs_queue, pods.clone()) => r,
+        r = endpoints::run(client.clone(), ep_queue, services, pods.clone()) => r,
         r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone(), pods) => r,
     }
 }

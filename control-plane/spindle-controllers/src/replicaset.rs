@@ -98,6 +98,11 @@ pub fn pod_index(p: &Pod) -> Vec<String> {
         .into_iter()
         .map(|u| format!("owner/{u}"))
         .collect();
+    // By namespace too, for the endpoints controller's selector scans.
+    out.push(format!(
+        "ns/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default()
+    ));
     if let Some(n) = p
         .spec
         .as_ref()

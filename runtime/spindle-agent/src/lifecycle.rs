@@ -30,6 +30,8 @@ use crate::Agent;
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How long the first status write of a pod waits for its containers to start.
+const FIRST_STATUS_GRACE: Duration = Duration::from_millis(20);
 /// How often configMap/secret/downwardAPI volumes are re-read (the kubelet re-syncs each
 /// minute; a ConfigMap edit shows sooner here).
 const VOLUME_REFRESH: Duration = Duration::from_secs(10);
@@ -838,6 +840,11 @@ async fn write_status_loop(agent: Arc<Agent>, h: Arc<PodHandle>) {
     let mut last: Option<serde_json::Value> = None;
     loop {
         h.changed.notified().await;
+        if last.is_none() {
+            // A cached image starts in about a millisecond: give the first status a moment
+            // so ContainerCreating and Running become one write instead of two in a row.
+            let _ = tokio::time::timeout(FIRST_STATUS_GRACE, h.changed.notified()).await;
+        }
         let pod = h.pod();
         let restart_policy = pod
             .spec
