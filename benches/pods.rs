@@ -13,9 +13,12 @@
 //!    (node `dense`); BENCH_DENSITY (default 10000) idle pods, half p1 and half p2, created
 //!    64 at a time; time to all Running and the agent's resident memory per pod.
 
+mod common;
+use common::{env_num, Proc};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,22 +35,6 @@ const TARGET_P50_MS: f64 = 5.0;
 const TARGET_P99_MS: f64 = 25.0;
 const TARGET_PODS: usize = 10_000;
 const TARGET_KIB_PER_POD: f64 = 1024.0;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A child process, killed (and reaped) when dropped, on success and error paths alike.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Proc {
     fn spawn(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<Proc> {
