@@ -80,7 +80,11 @@ type ResolvedPort = (String, i32, String);
 /// The slice name: stable per Service, so re-syncs update rather than multiply.
 fn slice_name(svc: &Service) -> String {
     let uid = svc.metadata.uid.clone().unwrap_or_default();
-    let suffix: String = uid.chars().filter(char::is_ascii_alphanumeric).take(5).collect();
+    let suffix: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
     format!("{}-{suffix}", svc.name_any())
 }
 

@@ -167,6 +167,8 @@ impl Runtime for WasmContainers {
                     }),
                     memory_limit: spec.memory_limit,
                     cpu_millis: spec.cpu_millis,
+                    // Pods have no network of their own yet (pod sandboxes come next).
+                    network: false,
                 },
             )
             .map_err(|e| e.to_string())?;

@@ -65,6 +65,7 @@ fn spec() -> InstanceSpec {
         stderr: Arc::new(Discard),
         memory_limit: Some(64 << 20),
         cpu_millis: None,
+        network: false,
     }
 }
 

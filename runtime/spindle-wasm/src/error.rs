@@ -35,8 +35,9 @@ pub enum WasmError {
     Compile { digest: String, message: String },
 
     /// The program is not something this runtime can run as a container: not Wasm at
-    /// all, a reactor, a component without `wasi:cli/run`, or it needs imports the
-    /// runtime does not provide. The message says which.
+    /// all, a reactor, a component with neither `wasi:cli/run` nor
+    /// `wasi:http/incoming-handler` (or started/served the wrong way), or it needs imports
+    /// the runtime does not provide. The message says which.
     #[error("{0}")]
     NotRunnable(String),
 

@@ -12,6 +12,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter};
 use crate::output::{OutputSink, SinkStream};
@@ -28,7 +31,7 @@ pub struct Preopen {
 
 /// How to run one instance of a program.
 pub struct InstanceSpec {
-    /// Including argv[0].
+    /// Including `argv[0]`.
     pub argv: Vec<String>,
     /// The complete environment; nothing is inherited from the agent.
     pub env: Vec<(String, String)>,
@@ -43,7 +46,22 @@ pub struct InstanceSpec {
     pub memory_limit: Option<u64>,
     /// CPU limit in millicores; `None` is unlimited. A guest is single-threaded, so
     /// anything from 1000 up means "one full core", which is also the unlimited case.
+    /// For [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http) the budget is
+    /// shared by all of the server's concurrent request instances instead.
     pub cpu_millis: Option<u64>,
+    /// Grants `wasi:sockets` (TCP, UDP and `ip-name-lookup`, any address) to WASI p2
+    /// components. `false` (no network at all) is what existing callers get. WASI p1
+    /// modules cannot create sockets whatever this says.
+    ///
+    /// It also allows outgoing `wasi:http` requests from components started with
+    /// [`WasmRuntime::start`](crate::WasmRuntime::start) (without it they fail with
+    /// `HTTP-request-denied`). Components served with
+    /// [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http) may always make them.
+    ///
+    /// Sockets and outgoing HTTP connections are opened by the runtime's worker threads,
+    /// so they live in the network namespace those threads are in (the agent's), not the
+    /// pod's.
+    pub network: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,7 +92,7 @@ pub const KILLED_EXIT_CODE: i32 = 137;
 const MAX_MESSAGE: usize = 4096;
 
 impl ExitStatus {
-    fn completed(code: i32) -> Self {
+    pub(crate) fn completed(code: i32) -> Self {
         ExitStatus {
             code,
             reason: if code == 0 {
@@ -86,7 +104,7 @@ impl ExitStatus {
         }
     }
 
-    fn error(code: i32, message: String) -> Self {
+    pub(crate) fn error(code: i32, message: String) -> Self {
         ExitStatus {
             code,
             reason: ExitReason::Error,
@@ -94,7 +112,7 @@ impl ExitStatus {
         }
     }
 
-    fn killed(message: &str) -> Self {
+    pub(crate) fn killed(message: &str) -> Self {
         ExitStatus {
             code: KILLED_EXIT_CODE,
             reason: ExitReason::Killed,
@@ -103,7 +121,7 @@ impl ExitStatus {
     }
 }
 
-fn truncate(mut s: String) -> String {
+pub(crate) fn truncate(mut s: String) -> String {
     if s.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !s.is_char_boundary(cut) {
@@ -117,14 +135,55 @@ fn truncate(mut s: String) -> String {
 /// Store data of every guest. `W` is the WASI context of the program's kind.
 pub(crate) struct GuestState<W> {
     wasi: W,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     cpu: Option<CpuMeter>,
     kill: Arc<KillSwitch>,
 }
 
+/// The context of every component: WASI p2, and `wasi:http` (for HTTP components, and for
+/// commands that make outgoing HTTP requests).
 pub(crate) struct P2Ctx {
     ctx: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
+    outgoing_http: bool,
+    deny: DenyOutgoingHttp,
+}
+
+impl P2Ctx {
+    /// `outgoing_http`: whether `wasi:http/outgoing-handler` may send requests.
+    pub(crate) fn new(ctx: WasiCtx, outgoing_http: bool) -> Self {
+        P2Ctx {
+            ctx,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outgoing_http,
+            deny: DenyOutgoingHttp,
+        }
+    }
+}
+
+/// `wasi:http` hooks that refuse every outgoing request (`HTTP-request-denied`).
+struct DenyOutgoingHttp;
+
+type SendRequestFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for DenyOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendRequestFuture {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
 }
 
 impl WasiView for GuestState<P2Ctx> {
@@ -132,6 +191,22 @@ impl WasiView for GuestState<P2Ctx> {
         WasiCtxView {
             ctx: &mut self.wasi.ctx,
             table: &mut self.wasi.table,
+        }
+    }
+}
+
+impl WasiHttpView for GuestState<P2Ctx> {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let hooks: &mut dyn WasiHttpHooks = if self.wasi.outgoing_http {
+            // wasmtime-wasi-http's default client.
+            Default::default()
+        } else {
+            &mut self.wasi.deny
+        };
+        WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks,
         }
     }
 }
@@ -150,12 +225,14 @@ pub struct Instance {
     kill: Arc<KillSwitch>,
 }
 
-/// Kills an instance from anywhere; cheap to clone.
+/// Kills an instance (or stops an [`HttpServer`](crate::HttpServer)) from anywhere;
+/// cheap to clone.
 #[derive(Clone)]
-pub struct Killer(Arc<KillSwitch>);
+pub struct Killer(pub(crate) Arc<KillSwitch>);
 
 impl Killer {
     /// Ends the guest at its next epoch check, or at once if it is blocked in a host call.
+    /// For an HTTP server: stops accepting and ends every request instance the same way.
     /// Idempotent; does nothing once the guest has ended.
     pub fn kill(&self) {
         self.0.kill();
@@ -224,7 +301,7 @@ fn check_string(what: &str, s: &str) -> Result<(), WasmError> {
     Ok(())
 }
 
-fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmError> {
+pub(crate) fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmError> {
     let mut b = WasiCtxBuilder::new();
     for a in &spec.argv {
         check_string("argument", a)?;
@@ -262,27 +339,34 @@ fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmError> {
     }
     b.stdout(SinkStream(spec.stdout.clone()));
     b.stderr(SinkStream(spec.stderr.clone()));
-    // No network until the agent grows a network model; these are off by default in
-    // wasmtime-wasi 48 too, but the defaults have changed between versions before.
-    b.allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+    if spec.network {
+        b.inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
+    } else {
+        // These are off by default in wasmtime-wasi 48 too, but the defaults have
+        // changed between versions before.
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+    }
     Ok(b)
 }
 
-fn new_store<W: Send + 'static>(
+pub(crate) fn new_store<W: Send + 'static>(
     engine: &Engine,
     wasi: W,
-    spec: &InstanceSpec,
+    memory_limit: Option<u64>,
+    cpu: Option<CpuMeter>,
     kill: Arc<KillSwitch>,
 ) -> Store<GuestState<W>> {
-    let cpu = spec.cpu_millis.filter(|&m| m < 1000).map(CpuMeter::new);
     let metered = cpu.is_some();
     let mut store = Store::new(
         engine,
         GuestState {
             wasi,
-            limiter: MemoryLimiter::new(spec.memory_limit),
+            limiter: MemoryLimiter::new(memory_limit),
             cpu,
             kill,
         },
@@ -319,15 +403,21 @@ pub(crate) fn start(
     spec: InstanceSpec,
     slot: Slot,
 ) -> Result<Instance, WasmError> {
-    let builder = wasi_builder(&spec);
-    let mut builder = builder?;
+    let mut builder = wasi_builder(&spec)?;
+    let cpu = || spec.cpu_millis.filter(|&m| m < 1000).map(CpuMeter::new);
     let kill = Arc::new(KillSwitch::default());
     let (tx, rx) = oneshot::channel();
     let guest_kill = kill.clone();
     match &program.inner.entry {
         Entry::Module(pre) => {
             let pre = pre.clone();
-            let mut store = new_store(engine, builder.build_p1(), &spec, kill.clone());
+            let mut store = new_store(
+                engine,
+                builder.build_p1(),
+                spec.memory_limit,
+                cpu(),
+                kill.clone(),
+            );
             let guest = async move {
                 let run = async {
                     let instance = pre
@@ -348,13 +438,20 @@ pub(crate) fn start(
             };
             rt.spawn(supervise(guest, guest_kill, tx, slot));
         }
-        Entry::Component(pre) => {
+        Entry::Component { command: None, .. } => {
+            return Err(WasmError::NotRunnable(
+                "component exports wasi:http/incoming-handler but not wasi:cli/run: \
+                 it can only be served (WasmRuntime::serve_http), not run"
+                    .to_owned(),
+            ))
+        }
+        Entry::Component {
+            command: Some(pre), ..
+        } => {
             let pre = pre.clone();
-            let wasi = P2Ctx {
-                ctx: builder.build(),
-                table: ResourceTable::new(),
-            };
-            let mut store = new_store(engine, wasi, &spec, kill.clone());
+            // A command's outgoing wasi:http requests are network use like its sockets.
+            let wasi = P2Ctx::new(builder.build(), spec.network);
+            let mut store = new_store(engine, wasi, spec.memory_limit, cpu(), kill.clone());
             let guest = async move {
                 let run = async {
                     let command = pre

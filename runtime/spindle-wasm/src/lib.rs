@@ -11,11 +11,18 @@
 //! - running WASI p1 commands (core modules exporting `_start`) and WASI p2 commands
 //!   (components exporting `wasi:cli/run`) on the runtime's own tokio threads, so a
 //!   spinning guest never occupies the agent's threads;
+//! - serving `wasi:http/incoming-handler` components on a listener the caller hands over,
+//!   one instance per request, like `wasmtime serve` ([`WasmRuntime::serve_http`]);
 //! - the container view of a guest: argv, env, preopened directories as the only file
 //!   system, streamed stdout/stderr, memory and CPU limits, kill, and an [`ExitStatus`]
 //!   in Kubernetes terms (Completed / Error / OOMKilled).
 //!
-//! Guests get no network, no inherited environment and an empty stdin.
+//! Guests get no inherited environment and an empty stdin, and no network unless
+//! [`InstanceSpec::network`] grants `wasi:sockets` and outgoing `wasi:http`; served HTTP
+//! components may always make outgoing `wasi:http` requests. Both kinds of socket are
+//! opened by the runtime's worker threads, so they belong to the network namespace of
+//! those threads (the agent's), not the pod's; the agent must not rely on pod network
+//! isolation for them.
 //!
 //! Capacity limits of the pool, both per process:
 //! - address space: every slot reserves `max_memory_bytes` plus a 2 MiB guard of virtual
@@ -27,6 +34,7 @@
 //!   default), which is why the default `max_instances` follows that sysctl.
 
 mod error;
+mod http;
 mod instance;
 mod limits;
 mod output;
@@ -44,6 +52,7 @@ use wasmtime::component::Linker as ComponentLinker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
 pub use error::WasmError;
+pub use http::{HttpServer, HttpStats, SLOT_WAIT};
 pub use instance::{
     ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, KILLED_EXIT_CODE,
     TRAP_EXIT_CODE,
@@ -138,6 +147,7 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     live: Arc<AtomicU32>,
     max_instances: u32,
+    worker_threads: usize,
     id: u64,
 }
 
@@ -227,6 +237,8 @@ impl WasmRuntime {
         let mut p2_linker = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2_linker)
             .map_err(|e| WasmError::Engine(format!("linking WASI p2: {e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2_linker)
+            .map_err(|e| WasmError::Engine(format!("linking wasi:http: {e:#}")))?;
 
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.worker_threads)
@@ -273,6 +285,7 @@ impl WasmRuntime {
                 ticker_stop,
                 live: Arc::new(AtomicU32::new(0)),
                 max_instances: cfg.max_instances,
+                worker_threads: cfg.worker_threads,
                 id,
             }),
         })
@@ -336,6 +349,64 @@ impl WasmRuntime {
         }
         let slot = Slot::acquire(&self.inner.live, self.inner.max_instances)?;
         instance::start(&self.inner.engine, &self.inner.handle, program, spec, slot)
+    }
+
+    /// Serves the HTTP component `program` on `listener` until the returned server is
+    /// stopped (or dropped), on the runtime's threads: HTTP/1.1 and h2c, one fresh
+    /// instance per request, like `wasmtime serve`.
+    ///
+    /// `listener` must be bound and listening already; the runtime never creates a
+    /// listening socket itself, so the caller decides its network namespace. `spec`
+    /// applies to every request instance: argv, env, preopens, stdout/stderr sinks and
+    /// `memory_limit` per instance; `cpu_millis` is one budget shared by all of the
+    /// server's concurrent instances (so it may usefully exceed 1000). A trap or memory
+    /// exhaustion ends that request's instance only, with a 500 answer. Each live request
+    /// instance holds one of the runtime's pool slots (and counts in
+    /// [`live_instances`](Self::live_instances)).
+    ///
+    /// Outgoing `wasi:http` requests (and `wasi:sockets`, if `spec.network`) leave from
+    /// the network namespace of the runtime's worker threads, not the listener's.
+    ///
+    /// Fails at once if the program does not export `wasi:http/incoming-handler`, if the
+    /// spec is invalid (for example a preopen that cannot be opened) or if the listener
+    /// cannot be used.
+    pub fn serve_http(
+        &self,
+        program: &Program,
+        spec: InstanceSpec,
+        listener: std::net::TcpListener,
+    ) -> Result<HttpServer, WasmError> {
+        if program.inner.runtime_id != self.inner.id {
+            return Err(WasmError::ForeignProgram);
+        }
+        let program::Entry::Component {
+            proxy: Some(pre), ..
+        } = &program.inner.entry
+        else {
+            return Err(WasmError::NotRunnable(
+                "program does not export wasi:http/incoming-handler: it cannot be served \
+                 over HTTP"
+                    .to_owned(),
+            ));
+        };
+        // Every request builds its own context; build one now so a bad spec fails here
+        // rather than on every request.
+        instance::wasi_builder(&spec)?;
+        let cores = u64::try_from(self.inner.worker_threads).unwrap_or(u64::MAX);
+        let cpu = spec
+            .cpu_millis
+            .filter(|&m| m < cores.saturating_mul(1000))
+            .map(limits::CpuAccount::new);
+        let server = http::Server::new(
+            self.inner.engine.clone(),
+            pre.clone(),
+            spec,
+            cpu,
+            self.inner.live.clone(),
+            self.inner.max_instances,
+        );
+        http::start(&self.inner.handle, server, listener)
+            .map_err(|e| WasmError::io("serving HTTP on the given listener", e))
     }
 
     /// Instances started and not yet ended.

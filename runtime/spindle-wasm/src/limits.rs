@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -100,13 +100,60 @@ impl ResourceLimiter for MemoryLimiter {
 /// `PERIOD * m / 1000` in every period.
 pub(crate) const CPU_PERIOD: Duration = Duration::from_millis(100);
 
-/// Counts how long a guest's wasm code actually ran (not time blocked in host calls, not
-/// time parked by the executor) and parks it until the next period once the period's
-/// budget is spent.
-pub(crate) struct CpuMeter {
+/// A CPU budget per [`CPU_PERIOD`], spent by one store or shared by several (the
+/// instances of one HTTP server, so a pod's concurrent requests together stay within the
+/// pod's limit).
+pub(crate) struct CpuAccount {
     budget: Duration,
+    state: Mutex<AccountState>,
+}
+
+struct AccountState {
     period_start: Instant,
     used: Duration,
+}
+
+impl CpuAccount {
+    /// `millis` of one core: a budget of `CPU_PERIOD * millis / 1000` per period. Values
+    /// over 1000 are only useful for an account shared by concurrent guests.
+    pub(crate) fn new(millis: u64) -> Arc<Self> {
+        let millis = u32::try_from(millis.max(1)).unwrap_or(u32::MAX);
+        Arc::new(CpuAccount {
+            budget: CPU_PERIOD.saturating_mul(millis) / 1000,
+            state: Mutex::new(AccountState {
+                period_start: Instant::now(),
+                used: Duration::ZERO,
+            }),
+        })
+    }
+
+    /// Adds `spent` and returns when the caller may run again if the budget is spent.
+    fn settle(&self, spent: Duration, now: Instant) -> Option<Instant> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        st.used += spent;
+        let elapsed = now.saturating_duration_since(st.period_start);
+        if elapsed >= CPU_PERIOD {
+            let periods =
+                u32::try_from(elapsed.as_nanos() / CPU_PERIOD.as_nanos()).unwrap_or(u32::MAX);
+            // Time spent idle is not banked: a long sleep does not buy a long burst.
+            st.used = st.used.saturating_sub(self.budget.saturating_mul(periods));
+            st.period_start += CPU_PERIOD.saturating_mul(periods);
+        }
+        (st.used >= self.budget).then_some(st.period_start + CPU_PERIOD)
+    }
+}
+
+/// Counts how long a guest's wasm code actually ran (not time blocked in host calls, not
+/// time parked by the executor), charges it to a [`CpuAccount`] and parks the guest
+/// until the next period once the account's budget for the period is spent.
+pub(crate) struct CpuMeter {
+    account: Arc<CpuAccount>,
+    /// Run time measured but not yet charged to the account; charged at every epoch
+    /// and when the store is dropped, so call hooks never take the account's lock.
+    pending: Duration,
     /// Start of the current stretch of wasm execution, if one is known.
     running_since: Option<Instant>,
     /// Written by the yield future when the executor resumes the guest, because the
@@ -117,16 +164,20 @@ pub(crate) struct CpuMeter {
 }
 
 impl CpuMeter {
+    /// A meter with an account of its own; `millis` is clamped to one core, the most a
+    /// single guest can use.
     pub(crate) fn new(millis: u64) -> Self {
-        let millis = millis.clamp(1, 1000);
-        let now = Instant::now();
+        Self::shared(CpuAccount::new(millis.clamp(1, 1000)))
+    }
+
+    /// A meter charging `account`, which other meters may share.
+    pub(crate) fn shared(account: Arc<CpuAccount>) -> Self {
         CpuMeter {
-            budget: CPU_PERIOD * millis as u32 / 1000,
-            period_start: now,
-            used: Duration::ZERO,
+            account,
+            pending: Duration::ZERO,
             running_since: None,
             resumed_at: Arc::new(AtomicU64::new(0)),
-            base: now,
+            base: Instant::now(),
         }
     }
 
@@ -141,7 +192,7 @@ impl CpuMeter {
 
     fn charge(&mut self, now: Instant) {
         if let Some(start) = self.stretch_start() {
-            self.used += now.saturating_duration_since(start);
+            self.pending += now.saturating_duration_since(start);
         }
     }
 
@@ -161,17 +212,7 @@ impl CpuMeter {
     pub(crate) fn on_epoch(&mut self) -> UpdateDeadline {
         let now = Instant::now();
         self.charge(now);
-        let elapsed = now.saturating_duration_since(self.period_start);
-        if elapsed >= CPU_PERIOD {
-            let periods = elapsed.as_nanos() / CPU_PERIOD.as_nanos();
-            // Time spent idle is not banked: a long sleep does not buy a long burst.
-            let credit = self
-                .budget
-                .saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
-            self.used = self.used.saturating_sub(credit);
-            self.period_start +=
-                CPU_PERIOD.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
-        }
+        let wake = self.account.settle(std::mem::take(&mut self.pending), now);
         let stamp = self.resumed_at.clone();
         let base = self.base;
         let mark = move || {
@@ -179,19 +220,30 @@ impl CpuMeter {
                 .unwrap_or(u64::MAX - 1);
             stamp.store(nanos + 1, Ordering::Release);
         };
-        let pause: Pin<Box<dyn Future<Output = ()> + Send>> = if self.used >= self.budget {
-            let wake = tokio::time::Instant::from_std(self.period_start + CPU_PERIOD);
-            Box::pin(async move {
-                tokio::time::sleep_until(wake).await;
-                mark();
-            })
-        } else {
-            Box::pin(async move {
+        let pause: Pin<Box<dyn Future<Output = ()> + Send>> = match wake {
+            Some(wake) => {
+                let wake = tokio::time::Instant::from_std(wake);
+                Box::pin(async move {
+                    tokio::time::sleep_until(wake).await;
+                    mark();
+                })
+            }
+            None => Box::pin(async move {
                 tokio::task::yield_now().await;
                 mark();
-            })
+            }),
         };
         UpdateDeadline::YieldCustom(1, pause)
+    }
+}
+
+impl Drop for CpuMeter {
+    /// A guest that ends between epochs (a short HTTP request) still pays for its run.
+    fn drop(&mut self) {
+        self.charge(Instant::now());
+        if !self.pending.is_zero() {
+            self.account.settle(self.pending, Instant::now());
+        }
     }
 }
 
@@ -246,8 +298,21 @@ mod tests {
 
     #[test]
     fn budget_scales_with_millicores() {
-        assert_eq!(CpuMeter::new(100).budget, Duration::from_millis(10));
-        assert_eq!(CpuMeter::new(5000).budget, CPU_PERIOD);
-        assert_eq!(CpuMeter::new(0).budget, CPU_PERIOD / 1000);
+        assert_eq!(CpuMeter::new(100).account.budget, Duration::from_millis(10));
+        assert_eq!(CpuMeter::new(5000).account.budget, CPU_PERIOD);
+        assert_eq!(CpuMeter::new(0).account.budget, CPU_PERIOD / 1000);
+        assert_eq!(CpuAccount::new(2500).budget, CPU_PERIOD * 5 / 2);
+    }
+
+    #[test]
+    fn shared_account_adds_up_its_meters() {
+        let account = CpuAccount::new(100);
+        let now = Instant::now();
+        assert_eq!(account.settle(Duration::from_millis(6), now), None);
+        // A second guest's run exhausts the 10 ms budget: both must wait for the period.
+        let wake = account.settle(Duration::from_millis(6), now);
+        assert!(wake.is_some_and(|w| w > now));
+        // After the period the debt is paid off and they may run again.
+        assert_eq!(account.settle(Duration::ZERO, now + CPU_PERIOD * 2), None);
     }
 }

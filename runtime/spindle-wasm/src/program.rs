@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker as ComponentLinker};
 use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::instance::{GuestState, P2Ctx};
 use crate::WasmError;
@@ -26,6 +27,11 @@ pub enum ProgramKind {
     Module,
     /// A WASI preview 2 command: a component exporting `wasi:cli/run`.
     Component,
+    /// A component exporting `wasi:http/incoming-handler`, for
+    /// [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http). If it exports
+    /// `wasi:cli/run` as well it can also be [started](crate::WasmRuntime::start) as a
+    /// command (see [`Program::exports_run`]).
+    HttpComponent,
 }
 
 /// Where the code of a [`Program`] came from when it was first loaded in this process.
@@ -81,7 +87,11 @@ pub(crate) struct ProgramInner {
 
 pub(crate) enum Entry {
     Module(InstancePre<GuestState<WasiP1Ctx>>),
-    Component(CommandPre<GuestState<P2Ctx>>),
+    /// At least one of the two is there.
+    Component {
+        command: Option<CommandPre<GuestState<P2Ctx>>>,
+        proxy: Option<ProxyPre<GuestState<P2Ctx>>>,
+    },
 }
 
 impl Program {
@@ -92,6 +102,21 @@ impl Program {
     /// The content digest it was loaded under (`sha256:<hex>`).
     pub fn digest(&self) -> &str {
         &self.inner.digest
+    }
+
+    /// True for a component exporting `wasi:http/incoming-handler`: it can be served
+    /// with [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http).
+    pub fn exports_http(&self) -> bool {
+        matches!(&self.inner.entry, Entry::Component { proxy: Some(_), .. })
+    }
+
+    /// True for a command (a p1 module with `_start` or a component exporting
+    /// `wasi:cli/run`): it can be run with [`WasmRuntime::start`](crate::WasmRuntime::start).
+    pub fn exports_run(&self) -> bool {
+        match &self.inner.entry {
+            Entry::Module(_) => true,
+            Entry::Component { command, .. } => command.is_some(),
+        }
     }
 
     pub fn origin(&self) -> LoadOrigin {
@@ -206,10 +231,15 @@ impl Loader {
         };
         let (kind, entry) = match code {
             Code::Module(m) => (ProgramKind::Module, Entry::Module(self.command_module(&m)?)),
-            Code::Component(c) => (
-                ProgramKind::Component,
-                Entry::Component(self.command_component(&c)?),
-            ),
+            Code::Component(c) => {
+                let (command, proxy) = self.component_entry(&c)?;
+                let kind = if proxy.is_some() {
+                    ProgramKind::HttpComponent
+                } else {
+                    ProgramKind::Component
+                };
+                (kind, Entry::Component { command, proxy })
+            }
         };
         Ok(Program {
             inner: Arc::new(ProgramInner {
@@ -276,7 +306,9 @@ impl Loader {
         let started = std::time::Instant::now();
         let compiled = match kind {
             ProgramKind::Module => self.engine.precompile_module(&bytes),
-            ProgramKind::Component => self.engine.precompile_component(&bytes),
+            ProgramKind::Component | ProgramKind::HttpComponent => {
+                self.engine.precompile_component(&bytes)
+            }
         }
         .map_err(|e| WasmError::Compile {
             digest: digest.to_owned(),
@@ -290,7 +322,7 @@ impl Loader {
                 ProgramKind::Module => {
                     Module::deserialize_file(&self.engine, artifact).map(Code::Module)
                 }
-                ProgramKind::Component => {
+                ProgramKind::Component | ProgramKind::HttpComponent => {
                     Component::deserialize_file(&self.engine, artifact).map(Code::Component)
                 }
             }
@@ -364,19 +396,32 @@ impl Loader {
             .map_err(|e| WasmError::NotRunnable(format!("module cannot be linked: {e:#}")))
     }
 
-    fn command_component(
+    /// A component is runnable if it exports `wasi:cli/run` (a command) or
+    /// `wasi:http/incoming-handler` (an HTTP handler), or both.
+    #[allow(clippy::type_complexity)]
+    fn component_entry(
         &self,
         component: &Component,
-    ) -> Result<CommandPre<GuestState<P2Ctx>>, WasmError> {
+    ) -> Result<
+        (
+            Option<CommandPre<GuestState<P2Ctx>>>,
+            Option<ProxyPre<GuestState<P2Ctx>>>,
+        ),
+        WasmError,
+    > {
         let pre = self
             .p2_linker
             .instantiate_pre(component)
             .map_err(|e| WasmError::NotRunnable(format!("component cannot be linked: {e:#}")))?;
-        CommandPre::new(pre).map_err(|e| {
-            WasmError::NotRunnable(format!(
-                "component does not export wasi:cli/run: not a WASI command ({e:#})"
-            ))
-        })
+        let proxy = ProxyPre::new(pre.clone());
+        let command = CommandPre::new(pre);
+        match (command, proxy) {
+            (Err(run), Err(http)) => Err(WasmError::NotRunnable(format!(
+                "component exports neither wasi:cli/run (not a WASI command: {run:#}) nor \
+                 wasi:http/incoming-handler (not an HTTP handler: {http:#})"
+            ))),
+            (command, proxy) => Ok((command.ok(), proxy.ok())),
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 #![allow(dead_code)]
 
+pub mod guest;
+pub mod http;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,6 +80,7 @@ pub fn spec(argv: &[&str]) -> (InstanceSpec, Outputs) {
             stderr: stderr.clone(),
             memory_limit: None,
             cpu_millis: None,
+            network: false,
         },
         Outputs { stdout, stderr },
     )
