@@ -31,6 +31,11 @@ struct TestNet {
 
 impl TestNet {
     fn new() -> Self {
+        Self::with_prefix_len(24)
+    }
+
+    /// A test network whose pod CIDR is the first /`len` of a free /24.
+    fn with_prefix_len(len: u8) -> Self {
         assert!(
             is_root(),
             "these tests must run as root: they create network namespaces and run the CNI plugins"
@@ -40,7 +45,10 @@ impl TestNet {
         let cfg = NetConfig {
             netns_prefix: bridge.clone(),
             bridge,
-            ..NetConfig::new(dir.path(), unique_cidr())
+            ..NetConfig::new(
+                dir.path(),
+                ipnet::Ipv4Net::new(unique_cidr().network(), len).expect("prefix length"),
+            )
         };
         let net = match Network::new(cfg.clone()) {
             Ok(n) => n,
@@ -237,6 +245,13 @@ async fn setup_gives_an_address_in_the_cidr_and_wires_eth0() {
         .conf_dir
         .join(format!("10-{}.conflist", t.cfg.bridge))
         .is_file());
+
+    // The firewall plugin accepts the pod's traffic in FORWARD.
+    let filter = cmd_output("iptables-save", &["-t", "filter"]);
+    assert!(
+        filter.contains(&format!(" {}/32", sb.ip)),
+        "no FORWARD rules for the pod: {filter}"
+    );
 
     // lo is up: a loopback connection inside the pod works.
     let echoed = sb
@@ -474,6 +489,45 @@ async fn bad_input_is_rejected() {
         .expect_err("bad protocol accepted");
     assert!(matches!(err, NetError::InvalidPortMapping { .. }), "{err}");
     assert!(t.net.list().await.is_empty());
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn plugin_errors_carry_the_plugins_message_and_are_rolled_back() {
+    // A /30 holds one pod next to the gateway: the second ADD fails in
+    // host-local (called by bridge), with host-local's message.
+    let t = TestNet::with_prefix_len(30);
+    let a = t.net.setup(&pod("a"), &[]).await.expect("setup a");
+    let err = t
+        .net
+        .setup(&pod("b"), &[])
+        .await
+        .expect_err("range exhausted, yet setup b succeeded");
+    match &err {
+        NetError::Plugin {
+            plugin,
+            command,
+            uid,
+            msg,
+            ..
+        } => {
+            assert_eq!(
+                (plugin.as_str(), *command, uid.as_str()),
+                ("bridge", "ADD", "b")
+            );
+            assert!(msg.contains("no IP addresses available"), "{err}");
+        }
+        other => panic!("expected a plugin error, got {other:?}"),
+    }
+    // Nothing of b's failed setup remains, and a is untouched.
+    assert_eq!(t.net.list().await, vec!["a".to_string()]);
+    assert!(!t.net.netns_path("b").exists());
+    assert_eq!(reserved_ips(&t.net), vec![a.ip]);
+
+    // Once a is gone, its address serves b.
+    t.net.teardown("a").await.expect("teardown a");
+    let b = t.net.setup(&pod("b"), &[]).await.expect("setup b");
+    assert_eq!(b.ip, a.ip);
     t.finish().await;
 }
 
