@@ -474,7 +474,7 @@ async fn supervise(
             return false;
         }
         // Image.
-        let img = match pull(&agent, &h, &pod, &c, init).await {
+        let img = match pull(&agent, &pod, &c).await {
             Ok(img) => {
                 pull_failures = 0;
                 img
@@ -769,10 +769,8 @@ impl Slot<'_> {
 /// Make the container's image present, with the events the kubelet records.
 async fn pull(
     agent: &Agent,
-    h: &PodHandle,
     pod: &Pod,
     c: &Container,
-    init: bool,
 ) -> Result<PulledImage, (&'static str, String)> {
     let image = c.image.clone().unwrap_or_default();
     let policy = PullPolicy::from_k8s(c.image_pull_policy.as_deref(), &image);
@@ -793,7 +791,6 @@ async fn pull(
         });
         return Ok(img.clone());
     }
-    let _ = (h, init);
     agent
         .events
         .publish(

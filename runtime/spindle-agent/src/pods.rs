@@ -39,14 +39,6 @@ impl PodTable {
     pub fn remove(&self, uid: &str) {
         self.lock().remove(uid);
     }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn on_pod(agent: &Arc<Agent>, pod: Pod) {

@@ -119,7 +119,6 @@ impl spindle_wasm::OutputSink for Sink {
 
 struct WasmRun {
     instance: spindle_wasm::Instance,
-    killer: spindle_wasm::Killer,
     log: LogWriter,
 }
 
@@ -172,12 +171,7 @@ impl Runtime for WasmContainers {
                 },
             )
             .map_err(|e| e.to_string())?;
-        let killer = instance.killer();
-        Ok(Box::new(WasmRun {
-            instance,
-            killer,
-            log,
-        }))
+        Ok(Box::new(WasmRun { instance, log }))
     }
 }
 
@@ -201,10 +195,10 @@ impl Running for WasmRun {
     /// WASI has no signals to ask a guest to shut down, so a stop is a kill: the guest
     /// ends at its next epoch check.
     fn stop(&self) {
-        self.killer.kill();
+        self.instance.kill();
     }
 
     fn kill(&self) {
-        self.killer.kill();
+        self.instance.kill();
     }
 }
