@@ -179,14 +179,23 @@ fn pod(uid: &str) -> PodRef {
 
 /// Binds a listener inside the pod and serves one connection with `reply`.
 fn serve_once_in(sandbox: &Sandbox, port: u16, reply: &'static [u8]) -> SocketAddr {
+    serve_in(sandbox, port, reply, 1)
+}
+
+/// Binds one listener inside the pod and answers `count` connections with
+/// `reply`. One listener for all of them: re-binding the port per
+/// connection races the previous listener's close.
+fn serve_in(sandbox: &Sandbox, port: u16, reply: &'static [u8], count: usize) -> SocketAddr {
     let listener = sandbox
         .enter(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
         .expect("enter pod netns")
         .expect("bind in pod");
     let port = listener.local_addr().expect("local addr").port();
     std::thread::spawn(move || {
-        if let Ok((mut conn, _)) = listener.accept() {
-            let _ = conn.write_all(reply);
+        for _ in 0..count {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.write_all(reply);
+            }
         }
     });
     SocketAddr::new(IpAddr::V4(sandbox.ip), port)
@@ -448,8 +457,9 @@ async fn host_port_is_reachable_from_the_host() {
     };
     let sb = t.net.setup(&pod("web"), &[mapping]).await.expect("setup");
 
-    for host in host_addrs(&sb) {
-        serve_once_in(&sb, 8080, b"via hostPort");
+    let hosts = host_addrs(&sb);
+    serve_in(&sb, 8080, b"via hostPort", hosts.len());
+    for host in hosts {
         let addr = SocketAddr::new(IpAddr::V4(host), host_port);
         let got = fetch(addr).unwrap_or_else(|e| panic!("hostPort {addr} -> pod: {e}"));
         assert_eq!(got, "via hostPort", "through {addr}");
