@@ -78,6 +78,15 @@ struct NodeFlags {
     /// Extra node labels, key=value.
     #[arg(long = "node-label")]
     node_labels: Vec<String>,
+    /// Host bridge of the pod network (host-global: give each agent on one host its own).
+    #[arg(long, default_value = "spindle0")]
+    cni_bridge: String,
+    /// Pod network namespaces are /run/netns/<prefix>-<pod uid>.
+    #[arg(long, default_value = "spindle")]
+    netns_prefix: String,
+    /// Where the CNI plugins are (Debian's containernetworking-plugins).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
 }
 
 #[derive(Parser)]
@@ -277,6 +286,11 @@ fn agent_options(
         stream_secret,
         labels,
         control_plane,
+        net: spindle_agent::podnet::NetOptions {
+            bridge: flags.cni_bridge,
+            netns_prefix: flags.netns_prefix,
+            cni_bin_dir: flags.cni_bin_dir,
+        },
     })
 }
 
@@ -291,6 +305,28 @@ fn init_logging(format: &str) {
     } else {
         b.init();
     }
+}
+
+/// SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+    tracing::info!("signal received: shutting down");
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 fn main() -> Result<()> {
@@ -355,6 +391,8 @@ fn main() -> Result<()> {
                         }
                     });
                 }
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let mut agent_task = None;
                 if !disable_agent {
                     let state = server.state.clone();
                     let opts = agent_options(
@@ -364,15 +402,27 @@ fn main() -> Result<()> {
                         state.node_secret.to_string(),
                         true,
                     )?;
-                    tokio::spawn(async move {
+                    agent_task = Some(tokio::spawn(async move {
                         let client =
                             state.in_process_client(&format!("system:node:{}", opts.node_name));
-                        if let Err(e) = spindle_agent::run(client, opts).await {
+                        if let Err(e) =
+                            spindle_agent::run(client, opts, stopped(stop_rx)).await
+                        {
                             tracing::error!(error = format!("{e:#}"), "node agent stopped");
                         }
-                    });
+                    }));
                 }
-                server.serve(listener, acceptor).await
+                tokio::select! {
+                    r = server.serve(listener, acceptor) => r,
+                    () = terminated() => {
+                        // The embedded agent removes its pods' networks before the exit.
+                        let _ = stop_tx.send(true);
+                        if let Some(t) = agent_task {
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(20), t).await;
+                        }
+                        Ok(())
+                    }
+                }
             })
         }
         Cmd::Agent(a) => {
@@ -385,7 +435,7 @@ fn main() -> Result<()> {
             let opts = agent_options(a.node_name, data_dir, a.node, secret, false)?;
             rt.block_on(async move {
                 let client = spindle_hollow::connect(&a.server, &a.token).await?;
-                spindle_agent::run(client, opts).await
+                spindle_agent::run(client, opts, terminated()).await
             })
         }
         Cmd::Push(p) => rt.block_on(async move {

@@ -14,15 +14,6 @@ fn get(c: &Cluster, args: &[&str]) -> String {
     c.ok(KUBECTL_DEFAULT, args).trim().to_string()
 }
 
-fn apply(c: &Cluster, manifest: &str) {
-    let out = c.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "{}\n{manifest}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn in_service_cidr(ip: &str) -> bool {
     ip.parse::<std::net::Ipv4Addr>()
         .is_ok_and(|ip| ip.octets()[0] == 10 && ip.octets()[1] == 43)
@@ -32,8 +23,7 @@ fn in_service_cidr(ip: &str) -> bool {
 fn services_get_addresses_and_endpoints_follow_pods() {
     let c = Cluster::start();
     let _nodes = c.hollow_nodes(2, "svc", &[]);
-    apply(
-        &c,
+    c.apply(
         r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -252,7 +242,7 @@ spec:
         "",
         WAIT,
     );
-    apply(&c, &dup);
+    c.apply(&dup);
     assert_eq!(
         get(
             &c,
@@ -262,7 +252,7 @@ spec:
     );
 
     // A node registered without a pod CIDR gets one from the cluster CIDR.
-    apply(&c, "apiVersion: v1\nkind: Node\nmetadata: {name: bare}\n");
+    c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: bare}\n");
     let cidr = get(
         &c,
         &["get", "node", "bare", "-o", "jsonpath={.spec.podCIDR}"],

@@ -24,15 +24,6 @@ fn wait_phase(c: &Cluster, pod: &str, want: &str) {
     );
 }
 
-fn apply(c: &Cluster, manifest: &str) {
-    let out = c.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "apply failed: {}\n{manifest}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A single-container pod running the test guest with `args`.
 fn pod(name: &str, image: &str, policy: &str, args: &[&str], extra_container: &str) -> String {
     let args = serde_json::to_string(args).expect("json");
@@ -61,16 +52,22 @@ fn p1_and_p2_pods_log_and_finish() {
     let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
     let c = Cluster::with_agent("wasm-node", &[]);
 
-    apply(
-        &c,
-        &pod("hello-p1", &p1, "Never", &["echo", "hello from p1"], ""),
-    );
-    apply(
-        &c,
-        &pod("hello-p2", &p2, "Never", &["echo", "hello from p2"], ""),
-    );
-    apply(&c, &pod("exit-3", &p1, "Never", &["exit", "3"], ""));
-    apply(&c, &pod("argv", &p2, "Never", &[], ""));
+    c.apply(&pod(
+        "hello-p1",
+        &p1,
+        "Never",
+        &["echo", "hello from p1"],
+        "",
+    ));
+    c.apply(&pod(
+        "hello-p2",
+        &p2,
+        "Never",
+        &["echo", "hello from p2"],
+        "",
+    ));
+    c.apply(&pod("exit-3", &p1, "Never", &["exit", "3"], ""));
+    c.apply(&pod("argv", &p2, "Never", &[], ""));
     wait_phase(&c, "hello-p1", "Succeeded");
     wait_phase(&c, "hello-p2", "Succeeded");
     wait_phase(&c, "exit-3", "Failed");
@@ -115,16 +112,13 @@ fn p1_and_p2_pods_log_and_finish() {
     );
 
     // An image that is not Wasm fails with ErrImagePull and says why.
-    apply(
-        &c,
-        &pod(
-            "missing",
-            &format!("{}/tests/nothing:v1", reg.addr),
-            "Never",
-            &[],
-            "",
-        ),
-    );
+    c.apply(&pod(
+        "missing",
+        &format!("{}/tests/nothing:v1", reg.addr),
+        "Never",
+        &[],
+        "",
+    ));
     // ErrImagePull, then ImagePullBackOff while it waits to retry; the message says why.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -165,10 +159,7 @@ fn crash_loop_back_off_and_previous_logs() {
     let reg = Registry::start();
     let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
     let c = Cluster::with_agent("crash-node", &[]);
-    apply(
-        &c,
-        &pod("crasher", &p1, "Always", &["fail", "on purpose"], ""),
-    );
+    c.apply(&pod("crasher", &p1, "Always", &["fail", "on purpose"], ""));
     // First restart is immediate, the second after 10 s of back-off.
     c.wait_for_output(
         &[
@@ -220,8 +211,7 @@ fn env_volumes_and_init_containers() {
     let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
     let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
     let c = Cluster::with_agent("vol-node", &[]);
-    apply(
-        &c,
+    c.apply(
         r#"
 apiVersion: v1
 kind: ConfigMap
@@ -301,7 +291,7 @@ spec:
     args: ["cat", "/etc/passwd"]
 "#
     );
-    apply(&c, &manifest);
+    c.apply(&manifest);
     // host-file fails (the host's /etc is not there), so the pod ends Failed.
     wait_phase(&c, "sharing", "Failed");
     let logs = |container: &str| c.ok(KUBECTL_DEFAULT, &["logs", "sharing", "-c", container]);
@@ -330,10 +320,8 @@ spec:
         "writer=0 reader=0 init-output=0 env=0 config-files=0 host-file=1"
     );
     // A read-only mount cannot be written.
-    apply(
-        &c,
-        &format!(
-            r#"
+    c.apply(&format!(
+        r#"
 apiVersion: v1
 kind: Pod
 metadata:
@@ -352,8 +340,7 @@ spec:
       mountPath: /data
       readOnly: true
 "#
-        ),
-    );
+    ));
     wait_phase(&c, "readonly", "Failed");
 }
 
@@ -373,7 +360,7 @@ fn memory_and_cpu_limits() {
             ),
         )
     };
-    apply(&c, &limited("hog", &["alloc", "300"], "1", "64Mi"));
+    c.apply(&limited("hog", &["alloc", "300"], "1", "64Mi"));
     wait_phase(&c, "hog", "Failed");
     let term = c.ok(
         KUBECTL_DEFAULT,
@@ -397,11 +384,11 @@ fn memory_and_cpu_limits() {
             .unwrap_or_else(|| panic!("no time in {out:?}"))
     };
     let n = "300000000";
-    apply(&c, &limited("full", &["spin", n], "1", "64Mi"));
+    c.apply(&limited("full", &["spin", n], "1", "64Mi"));
     wait_phase(&c, "full", "Succeeded");
     let full = spin_ms("full");
-    apply(&c, &limited("tenth", &["spin", n], "100m", "64Mi"));
-    apply(&c, &pod("neighbour", &p1, "Never", &["spin", n], ""));
+    c.apply(&limited("tenth", &["spin", n], "100m", "64Mi"));
+    c.apply(&pod("neighbour", &p1, "Never", &["spin", n], ""));
     wait_phase(&c, "neighbour", "Succeeded");
     wait_phase(&c, "tenth", "Succeeded");
     let tenth = spin_ms("tenth");
@@ -422,10 +409,8 @@ fn deployment_rolls_out_and_deleted_pods_are_replaced() {
     let reg = Registry::start();
     let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
     let c = Cluster::with_agent("deploy-node", &[]);
-    apply(
-        &c,
-        &format!(
-            r#"
+    c.apply(&format!(
+        r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -444,8 +429,7 @@ spec:
         image: {p2}
         args: ["sleep", "0"]
 "#
-        ),
-    );
+    ));
     c.ok(
         KUBECTL_DEFAULT,
         &["rollout", "status", "deployment/sleepers", "--timeout=90s"],
@@ -508,8 +492,7 @@ fn secret_downward_host_and_memory_volumes() {
     let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
     let c = Cluster::with_agent("files-node", &[]);
     let host_dir = c.dir.path().join("host-share");
-    apply(
-        &c,
+    c.apply(
         r#"
 apiVersion: v1
 kind: ConfigMap
@@ -590,7 +573,7 @@ spec:
 "#,
         host = host_dir.display()
     );
-    apply(&c, &manifest);
+    c.apply(&manifest);
     c.wait_for_output(
         &[
             "get",

@@ -23,6 +23,75 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// Run the embedded node agent (otherwise `--disable-agent`).
     pub agent: bool,
+    /// Host-global names of this cluster's pod network, unique per test cluster.
+    pub net: NetNames,
+}
+
+/// Names on the host that two test clusters running at once must not share.
+#[derive(Clone, Debug)]
+pub struct NetNames {
+    pub bridge: String,
+    pub netns_prefix: String,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+}
+
+impl NetNames {
+    fn fresh() -> NetNames {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() & 0xffff;
+        NetNames {
+            bridge: format!("spt{pid:x}x{n}"),
+            netns_prefix: format!("spt{pid:x}x{n}"),
+            // Test binaries run one at a time; clusters inside one get their own /16s.
+            cluster_cidr: format!("10.{}.0.0/16", 100 + n % 100),
+            service_cidr: format!("10.{}.0.0/16", 200 + n % 50),
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--cni-bridge".into(),
+            self.bridge.clone(),
+            "--netns-prefix".into(),
+            self.netns_prefix.clone(),
+            "--cluster-cidr".into(),
+            self.cluster_cidr.clone(),
+            "--service-cidr".into(),
+            self.service_cidr.clone(),
+        ]
+    }
+
+    /// What a stopped agent should have removed itself; removed here in case it was
+    /// killed instead.
+    pub fn cleanup(&self) {
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&format!("{}-", self.netns_prefix)) {
+                    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .output();
+    }
+
+    /// The pod network namespaces of this cluster that exist now.
+    pub fn live_netns(&self) -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with(&format!("{}-", self.netns_prefix)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Cluster {
@@ -60,6 +129,7 @@ impl Cluster {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             agent,
+            net: NetNames::fresh(),
         };
         c.launch();
         c
@@ -85,6 +155,8 @@ impl Cluster {
         cmd.arg("server");
         if !self.agent {
             cmd.arg("--disable-agent");
+        } else {
+            cmd.args(self.net.args());
         }
         let child = cmd
             .args([
@@ -117,6 +189,24 @@ impl Cluster {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, as a service manager stops it; kill -9 if it has not exited in 30 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// kill -9, as a crash would.
@@ -181,6 +271,16 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `manifest` with the default kubectl; panics on failure.
+    pub fn apply(&self, manifest: &str) {
+        let out = self.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], manifest);
+        assert!(
+            out.status.success(),
+            "apply failed: {}\n{manifest}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn apply_stdin(&self, kubectl: &str, args: &[&str], manifest: &str) -> Output {
@@ -256,7 +356,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.kill9();
+        self.stop();
+        if self.agent {
+            self.net.cleanup();
+        }
     }
 }
 
@@ -371,10 +474,12 @@ pub fn build_guest(manifest: &str, package: &str, target: &str) -> PathBuf {
         "building {package} for {target} failed (rustup target add {target}?):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = guest_target_dir()
-        .join(target)
-        .join("release")
-        .join(format!("{package}.wasm"));
+    let dir = guest_target_dir().join(target).join("release");
+    // A binary keeps the package name; a cdylib (wasi:http guests) has `_` for `-`.
+    let mut path = dir.join(format!("{package}.wasm"));
+    if !path.exists() {
+        path = dir.join(format!("{}.wasm", package.replace('-', "_")));
+    }
     assert!(path.exists(), "{} missing after build", path.display());
     path
 }

@@ -19,6 +19,7 @@
 pub mod env;
 pub mod lifecycle;
 pub mod node;
+pub mod podnet;
 pub mod pods;
 pub mod runtime;
 pub mod server;
@@ -51,6 +52,9 @@ pub struct AgentOptions {
     pub labels: Vec<(String, String)>,
     /// Labels of a server node (control-plane role), as k3s sets them.
     pub control_plane: bool,
+    /// Names of the node's pod network (bridge, netns prefix) and where the CNI plugins
+    /// are.
+    pub net: podnet::NetOptions,
 }
 
 /// Everything a running agent shares between its tasks.
@@ -65,10 +69,22 @@ pub struct Agent {
     /// SHA-256 of the streaming endpoint's certificate, published on the Node.
     pub cert_sha256: String,
     pub pods: pods::PodTable,
+    /// The node's pod network; `None` when it could not be set up (pods that need a
+    /// network then wait in ContainerCreating with [`Agent::net_unavailable`] as reason).
+    pub net: std::sync::OnceLock<spindle_net::Network>,
+    pub net_unavailable: std::sync::OnceLock<String>,
+    /// Worker threads of each pod's runtime.
+    pub pod_workers: usize,
 }
 
-/// Run the agent until the process ends.
-pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
+/// Run the agent until `shutdown` resolves (then stop every pod's runs and remove their
+/// network sandboxes) or the process ends. The pods stay bound to the node: an agent
+/// started again takes them back.
+pub async fn run(
+    client: kube::Client,
+    opts: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let node_ip = match opts.node_ip {
@@ -93,11 +109,71 @@ pub async fn run(client: kube::Client, opts: AgentOptions) -> Result<()> {
         streaming_port: port,
         cert_sha256,
         pods: pods::PodTable::default(),
+        net: std::sync::OnceLock::new(),
+        net_unavailable: std::sync::OnceLock::new(),
+        pod_workers: std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(2),
         opts,
     });
     node::register(&agent).await?;
     tracing::info!(node = %agent.opts.node_name, ip = %agent.node_ip, port, "node agent registered");
+    // Set before any pod starts (the pod watch begins below).
+    match pod_network(&agent).await {
+        Ok(net) => {
+            let _ = agent.net.set(net);
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no pod network on this node: pods that need one stay in ContainerCreating");
+            let _ = agent.net_unavailable.set(format!("{e:#}"));
+        }
+    }
     tokio::spawn(node::heartbeat(agent.clone()));
     tokio::spawn(server::serve(agent.clone(), listener, tls));
-    pods::run(agent).await
+    tokio::select! {
+        r = pods::run(agent.clone()) => r,
+        () = shutdown => {
+            stop(&agent).await;
+            Ok(())
+        }
+    }
+}
+
+/// Ends every pod's runtime and removes every sandbox of this node's pod network.
+async fn stop(agent: &Agent) {
+    tracing::info!("node agent stopping: removing pod networks");
+    for h in agent.pods.all() {
+        // Dropping a pod's runtime ends the guests on it.
+        drop(h.net.lock().await.take());
+    }
+    if let Some(net) = agent.net.get() {
+        if let Err(e) = net.teardown_all().await {
+            tracing::warn!(error = %e, "removing pod sandboxes on shutdown");
+        }
+    }
+}
+
+/// The node's pod network over the pod CIDR the control plane gave the Node.
+async fn pod_network(agent: &Agent) -> Result<spindle_net::Network> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(agent.client.clone());
+    let node = nodes
+        .get(&agent.opts.node_name)
+        .await
+        .context("reading this Node's pod CIDR")?;
+    let cidr = node
+        .spec
+        .and_then(|s| s.pod_cidr)
+        .filter(|c| !c.is_empty())
+        .context("the Node has no spec.podCIDR")?;
+    let cidr: ipnet::Ipv4Net = cidr
+        .parse()
+        .with_context(|| format!("the Node's podCIDR {cidr:?} is not an IPv4 CIDR"))?;
+    let mut cfg = spindle_net::NetConfig::new(&agent.opts.data_dir, cidr);
+    cfg.bridge = agent.opts.net.bridge.clone();
+    cfg.netns_prefix = agent.opts.net.netns_prefix.clone();
+    cfg.cni_bin_dir = agent.opts.net.cni_bin_dir.clone();
+    let net = tokio::task::spawn_blocking(move || spindle_net::Network::new(cfg))
+        .await
+        .context("setting up the pod network")??;
+    Ok(net)
 }

@@ -20,6 +20,7 @@ use spindle_logs::{LogWriter, Rotation};
 use tokio::sync::{watch, Notify};
 
 use crate::env::{self, Sources};
+use crate::podnet::{self, PodNet};
 use crate::runtime::{ContainerSpec, Exit, Running, Runtime};
 use crate::status::{self, CStatus, PodView, RunState, Term};
 use crate::volumes::{self, PodVolumes};
@@ -45,6 +46,8 @@ pub struct Shared {
     pub start_time: Timestamp,
     /// The writer of each container's current run, for `logs -f`.
     pub logs: HashMap<String, LogWriter>,
+    /// status.podIP, once the pod has a network.
+    pub pod_ip: Option<String>,
 }
 
 pub struct PodHandle {
@@ -55,6 +58,8 @@ pub struct PodHandle {
     pub spec: watch::Sender<Arc<Pod>>,
     /// The pod object is gone from the API (deleted with grace 0, or by us).
     pub gone: AtomicBool,
+    /// The pod's network, made when its first networked container starts.
+    pub net: tokio::sync::Mutex<Option<Arc<PodNet>>>,
     shared: Mutex<Shared>,
     changed: Notify,
 }
@@ -124,6 +129,7 @@ impl PodHandle {
             uid,
             spec: watch::channel(pod).0,
             gone: AtomicBool::new(false),
+            net: tokio::sync::Mutex::new(None),
             shared: Mutex::new(Shared {
                 inits,
                 containers,
@@ -131,6 +137,7 @@ impl PodHandle {
                 init_failed: false,
                 start_time,
                 logs: HashMap::new(),
+                pod_ip: None,
             }),
             changed: Notify::new(),
         })
@@ -228,6 +235,7 @@ pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
     }
     writer.abort();
     volumes::teardown(&h.dir);
+    release_net(&agent, &h).await;
     if !h.gone.load(Ordering::Acquire) {
         let api: Api<Pod> = Api::namespaced(agent.client.clone(), &h.namespace);
         let dp = DeleteParams {
@@ -245,6 +253,46 @@ pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
         }
     }
     agent.pods.remove(&h.uid);
+}
+
+/// The pod's network, set up on first use (see [`podnet`]).
+async fn ensure_net(agent: &Agent, h: &PodHandle, pod: &Pod) -> Result<Arc<PodNet>, String> {
+    let mut slot = h.net.lock().await;
+    if let Some(net) = slot.as_ref() {
+        return Ok(net.clone());
+    }
+    let net = if podnet::is_host_network(pod) {
+        PodNet::host(agent.node_ip)
+    } else {
+        let Some(network) = agent.net.get() else {
+            return Err(format!(
+                "this node has no pod network: {}",
+                agent
+                    .net_unavailable
+                    .get()
+                    .map(String::as_str)
+                    .unwrap_or("not set up yet")
+            ));
+        };
+        podnet::setup(network, pod, agent.pod_workers).await?
+    };
+    let net = Arc::new(net);
+    h.shared().pod_ip = Some(net.ip.to_string());
+    h.changed.notify_one();
+    *slot = Some(net.clone());
+    Ok(net)
+}
+
+/// Ends the pod's runtime and removes its sandbox.
+async fn release_net(agent: &Agent, h: &PodHandle) {
+    let net = h.net.lock().await.take();
+    let had_sandbox = net.as_ref().is_some_and(|n| n.sandbox.is_some());
+    drop(net);
+    if let (true, Some(network)) = (had_sandbox, agent.net.get()) {
+        if let Err(e) = network.teardown(&h.uid).await {
+            tracing::warn!(pod = %h.name, error = %e, "removing the pod's network failed");
+        }
+    }
 }
 
 /// Volumes, init containers, then all containers under supervisors.
@@ -511,11 +559,40 @@ async fn supervise(
                 continue;
             }
         };
+        // The pod's network, if this container can use one.
+        let runtime: &dyn Runtime = agent.wasm.as_ref();
+        let net = match runtime.needs_network(&img).await {
+            Ok(false) => None,
+            Ok(true) => match ensure_net(&agent, &h, &pod).await {
+                Ok(net) => Some(net),
+                Err(msg) => {
+                    let event = (
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {msg}"),
+                    );
+                    if slot
+                        .hold("ContainerCreating", msg, event, BACKOFF_BASE)
+                        .await
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+            },
+            Err(msg) => {
+                if slot.create_failed(&mut config_failures, msg).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        let pod_ip = net.as_ref().map(|n| n.ip.to_string()).unwrap_or_default();
         // Environment, mounts, argv.
         let host_ip = agent.node_ip.to_string();
         let mut src = Sources::new(agent.client.clone(), &h.namespace);
         let built = async {
-            let env = env::build(&pod, &c, &mut src, "", &host_ip).await?;
+            let env = env::build(&pod, &c, &mut src, &pod_ip, &host_ip).await?;
             let mounts = volumes::container_mounts(&pod, &c, &vols)?;
             Ok::<_, env::ConfigError>((env, mounts))
         }
@@ -579,7 +656,6 @@ async fn supervise(
         if run >= 2 {
             let _ = spindle_logs::prune(&log_dir, run as u32 - 1);
         }
-        let runtime: &dyn Runtime = agent.wasm.as_ref();
         let spec = ContainerSpec {
             argv,
             env: env_vars.clone(),
@@ -588,6 +664,14 @@ async fn supervise(
             log: log.clone(),
             memory_limit,
             cpu_millis,
+            ports: c
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| u16::try_from(p.container_port).ok())
+                .collect(),
+            net,
         };
         let started = Timestamp::now();
         let cid = container_id(&h.uid, &c.name, run);
@@ -595,10 +679,7 @@ async fn supervise(
             Ok(r) => r,
             Err(msg) => {
                 log.close();
-                config_failures += 1;
-                let event = (EventType::Warning, "Failed", format!("Error: {msg}"));
-                let delay = backoff(config_failures + 1).max(BACKOFF_BASE);
-                if slot.hold("CreateContainerError", msg, event, delay).await {
+                if slot.create_failed(&mut config_failures, msg).await {
                     return false;
                 }
                 continue;
@@ -764,6 +845,15 @@ impl Slot<'_> {
             .await;
         sleep_or_stop(self.stop, delay).await
     }
+
+    /// The container could not be created: CreateContainerError, retried with back-off.
+    /// Returns true if the pod is stopping.
+    async fn create_failed(&self, failures: &mut i32, msg: String) -> bool {
+        *failures += 1;
+        let event = (EventType::Warning, "Failed", format!("Error: {msg}"));
+        let delay = backoff(*failures + 1).max(BACKOFF_BASE);
+        self.hold("CreateContainerError", msg, event, delay).await
+    }
 }
 
 /// Make the container's image present, with the events the kubelet records.
@@ -857,7 +947,7 @@ async fn write_status_loop(agent: Arc<Agent>, h: Arc<PodHandle>) {
                 restart_policy: &restart_policy,
                 start_time: sh.start_time,
                 host_ip: &host_ip,
-                pod_ip: None,
+                pod_ip: sh.pod_ip.as_deref(),
                 init_failed: sh.init_failed,
                 previous: pod.status.as_ref(),
             })

@@ -36,6 +36,10 @@ impl PodTable {
             .cloned()
     }
 
+    pub fn all(&self) -> Vec<Arc<PodHandle>> {
+        self.lock().values().cloned().collect()
+    }
+
     pub fn remove(&self, uid: &str) {
         self.lock().remove(uid);
     }
@@ -81,6 +85,21 @@ fn remove_orphans(agent: &Agent, live: &HashSet<String>) {
     }
 }
 
+/// Sandboxes of pods this node no longer has.
+async fn remove_orphan_sandboxes(agent: &Agent, live: &HashSet<String>) {
+    let Some(net) = agent.net.get() else {
+        return;
+    };
+    for uid in net.list().await {
+        if !live.contains(&uid) {
+            tracing::info!(uid, "removing the network of a pod that no longer exists");
+            if let Err(e) = net.teardown(&uid).await {
+                tracing::warn!(uid, error = %e, "removing an orphaned pod network");
+            }
+        }
+    }
+}
+
 pub async fn run(agent: Arc<Agent>) -> Result<()> {
     let api: Api<Pod> = Api::all(agent.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.opts.node_name));
@@ -112,6 +131,7 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
                     let mut live = set;
                     live.extend(agent.pods.lock().keys().cloned());
                     remove_orphans(&agent, &live);
+                    remove_orphan_sandboxes(&agent, &live).await;
                 }
             }
             Ok(watcher::Event::Apply(p)) => on_pod(&agent, p),

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use spindle_image::PulledImage;
 use spindle_logs::{LogWriter, Stream};
 
+use crate::podnet::PodNet;
+
 /// A directory of the pod mounted into a container.
 #[derive(Clone, Debug)]
 pub struct Mount {
@@ -29,7 +31,15 @@ pub struct ContainerSpec {
     pub log: LogWriter,
     pub memory_limit: Option<u64>,
     pub cpu_millis: Option<u64>,
+    /// The container's declared TCP ports (an HTTP component is served on the first).
+    pub ports: Vec<u16>,
+    /// The pod's network; `None` when the container cannot use one.
+    pub net: Option<Arc<PodNet>>,
 }
+
+/// Where an HTTP component listens when its container declares no port: `wasmtime
+/// serve`'s default.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// How a run ended, in the terms of a container status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +54,8 @@ pub struct Exit {
 pub trait Runtime: Send + Sync {
     /// The name the node advertises in `spindle.dev/runtimes`.
     fn name(&self) -> &'static str;
+    /// Whether a run of this image can use a network (and so needs the pod's sandbox).
+    async fn needs_network(&self, image: &PulledImage) -> Result<bool, String>;
     /// Start a run. Errors are messages for the container's waiting state.
     async fn start(
         &self,
@@ -64,6 +76,8 @@ pub trait Running: Send + Sync {
 /// Wasm containers: one wasmtime engine for the node, modules compiled once per digest.
 pub struct WasmContainers {
     rt: spindle_wasm::WasmRuntime,
+    /// Cluster names for the outgoing requests of pods with their own network.
+    resolver: Option<Arc<dyn spindle_wasm::NameResolver>>,
 }
 
 impl WasmContainers {
@@ -74,7 +88,14 @@ impl WasmContainers {
             ..Default::default()
         };
         let rt = spindle_wasm::WasmRuntime::new(cfg).context("starting the Wasm runtime")?;
-        Ok(WasmContainers { rt })
+        Ok(WasmContainers { rt, resolver: None })
+    }
+
+    /// Resolve the names of pods' outgoing HTTP requests with `resolver` (the cluster
+    /// DNS).
+    pub fn with_resolver(mut self, resolver: Arc<dyn spindle_wasm::NameResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
     }
 
     pub fn runtime(&self) -> &spindle_wasm::WasmRuntime {
@@ -117,8 +138,14 @@ impl spindle_wasm::OutputSink for Sink {
     }
 }
 
+/// A run is an instance of a command, or an HTTP server of a `wasi:http` component.
+enum Run {
+    Command(spindle_wasm::Instance),
+    Http(spindle_wasm::HttpServer),
+}
+
 struct WasmRun {
-    instance: spindle_wasm::Instance,
+    run: Run,
     log: LogWriter,
 }
 
@@ -126,6 +153,16 @@ struct WasmRun {
 impl Runtime for WasmContainers {
     fn name(&self) -> &'static str {
         "wasm"
+    }
+
+    async fn needs_network(&self, image: &PulledImage) -> Result<bool, String> {
+        let program = self
+            .rt
+            .load(&image.wasm_digest, &image.wasm_path)
+            .await
+            .map_err(|e| e.to_string())?;
+        // WASI p1 has no sockets.
+        Ok(program.kind() != spindle_wasm::ProgramKind::Module)
     }
 
     async fn start(
@@ -139,46 +176,71 @@ impl Runtime for WasmContainers {
             .await
             .map_err(|e| e.to_string())?;
         let log = spec.log.clone();
-        let instance = self
-            .rt
-            .start(
-                &program,
-                spindle_wasm::InstanceSpec {
-                    argv: spec.argv,
-                    env: spec.env,
-                    working_dir: spec.working_dir,
-                    preopens: spec
-                        .mounts
-                        .into_iter()
-                        .map(|m| spindle_wasm::Preopen {
-                            host: m.host,
-                            guest: m.guest,
-                            read_only: m.read_only,
-                        })
-                        .collect(),
-                    stdout: Arc::new(Sink {
-                        log: spec.log.clone(),
-                        stream: Stream::Stdout,
-                    }),
-                    stderr: Arc::new(Sink {
-                        log: spec.log,
-                        stream: Stream::Stderr,
-                    }),
-                    memory_limit: spec.memory_limit,
-                    cpu_millis: spec.cpu_millis,
-                    // Pods have no network of their own yet (pod sandboxes come next).
-                    network: false,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(WasmRun { instance, log }))
+        let pod_network = spec
+            .net
+            .as_ref()
+            .and_then(|n| n.wasm(self.resolver.clone()));
+        let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent;
+        let listener = match (&spec.net, serve) {
+            (Some(net), true) => {
+                let port = spec.ports.first().copied().unwrap_or(DEFAULT_HTTP_PORT);
+                Some(
+                    net.listen(port)
+                        .map_err(|e| format!("listening on port {port} in the pod: {e}"))?,
+                )
+            }
+            _ => None,
+        };
+        let network = spec.net.is_some();
+        let instance_spec = spindle_wasm::InstanceSpec {
+            argv: spec.argv,
+            env: spec.env,
+            working_dir: spec.working_dir,
+            preopens: spec
+                .mounts
+                .into_iter()
+                .map(|m| spindle_wasm::Preopen {
+                    host: m.host,
+                    guest: m.guest,
+                    read_only: m.read_only,
+                })
+                .collect(),
+            stdout: Arc::new(Sink {
+                log: spec.log.clone(),
+                stream: Stream::Stdout,
+            }),
+            stderr: Arc::new(Sink {
+                log: spec.log,
+                stream: Stream::Stderr,
+            }),
+            memory_limit: spec.memory_limit,
+            cpu_millis: spec.cpu_millis,
+            network,
+            pod_network,
+        };
+        let run = match listener {
+            Some(l) => Run::Http(
+                self.rt
+                    .serve_http(&program, instance_spec, l)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => Run::Command(
+                self.rt
+                    .start(&program, instance_spec)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        Ok(Box::new(WasmRun { run, log }))
     }
 }
 
 #[async_trait]
 impl Running for WasmRun {
     async fn wait(&mut self) -> Exit {
-        let st = self.instance.wait().await;
+        let st = match &mut self.run {
+            Run::Command(i) => i.wait().await,
+            Run::Http(s) => s.wait().await,
+        };
         self.log.close();
         let reason = match st.reason {
             spindle_wasm::ExitReason::Completed => "Completed",
@@ -195,10 +257,13 @@ impl Running for WasmRun {
     /// WASI has no signals to ask a guest to shut down, so a stop is a kill: the guest
     /// ends at its next epoch check.
     fn stop(&self) {
-        self.instance.kill();
+        self.kill();
     }
 
     fn kill(&self) {
-        self.instance.kill();
+        match &self.run {
+            Run::Command(i) => i.kill(),
+            Run::Http(s) => s.stop(),
+        }
     }
 }

@@ -274,6 +274,9 @@ pub fn pod_status(v: &PodView) -> PodStatus {
             ip: v.host_ip.to_string(),
         }]),
         pod_ip: v.pod_ip.map(str::to_string),
+        pod_ips: v
+            .pod_ip
+            .map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]),
         start_time: Some(Time(v.start_time)),
         init_container_statuses: if v.inits.is_empty() {
             None

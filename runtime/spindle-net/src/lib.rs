@@ -138,6 +138,45 @@ impl Sandbox {
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetError> {
         netns::run_in(&self.netns_path, f)
     }
+
+    /// A tokio runtime whose every thread (workers and blocking pool) lives
+    /// in the pod's network namespace: whatever runs on it opens its sockets
+    /// in the pod's network, including code that creates sockets itself
+    /// (WASI sockets, HTTP clients) and cannot be handed a pre-made one.
+    /// `name` labels its threads.
+    pub fn runtime(&self, name: &str, workers: usize) -> Result<PodRuntime, NetError> {
+        netns::runtime_in(&self.netns_path, name, workers)
+    }
+}
+
+/// A tokio runtime inside a pod's network namespace (see
+/// [`Sandbox::runtime`]). Dropping it stops its threads without waiting,
+/// which is safe from async code too.
+pub struct PodRuntime {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl PodRuntime {
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        match &self.rt {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the runtime is only taken out in drop"),
+        }
+    }
+}
+
+impl Drop for PodRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for PodRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodRuntime").finish_non_exhaustive()
+    }
 }
 
 /// The node's pod network. Cheap to clone; all clones share state.

@@ -171,3 +171,35 @@ pub(crate) fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Resu
         }
     })
 }
+
+/// Builds a multi-threaded tokio runtime whose threads all join the netns at
+/// `path`. The builder runs on a thread already inside the namespace (so the
+/// workers it spawns inherit it), and every thread the runtime starts later
+/// (blocking pool threads may be spawned from outside callers) joins it again
+/// on start.
+pub(crate) fn runtime_in(
+    path: &Path,
+    name: &str,
+    workers: usize,
+) -> Result<crate::PodRuntime, NetError> {
+    let ns = std::sync::Arc::new(File::open(path).map_err(|e| NetError::netns(path, "open", e))?);
+    let thread_name = format!("pod-{name}");
+    let rt = run_in(path, move || {
+        let on_start = ns.clone();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name(thread_name)
+            .enable_all()
+            .on_thread_start(move || {
+                if let Err(e) = move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(on_start.as_ref()),
+                    Some(LinkNameSpaceType::Network),
+                ) {
+                    tracing::error!(error = %e, "a pod runtime thread could not join the pod's network namespace");
+                }
+            })
+            .build()
+    })?
+    .map_err(|e| NetError::netns(path, "start a runtime", e))?;
+    Ok(crate::PodRuntime { rt: Some(rt) })
+}

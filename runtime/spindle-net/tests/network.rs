@@ -315,6 +315,55 @@ async fn two_pods_get_distinct_ips_and_reach_each_other() {
 }
 
 #[tokio::test]
+async fn a_pod_runtime_opens_its_sockets_in_the_pod() {
+    let t = TestNet::new();
+    let a = t.net.setup(&pod("a"), &[]).await.expect("setup a");
+    let rt = a.runtime("a", 2).expect("pod runtime");
+    // Sockets made by tasks on the pod runtime, on worker and blocking
+    // threads alike, are in the pod: reachable on the pod IP from the host.
+    let worker = rt
+        .handle()
+        .spawn(async { tokio::net::TcpListener::bind("0.0.0.0:0").await })
+        .await
+        .expect("task")
+        .expect("bind on a worker thread");
+    let port = worker.local_addr().expect("addr").port();
+    let serve = rt.handle().spawn(async move {
+        if let Ok((mut conn, _)) = worker.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = conn.write_all(b"from the pod runtime").await;
+        }
+    });
+    let addr = SocketAddr::new(IpAddr::V4(a.ip), port);
+    let got = tokio::task::spawn_blocking(move || fetch(addr))
+        .await
+        .expect("fetch task")
+        .expect("host -> pod runtime listener");
+    assert_eq!(got, "from the pod runtime");
+    serve.await.expect("serve task");
+    let blocking = rt
+        .handle()
+        .spawn_blocking(|| TcpListener::bind("0.0.0.0:0"))
+        .await
+        .expect("task")
+        .expect("bind on a blocking thread");
+    let port = blocking.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = blocking.accept() {
+            let _ = conn.write_all(b"blocking");
+        }
+    });
+    let addr = SocketAddr::new(IpAddr::V4(a.ip), port);
+    let got = tokio::task::spawn_blocking(move || fetch(addr))
+        .await
+        .expect("fetch task")
+        .expect("host -> blocking listener");
+    assert_eq!(got, "blocking");
+    drop(rt);
+    t.finish().await;
+}
+
+#[tokio::test]
 async fn setup_is_idempotent_for_the_same_uid_also_after_a_restart() {
     let t = TestNet::new();
     let first = t.net.setup(&pod("a"), &[]).await.expect("setup");

@@ -283,6 +283,7 @@ fn main() {
         memory_limit: Some(64 << 20),
         cpu_millis: None,
         network: false,
+        pod_network: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut server = rt.serve_http(&program, spec, listener).expect("serve_http");

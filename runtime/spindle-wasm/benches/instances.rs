@@ -66,6 +66,7 @@ fn spec() -> InstanceSpec {
         memory_limit: Some(64 << 20),
         cpu_millis: None,
         network: false,
+        pod_network: None,
     }
 }
 

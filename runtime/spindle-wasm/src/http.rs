@@ -360,7 +360,7 @@ async fn handle(
     let mut store = new_store(
         &server.engine,
         // Served components may always make outgoing requests, as under `wasmtime serve`.
-        P2Ctx::new(builder.build(), true),
+        P2Ctx::new(builder.build(), true, server.spec.pod_network.as_ref()),
         server.spec.memory_limit,
         server.cpu.clone().map(CpuMeter::shared),
         server.kill.clone(),

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{
 };
 
 use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter};
+use crate::net::{PodNetwork, ResolvingHooks, SendRequestFuture};
 use crate::output::{OutputSink, SinkStream};
 use crate::program::{Entry, Program};
 use crate::WasmError;
@@ -60,8 +61,12 @@ pub struct InstanceSpec {
     ///
     /// Sockets and outgoing HTTP connections are opened by the runtime's worker threads,
     /// so they live in the network namespace those threads are in (the agent's), not the
-    /// pod's.
+    /// pod's, unless [`pod_network`](Self::pod_network) gives the pod's own runtime.
     pub network: bool,
+    /// The pod's network: run on the pod's runtime (threads in its network namespace)
+    /// and resolve outgoing request names with its resolver. `None`: the shared
+    /// runtime, in the agent's namespace (host-network pods, and tools).
+    pub pod_network: Option<PodNetwork>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -148,32 +153,27 @@ pub(crate) struct P2Ctx {
     table: ResourceTable,
     outgoing_http: bool,
     deny: DenyOutgoingHttp,
+    resolving: Option<ResolvingHooks>,
 }
 
 impl P2Ctx {
     /// `outgoing_http`: whether `wasi:http/outgoing-handler` may send requests.
-    pub(crate) fn new(ctx: WasiCtx, outgoing_http: bool) -> Self {
+    pub(crate) fn new(ctx: WasiCtx, outgoing_http: bool, net: Option<&PodNetwork>) -> Self {
         P2Ctx {
             ctx,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             outgoing_http,
             deny: DenyOutgoingHttp,
+            resolving: net
+                .and_then(|n| n.resolver.clone())
+                .map(|resolver| ResolvingHooks { resolver }),
         }
     }
 }
 
 /// `wasi:http` hooks that refuse every outgoing request (`HTTP-request-denied`).
 struct DenyOutgoingHttp;
-
-type SendRequestFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                hyper::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
 
 impl WasiHttpHooks for DenyOutgoingHttp {
     fn send_request(
@@ -197,12 +197,13 @@ impl WasiView for GuestState<P2Ctx> {
 
 impl WasiHttpView for GuestState<P2Ctx> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        let hooks: &mut dyn WasiHttpHooks = if self.wasi.outgoing_http {
-            // wasmtime-wasi-http's default client.
-            Default::default()
-        } else {
-            &mut self.wasi.deny
-        };
+        let hooks: &mut dyn WasiHttpHooks =
+            match (self.wasi.outgoing_http, &mut self.wasi.resolving) {
+                (false, _) => &mut self.wasi.deny,
+                (true, Some(resolving)) => resolving,
+                // wasmtime-wasi-http's default client.
+                (true, None) => Default::default(),
+            };
         WasiHttpCtxView {
             ctx: &mut self.wasi.http,
             table: &mut self.wasi.table,
@@ -408,6 +409,10 @@ pub(crate) fn start(
     let kill = Arc::new(KillSwitch::default());
     let (tx, rx) = oneshot::channel();
     let guest_kill = kill.clone();
+    let rt = match &spec.pod_network {
+        Some(net) => &net.executor,
+        None => rt,
+    };
     match &program.inner.entry {
         Entry::Module(pre) => {
             let pre = pre.clone();
@@ -450,7 +455,7 @@ pub(crate) fn start(
         } => {
             let pre = pre.clone();
             // A command's outgoing wasi:http requests are network use like its sockets.
-            let wasi = P2Ctx::new(builder.build(), spec.network);
+            let wasi = P2Ctx::new(builder.build(), spec.network, spec.pod_network.as_ref());
             let mut store = new_store(engine, wasi, spec.memory_limit, cpu(), kill.clone());
             let guest = async move {
                 let run = async {

@@ -37,6 +37,7 @@ mod error;
 mod http;
 mod instance;
 mod limits;
+mod net;
 mod output;
 mod program;
 
@@ -57,6 +58,7 @@ pub use instance::{
     ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, KILLED_EXIT_CODE,
     TRAP_EXIT_CODE,
 };
+pub use net::{NameResolver, PodNetwork};
 pub use output::OutputSink;
 pub use program::{CacheStats, LoadOrigin, Program, ProgramKind};
 
@@ -405,7 +407,11 @@ impl WasmRuntime {
             self.inner.live.clone(),
             self.inner.max_instances,
         );
-        http::start(&self.inner.handle, server, listener)
+        let rt = match &server.spec.pod_network {
+            Some(net) => net.executor.clone(),
+            None => self.inner.handle.clone(),
+        };
+        http::start(&rt, server, listener)
             .map_err(|e| WasmError::io("serving HTTP on the given listener", e))
     }
 

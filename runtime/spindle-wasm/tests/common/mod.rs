@@ -81,6 +81,7 @@ pub fn spec(argv: &[&str]) -> (InstanceSpec, Outputs) {
             memory_limit: None,
             cpu_millis: None,
             network: false,
+            pod_network: None,
         },
         Outputs { stdout, stderr },
     )

@@ -1,0 +1,123 @@
+//! A pod's network on this node: its sandbox (network namespace and IP from the node's
+//! pod CIDR, through the CNI plugins), the tokio runtime its Wasm guests run on inside
+//! that namespace, and the node-wide network the sandboxes hang off.
+//!
+//! A sandbox is made when the first container that can use a network starts: WASI p1
+//! modules have no sockets at all, so a pod of only p1 modules gets no namespace and no
+//! IP (which keeps such pods as cheap as they are, and keeps them from using up the pod
+//! CIDR). `hostNetwork: true` pods use the node's namespace and report the node's IP.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use spindle_net::{Network, PodRef, PodRuntime, PortMapping, Sandbox};
+
+/// How the node's pod network is named and found; host-global names come from flags so
+/// that two agents (or clusters) on one host do not collide.
+#[derive(Clone, Debug)]
+pub struct NetOptions {
+    pub bridge: String,
+    pub netns_prefix: String,
+    pub cni_bin_dir: std::path::PathBuf,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions {
+            bridge: "spindle0".into(),
+            netns_prefix: "spindle".into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+        }
+    }
+}
+
+/// The network a pod's containers run in.
+pub struct PodNet {
+    /// `None` for host-network pods.
+    pub sandbox: Option<Sandbox>,
+    /// Where the pod's Wasm guests run (threads in the pod's namespace); `None` for
+    /// host-network pods, which run on the shared runtime.
+    pub runtime: Option<PodRuntime>,
+    pub ip: IpAddr,
+}
+
+impl PodNet {
+    pub fn host(ip: IpAddr) -> Self {
+        PodNet {
+            sandbox: None,
+            runtime: None,
+            ip,
+        }
+    }
+
+    /// What a Wasm instance of this pod needs to run in the pod's network.
+    pub fn wasm(
+        &self,
+        resolver: Option<Arc<dyn spindle_wasm::NameResolver>>,
+    ) -> Option<spindle_wasm::PodNetwork> {
+        self.runtime.as_ref().map(|rt| spindle_wasm::PodNetwork {
+            executor: rt.handle(),
+            resolver,
+        })
+    }
+
+    /// Binds a TCP listener on `port` in the pod's network (all addresses).
+    pub fn listen(&self, port: u16) -> std::io::Result<std::net::TcpListener> {
+        let bind = move || std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port));
+        match &self.sandbox {
+            Some(sb) => sb
+                .enter(bind)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => bind(),
+        }
+    }
+}
+
+pub fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// The pod's hostPorts, for the portmap plugin.
+pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|p| *p > 0)?;
+            Some(PortMapping {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                host_ip: p.host_ip.clone().filter(|s| !s.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// Creates (or finds again, after an agent restart) the pod's sandbox and its runtime.
+pub async fn setup(net: &Network, pod: &Pod, workers: usize) -> Result<PodNet, String> {
+    let pref = PodRef {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+    };
+    let sandbox = net
+        .setup(&pref, &port_mappings(pod))
+        .await
+        .map_err(|e| format!("setting up the pod's network: {e}"))?;
+    let runtime = sandbox
+        .runtime(&pref.name, workers)
+        .map_err(|e| format!("starting the pod's runtime: {e}"))?;
+    Ok(PodNet {
+        ip: IpAddr::V4(sandbox.ip),
+        sandbox: Some(sandbox),
+        runtime: Some(runtime),
+    })
+}

@@ -1,0 +1,179 @@
+//! Pod networking end to end: a wasi:http component (the `http-hello` test guest) as a
+//! Deployment behind a Service, on `spindle server` with its embedded agent, real CNI
+//! plugins and a real registry, driven by kubectl and plain HTTP from the host.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Registry, KUBECTL_DEFAULT};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn http_hello() -> std::path::PathBuf {
+    common::build_guest(
+        "runtime/spindle-wasm/tests/guests/http-hello/Cargo.toml",
+        "http-hello",
+        "wasm32-wasip2",
+    )
+}
+
+/// GET `path` from `addr` with curl; the body of a 2xx answer.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .arg(format!("http://{addr}{path}"))
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Retries `get` until it answers (a listener may take a moment after Running).
+fn get_eventually(addr: SocketAddr, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match get(addr, path) {
+            Ok(body) => return body,
+            Err(e) if Instant::now() > deadline => panic!("GET http://{addr}{path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn web(image: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: {image}
+        ports:
+        - containerPort: 8080
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: POD_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+"#
+    )
+}
+
+/// name → podIP of the pods labelled app=web, once `n` of them run with an IP.
+fn running_pods(c: &Cluster, n: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                r#"jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+            ],
+        );
+        let pods: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, ip)| !ip.is_empty())
+            .map(|(n, ip)| (n.to_string(), ip.to_string()))
+            .collect();
+        if pods.len() == n {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} web pods never ran with IPs: {out}\n{}",
+            c.ok(KUBECTL_DEFAULT, &["describe", "pods"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').expect("cidr");
+    let ip: std::net::Ipv4Addr = ip.parse().expect("pod IP is IPv4");
+    let net: std::net::Ipv4Addr = net.parse().expect("cidr net");
+    let len: u32 = len.parse().expect("cidr len");
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+#[test]
+fn deployment_pods_get_their_own_ips_and_serve_http_on_them() {
+    let reg = Registry::start();
+    let image = reg.push(&http_hello(), "tests/http-hello:v1");
+    let mut c = Cluster::with_agent("net-node", &[]);
+    c.apply(&web(&image, 3));
+    let pods = running_pods(&c, 3);
+    let mut ips: Vec<&str> = pods.iter().map(|(_, ip)| ip.as_str()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "pod IPs are not distinct: {pods:?}");
+    for (name, ip) in &pods {
+        assert!(
+            in_cidr(ip, &c.net.cluster_cidr),
+            "{name}: {ip} not in {}",
+            c.net.cluster_cidr
+        );
+        let addr: SocketAddr = format!("{ip}:8080").parse().expect("addr");
+        // Each pod answers on its own IP, as itself, and knows its IP (fieldRef).
+        assert_eq!(get_eventually(addr, "/env/POD_NAME"), *name);
+        assert_eq!(get_eventually(addr, "/env/POD_IP"), *ip);
+        let podips = c.ok(
+            KUBECTL_DEFAULT,
+            &["get", "pod", name, "-o", "jsonpath={.status.podIPs[0].ip}"],
+        );
+        assert_eq!(podips, *ip);
+    }
+    // Each pod has its own network namespace on the host.
+    assert_eq!(c.net.live_netns().len(), 3, "{:?}", c.net.live_netns());
+
+    // Scaling down removes the pods' namespaces; their IPs stop answering.
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["scale", "deployment", "web", "--replicas=1"],
+    );
+    let left = running_pods(&c, 1);
+    let deadline = Instant::now() + WAIT;
+    while c.net.live_netns().len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "namespaces of deleted pods remain: {:?}",
+            c.net.live_netns()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (name, ip) in &pods {
+        if left.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let addr: SocketAddr = format!("{ip}:8080").parse().expect("addr");
+        assert!(get(addr, "/").is_err(), "{name} at {ip} still answers");
+    }
+
+    // Stopping the server (and its agent) removes every pod namespace and the bridge.
+    c.stop();
+    assert!(
+        c.net.live_netns().is_empty(),
+        "left behind: {:?}",
+        c.net.live_netns()
+    );
+}
