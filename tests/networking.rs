@@ -177,3 +177,159 @@ fn deployment_pods_get_their_own_ips_and_serve_http_on_them() {
         c.net.live_netns()
     );
 }
+
+/// A pod of the http-hello component with extra container fields (probes).
+fn probed(name: &str, image: &str, app: &str, probes: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+spec:
+  containers:
+  - name: web
+    image: {image}
+    ports:
+    - containerPort: 8080
+      name: http
+{probes}
+"#
+    )
+}
+
+#[test]
+fn probes_drive_readiness_endpoints_and_restarts() {
+    let reg = Registry::start();
+    let image = reg.push(&http_hello(), "tests/http-hello:v1");
+    let c = Cluster::with_agent("probe-node", &[]);
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: probed
+spec:
+  selector: {app: probed}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#,
+    );
+    // Ready: its readiness probe (named port) answers.
+    c.apply(&probed(
+        "good",
+        &image,
+        "probed",
+        "    readinessProbe:\n      httpGet: {path: /ready, port: http}\n      periodSeconds: 1",
+    ));
+    // Never ready: nothing listens on 9999.
+    c.apply(&probed(
+        "unready",
+        &image,
+        "probed",
+        "    readinessProbe:\n      tcpSocket: {port: 9999}\n      periodSeconds: 1",
+    ));
+    // Restarted: its liveness probe fails.
+    c.apply(&probed(
+        "dying",
+        &image,
+        "other",
+        "    livenessProbe:\n      httpGet: {path: /, port: 9999}\n      periodSeconds: 1\n      failureThreshold: 2",
+    ));
+    let ready = |pod: &str| {
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                r#"jsonpath={.status.phase} {.status.containerStatuses[0].ready} {.status.conditions[?(@.type=="Ready")].status}"#,
+            ],
+        )
+    };
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "good",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+        "True",
+        WAIT,
+    );
+    assert_eq!(ready("good"), "Running true True");
+    // The unready pod runs but stays 0/1, and the endpoints hold only the ready pod.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ready("unready"), "Running false False");
+    let good_ip = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pod", "good", "-o", "jsonpath={.status.podIP}"],
+    );
+    let unready_ip = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pod", "unready", "-o", "jsonpath={.status.podIP}"],
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "endpoints",
+            "probed",
+            "-o",
+            "jsonpath={.subsets[0].addresses[*].ip}",
+        ],
+        &good_ip,
+        WAIT,
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "endpoints",
+            "probed",
+            "-o",
+            "jsonpath={.subsets[0].notReadyAddresses[*].ip}",
+        ],
+        &unready_ip,
+        WAIT,
+    );
+    let events = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=unready",
+        ],
+    );
+    assert!(events.contains("Readiness probe failed"), "{events}");
+
+    // The liveness failure restarts the container (first restart is immediate).
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "dying",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        "1",
+        WAIT,
+    );
+    let events = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=dying",
+        ],
+    );
+    assert!(events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("failed liveness probe, will be restarted"),
+        "{events}"
+    );
+}

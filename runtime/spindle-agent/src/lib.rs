@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod node;
 pub mod podnet;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod server;
 pub mod status;

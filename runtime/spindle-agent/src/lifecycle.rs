@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::env::{self, Sources};
 use crate::podnet::{self, PodNet};
+use crate::probes;
 use crate::runtime::{ContainerSpec, Exit, Running, Runtime};
 use crate::status::{self, CStatus, PodView, RunState, Term};
 use crate::volumes::{self, PodVolumes};
@@ -588,6 +589,7 @@ async fn supervise(
             }
         };
         let pod_ip = net.as_ref().map(|n| n.ip.to_string()).unwrap_or_default();
+        let probe_ip = net.as_ref().map(|n| n.ip).unwrap_or(agent.node_ip);
         // Environment, mounts, argv.
         let host_ip = agent.node_ip.to_string();
         let mut src = Sources::new(agent.client.clone(), &h.namespace);
@@ -687,10 +689,17 @@ async fn supervise(
         };
         h.shared().logs.insert(c.name.clone(), log.clone());
         let image_id = format!("{}@{}", repository(&img.resolved), img.manifest_digest);
+        let probes = if init {
+            probes::Probes::default()
+        } else {
+            probes::Probes::of(&c)
+        };
         h.update(init, &c.name, |s| {
             s.state = RunState::Running { started };
             s.container_id = Some(cid.clone());
             s.image_id = image_id.clone();
+            s.probe_ready = probes.readiness.as_ref().map(|_| false);
+            s.probe_started = probes.startup.as_ref().map(|_| false);
         });
         let events = agent.events.clone();
         let created_ref = oref.clone();
@@ -715,12 +724,26 @@ async fn supervise(
         });
         let began = Instant::now();
         let mut stop_rx = stop.clone();
-        let exit: Exit = tokio::select! {
-            e = running.wait() => e,
+        let watch_probes = async {
+            if probes.is_empty() {
+                return std::future::pending().await;
+            }
+            let target = probes::Target::of(&c, probe_ip, exec_for_probes(&agent, &h, &c.name));
+            probes::watch(probes, target, probe_signals(&agent, &h, &oref, &c.name)).await
+        };
+        let ended = tokio::select! {
+            e = running.wait() => Ok(e),
             _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => {
+                Err(format!("Stopping container {}", c.name))
+            }
+            reason = watch_probes => Err(format!("Container {} {reason}", c.name)),
+        };
+        let exit: Exit = match ended {
+            Ok(e) => e,
+            Err(why) => {
                 agent
                     .events
-                    .publish(&oref, EventType::Normal, "Killing", &format!("Stopping container {}", c.name))
+                    .publish(&oref, EventType::Normal, "Killing", &why)
                     .await;
                 running.stop();
                 let grace = grace_period(&h.pod());
@@ -815,6 +838,47 @@ async fn supervise(
             s.restart_count = next;
         });
     }
+}
+
+/// Probe results into the container's status; failures as Unhealthy events.
+fn probe_signals(
+    agent: &Agent,
+    h: &Arc<PodHandle>,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    name: &str,
+) -> impl Fn(probes::Signal) + Send + Sync {
+    let (h, events, oref, name) = (
+        h.clone(),
+        agent.events.clone(),
+        oref.clone(),
+        name.to_string(),
+    );
+    move |signal| match signal {
+        probes::Signal::Started => h.update(false, &name, |s| s.probe_started = Some(true)),
+        probes::Signal::Ready(ready) => h.update(false, &name, |s| s.probe_ready = Some(ready)),
+        probes::Signal::Unhealthy { probe, message } => {
+            let (events, oref) = (events.clone(), oref.clone());
+            tokio::spawn(async move {
+                events
+                    .publish(
+                        &oref,
+                        EventType::Warning,
+                        "Unhealthy",
+                        &format!("{probe} probe failed: {message}"),
+                    )
+                    .await;
+            });
+        }
+    }
+}
+
+/// How exec probes run their command in the container (`None`: not available yet).
+fn exec_for_probes(
+    _agent: &Arc<Agent>,
+    _h: &Arc<PodHandle>,
+    _name: &str,
+) -> Option<probes::ExecFn> {
+    None
 }
 
 /// One container's place in its pod, for reporting why it waits.

@@ -42,6 +42,11 @@ pub struct CStatus {
     pub restart_count: i32,
     pub state: RunState,
     pub last: Option<Term>,
+    /// The readiness probe's verdict for the current run; `None` without a readiness
+    /// probe (a running container is then ready).
+    pub probe_ready: Option<bool>,
+    /// Whether the startup probe has succeeded in the current run; `None` without one.
+    pub probe_started: Option<bool>,
 }
 
 impl CStatus {
@@ -57,6 +62,8 @@ impl CStatus {
                 message: None,
             },
             last: None,
+            probe_ready: None,
+            probe_started: None,
         }
     }
 
@@ -71,6 +78,15 @@ impl CStatus {
         matches!(self.state, RunState::Running { .. })
     }
 
+    /// Running, started (startup probe passed) and ready (readiness probe passed).
+    pub fn is_ready(&self) -> bool {
+        self.is_started() && self.probe_ready.unwrap_or(true)
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.is_running() && self.probe_started.unwrap_or(true)
+    }
+
     fn to_k8s(&self) -> ContainerStatus {
         ContainerStatus {
             name: self.name.clone(),
@@ -78,8 +94,8 @@ impl CStatus {
             image_id: self.image_id.clone(),
             container_id: self.container_id.clone(),
             restart_count: self.restart_count,
-            ready: self.is_running(),
-            started: Some(self.is_running()),
+            ready: self.is_ready(),
+            started: Some(self.is_started()),
             state: Some(state_k8s(&self.state)),
             last_state: Some(
                 self.last
@@ -216,7 +232,7 @@ pub fn pod_status(v: &PodView) -> PodStatus {
     let unready: Vec<&str> = v
         .containers
         .iter()
-        .filter(|c| !c.is_running())
+        .filter(|c| !c.is_ready())
         .map(|c| c.name.as_str())
         .collect();
     let incomplete: Vec<&str> = v

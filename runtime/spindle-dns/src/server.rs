@@ -1,11 +1,11 @@
 //! Sockets, the hickory request handler, and forwarding to the upstreams.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -124,6 +124,40 @@ impl ClusterDns {
     /// Adds a Service, or replaces the one with the same namespace and name.
     pub fn upsert(&self, service: ServiceRecord) {
         self.inner.zone.upsert(service);
+    }
+
+    /// The IPv4 addresses `name` has in the cluster domain, answered from the table
+    /// without a query on the wire (for in-process clients such as the Wasm runtime's
+    /// HTTP client), with a pod's search list: `search` holds the domains to try first,
+    /// in order, for names with fewer than five dots (`ndots:5`). `None` when the name
+    /// is not the cluster's (the caller then uses an ordinary resolver), or has no
+    /// address (ExternalName aliases included).
+    pub fn lookup_ipv4(&self, name: &str, search: &[String]) -> Option<Vec<IpAddr>> {
+        let name = name.trim_end_matches('.');
+        let mut candidates: Vec<String> = Vec::new();
+        if name.matches('.').count() < 5 {
+            candidates.extend(search.iter().map(|d| format!("{name}.{d}")));
+        }
+        candidates.push(name.to_owned());
+        for candidate in candidates {
+            let Ok(qname) = Name::from_ascii(format!("{candidate}.")) else {
+                continue;
+            };
+            if let Outcome::Local(local) = self.inner.zone.resolve(&qname, RecordType::A) {
+                let ips: Vec<IpAddr> = local
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                if !ips.is_empty() {
+                    return Some(ips);
+                }
+            }
+        }
+        None
     }
 
     /// Removes a Service; removing one that is not there is not an error.

@@ -823,3 +823,45 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(!tcp.metadata.truncation);
     assert_eq!(tcp.answers.len(), 200);
 }
+
+#[tokio::test]
+async fn in_process_lookup_follows_the_pod_search_list() {
+    let (dns, _) = start(Vec::new()).await;
+    dns.set_services(vec![
+        cluster_ip("default", "web", &["10.96.0.20"]),
+        cluster_ip("prod", "web", &["10.96.0.21"]),
+        service(
+            "default",
+            "ext",
+            ServiceKind::ExternalName("example.org".into()),
+        ),
+    ]);
+    let search = |ns: &str| {
+        vec![
+            format!("{ns}.svc.{DOMAIN}"),
+            format!("svc.{DOMAIN}"),
+            DOMAIN.to_string(),
+        ]
+    };
+    // The short name is the Service of the pod's own namespace.
+    assert_eq!(
+        dns.lookup_ipv4("web", &search("default")),
+        Some(vec![ip("10.96.0.20")])
+    );
+    assert_eq!(
+        dns.lookup_ipv4("web", &search("prod")),
+        Some(vec![ip("10.96.0.21")])
+    );
+    assert_eq!(
+        dns.lookup_ipv4("web.prod", &search("default")),
+        Some(vec![ip("10.96.0.21")])
+    );
+    assert_eq!(
+        dns.lookup_ipv4(&format!("web.default.svc.{DOMAIN}."), &[]),
+        Some(vec![ip("10.96.0.20")])
+    );
+    // Not the cluster's, or no address: left to the ordinary resolver.
+    assert_eq!(dns.lookup_ipv4("nothing", &search("default")), None);
+    assert_eq!(dns.lookup_ipv4("example.org", &search("default")), None);
+    assert_eq!(dns.lookup_ipv4("ext", &search("default")), None);
+}

@@ -96,6 +96,20 @@ pub async fn connect(server: &str, token: &str) -> Result<kube::Client> {
     kube::Client::try_from(cfg).context("building the API client")
 }
 
+/// A TLS client config that accepts any server certificate: for fetching the CA before
+/// it is known (checked against the token's hash instead), and for HTTPS probes, which
+/// the kubelet also makes without verifying the pod's certificate.
+pub fn unverified_tls_config() -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
+            .with_no_client_auth(),
+    )
+}
+
 /// `GET <server>/cacerts` over TLS without verifying the server: at this point we do not
 /// know the CA yet, and the body is checked against the token's hash instead.
 async fn fetch_cacerts(uri: &Uri) -> Result<Vec<u8>> {
@@ -103,12 +117,7 @@ async fn fetch_cacerts(uri: &Uri) -> Result<Vec<u8>> {
     // http::Uri keeps the brackets of an IPv6 literal; sockets and SNI want it bare.
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(443);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider)))
-        .with_no_client_auth();
+    let tls = unverified_tls_config()?;
     let tcp = tokio::net::TcpStream::connect((bare_host, port))
         .await
         .with_context(|| format!("connecting to {bare_host}:{port}"))?;
