@@ -87,6 +87,18 @@ struct NodeFlags {
     /// Where the CNI plugins are (Debian's containernetworking-plugins).
     #[arg(long, default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
+    /// The cluster DNS Service IP given to pods (default: the 10th address of the
+    /// service CIDR, 10.43.0.10).
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Port of the node's DNS server on the node address (0: any free port).
+    #[arg(long, default_value_t = 53)]
+    cluster_dns_port: u16,
+    /// nftables table the Service proxy programs (host-global).
+    #[arg(long, default_value = "spindle")]
+    nft_table: String,
 }
 
 #[derive(Parser)]
@@ -266,6 +278,7 @@ fn agent_options(
     flags: NodeFlags,
     stream_secret: String,
     control_plane: bool,
+    cluster_dns: std::net::Ipv4Addr,
 ) -> Result<spindle_agent::AgentOptions> {
     let mut labels = Vec::new();
     for l in &flags.node_labels {
@@ -290,6 +303,10 @@ fn agent_options(
             bridge: flags.cni_bridge,
             netns_prefix: flags.netns_prefix,
             cni_bin_dir: flags.cni_bin_dir,
+            cluster_dns: flags.cluster_dns.unwrap_or(cluster_dns),
+            cluster_domain: flags.cluster_domain,
+            dns_port: flags.cluster_dns_port,
+            nft_table: flags.nft_table,
         },
     })
 }
@@ -338,6 +355,8 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Server(a) => {
             let net = net_ranges(&a)?;
+            let service_dns = std::net::Ipv4Addr::from(u32::from(net.service_cidr.0) + 10);
+            let cluster_dns = a.node.cluster_dns.unwrap_or(service_dns);
             if let Some(ep) = a.datastore_endpoint {
                 bail!("--datastore-endpoint {ep}: external datastores (etcd) are not supported yet; run without it to use the embedded store");
             }
@@ -391,6 +410,14 @@ fn main() -> Result<()> {
                         }
                     });
                 }
+                {
+                    let client = server.state.in_process_client("system:apiserver");
+                    tokio::spawn(async move {
+                        if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client, cluster_dns).await {
+                            tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service");
+                        }
+                    });
+                }
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 let mut agent_task = None;
                 if !disable_agent {
@@ -401,6 +428,7 @@ fn main() -> Result<()> {
                         node_flags,
                         state.node_secret.to_string(),
                         true,
+                        cluster_dns,
                     )?;
                     agent_task = Some(tokio::spawn(async move {
                         let client =
@@ -432,7 +460,15 @@ fn main() -> Result<()> {
             let secret = spindle_hollow::parse_token(a.token.trim())
                 .map(|t| t.secret.to_string())
                 .unwrap_or_else(|| a.token.trim().to_string());
-            let opts = agent_options(a.node_name, data_dir, a.node, secret, false)?;
+            // k3s's default service CIDR 10.43.0.0/16 gives 10.43.0.10.
+            let opts = agent_options(
+                a.node_name,
+                data_dir,
+                a.node,
+                secret,
+                false,
+                std::net::Ipv4Addr::new(10, 43, 0, 10),
+            )?;
             rt.block_on(async move {
                 let client = spindle_hollow::connect(&a.server, &a.token).await?;
                 spindle_agent::run(client, opts, terminated()).await

@@ -61,6 +61,11 @@ impl NetNames {
             self.cluster_cidr.clone(),
             "--service-cidr".into(),
             self.service_cidr.clone(),
+            "--nft-table".into(),
+            self.bridge.clone(),
+            // Test clusters share the host's address: each DNS server takes a free port.
+            "--cluster-dns-port".into(),
+            "0".into(),
         ]
     }
 

@@ -3,6 +3,7 @@
 //! with back-off → reconcile), talking to the API server through the same REST path as
 //! any client (in-process, see `AppState::in_process_client`).
 
+pub mod bootstrap;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;

@@ -22,6 +22,7 @@ pub mod node;
 pub mod podnet;
 pub mod pods;
 pub mod probes;
+pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod status;
@@ -74,6 +75,8 @@ pub struct Agent {
     /// network then wait in ContainerCreating with [`Agent::net_unavailable`] as reason).
     pub net: std::sync::OnceLock<spindle_net::Network>,
     pub net_unavailable: std::sync::OnceLock<String>,
+    /// The cluster DNS server this agent runs for its pods.
+    pub dns: std::sync::OnceLock<spindle_dns::ClusterDns>,
     /// Worker threads of each pod's runtime.
     pub pod_workers: usize,
 }
@@ -112,6 +115,7 @@ pub async fn run(
         pods: pods::PodTable::default(),
         net: std::sync::OnceLock::new(),
         net_unavailable: std::sync::OnceLock::new(),
+        dns: std::sync::OnceLock::new(),
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),
@@ -120,6 +124,12 @@ pub async fn run(
     node::register(&agent).await?;
     tracing::info!(node = %agent.opts.node_name, ip = %agent.node_ip, port, "node agent registered");
     // Set before any pod starts (the pod watch begins below).
+    match start_dns(&agent).await {
+        Ok(dns) => {
+            let _ = agent.dns.set(dns);
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node"),
+    }
     match pod_network(&agent).await {
         Ok(net) => {
             let _ = agent.net.set(net);
@@ -131,9 +141,13 @@ pub async fn run(
     }
     tokio::spawn(node::heartbeat(agent.clone()));
     tokio::spawn(server::serve(agent.clone(), listener, tls));
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let routes = tokio::spawn(routes::run(agent.clone(), stop_rx));
     tokio::select! {
         r = pods::run(agent.clone()) => r,
         () = shutdown => {
+            let _ = stopping.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), routes).await;
             stop(&agent).await;
             Ok(())
         }
@@ -177,4 +191,17 @@ async fn pod_network(agent: &Agent) -> Result<spindle_net::Network> {
         .await
         .context("setting up the pod network")??;
     Ok(net)
+}
+
+/// The cluster DNS server on the node's address; pods reach it through the cluster DNS
+/// Service IP, which the Service proxy forwards here.
+async fn start_dns(agent: &Agent) -> Result<spindle_dns::ClusterDns> {
+    let cfg = spindle_dns::DnsConfig {
+        listen: vec![SocketAddr::new(agent.node_ip, agent.opts.net.dns_port)],
+        domain: agent.opts.net.cluster_domain.clone(),
+        ..Default::default()
+    };
+    spindle_dns::ClusterDns::start(cfg)
+        .await
+        .context("starting the cluster DNS server")
 }

@@ -275,7 +275,14 @@ async fn ensure_net(agent: &Agent, h: &PodHandle, pod: &Pod) -> Result<Arc<PodNe
                     .unwrap_or("not set up yet")
             ));
         };
-        podnet::setup(network, pod, agent.pod_workers).await?
+        let names = agent.dns.get().map(|dns| {
+            Arc::new(podnet::PodNames::new(
+                dns.clone(),
+                &h.namespace,
+                &agent.opts.net.cluster_domain,
+            )) as Arc<dyn spindle_wasm::NameResolver>
+        });
+        podnet::setup(network, pod, agent.pod_workers, names).await?
     };
     let net = Arc::new(net);
     h.shared().pod_ip = Some(net.ip.to_string());

@@ -20,6 +20,14 @@ pub struct NetOptions {
     pub bridge: String,
     pub netns_prefix: String,
     pub cni_bin_dir: std::path::PathBuf,
+    /// The cluster DNS Service IP pods are told to use (`kube-system/kube-dns`).
+    pub cluster_dns: std::net::Ipv4Addr,
+    pub cluster_domain: String,
+    /// Port of the agent's DNS server on the node's address (0: any free port; the
+    /// Service IP's port 53 is forwarded to it).
+    pub dns_port: u16,
+    /// nftables table of the Service proxy (host-global).
+    pub nft_table: String,
 }
 
 impl Default for NetOptions {
@@ -28,6 +36,10 @@ impl Default for NetOptions {
             bridge: "spindle0".into(),
             netns_prefix: "spindle".into(),
             cni_bin_dir: "/usr/lib/cni".into(),
+            cluster_dns: std::net::Ipv4Addr::new(10, 43, 0, 10),
+            cluster_domain: spindle_dns::DEFAULT_DOMAIN.into(),
+            dns_port: 53,
+            nft_table: "spindle".into(),
         }
     }
 }
@@ -40,6 +52,42 @@ pub struct PodNet {
     /// host-network pods, which run on the shared runtime.
     pub runtime: Option<PodRuntime>,
     pub ip: IpAddr,
+    /// Cluster names for the pod's outgoing requests (its namespace's search list).
+    pub names: Option<Arc<dyn spindle_wasm::NameResolver>>,
+}
+
+/// A pod's view of the cluster DNS: its table, with the pod's search list.
+pub struct PodNames {
+    dns: spindle_dns::ClusterDns,
+    search: Vec<String>,
+}
+
+impl PodNames {
+    pub fn new(dns: spindle_dns::ClusterDns, namespace: &str, domain: &str) -> Self {
+        let domain = domain.trim_end_matches('.');
+        PodNames {
+            dns,
+            search: vec![
+                format!("{namespace}.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.to_string(),
+            ],
+        }
+    }
+}
+
+impl spindle_wasm::NameResolver for PodNames {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<IpAddr>> + Send + 'a>> {
+        Box::pin(async move {
+            let ips = self.dns.lookup_ipv4(host, &self.search)?;
+            // Headless Services answer with every ready endpoint: spread over them.
+            let i = rand::random_range(0..ips.len());
+            ips.get(i).copied()
+        })
+    }
 }
 
 impl PodNet {
@@ -48,17 +96,15 @@ impl PodNet {
             sandbox: None,
             runtime: None,
             ip,
+            names: None,
         }
     }
 
     /// What a Wasm instance of this pod needs to run in the pod's network.
-    pub fn wasm(
-        &self,
-        resolver: Option<Arc<dyn spindle_wasm::NameResolver>>,
-    ) -> Option<spindle_wasm::PodNetwork> {
+    pub fn wasm(&self) -> Option<spindle_wasm::PodNetwork> {
         self.runtime.as_ref().map(|rt| spindle_wasm::PodNetwork {
             executor: rt.handle(),
-            resolver,
+            resolver: self.names.clone(),
         })
     }
 
@@ -102,7 +148,12 @@ pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
 }
 
 /// Creates (or finds again, after an agent restart) the pod's sandbox and its runtime.
-pub async fn setup(net: &Network, pod: &Pod, workers: usize) -> Result<PodNet, String> {
+pub async fn setup(
+    net: &Network,
+    pod: &Pod,
+    workers: usize,
+    names: Option<Arc<dyn spindle_wasm::NameResolver>>,
+) -> Result<PodNet, String> {
     let pref = PodRef {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -119,5 +170,6 @@ pub async fn setup(net: &Network, pod: &Pod, workers: usize) -> Result<PodNet, S
         ip: IpAddr::V4(sandbox.ip),
         sandbox: Some(sandbox),
         runtime: Some(runtime),
+        names,
     })
 }

@@ -76,8 +76,6 @@ pub trait Running: Send + Sync {
 /// Wasm containers: one wasmtime engine for the node, modules compiled once per digest.
 pub struct WasmContainers {
     rt: spindle_wasm::WasmRuntime,
-    /// Cluster names for the outgoing requests of pods with their own network.
-    resolver: Option<Arc<dyn spindle_wasm::NameResolver>>,
 }
 
 impl WasmContainers {
@@ -88,14 +86,7 @@ impl WasmContainers {
             ..Default::default()
         };
         let rt = spindle_wasm::WasmRuntime::new(cfg).context("starting the Wasm runtime")?;
-        Ok(WasmContainers { rt, resolver: None })
-    }
-
-    /// Resolve the names of pods' outgoing HTTP requests with `resolver` (the cluster
-    /// DNS).
-    pub fn with_resolver(mut self, resolver: Arc<dyn spindle_wasm::NameResolver>) -> Self {
-        self.resolver = Some(resolver);
-        self
+        Ok(WasmContainers { rt })
     }
 
     pub fn runtime(&self) -> &spindle_wasm::WasmRuntime {
@@ -176,10 +167,7 @@ impl Runtime for WasmContainers {
             .await
             .map_err(|e| e.to_string())?;
         let log = spec.log.clone();
-        let pod_network = spec
-            .net
-            .as_ref()
-            .and_then(|n| n.wasm(self.resolver.clone()));
+        let pod_network = spec.net.as_ref().and_then(|n| n.wasm());
         let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent;
         let listener = match (&spec.net, serve) {
             (Some(net), true) => {
