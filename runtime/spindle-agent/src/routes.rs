@@ -142,20 +142,21 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
     let mut installed = Installed::load(agent.opts.data_dir.join("routes.json"));
     let (reader, writer) = reflector::store();
     let api: Api<Node> = Api::all(agent.client.clone());
-    let stream = reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let mut stream = std::pin::pin!(stream);
     loop {
         tokio::select! {
             ev = stream.next() => match ev {
+                // The store is complete from InitDone on; changes after that.
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
                 Some(Ok(_)) => {
                     // Coalesce a burst of Node updates (heartbeats) into one sync.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let want = desired(&reader.state(), &agent.opts.node_name);
+                    tracing::debug!(nodes = reader.state().len(), routes = want.len(), "routes sync");
                     installed.sync(&want).await;
                 }
-                Some(Err(e)) => tracing::debug!(error = %e, "node watch for routes"),
+                Some(Err(e)) => tracing::warn!(error = %e, "node watch for routes"),
                 None => return,
             },
             stopped = async { stop.wait_for(|s| *s).await.is_ok() } => {
