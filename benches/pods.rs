@@ -6,220 +6,40 @@
 //!    each created only once the previous one is Running; latency = from just before the
 //!    create call to the moment a pod watch (opened beforehand) sees phase Running. Run for
 //!    the p1 module and the p2 component of testbox (`sleep 0`: idles forever), images
-//!    pre-pulled and compiled by one warm-up pod each. Baseline in the same run: the same
+//!    pre-pulled and compiled by one warm-up pod each; the p2 component twice, with its
+//!    own network sandbox (netns and IP through the CNI plugins; p1 modules have no
+//!    sockets and get none) and with `hostNetwork: true`. Baseline in the same run: the same
 //!    loop pinned to the hollow node, which reports Running without running anything (the
 //!    control plane's own floor).
 //! 2. Density: a fresh `spindle server --disable-agent` and a standalone `spindle agent`
-//!    (node `dense`); BENCH_DENSITY (default 10000) idle pods, half p1 and half p2, created
+//!    (node `dense`); BENCH_DENSITY (default 10000) idle pods, half p1 and half p2 (with
+//!    `hostNetwork: true`: a node's /24 pod CIDR caps pods with sandboxes), created
 //!    64 at a time; time to all Running and the agent's resident memory per pod.
 
 mod common;
-use common::{env_num, Proc};
+use common::{
+    build_guest, create_namespace, env_num, push, rss_kib, start_registry, start_server,
+    wait_node_ready, Proc, Server, BIN,
+};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_spindle");
 const TARGET_P50_MS: f64 = 5.0;
 const TARGET_P99_MS: f64 = 25.0;
 const TARGET_PODS: usize = 10_000;
 const TARGET_KIB_PER_POD: f64 = 1024.0;
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<Proc> {
-        let log = std::fs::File::create(log)?;
-        let child = cmd
-            .env("SPINDLE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {what}: {e}"))?;
-        Ok(Proc(child))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn ensure_alive(&mut self, what: &str) -> anyhow::Result<()> {
-        if let Some(status) = self.0.try_wait()? {
-            anyhow::bail!("{what} exited: {status}");
-        }
-        Ok(())
-    }
-}
-
-fn rss_kib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
-// ---------------------------------------------------------------------------------------
-// Guest build, registry, push (as tests/common does it).
-
-fn guest_target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("wasm-guests")
-}
-
-fn build_testbox(target: &str) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/testbox/Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            target,
-            "-p",
-            "testbox",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", guest_target_dir())
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "building testbox for {target} failed (rustup target add {target}?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = guest_target_dir()
-        .join(target)
-        .join("release")
-        .join("testbox.wasm");
-    anyhow::ensure!(path.exists(), "{} missing after build", path.display());
-    Ok(path)
-}
-
-struct Registry {
-    addr: String,
-    _proc: Proc,
-}
-
-fn start_registry(work: &Path) -> anyhow::Result<Registry> {
-    let dir = work.join("registry");
-    std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let cfg = dir.join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    let mut cmd = Command::new("docker-registry");
-    cmd.arg("serve").arg(&cfg);
-    let proc = Proc::spawn(
-        cmd,
-        &work.join("registry.log"),
-        "docker-registry (apt install docker-registry)",
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Registry { addr, _proc: proc })
-}
-
-fn push(reg: &Registry, file: &Path, name: &str) -> anyhow::Result<String> {
-    let reference = format!("{}/{name}", reg.addr);
-    let out = Command::new(BIN)
-        .arg("push")
-        .arg(file)
-        .arg(&reference)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "spindle push {reference} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(reference)
-}
-
-// ---------------------------------------------------------------------------------------
-// Server, agent, hollow nodes.
-
-struct Server {
-    proc: Proc,
-    url: String,
-    token: String,
-    client: Client,
-}
-
-async fn start_server(work: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
-    let data = work.join(name);
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "server",
-        "--https-listen-port",
-        "0",
-        "--bind-address",
-        "127.0.0.1",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .args(extra);
-    let mut proc = Proc::spawn(cmd, &work.join(format!("{name}.log")), "spindle server")?;
-    let kubeconfig = data.join("kubeconfig.yaml");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !kubeconfig.exists() {
-        proc.ensure_alive("spindle server")?;
-        anyhow::ensure!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The kubeconfig may be caught half-written; retry reading it briefly.
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = std::fs::read_to_string(&kubeconfig)?;
-        if text.contains("server: ") && data.join("server/token").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let url = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .ok_or_else(|| anyhow::anyhow!("no server: line in the kubeconfig"))?
-        .to_string();
-    let token = std::fs::read_to_string(data.join("server/token"))?
-        .trim()
-        .to_string();
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client =
-        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
-    Ok(Server {
-        proc,
-        url,
-        token,
-        client,
-    })
-}
 
 fn hollow(work: &Path, s: &Server, pods: usize) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(BIN);
@@ -249,40 +69,7 @@ fn agent(work: &Path, s: &Server, node: &str) -> anyhow::Result<Proc> {
     Proc::spawn(cmd, &work.join("agent.log"), "spindle agent")
 }
 
-async fn wait_node_ready(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = api.get_opt(name).await.ok().flatten().is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "node {name} did not become Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &ns).await?;
-    Ok(())
-}
-
-fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str) -> Pod {
+fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str, host_network: bool) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -295,6 +82,7 @@ fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str) -> Pod {
                 node.to_string(),
             )])),
             restart_policy: Some(restart.into()),
+            host_network: Some(host_network),
             termination_grace_period_seconds: Some(1),
             containers: vec![Container {
                 name: "main".into(),
@@ -416,11 +204,12 @@ async fn start_loop(
     node: &str,
     image: &str,
     n: usize,
+    host_network: bool,
 ) -> anyhow::Result<Latencies> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("{label}-{i}");
-        let p = pod(&name, label, node, image, "Always");
+        let p = pod(&name, label, node, image, "Always", host_network);
         let t = Instant::now();
         api.create(&PostParams::default(), &p).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -492,9 +281,9 @@ async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
 
     // Warm-up: pull and compile both images, and settle the watch and the connections.
     let t = Instant::now();
-    let warm = start_loop(&api, &mut rx, "warm-p1", "bench", p1, 1).await?;
-    let warm2 = start_loop(&api, &mut rx, "warm-p2", "bench", p2, 1).await?;
-    let warm3 = start_loop(&api, &mut rx, "warm-hollow", "hollow-0", p1, 3).await?;
+    let warm = start_loop(&api, &mut rx, "warm-p1", "bench", p1, 1, false).await?;
+    let warm2 = start_loop(&api, &mut rx, "warm-p2", "bench", p2, 1, false).await?;
+    let warm3 = start_loop(&api, &mut rx, "warm-hollow", "hollow-0", p1, 3, false).await?;
     println!(
         "warm-up (pull + compile): p1 {:.0} ms, p2 {:.0} ms; hollow {:.1} ms; total {:.1} s",
         warm.pct(100.0),
@@ -506,12 +295,14 @@ async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
         delete_pods(&api, l).await?;
     }
 
-    let base = start_loop(&api, &mut rx, "hollow", "hollow-0", p1, n).await?;
+    let base = start_loop(&api, &mut rx, "hollow", "hollow-0", p1, n, false).await?;
     delete_pods(&api, "hollow").await?;
-    let wasm_p1 = start_loop(&api, &mut rx, "p1", "bench", p1, n).await?;
+    let wasm_p1 = start_loop(&api, &mut rx, "p1", "bench", p1, n, false).await?;
     delete_pods(&api, "p1").await?;
-    let wasm_p2 = start_loop(&api, &mut rx, "p2", "bench", p2, n).await?;
+    let wasm_p2 = start_loop(&api, &mut rx, "p2", "bench", p2, n, false).await?;
     delete_pods(&api, "p2").await?;
+    let wasm_p2_host = start_loop(&api, &mut rx, "p2host", "bench", p2, n, true).await?;
+    delete_pods(&api, "p2host").await?;
     s.proc.ensure_alive("spindle server")?;
     h.ensure_alive("spindle hollow-nodes")?;
 
@@ -529,7 +320,8 @@ async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
     );
     for (what, l) in [
         ("Wasm p1 module (testbox sleep)", &wasm_p1),
-        ("Wasm p2 component (testbox sleep)", &wasm_p2),
+        ("Wasm p2 component, own netns (CNI)", &wasm_p2),
+        ("Wasm p2 component, hostNetwork", &wasm_p2_host),
     ] {
         let (p50, p99) = (l.pct(50.0), l.pct(99.0));
         let met = p50 <= TARGET_P50_MS && p99 <= TARGET_P99_MS;
@@ -620,7 +412,9 @@ async fn density_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
             let first = first_create_error.clone();
             let (kind, image) = if i % 2 == 0 { ("p1", p1) } else { ("p2", p2) };
             async move {
-                let p = pod(&format!("{kind}-{i}"), kind, "dense", image, "Never");
+                // Idle pods without sandboxes: a node's pod CIDR (a /24) and its bridge
+                // (1024 ports) bound how many pods can have their own network.
+                let p = pod(&format!("{kind}-{i}"), kind, "dense", image, "Never", true);
                 if let Err(e) = api.create(&PostParams::default(), &p).await {
                     errors.fetch_add(1, Ordering::SeqCst);
                     first
@@ -760,8 +554,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        let p1_wasm = build_testbox("wasm32-wasip1")?;
-        let p2_wasm = build_testbox("wasm32-wasip2")?;
+        let p1_wasm = build_guest(
+            "tests/guests/testbox/Cargo.toml",
+            "testbox",
+            "wasm32-wasip1",
+        )?;
+        let p2_wasm = build_guest(
+            "tests/guests/testbox/Cargo.toml",
+            "testbox",
+            "wasm32-wasip2",
+        )?;
         let reg = start_registry(work.path())?;
         let p1 = push(&reg, &p1_wasm, "bench/testbox:p1")?;
         let p2 = push(&reg, &p2_wasm, "bench/testbox:p2")?;

@@ -26,7 +26,9 @@ impl AgentProc {
             .expect("agent log");
         let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .args(["agent", "--server", &c.server_url(), "--node-name", node])
-            .args(["--node-ip", "127.0.0.1", "--agent-port", "0", "--data-dir"])
+            .args(["--node-ip", "127.0.0.1", "--agent-port", "0"])
+            .args(common::NetNames::fresh().agent_args())
+            .arg("--data-dir")
             .arg(c.dir.path().join("agent-data"))
             .env("SPINDLE_TOKEN", token.trim())
             .stdout(Stdio::null())

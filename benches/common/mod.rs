@@ -2,7 +2,15 @@
 
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spindle");
 
 /// A number from the environment (benchmark sizes), or the default.
 pub fn env_num(name: &str, default: usize) -> usize {
@@ -20,4 +28,226 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(log)?;
+        let child = cmd
+            .env("SPINDLE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {what}: {e}"))?;
+        Ok(Proc(child))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn ensure_alive(&mut self, what: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.0.try_wait()? {
+            anyhow::bail!("{what} exited: {status}");
+        }
+        Ok(())
+    }
+}
+
+pub fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Guest build, registry, push (as tests/common does it).
+
+pub fn guest_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("wasm-guests")
+}
+
+/// Builds a guest crate (`manifest` relative to the project) for a wasm32 target and
+/// returns the .wasm path.
+pub fn build_guest(manifest: &str, package: &str, target: &str) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest);
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            target,
+            "-p",
+            package,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", guest_target_dir())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "building {package} for {target} failed (rustup target add {target}?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = guest_target_dir().join(target).join("release");
+    // A binary keeps the package name; a cdylib (wasi:http guests) has `_` for `-`.
+    let mut path = dir.join(format!("{package}.wasm"));
+    if !path.exists() {
+        path = dir.join(format!("{}.wasm", package.replace('-', "_")));
+    }
+    anyhow::ensure!(path.exists(), "{} missing after build", path.display());
+    Ok(path)
+}
+
+pub struct Registry {
+    pub addr: String,
+    _proc: Proc,
+}
+
+pub fn start_registry(work: &Path) -> anyhow::Result<Registry> {
+    let dir = work.join("registry");
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&cfg);
+    let proc = Proc::spawn(
+        cmd,
+        &work.join("registry.log"),
+        "docker-registry (apt install docker-registry)",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Registry { addr, _proc: proc })
+}
+
+pub fn push(reg: &Registry, file: &Path, name: &str) -> anyhow::Result<String> {
+    let reference = format!("{}/{name}", reg.addr);
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(file)
+        .arg(&reference)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "spindle push {reference} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(reference)
+}
+
+// ---------------------------------------------------------------------------------------
+// Server, agent, hollow nodes.
+
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub token: String,
+    pub client: Client,
+}
+
+pub async fn start_server(work: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
+    let data = work.join(name);
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "server",
+        "--https-listen-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .args(extra);
+    let mut proc = Proc::spawn(cmd, &work.join(format!("{name}.log")), "spindle server")?;
+    let kubeconfig = data.join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() {
+        proc.ensure_alive("spindle server")?;
+        anyhow::ensure!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The kubeconfig may be caught half-written; retry reading it briefly.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&kubeconfig)?;
+        if text.contains("server: ") && data.join("server/token").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .ok_or_else(|| anyhow::anyhow!("no server: line in the kubeconfig"))?
+        .to_string();
+    let token = std::fs::read_to_string(data.join("server/token"))?
+        .trim()
+        .to_string();
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    Ok(Server {
+        proc,
+        url,
+        token,
+        client,
+    })
+}
+
+pub async fn wait_node_ready(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = api.get_opt(name).await.ok().flatten().is_some_and(|n| {
+            n.status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node {name} did not become Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
 }

@@ -37,7 +37,7 @@ pub struct NetNames {
 }
 
 impl NetNames {
-    fn fresh() -> NetNames {
+    pub fn fresh() -> NetNames {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -51,16 +51,25 @@ impl NetNames {
         }
     }
 
+    /// The flags of a server with its embedded agent.
     pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr.clone(),
+            "--service-cidr".into(),
+            self.service_cidr.clone(),
+        ];
+        args.extend(self.agent_args());
+        args
+    }
+
+    /// The flags that keep an agent's host-global names its own.
+    pub fn agent_args(&self) -> Vec<String> {
         vec![
             "--cni-bridge".into(),
             self.bridge.clone(),
             "--netns-prefix".into(),
             self.netns_prefix.clone(),
-            "--cluster-cidr".into(),
-            self.cluster_cidr.clone(),
-            "--service-cidr".into(),
-            self.service_cidr.clone(),
             "--nft-table".into(),
             self.bridge.clone(),
             // Test clusters share the host's address: each DNS server takes a free port.
