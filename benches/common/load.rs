@@ -2,6 +2,8 @@
 //! (spindle-wasm's `http` and the project's `services`): keep-alive HTTP/1.1 client
 //! connections sending GETs back to back, with latencies and error counts.
 
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
