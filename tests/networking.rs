@@ -146,6 +146,88 @@ fn deployment_pods_get_their_own_ips_and_serve_http_on_them() {
     // Each pod has its own network namespace on the host.
     assert_eq!(c.net.live_netns().len(), 3, "{:?}", c.net.live_netns());
 
+    // A Service in front: its ClusterIP spreads over the pods, from the host.
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+"#,
+    );
+    let cluster_ip = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    let vip: SocketAddr = format!("{cluster_ip}:80").parse().expect("vip");
+    let names: std::collections::HashSet<String> = pods.iter().map(|(n, _)| n.clone()).collect();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen != names {
+        assert!(
+            Instant::now() < deadline,
+            "ClusterIP {vip} reached only {seen:?} of {names:?}"
+        );
+        seen.insert(get_eventually(vip, "/env/POD_NAME"));
+    }
+    // The NodePort on the node's address.
+    let node_ip = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "node",
+            "net-node",
+            "-o",
+            r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
+        ],
+    );
+    let node_port = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+    );
+    let np: SocketAddr = format!("{node_ip}:{node_port}").parse().expect("nodeport");
+    assert!(names.contains(&get_eventually(np, "/env/POD_NAME")));
+    // A pod reaches the Service by its full name and by its short name (outgoing
+    // wasi:http from the pod's namespace, names from the cluster DNS).
+    let first: SocketAddr = format!("{}:8080", pods[0].1).parse().expect("addr");
+    for name in ["web.default.svc.cluster.local", "web"] {
+        let got = get_eventually(first, &format!("/fetch/{name}/env/POD_NAME"));
+        let (status, who) = got.split_once(' ').unwrap_or_default();
+        assert_eq!(status, "200", "{name}: {got}");
+        assert!(names.contains(who), "{name}: {got}");
+    }
+    // Deleting the Service removes its rules: the ClusterIP no longer answers.
+    c.ok(KUBECTL_DEFAULT, &["delete", "svc", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(vip, "/").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{vip} still answers after delete"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rules = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &c.net.bridge])
+        .output()
+        .expect("nft");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !rules.contains(&cluster_ip),
+        "rules of a deleted Service:\n{rules}"
+    );
+
     // Scaling down removes the pods' namespaces; their IPs stop answering.
     c.ok(
         KUBECTL_DEFAULT,
@@ -175,6 +257,14 @@ fn deployment_pods_get_their_own_ips_and_serve_http_on_them() {
         c.net.live_netns().is_empty(),
         "left behind: {:?}",
         c.net.live_netns()
+    );
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &c.net.bridge])
+        .output()
+        .expect("nft");
+    assert!(
+        !table.status.success(),
+        "the Service table outlived the agent"
     );
 }
 

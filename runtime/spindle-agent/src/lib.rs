@@ -25,6 +25,7 @@ pub mod probes;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod volumes;
 
@@ -142,12 +143,14 @@ pub async fn run(
     tokio::spawn(node::heartbeat(agent.clone()));
     tokio::spawn(server::serve(agent.clone(), listener, tls));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
-    let routes = tokio::spawn(routes::run(agent.clone(), stop_rx));
+    let routes = tokio::spawn(routes::run(agent.clone(), stop_rx.clone()));
+    let services = tokio::spawn(services::run(agent.clone(), stop_rx));
     tokio::select! {
         r = pods::run(agent.clone()) => r,
         () = shutdown => {
             let _ = stopping.send(true);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), routes).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), services).await;
             stop(&agent).await;
             Ok(())
         }
