@@ -208,6 +208,43 @@ spec:
         assert_eq!(status, "200", "{name}: {got}");
         assert!(names.contains(who), "{name}: {got}");
     }
+    // The cluster DNS answers at the kube-dns address, from inside a pod's namespace,
+    // for a resolver set up the way the kubelet writes resolv.conf.
+    let dns_ip = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "svc",
+            "-n",
+            "kube-system",
+            "kube-dns",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let netns = c.net.live_netns().into_iter().next().expect("a pod netns");
+    let etc = std::path::PathBuf::from("/etc/netns").join(&netns);
+    std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!(
+            "nameserver {dns_ip}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        ),
+    )
+    .expect("resolv.conf");
+    let lookup = |name: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "getent", "hosts", name])
+            .output()
+            .expect("ip netns exec getent");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let full = lookup("web.default.svc.cluster.local");
+    let short = lookup("web");
+    let _ = std::fs::remove_dir_all(&etc);
+    assert!(full.starts_with(&format!("{cluster_ip} ")), "{full:?}");
+    assert!(short.starts_with(&format!("{cluster_ip} ")), "{short:?}");
+
     // Deleting the Service removes its rules: the ClusterIP no longer answers.
     c.ok(KUBECTL_DEFAULT, &["delete", "svc", "web"]);
     let deadline = Instant::now() + Duration::from_secs(30);
