@@ -358,6 +358,55 @@ fn pods_on_different_nodes_reach_each_other() {
     );
     assert_eq!(got, "200 b");
 
+    // A Service over both pods: from either node its ClusterIP reaches both.
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    );
+    let vip = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    for i in 0..2 {
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "from host {i}, {vip} reached only {seen:?}"
+            );
+            seen.insert(curl_via(&lab, i, &format!("http://{vip}/env/POD_NAME")));
+        }
+    }
+    // Deleting it removes its rules on every node.
+    c.ok(KUBECTL_DEFAULT, &["delete", "svc", "web"]);
+    for i in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.hosts[i],
+                    "nft",
+                    "list",
+                    "table",
+                    "ip",
+                    "spindle",
+                ])
+                .output()
+                .expect("nft");
+            let rules = String::from_utf8_lossy(&out.stdout).to_string();
+            if out.status.success() && !rules.contains(&vip) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {i} keeps rules for {vip}:\n{rules}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     // Stopped agents take their routes and pod namespaces with them.
     for mut agent in agents {
         agent.stop();

@@ -6,7 +6,11 @@
 //! with create-if-absent, so two concurrent creates can never get the same address, also
 //! with several API servers on one store. A reservation names its owner (namespace, name,
 //! uid); rather than hooking every deletion path, a reservation whose owner no longer
-//! exists is stale and is taken over (compare-and-swap) by the next allocation.
+//! exists is stale and is taken over (compare-and-swap) by the next allocation. Automatic
+//! allocation passes over fresh reservations whose owner is not stored yet (it may still
+//! be being admitted, as when two nodes register at once); a value asked for by name
+//! (`spec.clusterIP`, `nodePort`) takes over any reservation whose owner is gone, so a
+//! deleted Service's address can be given again at once.
 
 use std::net::Ipv4Addr;
 
@@ -76,9 +80,41 @@ async fn owner_alive(st: &AppState, plural: &str, owner: &Value) -> ApiResult<bo
 }
 
 /// Reserve `what` for `owner`. Returns false when someone alive holds it.
-async fn reserve(st: &AppState, what: &str, plural: &str, owner: &Value) -> ApiResult<bool> {
+/// How long a reservation stays its owner's before it may be found stale: far longer
+/// than admitting and storing an object takes.
+const RESERVATION_GRACE_SECS: u64 = 60;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn same_owner(a: &Value, b: &Value) -> bool {
+    ["namespace", "name", "uid"].iter().all(|f| a[f] == b[f])
+}
+
+/// Who may take over a reservation whose owner is not stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The value was asked for: take it over at once.
+    Requested,
+    /// Picked automatically: leave fresh reservations alone.
+    Automatic,
+}
+
+async fn reserve(
+    st: &AppState,
+    what: &str,
+    plural: &str,
+    owner: &Value,
+    claim: Claim,
+) -> ApiResult<bool> {
     let k = format!("/spindle/alloc/{what}");
-    let bytes = serde_json::to_vec(owner).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut record = owner.clone();
+    record["reservedAt"] = json!(unix_now());
+    let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
     match st.store.create(&k, bytes.clone()).await {
         Ok(_) => return Ok(true),
         Err(StoreError::AlreadyExists(_)) => {}
@@ -88,10 +124,13 @@ async fn reserve(st: &AppState, what: &str, plural: &str, owner: &Value) -> ApiR
         return Ok(false);
     };
     let holder: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-    if holder == *owner {
+    if same_owner(&holder, owner) {
         return Ok(true);
     }
-    if owner_alive(st, plural, &holder).await? {
+    // Records written before timestamps existed count as old.
+    let age = unix_now().saturating_sub(holder["reservedAt"].as_u64().unwrap_or(0));
+    let fresh = claim == Claim::Automatic && age < RESERVATION_GRACE_SECS;
+    if fresh || owner_alive(st, plural, &holder).await? {
         return Ok(false);
     }
     match st.store.update(&k, bytes, Some(kv.mod_revision)).await {
@@ -139,7 +178,15 @@ pub async fn admit_service(st: &AppState, obj: &mut Value) -> ApiResult<()> {
                     &format!("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}/{len}"),
                 ));
             }
-            if !reserve(st, &format!("serviceip/{parsed}"), "services", &owner).await? {
+            if !reserve(
+                st,
+                &format!("serviceip/{parsed}"),
+                "services",
+                &owner,
+                Claim::Requested,
+            )
+            .await?
+            {
                 return Err(invalid(
                     "spec.clusterIPs",
                     &json!([ip]),
@@ -162,7 +209,15 @@ pub async fn admit_service(st: &AppState, obj: &mut Value) -> ApiResult<()> {
             let field = format!("spec.ports[{i}].nodePort");
             match spec["ports"][i]["nodePort"].as_u64() {
                 Some(p) => {
-                    if !reserve(st, &format!("nodeport/{p}"), "services", &owner).await? {
+                    if !reserve(
+                        st,
+                        &format!("nodeport/{p}"),
+                        "services",
+                        &owner,
+                        Claim::Requested,
+                    )
+                    .await?
+                    {
                         return Err(invalid(
                             &field,
                             &json!(p),
@@ -193,7 +248,15 @@ async fn allocate_ip(st: &AppState, owner: &Value) -> ApiResult<Ipv4Addr> {
             continue;
         }
         let ip = Ipv4Addr::from(base + off);
-        if reserve(st, &format!("serviceip/{ip}"), "services", owner).await? {
+        if reserve(
+            st,
+            &format!("serviceip/{ip}"),
+            "services",
+            owner,
+            Claim::Automatic,
+        )
+        .await?
+        {
             return Ok(ip);
         }
     }
@@ -213,7 +276,15 @@ async fn allocate_port(st: &AppState, owner: &Value) -> ApiResult<u16> {
     let start = rand::random::<u32>() % size;
     for i in 0..size {
         let p = lo + ((start + i) % size) as u16;
-        if reserve(st, &format!("nodeport/{p}"), "services", owner).await? {
+        if reserve(
+            st,
+            &format!("nodeport/{p}"),
+            "services",
+            owner,
+            Claim::Automatic,
+        )
+        .await?
+        {
             return Ok(p);
         }
     }
@@ -240,7 +311,15 @@ pub async fn admit_node(st: &AppState, obj: &mut Value) -> ApiResult<()> {
     for i in 0..blocks {
         let block = Ipv4Addr::from(u32::from(net) + i * step);
         let cidr = format!("{block}/{per}");
-        if reserve(st, &format!("podcidr/{block}"), "nodes", &owner).await? {
+        if reserve(
+            st,
+            &format!("podcidr/{block}"),
+            "nodes",
+            &owner,
+            Claim::Automatic,
+        )
+        .await?
+        {
             if !obj["spec"].is_object() {
                 obj["spec"] = json!({});
             }
