@@ -398,8 +398,10 @@ fn memory_and_cpu_limits() {
         "100m took {tenth} ms, only {:.1}x the {full} ms of a full core",
         tenth as f64 / full as f64
     );
+    // Other tests' pods share the machine's two cores: the bound only has to tell a
+    // neighbour that ran from one the throttled pod starved (which would be ~10x).
     assert!(
-        neighbour <= 2 * full + 200,
+        neighbour <= 4 * full + 500,
         "the unlimited neighbour took {neighbour} ms against {full} ms alone"
     );
 }

@@ -124,6 +124,19 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
         Some(u) => u,
         None => return ApiError::unauthorized().into_response(),
     };
+    // Upgraded streams (exec, port-forward) keep the request itself: the connection
+    // is taken over once the agent has switched protocols.
+    if let Ok(Some(t)) = parse_path(&st.reg, &path) {
+        let streaming = matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward"))
+            && t.kind.kind == "Pod"
+            && t.name.is_some()
+            && matches!(*req.method(), Method::GET | Method::POST);
+        if streaming {
+            return proxy::upgrade(&st, &t, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+        }
+    }
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     match path.trim_end_matches('/') {

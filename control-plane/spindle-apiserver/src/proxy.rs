@@ -1,5 +1,8 @@
 //! The streaming subresources the node agent serves, proxied by the API server:
-//! `pods/log` now (exec, attach and port-forward come with the networking work).
+//! `pods/log`, and `pods/exec` and `pods/portforward`, whose connections are upgraded
+//! (WebSocket or SPDY) end to end: the API server forwards the upgrade request to the
+//! agent and, once both sides switched protocols, copies bytes both ways without looking
+//! into the framing.
 //!
 //! The API server calls the agent's endpoint (Node `status.daemonEndpoints.kubeletEndpoint`
 //! on its InternalIP) over HTTPS with the cluster token's secret as bearer token. The
@@ -57,18 +60,58 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
     let (pod, _) = load(st, t).await?;
     let name = t.name.as_deref().unwrap_or_default();
     let ns = t.namespace.as_deref().unwrap_or_default();
-    let containers = names(&pod, "containers");
-    let inits = names(&pod, "initContainers");
-    let container = match q.get("container") {
+    let container = pick_container(&pod, q, name)?;
+    let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
+    let query = {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for k in LOG_OPTIONS {
+            if let Some(v) = q.get(k) {
+                ser.append_pair(k, v);
+            }
+        }
+        ser.finish()
+    };
+    let path = format!(
+        "/containerLogs/{}/{}/{}?{}",
+        enc(ns),
+        enc(name),
+        enc(&container),
+        query
+    );
+    let resp = call_agent(&addr, port, &fingerprint, &path, &st.node_secret)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                502,
+                "InternalError",
+                format!("Get \"https://{addr}:{port}{path}\": {e}"),
+            )
+        })?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    let body = Body::new(resp.into_body().map_err(std::io::Error::other));
+    let mut out = Response::new(body);
+    *out.status_mut() = StatusCode::OK;
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(out)
+}
+
+/// The container a request names, or the pod's only one.
+fn pick_container(pod: &Value, q: &Query, name: &str) -> ApiResult<String> {
+    let containers = names(pod, "containers");
+    let inits = names(pod, "initContainers");
+    match q.get("container") {
         Some(c) => {
             if !containers.iter().chain(inits.iter()).any(|n| n == c) {
                 return Err(ApiError::bad_request(format!(
                     "container {c} is not valid for pod {name}"
                 )));
             }
-            c.to_string()
+            Ok(c.to_string())
         }
-        None if containers.len() == 1 => containers[0].clone(),
+        None if containers.len() == 1 => Ok(containers[0].clone()),
         None => {
             let mut msg = format!(
                 "a container name must be specified for pod {name}, choose one of: [{}]",
@@ -80,9 +123,17 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
                     inits.join(" ")
                 ));
             }
-            return Err(ApiError::bad_request(msg));
+            Err(ApiError::bad_request(msg))
         }
-    };
+    }
+}
+
+/// Where the agent of the pod's node listens, and its certificate's fingerprint.
+async fn agent_endpoint(
+    st: &AppState,
+    pod: &Value,
+    name: &str,
+) -> ApiResult<(String, u16, String)> {
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) else {
         return Err(ApiError::bad_request(format!(
             "pod {name} does not have a host assigned"
@@ -100,13 +151,14 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
         sub: None,
     };
     let (node, _) = load(st, &node_target).await?;
-    let addr = node["status"]["addresses"]
+    let addr: String = node["status"]["addresses"]
         .as_array()
         .and_then(|a| {
             a.iter()
                 .find(|a| a["type"] == "InternalIP")
                 .and_then(|a| a["address"].as_str())
         })
+        .map(str::to_string)
         .ok_or_else(|| {
             ApiError::bad_request(format!("node {node_name} has no InternalIP address"))
         })?;
@@ -122,65 +174,36 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
             ))
         })?
         .to_string();
-    let query = {
-        let mut ser = form_urlencoded::Serializer::new(String::new());
-        for k in LOG_OPTIONS {
-            if let Some(v) = q.get(k) {
-                ser.append_pair(k, v);
-            }
-        }
-        ser.finish()
-    };
-    let path = format!(
-        "/containerLogs/{}/{}/{}?{}",
-        enc(ns),
-        enc(name),
-        enc(&container),
-        query
-    );
-    let resp = call_agent(addr, port as u16, &fingerprint, &path, &st.node_secret)
+    Ok((addr, port as u16, fingerprint))
+}
+
+/// The agent's refusal as a Kubernetes error (its body is the message).
+async fn agent_error(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
+    let code = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                502,
-                "InternalError",
-                format!("Get \"https://{addr}:{port}{path}\": {e}"),
-            )
-        })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let msg = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(match status.as_u16() {
-            400 => ApiError::bad_request(msg),
-            404 => ApiError::new(404, "NotFound", msg),
-            code => ApiError::new(code, "InternalError", msg),
-        });
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let msg = String::from_utf8_lossy(&body).trim().to_string();
+    match code {
+        400 => ApiError::bad_request(msg),
+        404 => ApiError::new(404, "NotFound", msg),
+        code => ApiError::new(code, "InternalError", msg),
     }
-    let body = Body::new(resp.into_body().map_err(std::io::Error::other));
-    let mut out = Response::new(body);
-    *out.status_mut() = StatusCode::OK;
-    out.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    Ok(out)
 }
 
 fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-async fn call_agent(
+/// An HTTP/1.1 connection to an agent (upgrades allowed), its certificate pinned.
+async fn connect_agent(
     addr: &str,
     port: u16,
     fingerprint: &str,
-    path: &str,
-    secret: &str,
-) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -195,10 +218,21 @@ async fn call_agent(
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(name, tcp)
         .await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
+    Ok(sender)
+}
+
+async fn call_agent(
+    addr: &str,
+    port: u16,
+    fingerprint: &str,
+    path: &str,
+    secret: &str,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let mut sender = connect_agent(addr, port, fingerprint).await?;
     let req = hyper::Request::get(path)
         .header(header::HOST, format!("{addr}:{port}"))
         .header(header::AUTHORIZATION, format!("Bearer {secret}"))
@@ -264,4 +298,107 @@ impl ServerCertVerifier for PinnedCert {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// Request headers an upgrade needs at the agent.
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+/// Response headers of the agent's 101 the client needs.
+const SWITCH_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// pods/exec and pods/portforward (GET for WebSocket, POST for SPDY).
+pub async fn upgrade(
+    st: &AppState,
+    t: &Target,
+    mut req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let sub = t.sub.clone().unwrap_or_default();
+    let (pod, _) = load(st, t).await?;
+    let name = t.name.as_deref().unwrap_or_default();
+    let ns = t.namespace.as_deref().unwrap_or_default();
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if matches!(phase, "Succeeded" | "Failed") {
+        return Err(ApiError::bad_request(format!(
+            "cannot {sub} into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let raw_query = req.uri().query().unwrap_or_default().to_string();
+    let path = match sub.as_str() {
+        "exec" => {
+            let q = Query::parse(req.uri().query());
+            let container = pick_container(&pod, &q, name)?;
+            format!(
+                "/exec/{}/{}/{}?{raw_query}",
+                enc(ns),
+                enc(name),
+                enc(&container)
+            )
+        }
+        "portforward" => format!("/portForward/{}/{}?{raw_query}", enc(ns), enc(name)),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "{sub} is not supported for Wasm containers: they have no console to attach to"
+            )))
+        }
+    };
+    let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
+    let unreachable = |e: String| {
+        ApiError::new(
+            502,
+            "InternalError",
+            format!("error dialing backend: https://{addr}:{port}{path}: {e}"),
+        )
+    };
+    let mut sender = connect_agent(&addr, port, &fingerprint)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut out = hyper::Request::builder()
+        .method(req.method().clone())
+        .uri(&path)
+        .header(header::HOST, format!("{addr}:{port}"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", st.node_secret));
+    for h in UPGRADE_HEADERS {
+        for v in req.headers().get_all(*h) {
+            out = out.header(*h, v);
+        }
+    }
+    let out = out
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut resp = sender
+        .send_request(out)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(agent_error(resp).await);
+    }
+    let mut switch = Response::new(Body::empty());
+    *switch.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for h in SWITCH_HEADERS {
+        for v in resp.headers().get_all(*h) {
+            switch.headers_mut().append(*h, v.clone());
+        }
+    }
+    let client = hyper::upgrade::on(&mut req);
+    let agent = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(agent)) = tokio::join!(client, agent) else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(agent))
+            .await;
+    });
+    Ok(switch)
 }

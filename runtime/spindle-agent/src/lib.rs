@@ -17,6 +17,7 @@
 //! `spindle agent` (joining with a URL and token); the code is the same.
 
 pub mod env;
+pub mod exec;
 pub mod lifecycle;
 pub mod node;
 pub mod podnet;
@@ -26,7 +27,9 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod spdy;
 pub mod status;
+pub mod stream;
 pub mod volumes;
 
 use std::net::{IpAddr, SocketAddr};

@@ -61,6 +61,8 @@ pub struct PodHandle {
     pub gone: AtomicBool,
     /// The pod's network, made when its first networked container starts.
     pub net: tokio::sync::Mutex<Option<Arc<PodNet>>>,
+    /// The pod's volume directories, once prepared (for execs).
+    pub vols: Mutex<Option<Arc<PodVolumes>>>,
     shared: Mutex<Shared>,
     changed: Notify,
 }
@@ -131,6 +133,7 @@ impl PodHandle {
             spec: watch::channel(pod).0,
             gone: AtomicBool::new(false),
             net: tokio::sync::Mutex::new(None),
+            vols: Mutex::new(None),
             shared: Mutex::new(Shared {
                 inits,
                 containers,
@@ -152,7 +155,7 @@ impl PodHandle {
         self.dir.join("logs").join(container)
     }
 
-    fn pod(&self) -> Arc<Pod> {
+    pub fn pod(&self) -> Arc<Pod> {
         self.spec.borrow().clone()
     }
 
@@ -330,6 +333,7 @@ async fn run_containers(agent: Arc<Agent>, h: Arc<PodHandle>, stop: watch::Recei
         }
     };
     let vols = Arc::new(vols);
+    *h.vols.lock().unwrap_or_else(|p| p.into_inner()) = Some(vols.clone());
     if volumes::has_generated(&pod) {
         tokio::spawn(refresh_volumes(
             agent.clone(),
@@ -488,7 +492,7 @@ async fn pull_secrets(agent: &Agent, pod: &Pod) -> PullSecrets {
     secrets
 }
 
-fn limits(c: &Container) -> (Option<u64>, Option<u64>) {
+pub(crate) fn limits(c: &Container) -> (Option<u64>, Option<u64>) {
     let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let mem = l
         .and_then(|l| l.get("memory"))
@@ -670,7 +674,7 @@ async fn supervise(
             env: env_vars.clone(),
             working_dir: c.working_dir.clone(),
             mounts,
-            log: log.clone(),
+            log: crate::runtime::Output::Log(log.clone()),
             memory_limit,
             cpu_millis,
             ports: c
@@ -681,6 +685,8 @@ async fn supervise(
                 .filter_map(|p| u16::try_from(p.container_port).ok())
                 .collect(),
             net,
+            stdin: None,
+            command: false,
         };
         let started = Timestamp::now();
         let cid = container_id(&h.uid, &c.name, run);
@@ -879,13 +885,9 @@ fn probe_signals(
     }
 }
 
-/// How exec probes run their command in the container (`None`: not available yet).
-fn exec_for_probes(
-    _agent: &Arc<Agent>,
-    _h: &Arc<PodHandle>,
-    _name: &str,
-) -> Option<probes::ExecFn> {
-    None
+/// How exec probes run their command in the container.
+fn exec_for_probes(agent: &Arc<Agent>, h: &Arc<PodHandle>, name: &str) -> Option<probes::ExecFn> {
+    Some(crate::exec::for_probes(agent, h, name))
 }
 
 /// One container's place in its pod, for reporting why it waits.

@@ -28,13 +28,44 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub mounts: Vec<Mount>,
-    pub log: LogWriter,
+    pub log: Output,
     pub memory_limit: Option<u64>,
     pub cpu_millis: Option<u64>,
     /// The container's declared TCP ports (an HTTP component is served on the first).
     pub ports: Vec<u16>,
     /// The pod's network; `None` when the container cannot use one.
     pub net: Option<Arc<PodNet>>,
+    /// stdin of the run (exec with `-i`); `None` is empty.
+    pub stdin: Option<spindle_wasm::Stdin>,
+    /// Run the program as a command even if it could be served (an exec).
+    pub command: bool,
+}
+
+/// Receives a run's output as it is written.
+pub type OutputFn = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
+
+/// Where a run's stdout and stderr go.
+#[derive(Clone)]
+pub enum Output {
+    /// The container's log file.
+    Log(LogWriter),
+    /// An exec's streams.
+    Stream(OutputFn),
+}
+
+impl Output {
+    pub fn write(&self, stream: Stream, data: &[u8]) {
+        match self {
+            Output::Log(l) => l.write(stream, data),
+            Output::Stream(f) => f(stream, data),
+        }
+    }
+
+    fn close(&self) {
+        if let Output::Log(l) = self {
+            l.close();
+        }
+    }
 }
 
 /// Where an HTTP component listens when its container declares no port: `wasmtime
@@ -119,7 +150,7 @@ fn raise_map_count() {
 }
 
 struct Sink {
-    log: LogWriter,
+    log: Output,
     stream: Stream,
 }
 
@@ -137,7 +168,7 @@ enum Run {
 
 struct WasmRun {
     run: Run,
-    log: LogWriter,
+    log: Output,
 }
 
 #[async_trait]
@@ -168,7 +199,7 @@ impl Runtime for WasmContainers {
             .map_err(|e| e.to_string())?;
         let log = spec.log.clone();
         let pod_network = spec.net.as_ref().and_then(|n| n.wasm());
-        let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent;
+        let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent && !spec.command;
         let listener = match (&spec.net, serve) {
             (Some(net), true) => {
                 let port = spec.ports.first().copied().unwrap_or(DEFAULT_HTTP_PORT);
@@ -205,6 +236,7 @@ impl Runtime for WasmContainers {
             cpu_millis: spec.cpu_millis,
             network,
             pod_network,
+            stdin: spec.stdin,
         };
         let run = match listener {
             Some(l) => Run::Http(

@@ -4,7 +4,9 @@
 //! server's pods/log proxy.
 //!
 //! Routes: `GET /containerLogs/{namespace}/{pod}/{container}?follow&previous&tailLines&
-//! sinceSeconds&sinceTime&timestamps&limitBytes`.
+//! sinceSeconds&sinceTime&timestamps&limitBytes`; `GET|POST /exec/{namespace}/{pod}/
+//! {container}?command=…&stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/
+//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -76,7 +78,7 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener, tls: Arc<rustls::Se
                 async move { Ok::<_, Infallible>(handle(agent, req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
         });
     }
@@ -138,6 +140,14 @@ async fn handle(agent: Arc<Agent>, req: Request<hyper::body::Incoming>) -> Respo
     {
         ["containerLogs", ns, pod, container] if req.method() == hyper::Method::GET => {
             logs(&agent, ns, pod, container, &query)
+        }
+        ["exec", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            exec_route(agent, req, &ns, &pod, &container)
+        }
+        ["portForward", ns, pod] => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            port_forward_route(agent, req, &ns, &pod)
         }
         ["healthz"] => text(StatusCode::OK, "ok"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -261,5 +271,200 @@ fn logs(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain"),
     );
+    resp
+}
+
+/// Values of a header that may be repeated and comma-separated.
+fn header_values(req: &Request<hyper::body::Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+enum Upgrade {
+    WebSocket { accept: String, protocol: String },
+    Spdy { protocol: String },
+}
+
+/// Picks the upgrade the client offers with one of `ws` (WebSocket subprotocols, in our
+/// order of preference) or `spdy` (X-Stream-Protocol-Version values).
+fn negotiate(
+    req: &Request<hyper::body::Incoming>,
+    ws: &[&str],
+    spdy: &[&str],
+) -> Result<Upgrade, String> {
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if upgrade == "websocket" {
+        let offered = header_values(req, "sec-websocket-protocol");
+        let protocol = ws
+            .iter()
+            .find(|p| offered.iter().any(|o| o == *p))
+            .ok_or_else(|| format!("none of the WebSocket protocols {offered:?} is supported"))?;
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .ok_or("missing Sec-WebSocket-Key")?;
+        Ok(Upgrade::WebSocket {
+            accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            protocol: protocol.to_string(),
+        })
+    } else if upgrade.starts_with("spdy/3.1") {
+        let offered = header_values(req, "x-stream-protocol-version");
+        let protocol = spdy
+            .iter()
+            .find(|p| offered.iter().any(|o| o == *p))
+            .ok_or_else(|| format!("none of the stream protocols {offered:?} is supported"))?;
+        Ok(Upgrade::Spdy {
+            protocol: protocol.to_string(),
+        })
+    } else {
+        Err("the request must upgrade to websocket or SPDY/3.1".into())
+    }
+}
+
+fn switching(up: &Upgrade) -> Response<Body> {
+    let mut r = text(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    let pairs: Vec<(&str, String)> = match up {
+        Upgrade::WebSocket { accept, protocol } => vec![
+            ("upgrade", "websocket".into()),
+            ("sec-websocket-accept", accept.clone()),
+            ("sec-websocket-protocol", protocol.clone()),
+        ],
+        Upgrade::Spdy { protocol } => vec![
+            ("upgrade", "SPDY/3.1".into()),
+            ("x-stream-protocol-version", protocol.clone()),
+        ],
+    };
+    for (k, v) in pairs {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+    r
+}
+
+fn exec_route(
+    agent: Arc<Agent>,
+    mut req: Request<hyper::body::Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Response<Body> {
+    let Some(h) = agent.pods.find(ns, pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on this node"),
+        );
+    };
+    let known = h
+        .pod()
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
+    if !known {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container} is not valid for pod {pod}"),
+        );
+    }
+    let pairs: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let exec_req = crate::stream::ExecRequest::from_query(&pairs);
+    if exec_req.command.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container",
+        );
+    }
+    let up = match negotiate(
+        &req,
+        &["v5.channel.k8s.io", "v4.channel.k8s.io"],
+        &["v4.channel.k8s.io"],
+    ) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let resp = switching(&up);
+    let on = hyper::upgrade::on(&mut req);
+    let container = container.to_string();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else {
+            return;
+        };
+        match up {
+            Upgrade::WebSocket { protocol, .. } => {
+                let v5 = protocol.starts_with("v5");
+                crate::stream::exec_websocket(agent, h, container, exec_req, upgraded, v5).await
+            }
+            Upgrade::Spdy { .. } => {
+                crate::stream::exec_spdy(agent, h, container, exec_req, upgraded).await
+            }
+        }
+    });
+    resp
+}
+
+fn port_forward_route(
+    agent: Arc<Agent>,
+    mut req: Request<hyper::body::Incoming>,
+    ns: &str,
+    pod: &str,
+) -> Response<Body> {
+    let Some(h) = agent.pods.find(ns, pod) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on this node"),
+        );
+    };
+    let ip = h
+        .shared()
+        .pod_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    let Some(ip) = ip else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("pod {pod} has no network to forward to"),
+        );
+    };
+    let up = match negotiate(
+        &req,
+        &["SPDY/3.1+portforward.k8s.io"],
+        &["portforward.k8s.io"],
+    ) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let resp = switching(&up);
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else {
+            return;
+        };
+        match up {
+            Upgrade::WebSocket { .. } => {
+                crate::stream::port_forward(ip, crate::stream::websocket_bytes(upgraded)).await
+            }
+            Upgrade::Spdy { .. } => crate::stream::port_forward(ip, TokioIo::new(upgraded)).await,
+        }
+    });
     resp
 }

@@ -78,6 +78,7 @@ fn main() {
         cpu_millis: None,
         network: false,
         pod_network: None,
+        stdin: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut server = rt.serve_http(&program, spec, listener).expect("serve_http");

@@ -67,6 +67,7 @@ fn spec() -> InstanceSpec {
         cpu_millis: None,
         network: false,
         pod_network: None,
+        stdin: None,
     }
 }
 

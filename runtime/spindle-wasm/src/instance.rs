@@ -67,6 +67,40 @@ pub struct InstanceSpec {
     /// and resolve outgoing request names with its resolver. `None`: the shared
     /// runtime, in the agent's namespace (host-network pods, and tools).
     pub pod_network: Option<PodNetwork>,
+    /// The guest's stdin; `None` is empty (end of file at once).
+    pub stdin: Option<Stdin>,
+}
+
+/// A byte stream a guest reads as stdin (`kubectl exec -i`).
+#[derive(Clone)]
+pub struct Stdin(Arc<wasmtime_wasi::cli::AsyncStdinStream>);
+
+impl Stdin {
+    pub fn new(reader: impl tokio::io::AsyncRead + Send + Sync + 'static) -> Self {
+        Stdin(Arc::new(wasmtime_wasi::cli::AsyncStdinStream::new(reader)))
+    }
+}
+
+impl std::fmt::Debug for Stdin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stdin")
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for Stdin {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdinStream for Stdin {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        self.0.p2_stream()
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.0.async_stream()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -337,6 +371,9 @@ pub(crate) fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmEr
                 guest: p.guest.clone(),
                 message: format!("{e:#}"),
             })?;
+    }
+    if let Some(stdin) = &spec.stdin {
+        b.stdin(stdin.clone());
     }
     b.stdout(SinkStream(spec.stdout.clone()));
     b.stderr(SinkStream(spec.stderr.clone()));

@@ -55,7 +55,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAlloca
 pub use error::WasmError;
 pub use http::{HttpServer, HttpStats, SLOT_WAIT};
 pub use instance::{
-    ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, KILLED_EXIT_CODE,
+    ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, Stdin, KILLED_EXIT_CODE,
     TRAP_EXIT_CODE,
 };
 pub use net::{NameResolver, PodNetwork};

@@ -82,6 +82,7 @@ pub fn spec(argv: &[&str]) -> (InstanceSpec, Outputs) {
             cpu_millis: None,
             network: false,
             pod_network: None,
+            stdin: None,
         },
         Outputs { stdout, stderr },
     )

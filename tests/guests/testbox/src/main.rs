@@ -141,6 +141,17 @@ fn main() {
 }
 
 fn cat(paths: &[String]) -> i32 {
+    if paths.is_empty() {
+        // Like cat(1): stdin to stdout.
+        use std::io::{Read, Write};
+        let mut buf = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+            eprintln!("cat: stdin: {e}");
+            return 1;
+        }
+        let _ = std::io::stdout().write_all(&buf);
+        return 0;
+    }
     let mut code = 0;
     for path in paths {
         match std::fs::read_to_string(path) {

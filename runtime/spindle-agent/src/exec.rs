@@ -1,0 +1,150 @@
+//! Exec into a Wasm container: a new instance of the container's program with argv = the
+//! exec command, the container's environment, volumes, limits and the pod's network,
+//! its stdin and stdout/stderr connected to the caller. `kubectl exec` and exec probes
+//! both come here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::env::{self, Sources};
+use crate::lifecycle::{self, PodHandle};
+use crate::runtime::{ContainerSpec, Output, OutputFn, Runtime};
+use crate::{volumes, Agent};
+
+/// Why an exec could not run; the message is for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No such container in the pod (404).
+    #[error("container {0} is not valid for pod {1}")]
+    NoContainer(String, String),
+    /// The container is not running (400).
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The exec's I/O: stdin (if any) and where stdout and stderr go.
+pub struct ExecIo {
+    pub stdin: Option<spindle_wasm::Stdin>,
+    pub output: OutputFn,
+}
+
+/// Runs `argv` in container `container` of the pod and returns its exit code. With a
+/// `timeout`, a run still going after it is killed and reported as an error.
+pub async fn exec(
+    agent: &Arc<Agent>,
+    h: &Arc<PodHandle>,
+    container: &str,
+    argv: Vec<String>,
+    io: ExecIo,
+    timeout: Option<Duration>,
+) -> Result<i32, ExecError> {
+    let pod = h.pod();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let Some(c) = spec
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .cloned()
+    else {
+        return Err(ExecError::NoContainer(container.into(), h.name.clone()));
+    };
+    let running = h
+        .shared()
+        .containers
+        .iter()
+        .any(|s| s.name == container && s.is_running());
+    if !running {
+        return Err(ExecError::NotRunning(container.into()));
+    }
+    if argv.is_empty() {
+        return Err(ExecError::Failed("no command given".into()));
+    }
+    let image_name = c.image.clone().unwrap_or_default();
+    let img = agent.images.cached(&image_name).ok_or_else(|| {
+        ExecError::Failed(format!("image {image_name} is no longer on this node"))
+    })?;
+    let vols = h
+        .vols
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| ExecError::Failed("the pod's volumes are not ready".into()))?;
+    let net = h.net.lock().await.clone();
+    let pod_ip = h.shared().pod_ip.clone().unwrap_or_default();
+    let host_ip = agent.node_ip.to_string();
+    let mut src = Sources::new(agent.client.clone(), &h.namespace);
+    let env_vars = env::build(&pod, &c, &mut src, &pod_ip, &host_ip)
+        .await
+        .map_err(|e| ExecError::Failed(e.0))?;
+    let mounts = volumes::container_mounts(&pod, &c, &vols).map_err(|e| ExecError::Failed(e.0))?;
+    let (memory_limit, cpu_millis) = lifecycle::limits(&c);
+    let runtime: &dyn Runtime = agent.wasm.as_ref();
+    let spec = ContainerSpec {
+        argv,
+        env: env_vars,
+        working_dir: c.working_dir.clone(),
+        mounts,
+        log: Output::Stream(io.output),
+        memory_limit,
+        cpu_millis,
+        ports: Vec::new(),
+        net,
+        stdin: io.stdin,
+        command: true,
+    };
+    let mut run = runtime.start(&img, spec).await.map_err(ExecError::Failed)?;
+    let exit = match timeout {
+        None => run.wait().await,
+        Some(t) => match tokio::time::timeout(t, run.wait()).await {
+            Ok(exit) => exit,
+            Err(_) => {
+                run.kill();
+                run.wait().await;
+                return Err(ExecError::Failed(format!(
+                    "command timed out after {}s",
+                    t.as_secs()
+                )));
+            }
+        },
+    };
+    if exit.code != 0 {
+        if let Some(m) = exit.message.filter(|m| !m.is_empty()) {
+            tracing::debug!(pod = %h.name, container, code = exit.code, message = %m, "exec ended");
+        }
+    }
+    Ok(exit.code)
+}
+
+/// An exec probe's runner for container `container`: its output (both streams) and exit
+/// code.
+pub fn for_probes(
+    agent: &Arc<Agent>,
+    h: &Arc<PodHandle>,
+    container: &str,
+) -> crate::probes::ExecFn {
+    let (agent, h, container) = (agent.clone(), h.clone(), container.to_string());
+    Arc::new(move |argv, timeout| {
+        let (agent, h, container) = (agent.clone(), h.clone(), container.clone());
+        Box::pin(async move {
+            let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = out.clone();
+            let io = ExecIo {
+                stdin: None,
+                output: Arc::new(move |_, data: &[u8]| {
+                    let mut buf = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    // The kubelet keeps the first 10 KiB of a probe's output.
+                    let room = (10usize << 10).saturating_sub(buf.len());
+                    buf.extend_from_slice(&data[..data.len().min(room)]);
+                }),
+            };
+            let code = exec(&agent, &h, &container, argv, io, Some(timeout))
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_owned();
+            Ok((code, text))
+        })
+    })
+}

@@ -1,0 +1,433 @@
+//! `kubectl exec` and `kubectl port-forward` on the agent's streaming endpoint, in both
+//! wire protocols kubectl uses:
+//!
+//! - WebSocket with `v5.channel.k8s.io` / `v4.channel.k8s.io` (exec, kubectl 1.30+): binary
+//!   messages whose first byte is the channel (0 stdin, 1 stdout, 2 stderr, 3 error,
+//!   4 resize; v5's `[255, id]` half-closes a channel);
+//! - SPDY/3.1 (exec for older kubectl and as fallback; port-forward always), and for
+//!   port-forward from kubectl 1.31 on, SPDY carried in WebSocket binary messages
+//!   (`SPDY/3.1+portforward.k8s.io`).
+//!
+//! The exec's outcome goes to the error channel as a Status, the way the kubelet reports
+//! it (`NonZeroExitCode` with the code in `details.causes`), so kubectl exits with the
+//! command's code.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use spindle_logs::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::exec::{self, ExecError, ExecIo};
+use crate::lifecycle::PodHandle;
+use crate::runtime::OutputFn;
+use crate::{spdy, Agent};
+
+/// What the exec request asked for.
+#[derive(Clone, Debug, Default)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl ExecRequest {
+    pub fn from_query(pairs: &[(String, String)]) -> Self {
+        let flag = |k: &str| {
+            pairs
+                .iter()
+                .any(|(n, v)| n == k && (v.is_empty() || v == "true" || v == "1"))
+        };
+        ExecRequest {
+            command: pairs
+                .iter()
+                .filter(|(k, _)| k == "command")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            stdin: flag("stdin"),
+            stdout: flag("stdout"),
+            stderr: flag("stderr"),
+            tty: flag("tty"),
+        }
+    }
+}
+
+/// The Status kubectl reads from the error channel when the command has ended.
+pub fn exit_status(result: &Result<i32, ExecError>) -> String {
+    match result {
+        Ok(0) => r#"{"metadata":{},"status":"Success"}"#.to_string(),
+        Ok(code) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command [...], exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        })
+        .to_string(),
+        Err(e) => serde_json::json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": e.to_string(),
+            "reason": "InternalError",
+        })
+        .to_string(),
+    }
+}
+
+/// A stdin pipe: bytes pushed into the sender come out of the guest's stdin; dropping
+/// the sender is end of file.
+fn stdin_pipe() -> (mpsc::UnboundedSender<Bytes>, spindle_wasm::Stdin) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (mut w, r) = tokio::io::duplex(64 << 10);
+    tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if w.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    (tx, spindle_wasm::Stdin::new(r))
+}
+
+// ---------------------------------------------------------------------------------------
+// Exec over WebSocket.
+
+pub async fn exec_websocket(
+    agent: Arc<Agent>,
+    h: Arc<PodHandle>,
+    container: String,
+    req: ExecRequest,
+    upgraded: Upgraded,
+    v5: bool,
+) {
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    let (mut sink, mut source) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let (stdin_tx, stdin) = if req.stdin {
+        let (tx, s) = stdin_pipe();
+        (Some(tx), Some(s))
+    } else {
+        (None, None)
+    };
+    // Reader: stdin and close signals; resize is accepted and ignored (no TTY in WASI).
+    let reader = tokio::spawn(async move {
+        let mut stdin_tx = stdin_tx;
+        while let Some(Ok(msg)) = source.next().await {
+            let Message::Binary(data) = msg else {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+                continue;
+            };
+            match data.first() {
+                Some(0) => {
+                    if let Some(tx) = &stdin_tx {
+                        let _ = tx.send(data.slice(1..));
+                    }
+                }
+                Some(255) if v5 && data.get(1) == Some(&0) => stdin_tx = None,
+                _ => {}
+            }
+        }
+    });
+    let tx = out_tx.clone();
+    let (want_out, want_err, tty) = (req.stdout, req.stderr, req.tty);
+    let output: OutputFn = Arc::new(move |s, data| {
+        let ch = match s {
+            Stream::Stdout if want_out => 1u8,
+            // With a TTY there is no separate stderr: it goes to the terminal.
+            Stream::Stderr if tty && want_out => 1,
+            Stream::Stderr if want_err => 2,
+            _ => return,
+        };
+        let mut m = Vec::with_capacity(data.len() + 1);
+        m.push(ch);
+        m.extend_from_slice(data);
+        let _ = tx.send(Message::Binary(m.into()));
+    });
+    let result = exec::exec(
+        &agent,
+        &h,
+        &container,
+        req.command.clone(),
+        ExecIo { stdin, output },
+        None,
+    )
+    .await;
+    let mut status = vec![3u8];
+    status.extend_from_slice(exit_status(&result).as_bytes());
+    let _ = out_tx.send(Message::Binary(status.into()));
+    // A close with a status: client-go treats a bare close (1005) as a read error.
+    let _ = out_tx.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })));
+    drop(out_tx);
+    let _ = writer.await;
+    reader.abort();
+}
+
+// ---------------------------------------------------------------------------------------
+// Exec over SPDY.
+
+/// How long the client has to open the streams it asked for (the kubelet's default).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn exec_spdy(
+    agent: Arc<Agent>,
+    h: Arc<PodHandle>,
+    container: String,
+    req: ExecRequest,
+    upgraded: Upgraded,
+) {
+    let (sender, mut streams) = spdy::serve(TokioIo::new(upgraded));
+    let mut ids: HashMap<String, spdy::IncomingStream> = HashMap::new();
+    let mut expected = vec!["error"];
+    if req.stdin {
+        expected.push("stdin");
+    }
+    if req.stdout {
+        expected.push("stdout");
+    }
+    if req.stderr && !req.tty {
+        expected.push("stderr");
+    }
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    while !expected.iter().all(|k| ids.contains_key(*k)) {
+        match tokio::time::timeout_at(deadline, streams.recv()).await {
+            Ok(Some(s)) => {
+                let kind = s.header("streamtype").unwrap_or_default().to_string();
+                ids.insert(kind, s);
+            }
+            _ => {
+                tracing::debug!(pod = %h.name, "exec client did not open its streams");
+                return;
+            }
+        }
+    }
+    let error_id = ids.get("error").map(|s| s.id);
+    let out_id = ids.get("stdout").map(|s| s.id);
+    let err_id = ids.get("stderr").map(|s| s.id);
+    let stdin = match ids.remove("stdin") {
+        Some(mut s) => {
+            let (tx, pipe) = stdin_pipe();
+            tokio::spawn(async move {
+                while let Some(b) = s.data.recv().await {
+                    if tx.send(b).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(pipe)
+        }
+        None => None,
+    };
+    let out = sender.clone();
+    let tty = req.tty;
+    let output: OutputFn = Arc::new(move |s, data| {
+        let id = match s {
+            Stream::Stdout => out_id,
+            Stream::Stderr if tty => out_id,
+            Stream::Stderr => err_id,
+        };
+        if let Some(id) = id {
+            out.data(id, Bytes::copy_from_slice(data));
+        }
+    });
+    let result = exec::exec(
+        &agent,
+        &h,
+        &container,
+        req.command.clone(),
+        ExecIo { stdin, output },
+        None,
+    )
+    .await;
+    for id in [out_id, err_id].into_iter().flatten() {
+        sender.finish(id);
+    }
+    if let Some(id) = error_id {
+        if !matches!(result, Ok(0)) {
+            sender.data(id, Bytes::from(exit_status(&result)));
+        }
+        sender.finish(id);
+    }
+    // Let the frames go out, then end the connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sender.go_away();
+    drop(sender);
+}
+
+// ---------------------------------------------------------------------------------------
+// Port-forward over SPDY (raw, or tunnelled in WebSocket).
+
+/// Serves port-forward streams on a SPDY connection: each (data, error) pair with the
+/// same `requestid` is one TCP connection to `ip:port` in the pod's network.
+pub async fn port_forward<IO>(ip: IpAddr, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (sender, mut streams) = spdy::serve(io);
+    let mut errors: HashMap<String, u32> = HashMap::new();
+    while let Some(s) = streams.recv().await {
+        let request = s.header("requestid").unwrap_or_default().to_string();
+        match s.header("streamtype") {
+            Some("error") => {
+                errors.insert(request, s.id);
+            }
+            Some("data") => {
+                let port = s.header("port").and_then(|p| p.parse::<u16>().ok());
+                let error_id = errors.remove(&request);
+                tokio::spawn(forward(ip, port, s, error_id, sender.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn forward(
+    ip: IpAddr,
+    port: Option<u16>,
+    mut s: spdy::IncomingStream,
+    error_id: Option<u32>,
+    sender: spdy::Sender,
+) {
+    let fail = |msg: String| {
+        if let Some(id) = error_id {
+            sender.data(id, Bytes::from(msg));
+            sender.finish(id);
+        }
+        sender.finish(s.id);
+    };
+    let Some(port) = port else {
+        fail("port-forward: missing or invalid port header".into());
+        return;
+    };
+    let tcp = match tokio::net::TcpStream::connect((ip, port)).await {
+        Ok(t) => t,
+        Err(e) => {
+            fail(format!(
+                "an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod, uid : failed to connect to {ip}:{port}: {e}"
+            ));
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let id = s.id;
+    let to_pod = async {
+        while let Some(b) = s.data.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let from_pod = async {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sender.data(id, Bytes::copy_from_slice(&buf[..n])),
+            }
+        }
+        sender.finish(id);
+    };
+    tokio::join!(to_pod, from_pod);
+    if let Some(e) = error_id {
+        sender.finish(e);
+    }
+}
+
+/// SPDY carried in WebSocket binary messages, as a byte stream.
+pub fn websocket_bytes(upgraded: Upgraded) -> tokio::io::DuplexStream {
+    let (ours, theirs) = tokio::io::duplex(256 << 10);
+    tokio::spawn(async move {
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let (mut sink, mut source) = ws.split();
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        let inbound = async {
+            while let Some(Ok(msg)) = source.next().await {
+                match msg {
+                    Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink
+                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        };
+        tokio::join!(inbound, outbound);
+    });
+    ours
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_request_keeps_every_command_word() {
+        let q: Vec<(String, String)> = [
+            ("command", "sh"),
+            ("command", "-c"),
+            ("command", "echo hi"),
+            ("stdin", "true"),
+            ("stdout", "true"),
+            ("tty", "false"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let r = ExecRequest::from_query(&q);
+        assert_eq!(r.command, vec!["sh", "-c", "echo hi"]);
+        assert!(r.stdin && r.stdout && !r.stderr && !r.tty);
+    }
+
+    #[test]
+    fn exit_codes_become_kubelet_statuses() {
+        assert_eq!(exit_status(&Ok(0)), r#"{"metadata":{},"status":"Success"}"#);
+        let s: serde_json::Value = serde_json::from_str(&exit_status(&Ok(3))).expect("json");
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+    }
+}
