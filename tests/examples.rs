@@ -1,5 +1,6 @@
 //! The examples in examples/ build, publish and run as their README says: the hello
-//! component as a Deployment, the job module as a pod that ends Succeeded.
+//! component as a Deployment, the job module as a pod that ends Succeeded, the web
+//! component behind its Service answering on the ClusterIP from every pod.
 
 mod common;
 
@@ -14,10 +15,12 @@ fn examples_run() {
     let job = common::build_guest("examples/Cargo.toml", "job", "wasm32-wasip1");
     reg.push(&hello, "examples/hello:v1");
     reg.push(&job, "examples/job:v1");
+    let web = common::build_guest("examples/Cargo.toml", "web", "wasm32-wasip2");
+    reg.push(&web, "examples/web:v1");
     let c = Cluster::with_agent("examples-node", &[]);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     // The manifests name the registry scripts/up runs; point them at this test's.
-    for file in ["hello/app.yaml", "job/pod.yaml"] {
+    for file in ["hello/app.yaml", "job/pod.yaml", "web/app.yaml"] {
         let text = std::fs::read_to_string(root.join(file))
             .expect("example manifest")
             .replace("127.0.0.1:5000", &reg.addr);
@@ -75,5 +78,48 @@ fn examples_run() {
             &format!("hello from spindle from {pod}"),
             Duration::from_secs(30),
         );
+    }
+
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "web",
+            "deployment/web",
+            "--timeout=90s",
+        ],
+    );
+    let ip = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "svc",
+            "-n",
+            "web",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http://{ip}/ answered only from {seen:?}"
+        );
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "5", &format!("http://{ip}/")])
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(pod) = body
+            .strip_prefix("hello from ")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            seen.insert(pod.to_string());
+        }
     }
 }
