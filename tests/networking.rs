@@ -245,6 +245,28 @@ spec:
     assert!(full.starts_with(&format!("{cluster_ip} ")), "{full:?}");
     assert!(short.starts_with(&format!("{cluster_ip} ")), "{short:?}");
 
+    // wasi:sockets from inside a pod (an exec instance): the name resolves through the
+    // pod's resolv.conf and the cluster DNS, the connection goes through the ClusterIP.
+    for name in ["web:80", "web.default.svc.cluster.local:80"] {
+        let out = c.ok(
+            KUBECTL_DEFAULT,
+            &["exec", &pods[1].0, "--", "http-hello", "connect", name],
+        );
+        assert_eq!(out, "connected\n", "{name}");
+    }
+    let err = c.fails(
+        KUBECTL_DEFAULT,
+        &[
+            "exec",
+            &pods[1].0,
+            "--",
+            "http-hello",
+            "connect",
+            "nothing-here:80",
+        ],
+    );
+    assert!(err.contains("exit code 1"), "{err}");
+
     // Deleting the Service removes its rules: the ClusterIP no longer answers.
     c.ok(KUBECTL_DEFAULT, &["delete", "svc", "web"]);
     let deadline = Instant::now() + Duration::from_secs(30);

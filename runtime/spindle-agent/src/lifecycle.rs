@@ -285,7 +285,21 @@ async fn ensure_net(agent: &Agent, h: &PodHandle, pod: &Pod) -> Result<Arc<PodNe
                 &agent.opts.net.cluster_domain,
             )) as Arc<dyn spindle_wasm::NameResolver>
         });
-        podnet::setup(network, pod, agent.pod_workers, names).await?
+        let resolv = match podnet::resolv_conf(
+            pod,
+            agent.opts.net.cluster_dns,
+            &agent.opts.net.cluster_domain,
+        ) {
+            Some(text) => {
+                let path = h.dir.join("resolv.conf");
+                std::fs::create_dir_all(&h.dir)
+                    .and_then(|()| std::fs::write(&path, text))
+                    .map_err(|e| format!("writing the pod's resolv.conf: {e}"))?;
+                Some(path)
+            }
+            None => None,
+        };
+        podnet::setup(network, pod, agent.pod_workers, names, resolv.as_deref()).await?
     };
     let net = Arc::new(net);
     h.shared().pod_ip = Some(net.ip.to_string());

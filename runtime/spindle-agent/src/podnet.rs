@@ -153,6 +153,7 @@ pub async fn setup(
     pod: &Pod,
     workers: usize,
     names: Option<Arc<dyn spindle_wasm::NameResolver>>,
+    resolv_conf: Option<&std::path::Path>,
 ) -> Result<PodNet, String> {
     let pref = PodRef {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -164,7 +165,7 @@ pub async fn setup(
         .await
         .map_err(|e| format!("setting up the pod's network: {e}"))?;
     let runtime = sandbox
-        .runtime(&pref.name, workers)
+        .runtime(&pref.name, workers, resolv_conf)
         .map_err(|e| format!("starting the pod's runtime: {e}"))?;
     Ok(PodNet {
         ip: IpAddr::V4(sandbox.ip),
@@ -172,4 +173,39 @@ pub async fn setup(
         runtime: Some(runtime),
         names,
     })
+}
+
+/// The pod's `/etc/resolv.conf` as the kubelet writes it for its dnsPolicy: ClusterFirst
+/// (the default) points at the cluster DNS with the namespace's search list, `None`
+/// takes only `dnsConfig`, `Default` keeps the host's (`None` returned).
+pub fn resolv_conf(pod: &Pod, cluster_dns: std::net::Ipv4Addr, domain: &str) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let mut text = match policy {
+        "Default" => return None,
+        "None" => String::new(),
+        _ => spindle_dns::resolv_conf(IpAddr::V4(cluster_dns), ns, domain),
+    };
+    if let Some(cfg) = &spec.dns_config {
+        for n in cfg.nameservers.iter().flatten() {
+            text.push_str(&format!("nameserver {n}\n"));
+        }
+        if let Some(search) = cfg.searches.as_ref().filter(|s| !s.is_empty()) {
+            text.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        let opts: Vec<String> = cfg
+            .options
+            .iter()
+            .flatten()
+            .map(|o| match &o.value {
+                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            })
+            .collect();
+        if !opts.is_empty() {
+            text.push_str(&format!("options {}\n", opts.join(" ")));
+        }
+    }
+    Some(text)
 }

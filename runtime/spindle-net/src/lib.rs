@@ -143,9 +143,15 @@ impl Sandbox {
     /// in the pod's network namespace: whatever runs on it opens its sockets
     /// in the pod's network, including code that creates sockets itself
     /// (WASI sockets, HTTP clients) and cannot be handed a pre-made one.
-    /// `name` labels its threads.
-    pub fn runtime(&self, name: &str, workers: usize) -> Result<PodRuntime, NetError> {
-        netns::runtime_in(&self.netns_path, name, workers)
+    /// `name` labels its threads. With `resolv_conf`, C-library name lookups on
+    /// these threads use that file instead of the host's `/etc/resolv.conf`.
+    pub fn runtime(
+        &self,
+        name: &str,
+        workers: usize,
+        resolv_conf: Option<&Path>,
+    ) -> Result<PodRuntime, NetError> {
+        netns::runtime_in(&self.netns_path, name, workers, resolv_conf)
     }
 }
 

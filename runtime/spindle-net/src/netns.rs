@@ -177,16 +177,30 @@ pub(crate) fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Resu
 /// workers it spawns inherit it), and every thread the runtime starts later
 /// (blocking pool threads may be spawned from outside callers) joins it again
 /// on start.
+///
+/// With `resolv_conf`, the threads also get a mount namespace of their own in
+/// which that file is bind-mounted over `/etc/resolv.conf`: name lookups made
+/// through the C library on these threads (getaddrinfo, which tokio and so
+/// wasmtime's `ip-name-lookup` use) then ask the pod's nameservers, from the
+/// pod's network. The rest of the file system is the host's, as before.
 pub(crate) fn runtime_in(
     path: &Path,
     name: &str,
     workers: usize,
+    resolv_conf: Option<&Path>,
 ) -> Result<crate::PodRuntime, NetError> {
     let ns = std::sync::Arc::new(File::open(path).map_err(|e| NetError::netns(path, "open", e))?);
     let thread_name = format!("pod-{name}");
-    let rt = run_in(path, move || {
-        let on_start = ns.clone();
-        tokio::runtime::Builder::new_multi_thread()
+    let resolv = resolv_conf.map(Path::to_path_buf);
+    let rt = run_in(
+        path,
+        move || -> Result<tokio::runtime::Runtime, NetError> {
+            let mnt = match &resolv {
+                Some(file) => Some(std::sync::Arc::new(private_resolv_conf(file)?)),
+                None => None,
+            };
+            let on_start = ns.clone();
+            tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name(thread_name)
             .enable_all()
@@ -197,9 +211,46 @@ pub(crate) fn runtime_in(
                 ) {
                     tracing::error!(error = %e, "a pod runtime thread could not join the pod's network namespace");
                 }
+                if let Some(mnt) = &mnt {
+                    // Joining a mount namespace needs a file system context of
+                    // the thread's own.
+                    // SAFETY: FS unshares only the root/cwd/umask context; no file
+                    // descriptor table is touched (that would be FILES).
+                    let unshared = unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS) };
+                    let joined = unshared.and_then(|()| {
+                        move_into_link_name_space(
+                            std::os::fd::AsFd::as_fd(mnt.as_ref()),
+                            Some(LinkNameSpaceType::Mount),
+                        )
+                    });
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "a pod runtime thread could not join the pod's mount namespace");
+                    }
+                }
             })
             .build()
-    })?
-    .map_err(|e| NetError::netns(path, "start a runtime", e))?;
+            .map_err(|e| NetError::netns(path, "start a runtime", e))
+        },
+    )??;
     Ok(crate::PodRuntime { rt: Some(rt) })
+}
+
+/// Moves the calling thread into a new mount namespace (not propagating back
+/// to the host) with `file` over /etc/resolv.conf, and returns that namespace.
+fn private_resolv_conf(file: &Path) -> Result<File, NetError> {
+    let etc = Path::new("/etc/resolv.conf");
+    // SAFETY: FS and NEWNS leave the file descriptor table shared (FILES is
+    // what could make descriptors unusable across threads); only this thread's
+    // view of mounts changes.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS | UnshareFlags::NEWNS) }
+        .map_err(|e| NetError::netns(etc, "unshare the mount namespace", e.into()))?;
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(|e| NetError::netns(etc, "make mounts private", e.into()))?;
+    mount_bind(file, etc)
+        .map_err(|e| NetError::netns(etc, "bind-mount the pod's resolv.conf", e.into()))?;
+    File::open("/proc/thread-self/ns/mnt")
+        .map_err(|e| NetError::netns(etc, "open the mount namespace", e))
 }

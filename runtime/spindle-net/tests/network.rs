@@ -318,7 +318,7 @@ async fn two_pods_get_distinct_ips_and_reach_each_other() {
 async fn a_pod_runtime_opens_its_sockets_in_the_pod() {
     let t = TestNet::new();
     let a = t.net.setup(&pod("a"), &[]).await.expect("setup a");
-    let rt = a.runtime("a", 2).expect("pod runtime");
+    let rt = a.runtime("a", 2, None).expect("pod runtime");
     // Sockets made by tasks on the pod runtime, on worker and blocking
     // threads alike, are in the pod: reachable on the pod IP from the host.
     let worker = rt
@@ -359,6 +359,34 @@ async fn a_pod_runtime_opens_its_sockets_in_the_pod() {
         .expect("fetch task")
         .expect("host -> blocking listener");
     assert_eq!(got, "blocking");
+    drop(rt);
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_pod_runtime_reads_the_pods_resolv_conf() {
+    let t = TestNet::new();
+    let a = t.net.setup(&pod("a"), &[]).await.expect("setup a");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("resolv.conf");
+    std::fs::write(
+        &file,
+        "nameserver 10.43.0.10\nsearch default.svc.cluster.local\n",
+    )
+    .expect("write");
+    let host_before = std::fs::read_to_string("/etc/resolv.conf").expect("host resolv.conf");
+    let rt = a.runtime("a", 2, Some(&file)).expect("pod runtime");
+    let read = || std::fs::read_to_string("/etc/resolv.conf").expect("read");
+    let on_worker = rt
+        .handle()
+        .spawn(async move { read() })
+        .await
+        .expect("task");
+    let on_blocking = rt.handle().spawn_blocking(read).await.expect("task");
+    assert!(on_worker.contains("nameserver 10.43.0.10"), "{on_worker}");
+    assert_eq!(on_worker, on_blocking);
+    // The host's file is untouched, for the host's threads.
+    assert_eq!(read(), host_before);
     drop(rt);
     t.finish().await;
 }
