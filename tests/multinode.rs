@@ -358,6 +358,46 @@ fn pods_on_different_nodes_reach_each_other() {
     );
     assert_eq!(got, "200 b");
 
+    // Pods see each other's own addresses across nodes (no NAT between pods), while
+    // traffic leaving the pod network is masqueraded to the node's address.
+    let uid_b = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pod", "b", "-o", "jsonpath={.metadata.uid}"],
+    );
+    let in_b = spindle_net::Sandbox {
+        uid: uid_b.clone(),
+        netns_path: PathBuf::from("/run/netns").join(format!("{}-{uid_b}", agents[1].prefix)),
+        ip: ip_b.parse().expect("pod b ip"),
+        gateway: lab.gateway(),
+    };
+    let (peer_in_b, port_b) = record_peer(&in_b);
+    let outside = TcpListener::bind((lab.gateway(), 0)).expect("listener on the lab bridge");
+    let port_out = outside.local_addr().expect("addr").port();
+    let (tx, peer_outside) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((_, peer)) = outside.accept() {
+            let _ = tx.send(peer.ip().to_string());
+        }
+    });
+    for (target, peer, want) in [
+        (format!("{ip_b}:{port_b}"), &peer_in_b, ip_a.clone()),
+        (
+            format!("{}:{port_out}", lab.gateway()),
+            &peer_outside,
+            lab.host_ip(0).to_string(),
+        ),
+    ] {
+        let out = c.ok(
+            KUBECTL_DEFAULT,
+            &["exec", "a", "--", "http-hello", "connect", &target],
+        );
+        assert_eq!(out, "connected\n");
+        let seen = peer
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the connection arrived");
+        assert_eq!(seen, want, "source address seen at {target}");
+    }
+
     // A Service over both pods: from either node its ClusterIP reaches both.
     c.apply(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n",
@@ -422,6 +462,23 @@ fn pods_on_different_nodes_reach_each_other() {
         .to_string();
         assert!(routes.trim().is_empty(), "host {i} kept routes: {routes}");
     }
+}
+
+/// A listener inside `sandbox` that reports the source address of its first
+/// connection.
+fn record_peer(sandbox: &spindle_net::Sandbox) -> (std::sync::mpsc::Receiver<String>, u16) {
+    let listener = sandbox
+        .enter(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .expect("enter pod netns")
+        .expect("bind in pod");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((_, peer)) = listener.accept() {
+            let _ = tx.send(peer.ip().to_string());
+        }
+    });
+    (rx, port)
 }
 
 /// GET `url` with curl from inside lab host `i`, retrying for a while.

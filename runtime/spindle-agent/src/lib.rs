@@ -83,6 +83,8 @@ pub struct Agent {
     pub dns: std::sync::OnceLock<spindle_dns::ClusterDns>,
     /// Worker threads of each pod's runtime.
     pub pod_workers: usize,
+    /// Every node's pod CIDR (from the Node watch), for the pod masquerade rule.
+    pub node_cidrs: tokio::sync::watch::Sender<Vec<ipnet::Ipv4Net>>,
 }
 
 /// Run the agent until `shutdown` resolves (then stop every pod's runs and remove their
@@ -120,6 +122,7 @@ pub async fn run(
         net: std::sync::OnceLock::new(),
         net_unavailable: std::sync::OnceLock::new(),
         dns: std::sync::OnceLock::new(),
+        node_cidrs: tokio::sync::watch::channel(Vec::new()).0,
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),
@@ -193,6 +196,10 @@ async fn pod_network(agent: &Agent) -> Result<spindle_net::Network> {
     cfg.bridge = agent.opts.net.bridge.clone();
     cfg.netns_prefix = agent.opts.net.netns_prefix.clone();
     cfg.cni_bin_dir = agent.opts.net.cni_bin_dir.clone();
+    // The Service proxy's table masquerades pod traffic leaving the cluster's pod
+    // network; the bridge plugin's own ipMasq would also hide pod addresses from pods
+    // on other nodes (and costs an iptables chain per pod).
+    cfg.ip_masq = false;
     let net = tokio::task::spawn_blocking(move || spindle_net::Network::new(cfg))
         .await
         .context("setting up the pod network")??;

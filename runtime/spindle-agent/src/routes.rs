@@ -152,7 +152,18 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
                 Some(Ok(_)) => {
                     // Coalesce a burst of Node updates (heartbeats) into one sync.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let want = desired(&reader.state(), &agent.opts.node_name);
+                    let nodes = reader.state();
+                    let want = desired(&nodes, &agent.opts.node_name);
+                    let mut cidrs: Vec<ipnet::Ipv4Net> = nodes
+                        .iter()
+                        .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok())
+                        .collect();
+                    cidrs.sort();
+                    agent.node_cidrs.send_if_modified(|cur| {
+                        let changed = *cur != cidrs;
+                        *cur = cidrs;
+                        changed
+                    });
                     tracing::debug!(nodes = reader.state().len(), routes = want.len(), "routes sync");
                     installed.sync(&want).await;
                 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use spindle_dns::{EndpointRecord, ServiceKind, ServiceRecord};
-use spindle_svcproxy::{Proxy, ProxyConfig, Snapshot, StaticDnat};
+use spindle_svcproxy::{PodMasquerade, Proxy, ProxyConfig, Snapshot, StaticDnat};
 
 use crate::Agent;
 
@@ -85,8 +85,16 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
         .get()
         .and_then(|d| d.local_addrs().first().copied());
     let proxy = Proxy::new(proxy_config(&agent, dns_addr));
+    let own_cidr = agent.net.get().map(|n| n.config().pod_cidr);
+    let mut node_cidrs = agent.node_cidrs.subscribe();
     let mut snapshots = spindle_svcproxy::watch::watch(agent.client.clone());
     loop {
+        if let Some(pod_cidr) = own_cidr {
+            proxy.set_pod_masquerade(Some(PodMasquerade {
+                pod_cidr,
+                cluster: node_cidrs.borrow_and_update().clone(),
+            }));
+        }
         let snap = snapshots.borrow_and_update().clone();
         if let Some(dns) = agent.dns.get() {
             dns.set_services(dns_records(&snap));
@@ -105,6 +113,11 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
                 }
             }
             () = tokio::time::sleep(std::time::Duration::from_secs(1)), if !ok => {}
+            changed = node_cidrs.changed(), if ok => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             _ = stop.wait_for(|s| *s) => break,
         }
     }

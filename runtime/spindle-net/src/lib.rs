@@ -75,6 +75,10 @@ pub struct NetConfig {
     pub pod_cidr: ipnet::Ipv4Net,
     /// MTU of the bridge and the pods' `eth0`.
     pub mtu: u32,
+    /// Let the bridge plugin masquerade everything the pods send outside the pod
+    /// CIDR (its `ipMasq`). Off when the caller masquerades itself, e.g. to leave
+    /// traffic to other nodes' pods unNATed.
+    pub ip_masq: bool,
 }
 
 impl NetConfig {
@@ -91,6 +95,7 @@ impl NetConfig {
             netns_prefix: "spindle".into(),
             pod_cidr,
             mtu: 1500,
+            ip_masq: true,
         }
     }
 }
@@ -247,7 +252,7 @@ impl Network {
                     "type": "bridge",
                     "bridge": cfg.bridge,
                     "isGateway": true,
-                    "ipMasq": true,
+                    "ipMasq": cfg.ip_masq,
                     // Lets a pod reach itself through its own hostPort or a
                     // Service VIP (kubelet's default hairpin-veth mode).
                     "hairpinMode": true,

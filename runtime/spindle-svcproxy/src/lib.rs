@@ -14,7 +14,7 @@ pub mod nft;
 pub mod watch;
 
 pub use model::{EndpointView, ServicePortView, ServiceView, Snapshot};
-pub use nft::{Proxy, ProxyConfig, ProxyError, StaticDnat};
+pub use nft::{PodMasquerade, Proxy, ProxyConfig, ProxyError, StaticDnat};
 
 /// Keeps the node's Service rules in step with the cluster until the watch ends: every
 /// new snapshot is rendered and applied (a failure is logged and retried with the next

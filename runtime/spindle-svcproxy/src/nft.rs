@@ -60,6 +60,17 @@ pub struct ProxyConfig {
     /// Run nft inside this named network namespace (`ip netns exec`); `None` is the
     /// agent's own namespace.
     pub netns: Option<String>,
+    /// Masquerade what this node's pods send out of the cluster's pod network, and only
+    /// that: traffic between pods (on any node) keeps its addresses.
+    pub pod_masquerade: Option<PodMasquerade>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodMasquerade {
+    /// This node's pod CIDR (the sources).
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// Every node's pod CIDR (destinations left alone).
+    pub cluster: Vec<ipnet::Ipv4Net>,
 }
 
 impl ProxyConfig {
@@ -69,13 +80,14 @@ impl ProxyConfig {
             cluster_cidr: None,
             statics: Vec::new(),
             netns: None,
+            pod_masquerade: None,
         }
     }
 }
 
 /// Programs one node's Service rules.
 pub struct Proxy {
-    cfg: ProxyConfig,
+    cfg: std::sync::Mutex<ProxyConfig>,
     last: Mutex<Option<String>>,
 }
 
@@ -245,9 +257,23 @@ pub fn render(cfg: &ProxyConfig, snap: &Snapshot) -> String {
   }
 ",
     );
+    let pod_masq = match &cfg.pod_masquerade {
+        Some(m) => {
+            let mut keep: Vec<String> = m.cluster.iter().map(|c| c.trunc().to_string()).collect();
+            keep.push(m.pod_cidr.trunc().to_string());
+            keep.sort();
+            keep.dedup();
+            format!(
+                "\n    ip saddr {} ip daddr != {{ {} }} masquerade",
+                m.pod_cidr.trunc(),
+                keep.join(", ")
+            )
+        }
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "  chain nat-postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade\n  }}"
+        "  chain nat-postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} masquerade{pod_masq}\n  }}"
     );
     out.push_str(
         "  chain no-endpoints {
@@ -276,32 +302,42 @@ pub fn render(cfg: &ProxyConfig, snap: &Snapshot) -> String {
 impl Proxy {
     pub fn new(cfg: ProxyConfig) -> Self {
         Proxy {
-            cfg,
+            cfg: std::sync::Mutex::new(cfg),
             last: Mutex::new(None),
         }
     }
 
-    pub fn config(&self) -> &ProxyConfig {
-        &self.cfg
+    pub fn config(&self) -> ProxyConfig {
+        self.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes which pod traffic is masqueraded (the nodes' pod CIDRs changed); takes
+    /// effect with the next [`sync`](Self::sync).
+    pub fn set_pod_masquerade(&self, m: Option<PodMasquerade>) {
+        self.cfg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pod_masquerade = m;
     }
 
     /// Replaces the node's Service rules with those for `snap` (nothing is done when
     /// they are unchanged).
     pub async fn sync(&self, snap: &Snapshot) -> Result<(), ProxyError> {
-        let text = render(&self.cfg, snap);
+        let cfg = self.config();
+        let text = render(&cfg, snap);
         let mut last = self.last.lock().await;
         if last.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
         self.nft(&text).await?;
-        tracing::debug!(table = %self.cfg.table, services = snap.services.len(), "Service rules applied");
+        tracing::debug!(table = %cfg.table, services = snap.services.len(), "Service rules applied");
         *last = Some(text);
         Ok(())
     }
 
     /// Removes the table (agent stop).
     pub async fn cleanup(&self) -> Result<(), ProxyError> {
-        let t = &self.cfg.table;
+        let t = self.config().table;
         self.nft(&format!("table ip {t}\ndelete table ip {t}\n"))
             .await?;
         *self.last.lock().await = None;
@@ -309,7 +345,7 @@ impl Proxy {
     }
 
     async fn nft(&self, script: &str) -> Result<(), ProxyError> {
-        let mut cmd = match &self.cfg.netns {
+        let mut cmd = match &self.config().netns {
             Some(ns) => {
                 let mut c = tokio::process::Command::new("ip");
                 c.args(["netns", "exec", ns, "nft", "-f", "-"]);
@@ -409,6 +445,17 @@ mod tests {
         );
         assert!(
             text.contains("ip saddr != 10.42.0.0/16 meta mark set"),
+            "{text}"
+        );
+        cfg.pod_masquerade = Some(PodMasquerade {
+            pod_cidr: "10.42.1.0/24".parse().unwrap(),
+            cluster: vec!["10.42.0.0/24".parse().unwrap()],
+        });
+        let text = render(&cfg, &snap);
+        assert!(
+            text.contains(
+                "ip saddr 10.42.1.0/24 ip daddr != { 10.42.0.0/24, 10.42.1.0/24 } masquerade"
+            ),
             "{text}"
         );
     }
