@@ -175,11 +175,7 @@ fn main() -> anyhow::Result<()> {
             ratio(via_pod.rate(), base.rate())
         );
     }
-    // Stop the server gracefully so its agent removes the pod's network.
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.proc.pid().to_string()])
-        .output();
-    std::thread::sleep(Duration::from_secs(3));
+    // Dropping it stops the server gracefully: its agent removes the pod's network.
     drop(server);
     drop(setup);
     drop(work);

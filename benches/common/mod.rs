@@ -20,11 +20,22 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A child process, killed (and reaped) when dropped, on success and error paths alike.
+/// A child process, stopped (and reaped) when dropped, on success and error paths alike.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
+    /// SIGTERM first, so a server or agent removes its pod networks; SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
