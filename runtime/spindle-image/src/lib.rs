@@ -14,7 +14,12 @@
 //!   content-addressed node cache that survives restarts ([`ImageStore`]);
 //! * publishing a module or component as a CNCF Wasm artifact ([`push`]).
 //!
-//! It does not run anything: the Wasm runtime takes [`PulledImage::wasm_path`].
+//! * on nodes that run containers, pulling container images (config and
+//!   layers, digests verified) into the same cache, for the containerd runtime
+//!   to import ([`ContainerImage`]).
+//!
+//! It does not run anything: the Wasm runtime takes [`WasmBinary::path`], the
+//! containerd runtime a [`ContainerImage`].
 
 mod error;
 mod media;
@@ -122,7 +127,7 @@ impl std::fmt::Display for WasmKind {
     }
 }
 
-/// A Wasm image present on the node.
+/// An image present on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledImage {
     /// The image string as the pod spec gave it.
@@ -133,20 +138,79 @@ pub struct PulledImage {
     /// multi-platform index this is the index digest, the one a registry
     /// reports for the tag.
     pub manifest_digest: String,
-    /// Digest of the Wasm layer (`sha256:...`).
-    pub wasm_digest: String,
-    /// The verified Wasm bytes, stored under their digest.
-    pub wasm_path: PathBuf,
-    /// Module or component, from the binary's header.
-    pub kind: WasmKind,
     /// True when this call downloaded from the registry, false when it was
     /// served from the node cache.
     pub pulled: bool,
+    /// What the image holds.
+    pub content: ImageContent,
+}
+
+/// What an image holds: one Wasm binary, or a container's config and layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageContent {
+    Wasm(WasmBinary),
+    Container(ContainerImage),
+}
+
+/// The verified Wasm binary of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmBinary {
+    /// Digest of the Wasm layer (`sha256:...`).
+    pub digest: String,
+    /// The verified Wasm bytes, stored under their digest.
+    pub path: PathBuf,
+    /// Module or component, from the binary's header.
+    pub kind: WasmKind,
     /// Size of the Wasm binary in bytes.
     pub size: u64,
 }
 
+/// A verified blob in the node cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Blob {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// A container image for one platform: its manifest, config and layers, every
+/// blob verified and on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerImage {
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
 impl PulledImage {
+    /// The Wasm binary, when the image is a Wasm artifact.
+    pub fn wasm(&self) -> Option<&WasmBinary> {
+        match &self.content {
+            ImageContent::Wasm(w) => Some(w),
+            ImageContent::Container(_) => None,
+        }
+    }
+
+    /// The container image, when it is one.
+    pub fn container(&self) -> Option<&ContainerImage> {
+        match &self.content {
+            ImageContent::Container(c) => Some(c),
+            ImageContent::Wasm(_) => None,
+        }
+    }
+
+    /// Bytes the image takes on the node.
+    pub fn size(&self) -> u64 {
+        match &self.content {
+            ImageContent::Wasm(w) => w.size,
+            ImageContent::Container(c) => {
+                c.manifest.size + c.config.size + c.layers.iter().map(|l| l.size).sum::<u64>()
+            }
+        }
+    }
+
     /// The value for `status.containerStatuses[].imageID`: `<repository>@<digest>`,
     /// e.g. `127.0.0.1:5000/demo/hello@sha256:...`.
     pub fn image_id(&self) -> String {
@@ -196,11 +260,13 @@ mod tests {
             image: "x".into(),
             resolved: "127.0.0.1:5000/demo/hello:v1".into(),
             manifest_digest: "sha256:ab".into(),
-            wasm_digest: "sha256:cd".into(),
-            wasm_path: PathBuf::new(),
-            kind: WasmKind::Module,
             pulled: false,
-            size: 8,
+            content: ImageContent::Wasm(WasmBinary {
+                digest: "sha256:cd".into(),
+                path: PathBuf::new(),
+                kind: WasmKind::Module,
+                size: 8,
+            }),
         };
         assert_eq!(img.image_id(), "127.0.0.1:5000/demo/hello@sha256:ab");
     }

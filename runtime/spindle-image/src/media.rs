@@ -40,6 +40,31 @@ pub(crate) fn wasm_index_entry(entries: &[ImageIndexEntry]) -> Option<&ImageInde
     })
 }
 
+/// The index entry for a container on this machine: Linux on the host's
+/// architecture, in the OCI spelling.
+pub(crate) fn container_index_entry(entries: &[ImageIndexEntry]) -> Option<&ImageIndexEntry> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    entries.iter().find(|e| {
+        e.platform
+            .as_ref()
+            .is_some_and(|p| p.os.to_string() == "linux" && p.architecture.to_string() == arch)
+    })
+}
+
+/// Whether a manifest is a container image: layers that are all filesystem
+/// tarballs (OCI or Docker media types).
+pub(crate) fn is_container_manifest(manifest: &OciImageManifest) -> bool {
+    !manifest.layers.is_empty()
+        && manifest
+            .layers
+            .iter()
+            .all(|l| l.media_type.contains(".tar") || l.media_type.contains("rootfs"))
+}
+
 /// Message for an index without a Wasm platform.
 pub(crate) fn index_not_wasm(image: &str, entries: &[ImageIndexEntry]) -> String {
     let platforms: Vec<String> = entries

@@ -3,8 +3,10 @@
 //! Layout under the cache root:
 //!
 //! ```text
-//! blobs/sha256/<hex>              verified Wasm binaries, named by digest
+//! blobs/sha256/<hex>              verified Wasm binaries and container blobs
+//!                                 (manifest, config, layers), named by digest
 //! manifests/<alg>/<hex>.json      manifest digest -> Wasm digest, kind, size
+//!                                 or the container image's blobs
 //! refs/<sha256(reference)>.json   fully qualified reference -> the same
 //! tmp/                            downloads in progress (emptied on open)
 //! ```
@@ -29,12 +31,18 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::chain;
-use crate::media::{index_not_wasm, wasm_index_entry, wasm_layer, MANIFEST_ACCEPT};
+use crate::media::{
+    container_index_entry, index_not_wasm, is_container_manifest, wasm_index_entry, wasm_layer,
+    MANIFEST_ACCEPT,
+};
 use crate::reference::ImageRef;
 use crate::registry::{
     auth_candidates, auth_fingerprint, map_error, new_client, sha256_digest, sha256_hex, ErrCtx,
 };
-use crate::{ImageError, PullPolicy, PullSecrets, PulledImage, WasmKind};
+use crate::{
+    Blob, ContainerImage, ImageContent, ImageError, PullPolicy, PullSecrets, PulledImage,
+    WasmBinary, WasmKind,
+};
 
 /// Clients kept per (registry, credential); beyond this the map is dropped and
 /// rebuilt, which only costs new TLS sessions and tokens.
@@ -55,15 +63,38 @@ struct Inner {
     /// One async lock per reference so concurrent `ensure` calls pull once.
     /// Weak entries vanish with their last user.
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Whether container images are pulled (the node runs containers) or
+    /// refused as not Wasm.
+    containers: bool,
 }
 
 /// What the cache knows about one manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     manifest_digest: String,
-    wasm_digest: String,
-    kind: WasmKind,
-    size: u64,
+    #[serde(flatten)]
+    content: EntryContent,
+}
+
+/// Records written before container images existed are the `Wasm` shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum EntryContent {
+    Container {
+        container: ContainerEntry,
+    },
+    Wasm {
+        wasm_digest: String,
+        kind: WasmKind,
+        size: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ContainerEntry {
+    manifest: Blob,
+    config: Blob,
+    layers: Vec<Blob>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,6 +121,12 @@ impl std::fmt::Debug for ImageStore {
 impl ImageStore {
     /// Opens (creating if needed) the cache rooted at `root`.
     pub fn open(root: &Path) -> Result<Self, ImageError> {
+        Self::open_for(root, false)
+    }
+
+    /// Opens the cache; with `containers`, container images are pulled too
+    /// (for a node that runs them) instead of being refused as not Wasm.
+    pub fn open_for(root: &Path, containers: bool) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "manifests", "refs", "tmp"] {
             let dir = root.join(dir);
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -111,6 +148,7 @@ impl ImageStore {
                 root: root.to_path_buf(),
                 clients: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
+                containers,
             }),
         })
     }
@@ -167,23 +205,49 @@ impl ImageStore {
         self.present(r, &entry, false)
     }
 
-    /// The image for `entry` when its blob is on disk with the recorded size.
+    /// The image for `entry` when its blobs are on disk with the recorded sizes.
     fn present(&self, r: &ImageRef, entry: &Entry, pulled: bool) -> Option<PulledImage> {
-        let hex = sha256_hex(&entry.wasm_digest)?;
-        let path = self.blob_path(hex);
-        let meta = std::fs::metadata(&path).ok()?;
-        if !meta.is_file() || meta.len() != entry.size {
-            return None;
-        }
+        let content = match &entry.content {
+            EntryContent::Wasm {
+                wasm_digest,
+                kind,
+                size,
+            } => {
+                let path = self.blob_path(sha256_hex(wasm_digest)?);
+                let meta = std::fs::metadata(&path).ok()?;
+                if !meta.is_file() || meta.len() != *size {
+                    return None;
+                }
+                ImageContent::Wasm(WasmBinary {
+                    digest: wasm_digest.clone(),
+                    path,
+                    kind: *kind,
+                    size: *size,
+                })
+            }
+            EntryContent::Container { container } => {
+                let fill = |b: &Blob| -> Option<Blob> {
+                    let path = self.blob_path(sha256_hex(&b.digest)?);
+                    let meta = std::fs::metadata(&path).ok()?;
+                    (meta.is_file() && meta.len() == b.size).then(|| Blob { path, ..b.clone() })
+                };
+                ImageContent::Container(ContainerImage {
+                    manifest: fill(&container.manifest)?,
+                    config: fill(&container.config)?,
+                    layers: container
+                        .layers
+                        .iter()
+                        .map(fill)
+                        .collect::<Option<Vec<_>>>()?,
+                })
+            }
+        };
         Some(PulledImage {
             image: r.given.clone(),
             resolved: r.resolved.clone(),
             manifest_digest: entry.manifest_digest.clone(),
-            wasm_digest: entry.wasm_digest.clone(),
-            wasm_path: path,
-            kind: entry.kind,
             pulled,
-            size: entry.size,
+            content,
         })
     }
 
@@ -257,21 +321,28 @@ impl ImageStore {
 
         // For an index, the Wasm platform's manifest is fetched by digest; the
         // blob is then addressed through that same reference.
-        let (manifest, blob_ref): (OciImageManifest, Reference) = match parse_manifest(&body, &ctx)?
-        {
-            OciManifest::Image(m) => (m, r.reference.clone()),
-            OciManifest::ImageIndex(index) => {
-                let entry = wasm_index_entry(&index.manifests).ok_or_else(|| {
-                    ImageError::NotWasm(index_not_wasm(&r.given, &index.manifests))
-                })?;
-                let child = r.reference.clone_with_digest(entry.digest.clone());
-                let (body, child_digest) = client
-                    .pull_manifest_raw(&child, &auth, MANIFEST_ACCEPT)
-                    .await
-                    .map_err(|e| map_error(e, &ctx))?;
-                verify_manifest(&body, &child_digest, Some(&entry.digest), &ctx)?;
-                match parse_manifest(&body, &ctx)? {
-                        OciManifest::Image(m) => (m, child),
+        let (manifest, blob_ref, manifest_body): (OciImageManifest, Reference, Vec<u8>) =
+            match parse_manifest(&body, &ctx)? {
+                OciManifest::Image(m) => (m, r.reference.clone(), body.to_vec()),
+                OciManifest::ImageIndex(index) => {
+                    let entry = wasm_index_entry(&index.manifests)
+                        .or_else(|| {
+                            self.inner
+                                .containers
+                                .then(|| container_index_entry(&index.manifests))
+                                .flatten()
+                        })
+                        .ok_or_else(|| {
+                            ImageError::NotWasm(index_not_wasm(&r.given, &index.manifests))
+                        })?;
+                    let child = r.reference.clone_with_digest(entry.digest.clone());
+                    let (body, child_digest) = client
+                        .pull_manifest_raw(&child, &auth, MANIFEST_ACCEPT)
+                        .await
+                        .map_err(|e| map_error(e, &ctx))?;
+                    verify_manifest(&body, &child_digest, Some(&entry.digest), &ctx)?;
+                    match parse_manifest(&body, &ctx)? {
+                        OciManifest::Image(m) => (m, child, body.to_vec()),
                         OciManifest::ImageIndex(_) => {
                             return Err(ImageError::Registry(format!(
                                 "{action}: its image index points at another index ({}); nested indexes are not supported",
@@ -279,10 +350,23 @@ impl ImageStore {
                             )))
                         }
                     }
-            }
-        };
+                }
+            };
 
-        let layer = wasm_layer(&r.given, &manifest).map_err(ImageError::NotWasm)?;
+        let layer = match wasm_layer(&r.given, &manifest) {
+            Ok(layer) => layer,
+            Err(_) if self.inner.containers && is_container_manifest(&manifest) => {
+                let entry = self
+                    .pull_container(&client, &blob_ref, &ctx, &manifest, &manifest_body)
+                    .await?;
+                let entry = Entry {
+                    manifest_digest: digest,
+                    content: EntryContent::Container { container: entry },
+                };
+                return self.record(r, entry).await;
+            }
+            Err(msg) => return Err(ImageError::NotWasm(msg)),
+        };
         let hex = sha256_hex(&layer.digest).ok_or_else(|| {
             ImageError::Registry(format!(
                 "{action}: its Wasm layer has digest {:?}; only sha256 digests are supported",
@@ -299,26 +383,110 @@ impl ImageStore {
         // these exact bytes.
         let kind = match self.blob_kind(hex, size) {
             Some(kind) => kind,
-            None => {
-                self.download(&client, &blob_ref, layer, hex, size, r, &ctx)
-                    .await?
-            }
+            None => self
+                .download(&client, &blob_ref, layer, hex, size, Some(r), &ctx)
+                .await?
+                .ok_or_else(|| {
+                    ImageError::NotWasm(format!("image {:?} holds no WebAssembly", r.given))
+                })?,
         };
         let entry = Entry {
             manifest_digest: digest,
-            wasm_digest: layer.digest.clone(),
-            kind,
-            size,
+            content: EntryContent::Wasm {
+                wasm_digest: layer.digest.clone(),
+                kind,
+                size,
+            },
         };
+        self.record(r, entry).await
+    }
+
+    /// Writes the records of a complete pull and returns the image.
+    async fn record(&self, r: &ImageRef, entry: Entry) -> Result<PulledImage, ImageError> {
         self.write_manifest(&entry).await?;
         self.write_ref(r, &entry).await?;
-        tracing::info!(image = %r.resolved, digest = %entry.manifest_digest, %kind, size, "pulled image");
+        tracing::info!(image = %r.resolved, digest = %entry.manifest_digest, "pulled image");
         self.present(r, &entry, true).ok_or_else(|| {
             ImageError::io(
-                format!("{action}: the downloaded layer vanished from the cache"),
+                format!(
+                    "{}: the downloaded blobs vanished from the cache",
+                    action(r)
+                ),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })
+    }
+
+    /// Downloads a container image's config and layers (those not cached yet)
+    /// and stores its manifest, all under their digests.
+    async fn pull_container(
+        &self,
+        client: &Client,
+        blob_ref: &Reference,
+        ctx: &ErrCtx<'_>,
+        manifest: &OciImageManifest,
+        manifest_body: &[u8],
+    ) -> Result<ContainerEntry, ImageError> {
+        let mut blobs = Vec::with_capacity(manifest.layers.len() + 1);
+        for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let hex = sha256_hex(&desc.digest).ok_or_else(|| {
+                ImageError::Registry(format!(
+                    "{}: blob digest {:?} is not sha256; only sha256 digests are supported",
+                    ctx.action, desc.digest
+                ))
+            })?;
+            let size = u64::try_from(desc.size).map_err(|_| {
+                ImageError::Registry(format!(
+                    "{}: its manifest gives blob {} a negative size",
+                    ctx.action, desc.digest
+                ))
+            })?;
+            let cached = std::fs::metadata(self.blob_path(hex)).is_ok_and(|m| m.len() == size);
+            if !cached {
+                self.download(client, blob_ref, desc, hex, size, None, ctx)
+                    .await?;
+            }
+            blobs.push(Blob {
+                media_type: desc.media_type.clone(),
+                digest: desc.digest.clone(),
+                size,
+                path: PathBuf::new(),
+            });
+        }
+        let manifest_digest = sha256_digest(manifest_body);
+        let hex = sha256_hex(&manifest_digest).unwrap_or_default().to_string();
+        self.write_blob(&hex, manifest_body).await?;
+        let config = blobs.remove(0);
+        Ok(ContainerEntry {
+            manifest: Blob {
+                media_type: manifest
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_string()),
+                digest: manifest_digest,
+                size: manifest_body.len() as u64,
+                path: PathBuf::new(),
+            },
+            config,
+            layers: blobs,
+        })
+    }
+
+    /// Stores already verified bytes under their digest.
+    async fn write_blob(&self, hex: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let dest = self.blob_path(hex);
+        let tmp = TempFile(self.temp_path(hex));
+        let write = async {
+            let mut file = tokio::fs::File::create(&tmp.0).await?;
+            file.write_all(bytes).await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&tmp.0, &dest).await
+        };
+        write
+            .await
+            .map_err(|e| ImageError::io(format!("cannot store {}", dest.display()), e))?;
+        tmp.keep();
+        Ok(())
     }
 
     /// The kind of an already cached blob, if it is complete.
@@ -332,8 +500,9 @@ impl ImageStore {
         WasmKind::detect(&header)
     }
 
-    /// Streams a layer into `tmp/`, checking size, Wasm header and digest, and
-    /// renames it into `blobs/` only when all hold.
+    /// Streams a blob into `tmp/`, checking size, digest and (for a Wasm layer
+    /// of image `wasm`) the Wasm header, and renames it into `blobs/` only when
+    /// all hold. Returns the Wasm kind of a Wasm layer.
     #[allow(clippy::too_many_arguments)]
     async fn download(
         &self,
@@ -342,9 +511,9 @@ impl ImageStore {
         layer: &OciDescriptor,
         hex: &str,
         size: u64,
-        r: &ImageRef,
+        wasm: Option<&ImageRef>,
         ctx: &ErrCtx<'_>,
-    ) -> Result<WasmKind, ImageError> {
+    ) -> Result<Option<WasmKind>, ImageError> {
         let mut stream = client
             .pull_blob_stream(blob_ref, layer)
             .await
@@ -361,7 +530,7 @@ impl ImageStore {
         let not_wasm = || {
             ImageError::NotWasm(format!(
                 "image {:?} holds no WebAssembly: its {} layer {} does not start with the Wasm header",
-                r.given, layer.media_type, layer.digest
+                wasm.map(|r| r.given.as_str()).unwrap_or_default(), layer.media_type, layer.digest
             ))
         };
         while let Some(chunk) = stream.next().await {
@@ -373,7 +542,7 @@ impl ImageStore {
                     ctx.action, ctx.registry, layer.digest
                 )));
             }
-            if header.len() < 8 {
+            if wasm.is_some() && header.len() < 8 {
                 let take = (8 - header.len()).min(chunk.len());
                 header.extend_from_slice(&chunk[..take]);
                 // Stop early on a non-Wasm layer instead of downloading it all.
@@ -401,7 +570,10 @@ impl ImageStore {
                 ctx.action, ctx.registry, layer.digest
             )));
         }
-        let kind = WasmKind::detect(&header).ok_or_else(not_wasm)?;
+        let kind = match wasm {
+            Some(_) => Some(WasmKind::detect(&header).ok_or_else(not_wasm)?),
+            None => None,
+        };
         let dest = self.blob_path(hex);
         tokio::fs::rename(&tmp.0, &dest)
             .await
@@ -670,9 +842,11 @@ mod tests {
         std::fs::write(store.blob_path(&hex), &bytes).expect("blob");
         let entry = Entry {
             manifest_digest: sha256_digest(b"m"),
-            wasm_digest: digest,
-            kind: WasmKind::Module,
-            size: 8,
+            content: EntryContent::Wasm {
+                wasm_digest: digest,
+                kind: WasmKind::Module,
+                size: 8,
+            },
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

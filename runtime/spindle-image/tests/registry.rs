@@ -198,10 +198,13 @@ async fn module_push_pull_and_policies() {
     assert_eq!(first.image, image);
     assert_eq!(first.resolved, image);
     assert_eq!(first.manifest_digest, pushed);
-    assert_eq!(first.wasm_digest, sha(MODULE));
-    assert_eq!(first.kind, WasmKind::Module);
-    assert_eq!(first.size, MODULE.len() as u64);
-    assert_eq!(std::fs::read(&first.wasm_path).expect("read"), MODULE);
+    assert_eq!(first.wasm().expect("wasm").digest, sha(MODULE));
+    assert_eq!(first.wasm().expect("wasm").kind, WasmKind::Module);
+    assert_eq!(first.size(), MODULE.len() as u64);
+    assert_eq!(
+        std::fs::read(&first.wasm().expect("wasm").path).expect("read"),
+        MODULE
+    );
     assert_eq!(
         first.image_id(),
         format!("{}@{pushed}", reg.image("demo/hello"))
@@ -212,7 +215,10 @@ async fn module_push_pull_and_policies() {
         .await
         .expect("cached");
     assert!(!second.pulled);
-    assert_eq!(second.wasm_path, first.wasm_path);
+    assert_eq!(
+        second.wasm().expect("wasm").path,
+        first.wasm().expect("wasm").path
+    );
 
     // Always with an unchanged tag: a HEAD, no download.
     let always = store
@@ -241,7 +247,10 @@ async fn module_push_pull_and_policies() {
         .expect("always v2");
     assert!(fresh.pulled);
     assert_eq!(fresh.manifest_digest, pushed2);
-    assert_eq!(std::fs::read(&fresh.wasm_path).expect("read"), v2);
+    assert_eq!(
+        std::fs::read(&fresh.wasm().expect("wasm").path).expect("read"),
+        v2
+    );
     assert_eq!(
         store.cached(&image).map(|c| c.manifest_digest),
         Some(pushed2.clone())
@@ -253,7 +262,10 @@ async fn module_push_pull_and_policies() {
         .ensure(&by_digest, PullPolicy::Never, &none)
         .await
         .expect("by digest");
-    assert_eq!(std::fs::read(&old.wasm_path).expect("read"), MODULE);
+    assert_eq!(
+        std::fs::read(&old.wasm().expect("wasm").path).expect("read"),
+        MODULE
+    );
     assert!(!old.pulled);
 }
 
@@ -290,8 +302,11 @@ async fn component_artifact_layout() {
         .ensure(&image, PullPolicy::IfNotPresent, &PullSecrets::new())
         .await
         .expect("pull");
-    assert_eq!(pulled.kind, WasmKind::Component);
-    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), COMPONENT);
+    assert_eq!(pulled.wasm().expect("wasm").kind, WasmKind::Component);
+    assert_eq!(
+        std::fs::read(&pulled.wasm().expect("wasm").path).expect("read"),
+        COMPONENT
+    );
 }
 
 #[tokio::test]
@@ -408,8 +423,11 @@ async fn older_wasm_layer_types() {
         .await
         .expect("wasm-to-oci");
     assert_eq!(pulled.manifest_digest, digest);
-    assert_eq!(pulled.kind, WasmKind::Module);
-    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), MODULE);
+    assert_eq!(pulled.wasm().expect("wasm").kind, WasmKind::Module);
+    assert_eq!(
+        std::fs::read(&pulled.wasm().expect("wasm").path).expect("read"),
+        MODULE
+    );
 
     let ba = reg.image("demo/bca:v1");
     raw_push(
@@ -423,8 +441,11 @@ async fn older_wasm_layer_types() {
         .await
         .expect("component layer");
     assert!(pulled.pulled);
-    assert_eq!(pulled.kind, WasmKind::Component);
-    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), COMPONENT);
+    assert_eq!(pulled.wasm().expect("wasm").kind, WasmKind::Component);
+    assert_eq!(
+        std::fs::read(&pulled.wasm().expect("wasm").path).expect("read"),
+        COMPONENT
+    );
 }
 
 #[tokio::test]
@@ -499,7 +520,7 @@ async fn image_index_with_a_wasm_platform() {
         .await
         .expect("pull index");
     assert!(pulled.pulled);
-    assert_eq!(pulled.kind, WasmKind::Component);
+    assert_eq!(pulled.wasm().expect("wasm").kind, WasmKind::Component);
     assert_ne!(pulled.manifest_digest, wasm_digest, "index digest expected");
     // Always compares against the index digest the registry reports.
     let again = store
@@ -554,7 +575,10 @@ async fn cache_survives_restart_without_registry() {
         .await
         .expect("served from cache");
     assert!(!hit.pulled);
-    assert_eq!(std::fs::read(&hit.wasm_path).expect("read"), MODULE);
+    assert_eq!(
+        std::fs::read(&hit.wasm().expect("wasm").path).expect("read"),
+        MODULE
+    );
     // Always must reach the registry, which is gone: a clear pull error.
     let err = store
         .ensure(&image, PullPolicy::Always, &none)
@@ -657,7 +681,10 @@ async fn htpasswd_registry_needs_pull_secrets() {
         .await
         .expect("pull with secret");
     assert!(pulled.pulled);
-    assert_eq!(std::fs::read(&pulled.wasm_path).expect("read"), MODULE);
+    assert_eq!(
+        std::fs::read(&pulled.wasm().expect("wasm").path).expect("read"),
+        MODULE
+    );
 }
 
 #[test]
