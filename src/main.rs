@@ -99,6 +99,19 @@ struct NodeFlags {
     /// nftables table the Service proxy programs (host-global).
     #[arg(long, default_value = "spindle")]
     nft_table: String,
+    /// containerd's socket for container images (default: start a private containerd
+    /// under the data dir when containerd and runc are installed).
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// Run Wasm only, even if containerd is installed.
+    #[arg(long)]
+    disable_containerd: bool,
+    /// The containerd namespace the agent owns.
+    #[arg(long, default_value = "spindle")]
+    containerd_namespace: String,
+    /// Let pods run privileged containers.
+    #[arg(long)]
+    allow_privileged: bool,
 }
 
 #[derive(Parser)]
@@ -307,6 +320,12 @@ fn agent_options(
             cluster_domain: flags.cluster_domain,
             dns_port: flags.cluster_dns_port,
             nft_table: flags.nft_table,
+        },
+        containerd: spindle_agent::containers::ContainerdOptions {
+            socket: flags.containerd_socket,
+            disabled: flags.disable_containerd,
+            namespace: flags.containerd_namespace,
+            allow_privileged: flags.allow_privileged,
         },
     })
 }

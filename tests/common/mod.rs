@@ -565,6 +565,27 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Builds the busybox-static container image (scripts/busybox-image: umoci, skopeo)
+    /// and pushes it here as `name`; returns the full reference.
+    pub fn push_busybox(&self, name: &str) -> String {
+        let reference = format!("{}/{name}", self.addr);
+        let work = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("bash")
+            .arg("scripts/busybox-image")
+            .arg(&reference)
+            .arg(work.path())
+            .output()
+            .expect("run scripts/busybox-image");
+        assert!(
+            out.status.success(),
+            "scripts/busybox-image {reference} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -27,6 +27,7 @@ pub enum Reason {
     NodeAffinity,
     Insufficient(String),
     TooManyPods,
+    NoContainerRuntime,
 }
 
 impl Reason {
@@ -40,6 +41,7 @@ impl Reason {
             Reason::NodeAffinity => "node(s) didn't match Pod's node affinity/selector".into(),
             Reason::Insufficient(r) => format!("Insufficient {r}"),
             Reason::TooManyPods => "Too many pods".into(),
+            Reason::NoContainerRuntime => "node(s) had no container runtime (containerd)".into(),
         }
     }
 }
@@ -72,6 +74,9 @@ impl Diagnosis {
         )
     }
 }
+
+/// Set by agents whose node runs containers through containerd.
+pub const CONTAINERD_LABEL: &str = "runtime.spindle.dev/containerd";
 
 const NO_SCHEDULE: &str = "NoSchedule";
 const NO_EXECUTE: &str = "NoExecute";
@@ -126,6 +131,11 @@ pub fn filter(pod: &SchedPod, node: &NodeInfo, usage: &Usage, reasons: &mut Vec<
     }
     if !matches_node_affinity(pod, node) {
         reasons.push(Reason::NodeAffinity);
+        return false;
+    }
+    if pod.needs_containers && node.labels.get(CONTAINERD_LABEL).map(String::as_str) != Some("true")
+    {
+        reasons.push(Reason::NoContainerRuntime);
         return false;
     }
     let before = reasons.len();

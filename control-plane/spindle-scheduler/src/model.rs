@@ -308,6 +308,9 @@ pub struct SchedPod {
     pub nz_cpu: i64,
     pub nz_memory: i64,
     pub node_selector: Vec<(String, String)>,
+    /// The pod's runtimeClassName asks for containers (runc), which only nodes with
+    /// containerd run.
+    pub needs_containers: bool,
     /// Required node affinity terms (ORed); None when the pod has none.
     pub required: Option<Vec<Term>>,
     pub preferred: Vec<(i32, Term)>,
@@ -422,6 +425,10 @@ impl PodRecord {
                 nz_cpu,
                 nz_memory,
                 node_selector,
+                needs_containers: matches!(
+                    spec.and_then(|s| s.runtime_class_name.as_deref()),
+                    Some("runc" | "containerd")
+                ),
                 required,
                 preferred,
                 tolerations,

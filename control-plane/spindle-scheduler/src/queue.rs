@@ -254,6 +254,7 @@ mod tests {
             nz_cpu: 0,
             nz_memory: 0,
             node_selector: vec![],
+            needs_containers: false,
             required: None,
             preferred: vec![],
             tolerations: vec![],

@@ -1,7 +1,8 @@
-//! Exec into a Wasm container: a new instance of the container's program with argv = the
-//! exec command, the container's environment, volumes, limits and the pod's network,
-//! its stdin and stdout/stderr connected to the caller. `kubectl exec` and exec probes
-//! both come here.
+//! Exec into a container. For a Wasm container: a new instance of the container's
+//! program with argv = the exec command, the container's environment, volumes, limits
+//! and the pod's network, its stdin and stdout/stderr connected to the caller. For a
+//! container under containerd: a process in the running container (its namespaces and
+//! cgroup), with a TTY when asked. `kubectl exec` and exec probes both come here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub enum ExecError {
 pub struct ExecIo {
     pub stdin: Option<spindle_wasm::Stdin>,
     pub output: OutputFn,
+    /// A terminal (containers only; WASI has none).
+    pub tty: bool,
+    /// Terminal sizes (columns, rows) from the client.
+    pub resize: Option<tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>>,
 }
 
 /// Runs `argv` in container `container` of the pod and returns its exit code. With a
@@ -54,12 +59,30 @@ pub async fn exec(
         .shared()
         .containers
         .iter()
-        .any(|s| s.name == container && s.is_running());
-    if !running {
+        .find(|s| s.name == container && s.is_running())
+        .map(|s| s.container_id.clone().unwrap_or_default());
+    let Some(running_id) = running else {
         return Err(ExecError::NotRunning(container.into()));
-    }
+    };
     if argv.is_empty() {
         return Err(ExecError::Failed("no command given".into()));
+    }
+    if let Some(id) = running_id.strip_prefix("containerd://") {
+        let Some(ctrs) = &agent.containers else {
+            return Err(ExecError::Failed("this node has no containerd".into()));
+        };
+        let streams = crate::containers::ExecStreams {
+            stdin: io
+                .stdin
+                .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            output: io.output,
+            tty: io.tty,
+            resize: io.resize,
+        };
+        return ctrs
+            .exec(id, argv, streams, timeout)
+            .await
+            .map_err(ExecError::Failed);
     }
     let image_name = c.image.clone().unwrap_or_default();
     let img = agent.images.cached(&image_name).ok_or_else(|| {
@@ -82,6 +105,7 @@ pub async fn exec(
     let (memory_limit, cpu_millis) = lifecycle::limits(&c);
     let runtime: &dyn Runtime = agent.wasm.as_ref();
     let spec = ContainerSpec {
+        meta: Default::default(),
         argv,
         env: env_vars,
         working_dir: c.working_dir.clone(),
@@ -92,7 +116,7 @@ pub async fn exec(
         ports: Vec::new(),
         net,
         stdin: io.stdin,
-        command: true,
+        as_command: true,
     };
     let mut run = runtime.start(&img, spec).await.map_err(ExecError::Failed)?;
     let exit = match timeout {
@@ -131,6 +155,8 @@ pub fn for_probes(
             let out = Arc::new(std::sync::Mutex::new(Vec::new()));
             let sink = out.clone();
             let io = ExecIo {
+                tty: false,
+                resize: None,
                 stdin: None,
                 output: Arc::new(move |_, data: &[u8]| {
                     let mut buf = sink.lock().unwrap_or_else(|p| p.into_inner());

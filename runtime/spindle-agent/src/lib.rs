@@ -16,6 +16,7 @@
 //! The agent runs embedded in `spindle server` (with an in-process API client) or alone as
 //! `spindle agent` (joining with a URL and token); the code is the same.
 
+pub mod containers;
 pub mod env;
 pub mod exec;
 pub mod lifecycle;
@@ -61,6 +62,8 @@ pub struct AgentOptions {
     /// Names of the node's pod network (bridge, netns prefix) and where the CNI plugins
     /// are.
     pub net: podnet::NetOptions,
+    /// Where containers run (containerd), if anywhere.
+    pub containerd: containers::ContainerdOptions,
 }
 
 /// Everything a running agent shares between its tasks.
@@ -70,6 +73,8 @@ pub struct Agent {
     pub node_ip: IpAddr,
     pub images: spindle_image::ImageStore,
     pub wasm: Arc<runtime::WasmContainers>,
+    /// Containers through containerd; `None` on a Wasm-only node.
+    pub containers: Option<Arc<containers::ContainerdContainers>>,
     pub events: spindle_controllers::events::Recorder,
     pub streaming_port: u16,
     /// SHA-256 of the streaming endpoint's certificate, published on the Node.
@@ -101,8 +106,11 @@ pub async fn run(
         Some(ip) => ip,
         None => node::default_ip().context("finding this host's address (set --node-ip)")?,
     };
-    let images = spindle_image::ImageStore::open(&opts.data_dir.join("images"))
-        .context("opening the image cache")?;
+    let containers =
+        containers::ContainerdContainers::start(&opts.containerd, &opts.data_dir).await?;
+    let images =
+        spindle_image::ImageStore::open_for(&opts.data_dir.join("images"), containers.is_some())
+            .context("opening the image cache")?;
     let wasm = Arc::new(runtime::WasmContainers::new(&opts.data_dir)?);
     let (listener, port) = server::bind(opts.listen).await?;
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
@@ -116,6 +124,7 @@ pub async fn run(
         node_ip,
         images,
         wasm,
+        containers,
         streaming_port: port,
         cert_sha256,
         pods: pods::PodTable::default(),
@@ -165,7 +174,10 @@ pub async fn run(
 
 /// Ends every pod's runtime and removes every sandbox of this node's pod network.
 async fn stop(agent: &Agent) {
-    tracing::info!("node agent stopping: removing pod networks");
+    tracing::info!("node agent stopping: removing containers and pod networks");
+    if let Some(c) = &agent.containers {
+        c.shutdown().await;
+    }
     for h in agent.pods.all() {
         // Dropping a pod's runtime ends the guests on it.
         drop(h.net.lock().await.take());

@@ -473,9 +473,55 @@ fn repository(reference: &str) -> &str {
     }
 }
 
-fn container_id(uid: &str, name: &str, run: i32) -> String {
-    let d = Sha256::digest(format!("{uid}/{name}/{run}"));
-    format!("wasm://{}", hex::encode(d))
+/// The ID of one run of a container: unique per pod, container and run.
+fn run_id(uid: &str, name: &str, run: i32) -> String {
+    hex::encode(Sha256::digest(format!("{uid}/{name}/{run}")))
+}
+
+/// The runtime for an image: its kind decides (a Wasm artifact runs in wasmtime, a
+/// container image in containerd), and a pod's `runtimeClassName` may only narrow that
+/// choice to the matching one.
+pub(crate) fn pick_runtime(
+    agent: &Agent,
+    pod: &Pod,
+    img: &spindle_image::PulledImage,
+) -> Result<Arc<dyn Runtime>, String> {
+    let class = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref());
+    let wasm = img.wasm().is_some();
+    match class {
+        None | Some("wasm") | Some("runc") | Some("containerd") => {}
+        Some(other) => {
+            return Err(format!(
+                "RuntimeClass {other:?} is not known on this node (it offers wasm{})",
+                if agent.containers.is_some() {
+                    ", runc"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+    match (wasm, class) {
+        (true, None | Some("wasm")) => Ok(agent.wasm.clone() as Arc<dyn Runtime>),
+        (true, Some(c)) => Err(format!(
+            "runtimeClassName {c} runs containers, and image {:?} is a Wasm artifact",
+            img.image
+        )),
+        (false, Some("wasm")) => Err(format!(
+            "runtimeClassName wasm runs Wasm, and image {:?} is a container image",
+            img.image
+        )),
+        (false, _) => match &agent.containers {
+            Some(c) => Ok(Arc::new(crate::containers::ContainerdRuntime(c.clone()))),
+            None => Err(format!(
+                "image {:?} is a container image and this node has no container runtime (containerd)",
+                img.image
+            )),
+        },
+    }
 }
 
 async fn pull_secrets(agent: &Agent, pod: &Pod) -> PullSecrets {
@@ -517,6 +563,15 @@ pub(crate) fn limits(c: &Container) -> (Option<u64>, Option<u64>) {
         .and_then(|q| env::quantity_f64(&q.0))
         .map(|c| ((c * 1000.0).ceil() as u64).max(1));
     (mem, cpu)
+}
+
+fn requested_cpu(c: &Container) -> Option<u64> {
+    c.resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"))
+        .and_then(|q| env::quantity_f64(&q.0))
+        .map(|c| ((c * 1000.0).ceil() as u64).max(1))
 }
 
 /// Run one container until it is done for good (returns whether its last run succeeded)
@@ -585,8 +640,16 @@ async fn supervise(
                 continue;
             }
         };
+        let runtime = match pick_runtime(&agent, &pod, &img) {
+            Ok(r) => r,
+            Err(msg) => {
+                if slot.create_failed(&mut config_failures, msg).await {
+                    return false;
+                }
+                continue;
+            }
+        };
         // The pod's network, if this container can use one.
-        let runtime: &dyn Runtime = agent.wasm.as_ref();
         let net = match runtime.needs_network(&img).await {
             Ok(false) => None,
             Ok(true) => match ensure_net(&agent, &h, &pod).await {
@@ -648,16 +711,19 @@ async fn supervise(
                 .find(|(k, _)| k == n)
                 .map(|(_, v)| v.clone())
         };
-        let mut argv: Vec<String> = c
-            .command
-            .iter()
-            .flatten()
-            .map(|a| env::expand(a, &lookup))
-            .collect();
+        let expand = |v: &Option<Vec<String>>| {
+            v.as_ref().map(|v| {
+                v.iter()
+                    .map(|a| env::expand(a, &lookup))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (command, args) = (expand(&c.command), expand(&c.args));
+        let mut argv: Vec<String> = command.clone().unwrap_or_default();
         if argv.is_empty() {
             argv.push(image_name.clone());
         }
-        argv.extend(c.args.iter().flatten().map(|a| env::expand(a, &lookup)));
+        argv.extend(args.clone().unwrap_or_default());
         let (memory_limit, cpu_millis) = limits(&c);
         let run = {
             let sh = h.shared();
@@ -698,12 +764,27 @@ async fn supervise(
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| u16::try_from(p.container_port).ok())
                 .collect(),
+            meta: crate::runtime::RunMeta {
+                id: run_id(&h.uid, &c.name, run),
+                hostname: if podnet::is_host_network(&pod) {
+                    agent.opts.node_name.clone()
+                } else {
+                    h.name.clone()
+                },
+                pod_dir: h.dir.clone(),
+                command,
+                args,
+                security: crate::runtime::Security::of(&pod, &c),
+                cpu_request_millis: requested_cpu(&c),
+                host_network: podnet::is_host_network(&pod),
+                tty: c.tty == Some(true),
+            },
             net,
             stdin: None,
-            command: false,
+            as_command: false,
         };
         let started = Timestamp::now();
-        let cid = container_id(&h.uid, &c.name, run);
+        let cid = format!("{}://{}", runtime.name(), spec.meta.id);
         let mut running: Box<dyn Running> = match runtime.start(&img, spec).await {
             Ok(r) => r,
             Err(msg) => {
@@ -990,7 +1071,7 @@ async fn pull(
                     "Pulled",
                     &format!(
                         "Successfully pulled image \"{image}\" in {ms}ms. Image size: {} bytes.",
-                        img.size
+                        img.size()
                     ),
                 )
                 .await;

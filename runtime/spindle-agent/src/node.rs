@@ -21,6 +21,10 @@ use crate::Agent;
 /// Must match the API server's `proxy::CERT_ANNOTATION`.
 pub const CERT_ANNOTATION: &str = "spindle.dev/agent-cert-sha256";
 pub const RUNTIMES_LABEL: &str = "spindle.dev/runtimes";
+/// One label per runtime, for nodeSelectors; the scheduler reads the containerd one
+/// (must match `spindle_scheduler`'s `CONTAINERD_LABEL`).
+pub const WASM_LABEL: &str = "runtime.spindle.dev/wasm";
+pub const CONTAINERD_LABEL: &str = "runtime.spindle.dev/containerd";
 /// The version the agent reports as kubeletVersion: the API it serves is Kubernetes 1.33's.
 pub const AGENT_VERSION: &str = "v1.33.0+spindle";
 /// How often the whole node status is rewritten (the Lease is the heartbeat in between).
@@ -100,13 +104,20 @@ fn capacity(agent: &Agent) -> BTreeMap<String, Quantity> {
 
 pub fn labels(agent: &Agent) -> BTreeMap<String, String> {
     let name = agent.opts.node_name.as_str();
+    // Label values cannot hold commas, so the set is dot-joined.
+    let runtimes = if agent.containers.is_some() {
+        "wasm.containerd"
+    } else {
+        "wasm"
+    };
     let mut l: BTreeMap<String, String> = [
         ("kubernetes.io/hostname", name),
         ("kubernetes.io/os", "linux"),
         ("kubernetes.io/arch", std::env::consts::ARCH),
         ("beta.kubernetes.io/os", "linux"),
         ("beta.kubernetes.io/arch", std::env::consts::ARCH),
-        (RUNTIMES_LABEL, "wasm"),
+        (RUNTIMES_LABEL, runtimes),
+        (WASM_LABEL, "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -115,6 +126,9 @@ pub fn labels(agent: &Agent) -> BTreeMap<String, String> {
     if std::env::consts::ARCH == "x86_64" {
         l.insert("kubernetes.io/arch".into(), "amd64".into());
         l.insert("beta.kubernetes.io/arch".into(), "amd64".into());
+    }
+    if agent.containers.is_some() {
+        l.insert(CONTAINERD_LABEL.into(), "true".into());
     }
     if agent.opts.control_plane {
         l.insert(

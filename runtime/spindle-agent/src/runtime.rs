@@ -2,7 +2,7 @@
 //! per container kind. The lifecycle pulls the image, builds a [`ContainerSpec`] (argv, env,
 //! mounts, log, limits) and hands both to the runtime the image calls for; the runtime
 //! gives back a [`Running`] container to wait on and stop. Wasm runs in-process through
-//! `spindle-wasm`; containerd will be a second implementation of the same trait.
+//! `spindle-wasm`; containers run through containerd (`crate::containers`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +38,67 @@ pub struct ContainerSpec {
     /// stdin of the run (exec with `-i`); `None` is empty.
     pub stdin: Option<spindle_wasm::Stdin>,
     /// Run the program as a command even if it could be served (an exec).
-    pub command: bool,
+    pub as_command: bool,
+    /// What containers need beyond the Wasm view above.
+    pub meta: RunMeta,
+}
+
+/// Who a run belongs to, and the parts of the pod spec only containers use.
+#[derive(Clone, Debug, Default)]
+pub struct RunMeta {
+    /// Unique per pod, container and run (64 hex digits).
+    pub id: String,
+    pub hostname: String,
+    pub pod_dir: PathBuf,
+    /// `command` and `args` as the pod gives them (expanded); a container image's
+    /// entrypoint and cmd fill in what is missing.
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub security: Security,
+    pub cpu_request_millis: Option<u64>,
+    pub host_network: bool,
+    /// `tty: true` on the container.
+    pub tty: bool,
+}
+
+/// The container's and pod's securityContext, merged (the container's wins).
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
+    pub read_only_root: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub allow_privilege_escalation: Option<bool>,
+}
+
+impl Security {
+    pub fn of(
+        pod: &k8s_openapi::api::core::v1::Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> Security {
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let sc = c.security_context.as_ref();
+        let caps = sc.and_then(|s| s.capabilities.as_ref());
+        Security {
+            run_as_user: sc
+                .and_then(|s| s.run_as_user)
+                .or_else(|| psc.and_then(|p| p.run_as_user)),
+            run_as_group: sc
+                .and_then(|s| s.run_as_group)
+                .or_else(|| psc.and_then(|p| p.run_as_group)),
+            supplemental_groups: psc
+                .and_then(|p| p.supplemental_groups.clone())
+                .unwrap_or_default(),
+            read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
+            cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
+            cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+            privileged: sc.and_then(|s| s.privileged) == Some(true),
+            allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation),
+        }
+    }
 }
 
 /// Receives a run's output as it is written.
@@ -61,7 +121,7 @@ impl Output {
         }
     }
 
-    fn close(&self) {
+    pub fn close(&self) {
         if let Output::Log(l) = self {
             l.close();
         }
@@ -123,6 +183,16 @@ impl WasmContainers {
     pub fn runtime(&self) -> &spindle_wasm::WasmRuntime {
         &self.rt
     }
+
+    async fn load(&self, image: &PulledImage) -> Result<spindle_wasm::Program, String> {
+        let wasm = image
+            .wasm()
+            .ok_or_else(|| format!("image {:?} is not a Wasm artifact", image.image))?;
+        self.rt
+            .load(&wasm.digest, &wasm.path)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Each live Wasm instance costs a few memory mappings, and Linux's default
@@ -178,11 +248,7 @@ impl Runtime for WasmContainers {
     }
 
     async fn needs_network(&self, image: &PulledImage) -> Result<bool, String> {
-        let program = self
-            .rt
-            .load(&image.wasm_digest, &image.wasm_path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let program = self.load(image).await?;
         // WASI p1 has no sockets.
         Ok(program.kind() != spindle_wasm::ProgramKind::Module)
     }
@@ -192,14 +258,10 @@ impl Runtime for WasmContainers {
         image: &PulledImage,
         spec: ContainerSpec,
     ) -> Result<Box<dyn Running>, String> {
-        let program = self
-            .rt
-            .load(&image.wasm_digest, &image.wasm_path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let program = self.load(image).await?;
         let log = spec.log.clone();
         let pod_network = spec.net.as_ref().and_then(|n| n.wasm());
-        let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent && !spec.command;
+        let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent && !spec.as_command;
         let listener = match (&spec.net, serve) {
             (Some(net), true) => {
                 let port = spec.ports.first().copied().unwrap_or(DEFAULT_HTTP_PORT);

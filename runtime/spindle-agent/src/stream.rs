@@ -102,6 +102,30 @@ fn stdin_pipe() -> (mpsc::UnboundedSender<Bytes>, spindle_wasm::Stdin) {
     (tx, spindle_wasm::Stdin::new(r))
 }
 
+type ResizeChannel = (
+    Option<mpsc::UnboundedSender<(u16, u16)>>,
+    Option<mpsc::UnboundedReceiver<(u16, u16)>>,
+);
+
+fn resize_channel(tty: bool) -> ResizeChannel {
+    if !tty {
+        return (None, None);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Some(tx), Some(rx))
+}
+
+/// A terminal size message, `{"Width":80,"Height":24}`.
+fn size_of(v: &serde_json::Value) -> Option<(u16, u16)> {
+    let w = u16::try_from(v.get("Width")?.as_u64()?).ok()?;
+    let h = u16::try_from(v.get("Height")?.as_u64()?).ok()?;
+    Some((w, h))
+}
+
+fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    size_of(&serde_json::from_slice(data).ok()?)
+}
+
 // ---------------------------------------------------------------------------------------
 // Exec over WebSocket.
 
@@ -131,7 +155,8 @@ pub async fn exec_websocket(
     } else {
         (None, None)
     };
-    // Reader: stdin and close signals; resize is accepted and ignored (no TTY in WASI).
+    let (resize_tx, resize) = resize_channel(req.tty);
+    // Reader: stdin, terminal sizes and close signals.
     let reader = tokio::spawn(async move {
         let mut stdin_tx = stdin_tx;
         while let Some(Ok(msg)) = source.next().await {
@@ -148,6 +173,11 @@ pub async fn exec_websocket(
                     }
                 }
                 Some(255) if v5 && data.get(1) == Some(&0) => stdin_tx = None,
+                Some(4) => {
+                    if let (Some(tx), Some(size)) = (&resize_tx, parse_size(&data[1..])) {
+                        let _ = tx.send(size);
+                    }
+                }
                 _ => {}
             }
         }
@@ -172,7 +202,12 @@ pub async fn exec_websocket(
         &h,
         &container,
         req.command.clone(),
-        ExecIo { stdin, output },
+        ExecIo {
+            stdin,
+            output,
+            tty: req.tty,
+            resize,
+        },
         None,
     )
     .await;
@@ -214,6 +249,10 @@ pub async fn exec_spdy(
     if req.stderr && !req.tty {
         expected.push("stderr");
     }
+    // Protocol v3 and later open a resize stream with a TTY.
+    if req.tty {
+        expected.push("resize");
+    }
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
     while !expected.iter().all(|k| ids.contains_key(*k)) {
         match tokio::time::timeout_at(deadline, streams.recv()).await {
@@ -244,6 +283,26 @@ pub async fn exec_spdy(
         }
         None => None,
     };
+    let (resize_tx, resize) = resize_channel(req.tty);
+    if let (Some(mut s), Some(tx)) = (ids.remove("resize"), resize_tx) {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(b) = s.data.recv().await {
+                buf.extend_from_slice(&b);
+                // client-go writes one JSON object per size; keep a partial one.
+                let mut it =
+                    serde_json::Deserializer::from_slice(&buf).into_iter::<serde_json::Value>();
+                let mut used = 0;
+                while let Some(Ok(v)) = it.next() {
+                    used = it.byte_offset();
+                    if let Some(size) = size_of(&v) {
+                        let _ = tx.send(size);
+                    }
+                }
+                buf.drain(..used);
+            }
+        });
+    }
     let out = sender.clone();
     let tty = req.tty;
     let output: OutputFn = Arc::new(move |s, data| {
@@ -261,7 +320,12 @@ pub async fn exec_spdy(
         &h,
         &container,
         req.command.clone(),
-        ExecIo { stdin, output },
+        ExecIo {
+            stdin,
+            output,
+            tty,
+            resize,
+        },
         None,
     )
     .await;

@@ -502,6 +502,7 @@ impl Containerd {
                 container_id: id.to_string(),
             }))
             .await;
+        tracing::debug!(container = id, result = ?deleted.as_ref().map(|_| ()), "task delete");
         if let Err(s) = deleted {
             match s.code() {
                 containerd_client::tonic::Code::NotFound => {}

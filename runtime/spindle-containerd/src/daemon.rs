@@ -13,7 +13,23 @@ use crate::{Error, Result};
 /// A containerd process started by this agent; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
     child: Option<tokio::process::Child>,
+    /// The pid of a containerd adopted from a previous agent process.
+    adopted: Option<i32>,
     socket: PathBuf,
+}
+
+/// The pid in `containerd.pid` if that process is still the containerd of `config`.
+fn adopted_pid(dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("containerd.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let config = dir.join("config.toml").display().to_string();
+    String::from_utf8_lossy(&cmdline)
+        .contains(&config)
+        .then_some(pid)
 }
 
 impl Daemon {
@@ -30,6 +46,7 @@ impl Daemon {
             tracing::info!(socket = %socket.display(), "using the containerd already running for this node");
             return Ok(Daemon {
                 child: None,
+                adopted: adopted_pid(dir),
                 socket,
             });
         }
@@ -58,6 +75,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
+            // Its own process group: a Ctrl-C meant for the agent must not stop
+            // containerd before the agent has removed its containers.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 Error::Io(
@@ -65,8 +85,12 @@ impl Daemon {
                     e,
                 )
             })?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(dir.join("containerd.pid"), pid.to_string());
+        }
         let mut daemon = Daemon {
             child: Some(child),
+            adopted: None,
             socket,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -97,9 +121,20 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon if this process started it (shims and their containers live on
-    /// without it; the agent removes those first).
+    /// Stops the daemon if this agent started or adopted it (shims and their
+    /// containers live on without it; the agent removes those first).
     pub async fn stop(&mut self) {
+        if let Some(pid) = self.adopted.take() {
+            // SAFETY: kill(2); the pid was checked to be this node's containerd.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            for _ in 0..200 {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return;
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };

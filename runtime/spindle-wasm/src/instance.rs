@@ -79,6 +79,12 @@ impl Stdin {
     pub fn new(reader: impl tokio::io::AsyncRead + Send + Sync + 'static) -> Self {
         Stdin(Arc::new(wasmtime_wasi::cli::AsyncStdinStream::new(reader)))
     }
+
+    /// The same input as a plain reader (for a process outside Wasm).
+    pub fn reader(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin> {
+        use wasmtime_wasi::cli::StdinStream;
+        Box::new(Box::into_pin(self.0.async_stream()))
+    }
 }
 
 impl std::fmt::Debug for Stdin {

@@ -1,0 +1,633 @@
+//! Containers through containerd: the [`Runtime`] for container images, and execs into
+//! running containers. A container joins its pod's network namespace (so it shares the
+//! pod IP and localhost with the pod's Wasm containers) and gets the same volume
+//! directories the Wasm containers see, as bind mounts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use spindle_containerd::daemon::Daemon;
+use spindle_containerd::io::{Fifos, Pump};
+use spindle_containerd::spec::{self, Bind, ProcessSpec};
+use spindle_containerd::{Containerd, ExecSpec, RunSpec};
+use spindle_image::{ContainerImage, PulledImage};
+use spindle_logs::Stream;
+use tokio::sync::mpsc;
+
+use crate::runtime::{ContainerSpec, Exit, Output, OutputFn, Running, Runtime};
+
+/// How the agent finds containerd.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerdOptions {
+    /// containerd's socket; `None` starts a private containerd under the data dir.
+    pub socket: Option<PathBuf>,
+    /// Run Wasm only.
+    pub disabled: bool,
+    /// The containerd namespace the agent owns.
+    pub namespace: String,
+    /// Whether `privileged: true` containers may run.
+    pub allow_privileged: bool,
+}
+
+pub struct ContainerdContainers {
+    ctr: Containerd,
+    daemon: tokio::sync::Mutex<Option<Daemon>>,
+    allow_privileged: bool,
+    io_dir: PathBuf,
+    /// Manifest digest -> chain ID of its top layer, for images already imported.
+    imported: Mutex<HashMap<String, String>>,
+    /// The main process of each running container, which its execs inherit (env,
+    /// user, working directory).
+    procs: Mutex<HashMap<String, ProcessSpec>>,
+    /// Set when the agent stops: pod workers must not start containers that the
+    /// shutdown has just removed.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+}
+
+/// The parts of an OCI image config a container starts from.
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageConfig {
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+}
+
+fn image_config(img: &ContainerImage) -> Result<ImageConfig, String> {
+    let bytes =
+        std::fs::read(&img.config.path).map_err(|e| format!("reading the image config: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the image config is not JSON: {e}"))?;
+    Ok(v.get("config")
+        .cloned()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default())
+}
+
+/// Kubernetes' rule: `command` replaces the entrypoint (and drops the image's cmd),
+/// `args` replaces the cmd.
+fn argv(
+    cfg: &ImageConfig,
+    command: Option<&Vec<String>>,
+    args: Option<&Vec<String>>,
+) -> Vec<String> {
+    let mut argv: Vec<String> = match command {
+        Some(c) => c.clone(),
+        None => cfg.entrypoint.clone().unwrap_or_default(),
+    };
+    match (args, command) {
+        (Some(a), _) => argv.extend(a.iter().cloned()),
+        (None, None) => argv.extend(cfg.cmd.clone().unwrap_or_default()),
+        (None, Some(_)) => {}
+    }
+    argv
+}
+
+/// The image's environment with the pod's on top (same name: the pod wins).
+fn merge_env(image: &[String], pod: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = image
+        .iter()
+        .filter(|kv| {
+            let k = kv.split('=').next().unwrap_or_default();
+            !pod.iter().any(|(pk, _)| pk == k)
+        })
+        .cloned()
+        .collect();
+    out.extend(pod.iter().map(|(k, v)| format!("{k}={v}")));
+    out
+}
+
+/// A numeric `uid[:gid]` from the image config (names would need the image's
+/// /etc/passwd; they run as root with a warning).
+fn image_user(user: Option<&str>) -> (u32, Option<u32>) {
+    let Some(u) = user.filter(|u| !u.is_empty()) else {
+        return (0, None);
+    };
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    match uid.parse() {
+        Ok(uid) => (uid, gid.and_then(|g| g.parse().ok())),
+        Err(_) => {
+            tracing::warn!(user = u, "image user is a name; running as uid 0");
+            (0, None)
+        }
+    }
+}
+
+impl ContainerdContainers {
+    /// Connects to (or starts) containerd; `None` when the node runs Wasm only.
+    pub async fn start(
+        opts: &ContainerdOptions,
+        data_dir: &Path,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        if opts.disabled {
+            return Ok(None);
+        }
+        let daemon = match &opts.socket {
+            Some(_) => None,
+            None if !on_path("containerd") || !on_path("runc") => {
+                tracing::info!("containerd or runc is not installed: this node runs Wasm only");
+                return Ok(None);
+            }
+            None => Some(
+                Daemon::start(&data_dir.join("containerd"))
+                    .await
+                    .context("starting a private containerd")?,
+            ),
+        };
+        let socket = match (&opts.socket, &daemon) {
+            (Some(s), _) => s.clone(),
+            (None, Some(d)) => d.socket().to_path_buf(),
+            (None, None) => unreachable!("a daemon was started above"),
+        };
+        let ctr = Containerd::connect(&socket, &opts.namespace).await?;
+        let version = ctr
+            .version()
+            .await
+            .with_context(|| format!("asking containerd at {} its version", socket.display()))?;
+        tracing::info!(socket = %socket.display(), %version, namespace = %opts.namespace, "containerd runtime ready");
+        let me = Arc::new(ContainerdContainers {
+            ctr,
+            daemon: tokio::sync::Mutex::new(daemon),
+            allow_privileged: opts.allow_privileged,
+            io_dir: data_dir.join("containerd-io"),
+            imported: Mutex::new(HashMap::new()),
+            procs: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        // Containers of a previous agent process: their pods are taken back from the
+        // API and start again, as Wasm pods do.
+        me.remove_all().await;
+        Ok(Some(me))
+    }
+
+    async fn remove_all(&self) {
+        match self.ctr.containers().await {
+            Ok(ids) => {
+                tracing::info!(count = ids.len(), "removing containers");
+                for id in ids {
+                    if let Err(e) = self.ctr.remove(&id).await {
+                        tracing::warn!(container = %id, error = %e, "removing a leftover container");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing containers"),
+        }
+        let _ = std::fs::remove_dir_all(&self.io_dir);
+    }
+
+    /// Removes every container, then stops a private containerd.
+    pub async fn shutdown(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.remove_all().await;
+        if let Some(d) = self.daemon.lock().await.as_mut() {
+            d.stop().await;
+        }
+    }
+
+    async fn import(&self, image: &PulledImage, ci: &ContainerImage) -> Result<String, String> {
+        if let Some(chain) = lock(&self.imported).get(&ci.manifest.digest) {
+            return Ok(chain.clone());
+        }
+        let chain = self
+            .ctr
+            .import(&image.resolved, ci)
+            .await
+            .map_err(|e| format!("importing image {} into containerd: {e}", image.image))?;
+        lock(&self.imported).insert(ci.manifest.digest.clone(), chain.clone());
+        Ok(chain)
+    }
+
+    /// Runs `argv` in the running container `id` (as its main process's user, with
+    /// its environment and working directory); returns the exit code.
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+        io: ExecStreams,
+        timeout: Option<Duration>,
+    ) -> Result<i32, String> {
+        let mut process = lock(&self.procs)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("container {id} is not running"))?;
+        process.args = argv;
+        process.terminal = io.tty;
+        let exec_id = format!("exec-{:016x}", rand::random::<u64>());
+        let fifos = Fifos::create(
+            &self.io_dir.join(format!("{id}-{exec_id}")),
+            io.stdin.is_some(),
+            io.tty,
+        )
+        .map_err(|e| e.to_string())?;
+        let out = io.output.clone();
+        let pump = fifos
+            .pump(Arc::new(move |is_err, data: &[u8]| {
+                out(
+                    if is_err {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    data,
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        let process = spec::encode_process(&process).map_err(|e| e.to_string())?;
+        self.ctr
+            .exec(ExecSpec {
+                container: id,
+                exec_id: &exec_id,
+                process,
+                fifos: &fifos,
+                terminal: io.tty,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let feeder = match io.stdin {
+            Some(r) => fifos.feed(r).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let ctr = self.ctr.clone();
+        let (cid, eid) = (id.to_string(), exec_id.clone());
+        let stdin_closer = feeder.map(|f| {
+            let ctr = ctr.clone();
+            let (cid, eid) = (cid.clone(), eid.clone());
+            tokio::spawn(async move {
+                let _ = f.await;
+                let _ = ctr.close_stdin(&cid, &eid).await;
+            })
+        });
+        let resizer = io.resize.map(|mut rx| {
+            let ctr = ctr.clone();
+            let (cid, eid) = (cid.clone(), eid.clone());
+            tokio::spawn(async move {
+                while let Some((w, h)) = rx.recv().await {
+                    let _ = ctr.resize(&cid, &eid, w.into(), h.into()).await;
+                }
+            })
+        });
+        let waited = match timeout {
+            None => Ok(self.ctr.wait(id, &exec_id).await),
+            Some(t) => tokio::time::timeout(t, self.ctr.wait(id, &exec_id)).await,
+        };
+        let result = match waited {
+            Ok(Ok(e)) => Ok(e.status as i32),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                let _ = self.ctr.kill(id, &exec_id, libc::SIGKILL, false).await;
+                let _ = self.ctr.wait(id, &exec_id).await;
+                Err(format!(
+                    "command timed out after {}s",
+                    timeout.map(|t| t.as_secs()).unwrap_or_default()
+                ))
+            }
+        };
+        pump.finish().await;
+        for t in [stdin_closer, resizer].into_iter().flatten() {
+            t.abort();
+        }
+        let _ = self.ctr.delete_exec(id, &exec_id).await;
+        result
+    }
+}
+
+/// An exec's streams into a container.
+pub struct ExecStreams {
+    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    pub output: OutputFn,
+    pub tty: bool,
+    /// Terminal sizes (columns, rows) as the client reports them.
+    pub resize: Option<mpsc::UnboundedReceiver<(u16, u16)>>,
+}
+
+/// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf for its containers.
+fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<Bind>, String> {
+    let dir = spec.meta.pod_dir.join("etc");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let host = &spec.meta.hostname;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(ip) = ip {
+        hosts.push_str(&format!("{ip}\t{host}\n"));
+    }
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text)
+            .map(|()| p)
+            .map_err(|e| format!("writing the pod's {name}: {e}"))
+    };
+    let hosts = write("hosts", &hosts)?;
+    let hostname = write("hostname", &format!("{host}\n"))?;
+    let pod_resolv = spec.meta.pod_dir.join("resolv.conf");
+    let resolv = if pod_resolv.is_file() {
+        pod_resolv
+    } else {
+        PathBuf::from("/etc/resolv.conf")
+    };
+    Ok([
+        ("/etc/hosts", hosts),
+        ("/etc/hostname", hostname),
+        ("/etc/resolv.conf", resolv),
+    ]
+    .into_iter()
+    .map(|(dest, source)| Bind {
+        source,
+        destination: dest.into(),
+        read_only: false,
+    })
+    .collect())
+}
+
+fn id_u32(v: i64, what: &str) -> Result<u32, String> {
+    u32::try_from(v).map_err(|_| format!("{what} {v} is out of range"))
+}
+
+struct ContainerRun {
+    ctr: Containerd,
+    owner: Arc<ContainerdContainers>,
+    id: String,
+    cgroups_path: String,
+    log: Output,
+    pump: Option<Pump>,
+    _fifos: Fifos,
+    exit: Option<Exit>,
+}
+
+/// The runtime handle given to the lifecycle: an `Arc` so runs can reach the table of
+/// running processes.
+pub struct ContainerdRuntime(pub Arc<ContainerdContainers>);
+
+#[async_trait]
+impl Runtime for ContainerdRuntime {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    async fn needs_network(&self, _image: &PulledImage) -> Result<bool, String> {
+        Ok(true)
+    }
+
+    async fn start(
+        &self,
+        image: &PulledImage,
+        spec: ContainerSpec,
+    ) -> Result<Box<dyn Running>, String> {
+        let me = &self.0;
+        if me.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the node agent is stopping".into());
+        }
+        let ci = image
+            .container()
+            .ok_or_else(|| format!("image {:?} is not a container image", image.image))?;
+        let sec = &spec.meta.security;
+        if sec.privileged && !me.allow_privileged {
+            return Err(
+                "privileged containers are not allowed on this node (the agent's --allow-privileged flag)"
+                    .into(),
+            );
+        }
+        let chain = me.import(image, ci).await?;
+        let cfg = image_config(ci)?;
+        let argv = argv(&cfg, spec.meta.command.as_ref(), spec.meta.args.as_ref());
+        if argv.is_empty() {
+            return Err(format!(
+                "no command to run: the container gives none and image {:?} has no entrypoint or cmd",
+                image.image
+            ));
+        }
+        let (img_uid, img_gid) = image_user(cfg.user.as_deref());
+        let uid = match sec.run_as_user {
+            Some(u) => id_u32(u, "runAsUser")?,
+            None => img_uid,
+        };
+        let gid = match sec.run_as_group {
+            Some(g) => id_u32(g, "runAsGroup")?,
+            None => img_gid.unwrap_or(0),
+        };
+        let additional_gids = sec
+            .supplemental_groups
+            .iter()
+            .map(|g| id_u32(*g, "supplementalGroups"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let process = ProcessSpec {
+            args: argv,
+            env: merge_env(cfg.env.as_deref().unwrap_or_default(), &spec.env),
+            cwd: spec
+                .working_dir
+                .clone()
+                .or(cfg.working_dir.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            uid,
+            gid,
+            additional_gids,
+            terminal: spec.meta.tty,
+            cap_add: sec.cap_add.clone(),
+            cap_drop: sec.cap_drop.clone(),
+            privileged: sec.privileged,
+            no_new_privileges: sec.allow_privilege_escalation == Some(false),
+        };
+        let netns = spec
+            .net
+            .as_ref()
+            .and_then(|n| n.sandbox.as_ref())
+            .map(|s| s.netns_path.clone());
+        let mut binds: Vec<Bind> = spec
+            .mounts
+            .iter()
+            .map(|m| Bind {
+                source: m.host.clone(),
+                destination: m.guest.clone(),
+                read_only: m.read_only,
+            })
+            .collect();
+        let ip = spec.net.as_ref().map(|n| n.ip);
+        binds.extend(etc_binds(&spec, ip)?);
+        let cgroups_path = format!("/spindle/{}", spec.meta.id);
+        let oci = spindle_containerd::spec::ContainerSpec {
+            process: process.clone(),
+            hostname: spec.meta.hostname.clone(),
+            netns,
+            binds,
+            memory_limit: spec.memory_limit,
+            cpu_millis: spec.cpu_millis,
+            cpu_request_millis: spec.meta.cpu_request_millis,
+            read_only_root: sec.read_only_root,
+            cgroups_path: cgroups_path.clone(),
+        };
+        let bytes = spec::build(&oci).map_err(|e| e.to_string())?;
+        let id = spec.meta.id.clone();
+        // A run with this ID left over from a crash of the agent mid-start.
+        let _ = me.ctr.remove(&id).await;
+        let fifos =
+            Fifos::create(&me.io_dir.join(&id), false, spec.meta.tty).map_err(|e| e.to_string())?;
+        let log = spec.log.clone();
+        let pump = fifos
+            .pump(Arc::new(move |is_err, data: &[u8]| {
+                log.write(
+                    if is_err {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    data,
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        let started = me
+            .ctr
+            .run(RunSpec {
+                id: &id,
+                image: &image.resolved,
+                chain_id: &chain,
+                spec: bytes,
+                fifos: &fifos,
+                terminal: spec.meta.tty,
+            })
+            .await;
+        if let Err(e) = started {
+            let _ = me.ctr.remove(&id).await;
+            return Err(e.to_string());
+        }
+        lock(&me.procs).insert(id.clone(), process);
+        Ok(Box::new(ContainerRun {
+            ctr: me.ctr.clone(),
+            owner: me.clone(),
+            id,
+            cgroups_path,
+            log: spec.log,
+            pump: Some(pump),
+            _fifos: fifos,
+            exit: None,
+        }))
+    }
+}
+
+#[async_trait]
+impl Running for ContainerRun {
+    async fn wait(&mut self) -> Exit {
+        if let Some(e) = &self.exit {
+            return e.clone();
+        }
+        let waited = self.ctr.wait(&self.id, "").await;
+        let ooms = spindle_containerd::oom_kills(&self.cgroups_path);
+        if let Some(p) = self.pump.take() {
+            p.finish().await;
+        }
+        self.log.close();
+        lock(&self.owner.procs).remove(&self.id);
+        // While the agent stops, its shutdown removes every container itself.
+        if !self.owner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = self.ctr.remove(&self.id).await {
+                tracing::warn!(container = %self.id, error = %e, "removing a finished container");
+            }
+        }
+        let exit = match waited {
+            Ok(e) => {
+                let code = e.status as i32;
+                let reason = if ooms > 0 {
+                    "OOMKilled"
+                } else if code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                Exit {
+                    code,
+                    reason: reason.into(),
+                    message: None,
+                }
+            }
+            Err(e) => Exit {
+                code: 255,
+                reason: "Error".into(),
+                message: Some(format!("lost the container: {e}")),
+            },
+        };
+        self.exit = Some(exit.clone());
+        exit
+    }
+
+    /// SIGTERM to the container's main process, as the kubelet does.
+    fn stop(&self) {
+        let (ctr, id) = (self.ctr.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let _ = ctr.kill(&id, "", libc::SIGTERM, false).await;
+        });
+    }
+
+    fn kill(&self) {
+        let (ctr, id) = (self.ctr.clone(), self.id.clone());
+        tokio::spawn(async move {
+            let _ = ctr.kill(&id, "", libc::SIGKILL, true).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(entry: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfig {
+        let v = |x: Option<&[&str]>| x.map(|a| a.iter().map(|s| s.to_string()).collect());
+        ImageConfig {
+            entrypoint: v(entry),
+            cmd: v(cmd),
+            ..Default::default()
+        }
+    }
+
+    fn s(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes() {
+        let c = cfg(Some(&["/entry"]), Some(&["--default"]));
+        assert_eq!(argv(&c, None, None), s(&["/entry", "--default"]));
+        assert_eq!(argv(&c, None, Some(&s(&["x"]))), s(&["/entry", "x"]));
+        assert_eq!(argv(&c, Some(&s(&["/bin/sh"])), None), s(&["/bin/sh"]));
+        assert_eq!(
+            argv(&c, Some(&s(&["/bin/sh"])), Some(&s(&["-c", "true"]))),
+            s(&["/bin/sh", "-c", "true"])
+        );
+        assert!(argv(&cfg(None, None), None, None).is_empty());
+    }
+
+    #[test]
+    fn pod_env_wins() {
+        let merged = merge_env(
+            &s(&["PATH=/bin", "A=image"]),
+            &[("A".into(), "pod".into()), ("B".into(), "x=y".into())],
+        );
+        assert_eq!(merged, s(&["PATH=/bin", "A=pod", "B=x=y"]));
+    }
+
+    #[test]
+    fn numeric_image_users() {
+        assert_eq!(image_user(Some("1000:50")), (1000, Some(50)));
+        assert_eq!(image_user(Some("65534")), (65534, None));
+        assert_eq!(image_user(Some("nobody")), (0, None));
+        assert_eq!(image_user(None), (0, None));
+    }
+}
