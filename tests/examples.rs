@@ -1,6 +1,7 @@
 //! The examples in examples/ build, publish and run as their README says: the hello
 //! component as a Deployment, the job module as a pod that ends Succeeded, the web
-//! component behind its Service answering on the ClusterIP from every pod.
+//! component behind its Service answering on the ClusterIP from every pod, and the mixed
+//! pod (a container sidecar and a Wasm component) answering through both.
 
 mod common;
 
@@ -17,10 +18,18 @@ fn examples_run() {
     reg.push(&job, "examples/job:v1");
     let web = common::build_guest("examples/Cargo.toml", "web", "wasm32-wasip2");
     reg.push(&web, "examples/web:v1");
+    let mixed = common::build_guest("examples/Cargo.toml", "mixed", "wasm32-wasip2");
+    reg.push(&mixed, "examples/mixed:v1");
+    reg.push_busybox("examples/busybox:v1");
     let c = Cluster::with_agent("examples-node", &[]);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     // The manifests name the registry scripts/up runs; point them at this test's.
-    for file in ["hello/app.yaml", "job/pod.yaml", "web/app.yaml"] {
+    for file in [
+        "hello/app.yaml",
+        "job/pod.yaml",
+        "web/app.yaml",
+        "mixed/app.yaml",
+    ] {
         let text = std::fs::read_to_string(root.join(file))
             .expect("example manifest")
             .replace("127.0.0.1:5000", &reg.addr);
@@ -122,4 +131,48 @@ fn examples_run() {
             seen.insert(pod.to_string());
         }
     }
+
+    // The mixed pods: the Wasm component answers with the file its container sidecar
+    // serves on the pod's localhost.
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "mixed",
+            "deployment/mixed",
+            "--timeout=90s",
+        ],
+    );
+    let ip = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "svc",
+            "-n",
+            "mixed",
+            "mixed",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "--max-time",
+            "5",
+            "--retry",
+            "10",
+            "--retry-all-errors",
+            &format!("http://{ip}/hello.txt"),
+        ])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.starts_with("/hello.txt from the files sidecar of mixed-")
+            && body.contains("(14 words):\nContainers and Wasm components share this pod"),
+        "{body:?}"
+    );
 }

@@ -183,6 +183,32 @@ fn requests_sum_containers_and_max_init() {
 }
 
 #[test]
+fn runc_pods_need_a_containerd_node() {
+    let wasm_only = small("wasm");
+    let both = node(
+        "both",
+        "4",
+        "8Gi",
+        "110",
+        json!({"metadata": {"labels": {"runtime.spindle.dev/containerd": "true"}}}),
+    );
+    let runc = pod("p", json!({"spec": {"runtimeClassName": "runc"}}));
+    assert_eq!(fails(&runc, &wasm_only), [Reason::NoContainerRuntime]);
+    assert!(fits(&runc, &both));
+    // Pods without a runtime class go anywhere; their image decides on the node.
+    assert!(fits(&pod("q", json!({})), &wasm_only));
+    let mut d = Diagnosis {
+        nodes: 2,
+        ..Default::default()
+    };
+    d.reasons.insert(Reason::NoContainerRuntime, 2);
+    assert_eq!(
+        d.message(),
+        "0/2 nodes are available: 2 node(s) had no container runtime (containerd)."
+    );
+}
+
+#[test]
 fn node_selector_and_required_affinity() {
     let n = node(
         "n1",
