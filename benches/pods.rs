@@ -15,6 +15,14 @@
 //!    (node `dense`); BENCH_DENSITY (default 10000) idle pods, half p1 and half p2 (with
 //!    `hostNetwork: true`: a node's /24 pod CIDR caps pods with sandboxes), created
 //!    64 at a time; time to all Running and the agent's resident memory per pod.
+//! 3. Containers beside Wasm (skipped without containerd): a release `spindle server` with
+//!    its embedded agent and private containerd (node `mix`). BENCH_CONTAINER_STARTS
+//!    (default 100) pods one at a time, as in 1, for a container (busybox-static built
+//!    by scripts/busybox-image, `sleep`) and for the Wasm p2 component, each with its own
+//!    netns and with `hostNetwork: true`, images cached; the ratio is container / Wasm.
+//!    Then BENCH_IDLE (default 50) idle pods of each kind (own netns): memory per pod =
+//!    growth of the resident memory of the agent, containerd, the shims and the
+//!    containers' processes, divided by the pod count.
 
 mod common;
 use common::{
@@ -69,7 +77,38 @@ fn agent(work: &Path, s: &Server, node: &str) -> anyhow::Result<Proc> {
     Proc::spawn(cmd, &work.join("agent.log"), "spindle agent")
 }
 
-fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str, host_network: bool) -> Pod {
+/// What a pod runs: a testbox image (`sleep 0` idles forever) or, with `command`, a
+/// container image.
+#[derive(Clone, Copy)]
+struct Work<'a> {
+    image: &'a str,
+    command: Option<&'a [&'a str]>,
+}
+
+impl<'a> Work<'a> {
+    fn wasm(image: &'a str) -> Self {
+        Work {
+            image,
+            command: None,
+        }
+    }
+}
+
+/// A container that idles and ends at once on SIGTERM.
+const CONTAINER_IDLE: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"];
+
+fn pod(
+    name: &str,
+    label: &str,
+    node: &str,
+    work: Work<'_>,
+    restart: &str,
+    host_network: bool,
+) -> Pod {
+    let (command, args) = match work.command {
+        Some(c) => (Some(c.iter().map(|s| s.to_string()).collect()), None),
+        None => (None, Some(vec!["sleep".into(), "0".into()])),
+    };
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -86,9 +125,10 @@ fn pod(name: &str, label: &str, node: &str, image: &str, restart: &str, host_net
             termination_grace_period_seconds: Some(1),
             containers: vec![Container {
                 name: "main".into(),
-                image: Some(image.into()),
+                image: Some(work.image.into()),
                 image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(vec!["sleep".into(), "0".into()]),
+                command,
+                args,
                 ..Default::default()
             }],
             ..Default::default()
@@ -202,14 +242,14 @@ async fn start_loop(
     rx: &mut mpsc::UnboundedReceiver<(Instant, Pod)>,
     label: &str,
     node: &str,
-    image: &str,
+    work: Work<'_>,
     n: usize,
     host_network: bool,
 ) -> anyhow::Result<Latencies> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("{label}-{i}");
-        let p = pod(&name, label, node, image, "Always", host_network);
+        let p = pod(&name, label, node, work, "Always", host_network);
         let t = Instant::now();
         api.create(&PostParams::default(), &p).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -281,9 +321,18 @@ async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
 
     // Warm-up: pull and compile both images, and settle the watch and the connections.
     let t = Instant::now();
-    let warm = start_loop(&api, &mut rx, "warm-p1", "bench", p1, 1, false).await?;
-    let warm2 = start_loop(&api, &mut rx, "warm-p2", "bench", p2, 1, false).await?;
-    let warm3 = start_loop(&api, &mut rx, "warm-hollow", "hollow-0", p1, 3, false).await?;
+    let warm = start_loop(&api, &mut rx, "warm-p1", "bench", Work::wasm(p1), 1, false).await?;
+    let warm2 = start_loop(&api, &mut rx, "warm-p2", "bench", Work::wasm(p2), 1, false).await?;
+    let warm3 = start_loop(
+        &api,
+        &mut rx,
+        "warm-hollow",
+        "hollow-0",
+        Work::wasm(p1),
+        3,
+        false,
+    )
+    .await?;
     println!(
         "warm-up (pull + compile): p1 {:.0} ms, p2 {:.0} ms; hollow {:.1} ms; total {:.1} s",
         warm.pct(100.0),
@@ -295,13 +344,23 @@ async fn latency_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
         delete_pods(&api, l).await?;
     }
 
-    let base = start_loop(&api, &mut rx, "hollow", "hollow-0", p1, n, false).await?;
+    let base = start_loop(
+        &api,
+        &mut rx,
+        "hollow",
+        "hollow-0",
+        Work::wasm(p1),
+        n,
+        false,
+    )
+    .await?;
     delete_pods(&api, "hollow").await?;
-    let wasm_p1 = start_loop(&api, &mut rx, "p1", "bench", p1, n, false).await?;
+    let wasm_p1 = start_loop(&api, &mut rx, "p1", "bench", Work::wasm(p1), n, false).await?;
     delete_pods(&api, "p1").await?;
-    let wasm_p2 = start_loop(&api, &mut rx, "p2", "bench", p2, n, false).await?;
+    let wasm_p2 = start_loop(&api, &mut rx, "p2", "bench", Work::wasm(p2), n, false).await?;
     delete_pods(&api, "p2").await?;
-    let wasm_p2_host = start_loop(&api, &mut rx, "p2host", "bench", p2, n, true).await?;
+    let wasm_p2_host =
+        start_loop(&api, &mut rx, "p2host", "bench", Work::wasm(p2), n, true).await?;
     delete_pods(&api, "p2host").await?;
     s.proc.ensure_alive("spindle server")?;
     h.ensure_alive("spindle hollow-nodes")?;
@@ -414,7 +473,14 @@ async fn density_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
             async move {
                 // Idle pods without sandboxes: a node's pod CIDR (a /24) and its bridge
                 // (1024 ports) bound how many pods can have their own network.
-                let p = pod(&format!("{kind}-{i}"), kind, "dense", image, "Never", true);
+                let p = pod(
+                    &format!("{kind}-{i}"),
+                    kind,
+                    "dense",
+                    Work::wasm(image),
+                    "Never",
+                    true,
+                );
                 if let Err(e) = api.create(&PostParams::default(), &p).await {
                     errors.fetch_add(1, Ordering::SeqCst);
                     first
@@ -522,9 +588,153 @@ async fn density_bench(work: &Path, p1: &str, p2: &str, n: usize) -> anyhow::Res
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// 3. Containers beside Wasm.
+
+/// Resident memory (KiB) of `roots` and all their descendants.
+fn tree_rss_kib(roots: &[u32]) -> f64 {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": the comm may hold spaces, so split after ')'.
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+            {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    let roots: HashSet<u32> = roots.iter().copied().collect();
+    let under = |mut pid: u32| loop {
+        if roots.contains(&pid) {
+            return true;
+        }
+        match parent.get(&pid) {
+            Some(&p) if p > 1 => pid = p,
+            _ => return false,
+        }
+    };
+    parent
+        .keys()
+        .filter(|p| under(**p))
+        .map(|p| rss_kib(*p))
+        .filter(|r| r.is_finite())
+        .sum()
+}
+
+/// The agent's containerd and the shims it started (they are re-parented away from it).
+fn containerd_pids(data: &Path) -> Vec<u32> {
+    let needle = data.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("containerd") && cmd.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn containers_bench(
+    work: &Path,
+    p2: &str,
+    busybox: &str,
+    n: usize,
+    idle: usize,
+) -> anyhow::Result<()> {
+    println!("\n== Containers beside Wasm on one agent: {n} pods one at a time, then {idle} idle pods of each ==");
+    let dir = work.join("containers");
+    std::fs::create_dir_all(&dir)?;
+    let mut s = start_server(&dir, "server", &["--node-name", "mix", "--agent-port", "0"]).await?;
+    wait_node_ready(&s.client, "mix").await?;
+    create_namespace(&s.client, "mix").await?;
+    let api: Api<Pod> = Api::namespaced(s.client.clone(), "mix");
+    let (mut rx, _watch) = watch_pods(&s.client, "mix");
+    let ctr = Work {
+        image: busybox,
+        command: Some(CONTAINER_IDLE),
+    };
+    let wasm = Work::wasm(p2);
+    let t = Instant::now();
+    let w1 = start_loop(&api, &mut rx, "warm-ctr", "mix", ctr, 1, false).await?;
+    let w2 = start_loop(&api, &mut rx, "warm-wasm", "mix", wasm, 1, false).await?;
+    println!(
+        "warm-up (pull, unpack, compile): container {:.0} ms, Wasm {:.0} ms; total {:.1} s",
+        w1.pct(100.0),
+        w2.pct(100.0),
+        t.elapsed().as_secs_f64()
+    );
+    for l in ["warm-ctr", "warm-wasm"] {
+        delete_pods(&api, l).await?;
+    }
+    let mut rows = Vec::new();
+    for (what, host) in [("own netns", false), ("hostNetwork", true)] {
+        let c = start_loop(&api, &mut rx, "ctr", "mix", ctr, n, host).await?;
+        delete_pods(&api, "ctr").await?;
+        let w = start_loop(&api, &mut rx, "wasm", "mix", wasm, n, host).await?;
+        delete_pods(&api, "wasm").await?;
+        rows.push((what, c, w));
+    }
+    println!("{:<34} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    for (what, c, w) in &rows {
+        for (kind, l) in [("container", c), ("Wasm p2", w)] {
+            println!(
+                "{:<34} {:>9.2} {:>9.2} {:>9.2}",
+                format!("{kind}, {what}"),
+                l.pct(50.0),
+                l.pct(99.0),
+                l.pct(100.0)
+            );
+        }
+        println!(
+            "{:<34} {:>8.1}x {:>8.1}x   (target: Wasm >= 20x faster)",
+            format!("container / Wasm, {what}"),
+            c.pct(50.0) / w.pct(50.0),
+            c.pct(99.0) / w.pct(99.0)
+        );
+    }
+
+    // Memory per idle pod: all the processes that hold pods.
+    let data = dir.join("server");
+    let measure = || {
+        let mut roots = containerd_pids(&data);
+        roots.push(s.proc.pid());
+        tree_rss_kib(&roots)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base = measure();
+    let _ = start_loop(&api, &mut rx, "idle-ctr", "mix", ctr, idle, false).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_ctr = measure();
+    delete_pods(&api, "idle-ctr").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base2 = measure();
+    let _ = start_loop(&api, &mut rx, "idle-wasm", "mix", wasm, idle, false).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_wasm = measure();
+    delete_pods(&api, "idle-wasm").await?;
+    let per_ctr = (with_ctr - base) / idle as f64;
+    let per_wasm = (with_wasm - base2) / idle as f64;
+    println!(
+        "memory per idle pod (agent + containerd + shims + containers, RSS): container {per_ctr:.0} KiB, Wasm p2 {per_wasm:.0} KiB, ratio {:.1}x",
+        per_ctr / per_wasm
+    );
+    s.proc.ensure_alive("spindle server")?;
+    Ok(())
+}
+
 fn tail_logs(work: &Path) {
     let mut logs = Vec::new();
-    for sub in ["", "latency", "density"] {
+    for sub in ["", "latency", "density", "containers"] {
         if let Ok(rd) = std::fs::read_dir(work.join(sub)) {
             for e in rd.flatten() {
                 if e.path().extension().is_some_and(|x| x == "log") {
@@ -549,6 +759,8 @@ fn tail_logs(work: &Path) {
 fn main() -> anyhow::Result<()> {
     let starts = env_num("BENCH_STARTS", 200);
     let density = env_num("BENCH_DENSITY", 10_000);
+    let container_starts = env_num("BENCH_CONTAINER_STARTS", 100);
+    let idle = env_num("BENCH_IDLE", 50);
     let work = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -572,6 +784,24 @@ fn main() -> anyhow::Result<()> {
         }
         if density > 0 {
             density_bench(work.path(), &p1, &p2, density).await?;
+        }
+        let have_containerd = ["containerd", "runc", "umoci", "skopeo"].iter().all(|b| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {b}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if container_starts > 0 && have_containerd {
+            let busybox = format!("{}/bench/busybox:v1", reg.addr);
+            let st = Command::new("bash")
+                .arg("scripts/busybox-image")
+                .arg(&busybox)
+                .arg(work.path().join("busybox-image"))
+                .status()?;
+            anyhow::ensure!(st.success(), "scripts/busybox-image failed");
+            containers_bench(work.path(), &p2, &busybox, container_starts, idle).await?;
+        } else if container_starts > 0 {
+            println!("\n(containers section skipped: containerd, runc, umoci or skopeo missing)");
         }
         anyhow::Ok(())
     });

@@ -182,7 +182,9 @@ impl ContainerdContainers {
     async fn remove_all(&self) {
         match self.ctr.containers().await {
             Ok(ids) => {
-                tracing::info!(count = ids.len(), "removing containers");
+                if !ids.is_empty() {
+                    tracing::info!(count = ids.len(), "removing containers");
+                }
                 for id in ids {
                     if let Err(e) = self.ctr.remove(&id).await {
                         tracing::warn!(container = %id, error = %e, "removing a leftover container");
