@@ -187,15 +187,56 @@ fn container_pods_run_exec_limit_and_leave_nothing_behind() {
         "137"
     );
 
-    // exec: a file, stdin, exit codes and a TTY, with the oldest and newest kubectl.
+    // Init containers run first, in order, and share volumes with the main container.
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: init
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  initContainers:
+  - name: first
+    image: {image}
+    command: ["sh", "-c", "echo one > /work/msg"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: second
+    image: {image}
+    command: ["sh", "-c", "echo two >> /work/msg"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: {image}
+    command: ["cat", "/work/msg"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+"#
+    ));
+    wait_phase(&c, "init", "Succeeded");
+    assert_eq!(c.ok(KUBECTL_DEFAULT, &["logs", "init"]), "one\ntwo\n");
+
+    // exec: a file, stdin, exit codes and a TTY, with the oldest and newest kubectl; an
+    // exec readiness probe.
     c.apply(&pod(
         "box",
         &image,
         "Always",
         "echo exec-file > /tmp/f; trap 'exit 0' TERM; sleep 3600 & wait",
-        "",
+        "    readinessProbe:\n      exec:\n        command: [cat, /tmp/f]\n      periodSeconds: 1\n",
     ));
     wait_phase(&c, "box", "Running");
+    c.wait_for_output(
+        &[
+            "get",
+            "pod",
+            "box",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ],
+        "true",
+        WAIT,
+    );
     for k in kubectls() {
         assert_eq!(
             c.ok(k, &["exec", "box", "--", "cat", "/tmp/f"]),
@@ -220,6 +261,25 @@ fn container_pods_run_exec_limit_and_leave_nothing_behind() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("/dev/pts/"), "{k}: no TTY: {text:?}");
     }
+    // attach: the container's output and, with -i, its stdin.
+    for (i, k) in kubectls().into_iter().enumerate() {
+        let name = format!("talk{i}");
+        c.apply(&pod(
+            &name,
+            &image,
+            "Never",
+            "read line; echo got:$line",
+            "    stdin: true\n    stdinOnce: true\n",
+        ));
+        wait_phase(&c, &name, "Running");
+        let out = c.apply_stdin(k, &["attach", "-i", &name, "-c", "main"], "hello\n");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("got:hello"),
+            "{k}: {out:?}"
+        );
+        wait_phase(&c, &name, "Succeeded");
+    }
+
     // Exec into a container that is not there.
     let err = c.fails(
         KUBECTL_DEFAULT,
@@ -227,7 +287,8 @@ fn container_pods_run_exec_limit_and_leave_nothing_behind() {
     );
     assert!(err.contains("nope"), "{err}");
 
-    // Deleting the pods leaves no task, container, snapshot, mount or netns.
+    // Deleting the pods leaves no task, container, snapshot, mount or netns (the agent
+    // removes them as it finishes each pod, as a kubelet does).
     c.ok(
         KUBECTL_DEFAULT,
         &[
@@ -237,29 +298,48 @@ fn container_pods_run_exec_limit_and_leave_nothing_behind() {
             "fail",
             "bomb",
             "box",
+            "init",
+            "talk0",
+            "talk1",
             "--wait=true",
         ],
     );
-    assert_eq!(ctr(&c, &["tasks", "ls", "-q"]).trim(), "");
-    assert_eq!(ctr(&c, &["containers", "ls", "-q"]).trim(), "");
-    let snapshots = ctr(&c, &["snapshots", "ls"]);
-    assert!(
-        !snapshots.contains("Active"),
-        "container snapshots left: {snapshots}"
-    );
     let state = c.data_dir().join("agent/containerd/state");
-    assert!(
-        mounts_under(&state).is_empty(),
-        "{:?}",
-        mounts_under(&state)
-    );
     let pods_dir = c.data_dir().join("agent/pods");
-    assert!(
-        mounts_under(&pods_dir).is_empty(),
-        "{:?}",
-        mounts_under(&pods_dir)
-    );
-    assert!(c.net.live_netns().is_empty(), "{:?}", c.net.live_netns());
+    let leftovers = || {
+        let mut left = Vec::new();
+        for (what, args) in [
+            ("task", &["tasks", "ls", "-q"]),
+            ("container", &["containers", "ls", "-q"]),
+        ] {
+            left.extend(ctr(&c, args).lines().map(|l| format!("{what} {l}")));
+        }
+        left.extend(
+            ctr(&c, &["snapshots", "ls"])
+                .lines()
+                .filter(|l| l.contains("Active"))
+                .map(|l| format!("snapshot {l}")),
+        );
+        left.extend(
+            mounts_under(&state)
+                .into_iter()
+                .map(|m| format!("mount {m}")),
+        );
+        left.extend(
+            mounts_under(&pods_dir)
+                .into_iter()
+                .map(|m| format!("mount {m}")),
+        );
+        left.extend(c.net.live_netns().into_iter().map(|n| format!("netns {n}")));
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut left = leftovers();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = leftovers();
+    }
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]

@@ -336,22 +336,18 @@ pub async fn upgrade(
     }
     let raw_query = req.uri().query().unwrap_or_default().to_string();
     let path = match sub.as_str() {
-        "exec" => {
+        "exec" | "attach" => {
             let q = Query::parse(req.uri().query());
             let container = pick_container(&pod, &q, name)?;
             format!(
-                "/exec/{}/{}/{}?{raw_query}",
+                "/{sub}/{}/{}/{}?{raw_query}",
                 enc(ns),
                 enc(name),
                 enc(&container)
             )
         }
         "portforward" => format!("/portForward/{}/{}?{raw_query}", enc(ns), enc(name)),
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "{sub} is not supported for Wasm containers: they have no console to attach to"
-            )))
-        }
+        _ => return Err(ApiError::bad_request(format!("{sub} is not supported"))),
     };
     let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
     let unreachable = |e: String| {

@@ -16,7 +16,9 @@ use spindle_containerd::spec::{self, Bind, ProcessSpec};
 use spindle_containerd::{Containerd, ExecSpec, RunSpec};
 use spindle_image::{ContainerImage, PulledImage};
 use spindle_logs::Stream;
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
 
 use crate::runtime::{ContainerSpec, Exit, Output, OutputFn, Running, Runtime};
 
@@ -43,6 +45,8 @@ pub struct ContainerdContainers {
     /// The main process of each running container, which its execs inherit (env,
     /// user, working directory).
     procs: Mutex<HashMap<String, ProcessSpec>>,
+    /// The stdio of each running container, for `kubectl attach`.
+    runs: Mutex<HashMap<String, Arc<RunIo>>>,
     /// Set when the agent stops: pod workers must not start containers that the
     /// shutdown has just removed.
     closing: std::sync::atomic::AtomicBool,
@@ -171,6 +175,7 @@ impl ContainerdContainers {
             io_dir: data_dir.join("containerd-io"),
             imported: Mutex::new(HashMap::new()),
             procs: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         // Containers of a previous agent process: their pods are taken back from the
@@ -313,6 +318,73 @@ impl ContainerdContainers {
     }
 }
 
+/// A running container's stdio beyond its log: attached clients and its stdin.
+struct RunIo {
+    sinks: Mutex<Vec<(u64, OutputFn)>>,
+    stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
+    stdin_once: bool,
+    /// The exit code, once the container has ended.
+    exited: watch::Sender<Option<i32>>,
+}
+
+impl ContainerdContainers {
+    /// `kubectl attach`: the client sees the container's output from now on, its stdin
+    /// (with `-i`) goes to the container's (if the container has `stdin: true`), and
+    /// the attach ends with the container. Returns its exit code.
+    pub async fn attach(&self, id: &str, io: ExecStreams) -> Result<i32, String> {
+        let run = lock(&self.runs)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("container {id} is not running"))?;
+        let key = rand::random::<u64>();
+        lock(&run.sinks).push((key, io.output.clone()));
+        let mut exited = run.exited.subscribe();
+        let feeder = io.stdin.map(|mut input| {
+            let (run, ctr, id) = (run.clone(), self.ctr.clone(), id.to_string());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    match input.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut w = run.stdin.lock().await;
+                            let Some(tx) = w.as_mut() else { break };
+                            if tx.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if run.stdin_once {
+                    run.stdin.lock().await.take();
+                    let _ = ctr.close_stdin(&id, "").await;
+                }
+            })
+        });
+        let resizer = io.resize.map(|mut rx| {
+            let (ctr, id) = (self.ctr.clone(), id.to_string());
+            tokio::spawn(async move {
+                while let Some((w, h)) = rx.recv().await {
+                    let _ = ctr.resize(&id, "", w.into(), h.into()).await;
+                }
+            })
+        });
+        let code = loop {
+            if let Some(code) = *exited.borrow_and_update() {
+                break code;
+            }
+            if exited.changed().await.is_err() {
+                break 0;
+            }
+        };
+        lock(&run.sinks).retain(|(k, _)| *k != key);
+        for t in [feeder, resizer].into_iter().flatten() {
+            t.abort();
+        }
+        Ok(code)
+    }
+}
+
 /// An exec's streams into a container.
 pub struct ExecStreams {
     pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
@@ -365,6 +437,7 @@ fn id_u32(v: i64, what: &str) -> Result<u32, String> {
 }
 
 struct ContainerRun {
+    io: Arc<RunIo>,
     ctr: Containerd,
     owner: Arc<ContainerdContainers>,
     id: String,
@@ -481,19 +554,27 @@ impl Runtime for ContainerdRuntime {
         let id = spec.meta.id.clone();
         // A run with this ID left over from a crash of the agent mid-start.
         let _ = me.ctr.remove(&id).await;
-        let fifos =
-            Fifos::create(&me.io_dir.join(&id), false, spec.meta.tty).map_err(|e| e.to_string())?;
+        let fifos = Fifos::create(&me.io_dir.join(&id), spec.meta.stdin, spec.meta.tty)
+            .map_err(|e| e.to_string())?;
+        let run_io = Arc::new(RunIo {
+            sinks: Mutex::new(Vec::new()),
+            stdin: tokio::sync::Mutex::new(None),
+            stdin_once: spec.meta.stdin_once,
+            exited: watch::channel(None).0,
+        });
         let log = spec.log.clone();
+        let fan = run_io.clone();
         let pump = fifos
             .pump(Arc::new(move |is_err, data: &[u8]| {
-                log.write(
-                    if is_err {
-                        Stream::Stderr
-                    } else {
-                        Stream::Stdout
-                    },
-                    data,
-                )
+                let stream = if is_err {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                log.write(stream, data);
+                for (_, sink) in lock(&fan.sinks).iter() {
+                    sink(stream, data);
+                }
             }))
             .map_err(|e| e.to_string())?;
         let started = me
@@ -511,8 +592,11 @@ impl Runtime for ContainerdRuntime {
             let _ = me.ctr.remove(&id).await;
             return Err(e.to_string());
         }
+        *run_io.stdin.lock().await = fifos.stdin_writer().map_err(|e| e.to_string())?;
         lock(&me.procs).insert(id.clone(), process);
+        lock(&me.runs).insert(id.clone(), run_io.clone());
         Ok(Box::new(ContainerRun {
+            io: run_io,
             ctr: me.ctr.clone(),
             owner: me.clone(),
             id,
@@ -566,6 +650,9 @@ impl Running for ContainerRun {
                 message: Some(format!("lost the container: {e}")),
             },
         };
+        lock(&self.owner.runs).remove(&self.id);
+        self.io.stdin.lock().await.take();
+        let _ = self.io.exited.send(Some(exit.code));
         self.exit = Some(exit.clone());
         exit
     }

@@ -35,6 +35,45 @@ pub struct ExecIo {
     pub resize: Option<tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>>,
 }
 
+/// `kubectl exec` or `kubectl attach`, as the request says.
+pub async fn exec_or_attach(
+    agent: &Arc<Agent>,
+    h: &Arc<PodHandle>,
+    container: &str,
+    req: &crate::stream::ExecRequest,
+    io: ExecIo,
+) -> Result<i32, ExecError> {
+    if !req.attach {
+        return exec(agent, h, container, req.command.clone(), io, None).await;
+    }
+    let running = h
+        .shared()
+        .containers
+        .iter()
+        .find(|s| s.name == container && s.is_running())
+        .map(|s| s.container_id.clone().unwrap_or_default());
+    let Some(running_id) = running else {
+        return Err(ExecError::NotRunning(container.into()));
+    };
+    let (Some(id), Some(ctrs)) = (
+        running_id.strip_prefix("containerd://"),
+        agent.containers.as_ref(),
+    ) else {
+        return Err(ExecError::Failed(format!(
+            "container {container} is a Wasm container: WASI has no console to attach to (use kubectl logs -f, or kubectl exec)"
+        )));
+    };
+    let streams = crate::containers::ExecStreams {
+        stdin: io
+            .stdin
+            .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        output: io.output,
+        tty: io.tty,
+        resize: io.resize,
+    };
+    ctrs.attach(id, streams).await.map_err(ExecError::Failed)
+}
+
 /// Runs `argv` in container `container` of the pod and returns its exit code. With a
 /// `timeout`, a run still going after it is killed and reported as an error.
 pub async fn exec(

@@ -778,6 +778,8 @@ async fn supervise(
                 cpu_request_millis: requested_cpu(&c),
                 host_network: podnet::is_host_network(&pod),
                 tty: c.tty == Some(true),
+                stdin: c.stdin == Some(true),
+                stdin_once: c.stdin_once == Some(true),
             },
             net,
             stdin: None,

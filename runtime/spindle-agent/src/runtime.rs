@@ -59,6 +59,9 @@ pub struct RunMeta {
     pub host_network: bool,
     /// `tty: true` on the container.
     pub tty: bool,
+    /// `stdin: true` (a stdin kept open for `kubectl attach -i`) and `stdinOnce`.
+    pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// The container's and pod's securityContext, merged (the container's wins).

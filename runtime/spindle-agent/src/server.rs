@@ -5,8 +5,9 @@
 //!
 //! Routes: `GET /containerLogs/{namespace}/{pod}/{container}?follow&previous&tailLines&
 //! sinceSeconds&sinceTime&timestamps&limitBytes`; `GET|POST /exec/{namespace}/{pod}/
-//! {container}?command=…&stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/
-//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]).
+//! {container}?command=…&stdin&stdout&stderr&tty`, `GET|POST /attach/{namespace}/{pod}/
+//! {container}?stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/{pod}`,
+//! upgraded to WebSocket or SPDY (see [`crate::stream`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -141,9 +142,10 @@ async fn handle(agent: Arc<Agent>, req: Request<hyper::body::Incoming>) -> Respo
         ["containerLogs", ns, pod, container] if req.method() == hyper::Method::GET => {
             logs(&agent, ns, pod, container, &query)
         }
-        ["exec", ns, pod, container] => {
+        [verb @ ("exec" | "attach"), ns, pod, container] => {
+            let attach = *verb == "attach";
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            exec_route(agent, req, &ns, &pod, &container)
+            exec_route(agent, req, &ns, &pod, &container, attach)
         }
         ["portForward", ns, pod] => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -364,6 +366,7 @@ fn exec_route(
     ns: &str,
     pod: &str,
     container: &str,
+    attach: bool,
 ) -> Response<Body> {
     let Some(h) = agent.pods.find(ns, pod) else {
         return text(
@@ -387,8 +390,9 @@ fn exec_route(
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let exec_req = crate::stream::ExecRequest::from_query(&pairs);
-    if exec_req.command.is_empty() {
+    let mut exec_req = crate::stream::ExecRequest::from_query(&pairs);
+    exec_req.attach = attach;
+    if !attach && exec_req.command.is_empty() {
         return text(
             StatusCode::BAD_REQUEST,
             "you must specify at least one command for the container",

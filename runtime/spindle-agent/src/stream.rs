@@ -41,6 +41,8 @@ pub struct ExecRequest {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
+    /// Attach to the container's main process instead of running a command.
+    pub attach: bool,
 }
 
 impl ExecRequest {
@@ -60,6 +62,7 @@ impl ExecRequest {
             stdout: flag("stdout"),
             stderr: flag("stderr"),
             tty: flag("tty"),
+            attach: false,
         }
     }
 }
@@ -197,18 +200,17 @@ pub async fn exec_websocket(
         m.extend_from_slice(data);
         let _ = tx.send(Message::Binary(m.into()));
     });
-    let result = exec::exec(
+    let result = exec::exec_or_attach(
         &agent,
         &h,
         &container,
-        req.command.clone(),
+        &req,
         ExecIo {
             stdin,
             output,
             tty: req.tty,
             resize,
         },
-        None,
     )
     .await;
     let mut status = vec![3u8];
@@ -315,18 +317,17 @@ pub async fn exec_spdy(
             out.data(id, Bytes::copy_from_slice(data));
         }
     });
-    let result = exec::exec(
+    let result = exec::exec_or_attach(
         &agent,
         &h,
         &container,
-        req.command.clone(),
+        &req,
         ExecIo {
             stdin,
             output,
             tty,
             resize,
         },
-        None,
     )
     .await;
     for id in [out_id, err_id].into_iter().flatten() {

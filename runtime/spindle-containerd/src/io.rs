@@ -89,21 +89,29 @@ impl Fifos {
         Ok(Pump { tasks })
     }
 
+    /// Opens the write end of stdin, if the process has one.
+    pub fn stdin_writer(&self) -> Result<Option<pipe::Sender>> {
+        let Some(path) = &self.stdin else {
+            return Ok(None);
+        };
+        // Read-write so the open cannot fail for want of a reader; closing it is the
+        // only writer going away, which the shim sees as end of input.
+        pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(path)
+            .map(Some)
+            .map_err(|e| Error::Io(format!("opening {}", path.display()), e))
+    }
+
     /// Opens the write end of stdin (after the shim opened its end) and copies `input`
     /// into it; the returned task ends when `input` does.
     pub fn feed(
         &self,
         mut input: impl tokio::io::AsyncRead + Send + Unpin + 'static,
     ) -> Result<Option<tokio::task::JoinHandle<()>>> {
-        let Some(path) = &self.stdin else {
+        let Some(mut tx) = self.stdin_writer()? else {
             return Ok(None);
         };
-        // Read-write so the open cannot fail for want of a reader; closing it is the
-        // only writer going away, which the shim sees as end of input.
-        let mut tx = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(path)
-            .map_err(|e| Error::Io(format!("opening {}", path.display()), e))?;
         Ok(Some(tokio::spawn(async move {
             let mut buf = vec![0u8; 16 << 10];
             loop {

@@ -365,6 +365,9 @@ impl ImageStore {
                 };
                 return self.record(r, entry).await;
             }
+            Err(_) if self.inner.containers => {
+                return Err(ImageError::NotWasm(neither_message(&r.given, &manifest)))
+            }
             Err(msg) => return Err(ImageError::NotWasm(msg)),
         };
         let hex = sha256_hex(&layer.digest).ok_or_else(|| {
@@ -724,6 +727,22 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
             None
         }
     }
+}
+
+/// For a node that runs containers too: what the image holds instead.
+fn neither_message(image: &str, manifest: &OciImageManifest) -> String {
+    let mut types: Vec<&str> = manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    format!(
+        "image {image:?} holds neither WebAssembly nor a container filesystem: its layers are [{}] (config {}); this node runs Wasm artifacts and container images",
+        types.join(", "),
+        manifest.config.media_type
+    )
 }
 
 fn action(r: &ImageRef) -> String {
