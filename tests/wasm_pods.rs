@@ -50,7 +50,7 @@ fn p1_and_p2_pods_log_and_finish() {
     let reg = Registry::start();
     let p1 = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
     let p2 = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
-    let c = Cluster::with_agent("wasm-node", &[]);
+    let c = Cluster::with_agent("wasm-node", &["--disable-containerd"]);
 
     c.apply(&pod(
         "hello-p1",
@@ -140,7 +140,7 @@ fn p1_and_p2_pods_log_and_finish() {
         assert!(Instant::now() < deadline, "no image pull error: {out}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The agent reports the runtimes it has.
+    // The agent reports the runtimes it has (this one is Wasm-only by flag).
     let label = c.ok(
         KUBECTL_DEFAULT,
         &[
