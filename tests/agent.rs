@@ -13,10 +13,16 @@ const WAIT: Duration = Duration::from_secs(90);
 
 struct AgentProc {
     child: Option<Child>,
+    net: common::NetNames,
 }
 
 impl AgentProc {
     fn start(c: &Cluster, node: &str) -> AgentProc {
+        Self::start_with(c, node, common::NetNames::fresh())
+    }
+
+    /// An agent with these host-global names (the same again for a restart).
+    fn start_with(c: &Cluster, node: &str, net: common::NetNames) -> AgentProc {
         let token =
             std::fs::read_to_string(c.data_dir().join("server").join("token")).expect("join token");
         let log = std::fs::OpenOptions::new()
@@ -27,7 +33,7 @@ impl AgentProc {
         let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
             .args(["agent", "--server", &c.server_url(), "--node-name", node])
             .args(["--node-ip", "127.0.0.1", "--agent-port", "0"])
-            .args(common::NetNames::fresh().agent_args())
+            .args(net.agent_args())
             .arg("--data-dir")
             .arg(c.dir.path().join("agent-data"))
             .env("SPINDLE_TOKEN", token.trim())
@@ -35,7 +41,10 @@ impl AgentProc {
             .stderr(log)
             .spawn()
             .expect("start spindle agent");
-        AgentProc { child: Some(child) }
+        AgentProc {
+            child: Some(child),
+            net,
+        }
     }
 
     fn kill9(&mut self) {
@@ -48,7 +57,21 @@ impl AgentProc {
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
+        // SIGTERM first: a stopped agent removes its pods' networks and containers.
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.kill9();
+        self.net.cleanup();
     }
 }
 
@@ -157,7 +180,7 @@ spec:
     // Crash and restart: the pods go on (restarted once, since their instances died with
     // the process), and there is still exactly one of each.
     agent.kill9();
-    let _agent = AgentProc::start(&c, "joined");
+    let _agent = AgentProc::start_with(&c, "joined", agent.net.clone());
     for pod in ["ticker", "sleeper"] {
         c.wait_for_output(
             &[

@@ -93,6 +93,11 @@ impl NetNames {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .output();
+        // The Service proxy's table is named after the bridge (see agent_args).
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.bridge])
+            .stderr(Stdio::null())
+            .output();
     }
 
     /// The pod network namespaces of this cluster that exist now.
@@ -374,6 +379,34 @@ impl Drop for Cluster {
         if self.agent {
             self.net.cleanup();
         }
+        release_dir(self.dir.path());
+    }
+}
+
+/// What a killed agent leaves under `dir` (a stopped one removes it itself): its private
+/// containerd and container shims, and mounts (tmpfs volumes, container rootfs).
+pub fn release_dir(dir: &Path) {
+    let needle = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("containerd") && cmd.contains(&needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&needle))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let _ = Command::new("umount").args(["-l", m]).output();
     }
 }
 
