@@ -104,6 +104,11 @@ fn chain_ids(config: &[u8]) -> Result<Vec<String>> {
     Ok(chain)
 }
 
+/// RFC 3339 in UTC, as containerd's `gc.expire` label wants it.
+fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// How many times the kernel's OOM killer acted in a container's cgroup (v1 or v2).
 /// Read before the task is deleted: runc removes the cgroup with it.
 pub fn oom_kills(cgroups_path: &str) -> u64 {
@@ -397,14 +402,68 @@ impl Containerd {
 
     /// Creates the container (with its snapshot) and starts its task; returns the pid.
     pub async fn run(&self, spec: RunSpec<'_>) -> Result<u32> {
+        // Until the container record refers to it, a fresh snapshot is garbage to
+        // containerd's collector (which runs after every removal): a short lease holds
+        // it in between, as containerd's own client does.
+        let lease = format!("spindle-run-{}", spec.id);
+        let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let expire = humantime_rfc3339(expire);
+        let mut leases = LeasesClient::new(self.channel.clone());
+        match leases
+            .create(self.req(CreateLeaseRequest {
+                id: lease.clone(),
+                labels: [("containerd.io/gc.expire".to_string(), expire)].into(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == containerd_client::tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(Error::rpc("creating the container's lease", s)),
+        }
+        let created = self.create_container(&spec, &lease).await;
+        let _ = leases
+            .delete(self.req(containerd_client::services::v1::DeleteRequest {
+                id: lease,
+                sync: false,
+            }))
+            .await;
+        let mounts = created?;
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .create(self.req(CreateTaskRequest {
+                container_id: spec.id.to_string(),
+                rootfs: mounts,
+                stdin: Fifos::path_str(spec.fifos.stdin.as_ref()),
+                stdout: Fifos::path_str(Some(&spec.fifos.stdout)),
+                stderr: Fifos::path_str(spec.fifos.stderr.as_ref()),
+                terminal: spec.terminal,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| Error::rpc("creating the task", s))?;
+        let started = tasks
+            .start(self.req(StartRequest {
+                container_id: spec.id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| Error::rpc("starting the task", s))?;
+        Ok(started.into_inner().pid)
+    }
+
+    /// The container's snapshot (under `lease`) and its record; returns the rootfs mounts.
+    async fn create_container(&self, spec: &RunSpec<'_>, lease: &str) -> Result<Vec<Mount>> {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let mounts: Vec<Mount> = match snapshots
-            .prepare(self.req(PrepareSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: spec.id.to_string(),
-                parent: spec.chain_id.to_string(),
-                labels: Default::default(),
-            }))
+            .prepare(self.leased(
+                PrepareSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: spec.id.to_string(),
+                    parent: spec.chain_id.to_string(),
+                    labels: Default::default(),
+                },
+                lease,
+            ))
             .await
         {
             Ok(r) => r.into_inner().mounts,
@@ -430,39 +489,22 @@ impl Containerd {
             }),
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE.into(),
-                value: spec.spec,
+                value: spec.spec.clone(),
             }),
             snapshotter: self.snapshotter.clone(),
             snapshot_key: spec.id.to_string(),
             ..Default::default()
         };
         ContainersClient::new(self.channel.clone())
-            .create(self.req(CreateContainerRequest {
-                container: Some(container),
-            }))
+            .create(self.leased(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                lease,
+            ))
             .await
             .map_err(|s| Error::rpc("creating the container", s))?;
-        let mut tasks = TasksClient::new(self.channel.clone());
-        tasks
-            .create(self.req(CreateTaskRequest {
-                container_id: spec.id.to_string(),
-                rootfs: mounts,
-                stdin: Fifos::path_str(spec.fifos.stdin.as_ref()),
-                stdout: Fifos::path_str(Some(&spec.fifos.stdout)),
-                stderr: Fifos::path_str(spec.fifos.stderr.as_ref()),
-                terminal: spec.terminal,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|s| Error::rpc("creating the task", s))?;
-        let started = tasks
-            .start(self.req(StartRequest {
-                container_id: spec.id.to_string(),
-                exec_id: String::new(),
-            }))
-            .await
-            .map_err(|s| Error::rpc("starting the task", s))?;
-        Ok(started.into_inner().pid)
+        Ok(mounts)
     }
 
     /// Waits for the task (`exec_id` empty) or an exec process to exit.
@@ -635,6 +677,16 @@ impl Containerd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(humantime_rfc3339(t), "2026-11-18T11:06:40Z");
+        assert_eq!(
+            humantime_rfc3339(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00Z"
+        );
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_rule() {
