@@ -690,6 +690,13 @@ async fn containers_bench(
         rows.push((what, c, w));
     }
     println!("{:<34} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<34} {:>9.2} {:>9.2} {:>9.2}",
+        "hollow node (control-plane floor)",
+        base.pct(50.0),
+        base.pct(99.0),
+        base.pct(100.0)
+    );
     for (what, c, w) in &rows {
         for (kind, l) in [("container", c), ("Wasm p2", w)] {
             println!(
