@@ -201,11 +201,15 @@ impl ContainerdContainers {
         let _ = std::fs::remove_dir_all(&self.io_dir);
     }
 
-    /// Removes every container, then stops a private containerd.
-    pub async fn shutdown(&self) {
+    /// Removes every container and refuses new ones: the agent is stopping.
+    pub async fn remove_containers(&self) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.remove_all().await;
+    }
+
+    /// Stops a private containerd (after [`Self::remove_containers`]).
+    pub async fn stop_daemon(&self) {
         if let Some(d) = self.daemon.lock().await.as_mut() {
             d.stop().await;
         }

@@ -75,6 +75,9 @@ pub struct Agent {
     pub wasm: Arc<runtime::WasmContainers>,
     /// Containers through containerd; `None` on a Wasm-only node.
     pub containers: Option<Arc<containers::ContainerdContainers>>,
+    /// Set when the agent stops: no pod gets a new sandbox (a guest restarted during the
+    /// shutdown would otherwise get one after the teardown).
+    pub stopping: std::sync::atomic::AtomicBool,
     pub events: spindle_controllers::events::Recorder,
     pub streaming_port: u16,
     /// SHA-256 of the streaming endpoint's certificate, published on the Node.
@@ -125,6 +128,7 @@ pub async fn run(
         images,
         wasm,
         containers,
+        stopping: std::sync::atomic::AtomicBool::new(false),
         streaming_port: port,
         cert_sha256,
         pods: pods::PodTable::default(),
@@ -175,8 +179,11 @@ pub async fn run(
 /// Ends every pod's runtime and removes every sandbox of this node's pod network.
 async fn stop(agent: &Agent) {
     tracing::info!("node agent stopping: removing containers and pod networks");
+    agent
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(c) = &agent.containers {
-        c.shutdown().await;
+        c.remove_containers().await;
     }
     for h in agent.pods.all() {
         // Dropping a pod's runtime ends the guests on it.
@@ -186,6 +193,9 @@ async fn stop(agent: &Agent) {
         if let Err(e) = net.teardown_all().await {
             tracing::warn!(error = %e, "removing pod sandboxes on shutdown");
         }
+    }
+    if let Some(c) = &agent.containers {
+        c.stop_daemon().await;
     }
 }
 

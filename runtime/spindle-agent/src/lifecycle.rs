@@ -265,6 +265,9 @@ async fn ensure_net(agent: &Agent, h: &PodHandle, pod: &Pod) -> Result<Arc<PodNe
     if let Some(net) = slot.as_ref() {
         return Ok(net.clone());
     }
+    if agent.stopping.load(Ordering::SeqCst) {
+        return Err("the node agent is stopping".into());
+    }
     let net = if podnet::is_host_network(pod) {
         PodNet::host(agent.node_ip)
     } else {
