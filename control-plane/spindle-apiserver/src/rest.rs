@@ -260,20 +260,30 @@ pub async fn list_objects(
     start_after: Option<&str>,
     limit: Option<usize>,
 ) -> ApiResult<(Vec<Value>, u64, Option<String>)> {
+    scan(st, t, sel, start_after, limit, |kv| {
+        let v = decode_stored(kv)?;
+        Ok(sel.matches(&v).then_some(v))
+    })
+    .await
+}
+
+/// Runs `f` over the stored objects of a list request (each returns its output, or None
+/// when the selectors reject the object) and pages the outputs.
+async fn scan<T>(
+    st: &AppState,
+    t: &Target,
+    sel: &Selectors,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+    mut f: impl FnMut(&KeyValue) -> ApiResult<Option<T>>,
+) -> ApiResult<(Vec<T>, u64, Option<String>)> {
     if let Some(name) = single_name(&sel.fields) {
         // One name: a point read per namespace instead of a scan.
         let k = key(&t.kind, t.namespace.as_deref(), Some(name));
         if t.namespace.is_some() || !t.kind.namespaced {
             let rev = st.store.current_revision();
             let items = match st.store.get(&k).await? {
-                Some(kv) => {
-                    let v = decode_stored(&kv)?;
-                    if sel.matches(&v) {
-                        vec![v]
-                    } else {
-                        vec![]
-                    }
-                }
+                Some(kv) => f(&kv)?.into_iter().collect(),
                 None => vec![],
             };
             return Ok((items, rev, None));
@@ -283,7 +293,7 @@ pub async fn list_objects(
     // Read in chunks from the continue key, so a page costs what it returns (plus what
     // the selectors skip), not the whole collection.
     const CHUNK: usize = 512;
-    let mut out: Vec<(String, Value)> = Vec::new();
+    let mut out: Vec<(String, T)> = Vec::new();
     let mut next = false;
     let mut cursor = start_after.map(str::to_string);
     let mut rev = None;
@@ -295,16 +305,15 @@ pub async fn list_objects(
         rev.get_or_insert(r);
         let exhausted = kvs.len() < CHUNK;
         for kv in &kvs {
-            let v = decode_stored(kv)?;
-            if !sel.matches(&v) {
+            let Some(item) = f(kv)? else {
                 continue;
-            }
+            };
             if limit.is_some_and(|l| out.len() >= l) {
                 // At least one more match: hand out a continue token.
                 next = true;
                 break 'scan;
             }
-            out.push((kv.key.clone(), v));
+            out.push((kv.key.clone(), item));
         }
         match kvs.last() {
             Some(last) if !exhausted => cursor = Some(last.key.clone()),
@@ -318,6 +327,106 @@ pub async fn list_objects(
         None
     };
     Ok((out.into_iter().map(|(_, v)| v).collect(), rev, cont))
+}
+
+/// A stored object's top-level members as raw JSON, in order (keys borrowed: the
+/// top-level names of Kubernetes objects have no escapes).
+struct TopLevel<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(TopLevel(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One stored object as it goes into a list response, or None when the selectors reject
+/// it. Only metadata (and what field selectors look at) is parsed; spec, status and the
+/// rest are copied as stored. Parsing and re-encoding whole objects was most of the cost
+/// of a large list (the scheduler's and every informer's start).
+fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<Option<String>> {
+    let corrupt =
+        |e: serde_json::Error| ApiError::internal(format!("corrupt object {}: {e}", kv.key));
+    let top: TopLevel = match serde_json::from_slice(&kv.value) {
+        Ok(t) => t,
+        // Escaped top-level keys (never written by this server): the general path.
+        Err(_) => {
+            let mut v = decode_stored(kv)?;
+            if !sel.matches(&v) {
+                return Ok(None);
+            }
+            if let Some(m) = v.as_object_mut() {
+                let tm: Value = serde_json::from_str(&format!("{{{type_meta}}}"))
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                if let Value::Object(tm) = tm {
+                    m.extend(tm);
+                }
+            }
+            return Ok(Some(v.to_string()));
+        }
+    };
+    let member = |name: &str| top.0.iter().find(|(k, _)| *k == name).map(|(_, raw)| *raw);
+    let mut view = Map::new();
+    for k in sel.fields.top_keys() {
+        if k != "metadata" && !view.contains_key(k) {
+            if let Some(raw) = member(k) {
+                view.insert(
+                    k.to_string(),
+                    serde_json::from_str(raw.get()).map_err(corrupt)?,
+                );
+            }
+        }
+    }
+    let mut meta: Map<String, Value> = match member("metadata") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(corrupt)?,
+        None => Map::new(),
+    };
+    meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    view.insert("metadata".into(), Value::Object(meta));
+    let view = Value::Object(view);
+    if !sel.matches(&view) {
+        return Ok(None);
+    }
+    let meta = view.get("metadata").cloned().unwrap_or_default();
+    // Type meta is the list's (as for every item of a Kubernetes list), then the members
+    // as stored.
+    let mut out = String::with_capacity(kv.value.len() + 96);
+    out.push('{');
+    out.push_str(type_meta);
+    let put = |out: &mut String, k: &str, v: &str| {
+        out.push(',');
+        out.push_str(&Value::String(k.to_string()).to_string());
+        out.push(':');
+        out.push_str(v);
+    };
+    if member("metadata").is_none() {
+        put(&mut out, "metadata", &meta.to_string());
+    }
+    for (k, raw) in &top.0 {
+        match *k {
+            "apiVersion" | "kind" => {}
+            "metadata" => put(&mut out, k, &meta.to_string()),
+            _ => put(&mut out, k, raw.get()),
+        }
+    }
+    out.push('}');
+    Ok(Some(out))
 }
 
 async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
@@ -338,31 +447,48 @@ async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
         }
         None => (None, None),
     };
-    let (mut items, rev, cont) = list_objects(st, t, &sel, start.as_deref(), limit).await?;
-    let rv = list_rev.unwrap_or(rev).to_string();
-    if wants_table(headers) {
-        let table = tables::table(
-            &t.kind,
-            &items,
-            &rv,
-            cont.as_deref(),
-            q.get("includeObject"),
-            true,
+    if !wants_table(headers) {
+        let type_meta = format!(
+            "\"apiVersion\":{},\"kind\":{}",
+            json!(t.kind.api_version()),
+            json!(t.kind.kind)
         );
-        return Ok(tables::response(&table));
-    }
-    for it in items.iter_mut() {
-        if let Some(m) = it.as_object_mut() {
-            m.insert("apiVersion".into(), json!(t.kind.api_version()));
-            m.insert("kind".into(), json!(t.kind.kind));
+        let (items, rev, cont) = scan(st, t, &sel, start.as_deref(), limit, |kv| {
+            list_item_json(kv, &sel, &type_meta)
+        })
+        .await?;
+        let rv = list_rev.unwrap_or(rev).to_string();
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
         }
+        let mut body =
+            String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 256);
+        body.push_str(&format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{meta},\"items\":[",
+            json!(t.kind.list_kind),
+            json!(t.kind.api_version())
+        ));
+        body.push_str(&items.join(","));
+        body.push_str("]}");
+        let mut r = (StatusCode::OK, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(r);
     }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-    }
-    let body = json!({"kind": t.kind.list_kind, "apiVersion": t.kind.api_version(), "metadata": meta, "items": items});
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    let (items, rev, cont) = list_objects(st, t, &sel, start.as_deref(), limit).await?;
+    let rv = list_rev.unwrap_or(rev).to_string();
+    let table = tables::table(
+        &t.kind,
+        &items,
+        &rv,
+        cont.as_deref(),
+        q.get("includeObject"),
+        true,
+    );
+    Ok(tables::response(&table))
 }
 
 // ---------------------------------------------------------------------------

@@ -152,6 +152,13 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    /// The top-level members of an object the selector looks at.
+    pub fn top_keys(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .map(|(k, _, _)| k.split('.').next().unwrap_or_default())
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
             let mut cur = Some(obj);

@@ -60,6 +60,12 @@ const COMPONENT: &str = "default-scheduler";
 /// Decisions made before going back to the channel, so watch events and bind results
 /// are not starved by a long queue.
 const DECISION_BATCH: usize = 256;
+/// Objects per page of the initial pod list.
+const LIST_PAGE: u32 = 5000;
+/// Event writers: events are recorded after their binds and at a lower priority, as
+/// kube-scheduler's asynchronous event broadcaster does, so a burst of bindings is not
+/// slowed by as many Event creations competing for the API server.
+const EVENT_WRITERS: usize = 4;
 /// Upper bound on the loop's sleep, so the periodic unschedulable flush runs.
 const IDLE_TICK: Duration = Duration::from_secs(5);
 
@@ -122,7 +128,9 @@ async fn watch_pods(client: Client, scheduler_name: String, tx: mpsc::UnboundedS
     // pending to bound arrives as one ordered update, with no window in which two streams
     // disagree about it.
     let api: Api<Pod> = Api::all(client);
-    let mut events = watcher(api, watcher::Config::default())
+    // Large pages: the initial list of every pod is the scheduler's start-up cost, and
+    // each page is a round trip (kube's default is 500 objects).
+    let mut events = watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .boxed();
     while let Some(ev) = events.next().await {
@@ -156,6 +164,7 @@ struct Scheduler {
     rng: rand::rngs::SmallRng,
     in_flight: usize,
     reports: Arc<Semaphore>,
+    events: EventQueue,
     nodes_synced: bool,
     pods_synced: bool,
     node_buf: Vec<NodeInfo>,
@@ -171,6 +180,7 @@ impl Scheduler {
     fn new(client: Client, opts: SchedulerOptions, tx: mpsc::UnboundedSender<Msg>) -> Self {
         use rand::SeedableRng;
         let reports = Arc::new(Semaphore::new(opts.parallel_reports.max(1)));
+        let events = EventQueue::start(client.clone());
         Scheduler {
             client,
             opts,
@@ -180,6 +190,7 @@ impl Scheduler {
             rng: rand::rngs::SmallRng::from_os_rng(),
             in_flight: 0,
             reports,
+            events,
             nodes_synced: false,
             pods_synced: false,
             node_buf: Vec::new(),
@@ -369,7 +380,7 @@ impl Scheduler {
                     tokio::spawn(bind(
                         self.client.clone(),
                         self.tx.clone(),
-                        self.reports.clone(),
+                        self.events.clone(),
                         key,
                         pod,
                         node,
@@ -383,6 +394,7 @@ impl Scheduler {
                         tokio::spawn(report_unschedulable(
                             self.client.clone(),
                             self.reports.clone(),
+                            self.events.clone(),
                             pod,
                             message,
                         ));
@@ -397,7 +409,7 @@ impl Scheduler {
 async fn bind(
     client: Client,
     tx: mpsc::UnboundedSender<Msg>,
-    reports: Arc<Semaphore>,
+    events: EventQueue,
     key: String,
     pod: Arc<SchedPod>,
     node: String,
@@ -442,12 +454,57 @@ async fn bind(
     // The loop may have ended with the process; nothing left to tell then.
     let _ = tx.send(Msg::BindDone { key, ok });
     if ok {
-        let _permit = reports.acquire().await;
         let msg = format!(
             "Successfully assigned {}/{} to {}",
             pod.namespace, pod.name, node
         );
-        record_event(&client, &pod, "Normal", "Scheduled", &msg).await;
+        events.record(pod, "Normal", "Scheduled", msg);
+    }
+}
+
+/// One event to record.
+struct EventReq {
+    pod: Arc<SchedPod>,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+/// Events waiting to be written by a few writer tasks; see [`EVENT_WRITERS`]. Unbounded:
+/// an event is a few hundred bytes, and none is dropped.
+#[derive(Clone)]
+struct EventQueue(mpsc::UnboundedSender<EventReq>);
+
+impl EventQueue {
+    fn start(client: Client) -> EventQueue {
+        let (tx, rx) = mpsc::unbounded_channel::<EventReq>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..EVENT_WRITERS {
+            let (client, rx) = (client.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(ev) = next else { return };
+                    record_event(&client, &ev.pod, ev.type_, ev.reason, &ev.message).await;
+                }
+            });
+        }
+        EventQueue(tx)
+    }
+
+    fn record(
+        &self,
+        pod: Arc<SchedPod>,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+    ) {
+        let _ = self.0.send(EventReq {
+            pod,
+            type_,
+            reason,
+            message,
+        });
     }
 }
 
@@ -455,6 +512,7 @@ async fn bind(
 async fn report_unschedulable(
     client: Client,
     reports: Arc<Semaphore>,
+    events: EventQueue,
     pod: Arc<SchedPod>,
     message: String,
 ) {
@@ -477,7 +535,7 @@ async fn report_unschedulable(
     {
         tracing::debug!(pod = %pod.name, error = %e, "could not set PodScheduled=False");
     }
-    record_event(&client, &pod, "Warning", "FailedScheduling", &message).await;
+    events.record(pod, "Warning", "FailedScheduling", message);
 }
 
 /// Create a core/v1 Event about a pod; failures are logged, never fatal.
