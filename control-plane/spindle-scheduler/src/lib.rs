@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use crate::cache::Cache;
-use crate::model::{NodeInfo, PodRecord, SchedPod};
+use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::queue::Queue;
 
 /// Scheduler settings.
@@ -127,22 +127,19 @@ async fn watch_pods(client: Client, scheduler_name: String, tx: mpsc::UnboundedS
     // One watch of all pods rather than separate bound/unbound watches: a pod moving from
     // pending to bound arrives as one ordered update, with no window in which two streams
     // disagree about it.
-    let api: Api<Pod> = Api::all(client);
+    let api: Api<PodView> = Api::all(client);
     // Large pages: the initial list of every pod is the scheduler's start-up cost, and
     // each page is a round trip (kube's default is 500 objects).
     let mut events = watcher(api, watcher::Config::default().page_size(LIST_PAGE))
         .default_backoff()
         .boxed();
+    let record = |p: PodView| PodRecord::from_pod(&p.into_pod(), &scheduler_name);
     while let Some(ev) = events.next().await {
         let msg = match ev {
-            Ok(watcher::Event::Apply(p)) => Msg::PodApply(PodRecord::from_pod(&p, &scheduler_name)),
-            Ok(watcher::Event::Delete(p)) => {
-                Msg::PodDelete(PodRecord::from_pod(&p, &scheduler_name).key)
-            }
+            Ok(watcher::Event::Apply(p)) => Msg::PodApply(record(p)),
+            Ok(watcher::Event::Delete(p)) => Msg::PodDelete(record(p).key),
             Ok(watcher::Event::Init) => Msg::PodInit,
-            Ok(watcher::Event::InitApply(p)) => {
-                Msg::PodInitApply(PodRecord::from_pod(&p, &scheduler_name))
-            }
+            Ok(watcher::Event::InitApply(p)) => Msg::PodInitApply(record(p)),
             Ok(watcher::Event::InitDone) => Msg::PodInitDone,
             Err(e) => {
                 tracing::warn!(error = %e, "pod watch failed");

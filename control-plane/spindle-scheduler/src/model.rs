@@ -497,3 +497,94 @@ impl NodeInfo {
         }
     }
 }
+
+/// A Pod as the scheduler's watch reads it: the spec in full, and of metadata and status
+/// only what scheduling uses. managedFields and the container statuses are most of a
+/// pod's JSON and were most of the scheduler's own CPU time; skipping them (serde ignores
+/// unknown fields without building them) leaves more of the machine to the API server.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct PodView {
+    #[serde(deserialize_with = "meta_view")]
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pub spec: Option<k8s_openapi::api::core::v1::PodSpec>,
+    #[serde(default, deserialize_with = "status_view")]
+    pub status: Option<k8s_openapi::api::core::v1::PodStatus>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+fn meta_view<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, D::Error> {
+    let m: MetaView = serde::Deserialize::deserialize(d)?;
+    Ok(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        labels: m.labels,
+        owner_references: m.owner_references,
+        deletion_timestamp: m.deletion_timestamp,
+        ..Default::default()
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct StatusView {
+    phase: Option<String>,
+}
+
+fn status_view<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<k8s_openapi::api::core::v1::PodStatus>, D::Error> {
+    let s: Option<StatusView> = serde::Deserialize::deserialize(d)?;
+    Ok(s.map(|s| k8s_openapi::api::core::v1::PodStatus {
+        phase: s.phase,
+        ..Default::default()
+    }))
+}
+
+impl kube::Resource for PodView {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Pod".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "pods".into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl PodView {
+    /// As a Pod (the parts read).
+    pub fn into_pod(self) -> Pod {
+        Pod {
+            metadata: self.metadata,
+            spec: self.spec,
+            status: self.status,
+        }
+    }
+}

@@ -554,3 +554,36 @@ fn decision_throughput_1000_nodes() {
         "uneven: {per_node:?}"
     );
 }
+
+#[test]
+fn the_watch_view_of_a_pod_schedules_like_the_pod() {
+    let v = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "web-1", "namespace": "prod", "uid": "u-1", "resourceVersion": "42",
+            "labels": {"app": "web"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-1", "controller": true}],
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:containers": {}}}}],
+            "annotations": {"a": "b"}
+        },
+        "spec": {
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}],
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "runtimeClassName": "runc",
+            "priority": 7
+        },
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}],
+                   "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0}]}
+    });
+    let full: Pod = serde_json::from_value(v.clone()).expect("pod");
+    let view: crate::model::PodView = serde_json::from_value(v).expect("view");
+    assert_eq!(
+        kube::Resource::meta(&view).resource_version.as_deref(),
+        Some("42")
+    );
+    assert_eq!(
+        PodRecord::from_pod(&full, "default-scheduler"),
+        PodRecord::from_pod(&view.into_pod(), "default-scheduler")
+    );
+}
