@@ -20,6 +20,11 @@ pub async fn ensure_dns_service(
         ]},
     }))
     .map_err(kube::Error::SerdeError)?;
+    // Present from an earlier start: done (a create would be refused for its address,
+    // which the existing Service holds, before the name is checked).
+    if api.get_opt("kube-dns").await?.is_some() {
+        return Ok(());
+    }
     match api.create(&Default::default(), &svc).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
