@@ -361,6 +361,18 @@ impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
 /// rest are copied as stored. Parsing and re-encoding whole objects was most of the cost
 /// of a large list (the scheduler's and every informer's start).
 fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<Option<String>> {
+    let (json, view) = splice_stored(kv, type_meta, sel.fields.top_keys())?;
+    Ok(sel.matches(&view).then_some(json))
+}
+
+/// A stored object as JSON with its resourceVersion and the given type meta
+/// (`"apiVersion":…,"kind":…`), and a view of it for selectors: its metadata and the
+/// top-level members named in `sections`. Everything else is copied as stored, unparsed.
+pub(crate) fn splice_stored<'s>(
+    kv: &KeyValue,
+    type_meta: &str,
+    sections: impl Iterator<Item = &'s str>,
+) -> ApiResult<(String, Value)> {
     let corrupt =
         |e: serde_json::Error| ApiError::internal(format!("corrupt object {}: {e}", kv.key));
     let top: TopLevel = match serde_json::from_slice(&kv.value) {
@@ -368,9 +380,6 @@ fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<
         // Escaped top-level keys (never written by this server): the general path.
         Err(_) => {
             let mut v = decode_stored(kv)?;
-            if !sel.matches(&v) {
-                return Ok(None);
-            }
             if let Some(m) = v.as_object_mut() {
                 let tm: Value = serde_json::from_str(&format!("{{{type_meta}}}"))
                     .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -378,12 +387,12 @@ fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<
                     m.extend(tm);
                 }
             }
-            return Ok(Some(v.to_string()));
+            return Ok((v.to_string(), v));
         }
     };
     let member = |name: &str| top.0.iter().find(|(k, _)| *k == name).map(|(_, raw)| *raw);
     let mut view = Map::new();
-    for k in sel.fields.top_keys() {
+    for k in sections {
         if k != "metadata" && !view.contains_key(k) {
             if let Some(raw) = member(k) {
                 view.insert(
@@ -398,14 +407,10 @@ fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<
         None => Map::new(),
     };
     meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-    view.insert("metadata".into(), Value::Object(meta));
-    let view = Value::Object(view);
-    if !sel.matches(&view) {
-        return Ok(None);
-    }
-    let meta = view.get("metadata").cloned().unwrap_or_default();
-    // Type meta is the list's (as for every item of a Kubernetes list), then the members
-    // as stored.
+    let meta = Value::Object(meta);
+    let meta_json = meta.to_string();
+    view.insert("metadata".into(), meta);
+    // Type meta first, then the members as stored.
     let mut out = String::with_capacity(kv.value.len() + 96);
     out.push('{');
     out.push_str(type_meta);
@@ -416,17 +421,26 @@ fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<
         out.push_str(v);
     };
     if member("metadata").is_none() {
-        put(&mut out, "metadata", &meta.to_string());
+        put(&mut out, "metadata", &meta_json);
     }
     for (k, raw) in &top.0 {
         match *k {
             "apiVersion" | "kind" => {}
-            "metadata" => put(&mut out, k, &meta.to_string()),
+            "metadata" => put(&mut out, k, &meta_json),
             _ => put(&mut out, k, raw.get()),
         }
     }
     out.push('}');
-    Ok(Some(out))
+    Ok((out, Value::Object(view)))
+}
+
+/// `"apiVersion":…,"kind":…` of a kind, for [`splice_stored`].
+pub(crate) fn type_meta(kind: &Kind) -> String {
+    format!(
+        "\"apiVersion\":{},\"kind\":{}",
+        json!(kind.api_version()),
+        json!(kind.kind)
+    )
 }
 
 async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
@@ -448,11 +462,7 @@ async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
         None => (None, None),
     };
     if !wants_table(headers) {
-        let type_meta = format!(
-            "\"apiVersion\":{},\"kind\":{}",
-            json!(t.kind.api_version()),
-            json!(t.kind.kind)
-        );
+        let type_meta = type_meta(&t.kind);
         let (items, rev, cont) = scan(st, t, &sel, start.as_deref(), limit, |kv| {
             list_item_json(kv, &sel, &type_meta)
         })

@@ -14,7 +14,7 @@ use spindle_store::EventType;
 use tokio::sync::mpsc;
 
 use crate::request::{Query, Target};
-use crate::rest::{decode_stored, list_objects, selectors, Selectors};
+use crate::rest::{decode_stored, list_objects, selectors, splice_stored, Selectors};
 use crate::status::ApiError;
 use crate::{tables, AppState};
 
@@ -65,12 +65,34 @@ impl Emitter {
     }
 }
 
-/// A decoded watch event and its wire line, shared by every watcher of the same change:
-/// with many watchers on pods, decoding and encoding once per change instead of once per
-/// watcher is most of the API server's watch cost.
+/// A watch event's wire line and what watchers filter on, shared by every watcher of the
+/// same change: with many watchers on pods, decoding and encoding once per change instead
+/// of once per watcher is most of the API server's watch cost. The line is spliced from the
+/// stored bytes and only metadata is parsed up front; the whole object is parsed only for a
+/// watcher that needs it (a table, or a field selector beyond metadata).
 pub struct Decoded {
-    pub obj: Value,
+    /// `{"metadata": …}` with the resourceVersion.
+    pub meta_view: Value,
     pub line: String,
+    kv: spindle_store::KeyValue,
+    full: std::sync::OnceLock<Value>,
+}
+
+impl Decoded {
+    /// The whole object (parsed on first use).
+    pub fn full(&self) -> &Value {
+        self.full
+            .get_or_init(|| decode_stored(&self.kv).unwrap_or_else(|_| self.meta_view.clone()))
+    }
+
+    /// What `sel` needs to see of the object.
+    pub fn view_for(&self, sel: &Selectors) -> &Value {
+        if sel.fields.top_keys().all(|k| k == "metadata") {
+            &self.meta_view
+        } else {
+            self.full()
+        }
+    }
 }
 
 /// Recently decoded events by revision.
@@ -94,7 +116,12 @@ impl Default for EventCache {
 }
 
 impl EventCache {
-    pub fn decode(&self, ev: &spindle_store::Event, ty: &str) -> Option<Arc<Decoded>> {
+    pub fn decode(
+        &self,
+        ev: &spindle_store::Event,
+        ty: &str,
+        type_meta: &str,
+    ) -> Option<Arc<Decoded>> {
         if let Some(d) = self
             .inner
             .lock()
@@ -109,10 +136,14 @@ impl EventCache {
             value: ev.value.clone(),
             mod_revision: ev.revision,
         };
-        let obj = decode_stored(&kv).ok()?;
-        let mut line = json!({"type": ty, "object": obj}).to_string();
-        line.push('\n');
-        let d = Arc::new(Decoded { obj, line });
+        let (json, meta_view) = splice_stored(&kv, type_meta, std::iter::empty()).ok()?;
+        let line = format!("{{\"type\":{},\"object\":{json}}}\n", json!(ty));
+        let d = Arc::new(Decoded {
+            meta_view,
+            line,
+            kv,
+            full: std::sync::OnceLock::new(),
+        });
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *g;
         if map.insert(ev.revision, d.clone()).is_none() {
@@ -213,6 +244,7 @@ async fn run(
             return;
         }
     };
+    let type_meta = crate::rest::type_meta(&t.kind);
     let mut last_seen = start;
     let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
     ticker.tick().await;
@@ -227,11 +259,11 @@ async fn run(
                     EventType::Deleted => "DELETED",
                     EventType::Progress => continue,
                 };
-                let Some(d) = st.event_cache.decode(&ev, ty) else { continue };
-                if !sel.matches(&d.obj) {
+                let Some(d) = st.event_cache.decode(&ev, ty, &type_meta) else { continue };
+                if !sel.matches(d.view_for(&sel)) {
                     continue;
                 }
-                let sent = if em.table { em.send(ty, d.obj.clone()).await } else { em.send_line(&d.line).await };
+                let sent = if em.table { em.send(ty, d.full().clone()).await } else { em.send_line(&d.line).await };
                 if !sent {
                     return;
                 }
