@@ -40,15 +40,12 @@ pub struct ContainerdContainers {
     daemon: tokio::sync::Mutex<Option<Daemon>>,
     allow_privileged: bool,
     io_dir: PathBuf,
-    /// Manifest digest -> chain ID of its top layer, for images already imported.
-    imported: Mutex<HashMap<String, String>>,
-    /// The main process of each running container, which its execs inherit (env,
-    /// user, working directory).
-    procs: Mutex<HashMap<String, ProcessSpec>>,
-    /// The stdio of each running container, for `kubectl attach`.
+    /// Images already imported, by manifest digest.
+    imported: Mutex<HashMap<String, Arc<Imported>>>,
+    /// Each running container's main process and stdio, for exec and attach.
     runs: Mutex<HashMap<String, Arc<RunIo>>>,
-    /// Set when the agent stops: pod workers must not start containers that the
-    /// shutdown has just removed.
+    /// Set when the agent stops: its shutdown removes every container, so finished
+    /// runs leave that to it.
     closing: std::sync::atomic::AtomicBool,
 }
 
@@ -174,7 +171,6 @@ impl ContainerdContainers {
             allow_privileged: opts.allow_privileged,
             io_dir: data_dir.join("containerd-io"),
             imported: Mutex::new(HashMap::new()),
-            procs: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -215,17 +211,24 @@ impl ContainerdContainers {
         }
     }
 
-    async fn import(&self, image: &PulledImage, ci: &ContainerImage) -> Result<String, String> {
-        if let Some(chain) = lock(&self.imported).get(&ci.manifest.digest) {
-            return Ok(chain.clone());
+    /// The image in containerd and its config, read once per image.
+    async fn import(
+        &self,
+        image: &PulledImage,
+        ci: &ContainerImage,
+    ) -> Result<Arc<Imported>, String> {
+        if let Some(done) = lock(&self.imported).get(&ci.manifest.digest) {
+            return Ok(done.clone());
         }
+        let config = image_config(ci)?;
         let chain = self
             .ctr
             .import(&image.resolved, ci)
             .await
             .map_err(|e| format!("importing image {} into containerd: {e}", image.image))?;
-        lock(&self.imported).insert(ci.manifest.digest.clone(), chain.clone());
-        Ok(chain)
+        let done = Arc::new(Imported { chain, config });
+        lock(&self.imported).insert(ci.manifest.digest.clone(), done.clone());
+        Ok(done)
     }
 
     /// Runs `argv` in the running container `id` (as its main process's user, with
@@ -237,9 +240,9 @@ impl ContainerdContainers {
         io: ExecStreams,
         timeout: Option<Duration>,
     ) -> Result<i32, String> {
-        let mut process = lock(&self.procs)
+        let mut process = lock(&self.runs)
             .get(id)
-            .cloned()
+            .map(|r| r.process.clone())
             .ok_or_else(|| format!("container {id} is not running"))?;
         process.args = argv;
         process.terminal = io.tty;
@@ -322,8 +325,16 @@ impl ContainerdContainers {
     }
 }
 
-/// A running container's stdio beyond its log: attached clients and its stdin.
+/// An image as imported: the parent snapshot of its containers and its config.
+struct Imported {
+    chain: String,
+    config: ImageConfig,
+}
+
+/// A running container's main process (which its execs inherit: env, user, working
+/// directory) and its stdio beyond the log: attached clients and its stdin.
 struct RunIo {
+    process: ProcessSpec,
     sinks: Mutex<Vec<(u64, OutputFn)>>,
     stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
     stdin_once: bool,
@@ -442,7 +453,6 @@ fn id_u32(v: i64, what: &str) -> Result<u32, String> {
 
 struct ContainerRun {
     io: Arc<RunIo>,
-    ctr: Containerd,
     owner: Arc<ContainerdContainers>,
     id: String,
     cgroups_path: String,
@@ -472,9 +482,6 @@ impl Runtime for ContainerdRuntime {
         spec: ContainerSpec,
     ) -> Result<Box<dyn Running>, String> {
         let me = &self.0;
-        if me.closing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("the node agent is stopping".into());
-        }
         let ci = image
             .container()
             .ok_or_else(|| format!("image {:?} is not a container image", image.image))?;
@@ -485,9 +492,9 @@ impl Runtime for ContainerdRuntime {
                     .into(),
             );
         }
-        let chain = me.import(image, ci).await?;
-        let cfg = image_config(ci)?;
-        let argv = argv(&cfg, spec.meta.command.as_ref(), spec.meta.args.as_ref());
+        let imported = me.import(image, ci).await?;
+        let cfg = &imported.config;
+        let argv = argv(cfg, spec.meta.command.as_ref(), spec.meta.args.as_ref());
         if argv.is_empty() {
             return Err(format!(
                 "no command to run: the container gives none and image {:?} has no entrypoint or cmd",
@@ -561,6 +568,7 @@ impl Runtime for ContainerdRuntime {
         let fifos = Fifos::create(&me.io_dir.join(&id), spec.meta.stdin, spec.meta.tty)
             .map_err(|e| e.to_string())?;
         let run_io = Arc::new(RunIo {
+            process,
             sinks: Mutex::new(Vec::new()),
             stdin: tokio::sync::Mutex::new(None),
             stdin_once: spec.meta.stdin_once,
@@ -586,7 +594,7 @@ impl Runtime for ContainerdRuntime {
             .run(RunSpec {
                 id: &id,
                 image: &image.resolved,
-                chain_id: &chain,
+                chain_id: &imported.chain,
                 spec: bytes,
                 fifos: &fifos,
                 terminal: spec.meta.tty,
@@ -597,11 +605,9 @@ impl Runtime for ContainerdRuntime {
             return Err(e.to_string());
         }
         *run_io.stdin.lock().await = fifos.stdin_writer().map_err(|e| e.to_string())?;
-        lock(&me.procs).insert(id.clone(), process);
         lock(&me.runs).insert(id.clone(), run_io.clone());
         Ok(Box::new(ContainerRun {
             io: run_io,
-            ctr: me.ctr.clone(),
             owner: me.clone(),
             id,
             cgroups_path,
@@ -619,16 +625,15 @@ impl Running for ContainerRun {
         if let Some(e) = &self.exit {
             return e.clone();
         }
-        let waited = self.ctr.wait(&self.id, "").await;
+        let waited = self.owner.ctr.wait(&self.id, "").await;
         let ooms = spindle_containerd::oom_kills(&self.cgroups_path);
         if let Some(p) = self.pump.take() {
             p.finish().await;
         }
         self.log.close();
-        lock(&self.owner.procs).remove(&self.id);
         // While the agent stops, its shutdown removes every container itself.
         if !self.owner.closing.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Err(e) = self.ctr.remove(&self.id).await {
+            if let Err(e) = self.owner.ctr.remove(&self.id).await {
                 tracing::warn!(container = %self.id, error = %e, "removing a finished container");
             }
         }
@@ -663,14 +668,14 @@ impl Running for ContainerRun {
 
     /// SIGTERM to the container's main process, as the kubelet does.
     fn stop(&self) {
-        let (ctr, id) = (self.ctr.clone(), self.id.clone());
+        let (ctr, id) = (self.owner.ctr.clone(), self.id.clone());
         tokio::spawn(async move {
             let _ = ctr.kill(&id, "", libc::SIGTERM, false).await;
         });
     }
 
     fn kill(&self) {
-        let (ctr, id) = (self.ctr.clone(), self.id.clone());
+        let (ctr, id) = (self.owner.ctr.clone(), self.id.clone());
         tokio::spawn(async move {
             let _ = ctr.kill(&id, "", libc::SIGKILL, true).await;
         });

@@ -46,15 +46,7 @@ pub async fn exec_or_attach(
     if !req.attach {
         return exec(agent, h, container, req.command.clone(), io, None).await;
     }
-    let running = h
-        .shared()
-        .containers
-        .iter()
-        .find(|s| s.name == container && s.is_running())
-        .map(|s| s.container_id.clone().unwrap_or_default());
-    let Some(running_id) = running else {
-        return Err(ExecError::NotRunning(container.into()));
-    };
+    let running_id = running_container_id(h, container)?;
     let (Some(id), Some(ctrs)) = (
         running_id.strip_prefix("containerd://"),
         agent.containers.as_ref(),
@@ -63,15 +55,33 @@ pub async fn exec_or_attach(
             "container {container} is a Wasm container: WASI has no console to attach to (use kubectl logs -f, or kubectl exec)"
         )));
     };
-    let streams = crate::containers::ExecStreams {
-        stdin: io
-            .stdin
-            .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        output: io.output,
-        tty: io.tty,
-        resize: io.resize,
-    };
-    ctrs.attach(id, streams).await.map_err(ExecError::Failed)
+    ctrs.attach(id, io.into_streams())
+        .await
+        .map_err(ExecError::Failed)
+}
+
+/// The status ID (`<runtime>://<id>`) of the running container `container`.
+fn running_container_id(h: &PodHandle, container: &str) -> Result<String, ExecError> {
+    h.shared()
+        .containers
+        .iter()
+        .find(|s| s.name == container && s.is_running())
+        .map(|s| s.container_id.clone().unwrap_or_default())
+        .ok_or_else(|| ExecError::NotRunning(container.into()))
+}
+
+impl ExecIo {
+    /// The streams of a process in a container under containerd.
+    fn into_streams(self) -> crate::containers::ExecStreams {
+        crate::containers::ExecStreams {
+            stdin: self
+                .stdin
+                .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            output: self.output,
+            tty: self.tty,
+            resize: self.resize,
+        }
+    }
 }
 
 /// Runs `argv` in container `container` of the pod and returns its exit code. With a
@@ -94,15 +104,7 @@ pub async fn exec(
     else {
         return Err(ExecError::NoContainer(container.into(), h.name.clone()));
     };
-    let running = h
-        .shared()
-        .containers
-        .iter()
-        .find(|s| s.name == container && s.is_running())
-        .map(|s| s.container_id.clone().unwrap_or_default());
-    let Some(running_id) = running else {
-        return Err(ExecError::NotRunning(container.into()));
-    };
+    let running_id = running_container_id(h, container)?;
     if argv.is_empty() {
         return Err(ExecError::Failed("no command given".into()));
     }
@@ -110,16 +112,8 @@ pub async fn exec(
         let Some(ctrs) = &agent.containers else {
             return Err(ExecError::Failed("this node has no containerd".into()));
         };
-        let streams = crate::containers::ExecStreams {
-            stdin: io
-                .stdin
-                .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            output: io.output,
-            tty: io.tty,
-            resize: io.resize,
-        };
         return ctrs
-            .exec(id, argv, streams, timeout)
+            .exec(id, argv, io.into_streams(), timeout)
             .await
             .map_err(ExecError::Failed);
     }

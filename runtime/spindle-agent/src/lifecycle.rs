@@ -378,7 +378,7 @@ async fn run_containers(agent: Arc<Agent>, h: Arc<PodHandle>, stop: watch::Recei
                 stop.clone(),
             )
             .await;
-            if *stop.borrow() {
+            if *stop.borrow() || agent.stopping.load(Ordering::SeqCst) {
                 return;
             }
             if !ok {
@@ -602,7 +602,8 @@ async fn supervise(
     let mut pull_failures = 0i32;
     let mut config_failures = 0i32;
     loop {
-        if *stop.borrow() {
+        // A stopping agent removes its containers and sandboxes; nothing starts again.
+        if *stop.borrow() || agent.stopping.load(Ordering::SeqCst) {
             return false;
         }
         // Image.
@@ -752,6 +753,7 @@ async fn supervise(
         if run >= 2 {
             let _ = spindle_logs::prune(&log_dir, run as u32 - 1);
         }
+        let host_network = podnet::is_host_network(&pod);
         let spec = ContainerSpec {
             argv,
             env: env_vars.clone(),
@@ -769,7 +771,7 @@ async fn supervise(
                 .collect(),
             meta: crate::runtime::RunMeta {
                 id: run_id(&h.uid, &c.name, run),
-                hostname: if podnet::is_host_network(&pod) {
+                hostname: if host_network {
                     agent.opts.node_name.clone()
                 } else {
                     h.name.clone()
@@ -779,7 +781,7 @@ async fn supervise(
                 args,
                 security: crate::runtime::Security::of(&pod, &c),
                 cpu_request_millis: requested_cpu(&c),
-                host_network: podnet::is_host_network(&pod),
+                host_network,
                 tty: c.tty == Some(true),
                 stdin: c.stdin == Some(true),
                 stdin_once: c.stdin_once == Some(true),

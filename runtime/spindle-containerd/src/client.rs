@@ -105,7 +105,7 @@ fn chain_ids(config: &[u8]) -> Result<Vec<String>> {
 }
 
 /// RFC 3339 in UTC, as containerd's `gc.expire` label wants it.
-fn humantime_rfc3339(t: std::time::SystemTime) -> String {
+fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -407,7 +407,7 @@ impl Containerd {
         // it in between, as containerd's own client does.
         let lease = format!("spindle-run-{}", spec.id);
         let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-        let expire = humantime_rfc3339(expire);
+        let expire = rfc3339(expire);
         let mut leases = LeasesClient::new(self.channel.clone());
         match leases
             .create(self.req(CreateLeaseRequest {
@@ -544,7 +544,6 @@ impl Containerd {
                 container_id: id.to_string(),
             }))
             .await;
-        tracing::debug!(container = id, result = ?deleted.as_ref().map(|_| ()), "task delete");
         if let Err(s) = deleted {
             match s.code() {
                 containerd_client::tonic::Code::NotFound => {}
@@ -681,11 +680,8 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(humantime_rfc3339(t), "2026-11-18T11:06:40Z");
-        assert_eq!(
-            humantime_rfc3339(std::time::UNIX_EPOCH),
-            "1970-01-01T00:00:00Z"
-        );
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -65,6 +65,27 @@ pub(crate) fn is_container_manifest(manifest: &OciImageManifest) -> bool {
             .all(|l| l.media_type.contains(".tar") || l.media_type.contains("rootfs"))
 }
 
+/// The distinct media types of a manifest's layers, sorted (for messages).
+fn layer_types(manifest: &OciImageManifest) -> Vec<&str> {
+    let mut types: Vec<&str> = manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    types
+}
+
+/// For a node that runs containers too: what an image that is neither holds.
+pub(crate) fn neither_message(image: &str, manifest: &OciImageManifest) -> String {
+    format!(
+        "image {image:?} holds neither WebAssembly nor a container filesystem: its layers are [{}] (config {}); this node runs Wasm artifacts and container images",
+        layer_types(manifest).join(", "),
+        manifest.config.media_type
+    )
+}
+
 /// Message for an index without a Wasm platform.
 pub(crate) fn index_not_wasm(image: &str, entries: &[ImageIndexEntry]) -> String {
     let platforms: Vec<String> = entries
@@ -101,13 +122,7 @@ pub(crate) fn wasm_layer<'m>(
             "image {image:?} holds no WebAssembly: its manifest has no layers"
         ));
     }
-    let mut types: Vec<&str> = manifest
-        .layers
-        .iter()
-        .map(|l| l.media_type.as_str())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
+    let types = layer_types(manifest);
     let container = types
         .iter()
         .any(|t| t.contains(".tar") || t.contains("rootfs"));

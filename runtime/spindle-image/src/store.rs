@@ -32,8 +32,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::chain;
 use crate::media::{
-    container_index_entry, index_not_wasm, is_container_manifest, wasm_index_entry, wasm_layer,
-    MANIFEST_ACCEPT,
+    container_index_entry, index_not_wasm, is_container_manifest, neither_message,
+    wasm_index_entry, wasm_layer, MANIFEST_ACCEPT,
 };
 use crate::reference::ImageRef;
 use crate::registry::{
@@ -727,22 +727,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
             None
         }
     }
-}
-
-/// For a node that runs containers too: what the image holds instead.
-fn neither_message(image: &str, manifest: &OciImageManifest) -> String {
-    let mut types: Vec<&str> = manifest
-        .layers
-        .iter()
-        .map(|l| l.media_type.as_str())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    format!(
-        "image {image:?} holds neither WebAssembly nor a container filesystem: its layers are [{}] (config {}); this node runs Wasm artifacts and container images",
-        types.join(", "),
-        manifest.config.media_type
-    )
 }
 
 fn action(r: &ImageRef) -> String {
