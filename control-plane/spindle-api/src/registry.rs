@@ -81,8 +81,9 @@ fn schema_name_of<K: schemars::JsonSchema>() -> String {
 }
 
 fn typed_check_of<K: serde::de::DeserializeOwned>(v: &Value) -> Result<(), FieldError> {
-    let de = v.clone();
-    match serde_path_to_error::deserialize::<_, K>(de) {
+    // Deserialised from a borrow of the value: a copy of the object per write was a
+    // visible share of the update path.
+    match serde_path_to_error::deserialize::<_, K>(v) {
         Ok(_) => Ok(()),
         Err(e) => {
             let path = e.path().to_string();

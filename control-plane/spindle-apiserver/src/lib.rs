@@ -12,6 +12,7 @@ mod request;
 pub mod rest;
 mod selectors;
 mod status;
+mod stored;
 mod tables;
 mod watch;
 

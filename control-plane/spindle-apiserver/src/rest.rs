@@ -13,6 +13,8 @@ use spindle_store::{KeyValue, StoreError};
 use crate::request::{content_type, decode_body, wants_table, Query, Target};
 use crate::selectors::{single_name, FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
+use crate::stored::StoredObject;
+pub(crate) use crate::stored::{encode_for_store, type_meta};
 use crate::{gc, tables, watch, AppState, User};
 
 pub fn now_rfc3339() -> String {
@@ -47,14 +49,6 @@ pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
         m.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     }
     Ok(v)
-}
-
-fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-    }
-    serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 pub fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
@@ -245,6 +239,10 @@ pub fn selectors(kind: &Kind, q: &Query) -> ApiResult<Selectors> {
 }
 
 impl Selectors {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels
             .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
@@ -329,118 +327,14 @@ async fn scan<T>(
     Ok((out.into_iter().map(|(_, v)| v).collect(), rev, cont))
 }
 
-/// A stored object's top-level members as raw JSON, in order (keys borrowed: the
-/// top-level names of Kubernetes objects have no escapes).
-struct TopLevel<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = TopLevel<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(TopLevel(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 /// One stored object as it goes into a list response, or None when the selectors reject
-/// it. Only metadata (and what field selectors look at) is parsed; spec, status and the
-/// rest are copied as stored. Parsing and re-encoding whole objects was most of the cost
-/// of a large list (the scheduler's and every informer's start).
+/// it; see [`StoredObject`].
 fn list_item_json(kv: &KeyValue, sel: &Selectors, type_meta: &str) -> ApiResult<Option<String>> {
-    let (json, view) = splice_stored(kv, type_meta, sel.fields.top_keys())?;
-    Ok(sel.matches(&view).then_some(json))
-}
-
-/// A stored object as JSON with its resourceVersion and the given type meta
-/// (`"apiVersion":…,"kind":…`), and a view of it for selectors: its metadata and the
-/// top-level members named in `sections`. Everything else is copied as stored, unparsed.
-pub(crate) fn splice_stored<'s>(
-    kv: &KeyValue,
-    type_meta: &str,
-    sections: impl Iterator<Item = &'s str>,
-) -> ApiResult<(String, Value)> {
-    let corrupt =
-        |e: serde_json::Error| ApiError::internal(format!("corrupt object {}: {e}", kv.key));
-    let top: TopLevel = match serde_json::from_slice(&kv.value) {
-        Ok(t) => t,
-        // Escaped top-level keys (never written by this server): the general path.
-        Err(_) => {
-            let mut v = decode_stored(kv)?;
-            if let Some(m) = v.as_object_mut() {
-                let tm: Value = serde_json::from_str(&format!("{{{type_meta}}}"))
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                if let Value::Object(tm) = tm {
-                    m.extend(tm);
-                }
-            }
-            return Ok((v.to_string(), v));
-        }
-    };
-    let member = |name: &str| top.0.iter().find(|(k, _)| *k == name).map(|(_, raw)| *raw);
-    let mut view = Map::new();
-    for k in sections {
-        if k != "metadata" && !view.contains_key(k) {
-            if let Some(raw) = member(k) {
-                view.insert(
-                    k.to_string(),
-                    serde_json::from_str(raw.get()).map_err(corrupt)?,
-                );
-            }
-        }
+    let obj = StoredObject::parse(kv)?;
+    if !sel.is_empty() && !sel.matches(&obj.selector_view(sel)) {
+        return Ok(None);
     }
-    let mut meta: Map<String, Value> = match member("metadata") {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(corrupt)?,
-        None => Map::new(),
-    };
-    meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-    let meta = Value::Object(meta);
-    let meta_json = meta.to_string();
-    view.insert("metadata".into(), meta);
-    // Type meta first, then the members as stored.
-    let mut out = String::with_capacity(kv.value.len() + 96);
-    out.push('{');
-    out.push_str(type_meta);
-    let put = |out: &mut String, k: &str, v: &str| {
-        out.push(',');
-        out.push_str(&Value::String(k.to_string()).to_string());
-        out.push(':');
-        out.push_str(v);
-    };
-    if member("metadata").is_none() {
-        put(&mut out, "metadata", &meta_json);
-    }
-    for (k, raw) in &top.0 {
-        match *k {
-            "apiVersion" | "kind" => {}
-            "metadata" => put(&mut out, k, &meta_json),
-            _ => put(&mut out, k, raw.get()),
-        }
-    }
-    out.push('}');
-    Ok((out, Value::Object(view)))
-}
-
-/// `"apiVersion":…,"kind":…` of a kind, for [`splice_stored`].
-pub(crate) fn type_meta(kind: &Kind) -> String {
-    format!(
-        "\"apiVersion\":{},\"kind\":{}",
-        json!(kind.api_version()),
-        json!(kind.kind)
-    )
+    obj.splice(type_meta).map(Some)
 }
 
 async fn list(st: &AppState, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
@@ -712,29 +606,46 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
     Ok(())
 }
 
+/// Whether anything but metadata and status differs (compared in place: this runs on
+/// every update, and copying both objects to compare them was a visible share of it).
 fn spec_changed(old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut m = v.as_object().cloned().unwrap_or_default();
-        m.remove("metadata");
-        m.remove("status");
-        m
+    let empty = Map::new();
+    let members = |v: &'_ Value| {
+        let m = v.as_object().unwrap_or(&empty);
+        m.iter()
+            .filter(|(k, _)| *k != "metadata" && *k != "status")
+            .count()
     };
-    strip(old) != strip(new)
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    members(old) != members(new)
+        || o.iter()
+            .filter(|(k, _)| *k != "metadata" && *k != "status")
+            .any(|(k, v)| n.get(k) != Some(v))
 }
 
 /// Carry over what a client may not change and apply the status-subresource split.
 fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) -> ApiResult<()> {
     if sub == Some("status") {
-        // Writes to /status change only the status.
-        let status = new.get("status").cloned();
-        let mut merged = old.clone();
-        if let Some(m) = merged.as_object_mut() {
-            match status {
-                Some(s) => m.insert("status".into(), s),
-                None => m.remove("status"),
-            };
+        // Writes to /status change only the status: the old object with the new status
+        // (old's members copied but its status not, as it is replaced).
+        let mut status = new.as_object_mut().and_then(|m| m.remove("status"));
+        let mut merged = Map::new();
+        if let Some(o) = old.as_object() {
+            for (k, v) in o {
+                if k != "status" {
+                    merged.insert(k.clone(), v.clone());
+                } else if let Some(s) = status.take() {
+                    merged.insert(k.clone(), s);
+                }
+            }
         }
-        *new = merged;
+        if let Some(s) = status {
+            merged.insert("status".into(), s);
+        }
+        *new = Value::Object(merged);
     } else if kind.status_subresource && kind.kind != "Namespace" {
         if let Some(m) = new.as_object_mut() {
             match old.get("status") {
@@ -743,7 +654,8 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
             };
         }
     }
-    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let no_meta = json!({});
+    let old_meta = old.get("metadata").unwrap_or(&no_meta);
     let meta = meta_mut(new)?;
     for f in [
         "uid",

@@ -152,11 +152,9 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
-    /// The top-level members of an object the selector looks at.
-    pub fn top_keys(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .iter()
-            .map(|(k, _, _)| k.split('.').next().unwrap_or_default())
+    /// The field paths the selector looks at (dotted, e.g. `spec.nodeName`).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _, _)| k.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

@@ -14,8 +14,9 @@ use spindle_store::EventType;
 use tokio::sync::mpsc;
 
 use crate::request::{Query, Target};
-use crate::rest::{decode_stored, list_objects, selectors, splice_stored, Selectors};
+use crate::rest::{decode_stored, list_objects, selectors, Selectors};
 use crate::status::ApiError;
+use crate::stored::StoredObject;
 use crate::{tables, AppState};
 
 const DEFAULT_TIMEOUT: u64 = 1800;
@@ -65,33 +66,41 @@ impl Emitter {
     }
 }
 
-/// A watch event's wire line and what watchers filter on, shared by every watcher of the
-/// same change: with many watchers on pods, decoding and encoding once per change instead
-/// of once per watcher is most of the API server's watch cost. The line is spliced from the
-/// stored bytes and only metadata is parsed up front; the whole object is parsed only for a
-/// watcher that needs it (a table, or a field selector beyond metadata).
+/// A watch event's wire line, shared by every watcher of the same change: with many
+/// watchers on pods, building it once per change instead of once per watcher is most of
+/// the API server's watch cost. The line is spliced from the stored bytes (see
+/// [`StoredObject`]); selectors look at a sparse view (labels, and the fields a field
+/// selector names), and the whole object is parsed only for a watcher that wants a table.
 pub struct Decoded {
-    /// `{"metadata": …}` with the resourceVersion.
-    pub meta_view: Value,
     pub line: String,
     kv: spindle_store::KeyValue,
+    /// The labels, for the common label-selector-only watch (computed once).
+    labels_view: std::sync::OnceLock<Value>,
     full: std::sync::OnceLock<Value>,
 }
 
 impl Decoded {
     /// The whole object (parsed on first use).
     pub fn full(&self) -> &Value {
-        self.full
-            .get_or_init(|| decode_stored(&self.kv).unwrap_or_else(|_| self.meta_view.clone()))
+        self.full.get_or_init(|| {
+            decode_stored(&self.kv).unwrap_or_else(|_| Value::Object(Default::default()))
+        })
     }
 
-    /// What `sel` needs to see of the object.
-    pub fn view_for(&self, sel: &Selectors) -> &Value {
-        if sel.fields.top_keys().all(|k| k == "metadata") {
-            &self.meta_view
-        } else {
-            self.full()
+    /// Whether the object passes `sel`.
+    pub fn matches(&self, sel: &Selectors) -> bool {
+        if sel.is_empty() {
+            return true;
         }
+        let view = |sel: &Selectors| {
+            StoredObject::parse(&self.kv)
+                .map(|o| o.selector_view(sel))
+                .unwrap_or_default()
+        };
+        if sel.fields.is_empty() {
+            return sel.matches(self.labels_view.get_or_init(|| view(sel)));
+        }
+        sel.matches(&view(sel))
     }
 }
 
@@ -136,12 +145,12 @@ impl EventCache {
             value: ev.value.clone(),
             mod_revision: ev.revision,
         };
-        let (json, meta_view) = splice_stored(&kv, type_meta, std::iter::empty()).ok()?;
+        let json = StoredObject::parse(&kv).ok()?.splice(type_meta).ok()?;
         let line = format!("{{\"type\":{},\"object\":{json}}}\n", json!(ty));
         let d = Arc::new(Decoded {
-            meta_view,
             line,
             kv,
+            labels_view: std::sync::OnceLock::new(),
             full: std::sync::OnceLock::new(),
         });
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,7 +269,7 @@ async fn run(
                     EventType::Progress => continue,
                 };
                 let Some(d) = st.event_cache.decode(&ev, ty, &type_meta) else { continue };
-                if !sel.matches(d.view_for(&sel)) {
+                if !d.matches(&sel) {
                     continue;
                 }
                 let sent = if em.table { em.send(ty, d.full().clone()).await } else { em.send_line(&d.line).await };

@@ -14,8 +14,9 @@ pub struct Usage {
     /// Requested CPU/memory with best-effort defaults, for scoring.
     pub nz_cpu: i64,
     pub nz_memory: i64,
-    /// Pods per spread key (owner or label set).
-    pub spread: HashMap<u64, u32>,
+    /// Pods per spread key (owner or label set). The keys are already hashes, and this is
+    /// looked up for every candidate node of every decision: Fx instead of SipHash.
+    pub spread: rustc_hash::FxHashMap<u64, u32>,
 }
 
 /// Why one node cannot take the pod.
