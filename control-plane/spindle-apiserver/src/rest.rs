@@ -52,7 +52,12 @@ pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
 }
 
 pub fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
-    let mut r = (code, v.to_string()).into_response();
+    json_text_response(code, v.to_string(), warnings)
+}
+
+/// A JSON body already encoded.
+fn json_text_response(code: StatusCode, body: String, warnings: &[String]) -> Response {
+    let mut r = (code, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -802,7 +807,9 @@ async fn create_object(
         }
         return Ok(json_response(StatusCode::CREATED, &obj, &warnings));
     }
-    let rev = match st.store.create(&k, encode_for_store(&obj)?).await {
+    let bytes = encode_for_store(&obj)?;
+    drop(obj);
+    let rev = match st.store.create(&k, bytes.clone()).await {
         Ok(r) => r,
         Err(StoreError::AlreadyExists(_)) => {
             return Err(ApiError::already_exists(
@@ -814,8 +821,21 @@ async fn create_object(
         }
         Err(e) => return Err(e.into()),
     };
-    meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
-    Ok(json_response(StatusCode::CREATED, &obj, &warnings))
+    written_response(StatusCode::CREATED, kind, &k, bytes, rev, &warnings)
+}
+
+/// The response for an object just stored: its stored bytes with the type meta and new
+/// resourceVersion spliced in, rather than serialising the object a second time.
+fn written_response(
+    code: StatusCode,
+    kind: &Kind,
+    key: &str,
+    bytes: Vec<u8>,
+    rev: u64,
+    warnings: &[String],
+) -> ApiResult<Response> {
+    let body = StoredObject::parse_bytes(key, &bytes, rev)?.splice(&type_meta(kind))?;
+    Ok(json_text_response(code, body, warnings))
 }
 
 async fn create(
@@ -852,7 +872,7 @@ pub(crate) async fn store_update(
     kind: &Kind,
     old_kv: &KeyValue,
     old: Option<&Value>,
-    mut obj: Value,
+    obj: Value,
     q: &Query,
     warnings: &[String],
 ) -> ApiResult<Response> {
@@ -889,19 +909,14 @@ pub(crate) async fn store_update(
         // Nothing changed: Kubernetes does not write (and keeps the resourceVersion).
         return Ok(json_response(StatusCode::OK, &obj, warnings));
     }
+    let bytes = encode_for_store(&obj)?;
+    drop(obj);
     match st
         .store
-        .update(
-            &old_kv.key,
-            encode_for_store(&obj)?,
-            Some(old_kv.mod_revision),
-        )
+        .update(&old_kv.key, bytes.clone(), Some(old_kv.mod_revision))
         .await
     {
-        Ok(rev) => {
-            meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(rev.to_string()));
-            Ok(json_response(StatusCode::OK, &obj, warnings))
-        }
+        Ok(rev) => written_response(StatusCode::OK, kind, &old_kv.key, bytes, rev, warnings),
         Err(StoreError::Conflict { .. }) => Err(conflict(kind, &name)),
         Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
         Err(e) => Err(e.into()),

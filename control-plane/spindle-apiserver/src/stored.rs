@@ -131,22 +131,34 @@ fn push_key(out: &mut String, k: &Key) {
 
 /// A stored object, scanned once, for splicing and selector views.
 pub struct StoredObject<'a> {
-    kv: &'a KeyValue,
+    key: &'a str,
+    len: usize,
+    rev: u64,
     top: Members<'a>,
 }
 
 impl<'a> StoredObject<'a> {
     pub fn parse(kv: &'a KeyValue) -> ApiResult<Self> {
-        let top = Members::parse(&kv.value)
-            .map_err(|e| ApiError::internal(format!("corrupt object {}: {e}", kv.key)))?;
-        Ok(StoredObject { kv, top })
+        Self::parse_bytes(&kv.key, &kv.value, kv.mod_revision)
+    }
+
+    /// An object's stored bytes at revision `rev`.
+    pub fn parse_bytes(key: &'a str, value: &'a [u8], rev: u64) -> ApiResult<Self> {
+        let top = Members::parse(value)
+            .map_err(|e| ApiError::internal(format!("corrupt object {key}: {e}")))?;
+        Ok(StoredObject {
+            key,
+            len: value.len(),
+            rev,
+            top,
+        })
     }
 
     /// The object as JSON with the given type meta (`"apiVersion":…,"kind":…`) first and
     /// its resourceVersion set from the store revision; the rest copied as stored.
     pub fn splice(&self, type_meta: &str) -> ApiResult<String> {
-        let rv = format!("\"{}\"", self.kv.mod_revision);
-        let mut out = String::with_capacity(self.kv.value.len() + 96);
+        let rv = format!("\"{}\"", self.rev);
+        let mut out = String::with_capacity(self.len + 96);
         out.push('{');
         out.push_str(type_meta);
         let mut wrote_meta = false;
@@ -155,7 +167,7 @@ impl<'a> StoredObject<'a> {
                 "apiVersion" | "kind" => continue,
                 "metadata" => {
                     let meta = Members::parse(raw.get().as_bytes()).map_err(|e| {
-                        ApiError::internal(format!("corrupt object {}: {e}", self.kv.key))
+                        ApiError::internal(format!("corrupt object {}: {e}", self.key))
                     })?;
                     out.push_str(",\"metadata\":{");
                     let mut first = true;

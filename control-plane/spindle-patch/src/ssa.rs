@@ -612,7 +612,9 @@ fn diff_map(
         return;
     };
     for (name, value) in new_map {
-        if unowned(names, name) {
+        // Equal subtrees hold no change: skipping them with a plain comparison is much
+        // cheaper than walking them (most of an update leaves most of the object alone).
+        if old_map.get(name) == Some(value) || unowned(names, name) {
             continue;
         }
         names.push(name.clone());
