@@ -204,60 +204,6 @@ async fn create_pods(client: &Client, prefix: &str, n: usize) -> anyhow::Result<
     Ok(())
 }
 
-/// What the bench's own watch reads of a pod: enough for the watcher (name, namespace,
-/// resourceVersion) and the node it is bound to. Parsing whole Pods (or even whole specs)
-/// for 20,000 events in the process that runs the scheduler takes CPU from the scheduler
-/// being measured.
-#[derive(Clone, Debug, serde::Deserialize)]
-struct Placement {
-    #[serde(deserialize_with = "placement_meta")]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: PlacementSpec,
-}
-
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PlacementSpec {
-    node_name: Option<String>,
-}
-
-fn placement_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct M {
-        name: Option<String>,
-        namespace: Option<String>,
-        resource_version: Option<String>,
-    }
-    let m: M = serde::Deserialize::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        resource_version: m.resource_version,
-        ..Default::default()
-    })
-}
-
-impl k8s_openapi::Resource for Placement {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for Placement {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
 /// Time until `n` pods in `ns` are bound, and when the first bind was seen, counted from a
 /// watch (one decode per change on the server, shared with every other watcher) so that
 /// measuring adds little load.
@@ -268,7 +214,9 @@ async fn wait_bound(
     since: Instant,
 ) -> anyhow::Result<(Duration, Duration)> {
     use kube::runtime::watcher;
-    let api: Api<Placement> = Api::namespaced(client.clone(), ns);
+    // The hollow kubelet's light view of a pod: parsing whole Pods for 20,000 events in the
+    // process that runs the scheduler would take CPU from the scheduler being measured.
+    let api: Api<spindle_hollow::PodView> = Api::namespaced(client.clone(), ns);
     let mut bound = std::collections::HashSet::new();
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     let deadline = since + Duration::from_secs(600);
@@ -277,15 +225,20 @@ async fn wait_bound(
         let ev = tokio::time::timeout_at(deadline.into(), stream.next())
             .await
             .map_err(|_| anyhow::anyhow!("only {} of {n} pods bound", bound.len()))?;
-        let pods: Vec<Placement> = match ev {
+        let pods: Vec<spindle_hollow::PodView> = match ev {
             Some(Ok(watcher::Event::Apply(p))) | Some(Ok(watcher::Event::InitApply(p))) => vec![p],
             Some(Ok(_)) => vec![],
             Some(Err(e)) => return Err(e.into()),
             None => anyhow::bail!("watch ended"),
         };
         for p in pods {
-            if p.spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
-                bound.insert(p.metadata.name.unwrap_or_default());
+            if p.0
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+            {
+                bound.insert(p.0.metadata.name.unwrap_or_default());
                 first.get_or_insert_with(|| since.elapsed());
             }
         }

@@ -14,6 +14,7 @@ mod connect;
 mod ipam;
 mod node;
 mod pods;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +27,8 @@ use tokio::sync::Semaphore;
 pub use connect::{connect, parse_token, unverified_tls_config, JoinToken};
 /// Node heartbeat pieces the real agent shares with hollow nodes.
 pub use node::{conditions, ensure_lease, renew_lease, LEASE_RENEW_EVERY};
+/// The hollow kubelet's light view of a Pod (also what the cluster benchmark watches).
+pub use view::PodView;
 
 /// What `spindle hollow-nodes` was asked for.
 #[derive(Clone, Debug)]

@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::ipam::Ipam;
+use crate::view::PodView;
 use crate::Hollow;
 
 /// Concurrent pod writes (status patches and deletes) towards the API server.
@@ -287,16 +288,16 @@ impl PodSim {
         for _ in 0..WORKERS {
             tokio::spawn(self.clone().worker());
         }
-        let api: Api<Pod> = Api::all(self.h.client.clone());
+        let api: Api<PodView> = Api::all(self.h.client.clone());
         let cfg = watcher::Config::default().fields("spec.nodeName!=");
         let mut events = watcher(api, cfg).default_backoff().boxed();
         while let Some(ev) = events.next().await {
             match ev {
                 Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                    self.on_pod(&pod)
+                    self.on_pod(&pod.0)
                 }
                 Ok(watcher::Event::Delete(pod)) => {
-                    if let Some(uid) = pod.metadata.uid.as_deref() {
+                    if let Some(uid) = pod.0.metadata.uid.as_deref() {
                         lock(&self.tracker).forget(uid);
                         lock(&self.queue).jobs.remove(uid);
                     }
@@ -446,7 +447,8 @@ impl PodSim {
     }
 
     async fn execute(self: &Arc<Self>, uid: String, job: Job) {
-        let api: Api<Pod> = Api::namespaced(self.h.client.clone(), &job.ns);
+        // Replies are read as the light view too (they are whole Pods).
+        let api: Api<PodView> = Api::namespaced(self.h.client.clone(), &job.ns);
         let stats = &self.h.stats;
         let res = match &job.action {
             Action::Start(spec) => {
