@@ -40,7 +40,11 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
     let find = |plural: &str| reg.by_resource(group, version, plural).cloned();
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let t = match r.as_slice() {
-        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|k| k.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if reg
+                .by_resource(group, version, plural)
+                .is_some_and(|k| k.namespaced) =>
+        {
             let kind = find(plural).ok_or_else(ApiError::path_not_found)?;
             match tail {
                 [] => Target {

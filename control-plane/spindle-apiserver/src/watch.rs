@@ -167,6 +167,31 @@ impl EventCache {
     }
 }
 
+/// Events already queued go out as one chunk: under load a busy watcher then costs one
+/// TLS record and one write per batch of events instead of one per event.
+fn coalesce(
+    rx: mpsc::Receiver<Result<Bytes, Infallible>>,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+    const MOST: usize = 64;
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .ready_chunks(MOST)
+        .map(|chunks| {
+            if chunks.len() == 1 {
+                return chunks.into_iter().next().unwrap_or(Ok(Bytes::new()));
+            }
+            let mut out = Vec::with_capacity(
+                chunks
+                    .iter()
+                    .map(|c| c.as_ref().map_or(0, Bytes::len))
+                    .sum(),
+            );
+            for Ok(c) in chunks {
+                out.extend_from_slice(&c);
+            }
+            Ok(Bytes::from(out))
+        })
+}
+
 pub async fn serve(st: AppState, t: Target, q: Query, table: bool) -> Response {
     let sel = match selectors(&t.kind, &q) {
         Ok(s) => s,
@@ -203,11 +228,7 @@ pub async fn serve(st: AppState, t: Target, q: Query, table: bool) -> Response {
             _ = &mut deadline => {}
         }
     });
-    let mut r = (
-        StatusCode::OK,
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    )
-        .into_response();
+    let mut r = (StatusCode::OK, Body::from_stream(coalesce(rx))).into_response();
     let ct = if table {
         tables::TABLE_CONTENT_TYPE
     } else {
