@@ -614,21 +614,13 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
 /// Whether anything but metadata and status differs (compared in place: this runs on
 /// every update, and copying both objects to compare them was a visible share of it).
 fn spec_changed(old: &Value, new: &Value) -> bool {
-    let empty = Map::new();
-    let members = |v: &'_ Value| {
-        let m = v.as_object().unwrap_or(&empty);
-        m.iter()
+    fn rest(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+        v.as_object()
+            .into_iter()
+            .flatten()
             .filter(|(k, _)| *k != "metadata" && *k != "status")
-            .count()
-    };
-    let (o, n) = (
-        old.as_object().unwrap_or(&empty),
-        new.as_object().unwrap_or(&empty),
-    );
-    members(old) != members(new)
-        || o.iter()
-            .filter(|(k, _)| *k != "metadata" && *k != "status")
-            .any(|(k, v)| n.get(k) != Some(v))
+    }
+    rest(old).count() != rest(new).count() || rest(old).any(|(k, v)| new.get(k) != Some(v))
 }
 
 /// Carry over what a client may not change and apply the status-subresource split.

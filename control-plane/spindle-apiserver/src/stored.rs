@@ -25,12 +25,7 @@ pub fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
     struct WithoutRv<'a>(&'a Map<String, Value>);
     impl Serialize for WithoutRv<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let members = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
-            let mut m = s.serialize_map(Some(members.clone().count()))?;
-            for (k, v) in members {
-                m.serialize_entry(k, v)?;
-            }
-            m.end()
+            s.collect_map(self.0.iter().filter(|(k, _)| *k != "resourceVersion"))
         }
     }
     struct Stored<'a>(&'a Map<String, Value>);
@@ -56,6 +51,7 @@ pub fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
 }
 
 /// A member name: borrowed from the input unless it had escapes.
+#[derive(Clone)]
 struct Key<'a>(Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
@@ -81,6 +77,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 }
 
 /// A JSON object's members as raw JSON, in order, unparsed.
+#[derive(Clone)]
 struct Members<'a>(Vec<(Key<'a>, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
@@ -248,12 +245,6 @@ impl<'a> StoredObject<'a> {
             let Value::Object(m) = slot else { return };
             at = m;
         }
-    }
-}
-
-impl Clone for Members<'_> {
-    fn clone(&self) -> Self {
-        Members(self.0.iter().map(|(k, v)| (Key(k.0.clone()), *v)).collect())
     }
 }
 

@@ -29,10 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use crate::cache::Cache;
-/// The scheduler's light view of a Pod, for other watchers of many pods (the cluster
-/// benchmark watches binds with it).
-pub use crate::model::PodView;
-use crate::model::{NodeInfo, PodRecord, SchedPod};
+use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::queue::Queue;
 
 /// Scheduler settings.
