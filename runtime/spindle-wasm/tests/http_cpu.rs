@@ -36,11 +36,20 @@ async fn cpu_budget_is_shared_by_concurrent_requests() {
     while units < 1 << 14 && run(1, units).await < Duration::from_millis(600) {
         units *= 2;
     }
-    // (Measured again: the sample that ended the search is biased upwards.)
-    let alone = run(1, units).await;
+    // The budget charges the guest's run time, so a moment of CPU stolen by another
+    // process on a busy machine slows a sample down; the fastest of a few samples is the
+    // one closest to what the budget alone allows. (The sample that ended the search is
+    // biased upwards and is not reused.)
+    let mut alone = Duration::MAX;
+    for _ in 0..3 {
+        alone = alone.min(run(1, units).await);
+    }
     // Three at once need three times the CPU from the same budget, so about three times
     // the time; with a budget per instance they would take no longer than one.
-    let three = run(3, units).await;
+    let mut three = Duration::MAX;
+    for _ in 0..2 {
+        three = three.min(run(3, units).await);
+    }
     eprintln!("under 100m, /work/{units}: one request {alone:?}, three at once {three:?}");
     assert!(
         three.as_secs_f64() >= alone.as_secs_f64() * 1.8,
