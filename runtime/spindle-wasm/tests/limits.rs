@@ -124,7 +124,11 @@ async fn cpu_limit_throttles_to_a_tenth() {
     let rt = runtime(dir.path());
     let p = load_wat(&rt, dir.path(), SPIN_BY_ARGC).await;
     let (units, _) = calibrate(&rt, &p).await;
-    let full = spin(&rt, &p, units, Some(1000)).await;
+    // The fastest of two: CPU stolen by another process slows a sample down, and a slow
+    // sample here would understate the ratio.
+    let full = spin(&rt, &p, units, Some(1000))
+        .await
+        .min(spin(&rt, &p, units, Some(1000)).await);
     let unlimited = spin(&rt, &p, units, None).await;
     let tenth = spin(&rt, &p, units, Some(100)).await;
     let ratio = tenth.as_secs_f64() / full.as_secs_f64();
