@@ -10,20 +10,12 @@ use std::time::Duration;
 use common::Cluster;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
-
-async fn client(c: &Cluster) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(c.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
+use kube::Api;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9() {
     let mut c = Cluster::start();
-    let api: Api<ConfigMap> = Api::namespaced(client(&c).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.kube_client().await, "default");
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -60,7 +52,7 @@ async fn acknowledged_writes_survive_kill9() {
     );
 
     c.launch();
-    let api: Api<ConfigMap> = Api::namespaced(client(&c).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(c.kube_client().await, "default");
     let present: std::collections::HashSet<String> = api
         .list(&ListParams::default())
         .await

@@ -23,6 +23,48 @@ fn node_of(c: &Cluster, pod: &str) -> String {
     c.ok(K, &["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
 }
 
+/// `kubectl create deployment NAME` of `replicas` pods, rolled out.
+fn deploy(c: &Cluster, name: &str, replicas: u32) {
+    c.ok(
+        K,
+        &[
+            "create",
+            "deployment",
+            name,
+            "--image=registry.local/web:v1",
+            &format!("--replicas={replicas}"),
+        ],
+    );
+    c.ok(
+        K,
+        &[
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=90s",
+        ],
+    );
+}
+
+/// How many pods labelled app=web are bound to `node`.
+fn web_pods_on(c: &Cluster, node: &str) -> usize {
+    c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "name",
+        ],
+    )
+    .lines()
+    .count()
+}
+
 fn create(c: &Cluster, manifest: &str) {
     let out = c.apply_stdin(K, &["create", "-f", "-"], manifest);
     assert!(
@@ -137,34 +179,8 @@ fn drain_and_node_failure_move_pods() {
         MINUTE,
     );
 
-    c.ok(
-        K,
-        &[
-            "create",
-            "deployment",
-            "web",
-            "--image=registry.local/web:v1",
-            "--replicas=6",
-        ],
-    );
-    c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
-    let on = |node: &str| {
-        c.ok(
-            K,
-            &[
-                "get",
-                "pods",
-                "-l",
-                "app=web",
-                "--field-selector",
-                &format!("spec.nodeName={node}"),
-                "-o",
-                "name",
-            ],
-        )
-        .lines()
-        .count()
-    };
+    deploy(&c, "web", 6);
+    let on = |node: &str| web_pods_on(&c, node);
     assert!(on("stable-0") > 0, "pods should spread over the nodes");
 
     // Drain: cordon plus evictions; the Deployment re-creates the pods elsewhere.
@@ -252,4 +268,120 @@ fn drain_and_node_failure_move_pods() {
         placed.lines().filter(|n| n.starts_with("stable-")).count() >= 6,
         "replacements must run on the live nodes: {placed}"
     );
+}
+
+#[test]
+fn disruption_budget_holds_against_parallel_evictions_and_drain() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, EvictParams};
+
+    let c = Cluster::start();
+    let _nodes = c.hollow_nodes(2, "pd", &[]);
+    c.wait_for_output(
+        &["get", "nodes", "-o", "name"],
+        "node/pd-0\nnode/pd-1",
+        MINUTE,
+    );
+    deploy(&c, "web", 4);
+    c.ok(
+        K,
+        &[
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--max-unavailable=1",
+        ],
+    );
+    let status = r#"jsonpath={.status.expectedPods}/{.status.desiredHealthy}/{.status.currentHealthy}/{.status.disruptionsAllowed}"#;
+    c.wait_for_output(&["get", "pdb", "web", "-o", status], "4/3/4/1", MINUTE);
+    // kubectl's own columns: NAME, MIN AVAILABLE, MAX UNAVAILABLE, ALLOWED DISRUPTIONS, AGE.
+    for kubectl in common::kubectls() {
+        let table = c.ok(kubectl, &["get", "pdb", "web"]);
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .expect("a row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[..4], ["web", "N/A", "1", "1"], "{table}");
+    }
+
+    // With every node cordoned, an evicted pod's replacement cannot become Ready, so the
+    // budget allows exactly one eviction however the parallel requests interleave.
+    c.ok(K, &["cordon", "pd-0", "pd-1"]);
+    let names: Vec<String> = c
+        .ok(
+            K,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let results: Vec<Result<(), String>> = rt.block_on(async {
+        let pods: Api<Pod> = Api::namespaced(c.kube_client().await, "default");
+        let tries = names.iter().map(|n| {
+            let pods = pods.clone();
+            async move {
+                pods.evict(n, &EvictParams::default())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        });
+        futures::future::join_all(tries).await
+    });
+    let passed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(passed, 1, "one eviction fits a budget of one: {results:?}");
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            e.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+            "{e}"
+        );
+    }
+    // The evicted pod is gone and its replacement Pending: three healthy, none to spare.
+    c.wait_for_output(&["get", "pdb", "web", "-o", status], "4/3/3/0", MINUTE);
+    c.wait_for_output(
+        &[
+            "get",
+            "pdb",
+            "web",
+            "-o",
+            "jsonpath={.status.disruptedPods}",
+        ],
+        "",
+        MINUTE,
+    );
+
+    // A drain that would break the budget does not finish, and the pods stay.
+    let on_pd0 = || web_pods_on(&c, "pd-0");
+    let before = on_pd0();
+    assert!(before > 0, "expected pods on pd-0");
+    let refused = c.fails(K, &["drain", "pd-0", "--ignore-daemonsets", "--timeout=8s"]);
+    assert!(
+        refused.contains("disruption budget"),
+        "drain should report the budget: {refused}"
+    );
+    assert_eq!(on_pd0(), before, "a refused eviction must leave the pod");
+
+    // Once the replacement can run elsewhere, the budget opens again and the drain goes
+    // through, one pod at a time.
+    c.ok(K, &["uncordon", "pd-1"]);
+    c.wait_for_output(&["get", "pdb", "web", "-o", status], "4/3/4/1", MINUTE);
+    c.ok(
+        K,
+        &["drain", "pd-0", "--ignore-daemonsets", "--timeout=90s"],
+    );
+    assert_eq!(on_pd0(), 0);
+    c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
+    c.wait_for_output(&["get", "pdb", "web", "-o", status], "4/3/4/1", MINUTE);
 }

@@ -292,6 +292,18 @@ impl Cluster {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// A kube-rs client for this cluster, as a second real client beside kubectl. Without
+    /// kube-rs' own retries: they would retry a refused eviction (429) for minutes, and a
+    /// test wants to see what the server answered.
+    pub async fn kube_client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).expect("client")
+    }
+
     /// `kubectl apply -f -` of `manifest` with the default kubectl; panics on failure.
     pub fn apply(&self, manifest: &str) {
         let out = self.apply_stdin(KUBECTL_DEFAULT, &["apply", "-f", "-"], manifest);

@@ -83,6 +83,7 @@ enum Printer {
     Job,
     CronJob,
     Lease,
+    PodDisruptionBudget,
     Default,
 }
 
@@ -107,6 +108,7 @@ fn printer(group: &str, kind: &str) -> Printer {
         ("batch", "Job") => Printer::Job,
         ("batch", "CronJob") => Printer::CronJob,
         ("coordination.k8s.io", "Lease") => Printer::Lease,
+        ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
         _ => Printer::Default,
     }
 }
@@ -266,6 +268,13 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."),
             AGE,
         ],
+        Printer::PodDisruptionBudget => vec![
+            NAME,
+            col("Min Available", "string", "The minimum number of pods that must be available."),
+            col("Max Unavailable", "string", "The maximum number of pods that may be unavailable."),
+            col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+            AGE,
+        ],
         Printer::Default => vec![NAME, col("Created At", "date", DESC_CREATED)],
     }
 }
@@ -367,6 +376,13 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Va
             o.str_(&["spec", "holderIdentity"]).into(),
             o.age(now),
         ],
+        Printer::PodDisruptionBudget => vec![
+            o.name(),
+            int_or_string(o.at(&["spec", "minAvailable"])).into(),
+            int_or_string(o.at(&["spec", "maxUnavailable"])).into(),
+            o.int(&["status", "disruptionsAllowed"]).into(),
+            o.age(now),
+        ],
         Printer::Default => vec![o.name(), created_at(o).into()],
     };
     // A short or long row makes kubectl misprint every later column, so never send one.
@@ -456,6 +472,15 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// An IntOrString as the printers show it; "N/A" when unset.
+fn int_or_string(o: Obj<'_>) -> String {
+    match o.0 {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => "N/A".into(),
+    }
 }
 
 /// Read-only, panic-free access to an object in Kubernetes JSON form: anything missing or of
@@ -1178,6 +1203,7 @@ mod tests {
         ("batch", "Job"),
         ("batch", "CronJob"),
         ("coordination.k8s.io", "Lease"),
+        ("policy", "PodDisruptionBudget"),
         ("example.com", "Widget"),
     ];
 
@@ -1231,6 +1257,8 @@ mod tests {
                 "jobTemplate": {"spec": {"template": template}}},
                 "status": {"active": [{"name": "j"}], "lastScheduleTime": ago(120)}}),
             ("coordination.k8s.io", "Lease") => json!({"spec": {"holderIdentity": "node-1"}}),
+            ("policy", "PodDisruptionBudget") => json!({"spec": {"maxUnavailable": "25%"},
+                "status": {"disruptionsAllowed": 1}}),
             _ => json!({}),
         };
         if let Some(m) = o.as_object_mut() {
@@ -1346,6 +1374,16 @@ mod tests {
         );
         assert_eq!(row("", "Node")[6], json!("<none>"));
         assert_eq!(row("coordination.k8s.io", "Lease")[1], json!("node-1"));
+        assert_eq!(
+            row("policy", "PodDisruptionBudget"),
+            vec![
+                json!("x"),
+                json!("N/A"),
+                json!("25%"),
+                json!(1),
+                json!("5m")
+            ]
+        );
         assert_eq!(
             row("", "Event"),
             vec![

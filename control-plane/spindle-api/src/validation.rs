@@ -666,6 +666,7 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
             }
         }
         "Service" => validate_service(obj, &mut errs),
+        "PodDisruptionBudget" => validate_disruption_budget(obj, &mut errs),
         "ConfigMap" | "Secret" => {
             for part in ["data", "binaryData", "stringData"] {
                 if let Some(m) = obj.get(part).and_then(Value::as_object) {
@@ -680,6 +681,70 @@ pub fn validate(kind: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
         _ => {}
     }
     errs
+}
+
+/// A PodDisruptionBudget's spec: at most one of minAvailable and maxUnavailable, each a
+/// non-negative number or a percentage of at most 100 %.
+fn validate_disruption_budget(obj: &Value, errs: &mut Vec<FieldError>) {
+    let Some(spec) = obj.get("spec") else {
+        return;
+    };
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if min.is_some() && max.is_some() {
+        errs.push(FieldError::invalid(
+            "spec",
+            spec,
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (name, v) in [("minAvailable", min), ("maxUnavailable", max)] {
+        let Some(v) = v else { continue };
+        let field = format!("spec.{name}");
+        match v {
+            Value::Number(n) if n.as_i64().is_some_and(|n| n >= 0) => {}
+            Value::Number(_) => {
+                errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    "must be greater than or equal to 0",
+                ));
+            }
+            Value::String(s) => match s.strip_suffix('%').map(str::parse::<i64>) {
+                Some(Ok(p)) if (0..=100).contains(&p) => {}
+                Some(Ok(p)) if p > 100 => {
+                    errs.push(FieldError::invalid(&field, v, "must not be greater than 100%"))
+                }
+                Some(Ok(_)) => errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    "must be greater than or equal to 0",
+                )),
+                _ => errs.push(FieldError::invalid(
+                    &field,
+                    v,
+                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                )),
+            },
+            _ => errs.push(FieldError::invalid(
+                &field,
+                v,
+                "must be an integer or percentage (e.g '5%')",
+            )),
+        }
+    }
+    if let Some(p) = spec
+        .get("unhealthyPodEvictionPolicy")
+        .filter(|v| !v.is_null())
+    {
+        if !matches!(p.as_str(), Some("IfHealthyBudget" | "AlwaysAllow")) {
+            errs.push(FieldError::not_supported(
+                "spec.unhealthyPodEvictionPolicy",
+                p,
+                &["AlwaysAllow", "IfHealthyBudget"],
+            ));
+        }
+    }
 }
 
 fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
@@ -1050,6 +1115,43 @@ mod tests {
         assert!(errs[0]
             .message
             .contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn disruption_budgets() {
+        let pdb =
+            |spec: Value| json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec});
+        let fields = |spec: Value| -> Vec<String> {
+            validate("PodDisruptionBudget", true, &pdb(spec))
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        for ok in [
+            json!({"minAvailable": 2}),
+            json!({"maxUnavailable": "25%"}),
+            json!({"minAvailable": "100%", "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
+            json!({}),
+        ] {
+            assert!(fields(ok.clone()).is_empty(), "{ok}");
+        }
+        assert_eq!(
+            fields(json!({"minAvailable": 1, "maxUnavailable": 1})),
+            ["spec"]
+        );
+        assert_eq!(fields(json!({"minAvailable": -1})), ["spec.minAvailable"]);
+        assert_eq!(
+            fields(json!({"maxUnavailable": "120%"})),
+            ["spec.maxUnavailable"]
+        );
+        assert_eq!(
+            fields(json!({"maxUnavailable": "half"})),
+            ["spec.maxUnavailable"]
+        );
+        assert_eq!(
+            fields(json!({"minAvailable": 1, "unhealthyPodEvictionPolicy": "Sometimes"})),
+            ["spec.unhealthyPodEvictionPolicy"]
+        );
     }
 
     #[test]

@@ -511,7 +511,7 @@ fn validate_or_reject(kind: &Kind, obj: &Value) -> ApiResult<()> {
 }
 
 fn tracks_generation(kind: &Kind) -> bool {
-    matches!(kind.group, "apps" | "batch") || kind.kind == "Pod"
+    matches!(kind.group, "apps" | "batch" | "policy") || kind.kind == "Pod"
 }
 
 fn qos_class(pod: &Value) -> &'static str {
@@ -1673,86 +1673,176 @@ fn pod_ready(p: &Value) -> bool {
         })
 }
 
-/// Resolve an IntOrString against a total (percentages round up, as Kubernetes does for
-/// PodDisruptionBudgets).
-fn int_or_percent(v: &Value, total: i64) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => match s.strip_suffix('%') {
-            Some(p) => p.parse::<i64>().ok().map(|p| (p * total + 99) / 100),
-            None => s.parse().ok(),
-        },
-        _ => None,
+/// Kubernetes keeps at most this many evicted-but-not-yet-deleted pods in a budget's
+/// status before refusing more evictions.
+const MAX_DISRUPTED_PODS: usize = 2000;
+
+/// A 429 refusing an eviction for a budget, with the cause kubectl drain prints.
+fn budget_refusal(cause: String, retry_after: Option<u64>) -> ApiError {
+    let mut details = json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]});
+    if let Some(s) = retry_after {
+        details["retryAfterSeconds"] = json!(s);
     }
+    ApiError::new(
+        429,
+        "TooManyRequests",
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+    )
+    .with_details(details)
 }
 
-/// Refuse an eviction that would take a PodDisruptionBudget below what it allows
-/// (429, as the eviction API answers, so `kubectl drain` retries).
-async fn check_disruption_budgets(st: &AppState, t: &Target) -> ApiResult<()> {
-    let (pod, _) = load(st, t).await?;
-    if pod.pointer("/metadata/deletionTimestamp").is_some() || !pod_ready(&pod) {
-        // Evicting a pod that is already going or not healthy costs the budget nothing.
-        return Ok(());
-    }
+/// The budgets covering a pod: a budget without a selector covers nothing, one with an
+/// empty selector (policy/v1) every pod of its namespace.
+async fn budgets_of(st: &AppState, pod: &Value, ns: Option<&str>) -> ApiResult<Vec<KeyValue>> {
     let Some(pdb_kind) = st.reg.by_resource("policy", "v1", "poddisruptionbudgets") else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    let ns = t.namespace.as_deref();
-    let (pdbs, _) = st.store.list(&key(pdb_kind, ns, None)).await?;
+    let empty = Map::new();
     let labels = pod
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+        .unwrap_or(&empty);
+    let (pdbs, _) = st.store.list(&key(pdb_kind, ns, None)).await?;
+    let mut out = Vec::new();
     for kv in pdbs {
         let pdb = decode_stored(&kv)?;
-        let Some(sel) = pdb.pointer("/spec/selector") else {
-            continue;
-        };
-        if !validation::selector_matches(sel, &labels) {
-            continue;
-        }
-        let pods_target = Target {
-            kind: t.kind.clone(),
-            namespace: ns.map(str::to_string),
-            name: None,
-            sub: None,
-        };
-        let none = Selectors {
-            labels: LabelSelector::default(),
-            fields: FieldSelector::default(),
-        };
-        let all = list_objects(st, &pods_target, &none, None, None).await?.0;
-        let selected: Vec<&Value> = all
-            .iter()
-            .filter(|p| {
-                validation::selector_matches(
-                    sel,
-                    &p.pointer("/metadata/labels")
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default(),
-                )
-            })
-            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
-            .collect();
-        let expected = selected.len() as i64;
-        let healthy = selected.iter().filter(|p| pod_ready(p)).count() as i64;
-        let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
-            int_or_percent(min, expected).unwrap_or(0)
-        } else if let Some(max) = pdb.pointer("/spec/maxUnavailable") {
-            expected - int_or_percent(max, expected).unwrap_or(0)
-        } else {
-            expected
-        };
-        if healthy - desired < 1 {
-            let name = meta_str(&pdb, "name").unwrap_or("");
-            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.").with_details(json!({
-                "causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {name} needs {desired} healthy pods and has {healthy} currently")}]
-            })));
+        if pdb
+            .pointer("/spec/selector")
+            .filter(|s| !s.is_null())
+            .is_some_and(|sel| validation::selector_matches(sel, labels))
+        {
+            out.push(kv);
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Admit an eviction against the pod's PodDisruptionBudget, as the eviction subresource
+/// does: spend one of the budget's `status.disruptionsAllowed` with a compare-and-swap on
+/// the budget, and note the pod in `status.disruptedPods` so the disruption controller
+/// counts it as gone until it is deleted. Concurrent evictions (kubectl drain sends one
+/// per pod at once) therefore cannot all pass on the same count. Refusals are 429s, which
+/// kubectl drain retries.
+async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<()> {
+    let (pod, _) = load(st, t).await?;
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    if matches!(phase, Some("Succeeded" | "Failed" | "Pending"))
+        || pod.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        // Finished, not yet started or already going: evicting it disrupts nothing.
+        return Ok(());
+    }
+    let ns = t.namespace.as_deref();
+    let pod_name = t.name.as_deref().unwrap_or("");
+    let mut budgets = budgets_of(st, &pod, ns).await?;
+    if budgets.len() > 1 {
+        return Err(ApiError::internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
+    }
+    let Some(mut kv) = budgets.pop() else {
+        return Ok(());
+    };
+    for _ in 0..20 {
+        let mut pdb = decode_stored(&kv)?;
+        let name = meta_str(&pdb, "name").unwrap_or("").to_string();
+        let status = |f: &str| {
+            pdb.pointer(&format!("/status/{f}"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let (allowed, healthy, desired) = (
+            status("disruptionsAllowed"),
+            status("currentHealthy"),
+            status("desiredHealthy"),
+        );
+        if !pod_ready(&pod) {
+            // An unhealthy pod costs the budget nothing when the policy says so, or (the
+            // default, IfHealthyBudget) while the budget is met anyway.
+            let policy = pdb
+                .pointer("/spec/unhealthyPodEvictionPolicy")
+                .and_then(Value::as_str);
+            if policy == Some("AlwaysAllow") || (healthy >= desired && desired > 0) {
+                return Ok(());
+            }
+        }
+        let generation = pdb
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if status("observedGeneration") < generation {
+            return Err(budget_refusal(
+                format!("The disruption budget {name} is still being processed by the server."),
+                Some(10),
+            ));
+        }
+        if allowed < 0 {
+            return Err(ApiError::forbidden(format!(
+                "poddisruptionbudgets.policy \"{name}\" is forbidden: pdb disruptions allowed is negative"
+            )));
+        }
+        let disrupted = pdb
+            .pointer("/status/disruptedPods")
+            .and_then(Value::as_object)
+            .map_or(0, Map::len);
+        if disrupted > MAX_DISRUPTED_PODS {
+            return Err(ApiError::forbidden(format!(
+                "poddisruptionbudgets.policy \"{name}\" is forbidden: DisruptedPods map too big - too many evictions not confirmed by PDB controller"
+            )));
+        }
+        if allowed == 0 {
+            return Err(budget_refusal(
+                format!("The disruption budget {name} needs {desired} healthy pods and has {healthy} currently"),
+                None,
+            ));
+        }
+        if dry_run {
+            return Ok(());
+        }
+        let now = now_rfc3339();
+        let st_obj = pdb
+            .as_object_mut()
+            .ok_or_else(|| ApiError::internal("stored PodDisruptionBudget is not an object"))?
+            .entry("status")
+            .or_insert_with(|| json!({}));
+        st_obj["disruptionsAllowed"] = json!(allowed - 1);
+        if allowed == 1 {
+            // Spent: the condition says so at once, as Kubernetes' eviction handler does.
+            if let Some(conds) = st_obj.get_mut("conditions").and_then(Value::as_array_mut) {
+                for c in conds.iter_mut() {
+                    if c.get("type") == Some(&json!("DisruptionAllowed")) {
+                        c["status"] = json!("False");
+                        c["reason"] = json!("InsufficientPods");
+                        c["lastTransitionTime"] = json!(now);
+                    }
+                }
+            }
+        }
+        if !st_obj.get("disruptedPods").is_some_and(Value::is_object) {
+            st_obj["disruptedPods"] = json!({});
+        }
+        st_obj["disruptedPods"][pod_name] = json!(now);
+        match st
+            .store
+            .update(&kv.key, encode_for_store(&pdb)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => {
+                // Another eviction or the controller wrote the budget first: decide again
+                // on what it wrote.
+                match st.store.get(&kv.key).await? {
+                    Some(fresh) => kv = fresh,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(budget_refusal(
+        "The disruption budget is being updated too often; try again.".into(),
+        Some(1),
+    ))
 }
 
 async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> ApiResult<Response> {
@@ -1762,7 +1852,7 @@ async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> A
         decode_body(&content_type(headers), raw)?.value
     };
     let opts = DeleteOpts::from_value(b.get("deleteOptions").unwrap_or(&json!({})));
-    check_disruption_budgets(st, t).await?;
+    admit_eviction(st, t, opts.dry_run).await?;
     delete_one(st, t, &opts).await?;
     Ok(json_response(
         StatusCode::CREATED,

@@ -10,7 +10,7 @@
 //! a stale cache fails with 409 and is retried with back-off instead of being applied.
 
 #[path = "deployment_util.rs"]
-mod util;
+pub(crate) mod util;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -37,11 +37,7 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
 
 /// Enqueue the Services that select a changed pod (before or after the change).
 pub fn on_pod_change(q: &Queue<String>, services: &Cache<Service>, ch: &Change<'_, Pod>) {
-    let pods: Vec<&Arc<Pod>> = match ch {
-        Change::Upsert { new, old } => [Some(*new), *old].into_iter().flatten().collect(),
-        Change::Delete(o) => vec![*o],
-    };
-    for p in pods {
+    for p in ch.states() {
         let ns = p.namespace().unwrap_or_default();
         for svc in services.by_index(&format!("ns/{ns}")) {
             if selects(&svc, p) {

@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod nodelifecycle;
@@ -40,15 +41,19 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     // controller is most of the control plane's memory.
     let rs_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ep_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let pdb_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
+    let budgets = disruption::budgets(&client, pdb_queue.clone());
     let q = rs_queue.clone();
     let (eq, svcs) = (ep_queue.clone(), services.clone());
+    let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
         Some(Box::new(replicaset::pod_index)),
         move |ch| {
             endpoints::on_pod_change(&eq, &svcs, &ch);
+            disruption::on_pod_change(&dq, &pdbs, &ch);
             replicaset::on_pod_change(&q, ch);
         },
     );
@@ -56,6 +61,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         r = deployment::run(client.clone(), deploy_events, pods.clone()) => r,
         r = replicaset::run(client.clone(), rs_events, rs_queue, pods.clone()) => r,
         r = endpoints::run(client.clone(), ep_queue, services, pods.clone()) => r,
+        r = disruption::run(client.clone(), events::Recorder::new(client.clone(), "controllermanager"), pdb_queue, budgets, pods.clone()) => r,
         r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone(), pods) => r,
     }
 }

@@ -154,6 +154,18 @@ pub enum Change<'a, K> {
     Delete(&'a Arc<K>),
 }
 
+impl<'a, K> Change<'a, K> {
+    /// The object's states the change touches: new and old for an update, the last one
+    /// for a deletion. A handler matching by labels must look at both, as either may
+    /// have been selected.
+    pub fn states(&self) -> Vec<&'a Arc<K>> {
+        match self {
+            Change::Upsert { new, old } => [Some(*new), *old].into_iter().flatten().collect(),
+            Change::Delete(o) => vec![*o],
+        }
+    }
+}
+
 /// Start an informer: list+watch `api` into a cache, calling `handler` for every change
 /// after the cache is updated. A re-list (after a 410 or a dropped watch) reconciles the
 /// cache and reports what changed, including deletions missed meanwhile.
