@@ -270,6 +270,26 @@ fn rollout_restart_pause_resume_and_deletion() {
     );
     let d = c.ok(K, &["describe", "deployment", "api"]);
     assert!(d.contains("ScalingReplicaSet"), "{d}");
+    // The deployment's events list in the order they happened (as on Kubernetes, whose
+    // event names carry the time), so describe tells the rollout's story in order.
+    let times = c.ok(
+        K,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Deployment,involvedObject.name=api",
+            "-o",
+            "jsonpath={range .items[*]}{.eventTime}{\"\\n\"}{end}",
+        ],
+    );
+    let times: Vec<&str> = times.lines().collect();
+    assert!(times.len() >= 4, "{times:?}");
+    // RFC 3339 with a fixed number of fraction digits sorts as text.
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "events out of order: {times:?}"
+    );
 
     // --cascade=orphan keeps ReplicaSets and pods; a plain delete removes them.
     c.ok(K, &["delete", "deployment", "api", "--cascade=orphan"]);

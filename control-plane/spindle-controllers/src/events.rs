@@ -112,8 +112,13 @@ impl Recorder {
             }
         }
         let base = regarding.name.clone().unwrap_or_else(|| "object".into());
-        let name = format!("{base}.{:016x}", rand::random::<u64>());
-        let ev = Event {
+        // Named as Kubernetes' recorder names them, "<object>.<unix nanos in hex>": a list
+        // is in name order, so an object's events list in the order they happened, and
+        // `kubectl describe` (which sorts by a timestamp of one-second resolution) keeps
+        // that order within a second instead of shuffling the story.
+        let nanos = now.0.as_nanosecond();
+        let mut name = format!("{base}.{nanos:x}");
+        let mut ev = Event {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(ns.clone()),
@@ -136,7 +141,18 @@ impl Recorder {
             }),
             ..Default::default()
         };
-        api.create(&PostParams::default(), &ev).await?;
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            // Two events for one object in the same nanosecond: the next name is free.
+            let kube::Error::Api(s) = &e else {
+                return Err(e);
+            };
+            if s.code != 409 {
+                return Err(e);
+            }
+            name = format!("{base}.{:x}", nanos + 1);
+            ev.metadata.name = Some(name.clone());
+            api.create(&PostParams::default(), &ev).await?;
+        }
         let mut seen = self.seen.lock().await;
         if seen.len() >= MAX_KEYS {
             seen.clear();
