@@ -384,4 +384,46 @@ fn disruption_budget_holds_against_parallel_evictions_and_drain() {
     assert_eq!(on_pd0(), 0);
     c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
     c.wait_for_output(&["get", "pdb", "web", "-o", status], "4/3/4/1", MINUTE);
+
+    // A server-side dry run of a drain spends nothing and evicts nothing.
+    let on_pd1 = web_pods_on(&c, "pd-1");
+    c.ok(
+        K,
+        &["drain", "pd-1", "--ignore-daemonsets", "--dry-run=server"],
+    );
+    assert_eq!(web_pods_on(&c, "pd-1"), on_pd1);
+    assert_eq!(c.ok(K, &["get", "pdb", "web", "-o", status]), "4/3/4/1");
+
+    // Two budgets over one pod: the eviction API refuses rather than pick one.
+    c.ok(
+        K,
+        &[
+            "create",
+            "poddisruptionbudget",
+            "web-too",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+    );
+    let victim = c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    let refused = rt.block_on(async {
+        let pods: Api<Pod> = Api::namespaced(c.kube_client().await, "default");
+        pods.evict(&victim, &EvictParams::default()).await
+    });
+    let err = refused.expect_err("two budgets must refuse the eviction");
+    assert!(
+        err.to_string()
+            .contains("more than one PodDisruptionBudget"),
+        "{err}"
+    );
 }
