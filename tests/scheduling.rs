@@ -427,3 +427,102 @@ fn disruption_budget_holds_against_parallel_evictions_and_drain() {
         "{err}"
     );
 }
+
+#[test]
+fn pod_anti_affinity_and_topology_spread_place_replicas() {
+    let c = Cluster::start();
+    let _nodes = c.hollow_nodes(3, "z", &[]);
+    c.wait_for_output(
+        &["get", "nodes", "-o", "name"],
+        "node/z-0\nnode/z-1\nnode/z-2",
+        MINUTE,
+    );
+    for (node, zone) in [("z-0", "a"), ("z-1", "a"), ("z-2", "b")] {
+        c.ok(
+            K,
+            &[
+                "label",
+                "node",
+                node,
+                &format!("topology.kubernetes.io/zone={zone}"),
+            ],
+        );
+    }
+    let deployment = |name: &str, replicas: u32, placement: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{placement}      containers:\n      - name: c\n        image: registry.local/{name}:v1\n"
+        )
+    };
+    // One replica per node; the fourth has nowhere to go and says why.
+    c.apply(&deployment(
+        "solo",
+        4,
+        "      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - labelSelector: {matchLabels: {app: solo}}\n            topologyKey: kubernetes.io/hostname\n",
+    ));
+    c.wait_for_output(
+        &[
+            "get",
+            "deploy",
+            "solo",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        "3",
+        MINUTE,
+    );
+    let nodes = c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=solo",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+    );
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["z-0", "z-1", "z-2"]);
+    c.wait_for_output(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=solo",
+            "--field-selector",
+            "status.phase=Pending",
+            "-o",
+            r#"jsonpath={.items[*].status.conditions[?(@.type=="PodScheduled")].message}"#,
+        ],
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.",
+        MINUTE,
+    );
+
+    // Spread over zones with a skew of at most one: zone a has two nodes, b one, and
+    // still each zone gets half.
+    c.apply(&deployment(
+        "even",
+        4,
+        "      topologySpreadConstraints:\n      - maxSkew: 1\n        topologyKey: topology.kubernetes.io/zone\n        whenUnsatisfiable: DoNotSchedule\n        labelSelector: {matchLabels: {app: even}}\n",
+    ));
+    c.ok(
+        K,
+        &["rollout", "status", "deployment/even", "--timeout=90s"],
+    );
+    let placed = c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=even",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+    );
+    let in_b = placed.split_whitespace().filter(|n| *n == "z-2").count();
+    assert_eq!(in_b, 2, "zone b must hold half the replicas: {placed}");
+}

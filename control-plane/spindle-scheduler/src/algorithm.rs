@@ -2,7 +2,7 @@
 //! holds. Wording of failure reasons follows kube-scheduler so `kubectl describe` output
 //! reads the same as on Kubernetes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::{NodeInfo, Resources, SchedPod, TaintInfo};
 
@@ -29,6 +29,11 @@ pub enum Reason {
     Insufficient(String),
     TooManyPods,
     NoContainerRuntime,
+    TopologySpread,
+    TopologySpreadMissingLabel,
+    ExistingAntiAffinity,
+    PodAntiAffinity,
+    PodAffinity,
 }
 
 impl Reason {
@@ -43,6 +48,16 @@ impl Reason {
             Reason::Insufficient(r) => format!("Insufficient {r}"),
             Reason::TooManyPods => "Too many pods".into(),
             Reason::NoContainerRuntime => "node(s) had no container runtime (containerd)".into(),
+            Reason::TopologySpread => "node(s) didn't match pod topology spread constraints".into(),
+            Reason::TopologySpreadMissingLabel => {
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .into()
+            }
+            Reason::ExistingAntiAffinity => {
+                "node(s) didn't satisfy existing pods anti-affinity rules".into()
+            }
+            Reason::PodAntiAffinity => "node(s) didn't match pod anti-affinity rules".into(),
+            Reason::PodAffinity => "node(s) didn't match pod affinity rules".into(),
         }
     }
 }
@@ -165,6 +180,115 @@ pub fn filter(pod: &SchedPod, node: &NodeInfo, usage: &Usage, reasons: &mut Vec<
     reasons.len() == before
 }
 
+/// What inter-pod constraints need to know about the cluster for one decision, counted
+/// once over every placed pod before the nodes are walked (kube-scheduler's PreFilter
+/// state for InterPodAffinity and PodTopologySpread).
+#[derive(Debug, Default)]
+pub struct InterState {
+    /// Per required affinity term: the topology values that host a pod it selects.
+    pub affinity: Vec<HashSet<String>>,
+    /// No placed pod matches any required affinity term and the pod matches all of its
+    /// own: the first of a group may go wherever the topology keys exist.
+    pub affinity_first: bool,
+    /// Per required anti-affinity term: the topology values that host a pod it selects.
+    pub anti: Vec<HashSet<String>>,
+    /// (topology key, value) pairs placed pods' required anti-affinity forbids this pod.
+    pub existing_anti: HashSet<(String, String)>,
+    /// Preferred terms: signed weight, topology key, selected pods per value.
+    pub preferred: Vec<(i64, String, HashMap<String, i64>)>,
+    pub spread: Vec<SpreadState>,
+}
+
+#[derive(Debug, Default)]
+pub struct SpreadState {
+    pub key: String,
+    pub hard: bool,
+    pub max_skew: i64,
+    /// 1 when the pod itself matches the constraint's selector.
+    pub self_match: i64,
+    /// Selected pods per domain, every eligible domain present (zero included).
+    pub counts: HashMap<String, i64>,
+    pub min: i64,
+}
+
+/// The inter-pod filters, in kube-scheduler's order: PodTopologySpread, then
+/// InterPodAffinity (the pod's affinity, its anti-affinity, existing pods' anti-affinity).
+pub fn filter_inter(
+    pod: &SchedPod,
+    node: &NodeInfo,
+    st: &InterState,
+    reasons: &mut Vec<Reason>,
+) -> bool {
+    let value = |k: &str| node.labels.get(k);
+    for c in st.spread.iter().filter(|c| c.hard) {
+        let Some(v) = value(&c.key) else {
+            reasons.push(Reason::TopologySpreadMissingLabel);
+            return false;
+        };
+        let here = c.counts.get(v).copied().unwrap_or(0);
+        if here + c.self_match - c.min > c.max_skew {
+            reasons.push(Reason::TopologySpread);
+            return false;
+        }
+    }
+    if let Some(inter) = pod.inter.as_deref() {
+        let mut all_keys = true;
+        let mut all_hosted = true;
+        for (t, hosts) in inter.required.iter().zip(&st.affinity) {
+            match value(&t.topology_key) {
+                Some(v) => all_hosted &= hosts.contains(v),
+                None => all_keys = false,
+            }
+        }
+        if !all_keys || !(all_hosted || st.affinity_first) {
+            reasons.push(Reason::PodAffinity);
+            return false;
+        }
+    }
+    for (t, hosts) in pod.meta.anti_required.iter().zip(&st.anti) {
+        if value(&t.topology_key).is_some_and(|v| hosts.contains(v)) {
+            reasons.push(Reason::PodAntiAffinity);
+            return false;
+        }
+    }
+    if st
+        .existing_anti
+        .iter()
+        .any(|(k, v)| value(k).is_some_and(|have| have == v))
+    {
+        reasons.push(Reason::ExistingAntiAffinity);
+        return false;
+    }
+    true
+}
+
+/// Preferred pod (anti-)affinity: the weighted count of selected pods sharing the node's
+/// topology domains (anti-affinity weights count negative).
+pub fn inter_affinity_score(node: &NodeInfo, st: &InterState) -> i64 {
+    st.preferred
+        .iter()
+        .filter_map(|(w, key, counts)| {
+            node.labels
+                .get(key)
+                .and_then(|v| counts.get(v))
+                .map(|n| w * n)
+        })
+        .sum()
+}
+
+/// ScheduleAnyway spread constraints: selected pods already in the node's domains
+/// (fewer is better); a node without the key counts as the most crowded.
+pub fn soft_spread_count(node: &NodeInfo, st: &InterState) -> i64 {
+    st.spread
+        .iter()
+        .filter(|c| !c.hard)
+        .map(|c| match node.labels.get(&c.key) {
+            Some(v) => c.counts.get(v).copied().unwrap_or(0),
+            None => c.counts.values().copied().max().unwrap_or(0) + 1,
+        })
+        .sum()
+}
+
 fn lookup(list: &[(String, i64)], name: &str) -> i64 {
     list.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
 }
@@ -226,10 +350,18 @@ pub struct Candidate {
     pub affinity: i64,
     pub prefer_taints: i64,
     pub spread: i64,
+    pub pod_affinity: i64,
+    pub soft_spread: i64,
 }
 
 impl Candidate {
-    pub fn new(slot: usize, pod: &SchedPod, node: &NodeInfo, usage: &Usage) -> Candidate {
+    pub fn new(
+        slot: usize,
+        pod: &SchedPod,
+        node: &NodeInfo,
+        usage: &Usage,
+        inter: Option<&InterState>,
+    ) -> Candidate {
         Candidate {
             slot,
             least_allocated: least_allocated(pod, node, usage),
@@ -240,6 +372,8 @@ impl Candidate {
             },
             prefer_taints: intolerable_prefer_taints(pod, node),
             spread: spread_count(pod, usage),
+            pod_affinity: inter.map_or(0, |st| inter_affinity_score(node, st)),
+            soft_spread: inter.map_or(0, |st| soft_spread_count(node, st)),
         }
     }
 }
@@ -250,6 +384,7 @@ const W_LEAST_ALLOCATED: i64 = 1;
 const W_AFFINITY: i64 = 2;
 const W_TAINTS: i64 = 3;
 const W_SPREAD: i64 = 2;
+const W_INTER_POD: i64 = 2;
 
 /// Normalise every plugin to 0..=100 across the candidates and return the weighted
 /// totals in candidate order.
@@ -258,7 +393,21 @@ pub fn total_scores(cands: &[Candidate], out: &mut Vec<i64>) {
     let max_aff = cands.iter().map(|c| c.affinity).max().unwrap_or(0);
     let max_taint = cands.iter().map(|c| c.prefer_taints).max().unwrap_or(0);
     let max_spread = cands.iter().map(|c| c.spread).max().unwrap_or(0);
+    let (min_pa, max_pa) = min_max(cands.iter().map(|c| c.pod_affinity));
+    let (min_ss, max_ss) = min_max(cands.iter().map(|c| c.soft_spread));
     for c in cands {
+        // Inter-pod affinity and soft spread, normalised between the candidates' extremes
+        // as kube-scheduler does; all equal gives all the same score.
+        let pod_aff = if max_pa > min_pa {
+            (c.pod_affinity - min_pa) * MAX_SCORE / (max_pa - min_pa)
+        } else {
+            0
+        };
+        let soft = if max_ss > min_ss {
+            (max_ss - c.soft_spread) * MAX_SCORE / (max_ss - min_ss)
+        } else {
+            MAX_SCORE
+        };
         let aff = if max_aff > 0 {
             c.affinity * MAX_SCORE / max_aff
         } else {
@@ -279,9 +428,14 @@ pub fn total_scores(cands: &[Candidate], out: &mut Vec<i64>) {
             W_LEAST_ALLOCATED * c.least_allocated
                 + W_AFFINITY * aff
                 + W_TAINTS * taint
-                + W_SPREAD * spread,
+                + W_SPREAD * spread
+                + W_INTER_POD * (pod_aff + soft),
         );
     }
+}
+
+fn min_max(it: impl Iterator<Item = i64>) -> (i64, i64) {
+    it.fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
 /// How many feasible nodes to find before scoring, as kube-scheduler's adaptive

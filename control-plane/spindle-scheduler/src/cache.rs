@@ -5,12 +5,13 @@
 //! hashing node names. A slot outlives its Node object while pods are still counted on it
 //! (a node deleted and re-registered under the same name keeps correct usage).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::algorithm::{self, Candidate, Diagnosis, Reason, Usage};
-use crate::model::{NodeInfo, Resources, SchedPod};
+use crate::algorithm::{self, Candidate, Diagnosis, InterState, Reason, SpreadState, Usage};
+use crate::model::{NodeInfo, PodMeta, Resources, SchedPod};
 
 struct Slot {
     node: Option<NodeInfo>,
@@ -25,6 +26,7 @@ struct Placement {
     nz_cpu: i64,
     nz_memory: i64,
     spread_key: Option<u64>,
+    meta: Arc<PodMeta>,
     /// Decided by us, not yet seen bound by the watch.
     assumed: bool,
 }
@@ -39,6 +41,9 @@ pub struct Cache {
     placements: HashMap<String, Placement>,
     /// Where the next decision starts looking (kube-scheduler's nextStartNodeIndex).
     next_start: usize,
+    /// Placed pods with required anti-affinity: while there are none, pods without
+    /// inter-pod constraints of their own skip the inter-pod pass entirely.
+    with_anti: usize,
     // Scratch buffers reused by every decision.
     candidates: Vec<Candidate>,
     scores: Vec<i64>,
@@ -116,6 +121,9 @@ impl Cache {
     }
 
     fn apply(&mut self, p: &Placement, sign: i64) {
+        if !p.meta.anti_required.is_empty() {
+            self.with_anti = self.with_anti.saturating_add_signed(sign as isize);
+        }
         let u = &mut self.slots[p.slot].usage;
         u.requested.add(&p.requests, sign);
         u.pods += sign;
@@ -142,6 +150,7 @@ impl Cache {
             nz_cpu: pod.nz_cpu,
             nz_memory: pod.nz_memory,
             spread_key: pod.spread_key,
+            meta: pod.meta.clone(),
             assumed,
         };
         self.apply(&p, 1);
@@ -201,6 +210,130 @@ impl Cache {
         }
     }
 
+    /// Count what the pod's inter-pod constraints, and placed pods' anti-affinity, need:
+    /// one pass over every placed pod (assumed ones included, so a burst of replicas sees
+    /// its own earlier members).
+    fn inter_state(&self, pod: &SchedPod) -> InterState {
+        let mut st = InterState::default();
+        let empty = crate::model::InterPod::default();
+        let inter = pod.inter.as_deref().unwrap_or(&empty);
+        st.affinity = vec![HashSet::new(); inter.required.len()];
+        st.anti = vec![HashSet::new(); pod.meta.anti_required.len()];
+        let weighted = inter
+            .preferred
+            .iter()
+            .map(|(w, t)| (*w, t))
+            .chain(inter.anti_preferred.iter().map(|(w, t)| (-*w, t)));
+        st.preferred = weighted
+            .clone()
+            .map(|(w, t)| (w, t.topology_key.clone(), HashMap::new()))
+            .collect();
+        // Spread domains: every node the pod's node selector and affinity allow that has
+        // the key (nodeAffinityPolicy Honor, nodeTaintsPolicy Ignore: the defaults).
+        let mut eligible: Vec<bool> = Vec::new();
+        if !inter.spread.is_empty() {
+            eligible = vec![false; self.slots.len()];
+            for &i in &self.live {
+                if let Some(node) = &self.slots[i].node {
+                    eligible[i] = algorithm::matches_node_affinity(pod, node);
+                }
+            }
+        }
+        st.spread = inter
+            .spread
+            .iter()
+            .map(|c| {
+                let mut counts = HashMap::new();
+                for &i in &self.live {
+                    if let Some(v) = self.slots[i]
+                        .node
+                        .as_ref()
+                        .filter(|_| eligible[i])
+                        .and_then(|n| n.labels.get(&c.topology_key))
+                    {
+                        counts.entry(v.clone()).or_insert(0);
+                    }
+                }
+                SpreadState {
+                    key: c.topology_key.clone(),
+                    hard: c.hard,
+                    max_skew: c.max_skew,
+                    self_match: i64::from(
+                        c.selector
+                            .as_ref()
+                            .is_some_and(|s| s.matches(&pod.meta.labels)),
+                    ),
+                    counts,
+                    min: 0,
+                }
+            })
+            .collect();
+        for p in self.placements.values() {
+            let Some(node) = self.slots[p.slot].node.as_ref() else {
+                continue;
+            };
+            let other = &p.meta;
+            for (t, hosts) in inter.required.iter().zip(st.affinity.iter_mut()) {
+                if t.selects(other) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        hosts.insert(v.clone());
+                    }
+                }
+            }
+            for (t, hosts) in pod.meta.anti_required.iter().zip(st.anti.iter_mut()) {
+                if t.selects(other) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        hosts.insert(v.clone());
+                    }
+                }
+            }
+            for t in &other.anti_required {
+                if t.selects(&pod.meta) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        st.existing_anti.insert((t.topology_key.clone(), v.clone()));
+                    }
+                }
+            }
+            for ((_, t), (_, _, counts)) in weighted.clone().zip(st.preferred.iter_mut()) {
+                if t.selects(other) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        *counts.entry(v.clone()).or_insert(0) += 1;
+                    }
+                }
+            }
+            for (c, state) in inter.spread.iter().zip(st.spread.iter_mut()) {
+                // Only pods of the pod's own namespace count towards its spread.
+                if !eligible[p.slot]
+                    || other.namespace != pod.meta.namespace
+                    || !c
+                        .selector
+                        .as_ref()
+                        .is_some_and(|s| s.matches(&other.labels))
+                {
+                    continue;
+                }
+                if let Some(n) = node
+                    .labels
+                    .get(&c.topology_key)
+                    .and_then(|v| state.counts.get_mut(v))
+                {
+                    *n += 1;
+                }
+            }
+        }
+        for (c, state) in inter.spread.iter().zip(st.spread.iter_mut()) {
+            let domains = state.counts.len() as i64;
+            state.min = if c.min_domains.is_some_and(|m| domains < m) {
+                0
+            } else {
+                state.counts.values().copied().min().unwrap_or(0)
+            };
+        }
+        st.affinity_first = st.affinity.iter().all(HashSet::is_empty)
+            && inter.required.iter().all(|t| t.selects(&pod.meta));
+        st
+    }
+
     /// Pick a node for the pod, or say why none fits. Sequential by design: each call
     /// sees every earlier assumption.
     pub fn decide(&mut self, pod: &SchedPod, rng: &mut impl Rng) -> Result<usize, Diagnosis> {
@@ -208,6 +341,7 @@ impl Cache {
         if n == 0 {
             return Err(Diagnosis::default());
         }
+        let inter = (pod.inter.is_some() || self.with_anti > 0).then(|| self.inter_state(pod));
         let want = algorithm::feasible_nodes_to_find(n);
         let start = self.next_start % n;
         let Cache {
@@ -230,8 +364,18 @@ impl Cache {
             processed += 1;
             let slot = &slots[slot_idx];
             let Some(node) = &slot.node else { continue };
-            if algorithm::filter(pod, node, &slot.usage, reasons) {
-                candidates.push(Candidate::new(slot_idx, pod, node, &slot.usage));
+            if algorithm::filter(pod, node, &slot.usage, reasons)
+                && inter
+                    .as_ref()
+                    .is_none_or(|st| algorithm::filter_inter(pod, node, st, reasons))
+            {
+                candidates.push(Candidate::new(
+                    slot_idx,
+                    pod,
+                    node,
+                    &slot.usage,
+                    inter.as_ref(),
+                ));
                 if candidates.len() >= want {
                     break;
                 }

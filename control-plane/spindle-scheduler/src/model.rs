@@ -10,9 +10,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
+    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Toleration,
+    TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::quantity::{parse_milli, parse_value};
 
@@ -264,6 +266,262 @@ impl Term {
     }
 }
 
+/// A parsed label selector over pods: every requirement must hold. `None` in the places
+/// that hold one stands for a missing selector, which selects nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PodSelector {
+    pub reqs: Vec<Requirement>,
+}
+
+impl PodSelector {
+    /// `extra` are the (key, op) pairs matchLabelKeys and mismatchLabelKeys add.
+    fn from_api(sel: &LabelSelector, extra: Vec<Requirement>) -> PodSelector {
+        let mut reqs: Vec<Requirement> = sel
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement {
+                key: k.clone(),
+                op: Op::In(vec![v.clone()]),
+            })
+            .collect();
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            let op = match e.operator.as_str() {
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                _ => Op::Invalid,
+            };
+            reqs.push(Requirement {
+                key: e.key.clone(),
+                op,
+            });
+        }
+        reqs.extend(extra);
+        PodSelector { reqs }
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.reqs
+            .iter()
+            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+    }
+}
+
+/// matchLabelKeys (the pod's own value must match) and mismatchLabelKeys (must differ),
+/// as extra requirements; keys the pod does not carry add nothing, as in Kubernetes.
+fn label_key_reqs(
+    labels: &BTreeMap<String, String>,
+    same: Option<&Vec<String>>,
+    differ: Option<&Vec<String>>,
+) -> Vec<Requirement> {
+    let mut out = Vec::new();
+    for (keys, same) in [(same, true), (differ, false)] {
+        for k in keys.into_iter().flatten() {
+            if let Some(v) = labels.get(k) {
+                let values = vec![v.clone()];
+                out.push(Requirement {
+                    key: k.clone(),
+                    op: if same {
+                        Op::In(values)
+                    } else {
+                        Op::NotIn(values)
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Which namespaces a pod affinity term looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Namespaces {
+    All,
+    /// Names listed in the term (the pod's own when the term names none), plus those a
+    /// namespaceSelector on `kubernetes.io/metadata.name` selects. The scheduler keeps no
+    /// Namespace objects, so a selector on other namespace labels selects none of them.
+    Some {
+        names: Vec<String>,
+        by_name: Option<Vec<Requirement>>,
+    },
+}
+
+impl Namespaces {
+    pub fn contains(&self, ns: &str) -> bool {
+        match self {
+            Namespaces::All => true,
+            Namespaces::Some { names, by_name } => {
+                names.iter().any(|n| n == ns)
+                    || by_name
+                        .as_ref()
+                        .is_some_and(|reqs| reqs.iter().all(|r| r.matches(Some(ns))))
+            }
+        }
+    }
+}
+
+/// One pod (anti-)affinity term: pods matching `selector` in `namespaces`, counted per
+/// value of the node label `topology_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTerm {
+    pub selector: Option<PodSelector>,
+    pub namespaces: Namespaces,
+    pub topology_key: String,
+}
+
+impl PodTerm {
+    fn from_api(t: &PodAffinityTerm, ns: &str, labels: &BTreeMap<String, String>) -> PodTerm {
+        let names = t.namespaces.clone().unwrap_or_default();
+        let namespaces = match &t.namespace_selector {
+            Some(sel)
+                if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
+            {
+                Namespaces::All
+            }
+            Some(sel) => {
+                let parsed = PodSelector::from_api(sel, Vec::new());
+                let on_name = parsed
+                    .reqs
+                    .iter()
+                    .all(|r| r.key == "kubernetes.io/metadata.name");
+                Namespaces::Some {
+                    names,
+                    by_name: on_name.then_some(parsed.reqs),
+                }
+            }
+            None if names.is_empty() => Namespaces::Some {
+                names: vec![ns.to_string()],
+                by_name: None,
+            },
+            None => Namespaces::Some {
+                names,
+                by_name: None,
+            },
+        };
+        let extra = label_key_reqs(
+            labels,
+            t.match_label_keys.as_ref(),
+            t.mismatch_label_keys.as_ref(),
+        );
+        PodTerm {
+            selector: t
+                .label_selector
+                .as_ref()
+                .map(|s| PodSelector::from_api(s, extra)),
+            namespaces,
+            topology_key: t.topology_key.clone(),
+        }
+    }
+
+    /// Does this term select a pod?
+    pub fn selects(&self, pod: &PodMeta) -> bool {
+        self.namespaces.contains(&pod.namespace)
+            && self
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(&pod.labels))
+    }
+}
+
+/// One topologySpreadConstraint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spread {
+    pub max_skew: i64,
+    pub topology_key: String,
+    /// whenUnsatisfiable: DoNotSchedule (a filter) or ScheduleAnyway (a score).
+    pub hard: bool,
+    pub selector: Option<PodSelector>,
+    pub min_domains: Option<i64>,
+}
+
+/// What other pods' scheduling needs to know about a placed pod.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Required anti-affinity: it keeps pods it selects out of its topology domain too.
+    pub anti_required: Vec<PodTerm>,
+}
+
+/// A pod's own inter-pod constraints (absent for most pods, which then pay nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct InterPod {
+    pub required: Vec<PodTerm>,
+    pub preferred: Vec<(i64, PodTerm)>,
+    /// Preferred anti-affinity, weights as given (subtracted when scoring).
+    pub anti_preferred: Vec<(i64, PodTerm)>,
+    pub spread: Vec<Spread>,
+}
+
+fn inter_pod(pod: &Pod, meta: &PodMeta) -> (Vec<PodTerm>, Option<Box<InterPod>>) {
+    let spec = pod.spec.as_ref();
+    let (ns, labels) = (&meta.namespace, &meta.labels);
+    let aff = spec.and_then(|s| s.affinity.as_ref());
+    let pa = aff.and_then(|a| a.pod_affinity.as_ref());
+    let paa = aff.and_then(|a| a.pod_anti_affinity.as_ref());
+    let terms = |ts: Option<&Vec<PodAffinityTerm>>| -> Vec<PodTerm> {
+        ts.into_iter()
+            .flatten()
+            .map(|t| PodTerm::from_api(t, ns, labels))
+            .collect()
+    };
+    let weighted = |ts: Option<&Vec<k8s_openapi::api::core::v1::WeightedPodAffinityTerm>>| {
+        ts.into_iter()
+            .flatten()
+            .filter(|w| w.weight != 0)
+            .map(|w| {
+                (
+                    i64::from(w.weight),
+                    PodTerm::from_api(&w.pod_affinity_term, ns, labels),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let anti_required = terms(paa.and_then(|a| {
+        a.required_during_scheduling_ignored_during_execution
+            .as_ref()
+    }));
+    let spread = spec
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c: &TopologySpreadConstraint| Spread {
+            max_skew: i64::from(c.max_skew.max(1)),
+            topology_key: c.topology_key.clone(),
+            hard: c.when_unsatisfiable != "ScheduleAnyway",
+            selector: c.label_selector.as_ref().map(|s| {
+                PodSelector::from_api(s, label_key_reqs(labels, c.match_label_keys.as_ref(), None))
+            }),
+            min_domains: c.min_domains.map(i64::from),
+        })
+        .collect::<Vec<_>>();
+    let inter = InterPod {
+        required: terms(pa.and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        preferred: weighted(pa.and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        anti_preferred: weighted(paa.and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })),
+        spread,
+    };
+    let any = !inter.required.is_empty()
+        || !inter.preferred.is_empty()
+        || !inter.anti_preferred.is_empty()
+        || !inter.spread.is_empty()
+        || !anti_required.is_empty();
+    (anti_required, any.then(|| Box::new(inter)))
+}
+
 /// The parts of a toleration the filters use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tol {
@@ -317,6 +575,11 @@ pub struct SchedPod {
     pub tolerations: Vec<Tol>,
     /// Pods with the same key are spread apart: the controller's uid, or the labels.
     pub spread_key: Option<u64>,
+    /// Namespace, labels and required anti-affinity, kept with the pod's placement for
+    /// other pods' affinity terms.
+    pub meta: Arc<PodMeta>,
+    /// The pod's own pod (anti-)affinity and topology spread constraints, if any.
+    pub inter: Option<Box<InterPod>>,
 }
 
 /// Where a pod is in its life, as far as scheduling cares.
@@ -411,6 +674,13 @@ impl PodRecord {
             }
             _ => None,
         };
+        let mut pod_meta = PodMeta {
+            namespace: namespace.clone(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            anti_required: Vec::new(),
+        };
+        let (anti_required, inter) = inter_pod(pod, &pod_meta);
+        pod_meta.anti_required = anti_required;
         PodRecord {
             key: key.clone(),
             node_name,
@@ -433,6 +703,8 @@ impl PodRecord {
                 preferred,
                 tolerations,
                 spread_key,
+                meta: Arc::new(pod_meta),
+                inter,
             }),
         }
     }

@@ -259,6 +259,8 @@ mod tests {
             preferred: vec![],
             tolerations: vec![],
             spread_key: None,
+            meta: Default::default(),
+            inter: None,
         })
     }
 

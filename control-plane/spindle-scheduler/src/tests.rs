@@ -587,3 +587,176 @@ fn the_watch_view_of_a_pod_schedules_like_the_pod() {
         PodRecord::from_pod(&view.into_pod(), "default-scheduler")
     );
 }
+
+/// Decide and assume, as the scheduling loop does; the chosen node's name.
+fn place(c: &mut Cache, key: &str, p: &SchedPod) -> Result<String, String> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+    match c.decide(p, &mut rng) {
+        Ok(slot) => {
+            c.assume(key, slot, p);
+            Ok(c.node_name(slot).unwrap_or_default().to_string())
+        }
+        Err(d) => Err(d.message()),
+    }
+}
+
+fn labelled(name: &str, labels: Value, spec: Value) -> SchedPod {
+    pod(name, json!({"metadata": {"labels": labels}, "spec": spec}))
+}
+
+fn zoned(name: &str, zone: &str) -> NodeInfo {
+    node(
+        name,
+        "4",
+        "8Gi",
+        "110",
+        json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}}),
+    )
+}
+
+#[test]
+fn required_anti_affinity_keeps_replicas_apart() {
+    let mut c = cache_with(vec![small("n1"), small("n2"), small("n3")]);
+    let spec = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let p = labelled(&format!("web-{i}"), json!({"app": "web"}), spec.clone());
+        used.insert(place(&mut c, &format!("web-{i}"), &p).expect("fits"));
+    }
+    assert_eq!(used.len(), 3, "one replica per node: {used:?}");
+    let fourth = labelled("web-3", json!({"app": "web"}), spec);
+    assert_eq!(
+        place(&mut c, "web-3", &fourth),
+        Err("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.".into())
+    );
+    // Another app is not affected by web's rules... unless web's pods exclude it.
+    assert!(place(
+        &mut c,
+        "db",
+        &labelled("db", json!({"app": "db"}), json!({}))
+    )
+    .is_ok());
+}
+
+#[test]
+fn existing_pods_anti_affinity_is_symmetric() {
+    let mut c = cache_with(vec![small("n1"), small("n2")]);
+    let loner = labelled(
+        "loner",
+        json!({"app": "loner"}),
+        json!({"nodeName": null, "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}}),
+    );
+    let at = place(&mut c, "loner", &loner).expect("fits");
+    for i in 0..4 {
+        let web = labelled(&format!("w{i}"), json!({"app": "web"}), json!({}));
+        let n = place(&mut c, &format!("w{i}"), &web).expect("fits");
+        assert_ne!(
+            n, at,
+            "a web pod must keep away from the pod that excludes it"
+        );
+    }
+    // Pods in another namespace are not selected by a term that names none.
+    let other = pod(
+        "other",
+        json!({"metadata": {"namespace": "prod", "labels": {"app": "web"}}}),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        seen.insert(place(&mut c, &format!("o{i}"), &other).expect("fits"));
+    }
+    assert!(seen.contains(&at), "{seen:?}");
+}
+
+#[test]
+fn required_affinity_follows_its_target_and_the_first_of_a_group_goes_anywhere() {
+    let mut c = cache_with(vec![small("n1"), small("n2"), small("n3")]);
+    let db = labelled("db", json!({"app": "db"}), json!({}));
+    let db_node = place(&mut c, "db", &db).expect("fits");
+    let near_db = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
+    for i in 0..4 {
+        let p = labelled(
+            &format!("cache-{i}"),
+            json!({"app": "cache"}),
+            near_db.clone(),
+        );
+        assert_eq!(
+            place(&mut c, &format!("cache-{i}"), &p).as_ref(),
+            Ok(&db_node)
+        );
+    }
+    // Affinity to a label nobody carries: unschedulable, unless the pod carries it.
+    let lonely = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "queue"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
+    let p = labelled("x", json!({"app": "x"}), lonely.clone());
+    assert_eq!(
+        place(&mut c, "x", &p),
+        Err("0/3 nodes are available: 3 node(s) didn't match pod affinity rules.".into())
+    );
+    let first = labelled("q0", json!({"app": "queue"}), lonely.clone());
+    let at = place(&mut c, "q0", &first).expect("the first of a group");
+    let second = labelled("q1", json!({"app": "queue"}), lonely);
+    assert_eq!(place(&mut c, "q1", &second), Ok(at));
+}
+
+#[test]
+fn topology_spread_balances_zones_and_needs_the_key() {
+    let mut c = cache_with(vec![
+        zoned("a1", "a"),
+        zoned("a2", "a"),
+        zoned("b1", "b"),
+        small("nozone"),
+    ]);
+    let spec = json!({"topologySpreadConstraints": [{"maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "web"}}}]});
+    let mut zones = std::collections::BTreeMap::<char, usize>::new();
+    for i in 0..6 {
+        let p = labelled(&format!("w{i}"), json!({"app": "web"}), spec.clone());
+        let n = place(&mut c, &format!("w{i}"), &p).expect("fits");
+        assert_ne!(n, "nozone", "a node without the key is not a domain");
+        *zones.entry(n.chars().next().unwrap_or('?')).or_default() += 1;
+        let (lo, hi) = (zones.values().min(), zones.values().max());
+        assert!(
+            zones.len() < 2 || hi.zip(lo).is_some_and(|(h, l)| h - l <= 1),
+            "skew above 1: {zones:?}"
+        );
+    }
+    assert_eq!(zones.get(&'a'), Some(&3));
+    assert_eq!(zones.get(&'b'), Some(&3));
+    // Only the zone-less node left with room: the reason names the missing label.
+    let mut tight = cache_with(vec![small("nozone")]);
+    let p = labelled("w", json!({"app": "web"}), spec);
+    assert_eq!(
+        place(&mut tight, "w", &p),
+        Err("0/1 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label).".into())
+    );
+}
+
+#[test]
+fn preferred_anti_affinity_and_soft_spread_steer() {
+    let mut c = cache_with(vec![small("n1"), small("n2")]);
+    let noisy = labelled("noisy", json!({"app": "noisy"}), json!({}));
+    let noisy_at = place(&mut c, "noisy", &noisy).expect("fits");
+    let shy = json!({"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "noisy"}},
+            "topologyKey": "kubernetes.io/hostname"}}]}}});
+    let p = labelled("shy", json!({"app": "shy"}), shy);
+    assert_ne!(place(&mut c, "shy", &p).expect("fits"), noisy_at);
+
+    // ScheduleAnyway: the less crowded node wins, whatever the owner-based spreading says.
+    let mut c = cache_with(vec![small("n1"), small("n2")]);
+    let soft = json!({"topologySpreadConstraints": [{"maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"tier": "front"}}}]});
+    // A hog makes its node the fuller one, so least-allocated alone would send both
+    // front pods to the other node.
+    let hog_at = place(&mut c, "hog", &with_requests("hog", "2", "4Gi")).expect("fits");
+    let first = labelled("f0", json!({"tier": "front"}), soft.clone());
+    let at = place(&mut c, "f0", &first).expect("fits");
+    assert_ne!(at, hog_at);
+    let second = labelled("f1", json!({"tier": "front", "v": "2"}), soft);
+    assert_eq!(place(&mut c, "f1", &second), Ok(hog_at));
+}
