@@ -41,9 +41,9 @@ pub struct Cache {
     placements: HashMap<String, Placement>,
     /// Where the next decision starts looking (kube-scheduler's nextStartNodeIndex).
     next_start: usize,
-    /// Placed pods with required anti-affinity: while there are none, pods without
-    /// inter-pod constraints of their own skip the inter-pod pass entirely.
-    with_anti: usize,
+    /// Keys of placed pods with required anti-affinity: pods without inter-pod rules of
+    /// their own only look at these (none, usually, and then skip the pass entirely).
+    with_anti: HashSet<String>,
     // Scratch buffers reused by every decision.
     candidates: Vec<Candidate>,
     scores: Vec<i64>,
@@ -121,9 +121,6 @@ impl Cache {
     }
 
     fn apply(&mut self, p: &Placement, sign: i64) {
-        if !p.meta.anti_required.is_empty() {
-            self.with_anti = self.with_anti.saturating_add_signed(sign as isize);
-        }
         let u = &mut self.slots[p.slot].usage;
         u.requested.add(&p.requests, sign);
         u.pods += sign;
@@ -154,6 +151,9 @@ impl Cache {
             assumed,
         };
         self.apply(&p, 1);
+        if !p.meta.anti_required.is_empty() {
+            self.with_anti.insert(key.to_string());
+        }
         self.placements.insert(key.to_string(), p);
     }
 
@@ -161,6 +161,7 @@ impl Cache {
     pub fn unplace(&mut self, key: &str) -> bool {
         match self.placements.remove(key) {
             Some(p) => {
+                self.with_anti.remove(key);
                 self.apply(&p, -1);
                 true
             }
@@ -268,6 +269,21 @@ impl Cache {
                 }
             })
             .collect();
+        for p in self.with_anti.iter().filter_map(|k| self.placements.get(k)) {
+            let Some(node) = self.slots[p.slot].node.as_ref() else {
+                continue;
+            };
+            for t in &p.meta.anti_required {
+                if t.selects(&pod.meta) {
+                    if let Some(v) = node.labels.get(&t.topology_key) {
+                        st.existing_anti.insert((t.topology_key.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        if pod.inter.is_none() {
+            return st;
+        }
         for p in self.placements.values() {
             let Some(node) = self.slots[p.slot].node.as_ref() else {
                 continue;
@@ -284,13 +300,6 @@ impl Cache {
                 if t.selects(other) {
                     if let Some(v) = node.labels.get(&t.topology_key) {
                         hosts.insert(v.clone());
-                    }
-                }
-            }
-            for t in &other.anti_required {
-                if t.selects(&pod.meta) {
-                    if let Some(v) = node.labels.get(&t.topology_key) {
-                        st.existing_anti.insert((t.topology_key.clone(), v.clone()));
                     }
                 }
             }
@@ -341,7 +350,8 @@ impl Cache {
         if n == 0 {
             return Err(Diagnosis::default());
         }
-        let inter = (pod.inter.is_some() || self.with_anti > 0).then(|| self.inter_state(pod));
+        let inter =
+            (pod.inter.is_some() || !self.with_anti.is_empty()).then(|| self.inter_state(pod));
         let want = algorithm::feasible_nodes_to_find(n);
         let start = self.next_start % n;
         let Cache {
