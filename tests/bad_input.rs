@@ -45,6 +45,37 @@ spec:
   - port: 70000
 "#;
 
+const BAD_SPREAD: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: bad-spread
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      topologySpreadConstraints:
+      - maxSkew: 0
+        topologyKey: topology.kubernetes.io/zone
+        whenUnsatisfiable: DoNotSchedule
+      containers:
+      - name: c
+        image: registry.local/web:v1
+"#;
+
+const BAD_BUDGET: &str = r#"apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: bad-budget
+spec:
+  minAvailable: 1
+  maxUnavailable: 1
+  selector:
+    matchLabels: {app: web}
+"#;
+
 fn stderr_of(out: &std::process::Output) -> String {
     assert!(
         !out.status.success(),
@@ -90,8 +121,23 @@ fn invalid_objects_are_rejected_with_field_paths() {
             "{err}"
         );
 
+        let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], BAD_SPREAD));
+        assert!(
+            err.contains("spec.template.spec.topologySpreadConstraints[0].maxSkew")
+                && err.contains("must be greater than zero"),
+            "{err}"
+        );
+
+        let err = stderr_of(&c.apply_stdin(k, &["apply", "-f", "-"], BAD_BUDGET));
+        assert!(
+            err.contains("minAvailable and maxUnavailable cannot be both set"),
+            "{err}"
+        );
+
         // Nothing of the rejected writes was stored.
         for (kind, name) in [
+            ("deploy", "bad-spread"),
+            ("pdb", "bad-budget"),
             ("deploy", "mismatch"),
             ("cm", "Bad_Name"),
             ("cm", "unknown-field"),

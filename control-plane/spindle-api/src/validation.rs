@@ -611,6 +611,7 @@ fn validate_pod_spec(
             }
         }
     }
+    validate_placement_rules(spec, field, errs);
     if let Some(t) = spec.get("terminationGracePeriodSeconds") {
         if t.as_i64().is_some_and(|t| t < 0) {
             errs.push(FieldError::invalid(
@@ -618,6 +619,114 @@ fn validate_pod_spec(
                 t,
                 "must be greater than or equal to 0",
             ));
+        }
+    }
+}
+
+/// Pod (anti-)affinity terms and topology spread constraints, which the scheduler would
+/// otherwise have to guess about: every term needs a topology key, weights are 1-100,
+/// skews positive.
+fn validate_placement_rules(spec: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    let key_required = |f: String, errs: &mut Vec<FieldError>| {
+        let mut e = FieldError::required(&f);
+        e.message = "Required value: can not be empty".into();
+        errs.push(e);
+    };
+    for kind in ["podAffinity", "podAntiAffinity"] {
+        let Some(rules) = spec.pointer(&format!("/affinity/{kind}")) else {
+            continue;
+        };
+        let base = format!("{field}.affinity.{kind}");
+        let required = rules
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array);
+        for (i, t) in required.into_iter().flatten().enumerate() {
+            if t.get("topologyKey")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                key_required(
+                    format!(
+                        "{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}].topologyKey"
+                    ),
+                    errs,
+                );
+            }
+        }
+        let preferred = rules
+            .get("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array);
+        for (i, w) in preferred.into_iter().flatten().enumerate() {
+            let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+            if let Some(weight) = w.get("weight") {
+                if !weight.as_i64().is_some_and(|n| (1..=100).contains(&n)) {
+                    errs.push(FieldError::invalid(
+                        &format!("{f}.weight"),
+                        weight,
+                        "must be in the range 1-100",
+                    ));
+                }
+            }
+            if w.pointer("/podAffinityTerm/topologyKey")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                key_required(format!("{f}.podAffinityTerm.topologyKey"), errs);
+            }
+        }
+    }
+    let constraints = spec
+        .get("topologySpreadConstraints")
+        .and_then(Value::as_array);
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (i, c) in constraints.into_iter().flatten().enumerate() {
+        let f = format!("{field}.topologySpreadConstraints[{i}]");
+        let skew = c.get("maxSkew").unwrap_or(&Value::Null);
+        if skew.as_i64().is_none_or(|n| n <= 0) {
+            errs.push(FieldError::invalid(
+                &format!("{f}.maxSkew"),
+                skew,
+                "must be greater than zero",
+            ));
+        }
+        let key = c.get("topologyKey").and_then(Value::as_str).unwrap_or("");
+        if key.is_empty() {
+            key_required(format!("{f}.topologyKey"), errs);
+        }
+        let when = c.get("whenUnsatisfiable").unwrap_or(&Value::Null);
+        let when_s = when.as_str().unwrap_or("");
+        if !matches!(when_s, "DoNotSchedule" | "ScheduleAnyway") {
+            errs.push(FieldError::not_supported(
+                &format!("{f}.whenUnsatisfiable"),
+                when,
+                &["DoNotSchedule", "ScheduleAnyway"],
+            ));
+        } else if seen.contains(&(key, when_s)) {
+            errs.push(FieldError::duplicate(
+                &format!("{f}.{{topologyKey, whenUnsatisfiable}}"),
+                &json!(format!("{{{key}, {when_s}}}")),
+            ));
+        } else {
+            seen.push((key, when_s));
+        }
+        if let Some(md) = c.get("minDomains").filter(|v| !v.is_null()) {
+            if md.as_i64().is_none_or(|n| n <= 0) {
+                errs.push(FieldError::invalid(
+                    &format!("{f}.minDomains"),
+                    md,
+                    "must be greater than zero",
+                ));
+            } else if when_s != "DoNotSchedule" {
+                errs.push(FieldError::invalid(
+                    &format!("{f}.minDomains"),
+                    md,
+                    &format!(
+                        "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {when_s}"
+                    ),
+                ));
+            }
         }
     }
 }
@@ -1151,6 +1260,49 @@ mod tests {
         assert_eq!(
             fields(json!({"minAvailable": 1, "unhealthyPodEvictionPolicy": "Sometimes"})),
             ["spec.unhealthyPodEvictionPolicy"]
+        );
+    }
+
+    #[test]
+    fn placement_rules() {
+        let p = |spec: Value| {
+            let mut spec = spec;
+            spec["containers"] = json!([{"name": "c", "image": "x"}]);
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec})
+        };
+        let fields = |spec: Value| -> Vec<String> {
+            validate("Pod", true, &p(spec))
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let ok = json!({
+            "affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}, "topologyKey": "kubernetes.io/hostname"}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {"topologyKey": "zone"}}]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2}]
+        });
+        assert!(fields(ok).is_empty());
+        let bad = json!({
+            "affinity": {"podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}],
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "podAffinityTerm": {"topologyKey": "zone"}}]}},
+            "topologySpreadConstraints": [
+                {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "Later", "minDomains": 1}]
+        });
+        assert_eq!(
+            fields(bad),
+            [
+                "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+                "spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+                "spec.topologySpreadConstraints[0].maxSkew",
+                "spec.topologySpreadConstraints[1].{topologyKey, whenUnsatisfiable}",
+                "spec.topologySpreadConstraints[2].topologyKey",
+                "spec.topologySpreadConstraints[2].whenUnsatisfiable",
+                "spec.topologySpreadConstraints[2].minDomains",
+            ]
         );
     }
 
