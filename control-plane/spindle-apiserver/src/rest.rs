@@ -1723,14 +1723,18 @@ async fn budgets_of(st: &AppState, pod: &Value, ns: Option<&str>) -> ApiResult<V
 /// counts it as gone until it is deleted. Concurrent evictions (kubectl drain sends one
 /// per pod at once) therefore cannot all pass on the same count. Refusals are 429s, which
 /// kubectl drain retries.
-async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<()> {
-    let (pod, _) = load(st, t).await?;
+///
+/// Returns the pod revision the deletion must still find when the pod passed for being
+/// unready: if it turned Ready meanwhile, the deletion fails and the eviction is decided
+/// again, rather than taking a healthy pod without spending the budget.
+async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<Option<u64>> {
+    let (pod, pod_kv) = load(st, t).await?;
     let phase = pod.pointer("/status/phase").and_then(Value::as_str);
     if matches!(phase, Some("Succeeded" | "Failed" | "Pending"))
         || pod.pointer("/metadata/deletionTimestamp").is_some()
     {
         // Finished, not yet started or already going: evicting it disrupts nothing.
-        return Ok(());
+        return Ok(None);
     }
     let ns = t.namespace.as_deref();
     let pod_name = t.name.as_deref().unwrap_or("");
@@ -1741,7 +1745,7 @@ async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<(
         ));
     }
     let Some(mut kv) = budgets.pop() else {
-        return Ok(());
+        return Ok(None);
     };
     for _ in 0..20 {
         let mut pdb = decode_stored(&kv)?;
@@ -1763,7 +1767,7 @@ async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<(
                 .pointer("/spec/unhealthyPodEvictionPolicy")
                 .and_then(Value::as_str);
             if policy == Some("AlwaysAllow") || (healthy >= desired && desired > 0) {
-                return Ok(());
+                return Ok(Some(pod_kv.mod_revision));
             }
         }
         let generation = pdb
@@ -1797,7 +1801,7 @@ async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<(
             ));
         }
         if dry_run {
-            return Ok(());
+            return Ok(None);
         }
         let now = now_rfc3339();
         let st_obj = pdb
@@ -1827,13 +1831,13 @@ async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<(
             .update(&kv.key, encode_for_store(&pdb)?, Some(kv.mod_revision))
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(None),
             Err(StoreError::Conflict { .. }) => {
                 // Another eviction or the controller wrote the budget first: decide again
                 // on what it wrote.
                 match st.store.get(&kv.key).await? {
                     Some(fresh) => kv = fresh,
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
             }
             Err(e) => return Err(e.into()),
@@ -1851,9 +1855,25 @@ async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> A
     } else {
         decode_body(&content_type(headers), raw)?.value
     };
-    let opts = DeleteOpts::from_value(b.get("deleteOptions").unwrap_or(&json!({})));
-    admit_eviction(st, t, opts.dry_run).await?;
-    delete_one(st, t, &opts).await?;
+    let mut opts = DeleteOpts::from_value(b.get("deleteOptions").unwrap_or(&json!({})));
+    let caller_rv = opts.rv.is_some();
+    let mut tries = 0;
+    loop {
+        let unready_at = admit_eviction(st, t, opts.dry_run).await?;
+        if !caller_rv {
+            opts.rv = unready_at.map(|r| r.to_string());
+        }
+        match delete_one(st, t, &opts).await {
+            // The unready pod changed before it could be deleted: decide again.
+            Err(e) if e.code == 409 && unready_at.is_some() && !caller_rv && tries < 5 => {
+                tries += 1;
+            }
+            r => {
+                r?;
+                break;
+            }
+        }
+    }
     Ok(json_response(
         StatusCode::CREATED,
         &success_status("pods", t.name.as_deref().unwrap_or("")),
