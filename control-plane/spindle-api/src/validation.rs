@@ -711,6 +711,17 @@ fn validate_placement_rules(spec: &Value, field: &str, errs: &mut Vec<FieldError
         } else {
             seen.push((key, when_s));
         }
+        for policy in ["nodeAffinityPolicy", "nodeTaintsPolicy"] {
+            if let Some(v) = c.get(policy).filter(|v| !v.is_null()) {
+                if !matches!(v.as_str(), Some("Honor" | "Ignore")) {
+                    errs.push(FieldError::not_supported(
+                        &format!("{f}.{policy}"),
+                        v,
+                        &["Honor", "Ignore"],
+                    ));
+                }
+            }
+        }
         if let Some(md) = c.get("minDomains").filter(|v| !v.is_null()) {
             if md.as_i64().is_none_or(|n| n <= 0) {
                 errs.push(FieldError::invalid(
@@ -1290,7 +1301,7 @@ mod tests {
             "topologySpreadConstraints": [
                 {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
                 {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
-                {"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "Later", "minDomains": 1}]
+                {"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "Later", "minDomains": 1, "nodeTaintsPolicy": "Sometimes"}]
         });
         assert_eq!(
             fields(bad),
@@ -1301,6 +1312,7 @@ mod tests {
                 "spec.topologySpreadConstraints[1].{topologyKey, whenUnsatisfiable}",
                 "spec.topologySpreadConstraints[2].topologyKey",
                 "spec.topologySpreadConstraints[2].whenUnsatisfiable",
+                "spec.topologySpreadConstraints[2].nodeTaintsPolicy",
                 "spec.topologySpreadConstraints[2].minDomains",
             ]
         );

@@ -495,8 +495,15 @@ fn decode_checks(
     Ok(warnings)
 }
 
-fn validate_or_reject(kind: &Kind, obj: &Value) -> ApiResult<()> {
-    let errs = validation::validate(kind.kind, kind.namespaced, obj);
+/// Validate a new object, or an update of `old`. An update is held only to the errors
+/// it introduces: an object stored before a rule existed (or under a looser one) stays
+/// writable, its status above all, as Kubernetes ratchets validation.
+fn validate_or_reject(kind: &Kind, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    let mut errs = validation::validate(kind.kind, kind.namespaced, obj);
+    if let (false, Some(old)) = (errs.is_empty(), old) {
+        let before = validation::validate(kind.kind, kind.namespaced, old);
+        errs.retain(|e| !before.contains(e));
+    }
     if errs.is_empty() {
         return Ok(());
     }
@@ -769,7 +776,7 @@ async fn create_object(
     if kind.kind == "Pod" {
         admit_default_tolerations(&mut obj, st.default_toleration_seconds);
     }
-    validate_or_reject(kind, &obj)?;
+    validate_or_reject(kind, &obj, None)?;
     if let Some(m) = manager {
         spindle_patch::ssa::record_update(None, &mut obj, m, &kind.api_version(), &now_rfc3339());
     }
@@ -955,7 +962,7 @@ async fn finish_update(
 ) -> ApiResult<Response> {
     merge_update(&t.kind, &old, &mut obj, t.sub.as_deref())?;
     validation::default_object(t.kind.kind, &mut obj);
-    validate_or_reject(&t.kind, &obj)?;
+    validate_or_reject(&t.kind, &obj, Some(&old))?;
     validate_immutable(&t.kind, &old, &obj)?;
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     if obj == old {
@@ -1724,17 +1731,23 @@ async fn budgets_of(st: &AppState, pod: &Value, ns: Option<&str>) -> ApiResult<V
 /// per pod at once) therefore cannot all pass on the same count. Refusals are 429s, which
 /// kubectl drain retries.
 ///
-/// Returns the pod revision the deletion must still find when the pod passed for being
-/// unready: if it turned Ready meanwhile, the deletion fails and the eviction is decided
-/// again, rather than taking a healthy pod without spending the budget.
+/// Returns the pod revision the deletion must still find when the pod passed without
+/// spending the budget for being pending or unready: if it started or turned Ready
+/// meanwhile, the deletion fails and the eviction is decided again, rather than taking a
+/// healthy pod for free.
 async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<Option<u64>> {
     let (pod, pod_kv) = load(st, t).await?;
     let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-    if matches!(phase, Some("Succeeded" | "Failed" | "Pending"))
+    if matches!(phase, Some("Succeeded" | "Failed"))
         || pod.pointer("/metadata/deletionTimestamp").is_some()
     {
-        // Finished, not yet started or already going: evicting it disrupts nothing.
+        // Finished or already going: evicting it disrupts nothing.
         return Ok(None);
+    }
+    if phase == Some("Pending") {
+        // Not started: nothing to disrupt, as long as it has not started by the time it
+        // is deleted.
+        return Ok(Some(pod_kv.mod_revision));
     }
     let ns = t.namespace.as_deref();
     let pod_name = t.name.as_deref().unwrap_or("");
@@ -1859,14 +1872,21 @@ async fn evict(st: &AppState, t: &Target, raw: &Bytes, headers: &HeaderMap) -> A
     let caller_rv = opts.rv.is_some();
     let mut tries = 0;
     loop {
-        let unready_at = admit_eviction(st, t, opts.dry_run).await?;
+        let must_find = admit_eviction(st, t, opts.dry_run).await?;
         if !caller_rv {
-            opts.rv = unready_at.map(|r| r.to_string());
+            opts.rv = must_find.map(|r| r.to_string());
         }
         match delete_one(st, t, &opts).await {
-            // The unready pod changed before it could be deleted: decide again.
-            Err(e) if e.code == 409 && unready_at.is_some() && !caller_rv && tries < 5 => {
+            // The pod changed before it could be deleted: decide again; if it keeps
+            // changing, a 429 (which kubectl drain retries) rather than a 409 (which ends it).
+            Err(e) if e.code == 409 && must_find.is_some() && !caller_rv => {
                 tries += 1;
+                if tries >= 5 {
+                    return Err(budget_refusal(
+                        "The pod kept changing while it was being evicted; try again.".into(),
+                        Some(1),
+                    ));
+                }
             }
             r => {
                 r?;

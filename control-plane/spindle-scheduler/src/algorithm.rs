@@ -109,6 +109,14 @@ fn tolerates_synthetic(pod: &SchedPod, key: &str) -> bool {
     pod.tolerations.iter().any(|tol| tol.tolerates(&t))
 }
 
+/// Whether the pod tolerates the node's NoSchedule and NoExecute taints.
+pub fn tolerates_taints(pod: &SchedPod, node: &NodeInfo) -> bool {
+    node.taints
+        .iter()
+        .filter(|t| t.effect == NO_SCHEDULE || t.effect == NO_EXECUTE)
+        .all(|t| pod.tolerations.iter().any(|tol| tol.tolerates(t)))
+}
+
 /// nodeSelector and required node affinity.
 pub fn matches_node_affinity(pod: &SchedPod, node: &NodeInfo) -> bool {
     let selector_ok = pod
@@ -192,8 +200,8 @@ pub struct InterState {
     pub affinity_first: bool,
     /// Per required anti-affinity term: the topology values that host a pod it selects.
     pub anti: Vec<HashSet<String>>,
-    /// (topology key, value) pairs placed pods' required anti-affinity forbids this pod.
-    pub existing_anti: HashSet<(String, String)>,
+    /// Topology key -> values where placed pods' required anti-affinity forbids this pod.
+    pub existing_anti: HashMap<String, HashSet<String>>,
     /// Preferred terms: signed weight, topology key, selected pods per value.
     pub preferred: Vec<(i64, String, HashMap<String, i64>)>,
     pub spread: Vec<SpreadState>,
@@ -254,7 +262,7 @@ pub fn filter_inter(
     if st
         .existing_anti
         .iter()
-        .any(|(k, v)| value(k).is_some_and(|have| have == v))
+        .any(|(k, vals)| value(k).is_some_and(|have| vals.contains(have)))
     {
         reasons.push(Reason::ExistingAntiAffinity);
         return false;

@@ -187,14 +187,26 @@ impl Cache {
         self.placements.get(key).is_some_and(|p| p.assumed)
     }
 
-    /// The watch saw the pod bound to `node`: confirm the assumption or count it.
-    pub fn observe_bound(&mut self, key: &str, node: &str, pod: &SchedPod) {
+    /// The watch saw the pod bound to `node`: confirm the assumption or count it. True
+    /// when it was counted anew (a new placement, or new labels: what pods with
+    /// inter-pod rules may be waiting for).
+    pub fn observe_bound(&mut self, key: &str, node: &str, pod: &SchedPod) -> bool {
         let slot = self.slot_for(node);
         match self.placements.get_mut(key) {
-            // Same node: the assumption became fact; resources were counted already,
-            // but requests may have changed (in-place resize), so recount if they did.
-            Some(p) if p.slot == slot && p.requests == pod.requests => p.assumed = false,
-            _ => self.place(key, slot, pod, false),
+            // Same node: the assumption became fact; resources were counted already, but
+            // requests (in-place resize) or labels may have changed: recount if they did.
+            Some(p)
+                if p.slot == slot
+                    && p.requests == pod.requests
+                    && (Arc::ptr_eq(&p.meta, &pod.meta) || *p.meta == *pod.meta) =>
+            {
+                p.assumed = false;
+                false
+            }
+            _ => {
+                self.place(key, slot, pod, false);
+                true
+            }
         }
     }
 
@@ -229,27 +241,35 @@ impl Cache {
             .clone()
             .map(|(w, t)| (w, t.topology_key.clone(), HashMap::new()))
             .collect();
-        // Spread domains: every node the pod's node selector and affinity allow that has
-        // the key (nodeAffinityPolicy Honor, nodeTaintsPolicy Ignore: the defaults).
-        let mut eligible: Vec<bool> = Vec::new();
-        if !inter.spread.is_empty() {
-            eligible = vec![false; self.slots.len()];
-            for &i in &self.live {
-                if let Some(node) = &self.slots[i].node {
-                    eligible[i] = algorithm::matches_node_affinity(pod, node);
-                }
-            }
-        }
-        st.spread = inter
+        // Spread domains, per constraint: the nodes with the key that its policies admit
+        // (nodeAffinityPolicy: the pod's node selector and affinity; nodeTaintsPolicy: the
+        // pod tolerates the node's taints).
+        let eligible: Vec<Vec<bool>> = inter
             .spread
             .iter()
             .map(|c| {
+                let mut ok = vec![false; self.slots.len()];
+                for &i in &self.live {
+                    if let Some(node) = &self.slots[i].node {
+                        ok[i] = (!c.honor_node_affinity
+                            || algorithm::matches_node_affinity(pod, node))
+                            && (!c.honor_taints || algorithm::tolerates_taints(pod, node));
+                    }
+                }
+                ok
+            })
+            .collect();
+        st.spread = inter
+            .spread
+            .iter()
+            .zip(&eligible)
+            .map(|(c, ok)| {
                 let mut counts = HashMap::new();
                 for &i in &self.live {
                     if let Some(v) = self.slots[i]
                         .node
                         .as_ref()
-                        .filter(|_| eligible[i])
+                        .filter(|_| ok[i])
                         .and_then(|n| n.labels.get(&c.topology_key))
                     {
                         counts.entry(v.clone()).or_insert(0);
@@ -276,7 +296,10 @@ impl Cache {
             for t in &p.meta.anti_required {
                 if t.selects(&pod.meta) {
                     if let Some(v) = node.labels.get(&t.topology_key) {
-                        st.existing_anti.insert((t.topology_key.clone(), v.clone()));
+                        st.existing_anti
+                            .entry(t.topology_key.clone())
+                            .or_default()
+                            .insert(v.clone());
                     }
                 }
             }
@@ -289,8 +312,10 @@ impl Cache {
                 continue;
             };
             let other = &p.meta;
-            for (t, hosts) in inter.required.iter().zip(st.affinity.iter_mut()) {
-                if t.selects(other) {
+            // As kube-scheduler: a placed pod counts for required affinity only if it
+            // matches every term, and then in each term's topology domain.
+            if !inter.required.is_empty() && inter.required.iter().all(|t| t.selects(other)) {
+                for (t, hosts) in inter.required.iter().zip(st.affinity.iter_mut()) {
                     if let Some(v) = node.labels.get(&t.topology_key) {
                         hosts.insert(v.clone());
                     }
@@ -310,9 +335,11 @@ impl Cache {
                     }
                 }
             }
-            for (c, state) in inter.spread.iter().zip(st.spread.iter_mut()) {
-                // Only pods of the pod's own namespace count towards its spread.
-                if !eligible[p.slot]
+            for ((c, state), ok) in inter.spread.iter().zip(st.spread.iter_mut()).zip(&eligible) {
+                // Only pods of the pod's own namespace count towards its spread, and not
+                // those being deleted.
+                if !ok[p.slot]
+                    || other.terminating
                     || other.namespace != pod.meta.namespace
                     || !c
                         .selector

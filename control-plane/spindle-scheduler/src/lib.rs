@@ -322,8 +322,8 @@ impl Scheduler {
                 if self.cache.unplace(key) {
                     self.queue.cluster_changed(now);
                 }
-            } else {
-                self.cache.observe_bound(key, node, &rec.pod);
+            } else if self.cache.observe_bound(key, node, &rec.pod) {
+                self.queue.pod_placed(now);
             }
         } else if rec.wants_scheduling {
             self.queue.upsert(key, rec.pod);
@@ -373,6 +373,7 @@ impl Scheduler {
                         continue;
                     };
                     self.cache.assume(&key, slot, &pod);
+                    self.queue.pod_placed(now);
                     self.in_flight += 1;
                     tokio::spawn(bind(
                         self.client.clone(),

@@ -436,6 +436,12 @@ pub struct Spread {
     pub hard: bool,
     pub selector: Option<PodSelector>,
     pub min_domains: Option<i64>,
+    /// nodeAffinityPolicy Honor (the default): only nodes the pod's node selector and
+    /// affinity allow are domains.
+    pub honor_node_affinity: bool,
+    /// nodeTaintsPolicy Honor (default Ignore): only nodes whose taints the pod tolerates
+    /// are domains.
+    pub honor_taints: bool,
 }
 
 /// What other pods' scheduling needs to know about a placed pod.
@@ -445,6 +451,8 @@ pub struct PodMeta {
     pub labels: BTreeMap<String, String>,
     /// Required anti-affinity: it keeps pods it selects out of its topology domain too.
     pub anti_required: Vec<PodTerm>,
+    /// Being deleted: no longer counted towards topology spread (as kube-scheduler).
+    pub terminating: bool,
 }
 
 /// A pod's own inter-pod constraints (absent for most pods, which then pay nothing).
@@ -497,6 +505,8 @@ fn inter_pod(pod: &Pod, meta: &PodMeta) -> (Vec<PodTerm>, Option<Box<InterPod>>)
                 PodSelector::from_api(s, label_key_reqs(labels, c.match_label_keys.as_ref(), None))
             }),
             min_domains: c.min_domains.map(i64::from),
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
         })
         .collect::<Vec<_>>();
     let inter = InterPod {
@@ -678,6 +688,7 @@ impl PodRecord {
             namespace: namespace.clone(),
             labels: meta.labels.clone().unwrap_or_default(),
             anti_required: Vec::new(),
+            terminating: meta.deletion_timestamp.is_some(),
         };
         let (anti_required, inter) = inter_pod(pod, &pod_meta);
         pod_meta.anti_required = anti_required;

@@ -47,6 +47,9 @@ pub struct Queue {
     active: BinaryHeap<(i32, Reverse<u64>, String)>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
     unschedulable: HashSet<String>,
+    /// The parked pods with inter-pod rules: a pod placed anywhere may be what they wait
+    /// for (a pod to be near, a domain count to even out).
+    parked_inter: HashSet<String>,
     next_seq: u64,
 }
 
@@ -75,6 +78,7 @@ impl Queue {
         if let Some(e) = self.entries.get_mut(key) {
             if let State::Unschedulable(_) = e.state {
                 self.unschedulable.remove(key);
+                self.parked_inter.remove(key);
             }
             e.state = State::Active;
             e.seq = seq;
@@ -88,6 +92,7 @@ impl Queue {
         if let Some(e) = self.entries.get_mut(key) {
             if let State::Unschedulable(_) = e.state {
                 self.unschedulable.remove(key);
+                self.parked_inter.remove(key);
             }
             e.state = State::Backoff;
             e.seq = seq;
@@ -129,6 +134,7 @@ impl Queue {
     pub fn remove(&mut self, key: &str) {
         if self.entries.remove(key).is_some() {
             self.unschedulable.remove(key);
+            self.parked_inter.remove(key);
         }
     }
 
@@ -155,6 +161,9 @@ impl Queue {
         };
         e.state = State::Unschedulable(now);
         self.unschedulable.insert(key.to_string());
+        if e.pod.inter.is_some() {
+            self.parked_inter.insert(key.to_string());
+        }
         if e.last_message.as_deref() == Some(message) {
             false
         } else {
@@ -183,15 +192,33 @@ impl Queue {
     /// back-off if they were tried too recently.
     pub fn cluster_changed(&mut self, now: Instant) {
         let keys: Vec<String> = self.unschedulable.drain().collect();
+        self.parked_inter.clear();
         for key in keys {
-            let due = self
-                .entries
-                .get(&key)
-                .and_then(|e| e.last_attempt.map(|t| t + backoff_for(e.attempts)));
-            match due {
-                Some(due) if due > now => self.defer_until(&key, due),
-                _ => self.activate(&key),
-            }
+            self.wake(&key, now);
+        }
+    }
+
+    /// A pod was placed (by us or seen bound): wake the parked pods with inter-pod rules
+    /// only; resources and node properties did not become any more available.
+    pub fn pod_placed(&mut self, now: Instant) {
+        if self.parked_inter.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self.parked_inter.drain().collect();
+        for key in keys {
+            self.unschedulable.remove(&key);
+            self.wake(&key, now);
+        }
+    }
+
+    fn wake(&mut self, key: &str, now: Instant) {
+        let due = self
+            .entries
+            .get(key)
+            .and_then(|e| e.last_attempt.map(|t| t + backoff_for(e.attempts)));
+        match due {
+            Some(due) if due > now => self.defer_until(key, due),
+            _ => self.activate(key),
         }
     }
 
@@ -273,6 +300,24 @@ mod tests {
         q.upsert("c", pod("c", 0));
         let order: Vec<String> = std::iter::from_fn(|| q.pop(now).map(|(k, _)| k)).collect();
         assert_eq!(order, ["b", "a", "c"]);
+    }
+
+    #[test]
+    fn a_placement_wakes_only_pods_with_inter_pod_rules() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        let mut near = (*pod("near", 0)).clone();
+        near.inter = Some(Box::default());
+        q.upsert("near", Arc::new(near));
+        q.upsert("big", pod("big", 0));
+        while q.pop(t0).is_some() {}
+        q.unschedulable("near", "m", t0);
+        q.unschedulable("big", "m", t0);
+        let later = t0 + Duration::from_secs(30);
+        q.pod_placed(later);
+        let woken: Vec<String> = std::iter::from_fn(|| q.pop(later).map(|(k, _)| k)).collect();
+        assert_eq!(woken, ["near"]);
+        assert!(matches!(q.state("big"), Some(State::Unschedulable(_))));
     }
 
     #[test]

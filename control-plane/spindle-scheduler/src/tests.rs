@@ -760,3 +760,73 @@ fn preferred_anti_affinity_and_soft_spread_steer() {
     let second = labelled("f1", json!({"tier": "front", "v": "2"}), soft);
     assert_eq!(place(&mut c, "f1", &second), Ok(hog_at));
 }
+
+#[test]
+fn affinity_counts_pods_matching_every_term_and_spread_skips_terminating_pods() {
+    // Two terms: a pod matching only one of them does not satisfy the rule.
+    let mut c = cache_with(vec![zoned("a1", "a"), zoned("b1", "b")]);
+    let half = labelled("half", json!({"app": "web"}), json!({}));
+    assert!(place(&mut c, "half", &half).is_ok());
+    let both = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"},
+        {"labelSelector": {"matchLabels": {"tier": "front"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
+    let p = labelled("p", json!({"app": "api"}), both.clone());
+    assert!(place(&mut c, "p", &p).is_err(), "no pod matches both terms");
+    // The first pod matching both of its own terms may go anywhere; the next follows it.
+    let first = labelled("f", json!({"app": "web", "tier": "front"}), both.clone());
+    let at = place(&mut c, "f", &first).expect("first of its group");
+    assert_eq!(place(&mut c, "p", &p), Ok(at));
+
+    // Spread: a pod being deleted no longer counts in its zone.
+    let mut c = cache_with(vec![zoned("a1", "a"), zoned("b1", "b")]);
+    let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "s"}}}]});
+    let s0 = labelled("s0", json!({"app": "s"}), spread.clone());
+    let z0 = place(&mut c, "s0", &s0).expect("fits");
+    let s1 = labelled("s1", json!({"app": "s"}), spread.clone());
+    let z1 = place(&mut c, "s1", &s1).expect("fits");
+    assert_ne!(z0, z1);
+    // s0 starts terminating: its zone is now the emptier one and must take the next pod.
+    let dying = pod(
+        "s0",
+        json!({"metadata": {"labels": {"app": "s"}, "deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+    );
+    assert!(
+        c.observe_bound("s0", &z0, &dying),
+        "new labels/state recount"
+    );
+    let s2 = labelled("s2", json!({"app": "s"}), spread.clone());
+    assert_eq!(place(&mut c, "s2", &s2), Ok(z0));
+}
+
+#[test]
+fn spread_honours_node_taints_when_asked() {
+    let tainted = node(
+        "t",
+        "4",
+        "8Gi",
+        "110",
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}}),
+    );
+    let spread = |policy: &str| {
+        json!({"topologySpreadConstraints": [{"maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+            "nodeTaintsPolicy": policy, "labelSelector": {"matchLabels": {"app": "h"}}}]})
+    };
+    // Ignore (the default): the tainted node is an empty domain, so after one pod on each
+    // schedulable node the skew against it blocks a third.
+    let mut c = cache_with(vec![small("n1"), small("n2"), tainted.clone()]);
+    for i in 0..2 {
+        let p = labelled(&format!("i{i}"), json!({"app": "h"}), spread("Ignore"));
+        assert!(place(&mut c, &format!("i{i}"), &p).is_ok());
+    }
+    let p = labelled("i2", json!({"app": "h"}), spread("Ignore"));
+    assert!(place(&mut c, "i2", &p).is_err());
+    // Honor: the untolerated node is no domain, and the third pod fits.
+    let mut c = cache_with(vec![small("n1"), small("n2"), tainted]);
+    for i in 0..3 {
+        let p = labelled(&format!("h{i}"), json!({"app": "h"}), spread("Honor"));
+        assert!(place(&mut c, &format!("h{i}"), &p).is_ok(), "h{i}");
+    }
+}
