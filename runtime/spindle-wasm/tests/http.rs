@@ -178,6 +178,14 @@ async fn stop_ends_in_flight_instances() {
     let addr = server.local_addr();
     // Warm up, so the spinning request below is surely running when we stop.
     assert_eq!(within(20, get(addr, "/")).await.0, StatusCode::OK);
+    // The warm-up's instance may still count as active for a moment after its response;
+    // wait for it to end, or the wait below could mistake it for the spinning request
+    // and stop the server before that request was even sent.
+    let t = Instant::now();
+    while server.stats().active != 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "warm-up never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let spinning = tokio::spawn(async move {
         let mut c = Client::connect(addr).await;
