@@ -32,6 +32,13 @@ impl FieldError {
             field: field.into(),
         }
     }
+    /// A required value with the reason Kubernetes gives ("Required value: <detail>").
+    pub fn required_because(field: &str, detail: &str) -> Self {
+        FieldError {
+            message: format!("Required value: {detail}"),
+            ..FieldError::required(field)
+        }
+    }
     pub fn invalid(field: &str, value: &Value, detail: &str) -> Self {
         FieldError {
             reason: "FieldValueInvalid".into(),
@@ -236,11 +243,10 @@ pub fn validate_metadata(
                 .unwrap_or("")
                 .is_empty()
             {
-                errs.push(FieldError {
-                    reason: "FieldValueRequired".into(),
-                    message: "Required value: name or generateName is required".into(),
-                    field: "metadata.name".into(),
-                });
+                errs.push(FieldError::required_because(
+                    "metadata.name",
+                    "name or generateName is required",
+                ));
             }
         }
         Some(name) => {
@@ -359,12 +365,10 @@ fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<FieldError>)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             match op {
-                "In" | "NotIn" if nvals == 0 => errs.push(FieldError {
-                    reason: "FieldValueRequired".into(),
-                    message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                        .into(),
-                    field: format!("{f}.values"),
-                }),
+                "In" | "NotIn" if nvals == 0 => errs.push(FieldError::required_because(
+                    &format!("{f}.values"),
+                    "must be specified when `operator` is 'In' or 'NotIn'",
+                )),
                 "Exists" | "DoesNotExist" if nvals > 0 => errs.push(FieldError::forbidden(
                     &format!("{f}.values"),
                     "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
@@ -628,9 +632,7 @@ fn validate_pod_spec(
 /// skews positive.
 fn validate_placement_rules(spec: &Value, field: &str, errs: &mut Vec<FieldError>) {
     let key_required = |f: String, errs: &mut Vec<FieldError>| {
-        let mut e = FieldError::required(&f);
-        e.message = "Required value: can not be empty".into();
-        errs.push(e);
+        errs.push(FieldError::required_because(&f, "can not be empty"));
     };
     for kind in ["podAffinity", "podAntiAffinity"] {
         let Some(rules) = spec.pointer(&format!("/affinity/{kind}")) else {

@@ -23,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::deployment::util::scaled_value;
 use crate::events::{object_ref, EventType, Recorder};
-use crate::replicaset::controller_ref;
+use crate::replicaset::{controller_ref, is_ready};
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 
 /// How long an evicted pod counts as disrupted before it must have been deleted
@@ -79,13 +79,6 @@ pub fn budgets(client: &Client, queue: Arc<Queue<String>>) -> Arc<Cache<PodDisru
             Change::Delete(o) => queue.add(key_of(o.as_ref())),
         },
     )
-}
-
-pub fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Whether the budget needs the selected pods' controllers' scale: a maxUnavailable, or a

@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::replicaset::is_ready;
 use crate::runtime::{informer, key_of, split_key, watch_config, Action, Cache, Change, Queue};
 
 const MANAGER: &str = "endpoint-controller";
@@ -45,13 +46,6 @@ pub fn on_pod_change(q: &Queue<String>, services: &Cache<Service>, ch: &Change<'
             }
         }
     }
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// A Service port's targetPort for one pod: a number, or a named container port.

@@ -65,6 +65,14 @@ pub fn is_active(p: &Pod) -> bool {
         )
 }
 
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// The Ready condition and when it last changed.
 pub fn ready_since(p: &Pod) -> Option<k8s_openapi::jiff::Timestamp> {
     let c = p

@@ -190,26 +190,31 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    fn from_api(r: &NodeSelectorRequirement) -> Requirement {
-        let values = r.values.clone().unwrap_or_default();
-        // Gt/Lt take exactly one integer value.
+    /// A requirement from its API parts. Gt/Lt (one integer value) exist only in node
+    /// selectors; `numeric` is false for label selectors over pods, where they are invalid.
+    fn parse(key: &str, operator: &str, values: Vec<String>, numeric: bool) -> Requirement {
         let int = || match values.as_slice() {
-            [v] => v.parse::<i64>().ok(),
+            [v] if numeric => v.parse::<i64>().ok(),
             _ => None,
         };
-        let op = match r.operator.as_str() {
-            "In" => Op::In(values.clone()),
-            "NotIn" => Op::NotIn(values.clone()),
-            "Exists" => Op::Exists,
-            "DoesNotExist" => Op::DoesNotExist,
+        let op = match operator {
             "Gt" => int().map_or(Op::Invalid, Op::Gt),
             "Lt" => int().map_or(Op::Invalid, Op::Lt),
+            "In" => Op::In(values),
+            "NotIn" => Op::NotIn(values),
+            "Exists" => Op::Exists,
+            "DoesNotExist" => Op::DoesNotExist,
             _ => Op::Invalid,
         };
         Requirement {
-            key: r.key.clone(),
+            key: key.to_string(),
             op,
         }
+    }
+
+    fn from_api(r: &NodeSelectorRequirement) -> Requirement {
+        let values = r.values.clone().unwrap_or_default();
+        Requirement::parse(&r.key, &r.operator, values, true)
     }
 
     /// Does a value (None when the label is absent) satisfy this requirement?
@@ -287,17 +292,7 @@ impl PodSelector {
             .collect();
         for e in sel.match_expressions.iter().flatten() {
             let values = e.values.clone().unwrap_or_default();
-            let op = match e.operator.as_str() {
-                "In" => Op::In(values),
-                "NotIn" => Op::NotIn(values),
-                "Exists" => Op::Exists,
-                "DoesNotExist" => Op::DoesNotExist,
-                _ => Op::Invalid,
-            };
-            reqs.push(Requirement {
-                key: e.key.clone(),
-                op,
-            });
+            reqs.push(Requirement::parse(&e.key, &e.operator, values, false));
         }
         reqs.extend(extra);
         PodSelector { reqs }
