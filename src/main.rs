@@ -292,6 +292,7 @@ fn agent_options(
     stream_secret: String,
     control_plane: bool,
     cluster_dns: std::net::Ipv4Addr,
+    protected_paths: Vec<PathBuf>,
 ) -> Result<spindle_agent::AgentOptions> {
     let mut labels = Vec::new();
     for l in &flags.node_labels {
@@ -327,6 +328,7 @@ fn agent_options(
             namespace: flags.containerd_namespace,
             allow_privileged: flags.allow_privileged,
         },
+        protected_paths,
     })
 }
 
@@ -384,6 +386,8 @@ fn main() -> Result<()> {
                 .write_kubeconfig
                 .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
             let agent_data_dir = data_dir.join("agent");
+            // No hostPath may expose the store, the CA and the token, or the admin kubeconfig.
+            let protected = vec![data_dir.clone(), kubeconfig.clone()];
             let cfg = spindle_apiserver::ServerConfig {
                 data_dir,
                 bind_address: a.bind_address,
@@ -448,6 +452,7 @@ fn main() -> Result<()> {
                         state.node_secret.to_string(),
                         true,
                         cluster_dns,
+                        protected,
                     )?;
                     agent_task = Some(tokio::spawn(async move {
                         let client =
@@ -487,6 +492,8 @@ fn main() -> Result<()> {
                 secret,
                 false,
                 std::net::Ipv4Addr::new(10, 43, 0, 10),
+                // A server may share this host: its default data dir stays out of reach.
+                vec![default_data_dir()],
             )?;
             rt.block_on(async move {
                 let client = spindle_hollow::connect(&a.server, &a.token).await?;

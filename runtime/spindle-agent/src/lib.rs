@@ -26,6 +26,7 @@ pub mod pods;
 pub mod probes;
 pub mod routes;
 pub mod runtime;
+pub mod safe_mount;
 pub mod server;
 pub mod services;
 pub mod spdy;
@@ -64,6 +65,20 @@ pub struct AgentOptions {
     pub net: podnet::NetOptions,
     /// Where containers run (containerd), if anywhere.
     pub containerd: containers::ContainerdOptions,
+    /// Host directories besides `data_dir` that no hostPath volume may expose (the
+    /// server's store and credentials on a server node).
+    pub protected_paths: Vec<PathBuf>,
+}
+
+impl AgentOptions {
+    /// The directories no hostPath may expose, resolved (a hostPath is compared after
+    /// resolving its links too).
+    pub fn protected_dirs(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.data_dir)
+            .chain(&self.protected_paths)
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect()
+    }
 }
 
 /// Everything a running agent shares between its tasks.
@@ -93,6 +108,8 @@ pub struct Agent {
     pub pod_workers: usize,
     /// Every node's pod CIDR (from the Node watch), for the pod masquerade rule.
     pub node_cidrs: tokio::sync::watch::Sender<Vec<ipnet::Ipv4Net>>,
+    /// [`AgentOptions::protected_dirs`], resolved once at start.
+    pub protected: Vec<PathBuf>,
 }
 
 /// Run the agent until `shutdown` resolves (then stop every pod's runs and remove their
@@ -136,6 +153,7 @@ pub async fn run(
         net_unavailable: std::sync::OnceLock::new(),
         dns: std::sync::OnceLock::new(),
         node_cidrs: tokio::sync::watch::channel(Vec::new()).0,
+        protected: opts.protected_dirs(),
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),

@@ -11,13 +11,16 @@ use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Po
 
 use crate::env::{self, ConfigError, Sources};
 use crate::runtime::Mount;
+use crate::safe_mount;
+
+mod host_path;
 
 /// Where each volume of a pod lives on the node.
 #[derive(Clone, Debug, Default)]
 pub struct PodVolumes {
     pub dirs: HashMap<String, PathBuf>,
-    /// Volumes this agent mounted (tmpfs) and must unmount.
-    pub mounts: Vec<PathBuf>,
+    /// The pod's directory: subPath mounts are made under it.
+    pub pod_dir: PathBuf,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
@@ -25,24 +28,52 @@ fn err(msg: impl Into<String>) -> ConfigError {
 }
 
 /// Set up every volume of the pod under `pod_dir`. Idempotent: a second call (agent
-/// restart, or a refresh) reuses what is there and rewrites generated files.
+/// restart, or a refresh) reuses what is there and rewrites generated files. `protected`
+/// are host directories no hostPath may expose (the agent's data, the server's store).
 pub async fn prepare(
     pod: &Pod,
     pod_dir: &Path,
     src: &mut Sources,
     host_ip: &str,
+    protected: &[PathBuf],
 ) -> Result<PodVolumes, ConfigError> {
-    let mut out = PodVolumes::default();
+    let mut out = PodVolumes {
+        pod_dir: pod_dir.to_path_buf(),
+        ..Default::default()
+    };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
     let root = pod_dir.join("volumes");
     for v in spec.volumes.iter().flatten() {
-        let dir = volume_dir(pod, v, &root, &mut out).await?;
+        if let Some(hp) = &v.host_path {
+            // A second source would also write into the host directory (and prune it).
+            if source_count(v) > 1 {
+                return Err(err(format!(
+                    "volume {:?} may not specify more than 1 volume type",
+                    v.name
+                )));
+            }
+            let dir = host_path::prepare(&v.name, hp, &root.join(&v.name), protected)?;
+            out.dirs.insert(v.name.clone(), dir);
+            continue;
+        }
+        let dir = volume_dir(pod, v, &root)?;
         write_contents(pod, v, &dir, src, host_ip).await?;
         out.dirs.insert(v.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// How many sources a volume names (Kubernetes allows exactly one).
+fn source_count(v: &Volume) -> usize {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| {
+            j.as_object()
+                .map(|o| o.keys().filter(|k| *k != "name").count())
+        })
+        .unwrap_or(0)
 }
 
 /// Rewrite the generated volumes (configMap, secret, downwardAPI) from their sources.
@@ -74,111 +105,79 @@ pub fn has_generated(pod: &Pod) -> bool {
         })
 }
 
-async fn volume_dir(
-    pod: &Pod,
-    v: &Volume,
-    root: &Path,
-    out: &mut PodVolumes,
-) -> Result<PathBuf, ConfigError> {
-    if let Some(hp) = &v.host_path {
-        let path = PathBuf::from(&hp.path);
-        let kind = hp.type_.as_deref().unwrap_or("");
-        match kind {
-            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
-                .map_err(|e| err(format!("hostPath {}: {e}", hp.path)))?,
-            "" | "Directory" => {
-                if !path.is_dir() {
-                    return Err(err(format!(
-                        "hostPath type check failed: {} is not a directory",
-                        hp.path
-                    )));
-                }
-            }
-            other => {
-                return Err(err(format!(
-                    "hostPath type {other:?} is not supported for Wasm containers: WASI mounts directories only"
-                )))
-            }
-        }
-        return Ok(path);
-    }
+fn volume_dir(pod: &Pod, v: &Volume, root: &Path) -> Result<PathBuf, ConfigError> {
     let dir = root.join(&v.name);
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("volume {:?}: {e}", v.name)))?;
     if let Some(ed) = &v.empty_dir {
         if ed.medium.as_deref() == Some("Memory") {
-            let size = ed
-                .size_limit
-                .as_ref()
-                .and_then(|q| env::quantity_f64(&q.0))
-                .map(|b| b as u64);
-            match mount_tmpfs(&dir, size) {
-                Ok(true) => out.mounts.push(dir.clone()),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
+            let size = memory_volume_size(pod, ed.size_limit.as_ref());
+            if let Err(e) = mount_tmpfs(&dir, size) {
+                tracing::warn!(
                     pod = ?pod.metadata.name,
                     volume = %v.name,
                     error = %e,
                     "could not mount tmpfs for a Memory emptyDir; using a plain directory"
-                ),
+                );
             }
         }
     }
     Ok(dir)
 }
 
-/// Mount a tmpfs at `dir` unless one is there already (agent restart). Returns whether
-/// `dir` is now a tmpfs mount this agent owns.
-fn mount_tmpfs(dir: &Path, size: Option<u64>) -> std::io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
-    if is_mountpoint(dir) {
-        return Ok(true);
+/// The size of a memory-backed emptyDir, as the kubelet sizes it: its sizeLimit, but
+/// never more than the pod's memory limit (the sum of its containers' limits, when each
+/// has one); without either, the tmpfs default.
+fn memory_volume_size(
+    pod: &Pod,
+    size_limit: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Option<u64> {
+    let limit = size_limit
+        .and_then(|q| env::quantity_f64(&q.0))
+        .map(|b| b as u64);
+    let pod_limit = pod.spec.as_ref().and_then(|s| {
+        s.containers.iter().try_fold(0u64, |sum, c| {
+            let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+            Some(sum.saturating_add(env::quantity_f64(&q.0)? as u64))
+        })
+    });
+    match (limit, pod_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
-    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+}
+
+/// Mount a tmpfs at `dir` unless one is there already (agent restart).
+fn mount_tmpfs(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
+    if safe_mount::is_mountpoint(dir) {
+        return Ok(());
+    }
     let opts = match size {
         Some(s) => format!("mode=0777,size={s}"),
         None => "mode=0777".to_string(),
     };
-    let data = std::ffi::CString::new(opts)?;
-    let fstype = c"tmpfs";
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(true)
+    use rustix::mount::{mount, MountFlags};
+    mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(std::ffi::CString::new(opts)?.as_c_str()),
+    )?;
+    Ok(())
 }
 
-fn is_mountpoint(dir: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = dir.to_string_lossy();
-    mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|m| m == want)
-}
-
-/// Unmount what the pod mounted and remove its directory.
+/// Unmount what the pod mounted and remove its directory. If a mount cannot be removed the
+/// directory stays: removing through a mount would delete what it shows (a hostPath's host
+/// files).
 pub fn teardown(pod_dir: &Path) {
-    let prefix = pod_dir.to_string_lossy().to_string();
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(4)) {
-            if m.starts_with(&prefix) {
-                if let Ok(c) = std::ffi::CString::new(m) {
-                    // SAFETY: a valid C string; MNT_DETACH never blocks on busy mounts.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
-            }
-        }
+    let left = safe_mount::unmount_below(pod_dir);
+    if !left.is_empty() {
+        tracing::warn!(
+            dir = %pod_dir.display(),
+            mounts = ?left,
+            "mounts under the pod directory could not be removed; keeping the directory"
+        );
+        return;
     }
     if let Err(e) = std::fs::remove_dir_all(pod_dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -189,7 +188,8 @@ pub fn teardown(pod_dir: &Path) {
 
 /// Write files so the directory holds exactly `files` (path relative to dir -> bytes,
 /// mode). Each file is written to a temporary name and renamed, so a reader sees the old
-/// or the new content, never half of it.
+/// or the new content, never half of it. No step follows a symbolic link: a link found
+/// where a directory or file should be is an error (write) or removed (stale entries).
 fn sync_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> Result<(), ConfigError> {
     for (rel, (bytes, mode)) in files {
         if rel.split('/').any(|p| p == ".." || p.is_empty()) || rel.starts_with('/') {
@@ -197,23 +197,77 @@ fn sync_files(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> Result<()
         }
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(format!("{rel}: {e}")))?;
+            make_dirs_nofollow(dir, parent).map_err(|e| err(format!("{rel}: {e}")))?;
         }
-        if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+        if read_nofollow(&path).as_deref() == Some(bytes.as_slice()) {
             continue;
         }
         let tmp = path.with_file_name(format!(
             ".{}.tmp",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("f")
         ));
-        std::fs::write(&tmp, bytes).map_err(|e| err(format!("{rel}: {e}")))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| err(format!("{rel}: {e}")))?;
+        write_new(&tmp, bytes, *mode).map_err(|e| err(format!("{rel}: {e}")))?;
+        // rename replaces a link at `path` itself, never what it points to.
         std::fs::rename(&tmp, &path).map_err(|e| err(format!("{rel}: {e}")))?;
     }
     // Keys removed from the source go away from the volume.
     remove_stale(dir, dir, files);
     Ok(())
+}
+
+/// Create the directories from `root` down to `dir`, refusing any that is a link.
+fn make_dirs_nofollow(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let rel = dir.strip_prefix(root).map_err(std::io::Error::other)?;
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a directory",
+                    cur.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&cur)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_nofollow(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// Write a fresh file: whatever (file or link) was left at `path` is removed first, and
+/// the file is created exclusively, so the write cannot land through a link.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(bytes)?;
+    // The umask may have narrowed the requested mode.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 fn remove_stale(root: &Path, dir: &Path, keep: &BTreeMap<String, (Vec<u8>, u32)>) {
@@ -226,7 +280,9 @@ fn remove_stale(root: &Path, dir: &Path, keep: &BTreeMap<String, (Vec<u8>, u32)>
             .strip_prefix(root)
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_default();
-        if path.is_dir() {
+        // The entry's own type: a link to a directory is a link, never descended into.
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
             remove_stale(root, &path, keep);
             if keep.keys().all(|k| !k.starts_with(&format!("{rel}/"))) {
                 let _ = std::fs::remove_dir_all(&path);
@@ -343,7 +399,9 @@ fn downward_item(
 
 /// The mounts of one container: each volumeMount's volume directory (or a subPath of it)
 /// at its mountPath. configMap, secret and downwardAPI volumes are always read-only, as in
-/// Kubernetes.
+/// Kubernetes. A subPath is resolved inside its volume without following links out of it
+/// and bind-mounted under `<pod>/volume-subpaths/<volume>/<container>/<index>` (as the
+/// kubelet does), so a runtime is only ever given paths the agent owns.
 pub fn container_mounts(
     pod: &Pod,
     c: &Container,
@@ -356,7 +414,7 @@ pub fn container_mounts(
         .cloned()
         .unwrap_or_default();
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
         let dir = vols
             .dirs
             .get(&m.name)
@@ -367,13 +425,19 @@ pub fn container_mounts(
         });
         let mut host = dir.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
-                return Err(err(format!(
-                    "subPath {sub:?} must be a relative path inside the volume"
-                )));
-            }
-            host = dir.join(sub);
-            std::fs::create_dir_all(&host).map_err(|e| err(format!("subPath {sub}: {e}")))?;
+            let target = vols
+                .pod_dir
+                .join("volume-subpaths")
+                .join(&m.name)
+                .join(&c.name)
+                .join(index.to_string());
+            subpath_mount(dir, sub, &target).map_err(|e| {
+                err(format!(
+                    "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
+                    m.name, c.name
+                ))
+            })?;
+            host = target;
         }
         out.push(Mount {
             host,
@@ -382,4 +446,14 @@ pub fn container_mounts(
         });
     }
     Ok(out)
+}
+
+/// Resolve `sub` beneath the volume directory and bind it at `target`.
+fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> {
+    if safe_mount::is_mountpoint(target) {
+        return Ok(());
+    }
+    let root = safe_mount::open_root(volume).map_err(|e| format!("volume directory: {e}"))?;
+    let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
+    safe_mount::bind_fd(&fd, target).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
 }

@@ -90,7 +90,10 @@ fn main() {
             0
         }
         "spin" => {
-            let n: u64 = rest.first().and_then(|s| s.parse().ok()).unwrap_or(200_000_000);
+            let n: u64 = rest
+                .first()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200_000_000);
             let start = Instant::now();
             let mut x: u64 = 1;
             for i in 0..n {
@@ -131,6 +134,27 @@ fn main() {
         "trap" => {
             panic!("testbox asked to trap");
         }
+        // symlink TARGET LINK: what a hostile guest plants in a writable volume.
+        "symlink" => match (rest.first(), rest.get(1)) {
+            (Some(target), Some(link)) => symlink(target, link),
+            _ => 2,
+        },
+        // plant READ DIR TARGET: print READ if it can be read (an escape worked), else
+        // replace the directory DIR by a link to TARGET and fail, so the next start mounts
+        // the link (the security review's subPath reproduction).
+        "plant" => match (rest.first(), rest.get(1), rest.get(2)) {
+            (Some(read), Some(dir), Some(target)) => {
+                if let Ok(text) = std::fs::read_to_string(read) {
+                    print!("ESCAPED: {text}");
+                    0
+                } else {
+                    let _ = std::fs::remove_dir(dir);
+                    symlink(target, dir);
+                    1
+                }
+            }
+            _ => 2,
+        },
         other => {
             eprintln!("testbox: unknown command {other:?}");
             2
@@ -138,6 +162,28 @@ fn main() {
     };
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// symlink(2) through wasi-libc, which std links on both WASI targets (std's own
+/// `symlink_path` is unstable).
+fn symlink(target: &str, link: &str) -> i32 {
+    use std::ffi::{c_char, c_int, CString};
+    extern "C" {
+        fn symlink(target: *const c_char, link: *const c_char) -> c_int;
+    }
+    let (Ok(t), Ok(l)) = (CString::new(target), CString::new(link)) else {
+        return 2;
+    };
+    // SAFETY: both are valid NUL-terminated strings for the duration of the call.
+    if unsafe { symlink(t.as_ptr(), l.as_ptr()) } != 0 {
+        eprintln!(
+            "symlink {target} {link}: {}",
+            std::io::Error::last_os_error()
+        );
+        return 1;
+    }
+    println!("linked {link} -> {target}");
+    0
 }
 
 fn cat(paths: &[String]) -> i32 {
