@@ -80,29 +80,50 @@ fn descriptor(b: &Blob) -> Descriptor {
     }
 }
 
-/// The snapshot names of an image's layers: chain IDs from the config's diff IDs.
-fn chain_ids(config: &[u8]) -> Result<Vec<String>> {
+/// One layer as the image config names it: its diff ID (the digest of its
+/// uncompressed tar) and the chain ID of the snapshot holding it and every layer below.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LayerId {
+    diff_id: String,
+    chain_id: String,
+}
+
+/// The layers of an image config: diff IDs and the chain IDs built from them.
+fn layer_ids(config: &[u8]) -> Result<Vec<LayerId>> {
     let v: serde_json::Value = serde_json::from_slice(config)
         .map_err(|e| Error::Invalid(format!("image config is not JSON: {e}")))?;
-    let diff_ids: Vec<String> = v["rootfs"]["diff_ids"]
+    let diff_ids = v["rootfs"]["diff_ids"]
         .as_array()
-        .ok_or_else(|| Error::Invalid("image config has no rootfs.diff_ids".into()))?
-        .iter()
-        .filter_map(|d| d.as_str().map(str::to_string))
-        .collect();
-    let mut chain: Vec<String> = Vec::with_capacity(diff_ids.len());
+        .ok_or_else(|| Error::Invalid("image config has no rootfs.diff_ids".into()))?;
+    let mut layers: Vec<LayerId> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {
-        let next = match chain.last() {
-            None => d,
-            Some(prev) => format!(
+        let diff_id = d
+            .as_str()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "image config has a diff ID {d} that is not a string"
+                ))
+            })?
+            .to_string();
+        let chain_id = match layers.last() {
+            None => diff_id.clone(),
+            Some(below) => format!(
                 "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+                hex::encode(Sha256::digest(
+                    format!("{} {diff_id}", below.chain_id).as_bytes()
+                ))
             ),
         };
-        chain.push(next);
+        layers.push(LayerId { diff_id, chain_id });
     }
-    Ok(chain)
+    Ok(layers)
 }
+
+/// The label of a committed snapshot whose content Spindle unpacked and verified: its
+/// value is the snapshot's chain ID. A snapshot by that name without it (made by
+/// anyone else, or by a Spindle that did not verify) is not reused, since a chain ID
+/// is only a claim of the image config until the unpacked layer matched its diff ID.
+const VERIFIED_LABEL: &str = "spindle.dev/verified-chain-id";
 
 /// RFC 3339 in UTC, as containerd's `gc.expire` label wants it.
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -182,11 +203,11 @@ impl Containerd {
         let config = tokio::fs::read(&img.config.path)
             .await
             .map_err(|e| Error::Io(format!("reading {}", img.config.path.display()), e))?;
-        let chain = chain_ids(&config)?;
-        if chain.len() != img.layers.len() {
+        let ids = layer_ids(&config)?;
+        if ids.len() != img.layers.len() {
             return Err(Error::Invalid(format!(
                 "image {name} lists {} diff IDs for {} layers",
-                chain.len(),
+                ids.len(),
                 img.layers.len()
             )));
         }
@@ -211,20 +232,12 @@ impl Containerd {
         {
             self.write_blob(blob, &lease).await?;
         }
-        let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let mut parent = String::new();
-        for (layer, chain_id) in img.layers.iter().zip(&chain) {
-            let exists = snapshots
-                .stat(self.req(StatSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: chain_id.clone(),
-                }))
-                .await
-                .is_ok();
-            if !exists {
-                self.unpack_layer(layer, chain_id, &parent, &lease).await?;
+        for (layer, id) in img.layers.iter().zip(&ids) {
+            if !self.verified_snapshot(&id.chain_id).await? {
+                self.unpack_layer(layer, id, &parent, &lease).await?;
             }
-            parent = chain_id.clone();
+            parent = id.chain_id.clone();
         }
         let image = Image {
             name: name.to_string(),
@@ -254,13 +267,60 @@ impl Containerd {
         Ok(parent)
     }
 
+    /// Whether the committed snapshot `chain_id` exists and was verified when it was
+    /// unpacked ([`VERIFIED_LABEL`]). One that exists unverified is removed, so the
+    /// layer is unpacked again; if it cannot be (a container still runs on it), the
+    /// import fails rather than run on content nobody checked.
+    async fn verified_snapshot(&self, chain_id: &str) -> Result<bool> {
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        let info = match snapshots
+            .stat(self.req(StatSnapshotRequest {
+                snapshotter: self.snapshotter.clone(),
+                key: chain_id.to_string(),
+            }))
+            .await
+        {
+            Ok(r) => r.into_inner().info.unwrap_or_default(),
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => return Ok(false),
+            Err(s) => return Err(Error::rpc(format!("reading snapshot {chain_id}"), s)),
+        };
+        if info.labels.get(VERIFIED_LABEL).map(String::as_str) == Some(chain_id) {
+            return Ok(true);
+        }
+        tracing::warn!(
+            snapshot = chain_id,
+            "removing a snapshot whose content was not verified"
+        );
+        snapshots
+            .remove(self.req(RemoveSnapshotRequest {
+                snapshotter: self.snapshotter.clone(),
+                key: chain_id.to_string(),
+            }))
+            .await
+            .map_err(|s| {
+                Error::rpc(
+                    format!(
+                        "snapshot {chain_id} was not unpacked from verified content; removing it"
+                    ),
+                    s,
+                )
+            })?;
+        Ok(false)
+    }
+
+    /// Applies `layer` onto `parent` in a new snapshot and commits it as the layer's
+    /// chain ID, only if the uncompressed content is the diff ID the config claims (as
+    /// containerd's unpacker checks): otherwise a config could name another image's
+    /// layer and plant its own files under that layer's chain ID, for every image
+    /// built on it.
     async fn unpack_layer(
         &self,
         layer: &Blob,
-        chain_id: &str,
+        id: &LayerId,
         parent: &str,
         lease: &str,
     ) -> Result<()> {
+        let chain_id = &id.chain_id;
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -297,14 +357,28 @@ impl Containerd {
                 lease,
             ))
             .await;
-        if let Err(s) = applied {
+        let verified = match applied {
+            Err(s) => Err(Error::rpc(format!("unpacking layer {}", layer.digest), s)),
+            Ok(r) => {
+                let digest = r.into_inner().applied.map(|d| d.digest).unwrap_or_default();
+                if digest == id.diff_id {
+                    Ok(())
+                } else {
+                    Err(Error::Invalid(format!(
+                        "wrong diff id calculated on extraction {:?}: layer {} unpacks to {digest:?}",
+                        id.diff_id, layer.digest
+                    )))
+                }
+            }
+        };
+        if let Err(e) = verified {
             let _ = snapshots
                 .remove(self.req(RemoveSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
                     key,
                 }))
                 .await;
-            return Err(Error::rpc(format!("unpacking layer {}", layer.digest), s));
+            return Err(e);
         }
         snapshots
             .commit(self.leased(
@@ -312,7 +386,7 @@ impl Containerd {
                     snapshotter: self.snapshotter.clone(),
                     name: chain_id.to_string(),
                     key,
-                    labels: Default::default(),
+                    labels: [(VERIFIED_LABEL.to_string(), chain_id.to_string())].into(),
                 },
                 lease,
             ))
@@ -687,10 +761,12 @@ mod tests {
     #[test]
     fn chain_ids_follow_the_oci_rule() {
         let config = br#"{"rootfs":{"type":"layers","diff_ids":["sha256:aa","sha256:bb"]}}"#;
-        let ids = chain_ids(config).expect("ids");
-        assert_eq!(ids[0], "sha256:aa");
+        let ids = layer_ids(config).expect("ids");
+        assert_eq!(ids[0].chain_id, "sha256:aa");
+        assert_eq!(ids[1].diff_id, "sha256:bb");
         let want = hex::encode(Sha256::digest(b"sha256:aa sha256:bb"));
-        assert_eq!(ids[1], format!("sha256:{want}"));
-        assert!(chain_ids(b"{}").is_err());
+        assert_eq!(ids[1].chain_id, format!("sha256:{want}"));
+        assert!(layer_ids(b"{}").is_err());
+        assert!(layer_ids(br#"{"rootfs":{"diff_ids":["sha256:aa",7]}}"#).is_err());
     }
 }
