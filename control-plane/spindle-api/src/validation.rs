@@ -93,6 +93,10 @@ fn go_value(v: &Value) -> String {
                 .collect();
             format!("map[string]string{{{}}}", parts.join(", "))
         }
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {
+            let parts: Vec<String> = a.iter().map(go_value).collect();
+            format!("[]string{{{}}}", parts.join(", "))
+        }
         other => other.to_string(),
     }
 }
@@ -613,6 +617,7 @@ fn validate_pod_spec(
                 }
                 Some(n) => seen.push(n),
             }
+            validate_volume_source(v, &format!("{field}.volumes[{i}]"), errs);
         }
     }
     validate_placement_rules(spec, field, errs);
@@ -622,6 +627,99 @@ fn validate_pod_spec(
                 &format!("{field}.terminationGracePeriodSeconds"),
                 t,
                 "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// The members of a Volume that name its source, in the order Kubernetes'
+/// `validateVolumeSource` checks them (the second one found is the one reported).
+const VOLUME_SOURCES: &[&str] = &[
+    "emptyDir",
+    "hostPath",
+    "gitRepo",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "flexVolume",
+    "persistentVolumeClaim",
+    "rbd",
+    "cinder",
+    "cephfs",
+    "quobyte",
+    "downwardAPI",
+    "fc",
+    "azureFile",
+    "vsphereVolume",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "azureDisk",
+    "storageos",
+    "projected",
+    "scaleIO",
+    "configMap",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
+/// hostPath types Kubernetes defines, sorted as its "supported values" list prints them.
+const HOST_PATH_TYPES: &[&str] = &[
+    "",
+    "BlockDevice",
+    "CharDevice",
+    "Directory",
+    "DirectoryOrCreate",
+    "File",
+    "FileOrCreate",
+    "Socket",
+];
+
+/// One source per volume: the agent acts on every source it finds, so a hostPath with a
+/// configMap beside it would have the configMap's stale-file cleanup run over a host
+/// directory. Kubernetes refuses the second source; so do we, with its words.
+fn validate_volume_source(vol: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    let mut found = 0;
+    for src in VOLUME_SOURCES {
+        if vol.get(*src).is_none_or(Value::is_null) {
+            continue;
+        }
+        found += 1;
+        if found > 1 {
+            errs.push(FieldError::forbidden(
+                &format!("{field}.{src}"),
+                "may not specify more than 1 volume type",
+            ));
+        }
+    }
+    if let Some(hp) = vol.get("hostPath").filter(|h| !h.is_null()) {
+        validate_host_path(hp, &format!("{field}.hostPath"), errs);
+    }
+}
+
+/// Kubernetes' `validateHostPathVolumeSource`: a path, without `..` steps, and a known type.
+fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    let path = hp.get("path").and_then(Value::as_str).unwrap_or("");
+    if path.is_empty() {
+        errs.push(FieldError::required(&format!("{field}.path")));
+        return;
+    }
+    if path.split('/').any(|step| step == "..") {
+        errs.push(FieldError::invalid(
+            &format!("{field}.path"),
+            &json!(path),
+            "must not contain '..'",
+        ));
+    }
+    if let Some(ty) = hp.get("type").filter(|t| !t.is_null()) {
+        if !ty.as_str().is_some_and(|t| HOST_PATH_TYPES.contains(&t)) {
+            errs.push(FieldError::not_supported(
+                &format!("{field}.type"),
+                ty,
+                HOST_PATH_TYPES,
             ));
         }
     }
@@ -895,8 +993,18 @@ fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
         errs.push(FieldError::required("spec.externalName"));
     }
     let mut names = Vec::new();
+    let mut seen_ports: Vec<(i64, &str)> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let f = format!("spec.ports[{i}]");
+        // Two entries for one port and protocol would program the same proxy rule twice.
+        let key = (
+            p.get("port").and_then(Value::as_i64).unwrap_or(0),
+            p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+        );
+        if seen_ports.contains(&key) {
+            errs.push(duplicate_service_port(&f, key));
+        }
+        seen_ports.push(key);
         validate_port(
             p.get("port").unwrap_or(&Value::Null),
             &format!("{f}.port"),
@@ -928,6 +1036,80 @@ fn validate_service(obj: &Value, errs: &mut Vec<FieldError>) {
             names.push(name.to_string());
         }
     }
+}
+
+/// Kubernetes' duplicate-port error, which prints the key it compared (a ServicePort with
+/// only protocol and port set) in Go syntax.
+fn duplicate_service_port(field: &str, (port, protocol): (i64, &str)) -> FieldError {
+    FieldError {
+        reason: "FieldValueDuplicate".into(),
+        message: format!(
+            "Duplicate value: core.ServicePort{{Name:\"\", Protocol:\"{protocol}\", AppProtocol:(*string)(nil), Port:{port}, TargetPort:intstr.IntOrString{{Type:0, IntVal:0, StrVal:\"\"}}, NodePort:0}}"
+        ),
+        field: field.into(),
+    }
+}
+
+/// The addresses a Service holds: `spec.clusterIPs`, or `spec.clusterIP` alone as older
+/// clients send it.
+fn cluster_ips(svc: &Value) -> Vec<&str> {
+    let ips: Vec<&str> = svc
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !ips.is_empty() {
+        return ips;
+    }
+    svc.pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty())
+        .into_iter()
+        .collect()
+}
+
+/// What an update of a Service may not change (Kubernetes' `ValidateServiceUpdate`): its
+/// cluster IPs, once set. Only a change to or from ExternalName (which has none) may. A
+/// changed address would move the proxy's rules to any address at all, host traffic
+/// included, without the range check and reservation that creation does.
+pub fn validate_service_update(old: &Value, new: &Value) -> Vec<FieldError> {
+    let external =
+        |s: &Value| s.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
+    if external(old) || external(new) {
+        return Vec::new();
+    }
+    let (old_ips, new_ips) = (cluster_ips(old), cluster_ips(new));
+    let shown = Value::from(new_ips.clone());
+    let mut errs = Vec::new();
+    if !old_ips.is_empty() && new_ips.is_empty() {
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            &shown,
+            "primary clusterIP can not be unset",
+        ));
+    }
+    for (i, (o, n)) in old_ips.iter().zip(&new_ips).enumerate() {
+        if o != n {
+            errs.push(FieldError::invalid(
+                &format!("spec.clusterIPs[{i}]"),
+                &shown,
+                "may not change once set",
+            ));
+        }
+    }
+    if let (Some(first), Some(single)) = (
+        new_ips.first(),
+        new.pointer("/spec/clusterIP").and_then(Value::as_str),
+    ) {
+        if !single.is_empty() && single != *first {
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs",
+                &shown,
+                "first value must match `clusterIP`",
+            ));
+        }
+    }
+    errs
 }
 
 // ---------------------------------------------------------------------------
@@ -1217,6 +1399,62 @@ mod tests {
         for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3"] {
             assert!(!is_quantity(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn volume_sources_and_host_paths() {
+        let pod = |vols: Value| json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"i"}],"volumes":vols}});
+        let errs = validate(
+            "Pod",
+            true,
+            &pod(json!([{"name":"x","hostPath":{"path":"/srv"},"configMap":{"name":"c"}}])),
+        );
+        let shown: Vec<String> = errs.iter().map(FieldError::display).collect();
+        assert_eq!(
+            shown,
+            ["spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type"]
+        );
+        let errs = validate(
+            "Pod",
+            true,
+            &pod(json!([{"name":"x","hostPath":{"path":"/a/../etc","type":"Bogus"}}])),
+        );
+        let shown: Vec<String> = errs.iter().map(FieldError::display).collect();
+        assert_eq!(shown, [
+            "spec.volumes[0].hostPath.path: Invalid value: \"/a/../etc\": must not contain '..'",
+            "spec.volumes[0].hostPath.type: Unsupported value: \"Bogus\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"",
+        ]);
+        let ok = pod(
+            json!([{"name":"x","hostPath":{"path":"/srv/..data","type":"DirectoryOrCreate"}},{"name":"y","emptyDir":{},"hostPath":null}]),
+        );
+        assert!(validate("Pod", true, &ok).is_empty());
+    }
+
+    #[test]
+    fn service_ports_and_cluster_ips() {
+        let svc = json!({"metadata":{"name":"s","namespace":"default"},"spec":{"ports":[
+            {"name":"a","port":53,"protocol":"UDP"},{"name":"b","port":53,"protocol":"TCP"},{"name":"c","port":53,"protocol":"UDP"}]}});
+        let shown: Vec<String> = validate("Service", true, &svc)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(shown, ["spec.ports[2]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"UDP\", AppProtocol:(*string)(nil), Port:53, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}"]);
+
+        let old = json!({"spec":{"clusterIP":"10.43.0.5","clusterIPs":["10.43.0.5"]}});
+        assert!(validate_service_update(&old, &old).is_empty());
+        let moved = json!({"spec":{"clusterIP":"8.8.8.8","clusterIPs":["8.8.8.8"]}});
+        let shown: Vec<String> = validate_service_update(&old, &moved)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(
+            shown,
+            ["spec.clusterIPs[0]: Invalid value: []string{\"8.8.8.8\"}: may not change once set"]
+        );
+        let only_single = json!({"spec":{"clusterIP":"8.8.8.8","clusterIPs":["10.43.0.5"]}});
+        assert_eq!(validate_service_update(&old, &only_single).len(), 1);
+        let external = json!({"spec":{"type":"ExternalName","externalName":"x.example"}});
+        assert!(validate_service_update(&old, &external).is_empty());
     }
 
     #[test]

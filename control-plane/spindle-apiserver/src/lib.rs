@@ -15,6 +15,7 @@ mod status;
 mod stored;
 mod tables;
 mod watch;
+mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,8 +37,8 @@ use tokio::net::TcpListener;
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
 
-/// Largest request body accepted (Kubernetes' limit is 3 MiB).
-const MAX_BODY: usize = 3 * 1024 * 1024;
+/// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
+const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -162,14 +163,7 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
     };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                "the request body is too large",
-            )
-            .into_response()
-        }
+        Err(_) => return ApiError::too_large(format_args!("limit is {MAX_BODY}")).into_response(),
     };
     let q = Query::parse(parts.uri.query());
     rest::handle(st, user, parts.method, target, q, headers, body).await

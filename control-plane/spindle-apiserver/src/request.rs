@@ -154,7 +154,7 @@ pub fn decode_body(ct: &str, raw: &[u8]) -> ApiResult<Body> {
     }
     match mime {
         "application/yaml" | "application/apply-patch+yaml" => {
-            let value: Value = serde_norway::from_slice(raw).map_err(|e| {
+            let value: Value = crate::yaml::from_slice(raw).map_err(|e| {
                 let msg = e.to_string();
                 if msg.contains("duplicate") {
                     ApiError::bad_request(format!("strict decoding error: {msg}"))

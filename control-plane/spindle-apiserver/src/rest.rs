@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 use spindle_api::{validation, Kind};
 use spindle_store::{KeyValue, StoreError};
@@ -961,6 +961,9 @@ async fn finish_update(
     record: bool,
 ) -> ApiResult<Response> {
     merge_update(&t.kind, &old, &mut obj, t.sub.as_deref())?;
+    if t.kind.kind == "Service" && t.kind.group.is_empty() {
+        keep_cluster_ips(&old, &mut obj);
+    }
     validation::default_object(t.kind.kind, &mut obj);
     validate_or_reject(&t.kind, &obj, Some(&old))?;
     validate_immutable(&t.kind, &old, &obj)?;
@@ -981,6 +984,36 @@ async fn finish_update(
     }
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     store_update(st, &t.kind, &kv, Some(&old), obj, q, &warnings).await
+}
+
+/// An update that leaves the cluster IPs out keeps the allocated ones, as Kubernetes'
+/// `patchAllocatedValues` does (so `kubectl replace` of the original manifest works).
+fn keep_cluster_ips(old: &Value, new: &mut Value) {
+    let ty = |v: &Value| {
+        v.pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    if ty(old) == "ExternalName" || ty(new) == "ExternalName" {
+        return;
+    }
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let unset = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    };
+    if unset(spec.get("clusterIP")) && unset(spec.get("clusterIPs")) {
+        for f in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                spec.insert(f.into(), v.clone());
+            }
+        }
+    }
 }
 
 fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
@@ -1004,6 +1037,9 @@ fn validate_immutable(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
         if o.is_some() && o != n {
             errs.push(validation::FieldError::forbidden("spec.nodeName", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
         }
+    }
+    if kind.kind == "Service" && kind.group.is_empty() {
+        errs.extend(validation::validate_service_update(old, new));
     }
     if (kind.kind == "ConfigMap" || kind.kind == "Secret")
         && old.get("immutable") == Some(&json!(true))
@@ -1040,7 +1076,10 @@ fn apply_patch(ct: &str, old: &Value, patch: &Value) -> ApiResult<Value> {
         }
         other => return Err(ApiError::unsupported_media(other)),
     };
-    res.map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
+    res.map_err(|e| match e {
+        spindle_patch::PatchError::TooLarge(m) => ApiError::too_large(m),
+        e => ApiError::new(422, "Invalid", e.to_string()),
+    })
 }
 
 async fn patch(
@@ -1325,7 +1364,7 @@ pub(crate) async fn delete_one(
         if already && cur_grace.is_some_and(|g| g <= grace) {
             return Ok((StatusCode::OK, obj));
         }
-        let when = Utc::now() + chrono::Duration::seconds(grace);
+        let when = deletion_deadline(Utc::now(), grace);
         {
             let meta = meta_mut(&mut obj)?;
             if !already || grace < cur_grace.unwrap_or(i64::MAX) {
@@ -1363,6 +1402,16 @@ pub(crate) async fn delete_one(
 
 /// Drop `finalizer` from an object; the object goes away if it was the last one and the
 /// object is being deleted.
+/// `now + grace` seconds without panicking on a user's huge grace period: it saturates
+/// (as Go's time.Duration arithmetic does not panic either) at the last second that RFC
+/// 3339 with a four-digit year, which every client parses, can express.
+fn deletion_deadline(now: DateTime<Utc>, grace: i64) -> DateTime<Utc> {
+    let latest = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(now);
+    chrono::TimeDelta::try_seconds(grace)
+        .and_then(|d| now.checked_add_signed(d))
+        .map_or(latest, |t| t.min(latest))
+}
+
 pub(crate) async fn remove_finalizer(st: &AppState, t: &Target, finalizer: &str) -> ApiResult<()> {
     for _ in 0..8 {
         let (old, kv) = load(st, t).await?;

@@ -78,6 +78,14 @@ impl ApiError {
             "causes": errs.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect::<Vec<_>>(),
         }))
     }
+    /// 413 as kube-apiserver words it (`NewRequestEntityTooLargeError`).
+    pub fn too_large(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: {detail}"),
+        )
+    }
     pub fn expired(msg: impl Into<String>) -> Self {
         Self::new(410, "Expired", msg)
     }

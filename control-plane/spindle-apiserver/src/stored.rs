@@ -19,8 +19,16 @@ use spindle_store::KeyValue;
 use crate::rest::Selectors;
 use crate::status::{ApiError, ApiResult};
 
+/// Largest object stored, encoded. Requests are bounded by the body limit, but a patch or
+/// an apply can grow an object far past its request (a JSON patch `copy` doubles a value
+/// per operation), so the result is checked here, where every write passes. etcd refuses
+/// requests above 1.5 MiB of protobuf; JSON is about twice as large as protobuf, which is
+/// why kube-apiserver accepts 3 MiB bodies, and so this is the same 3 MiB of JSON.
+pub const MAX_OBJECT_BYTES: usize = 3 * 1024 * 1024;
+
 /// An object as it is stored: everything but `metadata.resourceVersion`. Serialised
-/// straight from the value, instead of cloning the object to remove one field.
+/// straight from the value, instead of cloning the object to remove one field. Refuses
+/// objects above [`MAX_OBJECT_BYTES`] with the 413 kube-apiserver gives for them.
 pub fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
     struct WithoutRv<'a>(&'a Map<String, Value>);
     impl Serialize for WithoutRv<'_> {
@@ -47,7 +55,13 @@ pub fn encode_for_store(v: &Value) -> ApiResult<Vec<u8>> {
         Value::Object(o) => serde_json::to_vec(&Stored(o)),
         other => serde_json::to_vec(other),
     };
-    out.map_err(|e| ApiError::internal(e.to_string()))
+    let out = out.map_err(|e| ApiError::internal(e.to_string()))?;
+    if out.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(format_args!(
+            "limit is {MAX_OBJECT_BYTES}"
+        )));
+    }
+    Ok(out)
 }
 
 /// A member name: borrowed from the input unless it had escapes.

@@ -32,15 +32,69 @@ pub enum PatchError {
     /// a path that does not exist). The API server should answer 422 Unprocessable Entity.
     #[error("patch cannot be applied: {0}")]
     Unapplicable(String),
+    /// The patch asks for more work than the server does for one request (too many
+    /// operations). The API server should answer 413 Request Entity Too Large.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-/// Applies an RFC 6902 JSON patch (a JSON array of operations) to `original`.
+/// Most operations in one JSON patch (kube-apiserver's `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// Most bytes all `copy` operations of one JSON patch may add together
+/// (kube-apiserver's `JSONPatchMaxCopyBytes`). Without it, each `copy` of a value into
+/// itself doubles it, and 40 operations make a terabyte (CVE-2019-1002100).
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Applies an RFC 6902 JSON patch (a JSON array of operations) to `original`, within
+/// [`MAX_JSON_PATCH_OPERATIONS`] and [`MAX_JSON_PATCH_COPY_BYTES`].
 pub fn json_patch(original: &Value, patch: &Value) -> Result<Value, PatchError> {
+    if let Some(n) = patch.as_array().map(Vec::len) {
+        if n > MAX_JSON_PATCH_OPERATIONS {
+            return Err(PatchError::TooLarge(format!(
+                "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {n}"
+            )));
+        }
+    }
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| PatchError::Invalid(format!("malformed JSON patch: {e}")))?;
     let mut doc = original.clone();
-    json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::Unapplicable(e.to_string()))?;
+    let mut copied = 0usize;
+    // One operation at a time, so the size of each copy is known before it is made (the
+    // crate has no limit of its own). On failure the working copy is dropped, so applying
+    // without the crate's rollback loses nothing.
+    for op in &ops.0 {
+        if let json_patch::PatchOperation::Copy(c) = op {
+            let size = doc.pointer(c.from.as_str()).map_or(0, encoded_len);
+            copied = copied.saturating_add(size);
+            if copied > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(PatchError::Unapplicable(format!(
+                    "Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                )));
+            }
+        }
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op))
+            .map_err(|e| PatchError::Unapplicable(e.to_string()))?;
+    }
     Ok(doc)
+}
+
+/// The length of `v` as compact JSON, counted without building the text.
+fn encoded_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Applies an RFC 7396 JSON merge patch to `original`.
@@ -117,6 +171,35 @@ mod tests {
             json_patch(&original, &json!([{"op": "frobnicate", "path": "/a"}])),
             Err(PatchError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn json_patch_limits() {
+        let ops =
+            vec![json!({"op": "test", "path": "/a", "value": 1}); MAX_JSON_PATCH_OPERATIONS + 1];
+        assert!(matches!(
+            json_patch(&json!({"a": 1}), &Value::Array(ops)),
+            Err(PatchError::TooLarge(m)) if m.contains("maximum operations in a JSON patch is 10000, got 10001")
+        ));
+        // Each copy of /x into itself doubles it: refused long before memory runs out.
+        let mut doubling =
+            vec![json!({"op": "add", "path": "/x", "value": vec!["0123456789"; 100]})];
+        doubling.extend(vec![
+            json!({"op": "copy", "from": "/x", "path": "/x/-"});
+            60
+        ]);
+        match json_patch(&json!({}), &Value::Array(doubling)) {
+            Err(PatchError::Unapplicable(m)) => {
+                assert!(m.contains("accumulated size increase of copy"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A few small copies are fine.
+        let few = json!([{"op": "add", "path": "/x", "value": [1]}, {"op": "copy", "from": "/x", "path": "/y"}]);
+        assert_eq!(
+            json_patch(&json!({}), &few).unwrap(),
+            json!({"x": [1], "y": [1]})
+        );
     }
 
     #[test]
