@@ -5,20 +5,26 @@
 //!   and hands it over, so the server never creates a listening socket itself.
 //! - HTTP/1.1 with keep-alive, and HTTP/2 with prior knowledge (h2c), told apart by the
 //!   connection preface.
-//! - Every request gets its own store: the spec's argv, env, preopens, stdout/stderr
-//!   sinks and memory limit apply per instance; the CPU budget is one account shared by
-//!   all of the server's instances, so concurrent requests together stay within it.
+//! - Every request gets its own store: the spec's argv, env, preopens and stdout/stderr
+//!   sinks apply per instance; the memory limit and the CPU budget are each one account
+//!   shared by all of the server's instances, so concurrent requests together stay
+//!   within them, as the processes of a container stay within its cgroup.
 //! - A request whose guest traps, runs out of memory or never answers gets a 500; the
 //!   failure is also written to the spec's stderr sink. Other requests are unaffected.
-//! - Each instance takes one of the runtime's pool slots; when the pool is full a request
-//!   waits up to [`SLOT_WAIT`] for one and then gets a 503.
+//! - At most `http_max_concurrency` instances of a server are alive at once. Up to
+//!   `http_max_queue` further requests wait for one, first come first served; the rest
+//!   are answered 503 at once, as an overloaded server (or Knative's queue-proxy) does.
+//! - Each instance also takes one of the runtime's pool slots; a request waits up to
+//!   [`SLOT_WAIT`] in all for its turn and a slot, and then gets a 503.
 //! - Outgoing `wasi:http` requests use wasmtime-wasi-http's default client. They, like
 //!   `wasi:sockets` when [`InstanceSpec::network`] is set, are made by the runtime's
 //!   worker threads and so leave from the network namespace those threads are in (the
 //!   agent's), not the pod's.
 //!
-//! No request timeout is applied: a guest that never answers holds its pool slot until
-//! the client goes away *and* the guest ends, or the server is stopped.
+//! No request timeout is applied (Kubernetes applies none to a pod's server either): a
+//! guest that never answers holds its instance until it ends or the server is stopped.
+//! The concurrency cap confines the damage to the pod itself: its own requests queue and
+//! then get 503, while other pods' servers keep their slots.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,7 +38,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -40,7 +46,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::instance::{new_store, truncate, wasi_builder, GuestState, P2Ctx, Slot};
-use crate::limits::{CpuAccount, CpuMeter, KillSwitch};
+use crate::limits::{CpuAccount, CpuMeter, KillSwitch, LimitSource, MemoryBudget, MemoryPolicy};
 use crate::{ExitStatus, InstanceSpec, Killer};
 
 /// How long a request waits for a free instance slot before it is answered with 503.
@@ -61,6 +67,11 @@ pub struct HttpStats {
     pub rejected: u64,
     /// Request instances alive right now.
     pub active: u64,
+    /// The most request instances that were ever alive at once.
+    pub peak_active: u64,
+    /// Bytes of linear memory and tables the server's instances hold now, against its
+    /// memory limit.
+    pub memory_bytes: u64,
 }
 
 #[derive(Default)]
@@ -70,6 +81,20 @@ struct Counters {
     failed: AtomicU64,
     rejected: AtomicU64,
     active: AtomicU64,
+    peak_active: AtomicU64,
+}
+
+/// What bounds a server's instances.
+pub(crate) struct Limits {
+    /// Shared by all of the server's instances; `None` is unmetered.
+    pub(crate) cpu: Option<Arc<CpuAccount>>,
+    /// The server's memory budget, shared by all of its instances.
+    pub(crate) memory: (Arc<MemoryBudget>, LimitSource),
+    pub(crate) node_memory: MemoryPolicy,
+    pub(crate) live: Arc<AtomicU32>,
+    pub(crate) max_instances: u32,
+    pub(crate) max_concurrency: u32,
+    pub(crate) max_queue: u32,
 }
 
 /// Everything the server's tasks share.
@@ -77,10 +102,12 @@ pub(crate) struct Server {
     pub(crate) engine: Engine,
     pub(crate) pre: ProxyPre<GuestState<P2Ctx>>,
     pub(crate) spec: InstanceSpec,
-    pub(crate) cpu: Option<Arc<CpuAccount>>,
     pub(crate) kill: Arc<KillSwitch>,
-    pub(crate) live: Arc<AtomicU32>,
-    pub(crate) max_instances: u32,
+    limits: Limits,
+    /// One permit per instance the server may have alive; waiters queue in order.
+    permits: Arc<Semaphore>,
+    /// Requests waiting for a permit.
+    queued: AtomicU32,
     http: auto::Builder<TokioExecutor>,
     counters: Counters,
 }
@@ -90,9 +117,7 @@ impl Server {
         engine: Engine,
         pre: ProxyPre<GuestState<P2Ctx>>,
         spec: InstanceSpec,
-        cpu: Option<Arc<CpuAccount>>,
-        live: Arc<AtomicU32>,
-        max_instances: u32,
+        limits: Limits,
     ) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The timer gives HTTP/1 its default header read timeout (30 s), so a client that
@@ -102,10 +127,12 @@ impl Server {
             engine,
             pre,
             spec,
-            cpu,
             kill: Arc::new(KillSwitch::default()),
-            live,
-            max_instances,
+            permits: Arc::new(Semaphore::new(
+                usize::try_from(limits.max_concurrency).unwrap_or(usize::MAX),
+            )),
+            queued: AtomicU32::new(0),
+            limits,
             http,
             counters: Counters::default(),
         }
@@ -171,6 +198,8 @@ impl HttpServer {
             failed: c.failed.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             active: c.active.load(Ordering::Relaxed),
+            peak_active: c.peak_active.load(Ordering::Relaxed),
+            memory_bytes: self.server.limits.memory.0.used(),
         }
     }
 }
@@ -310,19 +339,64 @@ fn plain(status: StatusCode, text: &'static str) -> Response<HyperOutgoingBody> 
     resp
 }
 
-/// Waits up to [`SLOT_WAIT`] for a free instance slot.
-async fn acquire_slot(server: &Server) -> Option<Slot> {
+/// What a request holds while its instance lives: its turn among the server's
+/// instances and a slot of the runtime's pool.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+/// Counts a request as queued while it waits for its turn.
+struct Queued<'a>(&'a AtomicU32);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits, up to [`SLOT_WAIT`] in all, for the server's turn and then for a free slot of
+/// the pool. `Err` carries the reason for the 503.
+async fn admit(server: &Server) -> Result<Admission, &'static str> {
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    let permit = match server.permits.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            let max_queue = server.limits.max_queue;
+            server
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max_queue).then_some(n + 1)
+                })
+                .map_err(|_| "503 Service Unavailable: too many requests in flight\n")?;
+            let _queued = Queued(&server.queued);
+            tokio::time::timeout_at(deadline, server.permits.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or("503 Service Unavailable: too many requests in flight\n")?
+        }
+    };
+    let slot = acquire_slot(server, deadline)
+        .await
+        .ok_or("503 Service Unavailable: no free wasm instance slot\n")?;
+    Ok(Admission {
+        _permit: permit,
+        _slot: slot,
+    })
+}
+
+/// Waits until `deadline` for a free instance slot of the runtime.
+async fn acquire_slot(server: &Server, deadline: tokio::time::Instant) -> Option<Slot> {
     let mut delay = Duration::from_micros(500);
-    let mut waited = Duration::ZERO;
     loop {
-        if let Ok(slot) = Slot::acquire(&server.live, server.max_instances) {
+        if let Ok(slot) = Slot::acquire(&server.limits.live, server.limits.max_instances) {
             return Some(slot);
         }
-        if waited >= SLOT_WAIT {
+        if tokio::time::Instant::now() >= deadline {
             return None;
         }
         tokio::time::sleep(delay).await;
-        waited += delay;
         delay = (delay * 2).min(Duration::from_millis(50));
     }
 }
@@ -335,12 +409,12 @@ async fn handle(
 ) -> Result<Response<HyperOutgoingBody>, Infallible> {
     let counters = &server.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
-    let Some(slot) = acquire_slot(&server).await else {
-        counters.rejected.fetch_add(1, Ordering::Relaxed);
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "503 Service Unavailable: no free wasm instance slot\n",
-        ));
+    let admission = match admit(&server).await {
+        Ok(a) => a,
+        Err(why) => {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, why));
+        }
     };
     let mut builder = match wasi_builder(&server.spec) {
         Ok(b) => b,
@@ -361,8 +435,11 @@ async fn handle(
         &server.engine,
         // Served components may always make outgoing requests, as under `wasmtime serve`.
         P2Ctx::new(builder.build(), true, server.spec.pod_network.as_ref()),
-        server.spec.memory_limit,
-        server.cpu.clone().map(CpuMeter::shared),
+        server
+            .limits
+            .node_memory
+            .limiter(server.limits.memory.clone()),
+        server.limits.cpu.clone().map(CpuMeter::shared),
         server.kill.clone(),
     );
     let (tx, rx) = oneshot::channel();
@@ -397,8 +474,8 @@ async fn handle(
                 .map_err(|e| ("", e))
         }
         .await;
-        let limiter = &store.data().limiter;
-        result.map_err(|(phase, e)| describe(phase, &e, limiter.denied(), limiter.limit()))
+        let oom = store.data().limiter.oom_message();
+        result.map_err(|(phase, e)| describe(phase, &e, oom))
     };
     let task_server = server.clone();
     let mut task_stop = stop;
@@ -406,14 +483,18 @@ async fn handle(
     let mut task = tokio::spawn(async move {
         let server = task_server;
         let _tracker = tracker;
-        server.counters.active.fetch_add(1, Ordering::Relaxed);
+        let now = server.counters.active.fetch_add(1, Ordering::Relaxed) + 1;
+        server
+            .counters
+            .peak_active
+            .fetch_max(now, Ordering::Relaxed);
         let end = tokio::select! {
             biased;
             _ = task_stop.wait_for(|stopped| *stopped) => None,
             end = guest => Some(end),
         };
-        // The store is gone (with `guest`); only now is the slot free again.
-        drop(slot);
+        // The store is gone (with `guest`); only now are the turn and the slot free again.
+        drop(admission);
         server.counters.active.fetch_sub(1, Ordering::Relaxed);
         match end {
             // Interrupted by the kill switch rather than failed by itself.
@@ -483,7 +564,7 @@ enum GuestOutcome {
 }
 
 /// One line for the log: why a request's guest failed.
-fn describe(phase: &str, err: &wasmtime::Error, denied: Option<u64>, limit: Option<u64>) -> String {
+fn describe(phase: &str, err: &wasmtime::Error, oom: Option<String>) -> String {
     let what = if let Some(trap) = err.downcast_ref::<Trap>() {
         format!("guest trapped: {trap}")
     } else if let Some(pool) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
@@ -496,11 +577,8 @@ fn describe(phase: &str, err: &wasmtime::Error, denied: Option<u64>, limit: Opti
     } else {
         format!("{phase}: {what}")
     };
-    match denied {
-        Some(denied) => truncate(format!(
-            "memory limit of {} bytes exceeded (a grow to {denied} bytes was refused); {what}",
-            limit.unwrap_or(0)
-        )),
+    match oom {
+        Some(oom) => truncate(format!("{oom}; {what}")),
         None => truncate(what),
     }
 }

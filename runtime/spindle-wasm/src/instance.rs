@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter};
+use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter, MemoryPolicy};
 use crate::net::{PodNetwork, ResolvingHooks, SendRequestFuture};
 use crate::output::{OutputSink, SinkStream};
 use crate::program::{Entry, Program};
@@ -43,12 +43,21 @@ pub struct InstanceSpec {
     pub preopens: Vec<Preopen>,
     pub stdout: Arc<dyn OutputSink>,
     pub stderr: Arc<dyn OutputSink>,
-    /// Cap on all linear memories and tables of the instance together, in bytes.
+    /// Cap on all linear memories and tables of the instance together, in bytes; `None`
+    /// is the node's [`RuntimeConfig::default_memory_limit`](crate::RuntimeConfig). For
+    /// [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http) the cap is shared by
+    /// all of the server's concurrent request instances, as a container's cgroup is by
+    /// its processes. Whatever it says, all guests of the runtime together stay within
+    /// [`RuntimeConfig::guest_memory_budget`](crate::RuntimeConfig).
     pub memory_limit: Option<u64>,
-    /// CPU limit in millicores; `None` is unlimited. A guest is single-threaded, so
-    /// anything from 1000 up means "one full core", which is also the unlimited case.
+    /// CPU limit in millicores; `None` is unlimited. A command guest is one thread (no
+    /// wasi-threads), polled by one worker at a time, so it can never use more than one
+    /// core: from 1000 up a limit cannot bind, and it is not metered (metering would only
+    /// cost two clock reads per host call). Unlimited guests still yield at every epoch
+    /// tick, so other guests get their turn on the workers within a tick.
     /// For [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http) the budget is
-    /// shared by all of the server's concurrent request instances instead.
+    /// shared by all of the server's concurrent request instances instead, and always
+    /// metered.
     pub cpu_millis: Option<u64>,
     /// Grants `wasi:sockets` (TCP, UDP and `ip-name-lookup`, any address) to WASI p2
     /// components. `false` (no network at all) is what existing callers get. WASI p1
@@ -401,7 +410,7 @@ pub(crate) fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmEr
 pub(crate) fn new_store<W: Send + 'static>(
     engine: &Engine,
     wasi: W,
-    memory_limit: Option<u64>,
+    limiter: MemoryLimiter,
     cpu: Option<CpuMeter>,
     kill: Arc<KillSwitch>,
 ) -> Store<GuestState<W>> {
@@ -410,7 +419,7 @@ pub(crate) fn new_store<W: Send + 'static>(
         engine,
         GuestState {
             wasi,
-            limiter: MemoryLimiter::new(memory_limit),
+            limiter,
             cpu,
             kill,
         },
@@ -445,10 +454,14 @@ pub(crate) fn start(
     rt: &tokio::runtime::Handle,
     program: &Program,
     spec: InstanceSpec,
+    memory: &MemoryPolicy,
     slot: Slot,
 ) -> Result<Instance, WasmError> {
     let mut builder = wasi_builder(&spec)?;
+    // At 1000 and more the limit cannot bind a single-threaded guest (see
+    // `InstanceSpec::cpu_millis`).
     let cpu = || spec.cpu_millis.filter(|&m| m < 1000).map(CpuMeter::new);
+    let limiter = || memory.limiter(memory.container(spec.memory_limit));
     let kill = Arc::new(KillSwitch::default());
     let (tx, rx) = oneshot::channel();
     let guest_kill = kill.clone();
@@ -459,13 +472,7 @@ pub(crate) fn start(
     match &program.inner.entry {
         Entry::Module(pre) => {
             let pre = pre.clone();
-            let mut store = new_store(
-                engine,
-                builder.build_p1(),
-                spec.memory_limit,
-                cpu(),
-                kill.clone(),
-            );
+            let mut store = new_store(engine, builder.build_p1(), limiter(), cpu(), kill.clone());
             let guest = async move {
                 let run = async {
                     let instance = pre
@@ -499,7 +506,7 @@ pub(crate) fn start(
             let pre = pre.clone();
             // A command's outgoing wasi:http requests are network use like its sockets.
             let wasi = P2Ctx::new(builder.build(), spec.network, spec.pod_network.as_ref());
-            let mut store = new_store(engine, wasi, spec.memory_limit, cpu(), kill.clone());
+            let mut store = new_store(engine, wasi, limiter(), cpu(), kill.clone());
             let guest = async move {
                 let run = async {
                     let command = pre
@@ -533,16 +540,15 @@ enum Phase {
 
 struct GuestEnd {
     result: Result<i32, (Phase, wasmtime::Error)>,
-    denied: Option<u64>,
-    limit: Option<u64>,
+    /// Why a memory grow was refused, if one was.
+    oom: Option<String>,
 }
 
 impl GuestEnd {
     fn new<W>(result: Result<i32, (Phase, wasmtime::Error)>, state: &GuestState<W>) -> Self {
         GuestEnd {
             result,
-            denied: state.limiter.denied(),
-            limit: state.limiter.limit(),
+            oom: state.limiter.oom_message(),
         }
     }
 }
@@ -571,25 +577,25 @@ async fn supervise(
 }
 
 fn classify(end: GuestEnd, killed: bool) -> ExitStatus {
+    let denied = end.oom.is_some();
     let oom = |what: String| ExitStatus {
         code: KILLED_EXIT_CODE,
         reason: ExitReason::OOMKilled,
         message: Some(truncate(format!(
-            "memory limit of {} bytes exceeded (a grow to {} bytes was refused); {what}",
-            end.limit.unwrap_or(0),
-            end.denied.unwrap_or(0)
+            "{}; {what}",
+            end.oom.as_deref().unwrap_or_default()
         ))),
     };
     let (phase, err) = match end.result {
         Ok(0) => return ExitStatus::completed(0),
-        Ok(code) if end.denied.is_some() => return oom(format!("guest then exited with {code}")),
+        Ok(code) if denied => return oom(format!("guest then exited with {code}")),
         Ok(code) => return ExitStatus::completed(code),
         Err(e) => e,
     };
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return match exit.0 {
             0 => ExitStatus::completed(0),
-            code if end.denied.is_some() => oom(format!("guest then exited with {code}")),
+            code if denied => oom(format!("guest then exited with {code}")),
             code => ExitStatus::completed(code),
         };
     }
@@ -597,7 +603,7 @@ fn classify(end: GuestEnd, killed: bool) -> ExitStatus {
         return ExitStatus::killed("killed");
     }
     if let Some(trap) = err.downcast_ref::<Trap>() {
-        if end.denied.is_some() {
+        if denied {
             return oom(format!("guest then trapped: {trap}"));
         }
         let mut msg = trap.to_string();
@@ -606,7 +612,7 @@ fn classify(end: GuestEnd, killed: bool) -> ExitStatus {
         }
         return ExitStatus::error(TRAP_EXIT_CODE, msg);
     }
-    if end.denied.is_some() {
+    if denied {
         return oom(format!("{err:#}"));
     }
     if let Some(pool) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {

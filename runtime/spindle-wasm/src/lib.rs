@@ -32,6 +32,26 @@
 //!   `max_memory_bytes`.
 //! - memory mappings: about five per live instance against `vm.max_map_count` (65530 by
 //!   default), which is why the default `max_instances` follows that sysctl.
+//!
+//! Isolation between guests, which all live in the agent's process with no cgroup:
+//! - memory: every guest is capped by its `limits.memory`, or without one by
+//!   [`RuntimeConfig::default_memory_limit`] (1 GiB), the way a LimitRange default would
+//!   cap it. Unlike a container without limits, which may use the node's memory, one
+//!   guest must not be able to make the kernel's OOM killer pick the agent. All guests
+//!   together are held to [`RuntimeConfig::guest_memory_budget`] (¾ of the node's RAM),
+//!   charged at every grow: a grow past either fails in the guest (`memory.grow` returns
+//!   -1) and a guest that dies of it ends OOMKilled, like a container whose cgroup, or
+//!   the node, ran out of memory.
+//! - HTTP components: a server's memory limit is shared by its concurrent request
+//!   instances, and at most [`RuntimeConfig::http_max_concurrency`] of them run at once;
+//!   up to [`RuntimeConfig::http_max_queue`] more wait (at most [`SLOT_WAIT`]) and the
+//!   rest get 503 at once, as Knative's queue-proxy does with `containerConcurrency`. So
+//!   one pod's traffic cannot take every pool slot.
+//! - CPU: see [`InstanceSpec::cpu_millis`]. A server without a CPU limit gets
+//!   `worker_threads - 1` cores' worth (with more than one worker), so however many of
+//!   its requests spin, one worker's worth is always left to other guests; every guest,
+//!   limited or not, yields at every [`EPOCH_TICK`], and the workers serve runnable guests
+//!   in turn.
 
 mod error;
 mod http;
@@ -63,6 +83,7 @@ pub use output::OutputSink;
 pub use program::{CacheStats, LoadOrigin, Program, ProgramKind};
 
 use instance::{GuestState, Slot};
+use limits::{MemoryBudget, MemoryPolicy};
 use program::{Loader, StatCounters};
 
 /// How often the engine's epoch advances. Every running guest yields (and has its CPU
@@ -83,6 +104,29 @@ const MAPS_PER_SLOT: u64 = 5;
 /// Mappings left for everything else in the agent process.
 const MAPS_RESERVED: u64 = 4096;
 const DEFAULT_MAX_INSTANCES: u32 = 20_000;
+/// The memory cap of a guest without `limits.memory`.
+const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
+/// Used as the node's RAM when /proc/meminfo cannot be read.
+const FALLBACK_NODE_MEMORY: u64 = 4 << 30;
+/// Concurrent request instances of one HTTP server, at most; and never more than
+/// `1 / MIN_SERVERS_TO_FILL_POOL` of the pool.
+const DEFAULT_HTTP_MAX_CONCURRENCY: u32 = 256;
+const MIN_SERVERS_TO_FILL_POOL: u32 = 4;
+/// Requests that may wait for a free instance, per allowed concurrent instance.
+const QUEUE_PER_INSTANCE: u32 = 4;
+
+fn node_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kib.checked_mul(1024)
+}
 
 fn system_max_map_count() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")
@@ -111,22 +155,53 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// Threads of the runtime's own tokio runtime, on which all guests run.
     pub worker_threads: usize,
+    /// The memory cap of a guest whose spec has no `memory_limit`: 1 GiB by default.
+    pub default_memory_limit: u64,
+    /// Bytes of linear memory and tables all guests may hold together: ¾ of the node's
+    /// RAM by default, the rest left to the agent, the server and containers. Guests run
+    /// in the agent's process, so without it their sum could make the kernel's OOM
+    /// killer end the agent (and the server with it when it is embedded).
+    pub guest_memory_budget: u64,
+    /// Request instances one HTTP server may have alive at once: 256 by default, and at
+    /// most a quarter of `max_instances`, so one pod's traffic cannot take every slot.
+    pub http_max_concurrency: u32,
+    /// Requests of one HTTP server that may wait for an instance (each at most
+    /// [`SLOT_WAIT`]); beyond them requests get 503 at once. Four per allowed instance by
+    /// default.
+    pub http_max_queue: u32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
+        let max_instances = system_max_map_count()
+            .map(max_instances_for_map_count)
+            .unwrap_or(DEFAULT_MAX_INSTANCES)
+            .clamp(1, DEFAULT_MAX_INSTANCES);
+        let guest_memory_budget = node_memory().unwrap_or(FALLBACK_NODE_MEMORY) / 4 * 3;
+        let http_max_concurrency = DEFAULT_HTTP_MAX_CONCURRENCY
+            .min(max_instances / MIN_SERVERS_TO_FILL_POOL)
+            .max(1);
         RuntimeConfig {
             cache_dir: std::env::temp_dir().join("spindle-wasm-cache"),
-            max_instances: system_max_map_count()
-                .map(max_instances_for_map_count)
-                .unwrap_or(DEFAULT_MAX_INSTANCES)
-                .clamp(1, DEFAULT_MAX_INSTANCES),
+            max_instances,
             max_memory_bytes: 4 << 30,
             worker_threads: std::thread::available_parallelism()
                 .map(NonZeroUsize::get)
                 .unwrap_or(2),
+            default_memory_limit: DEFAULT_MEMORY_LIMIT.min(guest_memory_budget),
+            guest_memory_budget,
+            http_max_concurrency,
+            http_max_queue: http_max_concurrency.saturating_mul(QUEUE_PER_INSTANCE),
         }
     }
+}
+
+/// The CPU budget of an HTTP server without a CPU limit: all workers but one, so its
+/// requests, however many spin, always leave a worker's worth to other guests. `None`
+/// (unmetered) with a single worker, where only the yield at every epoch tick shares it.
+fn unlimited_server_cpu(worker_threads: usize) -> Option<u64> {
+    let spare = u64::try_from(worker_threads.saturating_sub(1)).unwrap_or(u64::MAX);
+    (spare > 0).then(|| spare.saturating_mul(1000))
 }
 
 /// The Wasm runtime of a node. Cheap to clone; clones share the engine, the caches and
@@ -150,6 +225,9 @@ struct Inner {
     live: Arc<AtomicU32>,
     max_instances: u32,
     worker_threads: usize,
+    memory: MemoryPolicy,
+    http_max_concurrency: u32,
+    http_max_queue: u32,
     id: u64,
 }
 
@@ -173,6 +251,11 @@ fn engine_config(cfg: &RuntimeConfig) -> Result<Config, WasmError> {
     if cfg.worker_threads == 0 {
         return Err(WasmError::Config(
             "worker_threads must be at least 1".into(),
+        ));
+    }
+    if cfg.http_max_concurrency == 0 {
+        return Err(WasmError::Config(
+            "http_max_concurrency must be at least 1".into(),
         ));
     }
     let max_memory = cfg
@@ -288,6 +371,12 @@ impl WasmRuntime {
                 live: Arc::new(AtomicU32::new(0)),
                 max_instances: cfg.max_instances,
                 worker_threads: cfg.worker_threads,
+                memory: MemoryPolicy {
+                    node: MemoryBudget::new(cfg.guest_memory_budget),
+                    default_limit: cfg.default_memory_limit,
+                },
+                http_max_concurrency: cfg.http_max_concurrency,
+                http_max_queue: cfg.http_max_queue,
                 id,
             }),
         })
@@ -350,7 +439,14 @@ impl WasmRuntime {
             return Err(WasmError::ForeignProgram);
         }
         let slot = Slot::acquire(&self.inner.live, self.inner.max_instances)?;
-        instance::start(&self.inner.engine, &self.inner.handle, program, spec, slot)
+        instance::start(
+            &self.inner.engine,
+            &self.inner.handle,
+            program,
+            spec,
+            &self.inner.memory,
+            slot,
+        )
     }
 
     /// Serves the HTTP component `program` on `listener` until the returned server is
@@ -359,12 +455,14 @@ impl WasmRuntime {
     ///
     /// `listener` must be bound and listening already; the runtime never creates a
     /// listening socket itself, so the caller decides its network namespace. `spec`
-    /// applies to every request instance: argv, env, preopens, stdout/stderr sinks and
-    /// `memory_limit` per instance; `cpu_millis` is one budget shared by all of the
-    /// server's concurrent instances (so it may usefully exceed 1000). A trap or memory
-    /// exhaustion ends that request's instance only, with a 500 answer. Each live request
-    /// instance holds one of the runtime's pool slots (and counts in
-    /// [`live_instances`](Self::live_instances)).
+    /// applies to every request instance: argv, env, preopens and stdout/stderr sinks per
+    /// instance; `memory_limit` and `cpu_millis` are each one budget shared by all of the
+    /// server's concurrent instances (so `cpu_millis` may usefully exceed 1000). Without
+    /// `cpu_millis` the server may use `worker_threads - 1` cores (with more than one
+    /// worker). A trap or memory exhaustion ends that request's instance only, with a 500
+    /// answer. Each live request instance holds one of the runtime's pool slots (and
+    /// counts in [`live_instances`](Self::live_instances)); at most
+    /// [`RuntimeConfig::http_max_concurrency`] are alive at once.
     ///
     /// Outgoing `wasi:http` requests (and `wasi:sockets`, if `spec.network`) leave from
     /// the network namespace of the runtime's worker threads, not the listener's.
@@ -394,18 +492,24 @@ impl WasmRuntime {
         // Every request builds its own context; build one now so a bad spec fails here
         // rather than on every request.
         instance::wasi_builder(&spec)?;
-        let cores = u64::try_from(self.inner.worker_threads).unwrap_or(u64::MAX);
         let cpu = spec
             .cpu_millis
-            .filter(|&m| m < cores.saturating_mul(1000))
+            .or_else(|| unlimited_server_cpu(self.inner.worker_threads))
             .map(limits::CpuAccount::new);
+        let memory = self.inner.memory.container(spec.memory_limit);
         let server = http::Server::new(
             self.inner.engine.clone(),
             pre.clone(),
             spec,
-            cpu,
-            self.inner.live.clone(),
-            self.inner.max_instances,
+            http::Limits {
+                cpu,
+                memory,
+                node_memory: self.inner.memory.clone(),
+                live: self.inner.live.clone(),
+                max_instances: self.inner.max_instances,
+                max_concurrency: self.inner.http_max_concurrency,
+                max_queue: self.inner.http_max_queue,
+            },
         );
         let rt = match &server.spec.pod_network {
             Some(net) => net.executor.clone(),
@@ -418,6 +522,12 @@ impl WasmRuntime {
     /// Instances started and not yet ended.
     pub fn live_instances(&self) -> u32 {
         self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// Bytes of linear memory and tables all guests hold now, against
+    /// [`RuntimeConfig::guest_memory_budget`].
+    pub fn guest_memory_bytes(&self) -> u64 {
+        self.inner.memory.node.used()
     }
 
     pub fn cache_stats(&self) -> CacheStats {

@@ -10,57 +10,189 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use wasmtime::{CallHook, ResourceLimiter, UpdateDeadline};
 
-/// Caps the bytes of all linear memories and tables of one store together, and remembers
-/// whether it ever had to say no, so a guest that dies after a denied grow is reported
-/// as OOMKilled rather than as a generic crash.
+/// Bytes of linear memory and tables that a set of stores may hold together: one
+/// container's limit (shared by all request instances of an HTTP server, as a cgroup is by
+/// a container's processes), or the node's budget for all guests. Guests live inside the
+/// agent process with no cgroup of their own, so these are what stands between a guest and
+/// the kernel's OOM killer choosing the agent.
+pub(crate) struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes charged right now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Charges `bytes`, or returns the total that would have been in use.
+    fn try_charge(&self, bytes: u64) -> Result<(), u64> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&want| want <= self.limit)
+            })
+            .map(drop)
+            .map_err(|used| used.saturating_add(bytes))
+    }
+
+    fn release(&self, bytes: u64) {
+        // Never below zero, even if a caller got its arithmetic wrong.
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Where a container's memory cap came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LimitSource {
+    /// The container's `limits.memory`.
+    Spec,
+    /// The node's default for containers without `limits.memory`.
+    Default,
+}
+
+/// A refused grow: which budget said no, and to what total.
+#[derive(Clone, Copy, Debug)]
+struct Denial {
+    want: u64,
+    limit: u64,
+    by_node: bool,
+}
+
+/// Charges all linear memories and tables of one store to the container's budget and the
+/// node's, gives the bytes back when the store is dropped, and remembers whether it ever
+/// had to say no, so a guest that dies after a denied grow is reported as OOMKilled rather
+/// than as a generic crash.
 pub(crate) struct MemoryLimiter {
-    limit: Option<u64>,
+    container: Arc<MemoryBudget>,
+    source: LimitSource,
+    node: Arc<MemoryBudget>,
+    /// This store's bytes, charged to both budgets.
     in_use: u64,
     /// Bytes granted by the last `*_growing` call; taken back if the grow then fails.
     pending: u64,
-    denied: Option<u64>,
+    denied: Option<Denial>,
 }
 
 /// wasmtime stores one pointer per table element.
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
 impl MemoryLimiter {
-    pub(crate) fn new(limit: Option<u64>) -> Self {
+    pub(crate) fn new(
+        container: Arc<MemoryBudget>,
+        source: LimitSource,
+        node: Arc<MemoryBudget>,
+    ) -> Self {
         MemoryLimiter {
-            limit,
+            container,
+            source,
+            node,
             in_use: 0,
             pending: 0,
             denied: None,
         }
     }
 
-    /// The size of the largest request that was refused, if any.
-    pub(crate) fn denied(&self) -> Option<u64> {
-        self.denied
+    /// What to tell the user about a refused grow, if there was one.
+    pub(crate) fn oom_message(&self) -> Option<String> {
+        let d = self.denied?;
+        Some(if d.by_node {
+            format!(
+                "the node's memory for Wasm guests ({} bytes) is used up (a grow to {} bytes \
+                 in all was refused)",
+                d.limit, d.want
+            )
+        } else {
+            let why = match self.source {
+                LimitSource::Spec => "",
+                LimitSource::Default => {
+                    ", the node's default for a container without limits.memory"
+                }
+            };
+            format!(
+                "memory limit of {} bytes exceeded{why} (a grow to {} bytes was refused)",
+                d.limit, d.want
+            )
+        })
     }
 
-    pub(crate) fn limit(&self) -> Option<u64> {
-        self.limit
+    fn deny(&mut self, want: u64, limit: u64, by_node: bool) -> bool {
+        let larger = self.denied.is_none_or(|d| want >= d.want);
+        if larger {
+            self.denied = Some(Denial {
+                want,
+                limit,
+                by_node,
+            });
+        }
+        self.pending = 0;
+        false
     }
 
     fn grow(&mut self, current: u64, desired: u64) -> bool {
         let delta = desired.saturating_sub(current);
-        let want = self.in_use.saturating_add(delta);
-        if let Some(limit) = self.limit {
-            if want > limit {
-                self.denied = Some(self.denied.unwrap_or(0).max(want));
-                self.pending = 0;
-                return false;
-            }
+        if let Err(want) = self.container.try_charge(delta) {
+            return self.deny(want, self.container.limit, false);
         }
-        self.in_use = want;
+        if let Err(want) = self.node.try_charge(delta) {
+            self.container.release(delta);
+            return self.deny(want, self.node.limit, true);
+        }
+        self.in_use = self.in_use.saturating_add(delta);
         self.pending = delta;
         true
     }
 
     fn grow_failed(&mut self) {
+        self.container.release(self.pending);
+        self.node.release(self.pending);
         self.in_use = self.in_use.saturating_sub(self.pending);
         self.pending = 0;
+    }
+}
+
+impl Drop for MemoryLimiter {
+    /// The store's memories and tables go with it.
+    fn drop(&mut self) {
+        self.container.release(self.in_use);
+        self.node.release(self.in_use);
+    }
+}
+
+/// The node's memory rules for guests: the shared budget, and the cap of a container
+/// without `limits.memory`.
+#[derive(Clone)]
+pub(crate) struct MemoryPolicy {
+    pub(crate) node: Arc<MemoryBudget>,
+    pub(crate) default_limit: u64,
+}
+
+impl MemoryPolicy {
+    /// The budget of one container: its `limits.memory`, or the node's default.
+    pub(crate) fn container(&self, limit: Option<u64>) -> (Arc<MemoryBudget>, LimitSource) {
+        match limit {
+            Some(l) => (MemoryBudget::new(l), LimitSource::Spec),
+            None => (MemoryBudget::new(self.default_limit), LimitSource::Default),
+        }
+    }
+
+    /// A limiter for one store charging `container` (see [`container`](Self::container)).
+    pub(crate) fn limiter(
+        &self,
+        (container, source): (Arc<MemoryBudget>, LimitSource),
+    ) -> MemoryLimiter {
+        MemoryLimiter::new(container, source, self.node.clone())
     }
 }
 
@@ -276,24 +408,51 @@ impl KillSwitch {
 mod tests {
     use super::*;
 
+    fn limiter(container: u64, node: &Arc<MemoryBudget>) -> MemoryLimiter {
+        MemoryLimiter::new(
+            MemoryBudget::new(container),
+            LimitSource::Spec,
+            node.clone(),
+        )
+    }
+
     #[test]
     fn limiter_counts_memories_and_tables_together() {
-        let mut l = MemoryLimiter::new(Some(200 << 10));
+        let node = MemoryBudget::new(u64::MAX);
+        let mut l = limiter(200 << 10, &node);
         assert!(l.grow(0, 128 << 10));
         assert!(l.grow(0, 64 << 10));
         assert!(!l.grow(64 << 10, 128 << 10));
-        assert_eq!(l.denied(), Some(256 << 10));
+        assert!(l.oom_message().unwrap().contains(&format!("{}", 256 << 10)));
         l.grow_failed();
         assert!(l.grow(0, 8 << 10));
     }
 
     #[test]
     fn failed_grow_gives_bytes_back() {
-        let mut l = MemoryLimiter::new(Some(128 << 10));
+        let node = MemoryBudget::new(u64::MAX);
+        let mut l = limiter(128 << 10, &node);
         assert!(l.grow(0, 128 << 10));
         l.grow_failed();
         assert!(l.grow(0, 128 << 10));
-        assert_eq!(l.denied(), None);
+        assert!(l.oom_message().is_none());
+        assert_eq!(node.used(), 128 << 10);
+        drop(l);
+        assert_eq!(node.used(), 0);
+    }
+
+    #[test]
+    fn node_budget_is_shared_and_refused_grows_charge_nothing() {
+        let node = MemoryBudget::new(100);
+        let mut a = limiter(80, &node);
+        let mut b = limiter(80, &node);
+        assert!(a.grow(0, 60));
+        assert!(!b.grow(0, 60));
+        assert!(b.oom_message().unwrap().contains("node's memory"));
+        // The container's budget was not left charged by the refusal.
+        assert_eq!(b.container.used(), 0);
+        drop(a);
+        assert!(b.grow(0, 60));
     }
 
     #[test]

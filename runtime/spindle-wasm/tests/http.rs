@@ -335,3 +335,107 @@ async fn serve_http_refuses_commands() {
         Ok(_) => panic!("served a p1 command"),
     }
 }
+
+/// SPN-14: the memory limit of an HTTP component applied to each request instance, so N
+/// concurrent requests could use N times the pod's limit. Now the instances share it.
+#[tokio::test]
+async fn concurrent_requests_share_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let program = load_http_hello(&rt, dir.path()).await;
+    // 64 MiB for the whole server.
+    let (spec, out) = http_spec(&[]);
+    let mut server = serve(&rt, &program, spec);
+    let addr = server.local_addr();
+    let holding = tokio::spawn(async move { get(addr, "/hold/40/60000").await });
+    let t = Instant::now();
+    while server.stats().memory_bytes < 40 << 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A second 40 MiB would fit one instance's 64 MiB, not the server's.
+    let (status, _) = within(20, get(addr, "/hold/40/0")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let err = out.stderr.text();
+    assert!(
+        err.contains(&format!("memory limit of {} bytes exceeded", 64u64 << 20)),
+        "{err}"
+    );
+    // Small requests still fit beside the holder.
+    assert_eq!(
+        within(10, get(addr, "/small")).await,
+        (StatusCode::OK, "hello from /small".to_owned())
+    );
+    holding.abort();
+    server.stop();
+    within(10, server.wait()).await;
+    assert_eq!(rt.guest_memory_bytes(), 0);
+}
+
+/// SPN-14: one pod's HTTP server flooded with slow requests used to take every slot of
+/// the runtime's pool, so other pods' requests (and starts) failed. Now it has at most
+/// `http_max_concurrency` instances, a bounded queue and 503s beyond, and another pod's
+/// server on the same runtime still answers.
+#[tokio::test]
+async fn flooded_server_keeps_to_its_share_of_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 16);
+    cfg.http_max_concurrency = 4;
+    cfg.http_max_queue = 4;
+    let rt = spindle_wasm::WasmRuntime::new(cfg).expect("runtime");
+    let program = load_http_hello(&rt, dir.path()).await;
+    let (spec, _) = http_spec(&[]);
+    let mut flooded = serve(&rt, &program, spec);
+    let (spec, _) = http_spec(&[]);
+    let other = serve(&rt, &program, spec);
+    let (addr, other_addr) = (flooded.local_addr(), other.local_addr());
+
+    // 20 requests that each hold their instance for a minute, all at once.
+    let flood: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(addr, "/hold/1/60000").await }))
+        .collect();
+    // Four run; four wait for up to SLOT_WAIT and twelve are refused at once: 16 × 503.
+    let t = Instant::now();
+    while flood.iter().filter(|r| r.is_finished()).count() < 16 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            flooded.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = flooded.stats();
+    assert_eq!((stats.active, stats.peak_active), (4, 4), "{stats:?}");
+    assert_eq!(stats.rejected, 16, "{stats:?}");
+    assert!(rt.live_instances() <= 4, "{}", rt.live_instances());
+    let mut flood = flood;
+    for r in flood.iter_mut().filter(|r| r.is_finished()) {
+        let (status, body) = r.await.expect("flood request");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    // The other pod's server answers at once, and so does a command.
+    assert_eq!(
+        within(10, get(other_addr, "/")).await,
+        (StatusCode::OK, "hello from /".to_owned())
+    );
+    let hello = load_wat(&rt, dir.path(), HELLO).await;
+    let (s, _) = common::spec(&["hello"]);
+    let st = within(10, rt.start(&hello, s).unwrap().wait()).await;
+    assert_eq!(st.reason, ExitReason::Completed, "{st:?}");
+    assert!(flooded.stats().peak_active <= 4, "{:?}", flooded.stats());
+
+    for r in &flood {
+        r.abort();
+    }
+    flooded.stop();
+    within(10, flooded.wait()).await;
+    assert_eq!(
+        within(10, get(other_addr, "/after")).await,
+        (StatusCode::OK, "hello from /after".to_owned())
+    );
+}

@@ -1,16 +1,21 @@
 //! The CPU budget of `serve_http`, alone in its test binary: it measures time, and the
-//! other HTTP tests would compete with it for the CPU.
+//! other HTTP tests would compete with it for the CPU. The tests here take turns
+//! ([`SERIAL`]) for the same reason.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::http::*;
 use common::*;
 use hyper::StatusCode;
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn cpu_budget_is_shared_by_concurrent_requests() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let program = load_http_hello(&rt, dir.path()).await;
@@ -54,5 +59,77 @@ async fn cpu_budget_is_shared_by_concurrent_requests() {
     assert!(
         three.as_secs_f64() >= alone.as_secs_f64() * 1.8,
         "three requests under a shared budget took {three:?}, one alone {alone:?}"
+    );
+}
+
+/// How long `GET /work/{units}` takes.
+async fn work(addr: SocketAddr, units: u32) -> Duration {
+    let t = Instant::now();
+    let (status, body) = within(60, get(addr, &format!("/work/{units}"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    t.elapsed()
+}
+
+/// SPN-14: an HTTP server without a CPU limit was unmetered, so enough spinning requests
+/// took every worker of the runtime and starved other pods' guests down to their turn in
+/// a round-robin of all spinning instances. Now it gets all workers but one, and another
+/// pod's request runs at close to its usual speed beside the flood.
+#[tokio::test]
+async fn unlimited_server_leaves_a_worker_to_others() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 2 workers; up to 16 instances per server.
+    let rt = runtime_with(dir.path(), 32);
+    let program = load_http_hello(&rt, dir.path()).await;
+    let (spec, _) = http_spec(&[]);
+    let mut flooded = serve(&rt, &program, spec);
+    let (spec, _) = http_spec(&[]);
+    let other = serve(&rt, &program, spec);
+    let addr = other.local_addr();
+
+    // About 150 ms of work alone.
+    let mut units = 1;
+    while units < 1 << 14 && work(addr, units).await < Duration::from_millis(150) {
+        units *= 2;
+    }
+    let mut alone = Duration::MAX;
+    for _ in 0..3 {
+        alone = alone.min(work(addr, units).await);
+    }
+
+    // 14 requests that spin forever. Sharing both workers round-robin with them, the
+    // other pod's request would get 2/15 of a core (7.5 times slower); with the flood held
+    // to one core's worth it gets about half the machine (about twice as slow).
+    let flood: Vec<_> = (0..14)
+        .map(|_| {
+            let a = flooded.local_addr();
+            tokio::spawn(async move { get(a, "/spin").await })
+        })
+        .collect();
+    let t = Instant::now();
+    while flooded.stats().active < 14 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            flooded.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut beside = Duration::MAX;
+    for _ in 0..3 {
+        beside = beside.min(work(addr, units).await);
+    }
+    for r in &flood {
+        r.abort();
+    }
+    flooded.stop();
+    within(10, flooded.wait()).await;
+    let ratio = beside.as_secs_f64() / alone.as_secs_f64();
+    eprintln!(
+        "/work/{units}: alone {alone:?}, beside 14 unlimited spinners {beside:?}, ratio {ratio:.1}"
+    );
+    assert!(
+        ratio < 4.0,
+        "beside an unlimited server's 14 spinning requests: {beside:?}, alone {alone:?}"
     );
 }

@@ -35,13 +35,22 @@ pub fn runtime(cache: &Path) -> WasmRuntime {
 }
 
 pub fn runtime_with(cache: &Path, max_instances: u32) -> WasmRuntime {
-    WasmRuntime::new(RuntimeConfig {
+    WasmRuntime::new(config(cache, max_instances)).expect("runtime")
+}
+
+/// The tests' runtime: the node's memory budget is not what most tests look at, and one
+/// HTTP server may use the whole (small) pool unless a test says otherwise.
+pub fn config(cache: &Path, max_instances: u32) -> RuntimeConfig {
+    RuntimeConfig {
         cache_dir: cache.to_owned(),
         max_instances,
         max_memory_bytes: 1 << 30,
         worker_threads: 2,
-    })
-    .expect("runtime")
+        default_memory_limit: 1 << 30,
+        guest_memory_budget: 16 << 30,
+        http_max_concurrency: max_instances,
+        http_max_queue: 1024,
+    }
 }
 
 pub fn digest_of(bytes: &[u8]) -> String {

@@ -5,6 +5,8 @@
 //! - `/alloc`: allocates 1 MiB blocks until memory runs out;
 //! - `/spin`: loops forever;
 //! - `/work/N`: spins N million iterations, then answers `worked N`;
+//! - `/hold/MIB/MS`: allocates and touches MIB MiB, sleeps MS milliseconds, then answers
+//!   `held MIB`;
 //! - `/env/NAME`: the value of the environment variable NAME (or `unset`);
 //! - `/log`: writes `log-stdout` / `log-stderr` lines, then answers `logged`;
 //! - `/fetch/HOST:PORT/PATH`: makes an outgoing `GET http://HOST:PORT/PATH` and answers
@@ -98,6 +100,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
                     acc = std::hint::black_box(acc.wrapping_add(i));
                 }
                 (200, format!("worked {n} {}", acc % 2))
+            }
+            p if p.starts_with("/hold/") => {
+                let mut parts = p[6..].split('/').map(|n| n.parse::<u64>().unwrap_or(0));
+                let (mib, ms) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+                let held = std::hint::black_box(vec![1u8; (mib as usize) << 20]);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                (200, format!("held {}", held.len() >> 20))
             }
             p if p.starts_with("/env/") => (
                 200,
