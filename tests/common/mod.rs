@@ -360,6 +360,22 @@ impl Cluster {
         Hollow { child: Some(child) }
     }
 
+    /// `kubectl get pod POD -o jsonpath=PATH`, trimmed.
+    pub fn pod_field(&self, pod: &str, path: &str) -> String {
+        self.ok(
+            KUBECTL_DEFAULT,
+            &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Poll until the pod's field at `path` is `want`.
+    pub fn wait_pod_field(&self, pod: &str, path: &str, want: &str, timeout: Duration) {
+        let path = format!("jsonpath={path}");
+        self.wait_for_output(&["get", "pod", pod, "-o", &path], want, timeout);
+    }
+
     /// Poll `kubectl get -o jsonpath=…` until it returns `want`.
     pub fn wait_for_output(&self, args: &[&str], want: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

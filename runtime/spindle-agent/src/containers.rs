@@ -12,7 +12,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use spindle_containerd::daemon::Daemon;
 use spindle_containerd::io::{Fifos, Pump};
-use spindle_containerd::spec::{self, Bind, ProcessSpec};
+use spindle_containerd::spec::{self, Bind, ProcessSpec, Seccomp};
 use spindle_containerd::{Containerd, ExecSpec, RunSpec};
 use spindle_image::{ContainerImage, PulledImage};
 use spindle_logs::Stream;
@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::runtime::{ContainerSpec, Exit, Output, OutputFn, Running, Runtime};
+use crate::runtime::{ContainerSpec, Exit, Output, OutputFn, RunMeta, Running, Runtime, Security};
 
 /// How the agent finds containerd.
 #[derive(Clone, Debug, Default)]
@@ -114,23 +114,93 @@ fn merge_env(image: &[String], pod: &[(String, String)]) -> Vec<String> {
     out
 }
 
-/// A numeric `uid[:gid]` from the image config (names would need the image's
-/// /etc/passwd; they run as root with a warning).
-fn image_user(user: Option<&str>) -> (u32, Option<u32>) {
+/// The image config's `User`, as the kubelet reads it: a numeric `uid[:gid]`, or a
+/// name (which would need the image's /etc/passwd).
+#[derive(Debug, PartialEq, Eq)]
+enum ImageUser<'a> {
+    Id(u32, Option<u32>),
+    Name(&'a str),
+}
+
+fn image_user(user: Option<&str>) -> ImageUser<'_> {
     let Some(u) = user.filter(|u| !u.is_empty()) else {
-        return (0, None);
+        return ImageUser::Id(0, None);
     };
     let (uid, gid) = match u.split_once(':') {
         Some((a, b)) => (a, Some(b)),
         None => (u, None),
     };
     match uid.parse() {
-        Ok(uid) => (uid, gid.and_then(|g| g.parse().ok())),
-        Err(_) => {
-            tracing::warn!(user = u, "image user is a name; running as uid 0");
-            (0, None)
+        Ok(uid) => ImageUser::Id(uid, gid.and_then(|g| g.parse().ok())),
+        Err(_) => ImageUser::Name(uid),
+    }
+}
+
+/// The kubelet's `runAsNonRoot` check (verifyRunAsNonRoot), with its messages.
+fn verify_run_as_non_root(meta: &RunMeta, user: &ImageUser) -> Result<(), String> {
+    let sec = &meta.security;
+    if sec.run_as_non_root != Some(true) {
+        return Ok(());
+    }
+    let who = format!("(pod: {:?}, container: {})", meta.pod, meta.container);
+    match (sec.run_as_user, user) {
+        (Some(0), _) => Err(format!("container's runAsUser breaks non-root policy {who}")),
+        (Some(_), _) => Ok(()),
+        (None, ImageUser::Id(0, _)) => Err(format!(
+            "container has runAsNonRoot and image will run as root {who}"
+        )),
+        (None, ImageUser::Name(name)) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root {who}"
+        )),
+        (None, ImageUser::Id(..)) => Ok(()),
+    }
+}
+
+/// The seccomp filter of a container. As containerd's CRI does, a privileged container
+/// runs without one and every other gets the runtime default unless it asks. Asking
+/// for `Unconfined` lifts a defence the node's operator relies on, so it needs
+/// `--allow-privileged` as privileged containers do (Kubernetes leaves that to
+/// PodSecurity admission, which Spindle does not have). Localhost profiles would read
+/// a file of the node named by the pod: not supported.
+fn seccomp_of(sec: &Security, allow_privileged: bool) -> Result<Seccomp, String> {
+    match sec.seccomp_profile.as_deref() {
+        _ if sec.privileged => Ok(Seccomp::Unconfined),
+        None | Some("RuntimeDefault") => Ok(Seccomp::RuntimeDefault),
+        Some("Unconfined") if allow_privileged => Ok(Seccomp::Unconfined),
+        Some("Unconfined") => Err(
+            "seccomp profile Unconfined is not allowed on this node (the agent's --allow-privileged flag)"
+                .into(),
+        ),
+        Some("Localhost") => {
+            Err("seccomp profile type Localhost is not supported on this node".into())
+        }
+        Some(other) => Err(format!("unknown seccomp profile type {other:?}")),
+    }
+}
+
+/// Whether this node runs the container as configured; returns its seccomp filter.
+/// `privileged`, the capabilities that reach beyond the container
+/// ([`spec::privileged_caps`]) and an unconfined seccomp need `--allow-privileged`.
+fn admit(meta: &RunMeta, user: &ImageUser, allow_privileged: bool) -> Result<Seccomp, String> {
+    let sec = &meta.security;
+    if !allow_privileged {
+        if sec.privileged {
+            return Err(
+                "privileged containers are not allowed on this node (the agent's --allow-privileged flag)"
+                    .into(),
+            );
+        }
+        let caps = spec::privileged_caps(&sec.cap_add);
+        if !caps.is_empty() {
+            return Err(format!(
+                "adding capabilities {} is not allowed on this node (the agent's --allow-privileged flag)",
+                caps.join(", ")
+            ));
         }
     }
+    let seccomp = seccomp_of(sec, allow_privileged)?;
+    verify_run_as_non_root(meta, user)?;
+    Ok(seccomp)
 }
 
 impl ContainerdContainers {
@@ -427,11 +497,15 @@ fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<B
     };
     let hosts = write("hosts", &hosts)?;
     let hostname = write("hostname", &format!("{host}\n"))?;
+    // The lifecycle writes the pod's resolv.conf for the cluster DNS policies. For
+    // dnsPolicy Default and hostNetwork pods the container gets a copy of the node's,
+    // made once per pod as the kubelet does: the node's own file is never bound into
+    // a container, where a root process could rewrite the node's resolver.
     let pod_resolv = spec.meta.pod_dir.join("resolv.conf");
     let resolv = if pod_resolv.is_file() {
         pod_resolv
     } else {
-        PathBuf::from("/etc/resolv.conf")
+        host_resolv_copy(&dir, Path::new(HOST_RESOLV_CONF))?
     };
     Ok([
         ("/etc/hosts", hosts),
@@ -445,6 +519,26 @@ fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<B
         read_only: false,
     })
     .collect())
+}
+
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The pod's copy of the node's resolv.conf in `dir`, written if the pod has none yet
+/// (a container's edits then last for the pod's life, as under the kubelet). A node
+/// without the file gives an empty one.
+fn host_resolv_copy(dir: &Path, host: &Path) -> Result<PathBuf, String> {
+    let copy = dir.join("resolv.conf");
+    if copy.is_file() {
+        return Ok(copy);
+    }
+    let text = match std::fs::read(host) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("reading {}: {e}", host.display())),
+    };
+    std::fs::write(&copy, text)
+        .map(|()| copy)
+        .map_err(|e| format!("writing the pod's resolv.conf: {e}"))
 }
 
 fn id_u32(v: i64, what: &str) -> Result<u32, String> {
@@ -476,6 +570,20 @@ impl Runtime for ContainerdRuntime {
         Ok(true)
     }
 
+    fn check(&self, image: &PulledImage, meta: &RunMeta) -> Result<(), String> {
+        // Not a container image: `start` says so.
+        let Some(ci) = image.container() else {
+            return Ok(());
+        };
+        let cfg = image_config(ci)?;
+        admit(
+            meta,
+            &image_user(cfg.user.as_deref()),
+            self.0.allow_privileged,
+        )
+        .map(|_| ())
+    }
+
     async fn start(
         &self,
         image: &PulledImage,
@@ -486,14 +594,11 @@ impl Runtime for ContainerdRuntime {
             .container()
             .ok_or_else(|| format!("image {:?} is not a container image", image.image))?;
         let sec = &spec.meta.security;
-        if sec.privileged && !me.allow_privileged {
-            return Err(
-                "privileged containers are not allowed on this node (the agent's --allow-privileged flag)"
-                    .into(),
-            );
-        }
         let imported = me.import(image, ci).await?;
         let cfg = &imported.config;
+        let user = image_user(cfg.user.as_deref());
+        // The lifecycle has asked `check` already; this is the gate for every caller.
+        let seccomp = admit(&spec.meta, &user, me.allow_privileged)?;
         let argv = argv(cfg, spec.meta.command.as_ref(), spec.meta.args.as_ref());
         if argv.is_empty() {
             return Err(format!(
@@ -501,7 +606,13 @@ impl Runtime for ContainerdRuntime {
                 image.image
             ));
         }
-        let (img_uid, img_gid) = image_user(cfg.user.as_deref());
+        let (img_uid, img_gid) = match user {
+            ImageUser::Id(uid, gid) => (uid, gid),
+            ImageUser::Name(name) => {
+                tracing::warn!(user = name, "image user is a name; running as uid 0");
+                (0, None)
+            }
+        };
         let uid = match sec.run_as_user {
             Some(u) => id_u32(u, "runAsUser")?,
             None => img_uid,
@@ -531,7 +642,10 @@ impl Runtime for ContainerdRuntime {
             cap_add: sec.cap_add.clone(),
             cap_drop: sec.cap_drop.clone(),
             privileged: sec.privileged,
-            no_new_privileges: sec.allow_privilege_escalation == Some(false),
+            // no_new_privs unless escalation is asked for (or the container is
+            // privileged and does not refuse it): setuid binaries and file
+            // capabilities then give nothing beyond what the container starts with.
+            no_new_privileges: !sec.allow_privilege_escalation.unwrap_or(sec.privileged),
         };
         let netns = spec
             .net
@@ -560,6 +674,7 @@ impl Runtime for ContainerdRuntime {
             cpu_request_millis: spec.meta.cpu_request_millis,
             read_only_root: sec.read_only_root,
             cgroups_path: cgroups_path.clone(),
+            seccomp,
         };
         let bytes = spec::build(&oci).map_err(|e| e.to_string())?;
         let id = spec.meta.id.clone();
@@ -723,9 +838,123 @@ mod tests {
 
     #[test]
     fn numeric_image_users() {
-        assert_eq!(image_user(Some("1000:50")), (1000, Some(50)));
-        assert_eq!(image_user(Some("65534")), (65534, None));
-        assert_eq!(image_user(Some("nobody")), (0, None));
-        assert_eq!(image_user(None), (0, None));
+        assert_eq!(image_user(Some("1000:50")), ImageUser::Id(1000, Some(50)));
+        assert_eq!(image_user(Some("65534")), ImageUser::Id(65534, None));
+        assert_eq!(image_user(Some("nobody")), ImageUser::Name("nobody"));
+        assert_eq!(image_user(Some("app:app")), ImageUser::Name("app"));
+        assert_eq!(image_user(None), ImageUser::Id(0, None));
+    }
+
+    fn meta(security: Security) -> RunMeta {
+        RunMeta {
+            pod: "web_ns(u1)".into(),
+            container: "main".into(),
+            security,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn run_as_non_root_follows_the_kubelet() {
+        let non_root = |run_as_user| {
+            meta(Security {
+                run_as_non_root: Some(true),
+                run_as_user,
+                ..Default::default()
+            })
+        };
+        let root = ImageUser::Id(0, None);
+        let err = admit(&non_root(None), &root, false).expect_err("root image");
+        assert_eq!(
+            err,
+            r#"container has runAsNonRoot and image will run as root (pod: "web_ns(u1)", container: main)"#
+        );
+        let err = admit(&non_root(None), &ImageUser::Name("app"), false).expect_err("name");
+        assert_eq!(
+            err,
+            r#"container has runAsNonRoot and image has non-numeric user (app), cannot verify user is non-root (pod: "web_ns(u1)", container: main)"#
+        );
+        let err = admit(&non_root(Some(0)), &ImageUser::Id(1000, None), false).expect_err("0");
+        assert!(
+            err.starts_with("container's runAsUser breaks non-root policy"),
+            "{err}"
+        );
+        assert!(admit(&non_root(Some(1000)), &root, false).is_ok());
+        assert!(admit(&non_root(None), &ImageUser::Id(1000, None), false).is_ok());
+        assert!(admit(&meta(Security::default()), &root, false).is_ok());
+    }
+
+    #[test]
+    fn privileges_need_the_flag() {
+        let root = ImageUser::Id(0, None);
+        let caps = |add: &[&str]| {
+            meta(Security {
+                cap_add: s(add),
+                ..Default::default()
+            })
+        };
+        for add in [
+            &["SYS_ADMIN"][..],
+            &["ALL"],
+            &["CAP_SYS_MODULE"],
+            &["dac_read_search"],
+        ] {
+            let err = admit(&caps(add), &root, false).expect_err("dangerous cap");
+            assert!(err.contains("--allow-privileged"), "{err}");
+            assert!(admit(&caps(add), &root, true).is_ok());
+        }
+        assert_eq!(
+            admit(&caps(&["NET_BIND_SERVICE", "IPC_LOCK"]), &root, false),
+            Ok(Seccomp::RuntimeDefault)
+        );
+        let privileged = meta(Security {
+            privileged: true,
+            ..Default::default()
+        });
+        assert!(admit(&privileged, &root, false).is_err());
+        assert_eq!(admit(&privileged, &root, true), Ok(Seccomp::Unconfined));
+        let profile = |t: &str| {
+            meta(Security {
+                seccomp_profile: Some(t.into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            admit(&profile("RuntimeDefault"), &root, false),
+            Ok(Seccomp::RuntimeDefault)
+        );
+        assert!(admit(&profile("Unconfined"), &root, false).is_err());
+        assert_eq!(
+            admit(&profile("Unconfined"), &root, true),
+            Ok(Seccomp::Unconfined)
+        );
+        let err = admit(&profile("Localhost"), &root, true).expect_err("localhost");
+        assert!(err.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn resolv_conf_is_a_copy_of_the_nodes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let host = dir.path().join("host-resolv.conf");
+        std::fs::write(&host, "nameserver 192.0.2.1\n").expect("write");
+        let pod = dir.path().join("pod");
+        std::fs::create_dir(&pod).expect("mkdir");
+        let copy = host_resolv_copy(&pod, &host).expect("copy");
+        assert_eq!(copy, pod.join("resolv.conf"));
+        assert_eq!(
+            std::fs::read(&copy).expect("read"),
+            b"nameserver 192.0.2.1\n"
+        );
+        // A container's edit stays in the pod's copy; the node's file is untouched.
+        std::fs::write(&copy, "nameserver 203.0.113.53\n").expect("edit");
+        assert_eq!(host_resolv_copy(&pod, &host).expect("again"), copy);
+        assert_eq!(
+            std::fs::read(&host).expect("read"),
+            b"nameserver 192.0.2.1\n"
+        );
+        assert_eq!(
+            std::fs::read(&copy).expect("read"),
+            b"nameserver 203.0.113.53\n"
+        );
     }
 }

@@ -697,13 +697,7 @@ async fn supervise(
                 v
             }
             Err(e) => {
-                config_failures += 1;
-                let event = (EventType::Warning, "Failed", format!("Error: {}", e.0));
-                let delay = backoff(config_failures + 1).max(Duration::from_secs(2));
-                if slot
-                    .hold("CreateContainerConfigError", e.0, event, delay)
-                    .await
-                {
+                if slot.config_failed(&mut config_failures, e.0).await {
                     return false;
                 }
                 continue;
@@ -777,6 +771,8 @@ async fn supervise(
                     h.name.clone()
                 },
                 pod_dir: h.dir.clone(),
+                pod: format!("{}_{}({})", h.name, h.namespace, h.uid),
+                container: c.name.clone(),
                 command,
                 args,
                 security: crate::runtime::Security::of(&pod, &c),
@@ -792,6 +788,13 @@ async fn supervise(
         };
         let started = Timestamp::now();
         let cid = format!("{}://{}", runtime.name(), spec.meta.id);
+        if let Err(msg) = runtime.check(&img, &spec.meta) {
+            log.close();
+            if slot.config_failed(&mut config_failures, msg).await {
+                return false;
+            }
+            continue;
+        }
         let mut running: Box<dyn Running> = match runtime.start(&img, spec).await {
             Ok(r) => r,
             Err(msg) => {
@@ -1019,6 +1022,16 @@ impl Slot<'_> {
             .publish(self.oref, event.0, event.1, &event.2)
             .await;
         sleep_or_stop(self.stop, delay).await
+    }
+
+    /// The container's config cannot be built or is refused: CreateContainerConfigError,
+    /// retried with back-off. Returns true if the pod is stopping.
+    async fn config_failed(&self, failures: &mut i32, msg: String) -> bool {
+        *failures += 1;
+        let event = (EventType::Warning, "Failed", format!("Error: {msg}"));
+        let delay = backoff(*failures + 1).max(Duration::from_secs(2));
+        self.hold("CreateContainerConfigError", msg, event, delay)
+            .await
     }
 
     /// The container could not be created: CreateContainerError, retried with back-off.

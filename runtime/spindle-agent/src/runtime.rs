@@ -50,6 +50,10 @@ pub struct RunMeta {
     pub id: String,
     pub hostname: String,
     pub pod_dir: PathBuf,
+    /// The pod as the kubelet names it in messages (`name_namespace(uid)`) and the
+    /// container's name.
+    pub pod: String,
+    pub container: String,
     /// `command` and `args` as the pod gives them (expanded); a container image's
     /// entrypoint and cmd fill in what is missing.
     pub command: Option<Vec<String>>,
@@ -75,6 +79,9 @@ pub struct Security {
     pub cap_drop: Vec<String>,
     pub privileged: bool,
     pub allow_privilege_escalation: Option<bool>,
+    pub run_as_non_root: Option<bool>,
+    /// `seccompProfile.type` (RuntimeDefault, Unconfined, Localhost) if given.
+    pub seccomp_profile: Option<String>,
 }
 
 impl Security {
@@ -100,6 +107,13 @@ impl Security {
             cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
             privileged: sc.and_then(|s| s.privileged) == Some(true),
             allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation),
+            run_as_non_root: sc
+                .and_then(|s| s.run_as_non_root)
+                .or_else(|| psc.and_then(|p| p.run_as_non_root)),
+            seccomp_profile: sc
+                .and_then(|s| s.seccomp_profile.as_ref())
+                .or_else(|| psc.and_then(|p| p.seccomp_profile.as_ref()))
+                .map(|p| p.type_.clone()),
         }
     }
 }
@@ -150,6 +164,12 @@ pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether a run of this image can use a network (and so needs the pod's sandbox).
     async fn needs_network(&self, image: &PulledImage) -> Result<bool, String>;
+    /// Whether this node may run the container as configured (privileges, user),
+    /// checked before a run starts; a refusal is a CreateContainerConfigError, as the
+    /// kubelet reports a `runAsNonRoot` violation. `start` checks again.
+    fn check(&self, _image: &PulledImage, _meta: &RunMeta) -> Result<(), String> {
+        Ok(())
+    }
     /// Start a run. Errors are messages for the container's waiting state.
     async fn start(
         &self,
