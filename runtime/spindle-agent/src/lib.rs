@@ -161,13 +161,6 @@ pub async fn run(
     });
     node::register(&agent).await?;
     tracing::info!(node = %agent.opts.node_name, ip = %agent.node_ip, port, "node agent registered");
-    // Set before any pod starts (the pod watch begins below).
-    match start_dns(&agent).await {
-        Ok(dns) => {
-            let _ = agent.dns.set(dns);
-        }
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node"),
-    }
     match pod_network(&agent).await {
         Ok(net) => {
             let _ = agent.net.set(net);
@@ -176,6 +169,14 @@ pub async fn run(
             tracing::warn!(error = %format!("{e:#}"), "no pod network on this node: pods that need one stay in ContainerCreating");
             let _ = agent.net_unavailable.set(format!("{e:#}"));
         }
+    }
+    // After the pod network: its CIDR is who may query the DNS server.
+    // Set before any pod starts (the pod watch begins below).
+    match start_dns(&agent).await {
+        Ok(dns) => {
+            let _ = agent.dns.set(dns);
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node"),
     }
     tokio::spawn(node::heartbeat(agent.clone()));
     tokio::spawn(server::serve(agent.clone(), listener, tls));
@@ -252,9 +253,29 @@ async fn start_dns(agent: &Agent) -> Result<spindle_dns::ClusterDns> {
     let cfg = spindle_dns::DnsConfig {
         listen: vec![SocketAddr::new(agent.node_ip, agent.opts.net.dns_port)],
         domain: agent.opts.net.cluster_domain.clone(),
+        allowed_clients: dns_clients(agent),
         ..Default::default()
     };
     spindle_dns::ClusterDns::start(cfg)
         .await
         .context("starting the cluster DNS server")
+}
+
+/// Who may query the node's DNS server (it listens on the node's address, reachable from
+/// outside the cluster): this node's pods (the cluster DNS Service forwards to the
+/// local node's server, keeping the pod's address), loopback, and the node's own
+/// addresses (host-network pods). Everyone else is refused (review SPN-17).
+fn dns_clients(agent: &Agent) -> Vec<ipnet::IpNet> {
+    let mut nets = spindle_dns::loopback_clients();
+    nets.push(agent.node_ip.into());
+    match if_addrs::get_if_addrs() {
+        Ok(addrs) => nets.extend(addrs.iter().map(|a| ipnet::IpNet::from(a.ip()))),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the node's addresses for the DNS client list")
+        }
+    }
+    if let Some(net) = agent.net.get() {
+        nets.push(net.config().pod_cidr.into());
+    }
+    nets
 }

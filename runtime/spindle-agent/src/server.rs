@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -20,13 +22,45 @@ use futures::StreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::status::RunState;
 use crate::Agent;
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What an unauthenticated client may hold of the endpoint, which listens on every
+/// address (every pod can reach it): SPN-08.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From accept to the end of the TLS handshake (Go's `TLSHandshakeTimeout` default).
+    pub handshake_timeout: Duration,
+    /// For a request's headers to arrive, idle keep-alive time included (hyper's default;
+    /// the only client, the API server, sends its request right after connecting).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted. Well
+    /// under the process's open-files limit, which the API server, the store and every
+    /// Wasm pod of the node share.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// How long the accept loop rests after an accept error such as EMFILE, doubling up to
+/// [`MAX_ACCEPT_BACKOFF`] (what Go's net/http does): retrying at once would spin a core
+/// and flood the log while no descriptor is free.
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, u16)> {
     let l = TcpListener::bind(addr)
@@ -54,7 +88,9 @@ pub fn tls_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: the API server is the only client and speaks it (upgrades need it),
+    // and an idle HTTP/2 connection would escape the header read timeout.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let fingerprint = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(cert.cert.der().as_ref()))
@@ -63,29 +99,89 @@ pub fn tls_config(
 }
 
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+    serve_with(listener, tls, Limits::default(), move |req| {
+        handle(agent.clone(), req)
+    })
+    .await
+}
+
+/// The accept loop, TLS and HTTP/1.1 of the endpoint, with `limits`, calling `handler`
+/// for every request.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+    handler: H,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let tls = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = MIN_ACCEPT_BACKOFF;
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => {
+                backoff = MIN_ACCEPT_BACKOFF;
+                tcp
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "accepting a connection on the agent's endpoint");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        // At the cap the connection is closed at once (dropped), which keeps the backlog
+        // moving and costs no descriptor for long.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("agent endpoint at its connection limit: closing a new connection");
             continue;
         };
-        let tls = tls.clone();
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            let Ok(stream) = tls.accept(tcp).await else {
-                return;
-            };
-            let svc = hyper::service::service_fn(move |req| {
-                let agent = agent.clone();
-                async move { Ok::<_, Infallible>(handle(agent, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
-        });
+        tokio::spawn(serve_connection(
+            tls.clone(),
+            tcp,
+            limits.clone(),
+            handler.clone(),
+            slot,
+        ));
     }
 }
 
-fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+async fn serve_connection<H, F>(
+    tls: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    limits: Limits,
+    handler: H,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await
+    else {
+        return;
+    };
+    let svc = hyper::service::service_fn(move |req| {
+        let res = handler(req);
+        async move { Ok::<_, Infallible>(res.await) }
+    });
+    // Without a timer hyper silently ignores header_read_timeout.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
+}
+
+/// The answer to a request without the right token.
+pub fn unauthorized() -> Response<Body> {
+    text(StatusCode::UNAUTHORIZED, "Unauthorized")
+}
+
+/// A plain-text response.
+pub fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     let body = Full::new(Bytes::from(msg.into()))
         .map_err(|never| match never {})
         .boxed();
@@ -94,7 +190,8 @@ fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn authorized(agent: &Agent, req: &Request<hyper::body::Incoming>) -> bool {
+/// Whether `req` carries the cluster's token `secret` as its bearer token.
+pub fn authorized(secret: &str, req: &Request<hyper::body::Incoming>) -> bool {
     let Some(v) = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -105,7 +202,7 @@ fn authorized(agent: &Agent, req: &Request<hyper::body::Incoming>) -> bool {
     let Some(token) = v.strip_prefix("Bearer ") else {
         return false;
     };
-    let secret = agent.opts.stream_secret.as_bytes();
+    let secret = secret.as_bytes();
     // The full join token carries the secret after the last ':'.
     let given = token.rsplit(':').next().unwrap_or(token).as_bytes();
     !secret.is_empty()
@@ -118,8 +215,8 @@ fn authorized(agent: &Agent, req: &Request<hyper::body::Incoming>) -> bool {
 }
 
 async fn handle(agent: Arc<Agent>, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    if !authorized(&agent, &req) {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    if !authorized(&agent.opts.stream_secret, &req) {
+        return unauthorized();
     }
     let path: Vec<String> = req
         .uri()
@@ -428,7 +525,7 @@ fn exec_route(
 
 fn port_forward_route(
     agent: Arc<Agent>,
-    mut req: Request<hyper::body::Incoming>,
+    req: Request<hyper::body::Incoming>,
     ns: &str,
     pod: &str,
 ) -> Response<Body> {
@@ -449,6 +546,14 @@ fn port_forward_route(
             format!("pod {pod} has no network to forward to"),
         );
     };
+    port_forward_upgrade(req, ip)
+}
+
+/// Upgrades `req` to a port-forward session (WebSocket or SPDY) into `ip`'s ports.
+pub fn port_forward_upgrade(
+    mut req: Request<hyper::body::Incoming>,
+    ip: std::net::IpAddr,
+) -> Response<Body> {
     let up = match negotiate(
         &req,
         &["SPDY/3.1+portforward.k8s.io"],

@@ -6,15 +6,18 @@
 //! Hand-written because no maintained Rust crate implements SPDY (it was superseded by
 //! HTTP/2 years ago), yet every kubectl before 1.30 and every kubectl's fallback needs it.
 //! spdystream does no flow control, so neither does this: WINDOW_UPDATE is read and
-//! ignored, and data is sent as it comes.
+//! ignored. Memory is bounded instead by bounded queues (review SPN-16): a stream whose
+//! reader is slow stops the connection's reader (the client's writes then block, as
+//! Go's io.Copy does), and a slow client blocks [`Sender::data`]. Header blocks are
+//! inflated up to [`MAX_HEADER_BLOCK`] only.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 const VERSION: u16 = 3;
 const FLAG_FIN: u8 = 0x01;
@@ -28,6 +31,26 @@ const HEADERS: u16 = 8;
 const WINDOW_UPDATE: u16 = 9;
 /// Frames larger than this are refused (spdystream's own limit is 16 MiB).
 const MAX_FRAME: usize = 16 << 20;
+/// Most bytes a header block may inflate to, names and values counted with
+/// [`HEADER_ENTRY_OVERHEAD`] each: Go's net/http and http2 default
+/// (`DefaultMaxHeaderBytes`, 1 MiB). A zlib bomb inflates about 1000:1, so without a
+/// cap one 16 MiB SYN_STREAM would become gigabytes.
+pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// What one name/value pair costs beyond its bytes, as HTTP/2 counts it (RFC 7540
+/// 6.5.2): a block of many empty values must not make a huge list either.
+const HEADER_ENTRY_OVERHEAD: usize = 32;
+/// Streams a client may have open on one connection; more are refused with
+/// RST_STREAM REFUSED_STREAM. kubectl opens at most 5 for an exec and 2 per forwarded
+/// connection.
+const MAX_OPEN_STREAMS: usize = 1024;
+/// Frames queued towards the client before [`Sender::data`] waits.
+const OUT_QUEUE: usize = 256;
+/// Data frames queued for one stream's reader before the connection's reader waits.
+const STREAM_QUEUE: usize = 8;
+/// New streams queued for the session before the connection's reader waits.
+const NEW_STREAM_QUEUE: usize = 32;
+const RST_PROTOCOL_ERROR: u32 = 1;
+const RST_REFUSED_STREAM: u32 = 3;
 
 /// The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00, 2.6.10.1):
 /// these words, each behind its 32-bit big-endian length, then [`DICTIONARY_TAIL`] as is.
@@ -125,6 +148,10 @@ pub enum SpdyError {
     Io(#[from] std::io::Error),
     #[error("bad SPDY frame: {0}")]
     Protocol(String),
+    /// The header block of stream `id` inflates past [`MAX_HEADER_BLOCK`]. The shared
+    /// zlib stream is then out of step, so the connection cannot go on either.
+    #[error("header block of stream {id} is larger than {MAX_HEADER_BLOCK} bytes")]
+    HeaderBlockTooLarge { id: u32 },
 }
 
 pub type Headers = Vec<(String, String)>;
@@ -166,11 +193,17 @@ impl Default for Inflater {
 }
 
 impl Inflater {
-    fn inflate(&mut self, mut input: &[u8]) -> Result<Vec<u8>, SpdyError> {
-        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+    /// Inflates a header block; `None` when it would be larger than `limit`.
+    fn inflate(&mut self, mut input: &[u8], limit: usize) -> Result<Option<Vec<u8>>, SpdyError> {
+        let mut out = Vec::with_capacity((input.len() * 4 + 64).min(limit + 1));
         loop {
+            if out.len() > limit {
+                return Ok(None);
+            }
             if out.capacity() - out.len() < 256 {
-                out.reserve(out.capacity().max(1024));
+                // Never more room than one byte past the limit: that byte tells.
+                let room = out.capacity().max(1024).min(limit + 1 - out.len());
+                out.reserve(room.max(1));
             }
             let before = self.0.total_in();
             let res = self
@@ -181,7 +214,7 @@ impl Inflater {
             match res {
                 Ok(Status::Ok | Status::BufError | Status::StreamEnd) => {
                     if input.is_empty() && out.capacity() > out.len() {
-                        return Ok(out);
+                        return Ok((out.len() <= limit).then_some(out));
                     }
                 }
                 Err(e) if e.needs_dictionary().is_some() => {
@@ -194,8 +227,12 @@ impl Inflater {
         }
     }
 
-    fn headers(&mut self, block: &[u8]) -> Result<Headers, SpdyError> {
-        let raw = self.inflate(block)?;
+    /// The headers of stream `id`'s block, at most [`MAX_HEADER_BLOCK`] of them.
+    fn headers(&mut self, id: u32, block: &[u8]) -> Result<Headers, SpdyError> {
+        let too_large = || SpdyError::HeaderBlockTooLarge { id };
+        let raw = self
+            .inflate(block, MAX_HEADER_BLOCK)?
+            .ok_or_else(too_large)?;
         let mut b = &raw[..];
         let bad = || SpdyError::Protocol("truncated header block".into());
         let take = |b: &mut &[u8]| -> Result<Vec<u8>, SpdyError> {
@@ -215,10 +252,17 @@ impl Inflater {
         }
         let count = b.get_u32();
         let mut headers = Vec::new();
+        // Each NUL-separated value repeats the name: count what the list holds, not
+        // what came in, or a long name with many empty values multiplies.
+        let mut size = 0usize;
         for _ in 0..count {
             let name = String::from_utf8_lossy(&take(&mut b)?).to_ascii_lowercase();
             let value = take(&mut b)?;
             for v in value.split(|c| *c == 0) {
+                size += name.len() + v.len() + HEADER_ENTRY_OVERHEAD;
+                if size > MAX_HEADER_BLOCK {
+                    return Err(too_large());
+                }
                 headers.push((name.clone(), String::from_utf8_lossy(v).into_owned()));
             }
         }
@@ -312,7 +356,7 @@ pub fn decode(buf: &mut BytesMut, inflater: &mut Inflater) -> Result<Option<Fram
             body.advance(6); // associated stream, priority, slot
             Frame::SynStream {
                 id,
-                headers: inflater.headers(&body)?,
+                headers: inflater.headers(id, &body)?,
                 fin: flags & FLAG_FIN != 0,
             }
         }
@@ -322,7 +366,7 @@ pub fn decode(buf: &mut BytesMut, inflater: &mut Inflater) -> Result<Option<Fram
             }
             let id = body.get_u32() & 0x7fff_ffff;
             // Keep the shared zlib stream in step even though we ignore these.
-            let headers = inflater.headers(&body)?;
+            let headers = inflater.headers(id, &body)?;
             if kind == SYN_REPLY {
                 Frame::SynReply {
                     id,
@@ -408,8 +452,9 @@ pub fn encode(frame: &Frame, out: &mut BytesMut, deflater: &mut Deflater) -> Res
 pub struct IncomingStream {
     pub id: u32,
     pub headers: Headers,
-    /// Its data; ends when the client half-closes (FIN) or resets the stream.
-    pub data: mpsc::UnboundedReceiver<Bytes>,
+    /// Its data; ends when the client half-closes (FIN) or resets the stream. Bounded:
+    /// while it is full, the connection reads nothing more from the client.
+    pub data: mpsc::Receiver<Bytes>,
 }
 
 impl IncomingStream {
@@ -421,48 +466,96 @@ impl IncomingStream {
     }
 }
 
+/// The client reads more slowly than frames are queued for it ([`Sender::try_data`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the client reads more slowly than the output comes ({OUT_QUEUE} frames pending)")]
+pub struct Overflow;
+
 /// Sends frames on a connection; cheap to clone.
 #[derive(Clone)]
-pub struct Sender(mpsc::UnboundedSender<Frame>);
+pub struct Sender {
+    out: mpsc::Sender<Frame>,
+    /// Ends the connection at once, queued frames or not.
+    abort: Arc<Notify>,
+}
 
 impl Sender {
-    pub fn data(&self, id: u32, data: Bytes) {
-        let _ = self.0.send(Frame::Data {
+    /// Queues data for stream `id`, waiting while the client is behind.
+    pub async fn data(&self, id: u32, data: Bytes) {
+        let _ = self
+            .out
+            .send(Frame::Data {
+                id,
+                data,
+                fin: false,
+            })
+            .await;
+    }
+
+    /// Queues data without waiting, for producers that cannot wait (an exec's output
+    /// callback). A connection gone already is not an overflow.
+    pub fn try_data(&self, id: u32, data: Bytes) -> Result<(), Overflow> {
+        match self.out.try_send(Frame::Data {
             id,
             data,
             fin: false,
-        });
+        }) {
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Overflow),
+            _ => Ok(()),
+        }
     }
 
     /// Half-closes stream `id` from our side.
-    pub fn finish(&self, id: u32) {
-        let _ = self.0.send(Frame::Data {
-            id,
-            data: Bytes::new(),
-            fin: true,
-        });
+    pub async fn finish(&self, id: u32) {
+        let _ = self
+            .out
+            .send(Frame::Data {
+                id,
+                data: Bytes::new(),
+                fin: true,
+            })
+            .await;
     }
 
-    pub fn go_away(&self) {
-        let _ = self.0.send(Frame::GoAway);
+    pub async fn go_away(&self) {
+        let _ = self.out.send(Frame::GoAway).await;
+    }
+
+    /// Closes the connection without sending what is queued.
+    pub fn abort(&self) {
+        self.abort.notify_one();
     }
 }
 
 /// Serves a SPDY connection: every stream the client opens is answered with SYN_REPLY
 /// and handed over on the returned channel. The connection ends when the client goes
-/// away, or when every [`Sender`] is dropped (the writer then shuts the connection).
-pub fn serve<IO>(io: IO) -> (Sender, mpsc::UnboundedReceiver<IncomingStream>)
+/// away, on [`Sender::abort`], or when every [`Sender`] is dropped (the writer then
+/// shuts the connection).
+pub fn serve<IO>(io: IO) -> (Sender, mpsc::Receiver<IncomingStream>)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Frame>();
-    let (streams_tx, streams_rx) = mpsc::unbounded_channel();
-    let replies = out_tx.clone();
-    // Writer: owns the outgoing zlib stream.
-    tokio::spawn(async move {
-        let mut deflater = Deflater::default();
-        let mut buf = BytesMut::new();
+    let (rd, wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+    let (streams_tx, streams_rx) = mpsc::channel(NEW_STREAM_QUEUE);
+    let sender = Sender {
+        out: out_tx,
+        abort: Arc::new(Notify::new()),
+    };
+    tokio::spawn(write_frames(wr, out_rx, sender.abort.clone()));
+    tokio::spawn(read_frames(rd, sender.clone(), streams_tx));
+    (sender, streams_rx)
+}
+
+/// The writer: owns the outgoing zlib stream.
+async fn write_frames<W: AsyncWrite>(
+    mut wr: tokio::io::WriteHalf<W>,
+    mut out_rx: mpsc::Receiver<Frame>,
+    abort: Arc<Notify>,
+) {
+    let mut deflater = Deflater::default();
+    let mut buf = BytesMut::new();
+    let write = async {
         while let Some(frame) = out_rx.recv().await {
             buf.clear();
             if let Err(e) = encode(&frame, &mut buf, &mut deflater) {
@@ -480,65 +573,113 @@ where
             }
         }
         let _ = wr.shutdown().await;
-    });
-    // Reader: owns the incoming zlib stream and routes data to streams.
-    tokio::spawn(async move {
-        let mut inflater = Inflater::default();
-        let mut buf = BytesMut::with_capacity(64 << 10);
-        let mut open: HashMap<u32, mpsc::UnboundedSender<Bytes>> = HashMap::new();
-        'conn: loop {
-            loop {
-                match decode(&mut buf, &mut inflater) {
-                    Ok(Some(frame)) => match frame {
-                        Frame::SynStream { id, headers, fin } => {
-                            let _ = replies.send(Frame::SynReply {
-                                id,
-                                headers: Vec::new(),
-                                fin: false,
-                            });
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            if !fin {
-                                open.insert(id, tx);
-                            }
-                            let _ = streams_tx.send(IncomingStream {
-                                id,
-                                headers,
-                                data: rx,
-                            });
-                        }
-                        Frame::Data { id, data, fin } => {
-                            if let Some(tx) = open.get(&id) {
-                                if !data.is_empty() {
-                                    let _ = tx.send(data);
-                                }
-                            }
-                            if fin {
-                                open.remove(&id);
-                            }
-                        }
-                        Frame::RstStream { id, .. } => {
-                            open.remove(&id);
-                        }
-                        Frame::Ping(n) => {
-                            let _ = replies.send(Frame::Ping(n));
-                        }
-                        Frame::GoAway => break 'conn,
-                        Frame::SynReply { .. } | Frame::Ignored => {}
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "SPDY connection");
-                        break 'conn;
-                    }
+    };
+    tokio::select! {
+        () = write => {}
+        () = abort.notified() => {}
+    }
+}
+
+/// The reader: owns the incoming zlib stream and routes data to streams.
+async fn read_frames<R: AsyncRead>(
+    mut rd: tokio::io::ReadHalf<R>,
+    replies: Sender,
+    streams_tx: mpsc::Sender<IncomingStream>,
+) {
+    let mut inflater = Inflater::default();
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut open: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    loop {
+        loop {
+            let frame = match decode(&mut buf, &mut inflater) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    refuse(&replies, &e).await;
+                    return;
                 }
-            }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            };
+            if !route(frame, &mut open, &replies, &streams_tx).await {
+                return;
             }
         }
-    });
-    (Sender(out_tx), streams_rx)
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Ends a connection whose client sent what cannot be read: the stream that carried it
+/// is reset with PROTOCOL_ERROR (as HTTP/2 answers a COMPRESSION_ERROR), then GOAWAY.
+async fn refuse(replies: &Sender, e: &SpdyError) {
+    tracing::debug!(error = %e, "SPDY connection");
+    if let SpdyError::HeaderBlockTooLarge { id } = e {
+        tracing::warn!(error = %e, "refusing a SPDY stream");
+        let rst = Frame::RstStream {
+            id: *id,
+            status: RST_PROTOCOL_ERROR,
+        };
+        let _ = replies.out.send(rst).await;
+    }
+    replies.go_away().await;
+}
+
+/// Handles one frame from the client; false ends the connection.
+async fn route(
+    frame: Frame,
+    open: &mut HashMap<u32, mpsc::Sender<Bytes>>,
+    replies: &Sender,
+    streams_tx: &mpsc::Sender<IncomingStream>,
+) -> bool {
+    match frame {
+        Frame::SynStream { id, headers, fin } => {
+            if open.len() >= MAX_OPEN_STREAMS {
+                let rst = Frame::RstStream {
+                    id,
+                    status: RST_REFUSED_STREAM,
+                };
+                let _ = replies.out.send(rst).await;
+                return true;
+            }
+            let reply = Frame::SynReply {
+                id,
+                headers: Vec::new(),
+                fin: false,
+            };
+            let _ = replies.out.send(reply).await;
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            if !fin {
+                open.insert(id, tx);
+            }
+            let stream = IncomingStream {
+                id,
+                headers,
+                data: rx,
+            };
+            let _ = streams_tx.send(stream).await;
+        }
+        Frame::Data { id, data, fin } => {
+            if let Some(tx) = open.get(&id) {
+                // Waits while the stream's reader is behind: back-pressure on the client.
+                if !data.is_empty() && tx.send(data).await.is_err() {
+                    open.remove(&id);
+                }
+            }
+            if fin {
+                open.remove(&id);
+            }
+        }
+        Frame::RstStream { id, .. } => {
+            open.remove(&id);
+        }
+        Frame::Ping(n) => {
+            let _ = replies.out.send(Frame::Ping(n)).await;
+        }
+        Frame::GoAway => return false,
+        Frame::SynReply { .. } | Frame::Ignored => {}
+    }
+    true
 }
 
 #[cfg(test)]
@@ -625,8 +766,8 @@ mod tests {
             Bytes::from_static(b"x\n")
         );
         assert!(s.data.recv().await.is_none(), "FIN ends the stream");
-        sender.data(1, Bytes::from_static(b"out"));
-        sender.finish(1);
+        sender.data(1, Bytes::from_static(b"out")).await;
+        sender.finish(1).await;
         let mut inf = Inflater::default();
         let mut buf = BytesMut::new();
         let mut got = Vec::new();

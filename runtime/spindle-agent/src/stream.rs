@@ -89,10 +89,20 @@ pub fn exit_status(result: &Result<i32, ExecError>) -> String {
     }
 }
 
+/// Messages queued towards an exec's client. The output callback cannot wait (it is
+/// called synchronously by the runtime's output pump, which also feeds the log), so
+/// when the client falls this far behind the session is cut (as the kube-apiserver
+/// drops a watcher that cannot keep up) rather than buffered without end (SPN-16). The
+/// command goes on, as it does in Kubernetes when an exec client goes away.
+const EXEC_OUT_QUEUE: usize = 256;
+/// Chunks of stdin queued for the command; a command that does not read its stdin
+/// stops the client's sending (through the connection) instead of growing this.
+const STDIN_QUEUE: usize = 16;
+
 /// A stdin pipe: bytes pushed into the sender come out of the guest's stdin; dropping
 /// the sender is end of file.
-fn stdin_pipe() -> (mpsc::UnboundedSender<Bytes>, spindle_wasm::Stdin) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+fn stdin_pipe() -> (mpsc::Sender<Bytes>, spindle_wasm::Stdin) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(STDIN_QUEUE);
     let (mut w, r) = tokio::io::duplex(64 << 10);
     tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
@@ -114,6 +124,9 @@ fn resize_channel(tty: bool) -> ResizeChannel {
     if !tty {
         return (None, None);
     }
+    // Unbounded because the runtimes take an UnboundedReceiver (containers::ExecStreams);
+    // a size is 4 bytes and costs the client a JSON message or more, and its stream's
+    // own queue is bounded.
     let (tx, rx) = mpsc::unbounded_channel();
     (Some(tx), Some(rx))
 }
@@ -142,15 +155,24 @@ pub async fn exec_websocket(
 ) {
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
     let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(EXEC_OUT_QUEUE);
+    let abort = Arc::new(tokio::sync::Notify::new());
+    let aborted = abort.clone();
     let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
+        let write = async {
+            while let Some(m) = out_rx.recv().await {
+                let close = matches!(m, Message::Close(_));
+                if sink.send(m).await.is_err() || close {
+                    break;
+                }
             }
+            let _ = sink.close().await;
+        };
+        // Dropping the sink (on abort) closes the connection.
+        tokio::select! {
+            () = write => {}
+            () = aborted.notified() => {}
         }
-        let _ = sink.close().await;
     });
     let (stdin_tx, stdin) = if req.stdin {
         let (tx, s) = stdin_pipe();
@@ -172,7 +194,7 @@ pub async fn exec_websocket(
             match data.first() {
                 Some(0) => {
                     if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(data.slice(1..));
+                        let _ = tx.send(data.slice(1..)).await;
                     }
                 }
                 Some(255) if v5 && data.get(1) == Some(&0) => stdin_tx = None,
@@ -187,6 +209,7 @@ pub async fn exec_websocket(
     });
     let tx = out_tx.clone();
     let (want_out, want_err, tty) = (req.stdout, req.stderr, req.tty);
+    let pod = h.name.clone();
     let output: OutputFn = Arc::new(move |s, data| {
         let ch = match s {
             Stream::Stdout if want_out => 1u8,
@@ -198,7 +221,10 @@ pub async fn exec_websocket(
         let mut m = Vec::with_capacity(data.len() + 1);
         m.push(ch);
         m.extend_from_slice(data);
-        let _ = tx.send(Message::Binary(m.into()));
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Message::Binary(m.into())) {
+            too_slow(&pod);
+            abort.notify_one();
+        }
     });
     let result = exec::exec_or_attach(
         &agent,
@@ -215,15 +241,24 @@ pub async fn exec_websocket(
     .await;
     let mut status = vec![3u8];
     status.extend_from_slice(exit_status(&result).as_bytes());
-    let _ = out_tx.send(Message::Binary(status.into()));
+    let _ = out_tx.send(Message::Binary(status.into())).await;
     // A close with a status: client-go treats a bare close (1005) as a read error.
-    let _ = out_tx.send(Message::Close(Some(CloseFrame {
+    let close = Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
-    })));
+    }));
+    let _ = out_tx.send(close).await;
     drop(out_tx);
     let _ = writer.await;
     reader.abort();
+}
+
+/// An exec's client fell [`EXEC_OUT_QUEUE`] messages behind: its session is cut.
+fn too_slow(pod: &str) {
+    tracing::warn!(
+        %pod,
+        "exec client reads more slowly than the command writes ({EXEC_OUT_QUEUE} messages pending): closing its connection"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,7 +311,7 @@ pub async fn exec_spdy(
             let (tx, pipe) = stdin_pipe();
             tokio::spawn(async move {
                 while let Some(b) = s.data.recv().await {
-                    if tx.send(b).is_err() {
+                    if tx.send(b).await.is_err() {
                         break;
                     }
                 }
@@ -307,6 +342,7 @@ pub async fn exec_spdy(
     }
     let out = sender.clone();
     let tty = req.tty;
+    let pod = h.name.clone();
     let output: OutputFn = Arc::new(move |s, data| {
         let id = match s {
             Stream::Stdout => out_id,
@@ -314,7 +350,10 @@ pub async fn exec_spdy(
             Stream::Stderr => err_id,
         };
         if let Some(id) = id {
-            out.data(id, Bytes::copy_from_slice(data));
+            if out.try_data(id, Bytes::copy_from_slice(data)).is_err() {
+                too_slow(&pod);
+                out.abort();
+            }
         }
     });
     let result = exec::exec_or_attach(
@@ -331,17 +370,17 @@ pub async fn exec_spdy(
     )
     .await;
     for id in [out_id, err_id].into_iter().flatten() {
-        sender.finish(id);
+        sender.finish(id).await;
     }
     if let Some(id) = error_id {
         if !matches!(result, Ok(0)) {
-            sender.data(id, Bytes::from(exit_status(&result)));
+            sender.data(id, Bytes::from(exit_status(&result))).await;
         }
-        sender.finish(id);
+        sender.finish(id).await;
     }
     // Let the frames go out, then end the connection.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    sender.go_away();
+    sender.go_away().await;
     drop(sender);
 }
 
@@ -380,14 +419,18 @@ async fn forward(
     sender: spdy::Sender,
 ) {
     let fail = |msg: String| {
-        if let Some(id) = error_id {
-            sender.data(id, Bytes::from(msg));
-            sender.finish(id);
+        let sender = &sender;
+        let data_id = s.id;
+        async move {
+            if let Some(id) = error_id {
+                sender.data(id, Bytes::from(msg)).await;
+                sender.finish(id).await;
+            }
+            sender.finish(data_id).await;
         }
-        sender.finish(s.id);
     };
     let Some(port) = port else {
-        fail("port-forward: missing or invalid port header".into());
+        fail("port-forward: missing or invalid port header".into()).await;
         return;
     };
     let tcp = match tokio::net::TcpStream::connect((ip, port)).await {
@@ -395,7 +438,7 @@ async fn forward(
         Err(e) => {
             fail(format!(
                 "an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod, uid : failed to connect to {ip}:{port}: {e}"
-            ));
+            )).await;
             return;
         }
     };
@@ -414,14 +457,16 @@ async fn forward(
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => sender.data(id, Bytes::copy_from_slice(&buf[..n])),
+                // Waits while the client is behind, so a fast pod is read no faster
+                // than the client takes the data.
+                Ok(n) => sender.data(id, Bytes::copy_from_slice(&buf[..n])).await,
             }
         }
-        sender.finish(id);
+        sender.finish(id).await;
     };
     tokio::join!(to_pod, from_pod);
     if let Some(e) = error_id {
-        sender.finish(e);
+        sender.finish(e).await;
     }
 }
 

@@ -19,6 +19,16 @@
 //! | reverse names of Service and endpoint IPs | PTR to the Service or endpoint name |
 //! | any other name in the domain | NXDOMAIN (NODATA where the name exists), with the SOA in authority |
 //! | names outside the domain | forwarded, recursion desired, to [`DnsConfig::upstreams`] |
+//! | anything, from a client outside [`DnsConfig::allowed_clients`] | REFUSED |
+//!
+//! Only clients in [`DnsConfig::allowed_clients`] (the agent passes its pod
+//! network, loopback and the node's own addresses) get answers. CoreDNS is
+//! reachable only through the cluster DNS ClusterIP, which outsiders cannot
+//! route to; this server listens on the node's address, so without the check
+//! it would be an open recursive resolver (amplification, abuse of the node's
+//! upstreams) and would list the cluster's Services and pod addresses to
+//! anyone. Outsiders are refused for cluster names too, not only for
+//! recursion: Service and endpoint records are internal (review SPN-17).
 //!
 //! The server does no search-path expansion: a pod's resolver does that, from
 //! the `/etc/resolv.conf` that [`resolv_conf`] writes, and a quick NXDOMAIN for
@@ -46,19 +56,32 @@ pub struct DnsConfig {
     /// TTL of the records the server makes up, and the negative-caching TTL
     /// in its SOA: short, because Services come and go.
     pub ttl: u32,
+    /// Source networks whose queries are answered; everyone else gets
+    /// REFUSED for every name, and nothing is forwarded for them.
+    pub allowed_clients: Vec<ipnet::IpNet>,
 }
 
 impl Default for DnsConfig {
     /// No listen address yet, `cluster.local`, the host's nameservers
-    /// ([`system_upstreams`]) and a TTL of 5 seconds, as CoreDNS does.
+    /// ([`system_upstreams`]), a TTL of 5 seconds, as CoreDNS does, and
+    /// only loopback clients ([`loopback_clients`]).
     fn default() -> Self {
         Self {
             listen: Vec::new(),
             domain: DEFAULT_DOMAIN.to_owned(),
             upstreams: system_upstreams(),
             ttl: DEFAULT_TTL,
+            allowed_clients: loopback_clients(),
         }
     }
+}
+
+/// `127.0.0.0/8` and `::1/128`: the host itself.
+pub fn loopback_clients() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::new_assert(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0)), 8),
+        ipnet::IpNet::from(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+    ]
 }
 
 /// The cluster domain Kubernetes uses unless told otherwise.

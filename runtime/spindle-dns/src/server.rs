@@ -86,6 +86,7 @@ impl ClusterDns {
         let mut server = Server::new(Handler {
             zone: zone.clone(),
             resolver,
+            allowed_clients: cfg.allowed_clients.clone(),
         });
         let mut addrs = Vec::with_capacity(cfg.listen.len());
         for &addr in &cfg.listen {
@@ -99,7 +100,7 @@ impl ClusterDns {
             server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
             addrs.push(local);
         }
-        info!(listen = ?addrs, domain = trimmed, ?upstreams, "cluster DNS serving");
+        info!(listen = ?addrs, domain = trimmed, ?upstreams, allowed_clients = ?cfg.allowed_clients, "cluster DNS serving");
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -280,6 +281,8 @@ impl Reply {
 struct Handler {
     zone: Arc<Zone>,
     resolver: Option<TokioResolver>,
+    /// See [`DnsConfig::allowed_clients`].
+    allowed_clients: Vec<ipnet::IpNet>,
 }
 
 #[async_trait::async_trait]
@@ -289,12 +292,19 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let reply = self.reply(request).await;
+        let allowed = self.allows(request.src().ip());
+        let reply = if allowed {
+            self.reply(request).await
+        } else {
+            debug!(client = %request.src(), "refusing DNS query from outside the allowed networks");
+            Reply::code(ResponseCode::Refused)
+        };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = reply.authoritative;
-        // We recurse on the client's behalf (by forwarding), like CoreDNS.
-        metadata.recursion_available = true;
+        // We recurse on the client's behalf (by forwarding), like CoreDNS, but
+        // only for the clients allowed to use it.
+        metadata.recursion_available = allowed;
         metadata.response_code = reply.rcode;
         // Answer EDNS with EDNS (RFC 6891), which is also what lets a UDP
         // response grow past 512 bytes before hickory sets TC.
@@ -327,6 +337,12 @@ impl RequestHandler for Handler {
 }
 
 impl Handler {
+    fn allows(&self, client: IpAddr) -> bool {
+        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
+        let client = client.to_canonical();
+        self.allowed_clients.iter().any(|net| net.contains(&client))
+    }
+
     async fn reply(&self, request: &Request) -> Reply {
         if request.metadata.op_code != OpCode::Query {
             return Reply::code(ResponseCode::NotImp);

@@ -195,6 +195,7 @@ async fn start(upstreams: Vec<SocketAddr>) -> (ClusterDns, SocketAddr) {
         domain: DOMAIN.into(),
         upstreams,
         ttl: 5,
+        allowed_clients: spindle_dns::loopback_clients(),
     })
     .await
     .unwrap();
@@ -776,6 +777,7 @@ async fn start_rejects_bad_config_and_shutdown_stops_serving() {
         domain: DOMAIN.into(),
         upstreams: Vec::new(),
         ttl: 5,
+        allowed_clients: spindle_dns::loopback_clients(),
     })
     .await;
     assert!(matches!(no_listen, Err(DnsError::NoListenAddress)));
@@ -785,6 +787,7 @@ async fn start_rejects_bad_config_and_shutdown_stops_serving() {
         domain: "bad..domain".into(),
         upstreams: Vec::new(),
         ttl: 5,
+        allowed_clients: spindle_dns::loopback_clients(),
     })
     .await;
     assert!(matches!(bad_domain, Err(DnsError::InvalidDomain { .. })));
@@ -796,6 +799,7 @@ async fn start_rejects_bad_config_and_shutdown_stops_serving() {
         domain: DOMAIN.into(),
         upstreams: Vec::new(),
         ttl: 5,
+        allowed_clients: spindle_dns::loopback_clients(),
     })
     .await;
     assert!(matches!(taken, Err(DnsError::Bind { .. })));
@@ -864,4 +868,124 @@ async fn in_process_lookup_follows_the_pod_search_list() {
     assert_eq!(dns.lookup_ipv4("nothing", &search("default")), None);
     assert_eq!(dns.lookup_ipv4("example.org", &search("default")), None);
     assert_eq!(dns.lookup_ipv4("ext", &search("default")), None);
+}
+
+/// Relays UDP queries to `upstream` one at a time, counting them: the
+/// count is what the "internet" saw.
+async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, client)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            back.send_to(&buf[..n], upstream).await.unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(5), back.recv(&mut buf)).await;
+            if let Ok(Ok(n)) = reply {
+                let _ = front.send_to(&buf[..n], client).await;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn raw_query(name: &str) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = 4242;
+    m.metadata.recursion_desired = true;
+    m.add_query(hickory_proto::op::Query::query(
+        Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    m.to_vec().unwrap()
+}
+
+/// One query over UDP from a socket bound to `from`.
+async fn query_from_udp(from: IpAddr, server: SocketAddr, name: &str) -> Message {
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0)).await.unwrap();
+    socket.send_to(&raw_query(name), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+/// One query over TCP from a socket bound to `from`.
+async fn query_from_tcp(from: IpAddr, server: SocketAddr, name: &str) -> Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    let q = raw_query(name);
+    stream
+        .write_all(&(q.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&q).await.unwrap();
+    let read = async {
+        let len = stream.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer within 5 s");
+    Message::from_vec(&buf).unwrap()
+}
+
+/// SPN-17: the server listens on the node's address, so it must not be an
+/// open resolver. A client outside the allowed networks (here 127.0.0.2,
+/// with only 127.0.0.1/32 allowed) gets REFUSED for outside names, which
+/// never reach the upstream, and for cluster names too; an allowed client
+/// still gets both answered.
+#[tokio::test]
+async fn clients_outside_the_allowed_networks_are_refused() {
+    let upstream = fake_upstream().await;
+    let (relay, seen) = counting_relay(upstream.addr).await;
+    let dns = ClusterDns::start(DnsConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        domain: DOMAIN.into(),
+        upstreams: vec![relay],
+        ttl: 5,
+        allowed_clients: vec!["127.0.0.1/32".parse().unwrap()],
+    })
+    .await
+    .unwrap();
+    let addr = dns.local_addrs()[0];
+    dns.set_services(vec![cluster_ip("default", "web", &["10.96.0.20"])]);
+    let (inside, outside) = (ip("127.0.0.1"), ip("127.0.0.2"));
+
+    let m = query_from_udp(inside, addr, "example.com.").await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m}");
+    assert_eq!(ips(&m), vec![ip("192.0.2.10")]);
+    let forwarded = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(forwarded >= 1, "the allowed query went upstream");
+
+    for name in ["example.org.", "web.default.svc.cluster.local."] {
+        let udp = query_from_udp(outside, addr, name).await;
+        let tcp = query_from_tcp(outside, addr, name).await;
+        for m in [udp, tcp] {
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{m}");
+            assert!(m.answers.is_empty(), "{m}");
+            assert!(!m.metadata.recursion_available, "{m}");
+        }
+    }
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        forwarded,
+        "refused queries must not reach the upstream"
+    );
+
+    // The server still answers its own clients.
+    let m = query_from_tcp(inside, addr, "web.default.svc.cluster.local.").await;
+    assert_eq!(ips(&m), vec![ip("10.96.0.20")]);
 }
