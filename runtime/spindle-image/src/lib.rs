@@ -38,7 +38,7 @@ pub use media::{
 };
 pub use push::push;
 pub use secrets::PullSecrets;
-pub use store::ImageStore;
+pub use store::{ImageStore, PullLimits};
 
 /// Kubernetes `imagePullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

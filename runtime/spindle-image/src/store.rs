@@ -21,6 +21,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use futures::StreamExt;
 use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
@@ -66,6 +67,38 @@ struct Inner {
     /// Whether container images are pulled (the node runs containers) or
     /// refused as not Wasm.
     containers: bool,
+    limits: PullLimits,
+}
+
+/// Bounds on what a registry may make the node fetch (review SPN-20): any pod
+/// can name any registry, so a hostile one must not hang a pull or fill the
+/// node.
+#[derive(Clone, Debug)]
+pub struct PullLimits {
+    /// Overall time for one manifest request (tag HEAD, manifest or index GET,
+    /// token exchange included). oci-client's read timeout counts per read,
+    /// so a registry trickling bytes would otherwise hold a pull forever.
+    pub request_deadline: Duration,
+    /// Largest manifest, index or image config accepted: the OCI distribution
+    /// spec's 4 MiB, the size registries must accept.
+    pub max_manifest_bytes: u64,
+    /// Largest declared container layer, refused before any download. Generous:
+    /// real layers of ML and SDK images reach a few GiB.
+    pub max_layer_bytes: u64,
+    /// Largest declared Wasm module: a module is read whole into memory to be
+    /// compiled, and real modules are tens of MiB.
+    pub max_wasm_bytes: u64,
+}
+
+impl Default for PullLimits {
+    fn default() -> Self {
+        PullLimits {
+            request_deadline: Duration::from_secs(60),
+            max_manifest_bytes: 4 << 20,
+            max_layer_bytes: 8 << 30,
+            max_wasm_bytes: 512 << 20,
+        }
+    }
 }
 
 /// What the cache knows about one manifest.
@@ -127,6 +160,15 @@ impl ImageStore {
     /// Opens the cache; with `containers`, container images are pulled too
     /// (for a node that runs them) instead of being refused as not Wasm.
     pub fn open_for(root: &Path, containers: bool) -> Result<Self, ImageError> {
+        Self::open_with_limits(root, containers, PullLimits::default())
+    }
+
+    /// Opens the cache as [`ImageStore::open_for`], with other pull limits.
+    pub fn open_with_limits(
+        root: &Path,
+        containers: bool,
+        limits: PullLimits,
+    ) -> Result<Self, ImageError> {
         for dir in ["blobs/sha256", "manifests", "refs", "tmp"] {
             let dir = root.join(dir);
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -149,6 +191,7 @@ impl ImageStore {
                 clients: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 containers,
+                limits,
             }),
         })
     }
@@ -260,10 +303,12 @@ impl ImageStore {
     ) -> Result<PulledImage, ImageError> {
         let digest = self
             .with_auth(r, secrets, |client, auth| async move {
-                client
-                    .fetch_manifest_digest(&r.reference, &auth)
-                    .await
-                    .map_err(|e| map_error(e, &pull_ctx(r, &action(r))))
+                let action = action(r);
+                let ctx = pull_ctx(r, &action);
+                let head = client.fetch_manifest_digest(&r.reference, &auth);
+                self.deadline(head, &ctx)
+                    .await?
+                    .map_err(|e| map_error(e, &ctx))
             })
             .await?;
         if let Some(entry) = self.read_manifest(&digest) {
@@ -313,10 +358,9 @@ impl ImageStore {
     ) -> Result<PulledImage, ImageError> {
         let action = action(r);
         let ctx = pull_ctx(r, &action);
-        let (body, digest) = client
-            .pull_manifest_raw(&r.reference, &auth, MANIFEST_ACCEPT)
-            .await
-            .map_err(|e| map_error(e, &ctx))?;
+        let (body, digest) = self
+            .pull_manifest(&client, &r.reference, &auth, &ctx)
+            .await?;
         verify_manifest(&body, &digest, r.reference.digest(), &ctx)?;
 
         // For an index, the Wasm platform's manifest is fetched by digest; the
@@ -336,10 +380,8 @@ impl ImageStore {
                             ImageError::NotWasm(index_not_wasm(&r.given, &index.manifests))
                         })?;
                     let child = r.reference.clone_with_digest(entry.digest.clone());
-                    let (body, child_digest) = client
-                        .pull_manifest_raw(&child, &auth, MANIFEST_ACCEPT)
-                        .await
-                        .map_err(|e| map_error(e, &ctx))?;
+                    let (body, child_digest) =
+                        self.pull_manifest(&client, &child, &auth, &ctx).await?;
                     verify_manifest(&body, &child_digest, Some(&entry.digest), &ctx)?;
                     match parse_manifest(&body, &ctx)? {
                         OciManifest::Image(m) => (m, child, body.to_vec()),
@@ -381,6 +423,13 @@ impl ImageStore {
                 "{action}: its manifest gives the Wasm layer a negative size"
             ))
         })?;
+        self.check_size(
+            layer,
+            size,
+            self.inner.limits.max_wasm_bytes,
+            "Wasm layer",
+            &ctx,
+        )?;
 
         // Blobs are content-addressed: another tag may already have brought
         // these exact bytes.
@@ -444,6 +493,12 @@ impl ImageStore {
                     ctx.action, desc.digest
                 ))
             })?;
+            let (max, what) = if std::ptr::eq(desc, &manifest.config) {
+                (self.inner.limits.max_manifest_bytes, "image config")
+            } else {
+                (self.inner.limits.max_layer_bytes, "layer")
+            };
+            self.check_size(desc, size, max, what, ctx)?;
             let cached = std::fs::metadata(self.blob_path(hex)).is_ok_and(|m| m.len() == size);
             if !cached {
                 self.download(client, blob_ref, desc, hex, size, None, ctx)
@@ -473,6 +528,71 @@ impl ImageStore {
             config,
             layers: blobs,
         })
+    }
+
+    /// A manifest or index by reference, within the request deadline and the
+    /// manifest size limit.
+    ///
+    /// oci-client reads the body whole (`res.bytes()`) with no size limit and
+    /// offers no hook to bound it, so the deadline is what ends an endless
+    /// body; its size is checked once it is in. Fetching manifests with our
+    /// own HTTP client would bound the bytes too, but means redoing the
+    /// registry token exchange oci-client does.
+    async fn pull_manifest(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        ctx: &ErrCtx<'_>,
+    ) -> Result<(bytes::Bytes, String), ImageError> {
+        let get = client.pull_manifest_raw(reference, auth, MANIFEST_ACCEPT);
+        let (body, digest) = self
+            .deadline(get, ctx)
+            .await?
+            .map_err(|e| map_error(e, ctx))?;
+        let max = self.inner.limits.max_manifest_bytes;
+        if body.len() as u64 > max {
+            return Err(ImageError::Registry(format!(
+                "{}: the manifest from registry {} is {} bytes, more than the {max} bytes allowed",
+                ctx.action,
+                ctx.registry,
+                body.len()
+            )));
+        }
+        Ok((body, digest))
+    }
+
+    /// `op` within [`PullLimits::request_deadline`].
+    async fn deadline<T>(
+        &self,
+        op: impl Future<Output = T>,
+        ctx: &ErrCtx<'_>,
+    ) -> Result<T, ImageError> {
+        let limit = self.inner.limits.request_deadline;
+        tokio::time::timeout(limit, op).await.map_err(|_| {
+            ImageError::Registry(format!(
+                "{}: registry {} did not answer within {limit:?}",
+                ctx.action, ctx.registry
+            ))
+        })
+    }
+
+    /// Refuses a blob whose declared size is over `max`, before downloading it.
+    fn check_size(
+        &self,
+        desc: &OciDescriptor,
+        size: u64,
+        max: u64,
+        what: &str,
+        ctx: &ErrCtx<'_>,
+    ) -> Result<(), ImageError> {
+        if size <= max {
+            return Ok(());
+        }
+        Err(ImageError::Registry(format!(
+            "{}: its manifest declares {what} {} of {size} bytes, more than the {max} bytes allowed",
+            ctx.action, desc.digest
+        )))
     }
 
     /// Stores already verified bytes under their digest.

@@ -696,3 +696,143 @@ fn ensure_future_is_send() {
     let fut = store.ensure("x", PullPolicy::IfNotPresent, &secrets);
     check(&fut);
 }
+
+/// A hostile registry on 127.0.0.1:0 speaking just enough HTTP/1.1: `/v2/`
+/// answers 200; the manifest of `:endless` never ends (chunks keep coming,
+/// throttled so the test's own memory stays small), `:big` is a 5 MiB
+/// manifest, and `:huge` is a valid manifest whose Wasm layer declares 1 TiB.
+/// Counts blob requests.
+struct HostileRegistry {
+    addr: SocketAddr,
+    blob_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn hostile_registry() -> HostileRegistry {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let blob_requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let blobs = blob_requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let blobs = blobs.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = conn.read_u8().await else { return };
+                    head.push(b);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let path = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let json = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+                if path.contains("/blobs/") {
+                    blobs.fetch_add(1, Ordering::SeqCst);
+                    let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                } else if path.ends_with("/manifests/endless") {
+                    let start =
+                        format!("HTTP/1.1 200 OK\r\n{json}Transfer-Encoding: chunked\r\n\r\n");
+                    if conn.write_all(start.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, " ".repeat(64 << 10));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                } else if path.ends_with("/manifests/big") {
+                    let body = format!(
+                        "{{\"schemaVersion\":2,\"pad\":\"{}\"}}",
+                        "x".repeat(5 << 20)
+                    );
+                    let resp = format!("HTTP/1.1 200 OK\r\n{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                } else if path.ends_with("/manifests/huge") {
+                    let body = serde_json::json!({
+                        "schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {
+                            "mediaType": "application/vnd.wasm.config.v0+json",
+                            "digest": format!("sha256:{}", hex::encode(Sha256::digest(b"{}"))),
+                            "size": 2
+                        },
+                        "layers": [{
+                            "mediaType": "application/wasm",
+                            "digest": format!("sha256:{}", "ab".repeat(32)),
+                            "size": 1u64 << 40
+                        }]
+                    })
+                    .to_string();
+                    let resp = format!("HTTP/1.1 200 OK\r\n{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                } else {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").await;
+                }
+            });
+        }
+    });
+    HostileRegistry {
+        addr,
+        blob_requests,
+    }
+}
+
+/// SPN-20: a registry named by a pod must not hang a pull or make the node
+/// download without bound. An endless manifest ends the pull at the request
+/// deadline with an ErrImagePull message; a manifest over 4 MiB and a layer
+/// declaring 1 TiB are refused, the latter before any blob is requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_registry_is_bounded() {
+    let registry = hostile_registry().await;
+    let cache = tempfile::tempdir().unwrap();
+    let limits = spindle_image::PullLimits {
+        request_deadline: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let store = ImageStore::open_with_limits(cache.path(), false, limits).unwrap();
+    let image = |tag: &str| format!("{}/demo/app:{tag}", registry.addr);
+    let none = PullSecrets::default();
+
+    let start = Instant::now();
+    let err = store
+        .ensure(&image("endless"), PullPolicy::IfNotPresent, &none)
+        .await
+        .expect_err("an endless manifest cannot be pulled");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "the pull took {took:?}");
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert!(
+        err.to_string().contains("did not answer within 2s"),
+        "{err}"
+    );
+
+    let err = store
+        .ensure(&image("big"), PullPolicy::IfNotPresent, &none)
+        .await
+        .expect_err("a 5 MiB manifest is refused");
+    assert!(
+        err.to_string()
+            .contains("more than the 4194304 bytes allowed"),
+        "{err}"
+    );
+
+    let err = store
+        .ensure(&image("huge"), PullPolicy::IfNotPresent, &none)
+        .await
+        .expect_err("a 1 TiB layer is refused");
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert!(
+        err.to_string().contains("1099511627776 bytes, more than"),
+        "{err}"
+    );
+    assert_eq!(
+        registry
+            .blob_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no blob was requested"
+    );
+}
