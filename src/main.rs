@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the control plane (API server and store) and, unless --disable-agent, a node agent.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a node agent that joins a server and runs the pods bound to this node.
     Agent(AgentArgs),
     /// Publish a Wasm module or component to an OCI registry as a CNCF Wasm artifact.
@@ -199,6 +199,32 @@ struct ServerArgs {
     /// NodePort range, LOW-HIGH.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Connections the API port serves at once; more are closed when accepted.
+    #[arg(long, default_value_t = spindle_apiserver::ConnLimits::default().max_connections, hide = true)]
+    api_max_connections: usize,
+    /// Time a client has to finish the TLS handshake on the API port.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
+    api_tls_handshake_timeout: std::time::Duration,
+    /// Time a client has to send a request's headers on the API port.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
+    api_header_read_timeout: std::time::Duration,
+}
+
+/// Raise the soft open-files limit to the hard one, as Go programs (kube-apiserver,
+/// the kubelet, containerd) do at start: the soft limit is often 1024, and the server,
+/// the store, the embedded agent and its pods all share it.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some() && lim.current != lim.maximum {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "raising the open-files limit");
+        }
+    }
 }
 
 fn net_ranges(a: &ServerArgs) -> Result<spindle_apiserver::alloc::NetRanges> {
@@ -370,6 +396,7 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -398,6 +425,11 @@ fn main() -> Result<()> {
                 watch_history: a.watch_history,
                 default_toleration_seconds: a.default_not_ready_toleration.as_secs(),
                 net,
+                limits: spindle_apiserver::ConnLimits {
+                    max_connections: a.api_max_connections,
+                    tls_handshake_timeout: a.api_tls_handshake_timeout,
+                    header_read_timeout: a.api_header_read_timeout,
+                },
             };
             let ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,

@@ -1052,7 +1052,7 @@ fn duplicate_service_port(field: &str, (port, protocol): (i64, &str)) -> FieldEr
 
 /// The addresses a Service holds: `spec.clusterIPs`, or `spec.clusterIP` alone as older
 /// clients send it.
-fn cluster_ips(svc: &Value) -> Vec<&str> {
+pub fn cluster_ips(svc: &Value) -> Vec<&str> {
     let ips: Vec<&str> = svc
         .pointer("/spec/clusterIPs")
         .and_then(Value::as_array)

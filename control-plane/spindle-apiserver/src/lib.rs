@@ -9,6 +9,9 @@ mod gc;
 pub mod pki;
 pub mod proxy;
 mod request;
+/// The request body decoder, for the property tests in `tests/fuzz_decoders.rs`.
+#[doc(hidden)]
+pub use request::decode_body;
 pub mod rest;
 mod selectors;
 mod status;
@@ -20,14 +23,14 @@ mod yaml;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use spindle_api::openapi::OpenApi;
 use spindle_api::Registry;
@@ -87,6 +90,33 @@ pub struct ServerConfig {
     /// that have none (Kubernetes' DefaultTolerationSeconds admission, 300 s).
     pub default_toleration_seconds: u64,
     pub net: alloc::NetRanges,
+    pub limits: ConnLimits,
+}
+
+/// Limits on the API port's connections, so that clients that connect and then stall
+/// (or just connect, many times) cannot take every file descriptor of the process.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time for a client to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time for a client to send a request's headers (HTTP/1.1, also between requests).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            // Far below the open-files limit the server raises itself to, leaving the
+            // rest to the store, the agent and its pods.
+            max_connections: 4096,
+            // Go's http.Transport default TLS handshake timeout.
+            tls_handshake_timeout: Duration::from_secs(10),
+            // hyper's default, which it applies only once given a timer.
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
@@ -239,6 +269,7 @@ pub struct Server {
     pub state: AppState,
     pub addr: SocketAddr,
     pub pki: pki::Pki,
+    pub limits: ConnLimits,
 }
 
 /// Prepare PKI and store, bind the port and write the kubeconfig; then [`Server::serve`].
@@ -298,7 +329,17 @@ pub async fn start(
         &pki,
     )?;
     tracing::info!(%addr, kubeconfig = %cfg.kubeconfig.display(), "API server listening");
-    Ok((Server { state, addr, pki }, listener, acceptor))
+    let limits = cfg.limits;
+    Ok((
+        Server {
+            state,
+            addr,
+            pki,
+            limits,
+        },
+        listener,
+        acceptor,
+    ))
 }
 
 impl Server {
@@ -307,53 +348,112 @@ impl Server {
         listener: TcpListener,
         acceptor: Arc<tokio_rustls::TlsAcceptor>,
     ) -> Result<()> {
+        let limits = self.limits;
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let mut backoff = AcceptBackoff::default();
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    backoff.wait(&e).await;
                     continue;
                 }
+            };
+            backoff.reset();
+            // Over the cap a connection is closed at once, not queued: a flood then costs
+            // one descriptor for a moment each, and the slots free up as the handshake and
+            // header timeouts end the stalled connections that hold them.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, max = limits.max_connections, "too many connections: closed");
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let st = self.state.clone();
             tokio::spawn(async move {
-                let local = tcp.local_addr().unwrap_or(peer);
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                };
-                let conn = ConnInfo {
-                    cert_user: cert_user(&tls),
-                    internal_user: None,
-                    local,
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let st = st.clone();
-                        let conn = conn.clone();
-                        async move {
-                            let start = Instant::now();
-                            let (method, uri) = (req.method().clone(), req.uri().clone());
-                            let resp = dispatch(st, conn, req.map(Body::new)).await;
-                            tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    },
-                );
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!(%peer, error = %e, "connection ended");
-                }
+                let _slot = slot;
+                serve_connection(st, acceptor, tcp, peer, limits).await;
             });
         }
+    }
+}
+
+/// Go's net/http answer to accept errors (EMFILE above all): wait 5 ms, doubling up to
+/// 1 s, instead of retrying at once, which spins a core and floods the log while the
+/// process is out of descriptors.
+#[derive(Default)]
+struct AcceptBackoff(Option<Duration>);
+
+impl AcceptBackoff {
+    async fn wait(&mut self, e: &std::io::Error) {
+        let delay = self.0.map_or(Duration::from_millis(5), |d| {
+            (d * 2).min(Duration::from_secs(1))
+        });
+        self.0 = Some(delay);
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "accept failed");
+        tokio::time::sleep(delay).await;
+    }
+    fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// TLS (within the handshake timeout), then HTTP/2 or HTTP/1.1 as ALPN chose. The
+/// protocol is not sniffed from the first bytes (hyper-util's auto builder), because that
+/// read has no timeout: a client that finished the handshake and sent nothing would hold
+/// its connection for ever.
+async fn serve_connection(
+    st: AppState,
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: ConnLimits,
+) {
+    let local = tcp.local_addr().unwrap_or(peer);
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let conn = ConnInfo {
+        cert_user: cert_user(&tls),
+        internal_user: None,
+        local,
+    };
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let st = st.clone();
+        let conn = conn.clone();
+        async move {
+            let start = Instant::now();
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let resp = dispatch(st, conn, req.map(Body::new)).await;
+            tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let io = TokioIo::new(tls);
+    let res = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await
+    };
+    if let Err(e) = res {
+        tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 

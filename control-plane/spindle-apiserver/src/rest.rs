@@ -961,8 +961,17 @@ async fn finish_update(
     record: bool,
 ) -> ApiResult<Response> {
     merge_update(&t.kind, &old, &mut obj, t.sub.as_deref())?;
-    if t.kind.kind == "Service" && t.kind.group.is_empty() {
+    if t.kind.kind == "Service" && t.kind.group.is_empty() && t.sub.is_none() {
         keep_cluster_ips(&old, &mut obj);
+        // A Service that had no address (ExternalName) gets one as on creation: in range
+        // and reserved, never simply the one the update names.
+        if validation::cluster_ips(&old).is_empty()
+            && !validation::cluster_ips(&obj).contains(&"None")
+            && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName")
+            && !q.dry_run()
+        {
+            crate::alloc::admit_service(st, &mut obj).await?;
+        }
     }
     validation::default_object(t.kind.kind, &mut obj);
     validate_or_reject(&t.kind, &obj, Some(&old))?;
@@ -1402,11 +1411,15 @@ pub(crate) async fn delete_one(
 
 /// Drop `finalizer` from an object; the object goes away if it was the last one and the
 /// object is being deleted.
-/// `now + grace` seconds without panicking on a user's huge grace period: it saturates
-/// (as Go's time.Duration arithmetic does not panic either) at the last second that RFC
-/// 3339 with a four-digit year, which every client parses, can express.
+/// The latest deletion deadline written, 9999-12-30T00:00:00Z: Go clients parse years up
+/// to 9999 only, and Rust ones (jiff, under kube-rs) instants up to 9999-12-30T22:00Z. A
+/// later timestamp would break every watch of the object's kind for those clients.
+const LATEST_DEADLINE: i64 = 253_402_128_000;
+
+/// `now + grace` seconds without panicking on a user's huge grace period: it saturates at
+/// [`LATEST_DEADLINE`] (Go's time arithmetic does not panic either).
 fn deletion_deadline(now: DateTime<Utc>, grace: i64) -> DateTime<Utc> {
-    let latest = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(now);
+    let latest = DateTime::<Utc>::from_timestamp(LATEST_DEADLINE, 0).unwrap_or(now);
     chrono::TimeDelta::try_seconds(grace)
         .and_then(|d| now.checked_add_signed(d))
         .map_or(latest, |t| t.min(latest))

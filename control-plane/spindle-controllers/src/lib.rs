@@ -12,7 +12,9 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -33,15 +35,13 @@ impl Default for Options {
     }
 }
 
-/// Start every controller; returns when one of them fails.
+/// Start every controller, each in its own task under [`supervise`]; runs for ever.
 pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
-    let deploy_events = events::Recorder::new(client.clone(), "deployment-controller");
-    let rs_events = events::Recorder::new(client.clone(), "replicaset-controller");
     // One pod cache for every controller: at tens of thousands of pods a copy per
     // controller is most of the control plane's memory.
-    let rs_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
-    let ep_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
-    let pdb_queue: std::sync::Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let rs_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
     let budgets = disruption::budgets(&client, pdb_queue.clone());
     let q = rs_queue.clone();
@@ -57,11 +57,74 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             replicaset::on_pod_change(&q, ch);
         },
     );
-    tokio::select! {
-        r = deployment::run(client.clone(), deploy_events, pods.clone()) => r,
-        r = replicaset::run(client.clone(), rs_events, rs_queue, pods.clone()) => r,
-        r = endpoints::run(client.clone(), ep_queue, services, pods.clone()) => r,
-        r = disruption::run(client.clone(), events::Recorder::new(client.clone(), "controllermanager"), pdb_queue, budgets, pods.clone()) => r,
-        r = nodelifecycle::run(client.clone(), events::Recorder::new(client.clone(), "node-controller"), opts.clone(), pods) => r,
+    let recorder = |c: &kube::Client, name| events::Recorder::new(c.clone(), name);
+    let (c, p) = (client.clone(), pods.clone());
+    let deployment = supervise("deployment", move || {
+        deployment::run(c.clone(), recorder(&c, "deployment-controller"), p.clone())
+    });
+    let (c, p) = (client.clone(), pods.clone());
+    let replicaset = supervise("replicaset", move || {
+        let events = recorder(&c, "replicaset-controller");
+        replicaset::run(c.clone(), events, rs_queue.clone(), p.clone())
+    });
+    let (c, p) = (client.clone(), pods.clone());
+    let endpoints = supervise("endpoints", move || {
+        endpoints::run(c.clone(), ep_queue.clone(), services.clone(), p.clone())
+    });
+    let (c, p) = (client.clone(), pods.clone());
+    let disruption = supervise("disruption", move || {
+        let events = recorder(&c, "controllermanager");
+        disruption::run(
+            c.clone(),
+            events,
+            pdb_queue.clone(),
+            budgets.clone(),
+            p.clone(),
+        )
+    });
+    let c = client;
+    let nodes = supervise("node-lifecycle", move || {
+        let events = recorder(&c, "node-controller");
+        nodelifecycle::run(c.clone(), events, opts.clone(), pods.clone())
+    });
+    tokio::join!(deployment, replicaset, endpoints, disruption, nodes);
+    Ok(())
+}
+
+/// Run the controller `start` makes in a task of its own, for ever: when it fails or
+/// panics it is logged and started again (after a pause growing from 1 s to 30 s while
+/// it keeps failing), as Kubernetes' controller manager recovers a panicking controller
+/// instead of losing it. One controller's bug must not stop the others, nor itself for good.
+async fn supervise<F, Fut>(name: &'static str, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut pause = RESTART_PAUSE_MIN;
+    loop {
+        let started = Instant::now();
+        match tokio::spawn(start()).await {
+            Ok(Ok(())) => tracing::warn!(controller = name, "controller returned; restarting"),
+            Ok(Err(e)) => tracing::error!(
+                controller = name,
+                error = format!("{e:#}"),
+                "controller failed; restarting"
+            ),
+            Err(e) if e.is_panic() => tracing::error!(
+                controller = name,
+                panic = runtime::panic_message(e.into_panic().as_ref()),
+                "controller panicked; restarting"
+            ),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return,
+        }
+        if started.elapsed() > RESTART_PAUSE_MAX * 2 {
+            pause = RESTART_PAUSE_MIN;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RESTART_PAUSE_MAX);
     }
 }
+
+const RESTART_PAUSE_MIN: Duration = Duration::from_secs(1);
+const RESTART_PAUSE_MAX: Duration = Duration::from_secs(30);

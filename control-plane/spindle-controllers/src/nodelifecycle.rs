@@ -312,13 +312,15 @@ pub fn eviction_time(pod: &Pod, taints: &[Taint]) -> Option<i64> {
         } else if matching.iter().any(|tol| tol.toleration_seconds.is_none()) {
             continue;
         } else {
-            added
-                + matching
+            // tolerationSeconds is the user's: saturate rather than overflow.
+            added.saturating_add(
+                matching
                     .iter()
                     .filter_map(|tol| tol.toleration_seconds)
                     .min()
                     .unwrap_or(0)
-                    .max(0)
+                    .max(0),
+            )
         };
         deadline = Some(deadline.map_or(at, |d| d.min(at)));
     }

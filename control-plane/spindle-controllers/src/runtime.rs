@@ -391,7 +391,15 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
             tasks.push(tokio::spawn(async move {
                 loop {
                     let item = q.next().await;
-                    match reconcile(item.clone()).await {
+                    // A panicking reconcile is retried with back-off like a failed one:
+                    // otherwise it would end this worker for good, with the key left
+                    // marked as being processed and never looked at again.
+                    let run = std::panic::AssertUnwindSafe(reconcile(item.clone()));
+                    let outcome = match futures::FutureExt::catch_unwind(run).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(p) => Err(format!("panic: {}", panic_message(p.as_ref()))),
+                    };
+                    match outcome {
                         Ok(Action::Done) => q.forget(&item),
                         Ok(Action::RequeueAfter(d)) => {
                             q.forget(&item);
@@ -410,6 +418,14 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
             let _ = t.await;
         }
     }
+}
+
+/// The text a panic was raised with, for the log.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[cfg(test)]
@@ -461,5 +477,36 @@ mod tests {
             3,
             "two failures retried with back-off, then success"
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_retried_and_the_worker_lives_on() {
+        let q: Arc<Queue<u32>> = Queue::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let c = calls.clone();
+        // One worker: if the panic ended it, nothing would be reconciled again.
+        tokio::spawn(q.clone().run(1, "test", move |k: u32| {
+            let (c, tx) = (c.clone(), tx.clone());
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("reconcile bug");
+                }
+                let _ = tx.send(k);
+                Ok::<_, String>(Action::Done)
+            }
+        }));
+        q.add(1);
+        q.add(2);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let k = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("keys reconciled after the panic")
+                .expect("worker alive");
+            seen.push(k);
+        }
+        seen.sort();
+        assert_eq!(seen, [1, 2]);
     }
 }
