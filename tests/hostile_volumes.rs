@@ -12,15 +12,6 @@ use common::{Cluster, Registry, KUBECTL_DEFAULT};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn jsonpath(c: &Cluster, pod: &str, path: &str) -> String {
-    c.ok(
-        KUBECTL_DEFAULT,
-        &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
-    )
-    .trim()
-    .to_string()
-}
-
 /// The pod's events as `Reason: message` lines, read from the Event objects themselves.
 fn events(c: &Cluster, pod: &str) -> String {
     c.ok(
@@ -174,20 +165,15 @@ fn pods_cannot_reach_host_files_through_their_volumes() {
             ],
         );
         assert!(line.contains("escape"), "{name}: {line}");
-        c.wait_for_output(
-            &[
-                "get",
-                "pod",
-                name,
-                "-o",
-                "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-            ],
+        c.wait_pod_field(
+            name,
+            "{.status.containerStatuses[0].state.waiting.reason}",
             "CreateContainerConfigError",
             WAIT,
         );
         // The container never ran, so nothing of the host reached its log.
         assert_eq!(
-            jsonpath(&c, name, "{.status.containerStatuses[0].containerID}"),
+            c.pod_field(name, "{.status.containerStatuses[0].containerID}"),
             "",
             "{name} started a container"
         );
@@ -218,13 +204,13 @@ spec:
         link = climbing_link(&secret_dir)
     ));
     let deadline = Instant::now() + WAIT;
-    while jsonpath(
-        &c,
-        "wasm-replant",
-        "{.status.containerStatuses[0].restartCount}",
-    )
-    .parse::<u32>()
-    .unwrap_or(0)
+    while c
+        .pod_field(
+            "wasm-replant",
+            "{.status.containerStatuses[0].restartCount}",
+        )
+        .parse::<u32>()
+        .unwrap_or(0)
         < 2
     {
         assert!(
@@ -248,11 +234,7 @@ spec:
         &busybox,
         &sh("cat /mnt/f"),
     ));
-    c.wait_for_output(
-        &["get", "pod", "inside", "-o", "jsonpath={.status.phase}"],
-        "Succeeded",
-        WAIT,
-    );
+    c.wait_pod_field("inside", "{.status.phase}", "Succeeded", WAIT);
     assert_eq!(c.ok(KUBECTL_DEFAULT, &["logs", "inside"]), "inside\n");
 
     // hostPath: the node's data, the server's store, and anything above them are refused;
@@ -267,11 +249,7 @@ spec:
         let line = wait_event(&c, name, &["FailedMount", "is refused"]);
         assert!(line.contains(&path), "{name}: {line}");
         assert_eq!(
-            jsonpath(
-                &c,
-                name,
-                "{.status.containerStatuses[0].state.waiting.reason}"
-            ),
+            c.pod_field(name, "{.status.containerStatuses[0].state.waiting.reason}"),
             "ContainerCreating"
         );
     }
@@ -280,11 +258,7 @@ spec:
         &wasm,
         &secret_dir.display().to_string(),
     ));
-    c.wait_for_output(
-        &["get", "pod", "hp-allowed", "-o", "jsonpath={.status.phase}"],
-        "Succeeded",
-        WAIT,
-    );
+    c.wait_pod_field("hp-allowed", "{.status.phase}", "Succeeded", WAIT);
     // The log ends the guest's last partial line with a newline, as CRI logs do.
     assert_eq!(
         c.ok(KUBECTL_DEFAULT, &["logs", "hp-allowed"]),
