@@ -62,8 +62,9 @@ pub struct HttpStats {
     /// Requests whose guest trapped, ran out of memory, failed to instantiate or ended
     /// without a response. Answered with 500 unless the response had already started.
     pub failed: u64,
-    /// Requests answered with 503 because no instance slot became free in time, or
-    /// with 400 because the request could not be handed to the guest.
+    /// Requests answered with 503 because the server already had its most instances and
+    /// its queue was full, or no instance (or pool slot) became free in time; or with 400
+    /// because the request could not be handed to the guest.
     pub rejected: u64,
     /// Request instances alive right now.
     pub active: u64,
