@@ -21,6 +21,7 @@
 //! It does not run anything: the Wasm runtime takes [`WasmBinary::path`], the
 //! containerd runtime a [`ContainerImage`].
 
+mod distribution;
 mod error;
 mod media;
 mod push;

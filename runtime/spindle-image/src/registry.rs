@@ -13,7 +13,7 @@ use crate::error::chain;
 use crate::reference::{is_loopback, ImageRef};
 use crate::{ImageError, PullSecrets};
 
-const USER_AGENT: &str = concat!("spindle/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("spindle/", env!("CARGO_PKG_VERSION"));
 
 /// oci-client is built with `rustls-tls-no-provider` so the workspace keeps a
 /// single crypto backend (ring); reqwest panics when building a client without

@@ -23,23 +23,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use futures::StreamExt;
 use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::distribution::RegistryClient;
 use crate::error::chain;
 use crate::media::{
     container_index_entry, index_not_wasm, is_container_manifest, neither_message,
     wasm_index_entry, wasm_layer, MANIFEST_ACCEPT,
 };
 use crate::reference::ImageRef;
-use crate::registry::{
-    auth_candidates, auth_fingerprint, map_error, new_client, sha256_digest, sha256_hex, ErrCtx,
-};
+use crate::registry::{auth_candidates, auth_fingerprint, sha256_digest, sha256_hex, ErrCtx};
 use crate::{
     Blob, ContainerImage, ImageContent, ImageError, PullPolicy, PullSecrets, PulledImage,
     WasmBinary, WasmKind,
@@ -58,9 +56,9 @@ pub struct ImageStore {
 
 struct Inner {
     root: PathBuf,
-    /// oci-client binds a credential to a registry on first use, so each
-    /// credential gets its own client; reusing them keeps bearer tokens.
-    clients: Mutex<HashMap<(String, String), Client>>,
+    /// A client per (registry, credential); reusing them keeps connections
+    /// and bearer tokens.
+    clients: Mutex<HashMap<(String, String), RegistryClient>>,
     /// One async lock per reference so concurrent `ensure` calls pull once.
     /// Weak entries vanish with their last user.
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -302,13 +300,12 @@ impl ImageStore {
         secrets: &PullSecrets,
     ) -> Result<PulledImage, ImageError> {
         let digest = self
-            .with_auth(r, secrets, |client, auth| async move {
+            .with_auth(r, secrets, |client| async move {
                 let action = action(r);
                 let ctx = pull_ctx(r, &action);
-                let head = client.fetch_manifest_digest(&r.reference, &auth);
-                self.deadline(head, &ctx)
-                    .await?
-                    .map_err(|e| map_error(e, &ctx))
+                let max = self.inner.limits.max_manifest_bytes;
+                let head = client.manifest_digest(&r.reference, MANIFEST_ACCEPT, max, &ctx);
+                self.deadline(head, &ctx).await?
             })
             .await?;
         if let Some(entry) = self.read_manifest(&digest) {
@@ -321,7 +318,7 @@ impl ImageStore {
     }
 
     async fn pull(&self, r: &ImageRef, secrets: &PullSecrets) -> Result<PulledImage, ImageError> {
-        self.with_auth(r, secrets, |client, auth| self.pull_with(client, auth, r))
+        self.with_auth(r, secrets, |client| self.pull_with(client, r))
             .await
     }
 
@@ -334,13 +331,13 @@ impl ImageStore {
         op: F,
     ) -> Result<T, ImageError>
     where
-        F: Fn(Client, RegistryAuth) -> Fut,
+        F: Fn(RegistryClient) -> Fut,
         Fut: Future<Output = Result<T, ImageError>>,
     {
         let mut refused = None;
         for auth in auth_candidates(secrets, r) {
-            let client = self.client(r.registry(), &auth)?;
-            match op(client, auth).await {
+            let client = self.client(r.registry(), auth)?;
+            match op(client).await {
                 Err(e @ ImageError::Unauthorized(_)) => refused = Some(e),
                 other => return other,
             }
@@ -352,15 +349,12 @@ impl ImageStore {
 
     async fn pull_with(
         &self,
-        client: Client,
-        auth: RegistryAuth,
+        client: RegistryClient,
         r: &ImageRef,
     ) -> Result<PulledImage, ImageError> {
         let action = action(r);
         let ctx = pull_ctx(r, &action);
-        let (body, digest) = self
-            .pull_manifest(&client, &r.reference, &auth, &ctx)
-            .await?;
+        let (body, digest) = self.pull_manifest(&client, &r.reference, &ctx).await?;
         verify_manifest(&body, &digest, r.reference.digest(), &ctx)?;
 
         // For an index, the Wasm platform's manifest is fetched by digest; the
@@ -380,8 +374,7 @@ impl ImageStore {
                             ImageError::NotWasm(index_not_wasm(&r.given, &index.manifests))
                         })?;
                     let child = r.reference.clone_with_digest(entry.digest.clone());
-                    let (body, child_digest) =
-                        self.pull_manifest(&client, &child, &auth, &ctx).await?;
+                    let (body, child_digest) = self.pull_manifest(&client, &child, &ctx).await?;
                     verify_manifest(&body, &child_digest, Some(&entry.digest), &ctx)?;
                     match parse_manifest(&body, &ctx)? {
                         OciManifest::Image(m) => (m, child, body.to_vec()),
@@ -473,7 +466,7 @@ impl ImageStore {
     /// and stores its manifest, all under their digests.
     async fn pull_container(
         &self,
-        client: &Client,
+        client: &RegistryClient,
         blob_ref: &Reference,
         ctx: &ErrCtx<'_>,
         manifest: &OciImageManifest,
@@ -531,35 +524,22 @@ impl ImageStore {
     }
 
     /// A manifest or index by reference, within the request deadline and the
-    /// manifest size limit.
-    ///
-    /// oci-client reads the body whole (`res.bytes()`) with no size limit and
-    /// offers no hook to bound it, so the deadline is what ends an endless
-    /// body; its size is checked once it is in. Fetching manifests with our
-    /// own HTTP client would bound the bytes too, but means redoing the
-    /// registry token exchange oci-client does.
+    /// manifest size limit (which bounds the bytes read, not only kept: see
+    /// `distribution`). Returns the body and the digest the registry reported
+    /// (the body's own when it reported none).
     async fn pull_manifest(
         &self,
-        client: &Client,
+        client: &RegistryClient,
         reference: &Reference,
-        auth: &RegistryAuth,
         ctx: &ErrCtx<'_>,
     ) -> Result<(bytes::Bytes, String), ImageError> {
-        let get = client.pull_manifest_raw(reference, auth, MANIFEST_ACCEPT);
-        let (body, digest) = self
-            .deadline(get, ctx)
-            .await?
-            .map_err(|e| map_error(e, ctx))?;
         let max = self.inner.limits.max_manifest_bytes;
-        if body.len() as u64 > max {
-            return Err(ImageError::Registry(format!(
-                "{}: the manifest from registry {} is {} bytes, more than the {max} bytes allowed",
-                ctx.action,
-                ctx.registry,
-                body.len()
-            )));
-        }
-        Ok((body, digest))
+        let get = client.manifest(reference, MANIFEST_ACCEPT, max, ctx);
+        let manifest = self.deadline(get, ctx).await??;
+        let digest = manifest
+            .reported_digest
+            .unwrap_or_else(|| sha256_digest(&manifest.body));
+        Ok((manifest.body, digest))
     }
 
     /// `op` within [`PullLimits::request_deadline`].
@@ -629,7 +609,7 @@ impl ImageStore {
     #[allow(clippy::too_many_arguments)]
     async fn download(
         &self,
-        client: &Client,
+        client: &RegistryClient,
         blob_ref: &Reference,
         layer: &OciDescriptor,
         hex: &str,
@@ -637,10 +617,8 @@ impl ImageStore {
         wasm: Option<&ImageRef>,
         ctx: &ErrCtx<'_>,
     ) -> Result<Option<WasmKind>, ImageError> {
-        let mut stream = client
-            .pull_blob_stream(blob_ref, layer)
-            .await
-            .map_err(|e| map_error(e, ctx))?;
+        let get = client.blob(blob_ref, &layer.digest, size, ctx);
+        let mut res = self.deadline(get, ctx).await??;
         let tmp = TempFile(self.temp_path(hex));
         let mut file = tokio::fs::File::create(&tmp.0)
             .await
@@ -656,8 +634,7 @@ impl ImageStore {
                 wasm.map(|r| r.given.as_str()).unwrap_or_default(), layer.media_type, layer.digest
             ))
         };
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| stream_error(e, layer, ctx))?;
+        while let Some(chunk) = res.chunk().await.map_err(|e| stream_error(e, layer, ctx))? {
             written += chunk.len() as u64;
             if written > size {
                 return Err(ImageError::DigestMismatch(format!(
@@ -705,8 +682,8 @@ impl ImageStore {
         Ok(kind)
     }
 
-    fn client(&self, registry: &str, auth: &RegistryAuth) -> Result<Client, ImageError> {
-        let key = (registry.to_string(), auth_fingerprint(auth));
+    fn client(&self, registry: &str, auth: RegistryAuth) -> Result<RegistryClient, ImageError> {
+        let key = (registry.to_string(), auth_fingerprint(&auth));
         let mut clients = lock(&self.inner.clients);
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
@@ -714,7 +691,7 @@ impl ImageStore {
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        let client = new_client(registry, false)?;
+        let client = RegistryClient::new(registry, auth)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -891,18 +868,8 @@ fn parse_manifest(body: &[u8], ctx: &ErrCtx<'_>) -> Result<OciManifest, ImageErr
     })
 }
 
-/// oci-client verifies the digest while streaming and reports a mismatch as
-/// an `io::Error` wrapping its `DigestError`.
-fn stream_error(e: std::io::Error, layer: &OciDescriptor, ctx: &ErrCtx<'_>) -> ImageError {
-    if let Some(oci_client::errors::DigestError::VerificationError { expected, actual }) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
-    {
-        return ImageError::DigestMismatch(format!(
-            "{}: layer from registry {} does not match its digest (expected {expected}, got {actual})",
-            ctx.action, ctx.registry
-        ));
-    }
+/// A blob download that broke off; its digest is checked once it is in.
+fn stream_error(e: reqwest::Error, layer: &OciDescriptor, ctx: &ErrCtx<'_>) -> ImageError {
     ImageError::Registry(format!(
         "{}: download of layer {} from registry {} failed: {}",
         ctx.action,
@@ -935,23 +902,6 @@ mod tests {
         assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
         let err = verify_manifest(body, &good, Some(&bad), &ctx()).expect_err("asked mismatch");
         assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
-    }
-
-    #[test]
-    fn streamed_digest_errors_are_mismatches() {
-        let inner = oci_client::errors::DigestError::VerificationError {
-            expected: "sha256:aa".into(),
-            actual: "sha256:bb".into(),
-        };
-        let layer = OciDescriptor::default();
-        let err = stream_error(std::io::Error::other(inner), &layer, &ctx());
-        assert!(matches!(err, ImageError::DigestMismatch(_)), "{err}");
-        let err = stream_error(
-            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
-            &layer,
-            &ctx(),
-        );
-        assert!(matches!(err, ImageError::Registry(_)), "{err}");
     }
 
     #[test]

@@ -697,14 +697,40 @@ fn ensure_future_is_send() {
     check(&fut);
 }
 
-/// A hostile registry on 127.0.0.1:0 speaking just enough HTTP/1.1: `/v2/`
-/// answers 200; the manifest of `:endless` never ends (chunks keep coming,
-/// throttled so the test's own memory stays small), `:big` is a 5 MiB
-/// manifest, and `:huge` is a valid manifest whose Wasm layer declares 1 TiB.
-/// Counts blob requests.
+/// A hostile registry on 127.0.0.1:0 speaking just enough HTTP/1.1. Under
+/// `demo/app`: `:endless` streams a manifest as fast as it can (up to
+/// [`FLOOD_BYTES`]), `:declared` announces a 1 TiB `Content-Length` and then
+/// sends nothing, `:trickle` sends a byte every 50 ms forever, `:errorbody`
+/// answers 404 with an endless body, `:big` is a 5 MiB manifest. `demo/locked`
+/// wants a bearer token from `/token` and then serves `:huge`, a valid
+/// manifest whose Wasm layer declares 1 TiB; `demo/greedy` names a token
+/// realm that floods. Counts blob requests.
 struct HostileRegistry {
     addr: SocketAddr,
     blob_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What a flooding answer sends before it gives up: more than the test's
+/// memory bound many times over, small enough not to take the machine down
+/// when the bound does not hold.
+const FLOOD_BYTES: usize = 1 << 30;
+
+/// Sends a chunked body of spaces as fast as the peer reads, up to
+/// [`FLOOD_BYTES`].
+async fn flood(conn: &mut tokio::net::TcpStream, status: &str) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    if conn.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, " ".repeat(64 << 10));
+    for _ in 0..FLOOD_BYTES / (64 << 10) {
+        if conn.write_all(chunk.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn hostile_registry() -> HostileRegistry {
@@ -723,25 +749,51 @@ async fn hostile_registry() -> HostileRegistry {
                     let Ok(b) = conn.read_u8().await else { return };
                     head.push(b);
                 }
-                let head = String::from_utf8_lossy(&head).to_string();
+                let head = String::from_utf8_lossy(&head).to_lowercase();
                 let path = head
                     .split_whitespace()
                     .nth(1)
                     .unwrap_or_default()
                     .to_string();
                 let json = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+                let challenge = |realm: &str| {
+                    format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}{realm}\",service=\"hostile\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                };
                 if path.contains("/blobs/") {
                     blobs.fetch_add(1, Ordering::SeqCst);
                     let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                } else if path.starts_with("/token-flood") {
+                    flood(&mut conn, "200 OK").await;
+                } else if path.starts_with("/token") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{\"token\":\"good\"}\n").await;
+                } else if path.starts_with("/v2/demo/greedy/") {
+                    let _ = conn.write_all(challenge("/token-flood").as_bytes()).await;
+                } else if path.starts_with("/v2/demo/locked/")
+                    && !head.contains("authorization: bearer good\r\n")
+                {
+                    let _ = conn.write_all(challenge("/token").as_bytes()).await;
                 } else if path.ends_with("/manifests/endless") {
+                    flood(&mut conn, "200 OK").await;
+                } else if path.ends_with("/manifests/errorbody") {
+                    flood(&mut conn, "404 Not Found").await;
+                } else if path.ends_with("/manifests/declared") {
+                    let start = format!(
+                        "HTTP/1.1 200 OK\r\n{json}Content-Length: {}\r\n\r\n",
+                        1u64 << 40
+                    );
+                    if conn.write_all(start.as_bytes()).await.is_ok() {
+                        // Hold the connection open without sending: only a
+                        // client that reads waits here.
+                        let _ = conn.read_u8().await;
+                    }
+                } else if path.ends_with("/manifests/trickle") {
                     let start =
                         format!("HTTP/1.1 200 OK\r\n{json}Transfer-Encoding: chunked\r\n\r\n");
                     if conn.write_all(start.as_bytes()).await.is_err() {
                         return;
                     }
-                    let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, " ".repeat(64 << 10));
-                    while conn.write_all(chunk.as_bytes()).await.is_ok() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    while conn.write_all(b"1\r\n \r\n").await.is_ok() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 } else if path.ends_with("/manifests/big") {
                     let body = format!(
@@ -780,59 +832,106 @@ async fn hostile_registry() -> HostileRegistry {
     }
 }
 
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM");
+    kib << 10
+}
+
 /// SPN-20: a registry named by a pod must not hang a pull or make the node
-/// download without bound. An endless manifest ends the pull at the request
-/// deadline with an ErrImagePull message; a manifest over 4 MiB and a layer
-/// declaring 1 TiB are refused, the latter before any blob is requested.
+/// read or download without bound. Manifests, token answers and error bodies
+/// are read at most to their limit whatever the registry sends: a flood of
+/// 1 GiB fails the pull within a second or two and leaves the process's peak
+/// memory within 64 MiB of where it was; a declared 1 TiB manifest is refused
+/// from its `Content-Length` without reading; a trickle ends at the request
+/// deadline; a layer declaring 1 TiB is refused before any blob is requested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_registry_is_bounded() {
     let registry = hostile_registry().await;
     let cache = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_secs(20);
     let limits = spindle_image::PullLimits {
-        request_deadline: Duration::from_secs(2),
+        request_deadline: deadline,
         ..Default::default()
     };
-    let store = ImageStore::open_with_limits(cache.path(), false, limits).unwrap();
-    let image = |tag: &str| format!("{}/demo/app:{tag}", registry.addr);
+    let store = ImageStore::open_with_limits(cache.path(), false, limits.clone()).unwrap();
+    let image = |repo: &str, tag: &str| format!("{}/demo/{repo}:{tag}", registry.addr);
     let none = PullSecrets::default();
+    let pull = |image: String, policy| {
+        let store = store.clone();
+        let none = none.clone();
+        async move {
+            let start = Instant::now();
+            let err = store
+                .ensure(&image, policy, &none)
+                .await
+                .expect_err("a hostile registry's image cannot be pulled");
+            let took = start.elapsed();
+            eprintln!("{image} ({policy}): {took:?}: {err}");
+            assert_eq!(err.reason(), "ErrImagePull", "{err}");
+            // Far below the deadline: the limits end these, not the clock.
+            assert!(took < Duration::from_secs(5), "{image} took {took:?}");
+            err.to_string()
+        }
+    };
 
-    let start = Instant::now();
-    let err = store
-        .ensure(&image("endless"), PullPolicy::IfNotPresent, &none)
-        .await
-        .expect_err("an endless manifest cannot be pulled");
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(10), "the pull took {took:?}");
-    assert_eq!(err.reason(), "ErrImagePull");
+    let before = peak_rss();
+    for policy in [PullPolicy::IfNotPresent, PullPolicy::Always] {
+        let err = pull(image("app", "endless"), policy).await;
+        assert!(err.contains("manifest larger than 4 MiB"), "{err}");
+    }
+    let err = pull(image("greedy", "v1"), PullPolicy::IfNotPresent).await;
+    assert!(err.contains("token answer larger than 1 MiB"), "{err}");
+    let err = pull(image("app", "errorbody"), PullPolicy::IfNotPresent).await;
+    assert!(err.contains("not found"), "{err}");
+    let grown = peak_rss().saturating_sub(before);
+    eprintln!("peak memory grew by {} KiB", grown >> 10);
     assert!(
-        err.to_string().contains("did not answer within 2s"),
-        "{err}"
+        grown < 64 << 20,
+        "floods of {FLOOD_BYTES} bytes grew peak memory by {grown} bytes"
     );
 
-    let err = store
-        .ensure(&image("big"), PullPolicy::IfNotPresent, &none)
-        .await
-        .expect_err("a 5 MiB manifest is refused");
+    let err = pull(image("app", "declared"), PullPolicy::IfNotPresent).await;
     assert!(
-        err.to_string()
-            .contains("more than the 4194304 bytes allowed"),
+        err.contains("manifest larger than 4 MiB (Content-Length 1099511627776)"),
         "{err}"
     );
+    let err = pull(image("app", "big"), PullPolicy::IfNotPresent).await;
+    assert!(err.contains("manifest larger than 4 MiB"), "{err}");
 
-    let err = store
-        .ensure(&image("huge"), PullPolicy::IfNotPresent, &none)
-        .await
-        .expect_err("a 1 TiB layer is refused");
-    assert_eq!(err.reason(), "ErrImagePull");
-    assert!(
-        err.to_string().contains("1099511627776 bytes, more than"),
-        "{err}"
-    );
+    // Authorized with the token the challenge pointed at, then refused on
+    // the declared size.
+    let err = pull(image("locked", "huge"), PullPolicy::IfNotPresent).await;
+    assert!(err.contains("1099511627776 bytes, more than"), "{err}");
     assert_eq!(
         registry
             .blob_requests
             .load(std::sync::atomic::Ordering::SeqCst),
         0,
         "no blob was requested"
+    );
+
+    // Slow bytes under the size limit: the request deadline ends the pull.
+    let short = spindle_image::PullLimits {
+        request_deadline: Duration::from_secs(2),
+        ..limits
+    };
+    let store = ImageStore::open_with_limits(cache.path(), false, short).unwrap();
+    let start = Instant::now();
+    let err = store
+        .ensure(&image("app", "trickle"), PullPolicy::IfNotPresent, &none)
+        .await
+        .expect_err("a trickled manifest cannot be pulled");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "the pull took {took:?}");
+    assert_eq!(err.reason(), "ErrImagePull");
+    assert!(
+        err.to_string().contains("did not answer within 2s"),
+        "{err}"
     );
 }
