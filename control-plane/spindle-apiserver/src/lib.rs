@@ -12,9 +12,6 @@ mod request;
 /// The request body decoder, for the property tests in `tests/fuzz_decoders.rs`.
 #[doc(hidden)]
 pub use request::decode_body;
-/// The request body decoder, for the property tests in `tests/fuzz_decoders.rs`.
-#[doc(hidden)]
-pub use request::decode_body;
 pub mod rest;
 mod selectors;
 mod status;
