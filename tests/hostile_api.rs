@@ -34,6 +34,7 @@ fn hostile_requests_are_refused_and_the_server_keeps_answering() {
     yaml_bomb(&c, &api);
     oversized_bodies_and_objects(&c, &api);
     json_patch_amplification(&c, &api);
+    watch_replay_is_bounded(&c, &api);
     huge_grace_periods(&c, &api);
     service_addresses_and_ports(&c);
     volume_sources(&c);
@@ -163,6 +164,7 @@ fn yaml_bomb(c: &Cluster, api: &Api) {
     );
     assert!(took < Duration::from_secs(15), "refused after {took:?}");
     let grown_mib = proc_status_kib(pid, "VmRSS:").saturating_sub(rss_before) / 1024;
+    eprintln!("YAML bomb refused in {took:?}, RSS grew by {grown_mib} MiB");
     assert!(grown_mib < 200, "RSS grew by {grown_mib} MiB");
     // The same with server-side apply, which takes YAML too.
     let (code, body) = api.call(
@@ -262,6 +264,68 @@ fn json_patch_amplification(c: &Cluster, api: &Api) {
         body.contains("The allowed maximum operations in a JSON patch is 10000, got 10001"),
         "{body}"
     );
+    still_answers(c);
+}
+
+/// SPN-15: a watch resumed from far back would gather every change since in memory
+/// before sending: beyond a byte bound it is told to relist (410), as a resume from before
+/// kube-apiserver's watch cache window is.
+fn watch_replay_is_bounded(c: &Cluster, api: &Api) {
+    let path = "/api/v1/namespaces/default/configmaps";
+    let (code, body) = api.call(
+        "POST",
+        path,
+        "application/json",
+        big_configmap("churn", 1 << 20).as_bytes(),
+    );
+    assert_eq!(code, 201, "{body}");
+    let rv_of = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).expect("object");
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("rv")
+            .to_string()
+    };
+    let first = rv_of(&body);
+    let mut last = first.clone();
+    for i in 0..20 {
+        let merge = serde_json::json!({"data": {"a": format!("{i}").repeat(1 << 20)}}).to_string();
+        let (code, body) = api.call(
+            "PATCH",
+            &format!("{path}/churn"),
+            "application/merge-patch+json",
+            merge.as_bytes(),
+        );
+        assert_eq!(code, 200, "{body}");
+        if i == 17 {
+            last = rv_of(&body);
+        }
+    }
+    let watch = |rv: &str| {
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "--raw",
+                &format!("{path}?watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+            ],
+        )
+    };
+    let out = watch(&first);
+    assert!(
+        out.contains("\"code\":410") && out.contains("Expired"),
+        "{}",
+        &out[..out.len().min(400)]
+    );
+    // A recent resume replays as before.
+    let out = watch(&last);
+    assert_eq!(
+        out.matches("\"type\":\"MODIFIED\"").count(),
+        2,
+        "{}",
+        &out[..out.len().min(400)]
+    );
+    c.ok(KUBECTL_DEFAULT, &["delete", "cm", "churn"]);
     still_answers(c);
 }
 
@@ -550,7 +614,8 @@ fn connection_flood(c: &Cluster, api: &Api) {
     );
     let wall = start.elapsed();
     let cpu = Duration::from_millis((cpu_ticks(pid) - ticks_before) * 10);
-    assert!(cpu < wall / 2, "the server used {cpu:?} of CPU in {wall:?}");
+    eprintln!("connection flood: {cpu:?} of CPU in {wall:?}, closed after {times:?}");
+    assert!(cpu < wall / 5, "the server used {cpu:?} of CPU in {wall:?}");
     still_answers(c);
 }
 
@@ -592,8 +657,9 @@ fn descriptor_exhaustion(c: &Cluster, api: &Api) {
     let cpu = Duration::from_millis((cpu_ticks(pid) - ticks_before) * 10);
     prlimit(&original);
     drop(conns);
+    eprintln!("out of descriptors: {cpu:?} of CPU in {wall:?}");
     assert!(
-        cpu < wall / 2,
+        cpu < wall / 5,
         "the server used {cpu:?} of CPU in {wall:?} while out of descriptors"
     );
     still_answers(c);

@@ -26,6 +26,11 @@ pub struct SledStoreOptions {
     pub cache_bytes: u64,
     /// Most writes committed in one transaction and fsync.
     pub max_batch: usize,
+    /// Most bytes of events one watch replays from the history before it follows live
+    /// events; a resume from further back answers Expired (the client relists), as a
+    /// resume from before kube-apiserver's watch cache window does. The replay is
+    /// gathered in memory, and the history holds up to `history` objects of 3 MiB each.
+    pub max_replay_bytes: usize,
 }
 
 impl Default for SledStoreOptions {
@@ -34,6 +39,7 @@ impl Default for SledStoreOptions {
             history: 100_000,
             max_batch: 512,
             cache_bytes: 128 << 20,
+            max_replay_bytes: 16 << 20,
         }
     }
 }
@@ -68,6 +74,7 @@ struct Shared {
 pub struct SledStore {
     shared: Arc<Shared>,
     writes: mpsc::Sender<WriteReq>,
+    max_replay_bytes: usize,
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
@@ -172,6 +179,7 @@ impl SledStore {
             events_tx,
         });
         let (tx, rx) = mpsc::channel(4096);
+        let max_replay_bytes = opts.max_replay_bytes;
         let committer = Committer {
             shared: shared.clone(),
             events,
@@ -179,7 +187,11 @@ impl SledStore {
             opts,
         };
         tokio::spawn(committer.run(rx));
-        Ok(SledStore { shared, writes: tx })
+        Ok(SledStore {
+            shared,
+            writes: tx,
+            max_replay_bytes,
+        })
     }
 
     async fn write(
@@ -441,6 +453,7 @@ impl Store for SledStore {
         let mut rx = self.shared.events_tx.subscribe();
         let shared = self.shared.clone();
         let p = prefix.to_string();
+        let max_bytes = self.max_replay_bytes;
         // Replay from the on-disk history up to what is acknowledged (durable) now; live
         // events after that come from the broadcast, deduplicated by revision.
         let replay: Vec<Event> = tokio::task::spawn_blocking(move || {
@@ -453,6 +466,7 @@ impl Store for SledStore {
             }
             let upto = shared.revision.load(Ordering::SeqCst);
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             if from < upto {
                 for item in shared
                     .events
@@ -464,6 +478,13 @@ impl Store for SledStore {
                     };
                     if let Some(ev) = decode_event(u64::from_be_bytes(kb), &v) {
                         if matches_prefix(&ev.key, &p) {
+                            bytes = bytes.saturating_add(ev.key.len() + ev.value.len());
+                            if bytes > max_bytes {
+                                return Err(StoreError::Expired {
+                                    requested: from,
+                                    oldest: ev.revision,
+                                });
+                            }
                             out.push(ev);
                         }
                     }
@@ -629,6 +650,33 @@ mod tests {
         let r = s.update("/w/1", vec![9], None).await.unwrap();
         let ev = w.next().await.unwrap();
         assert_eq!((ev.revision, ev.kind), (r, EventType::Modified));
+    }
+
+    #[tokio::test]
+    async fn a_replay_larger_than_its_byte_bound_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(
+            dir.path(),
+            SledStoreOptions {
+                max_replay_bytes: 20,
+                ..SledStoreOptions::default()
+            },
+        )
+        .unwrap();
+        let mut revs = Vec::new();
+        for i in 0..4 {
+            // 8 bytes of key and value each.
+            revs.push(s.create(&format!("/r/{i}"), vec![0; 4]).await.unwrap());
+        }
+        // Other prefixes do not count.
+        s.create("/other/big", vec![0; 100]).await.unwrap();
+        assert!(matches!(
+            s.watch("/r/", 0).await,
+            Err(StoreError::Expired { .. })
+        ));
+        let mut w = s.watch("/r/", revs[1]).await.unwrap();
+        assert_eq!(w.next().await.unwrap().revision, revs[2]);
+        assert_eq!(w.next().await.unwrap().revision, revs[3]);
     }
 
     #[tokio::test]
