@@ -248,13 +248,29 @@ fn size(v: &Value) -> usize {
     serde_json::to_vec(v).map_or(0, |b| b.len())
 }
 
-/// Runs `f`, requires it to be quick, and returns the result's size (0 for an error).
-fn timed<E>(what: &str, f: impl FnOnce() -> Result<Value, E>) -> Result<usize, TestCaseError> {
+/// Runs `f` on `input` bytes of object and patch, requires it to be quick and its error
+/// to be of bounded size (messages quote paths and values, escaped), and returns the
+/// result's size (0 for an error).
+fn timed<E: std::fmt::Display>(
+    what: &str,
+    input: usize,
+    f: impl FnOnce() -> Result<Value, E>,
+) -> Result<usize, TestCaseError> {
     let start = Instant::now();
     let res = f();
     let took = start.elapsed();
     prop_assert!(took <= MAX_CASE_TIME, "{what} took {took:?}");
-    Ok(res.as_ref().map_or(0, size))
+    match res {
+        Ok(v) => Ok(size(&v)),
+        Err(e) => {
+            let len = e.to_string().len();
+            prop_assert!(
+                len <= 4096 + 4 * input,
+                "{what}: {len}-byte error for {input} bytes"
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// One JSON patch operation, well-formed or not; pointers are picked from the object's.
@@ -299,7 +315,7 @@ proptest! {
                 .map(|(k, p, f, v)| op(*k, p.get(&ptrs).as_str(), f.get(&ptrs).as_str(), v.get(values).clone()))
                 .collect(),
         );
-        let out = timed("JSON patch", || json_patch(original, &patch))?;
+        let out = timed("JSON patch", size(original) + size(&patch), || json_patch(original, &patch))?;
         prop_assert!(out <= size(original) + size(&patch) + MAX_COPY_BYTES, "JSON patch grew the object to {out} bytes");
     }
 
@@ -312,9 +328,9 @@ proptest! {
         let original = obj.get(&objects);
         let patch = variant(original, &tape);
         let bound = size(original) + size(&patch);
-        let out = timed("merge patch", || merge_patch(original, &patch))?;
+        let out = timed("merge patch", bound, || merge_patch(original, &patch))?;
         prop_assert!(out <= bound, "merge patch grew the object to {out} bytes");
-        let out = timed("strategic merge patch", || strategic_merge_patch(original, &patch))?;
+        let out = timed("strategic merge patch", bound, || strategic_merge_patch(original, &patch))?;
         prop_assert!(out <= bound, "strategic merge patch grew the object to {out} bytes");
     }
 
@@ -335,7 +351,7 @@ proptest! {
         let now = "2026-01-01T00:00:00Z";
         let live = exists.then_some(original);
         let mut applied = None;
-        let out = timed("apply", || {
+        let out = timed("apply", size(original) + size(&a), || {
             let r = ssa::apply(live, &a, "one", "v1", false, now);
             applied = r.as_ref().ok().cloned();
             r
@@ -343,7 +359,7 @@ proptest! {
         // managedFields spell each applied path again, list keys escaped inside strings.
         prop_assert!(out <= 2 * size(original) + 8 * size(&a) + 4096, "apply grew the object to {out} bytes");
         let live = applied.as_ref().or(live);
-        let out2 = timed("second apply", || ssa::apply(live, &b, "two", "v1", force, now))?;
+        let out2 = timed("second apply", out + size(original) + size(&b), || ssa::apply(live, &b, "two", "v1", force, now))?;
         prop_assert!(out2 <= 2 * (out + size(original)) + 8 * size(&b) + 4096, "second apply grew the object to {out2} bytes");
     }
 }
@@ -366,7 +382,7 @@ proptest! {
         }
         let original = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
         let patch = Value::Array(ops);
-        let out = timed("JSON patch copies", || json_patch(&original, &patch))?;
+        let out = timed("JSON patch copies", size(&original) + size(&patch), || json_patch(&original, &patch))?;
         prop_assert!(out <= size(&original) + size(&patch) + MAX_COPY_BYTES, "copies grew the object to {out} bytes");
     }
 }
