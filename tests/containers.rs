@@ -326,7 +326,7 @@ spec:
                 .map(|m| format!("mount {m}")),
         );
         left.extend(
-            mounts_under(&pods_dir)
+            mounts_under(&pods_dir.join(""))
                 .into_iter()
                 .map(|m| format!("mount {m}")),
         );

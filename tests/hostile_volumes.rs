@@ -226,6 +226,42 @@ spec:
         assert!(!logs.contains(&marker), "the guest read the host: {logs}");
     }
 
+    // A container makes a device node in a shared volume (mknod is in the CRI default
+    // capabilities); a Wasm container of the pod, whose file I/O is the agent's own, must
+    // not be able to open it (volumes are nodev). /dev/null is harmless to open; a disk
+    // would not be.
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: device-node
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  initContainers:
+  - name: plant
+    image: {busybox}
+    command: ["mknod", "/shared/dev", "c", "1", "3"]
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+  containers:
+  - name: main
+    image: {wasm}
+    args: ["cat", "/shared/dev"]
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+"#
+    ));
+    c.wait_pod_field("device-node", "{.status.phase}", "Failed", WAIT);
+    let logs = c.ok(KUBECTL_DEFAULT, &["logs", "device-node"]);
+    assert!(
+        logs.contains("cat /shared/dev:") && logs.contains("denied"),
+        "the guest opened a device node: {logs:?}"
+    );
+
     // A link that stays inside the volume is followed, as on Kubernetes.
     c.apply(&planted_pod(
         "inside",
@@ -244,6 +280,8 @@ spec:
         ("hp-store", data.join("server").display().to_string()),
         ("hp-agent", data.join("agent").display().to_string()),
         ("hp-root", "/".to_string()),
+        // The agent's own memory (/proc/self/mem) for a Wasm guest.
+        ("hp-proc", "/proc".to_string()),
     ] {
         c.apply(&host_path_pod(name, &wasm, &path));
         let line = wait_event(&c, name, &["FailedMount", "is refused"]);
@@ -282,16 +320,17 @@ spec:
         KUBECTL_DEFAULT,
         &["delete", "pods", "--all", "--wait=true", "--timeout=60s"],
     );
-    let pods_dir = data.join("agent/pods").display().to_string();
+    // The pods directory itself stays mounted (nodev, nosuid); nothing below it may.
+    let below = format!("{}/", data.join("agent/pods").display());
     let deadline = Instant::now() + WAIT;
     loop {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if !mounts.contains(&pods_dir) {
+        if !mounts.contains(&below) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "mounts left under {pods_dir}:\n{mounts}"
+            "mounts left under {below}:\n{mounts}"
         );
         std::thread::sleep(Duration::from_millis(250));
     }

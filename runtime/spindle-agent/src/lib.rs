@@ -108,8 +108,25 @@ pub struct Agent {
     pub pod_workers: usize,
     /// Every node's pod CIDR (from the Node watch), for the pod masquerade rule.
     pub node_cidrs: tokio::sync::watch::Sender<Vec<ipnet::Ipv4Net>>,
-    /// [`AgentOptions::protected_dirs`], resolved once at start.
-    pub protected: Vec<PathBuf>,
+    /// What hostPath volumes may reach: not [`AgentOptions::protected_dirs`] (resolved
+    /// once at start), devices and kernel filesystems only with `--allow-privileged`.
+    pub host_paths: volumes::HostPolicy,
+}
+
+/// Every pod's volumes live below `pods`: make it a nodev, nosuid mount, so a device node
+/// or set-uid file a container makes in a volume opens nothing for Wasm guests (who do
+/// their file I/O as the agent) and for anything else reading the volume on the host.
+fn restrict_pods_dir(pods: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(pods).with_context(|| format!("creating {}", pods.display()))?;
+    match safe_mount::restrict_in_place(pods) {
+        Ok(()) => Ok(()),
+        // An agent that may not mount (not root) cannot make device nodes appear either.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            tracing::warn!(dir = %pods.display(), "no permission to mount the pods directory nodev");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("mounting {} nodev,nosuid", pods.display())),
+    }
 }
 
 /// Run the agent until `shutdown` resolves (then stop every pod's runs and remove their
@@ -117,11 +134,16 @@ pub struct Agent {
 /// started again takes them back.
 pub async fn run(
     client: kube::Client,
-    opts: AgentOptions,
+    mut opts: AgentOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    // Mount points are listed resolved: a data dir reached through a link or a relative
+    // path would hide the pods' mounts from teardown, which would then remove through them.
+    opts.data_dir = std::fs::canonicalize(&opts.data_dir)
+        .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
+    restrict_pods_dir(&opts.data_dir.join("pods"))?;
     let node_ip = match opts.node_ip {
         Some(ip) => ip,
         None => node::default_ip().context("finding this host's address (set --node-ip)")?,
@@ -153,7 +175,10 @@ pub async fn run(
         net_unavailable: std::sync::OnceLock::new(),
         dns: std::sync::OnceLock::new(),
         node_cidrs: tokio::sync::watch::channel(Vec::new()).0,
-        protected: opts.protected_dirs(),
+        host_paths: volumes::HostPolicy {
+            protected: opts.protected_dirs(),
+            allow_privileged: opts.containerd.allow_privileged,
+        },
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),

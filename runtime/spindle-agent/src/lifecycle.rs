@@ -330,7 +330,7 @@ async fn run_containers(agent: Arc<Agent>, h: Arc<PodHandle>, stop: watch::Recei
     // Volumes first; a missing ConfigMap keeps the pod in ContainerCreating and is retried.
     let vols = loop {
         let mut src = Sources::new(agent.client.clone(), &h.namespace);
-        match volumes::prepare(&pod, &h.dir, &mut src, &host_ip, &agent.protected).await {
+        match volumes::prepare(&pod, &h.dir, &mut src, &host_ip, &agent.host_paths).await {
             Ok(v) => break v,
             Err(e) => {
                 set_all_waiting(&h, "ContainerCreating", Some(e.0.clone()));

@@ -94,7 +94,7 @@ fn openat_beneath(dir: &OwnedFd, rel: &Path, resolve: ResolveFlags) -> rustix::i
 
 /// Create the missing directories of `rel` one component at a time, never following a
 /// symlink: whatever a pod planted on the way makes this fail instead.
-fn create_dirs(root: &OwnedFd, rel: &Path, sub: &str) -> Result<OwnedFd, MountError> {
+pub fn create_dirs(root: &OwnedFd, rel: &Path, sub: &str) -> Result<OwnedFd, MountError> {
     let strict = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let mut cur = openat_beneath(root, Path::new("."), strict).map_err(|e| io(sub, e))?;
     for comp in rel.components() {
@@ -131,7 +131,10 @@ pub fn file_type(fd: &OwnedFd) -> std::io::Result<FileType> {
 /// Bind-mount the open file `fd` onto `target`, an agent-owned path that is created (a
 /// directory or an empty file, matching the source) if missing. A `target` that is
 /// already a mount point is kept: it was made from an earlier, equally checked, open.
-pub fn bind_fd(fd: &OwnedFd, target: &Path) -> std::io::Result<()> {
+/// With `nodev`, device files on the mount cannot be opened and set-uid bits do nothing:
+/// Wasm guests do their file I/O as the agent (root, no device cgroup), so a device node
+/// a container made in a shared volume would otherwise open the host's disk for them.
+pub fn bind_fd(fd: &OwnedFd, target: &Path, nodev: bool) -> std::io::Result<()> {
     if is_mountpoint(target) {
         return Ok(());
     }
@@ -153,7 +156,54 @@ pub fn bind_fd(fd: &OwnedFd, target: &Path) -> std::io::Result<()> {
     }
     let source = fd_path(fd);
     rustix::mount::mount_bind(source.as_path(), target)?;
+    if nodev {
+        if let Err(e) = restrict(target) {
+            let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+            return Err(e);
+        }
+    }
     Ok(())
+}
+
+/// Make the bind mount at `target` nodev and nosuid (a bind mount takes per-mount flags
+/// only through a remount).
+pub fn restrict(target: &Path) -> std::io::Result<()> {
+    use rustix::mount::MountFlags;
+    rustix::mount::mount_remount(
+        target,
+        MountFlags::BIND | MountFlags::NODEV | MountFlags::NOSUID,
+        "",
+    )?;
+    Ok(())
+}
+
+/// Make `dir` a nodev, nosuid mount of itself (once; a mount point is left as it is), so
+/// everything below it, and every bind made from below it, carries those flags.
+pub fn restrict_in_place(dir: &Path) -> std::io::Result<()> {
+    if is_mountpoint(dir) {
+        return Ok(());
+    }
+    rustix::mount::mount_bind(dir, dir)?;
+    restrict(dir)
+}
+
+/// The kernel's own filesystems (procfs, sysfs, debugfs, ...): a hostPath onto one hands
+/// a pod the kernel's knobs or the agent's memory (`/proc/self/mem`).
+pub fn is_kernel_fs(fd: &OwnedFd) -> std::io::Result<bool> {
+    const KERNEL_FS: [i64; 10] = [
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0xcafe_4a11, // bpf
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x6265_6570, // configfs
+        0xde5e_81e4, // efivarfs
+    ];
+    let kind = rfs::fstatfs(fd)?.f_type as i64;
+    Ok(KERNEL_FS.contains(&kind))
 }
 
 /// The magic link that names exactly the file `fd` has open.

@@ -14,6 +14,7 @@ use crate::runtime::Mount;
 use crate::safe_mount;
 
 mod host_path;
+pub use host_path::HostPolicy;
 
 /// Where each volume of a pod lives on the node.
 #[derive(Clone, Debug, Default)]
@@ -28,14 +29,14 @@ fn err(msg: impl Into<String>) -> ConfigError {
 }
 
 /// Set up every volume of the pod under `pod_dir`. Idempotent: a second call (agent
-/// restart, or a refresh) reuses what is there and rewrites generated files. `protected`
-/// are host directories no hostPath may expose (the agent's data, the server's store).
+/// restart, or a refresh) reuses what is there and rewrites generated files. `hosts` says
+/// what hostPath volumes may reach.
 pub async fn prepare(
     pod: &Pod,
     pod_dir: &Path,
     src: &mut Sources,
     host_ip: &str,
-    protected: &[PathBuf],
+    hosts: &HostPolicy,
 ) -> Result<PodVolumes, ConfigError> {
     let mut out = PodVolumes {
         pod_dir: pod_dir.to_path_buf(),
@@ -54,7 +55,7 @@ pub async fn prepare(
                     v.name
                 )));
             }
-            let dir = host_path::prepare(&v.name, hp, &root.join(&v.name), protected)?;
+            let dir = host_path::prepare(hp, &root.join(&v.name), hosts)?;
             out.dirs.insert(v.name.clone(), dir);
             continue;
         }
@@ -455,5 +456,6 @@ fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> 
     }
     let root = safe_mount::open_root(volume).map_err(|e| format!("volume directory: {e}"))?;
     let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
-    safe_mount::bind_fd(&fd, target).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
+    // nodev even for a subPath of a hostPath: the subPath is what the runtime is given.
+    safe_mount::bind_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
 }
