@@ -2,9 +2,10 @@
 //! agent's private containerd and runc, and a real registry (issue 21, SPN-04 to
 //! SPN-06): capabilities beyond the container without `--allow-privileged`, the
 //! kernel surfaces the default seccomp profile closes, `runAsNonRoot` against a root
-//! image, a pod rewriting its resolv.conf to hijack the node's DNS, and an image whose
-//! config claims another image's layer (snapshot poisoning). One cluster for all; each
-//! check ends by asking the server something.
+//! image, a pod rewriting its resolv.conf to hijack the node's DNS, an image whose
+//! config claims another image's layer (snapshot poisoning), and unverified snapshots
+//! an earlier Spindle left. One cluster for all; each check ends by asking the server
+//! something.
 
 mod common;
 
@@ -98,16 +99,10 @@ fn ctr(c: &Cluster, args: &[&str]) -> String {
 
 /// Writes `data` as a blob of the OCI layout `dir`; returns its digest.
 fn blob(dir: &Path, data: &[u8]) -> String {
-    let tmp = dir.join("blob.tmp");
-    std::fs::write(&tmp, data).expect("write blob");
-    let sum = run(Command::new("sha256sum").arg(&tmp));
-    let hex = sum
-        .split_whitespace()
-        .next()
-        .expect("sha256sum")
-        .to_string();
-    std::fs::rename(&tmp, dir.join("blobs/sha256").join(&hex)).expect("place blob");
-    format!("sha256:{hex}")
+    let digest = sha256(data);
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::write(dir.join("blobs/sha256").join(hex), data).expect("write blob");
+    digest
 }
 
 /// Pushes an image whose config claims `diff_id` for its one layer, while the layer
@@ -195,12 +190,17 @@ fn diff_ids(reference: &str) -> Vec<String> {
         .collect()
 }
 
-/// Commits, under the name `chain_id`, a snapshot holding `/planted` and nothing else,
-/// without Spindle's verified label: what an older agent (or anyone with containerd's
-/// socket) may have left. A gc.root label keeps containerd's collector off it.
-fn plant_snapshot(c: &Cluster, chain_id: &str) {
-    let key = "planted-by-test";
-    ctr(c, &["snapshots", "prepare", key]);
+/// Commits, under the name `name` (on `parent`, if not empty), a snapshot holding
+/// `/planted`, without Spindle's verified label: what an older agent (or anyone with
+/// containerd's socket) may have left. A gc.root label keeps containerd's collector off
+/// it.
+fn plant_snapshot(c: &Cluster, name: &str, parent: &str) {
+    let key = format!("planted-by-test-{name}");
+    let mut prepare = vec!["snapshots", "prepare", &key];
+    if !parent.is_empty() {
+        prepare.push(parent);
+    }
+    ctr(c, &prepare);
     let target = tempfile::tempdir().expect("temp dir");
     let mount = ctr(
         c,
@@ -208,33 +208,84 @@ fn plant_snapshot(c: &Cluster, chain_id: &str) {
             "snapshots",
             "mounts",
             &target.path().display().to_string(),
-            key,
+            &key,
         ],
     );
-    // `mount -t bind <dir> <target> -o rbind,rw`: an empty parent is a plain directory.
-    let dir = mount
-        .split_whitespace()
-        .skip_while(|w| *w != "bind")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no bind source in {mount:?}"))
-        .to_string();
+    // Without a parent `mount -t bind <dir> <target> -o rbind,rw`; with one, an
+    // overlay whose upperdir is the snapshot's own directory.
+    let dir = match mount.split("upperdir=").nth(1) {
+        Some(rest) => rest.split([',', ' ', '\n']).next().unwrap_or_default(),
+        None => mount
+            .split_whitespace()
+            .skip_while(|w| *w != "bind")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no bind source in {mount:?}")),
+    }
+    .to_string();
     std::fs::write(Path::new(&dir).join("planted"), "planted\n").expect("plant");
-    ctr(
-        c,
-        &["snapshots", "label", key, "containerd.io/gc.root=planted"],
-    );
-    ctr(c, &["snapshots", "commit", chain_id, key]);
-    ctr(
-        c,
-        &[
-            "snapshots",
-            "label",
-            chain_id,
-            "containerd.io/gc.root=planted",
-        ],
-    );
-    let info = ctr(c, &["snapshots", "info", chain_id]);
+    let root = "containerd.io/gc.root=planted";
+    ctr(c, &["snapshots", "label", &key, root]);
+    ctr(c, &["snapshots", "commit", name, &key]);
+    ctr(c, &["snapshots", "label", name, root]);
+    let info = ctr(c, &["snapshots", "info", name]);
     assert!(!info.contains("spindle.dev/verified"), "{info}");
+}
+
+/// The name under which Spindle commits the verified snapshot of `chain_id`.
+fn verified_name(chain_id: &str) -> String {
+    format!("spindle-verified/{chain_id}")
+}
+
+/// The OCI chain IDs of `diff_ids`: the first is its diff ID, each next one
+/// `sha256(<chain below> <diff ID>)`.
+fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::new();
+    for d in diff_ids {
+        let next = match chains.last() {
+            None => d.clone(),
+            Some(below) => sha256(format!("{below} {d}").as_bytes()),
+        };
+        chains.push(next);
+    }
+    chains
+}
+
+fn sha256(data: &[u8]) -> String {
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(tmp.path(), data).expect("write");
+    let sum = run(Command::new("sha256sum").arg(tmp.path()));
+    format!(
+        "sha256:{}",
+        sum.split_whitespace().next().expect("sha256sum")
+    )
+}
+
+/// Pushes `base` with one more layer holding `/layer2`, as `name`.
+fn push_two_layers(reg: &Registry, base: &str, name: &str) -> String {
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = format!("{}/layout:v1", work.path().display());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{base}"),
+        &format!("oci:{layout}"),
+    ]));
+    let file = work.path().join("layer2");
+    std::fs::write(&file, "second layer\n").expect("file");
+    run(Command::new("umoci")
+        .args(["insert", "--image", &layout])
+        .arg(&file)
+        .arg("/layer2"));
+    let reference = format!("{}/{name}", reg.addr);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{layout}"),
+        &format!("docker://{reference}"),
+    ]));
+    reference
 }
 
 /// The node's resolv.conf, put back if a check changed it (so a failing run does not
@@ -270,6 +321,9 @@ fn hostile_containers_are_refused_or_confined() {
     let image = reg.push_busybox("tests/hostile-busybox:v1");
     let busybox_diff_ids = diff_ids(&image);
     let poisoned = push_poisoned(&reg, "tests/poisoned:v1", &busybox_diff_ids[0]);
+    let two_layers = push_two_layers(&reg, &image, "tests/two-layers:v1");
+    let two_layer_chains = chain_ids(&diff_ids(&two_layers));
+    assert_eq!(two_layer_chains.len(), 2);
     let c = Cluster::with_agent(NODE, &[]);
     let host_resolv = HostResolv::save();
 
@@ -285,8 +339,21 @@ fn hostile_containers_are_refused_or_confined() {
         "{msg}"
     );
     alive(&c);
-    // A snapshot by busybox's chain ID that Spindle did not verify is not reused.
-    plant_snapshot(&c, &busybox_diff_ids[0]);
+    // A snapshot by the name of busybox's verified one, that Spindle did not verify,
+    // is not reused.
+    plant_snapshot(&c, &verified_name(&busybox_diff_ids[0]), "");
+    // (f) Snapshots an earlier Spindle left under the bare chain IDs, unverified, the
+    // lower one with a child (which containerd refuses to remove): neither reused
+    // nor in the way.
+    plant_snapshot(&c, &two_layer_chains[0], "");
+    plant_snapshot(&c, &two_layer_chains[1], &two_layer_chains[0]);
+    c.apply(&pod(
+        "old-snapshots",
+        &two_layers,
+        "ls /planted 2>&1; cat /layer2",
+        "",
+        "",
+    ));
 
     // Every other pod at once; each is checked below.
     let caps =
@@ -369,8 +436,19 @@ fn hostile_containers_are_refused_or_confined() {
     ] {
         assert!(logs.contains(want), "{want:?} missing from:\n{logs}");
     }
-    let info = ctr(&c, &["snapshots", "info", &busybox_diff_ids[0]]);
+    let info = ctr(
+        &c,
+        &["snapshots", "info", &verified_name(&busybox_diff_ids[0])],
+    );
     assert!(info.contains("spindle.dev/verified-chain-id"), "{info}");
+    alive(&c);
+
+    // (f) The two-layer image starts on fresh snapshots beside the old ones.
+    c.wait_pod_field("old-snapshots", PHASE, "Succeeded", WAIT);
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "old-snapshots"]),
+        "ls: /planted: No such file or directory\nsecond layer\n"
+    );
     alive(&c);
 
     // (c) runAsNonRoot, as the kubelet checks it.

@@ -14,9 +14,9 @@ use containerd_client::services::v1::{
     images_client::ImagesClient, leases_client::LeasesClient, tasks_client::TasksClient,
     version_client::VersionClient, ApplyRequest, CloseIoRequest, Container, CreateContainerRequest,
     CreateImageRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, Image,
-    InfoRequest, KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest,
-    UpdateImageRequest, WaitRequest, WriteAction, WriteContentRequest,
+    DeleteContainerRequest, DeleteProcessRequest, DeleteResourceRequest, DeleteTaskRequest,
+    ExecProcessRequest, Image, InfoRequest, KillRequest, ListContainersRequest, ResizePtyRequest,
+    Resource, StartRequest, UpdateImageRequest, WaitRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::Request;
@@ -125,6 +125,16 @@ fn layer_ids(config: &[u8]) -> Result<Vec<LayerId>> {
 /// is only a claim of the image config until the unpacked layer matched its diff ID.
 const VERIFIED_LABEL: &str = "spindle.dev/verified-chain-id";
 
+/// The name of the committed snapshot holding the layers up to `chain_id`, once
+/// verified. Spindle before verification committed them under the bare chain ID; those
+/// can never be removed while a layer above has one as its parent (containerd refuses
+/// to remove a snapshot with children), so they are not reused nor removed but left
+/// out: a new name per chain is unpacked again, and the old ones are dropped from the
+/// image's lease ([`Containerd::release_unverified`]) for containerd's collector.
+fn snapshot_name(chain_id: &str) -> String {
+    format!("spindle-verified/{chain_id}")
+}
+
 /// RFC 3339 in UTC, as containerd's `gc.expire` label wants it.
 fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -195,8 +205,8 @@ impl Containerd {
     }
 
     /// Makes the image present in containerd: blobs in the content store, layers
-    /// unpacked into snapshots, an image record named `name`. Returns the chain ID of
-    /// the top layer, the parent of each container's snapshot. Everything is held by a
+    /// unpacked into snapshots, an image record named `name`. Returns the snapshot of
+    /// the top layer ([`snapshot_name`]), the parent of each container's snapshot. Everything is held by a
     /// lease named after the manifest, so containerd's garbage collector keeps it.
     pub async fn import(&self, name: &str, img: &ContainerImage) -> Result<String> {
         let _held = self.import_lock.lock().await;
@@ -234,10 +244,12 @@ impl Containerd {
         }
         let mut parent = String::new();
         for (layer, id) in img.layers.iter().zip(&ids) {
-            if !self.verified_snapshot(&id.chain_id).await? {
-                self.unpack_layer(layer, id, &parent, &lease).await?;
+            let name = snapshot_name(&id.chain_id);
+            if !self.verified_snapshot(&name, &id.chain_id).await? {
+                self.release_unverified(&lease, &id.chain_id).await?;
+                self.unpack_layer(layer, id, &name, &parent, &lease).await?;
             }
-            parent = id.chain_id.clone();
+            parent = name;
         }
         let image = Image {
             name: name.to_string(),
@@ -267,49 +279,68 @@ impl Containerd {
         Ok(parent)
     }
 
-    /// Whether the committed snapshot `chain_id` exists and was verified when it was
-    /// unpacked ([`VERIFIED_LABEL`]). One that exists unverified is removed, so the
-    /// layer is unpacked again; if it cannot be (a container still runs on it), the
+    /// Whether the committed snapshot `name` exists and was verified as `chain_id` when
+    /// it was unpacked ([`VERIFIED_LABEL`]). One that exists unverified (only someone
+    /// with containerd's socket makes one by that name) is removed, so the layer is
+    /// unpacked again; if it cannot be (a container or a layer still sits on it), the
     /// import fails rather than run on content nobody checked.
-    async fn verified_snapshot(&self, chain_id: &str) -> Result<bool> {
+    async fn verified_snapshot(&self, name: &str, chain_id: &str) -> Result<bool> {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let info = match snapshots
             .stat(self.req(StatSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
-                key: chain_id.to_string(),
+                key: name.to_string(),
             }))
             .await
         {
             Ok(r) => r.into_inner().info.unwrap_or_default(),
             Err(s) if s.code() == containerd_client::tonic::Code::NotFound => return Ok(false),
-            Err(s) => return Err(Error::rpc(format!("reading snapshot {chain_id}"), s)),
+            Err(s) => return Err(Error::rpc(format!("reading snapshot {name}"), s)),
         };
         if info.labels.get(VERIFIED_LABEL).map(String::as_str) == Some(chain_id) {
             return Ok(true);
         }
         tracing::warn!(
-            snapshot = chain_id,
+            snapshot = name,
             "removing a snapshot whose content was not verified"
         );
         snapshots
             .remove(self.req(RemoveSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
-                key: chain_id.to_string(),
+                key: name.to_string(),
             }))
             .await
             .map_err(|s| {
                 Error::rpc(
-                    format!(
-                        "snapshot {chain_id} was not unpacked from verified content; removing it"
-                    ),
+                    format!("snapshot {name} was not unpacked from verified content; removing it"),
                     s,
                 )
             })?;
         Ok(false)
     }
 
-    /// Applies `layer` onto `parent` in a new snapshot and commits it as the layer's
-    /// chain ID, only if the uncompressed content is the diff ID the config claims (as
+    /// Drops from `lease` the snapshot an earlier Spindle committed under the bare
+    /// `chain_id` (see [`snapshot_name`]), so containerd's collector removes it once
+    /// nothing else (a container's snapshot above it) refers to it.
+    async fn release_unverified(&self, lease: &str, chain_id: &str) -> Result<()> {
+        let released = LeasesClient::new(self.channel.clone())
+            .delete_resource(self.req(DeleteResourceRequest {
+                id: lease.to_string(),
+                resource: Some(Resource {
+                    id: chain_id.to_string(),
+                    r#type: format!("snapshots/{}", self.snapshotter),
+                }),
+            }))
+            .await;
+        match released {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == containerd_client::tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::rpc(format!("releasing snapshot {chain_id}"), s)),
+        }
+    }
+
+    /// Applies `layer` onto `parent` in a new snapshot and commits it as `name`, labelled
+    /// with the layer's chain ID, only if the uncompressed content is the diff ID the config claims (as
     /// containerd's unpacker checks): otherwise a config could name another image's
     /// layer and plant its own files under that layer's chain ID, for every image
     /// built on it.
@@ -317,6 +348,7 @@ impl Containerd {
         &self,
         layer: &Blob,
         id: &LayerId,
+        name: &str,
         parent: &str,
         lease: &str,
     ) -> Result<()> {
@@ -384,7 +416,7 @@ impl Containerd {
             .commit(self.leased(
                 CommitSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
-                    name: chain_id.to_string(),
+                    name: name.to_string(),
                     key,
                     labels: [(VERIFIED_LABEL.to_string(), chain_id.to_string())].into(),
                 },
