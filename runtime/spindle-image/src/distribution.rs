@@ -25,13 +25,19 @@ use reqwest::{Method, Response, StatusCode};
 
 use crate::error::chain;
 use crate::reference::is_loopback;
-use crate::registry::{install_crypto_provider, map_error, sha256_digest, ErrCtx, USER_AGENT};
+use crate::registry::{
+    clip, install_crypto_provider, map_error, sha256_digest, ErrCtx, USER_AGENT,
+};
 use crate::ImageError;
 
 /// A token answer is a small JSON object; real ones are a few KiB.
 const MAX_TOKEN_BYTES: usize = 1 << 20;
 /// Error bodies only feed a message clipped to a few hundred characters.
 const MAX_ERROR_BYTES: usize = 64 << 10;
+/// A token server's refusal is reflected into the pod's message: its start only.
+const MAX_TOKEN_ERROR_BYTES: usize = 256;
+/// reqwest's default redirect limit, kept with the custom policy.
+const MAX_REDIRECTS: usize = 10;
 /// Repositories whose authorization is remembered per client; beyond this the
 /// map is emptied, which only costs a token exchange.
 const MAX_REMEMBERED: usize = 256;
@@ -63,6 +69,21 @@ impl RegistryClient {
             // bound for manifests is the caller's deadline.
             .read_timeout(Duration::from_secs(60))
             .user_agent(USER_AGENT)
+            // A registry or token realm must not send the node, by a redirect, where
+            // it may not send it directly (see `transport_allowed`).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if transport_allowed(attempt.url()) {
+                    attempt.follow()
+                } else {
+                    let refused = format!(
+                        "redirect to {} refused: only HTTPS, or plain HTTP to this machine",
+                        clip(attempt.url().as_str())
+                    );
+                    attempt.error(refused)
+                }
+            }))
             .build()
             .map_err(|e| {
                 ImageError::Registry(format!(
@@ -265,25 +286,32 @@ impl RegistryClient {
         auth: &RegistryAuth,
         ctx: &ErrCtx<'_>,
     ) -> Result<String, ImageError> {
+        let realm = realm_url(realm, ctx)?;
         let scope = format!("repository:{repo}:pull");
         let mut query = vec![("scope", scope.as_str())];
         query.extend(service.map(|s| ("service", s)));
         let mut req = self.http.get(realm).query(&query);
+        // The realm passed `transport_allowed`: credentials never cross a network in
+        // cleartext.
         if let RegistryAuth::Basic(user, pass) = auth {
             req = req.basic_auth(user, Some(pass));
         }
         let mut res = req.send().await.map_err(|e| request_error(e, ctx))?;
         let status = res.status();
-        let (body, complete) = read_limited(&mut res, MAX_TOKEN_BYTES)
-            .await
-            .map_err(|e| request_error(e, ctx))?;
         if !status.is_success() {
+            // A truncated or unreadable body still leaves the status.
+            let (body, _) = read_limited(&mut res, MAX_TOKEN_ERROR_BYTES)
+                .await
+                .unwrap_or_default();
             let reason = format!("HTTP {status}: {}", String::from_utf8_lossy(&body));
             return Err(map_error(
                 OciDistributionError::AuthenticationFailure(reason),
                 ctx,
             ));
         }
+        let (body, complete) = read_limited(&mut res, MAX_TOKEN_BYTES)
+            .await
+            .map_err(|e| request_error(e, ctx))?;
         if !complete {
             return Err(ImageError::Registry(format!(
                 "{}: the token server of registry {} sent a token answer larger than {}",
@@ -309,6 +337,38 @@ impl RegistryClient {
                     ctx,
                 )
             })
+    }
+}
+
+/// Whether the node may send a request (and credentials) to `url`: over HTTPS, or
+/// over plain HTTP to this machine, as registries themselves are spoken to. Anything
+/// else a registry names (a token realm, a redirect) could point the node at a
+/// cloud metadata endpoint or internal service, or carry credentials in cleartext.
+fn transport_allowed(url: &reqwest::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => url.host_str().is_some_and(is_loopback),
+        _ => false,
+    }
+}
+
+/// The token realm a challenge names, if the node may request it.
+fn realm_url(realm: &str, ctx: &ErrCtx<'_>) -> Result<reqwest::Url, ImageError> {
+    let refused = |why: &str| {
+        ImageError::Registry(format!(
+            "{}: registry {} names the token realm {:?}, which {why}",
+            ctx.action,
+            ctx.registry,
+            clip(realm)
+        ))
+    };
+    let url = reqwest::Url::parse(realm).map_err(|_| refused("is not a URL"))?;
+    if transport_allowed(&url) {
+        Ok(url)
+    } else {
+        Err(refused(
+            "is not HTTPS (plain HTTP is used only to this machine)",
+        ))
     }
 }
 
@@ -452,6 +512,29 @@ fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transports() {
+        let allowed = |u: &str| transport_allowed(&reqwest::Url::parse(u).unwrap());
+        for ok in [
+            "https://auth.example/token",
+            "https://10.0.0.1/token",
+            "http://127.0.0.1:5000/token",
+            "http://localhost/token",
+            "http://[::1]:5000/token",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for refused in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://auth.example/token",
+            "http://10.0.0.1/token",
+            "ftp://127.0.0.1/token",
+            "file:///etc/passwd",
+        ] {
+            assert!(!allowed(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn challenges() {

@@ -196,7 +196,7 @@ pub(crate) fn map_error(err: OciDistributionError, ctx: &ErrCtx<'_>) -> ImageErr
 
 /// Registry error bodies can be whole HTML pages from a proxy; a waiting
 /// message needs only the start.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     const MAX: usize = 300;
     if text.len() <= MAX {
         return text.to_string();

@@ -704,11 +704,16 @@ fn ensure_future_is_send() {
 /// answers 404 with an endless body, `:big` is a 5 MiB manifest. `demo/locked`
 /// wants a bearer token from `/token` and then serves `:huge`, a valid
 /// manifest whose Wasm layer declares 1 TiB; `demo/greedy` names a token
-/// realm that floods. Counts blob requests.
+/// realm that floods. `demo/metadata` names the cloud metadata endpoint as its
+/// token realm, `demo/redirected` a realm that redirects there, `demo/denied` a
+/// realm that refuses with a 64 KiB body. Counts blob requests.
 struct HostileRegistry {
     addr: SocketAddr,
     blob_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Where a hostile registry would like the node to send its credentials.
+const METADATA: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
 
 /// What a flooding answer sends before it gives up: more than the test's
 /// memory bound many times over, small enough not to take the machine down
@@ -762,6 +767,20 @@ async fn hostile_registry() -> HostileRegistry {
                 if path.contains("/blobs/") {
                     blobs.fetch_add(1, Ordering::SeqCst);
                     let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                } else if path.starts_with("/v2/demo/metadata/") {
+                    let _ = conn.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{METADATA}\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await;
+                } else if path.starts_with("/v2/demo/redirected/") {
+                    let _ = conn
+                        .write_all(challenge("/token-redirect").as_bytes())
+                        .await;
+                } else if path.starts_with("/token-redirect") {
+                    let _ = conn.write_all(format!("HTTP/1.1 302 Found\r\nLocation: {METADATA}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await;
+                } else if path.starts_with("/v2/demo/denied/") {
+                    let _ = conn.write_all(challenge("/token-denied").as_bytes()).await;
+                } else if path.starts_with("/token-denied") {
+                    let body = format!("denied{}", "x".repeat(64 << 10));
+                    let resp = format!("HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = conn.write_all(resp.as_bytes()).await;
                 } else if path.starts_with("/token-flood") {
                     flood(&mut conn, "200 OK").await;
                 } else if path.starts_with("/token") {
@@ -915,6 +934,41 @@ async fn hostile_registry_is_bounded() {
         0,
         "no blob was requested"
     );
+
+    // A token realm elsewhere than HTTPS or this machine is never asked, nor is
+    // one a redirect points at; credentials stay home.
+    let mut secrets = PullSecrets::new();
+    let auths = serde_json::json!({
+        "auths": { registry.addr.to_string(): { "username": "user", "password": "secret" } }
+    });
+    secrets
+        .add_dockerconfigjson(auths.to_string().as_bytes())
+        .unwrap();
+    let err = store
+        .ensure(&image("metadata", "v1"), PullPolicy::IfNotPresent, &secrets)
+        .await
+        .expect_err("a metadata realm is refused");
+    assert_eq!(err.reason(), "ErrImagePull", "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "names the token realm {METADATA:?}, which is not HTTPS (plain HTTP is used only to this machine)"
+        )),
+        "{err}"
+    );
+    let err = pull(image("redirected", "v1"), PullPolicy::IfNotPresent).await;
+    assert!(
+        err.contains(&format!(
+            "redirect to {METADATA} refused: only HTTPS, or plain HTTP to this machine"
+        )),
+        "{err}"
+    );
+    // A refusal's body reaches the pod's message clipped.
+    let err = pull(image("denied", "v1"), PullPolicy::IfNotPresent).await;
+    assert!(err.contains("HTTP 403 Forbidden: deniedxxx"), "{err}");
+    // Only 256 bytes of it are read: "denied" and 250 x.
+    let reflected = format!("denied{}", "x".repeat(250));
+    assert!(err.contains(&format!("{reflected})")), "{err}");
+    assert!(err.len() < 1024, "{} bytes: {err}", err.len());
 
     // Slow bytes under the size limit: the request deadline ends the pull.
     let short = spindle_image::PullLimits {
