@@ -208,6 +208,12 @@ struct ServerArgs {
     /// Time a client has to send a request's headers on the API port.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     api_header_read_timeout: std::time::Duration,
+    /// Time a connection to the API port may go without a request in flight.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, hide = true)]
+    api_idle_timeout: std::time::Duration,
+    /// Time a client has to send a request's body on the API port.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    api_body_read_timeout: std::time::Duration,
 }
 
 /// Raise the soft open-files limit to the hard one, as Go programs (kube-apiserver,
@@ -429,6 +435,8 @@ fn main() -> Result<()> {
                     max_connections: a.api_max_connections,
                     tls_handshake_timeout: a.api_tls_handshake_timeout,
                     header_read_timeout: a.api_header_read_timeout,
+                    idle_timeout: a.api_idle_timeout,
+                    body_read_timeout: a.api_body_read_timeout,
                 },
             };
             let ctrl_opts = spindle_controllers::Options {

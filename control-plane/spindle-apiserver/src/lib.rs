@@ -6,6 +6,7 @@
 pub mod alloc;
 mod discovery;
 mod gc;
+mod idle;
 pub mod pki;
 pub mod proxy;
 mod request;
@@ -40,6 +41,11 @@ use tokio::net::TcpListener;
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
 
+/// HTTP/2 keep-alive pings on the API port: every 30 s, and a peer that does not answer
+/// within 20 s (hyper's default) is gone.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
 const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
 
@@ -57,6 +63,8 @@ struct ConnInfo {
     /// Set for the in-process client of the controllers and scheduler.
     internal_user: Option<User>,
     local: SocketAddr,
+    /// Time a request body has to arrive in full.
+    body_read_timeout: Duration,
 }
 
 /// Shared state of the API server; cheap to clone.
@@ -103,6 +111,10 @@ pub struct ConnLimits {
     pub tls_handshake_timeout: Duration,
     /// Time for a client to send a request's headers (HTTP/1.1, also between requests).
     pub header_read_timeout: Duration,
+    /// Time a connection (HTTP/1.1 or HTTP/2) may go without a request in flight.
+    pub idle_timeout: Duration,
+    /// Time for a client to send a request's body in full.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -115,6 +127,10 @@ impl Default for ConnLimits {
             tls_handshake_timeout: Duration::from_secs(10),
             // hyper's default, which it applies only once given a timer.
             header_read_timeout: Duration::from_secs(30),
+            // kube-apiserver's IdleTimeout, for HTTP/1.1 and HTTP/2 alike.
+            idle_timeout: Duration::from_secs(90),
+            // kube-apiserver's --request-timeout, within which it reads the body too.
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -191,12 +207,43 @@ async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
         Ok(None) => return ApiError::path_not_found().into_response(),
         Err(e) => return e.into_response(),
     };
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(body, conn.body_read_timeout, parts.version).await {
         Ok(b) => b,
-        Err(_) => return ApiError::too_large(format_args!("limit is {MAX_BODY}")).into_response(),
+        Err(e) => return e,
     };
     let q = Query::parse(parts.uri.query());
     rest::handle(st, user, parts.method, target, q, headers, body).await
+}
+
+/// The request body, within `MAX_BODY` and `timeout`: a client trickling a body would
+/// otherwise hold its request (and connection) open for as long as it likes.
+async fn read_body(
+    body: Body,
+    timeout: Duration,
+    version: axum::http::Version,
+) -> Result<bytes::Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(ApiError::too_large(format_args!("limit is {MAX_BODY}")).into_response()),
+        Err(_) => {
+            // kube-apiserver's timeout filter answers this way when a request, its body
+            // included, takes longer than --request-timeout. The rest of the body is not
+            // read, so an HTTP/1.1 connection cannot be reused (HTTP/2 resets the stream).
+            let mut resp = ApiError::new(
+                504,
+                "Timeout",
+                "Timeout: request did not complete within requested timeout - context deadline exceeded",
+            )
+            .into_response();
+            if version < axum::http::Version::HTTP_2 {
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            Err(resp)
+        }
+    }
 }
 
 fn cert_user(conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<User> {
@@ -426,31 +473,39 @@ async fn serve_connection(
         cert_user: cert_user(&tls),
         internal_user: None,
         local,
+        body_read_timeout: limits.body_read_timeout,
     };
+    let activity = idle::Activity::new();
+    let watched = activity.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let st = st.clone();
         let conn = conn.clone();
+        let busy = watched.busy();
         async move {
             let start = Instant::now();
             let (method, uri) = (req.method().clone(), req.uri().clone());
             let resp = dispatch(st, conn, req.map(Body::new)).await;
             tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
-            Ok::<_, std::convert::Infallible>(resp)
+            Ok::<_, std::convert::Infallible>(busy.until_sent(resp))
         }
     });
     let io = TokioIo::new(tls);
+    let idle = limits.idle_timeout;
     let res = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .serve_connection(io, svc)
-            .await
+            // Pings find peers that went away during a long watch (no FIN, no RST).
+            .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+            .serve_connection(io, svc);
+        idle::serve_until_idle(conn, |c| c.graceful_shutdown(), &activity, idle).await
     } else {
-        hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(io, svc)
-            .with_upgrades()
-            .await
+            .with_upgrades();
+        idle::serve_until_idle(conn, |c| c.graceful_shutdown(), &activity, idle).await
     };
     if let Err(e) = res {
         tracing::debug!(%peer, error = %e, "connection ended");
@@ -470,6 +525,7 @@ impl AppState {
                 groups: vec!["system:masters".into()],
             }),
             local: SocketAddr::from(([127, 0, 0, 1], 0)),
+            body_read_timeout: ConnLimits::default().body_read_timeout,
         };
         let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
             let st = st.clone();

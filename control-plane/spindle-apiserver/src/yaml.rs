@@ -18,9 +18,13 @@ use serde_json::{Map, Number, Value};
 
 /// What a decoded node costs beyond its text, roughly the bytes it takes in memory.
 const NODE_COST: usize = 8;
-/// Budget per input byte. A document without aliases costs at most about 4.5 per byte
-/// (`[a,a,a]`: two bytes per nine units), so aliases may add about as much again.
-const COST_PER_BYTE: usize = 8;
+/// Budget per input byte. A dense document without aliases costs about 4.5 per byte
+/// (`[a,a,a]`: two bytes per nine units), so aliases may add about 10% to the densest
+/// documents (go-yaml's allowance for large ones) and more to ordinary ones, whose text
+/// costs less per byte. For a 3 MiB body that is at most about 2 M nodes; before this
+/// bound applies serde_norway holds the document's events in memory, which for a dense
+/// 3 MiB document costs more than the nodes (about 300 MB with or without aliases).
+const COST_PER_BYTE: usize = 5;
 /// Budget every document gets on top, for ordinary small uses of anchors.
 const BASE_BUDGET: usize = 1024 * 1024;
 
