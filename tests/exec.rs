@@ -14,13 +14,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn wait_running(c: &Cluster, pod: &str) {
     c.wait_for_output(
-        &[
-            "get",
-            "pod",
-            pod,
-            "-o",
-            r#"jsonpath={.status.containerStatuses[0].state.running.startedAt}{.status.phase}"#,
-        ],
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
         "Running",
         WAIT,
     );
@@ -252,6 +246,175 @@ spec:
             }
         }
     }
-    let _ = wait_running;
     let _ = KUBECTL_DEFAULT;
+}
+
+/// What a stalled `kubectl exec` client got in the end.
+struct SlowRead {
+    bytes: u64,
+    status: std::process::ExitStatus,
+    stderr: String,
+    /// How much the server's RSS grew at most while it streamed, in MiB.
+    rss_growth_mib: u64,
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `kubectl exec` reading nothing of its stdout for `pause` (a client that stalls,
+/// as a pipe into a busy program does: kubectl then blocks on its own stdout), then
+/// everything, sampling the server's RSS all along.
+fn read_slowly(c: &Cluster, k: &str, args: &[&str], pause: Duration) -> SlowRead {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let pid = c.child.as_ref().expect("server running").id();
+    let base = vm_rss_kib(pid);
+    let (done, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(base)),
+    );
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(vm_rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let inner = c.kubectl_cmd(k, args);
+    let mut child = Command::new("timeout")
+        .arg("120")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl exec");
+    let mut err = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // The stall itself (not a synchronisation): the agent must hold the command back
+    // meanwhile rather than cut the session or queue its output.
+    std::thread::sleep(pause);
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = vec![0u8; 256 << 10];
+    let mut bytes = 0u64;
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes += n as u64,
+        }
+    }
+    let status = child.wait().expect("wait kubectl");
+    done.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    println!(
+        "server VmRSS {} MiB before, {} MiB at most while streaming",
+        base / 1024,
+        peak.load(Ordering::Relaxed) / 1024
+    );
+    SlowRead {
+        bytes,
+        status,
+        stderr: stderr.join().expect("stderr reader"),
+        rss_growth_mib: peak.load(Ordering::Relaxed).saturating_sub(base) / 1024,
+    }
+}
+
+/// `kubectl exec` (and so `kubectl cp`, tar over exec) of a command that writes faster
+/// than its client reads: the client gets every byte, because the command is held
+/// back (its writes block, as on the kubelet's pipes) rather than its session cut or
+/// its output queued in the server's memory. Containerd and Wasm, both kubectls.
+#[test]
+fn exec_output_waits_for_a_slow_client() {
+    let reg = Registry::start();
+    let wasm = reg.push(&common::testbox("wasm32-wasip2"), "tests/testbox:p2");
+    let busybox = reg.push_busybox("tests/busybox:slow");
+    let c = Cluster::with_agent("slow-exec-node", &[]);
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: ctr}}
+spec:
+  containers:
+  - name: main
+    image: {busybox}
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: wasm}}
+spec:
+  containers:
+  - name: main
+    image: {wasm}
+    args: [sleep, "0"]
+"#
+    ));
+    wait_running(&c, "ctr");
+    wait_running(&c, "wasm");
+    // 256 MiB from a container to a client that stalls for 3 s: all of it arrives, and
+    // the server holds no more than its bounded queues meanwhile.
+    const BIG: u64 = 256 << 20;
+    let head = format!("head -c {BIG} /dev/zero");
+    let r = read_slowly(
+        &c,
+        KUBECTL_DEFAULT,
+        &["exec", "ctr", "--", "sh", "-c", &head],
+        Duration::from_secs(3),
+    );
+    assert!(r.status.success(), "{}: {}", r.status, r.stderr);
+    assert_eq!(r.bytes, BIG, "{}", r.stderr);
+    println!(
+        "256 MiB to a stalled client: server RSS grew {} MiB",
+        r.rss_growth_mib
+    );
+    assert!(
+        r.rss_growth_mib < 100,
+        "server RSS grew {} MiB while streaming",
+        r.rss_growth_mib
+    );
+    // SPDY (kubectl 1.27) too, with less data.
+    let small = format!("head -c {} /dev/zero", 32 << 20);
+    let r = read_slowly(
+        &c,
+        common::KUBECTL_OLDEST,
+        &["exec", "ctr", "--", "sh", "-c", &small],
+        Duration::from_secs(2),
+    );
+    assert!(r.status.success(), "{}: {}", r.status, r.stderr);
+    assert_eq!(r.bytes, 32 << 20, "{}", r.stderr);
+    // A Wasm guest: one message per line (it flushes each), far more than the queue.
+    const LINES: u64 = 200_000;
+    let want: u64 = (1..=LINES)
+        .map(|i| format!("line {i}\n").len() as u64)
+        .sum();
+    for k in kubectls() {
+        let r = read_slowly(
+            &c,
+            k,
+            &["exec", "wasm", "--", "testbox", "seq", &LINES.to_string()],
+            Duration::from_secs(2),
+        );
+        assert!(r.status.success(), "{k}: {}: {}", r.status, r.stderr);
+        assert_eq!(r.bytes, want, "{k}: {}", r.stderr);
+    }
+    // The server still answers.
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["exec", "ctr", "--", "echo", "ok"]),
+        "ok\n"
+    );
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
 use spindle_containerd::daemon::Daemon;
 use spindle_containerd::io::{Fifos, Pump};
 use spindle_containerd::spec::{self, Bind, ProcessSpec, Seccomp};
@@ -325,15 +327,9 @@ impl ContainerdContainers {
         .map_err(|e| e.to_string())?;
         let out = io.output.clone();
         let pump = fifos
-            .pump(Arc::new(move |is_err, data: &[u8]| {
-                out(
-                    if is_err {
-                        Stream::Stderr
-                    } else {
-                        Stream::Stdout
-                    },
-                    data,
-                )
+            .pump(Arc::new(move |is_err, data: Vec<u8>| {
+                // The pump awaits this: a slow exec client slows the process down.
+                out(stream_of(is_err), data.into())
             }))
             .map_err(|e| e.to_string())?;
         let process = spec::encode_process(&process).map_err(|e| e.to_string())?;
@@ -467,6 +463,14 @@ impl ContainerdContainers {
             t.abort();
         }
         Ok(code)
+    }
+}
+
+fn stream_of(is_err: bool) -> Stream {
+    if is_err {
+        Stream::Stderr
+    } else {
+        Stream::Stdout
     }
 }
 
@@ -692,15 +696,18 @@ impl Runtime for ContainerdRuntime {
         let log = spec.log.clone();
         let fan = run_io.clone();
         let pump = fifos
-            .pump(Arc::new(move |is_err, data: &[u8]| {
-                let stream = if is_err {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
-                };
-                log.write(stream, data);
+            .pump(Arc::new(move |is_err, data: Vec<u8>| {
+                let stream = stream_of(is_err);
+                let data = Bytes::from(data);
+                let wait = log.write(stream, data.clone());
+                // Attached clients never hold up the log: their sinks are over at once
+                // (stream.rs cuts an attach client that falls behind).
                 for (_, sink) in lock(&fan.sinks).iter() {
-                    sink(stream, data);
+                    let _ = sink(stream, data.clone()).now_or_never();
+                }
+                match wait {
+                    Some(w) => w,
+                    None => crate::runtime::no_wait(),
                 }
             }))
             .map_err(|e| e.to_string())?;

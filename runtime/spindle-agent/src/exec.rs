@@ -191,11 +191,12 @@ pub fn for_probes(
                 tty: false,
                 resize: None,
                 stdin: None,
-                output: Arc::new(move |_, data: &[u8]| {
+                output: Arc::new(move |_, data: bytes::Bytes| {
                     let mut buf = sink.lock().unwrap_or_else(|p| p.into_inner());
                     // The kubelet keeps the first 10 KiB of a probe's output.
                     let room = (10usize << 10).saturating_sub(buf.len());
                     buf.extend_from_slice(&data[..data.len().min(room)]);
+                    crate::runtime::no_wait()
                 }),
             };
             let code = exec(&agent, &h, &container, argv, io, Some(timeout))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use bytes::Bytes;
 use spindle_image::PulledImage;
 use spindle_logs::{LogWriter, Stream};
 
@@ -118,8 +119,18 @@ impl Security {
     }
 }
 
-/// Receives a run's output as it is written.
-pub type OutputFn = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
+/// Receives a run's output as it is written. The writer waits for the returned future
+/// before it writes more: an exec's client that reads slowly slows the command down, as
+/// a full pipe blocks a process's write, instead of its output piling up in memory.
+pub type OutputFn = Arc<dyn Fn(Stream, Bytes) -> OutputWait + Send + Sync>;
+
+/// See [`OutputFn`].
+pub type OutputWait = spindle_wasm::OutputWait;
+
+/// An [`OutputWait`] that is over.
+pub fn no_wait() -> OutputWait {
+    Box::pin(std::future::ready(()))
+}
 
 /// Where a run's stdout and stderr go.
 #[derive(Clone)]
@@ -131,10 +142,14 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn write(&self, stream: Stream, data: &[u8]) {
+    /// Writes `data`; what comes back must be awaited before writing more.
+    pub fn write(&self, stream: Stream, data: Bytes) -> Option<OutputWait> {
         match self {
-            Output::Log(l) => l.write(stream, data),
-            Output::Stream(f) => f(stream, data),
+            Output::Log(l) => {
+                l.write(stream, &data);
+                None
+            }
+            Output::Stream(f) => Some(f(stream, data)),
         }
     }
 
@@ -249,7 +264,15 @@ struct Sink {
 
 impl spindle_wasm::OutputSink for Sink {
     fn write(&self, data: &[u8]) {
-        self.log.write(self.stream, data);
+        // spindle-wasm writes through `write_or_wait`, so this is not reached; were it,
+        // waiting here (blocking the thread) is still better than losing output.
+        if let Some(wait) = self.write_or_wait(Bytes::copy_from_slice(data)) {
+            futures::executor::block_on(wait);
+        }
+    }
+
+    fn write_or_wait(&self, data: Bytes) -> Option<OutputWait> {
+        self.log.write(self.stream, data)
     }
 }
 

@@ -24,13 +24,14 @@ use hyper_util::rt::TokioIo;
 use spindle_logs::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::exec::{self, ExecError, ExecIo};
 use crate::lifecycle::PodHandle;
-use crate::runtime::OutputFn;
+use crate::runtime::{no_wait, OutputFn};
 use crate::{spdy, Agent};
 
 /// What the exec request asked for.
@@ -89,12 +90,17 @@ pub fn exit_status(result: &Result<i32, ExecError>) -> String {
     }
 }
 
-/// Messages queued towards an exec's client. The output callback cannot wait (it is
-/// called synchronously by the runtime's output pump, which also feeds the log), so
-/// when the client falls this far behind the session is cut (as the kube-apiserver
-/// drops a watcher that cannot keep up) rather than buffered without end (SPN-16). The
-/// command goes on, as it does in Kubernetes when an exec client goes away.
+/// Messages queued towards an exec's client, each at most [`OUT_CHUNK`] bytes (about
+/// 8 MiB in all). When the queue is full an exec's command waits (its output pump, or
+/// the Wasm guest's write, awaits room), as the kubelet's pipes block a process that
+/// writes faster than its client reads; memory stays bounded (SPN-16). An attach
+/// shares the container's output with its log, which must go on, so an attach client
+/// this far behind is cut instead (as the kube-apiserver drops a watcher that cannot
+/// keep up).
 const EXEC_OUT_QUEUE: usize = 256;
+/// The largest message of output: the containerd pump's read size. A Wasm guest may
+/// write up to 1 MiB at once; that write is queued in pieces.
+const OUT_CHUNK: usize = 32 << 10;
 /// Chunks of stdin queued for the command; a command that does not read its stdin
 /// stops the client's sending (through the connection) instead of growing this.
 const STDIN_QUEUE: usize = 16;
@@ -208,7 +214,7 @@ pub async fn exec_websocket(
         }
     });
     let tx = out_tx.clone();
-    let (want_out, want_err, tty) = (req.stdout, req.stderr, req.tty);
+    let (want_out, want_err, tty, attach) = (req.stdout, req.stderr, req.tty, req.attach);
     let pod = h.name.clone();
     let output: OutputFn = Arc::new(move |s, data| {
         let ch = match s {
@@ -216,15 +222,32 @@ pub async fn exec_websocket(
             // With a TTY there is no separate stderr: it goes to the terminal.
             Stream::Stderr if tty && want_out => 1,
             Stream::Stderr if want_err => 2,
-            _ => return,
+            _ => return no_wait(),
         };
-        let mut m = Vec::with_capacity(data.len() + 1);
-        m.push(ch);
-        m.extend_from_slice(data);
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Message::Binary(m.into())) {
-            too_slow(&pod);
-            abort.notify_one();
+        let message = move |piece: Bytes| {
+            let mut m = Vec::with_capacity(piece.len() + 1);
+            m.push(ch);
+            m.extend_from_slice(&piece);
+            Message::Binary(m.into())
+        };
+        if attach {
+            let full =
+                pieces(data).any(|p| matches!(tx.try_send(message(p)), Err(TrySendError::Full(_))));
+            if full {
+                too_slow(&pod);
+                abort.notify_one();
+            }
+            return no_wait();
         }
+        let tx = tx.clone();
+        Box::pin(async move {
+            for piece in pieces(data) {
+                // An error is a client gone: the rest is dropped as it comes.
+                if tx.send(message(piece)).await.is_err() {
+                    break;
+                }
+            }
+        })
     });
     let result = exec::exec_or_attach(
         &agent,
@@ -253,12 +276,17 @@ pub async fn exec_websocket(
     reader.abort();
 }
 
-/// An exec's client fell [`EXEC_OUT_QUEUE`] messages behind: its session is cut.
+/// An attach client fell [`EXEC_OUT_QUEUE`] messages behind: its session is cut.
 fn too_slow(pod: &str) {
     tracing::warn!(
         %pod,
-        "exec client reads more slowly than the command writes ({EXEC_OUT_QUEUE} messages pending): closing its connection"
+        "attach client reads more slowly than the container writes ({EXEC_OUT_QUEUE} messages pending): closing its connection"
     );
+}
+
+/// `data` in messages of at most [`OUT_CHUNK`] bytes (no copies).
+fn pieces(mut data: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || (!data.is_empty()).then(|| data.split_to(data.len().min(OUT_CHUNK))))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -341,7 +369,7 @@ pub async fn exec_spdy(
         });
     }
     let out = sender.clone();
-    let tty = req.tty;
+    let (tty, attach) = (req.tty, req.attach);
     let pod = h.name.clone();
     let output: OutputFn = Arc::new(move |s, data| {
         let id = match s {
@@ -349,12 +377,22 @@ pub async fn exec_spdy(
             Stream::Stderr if tty => out_id,
             Stream::Stderr => err_id,
         };
-        if let Some(id) = id {
-            if out.try_data(id, Bytes::copy_from_slice(data)).is_err() {
+        let Some(id) = id else {
+            return no_wait();
+        };
+        if attach {
+            if pieces(data).any(|p| out.try_data(id, p).is_err()) {
                 too_slow(&pod);
                 out.abort();
             }
+            return no_wait();
         }
+        let out = out.clone();
+        Box::pin(async move {
+            for piece in pieces(data) {
+                out.data(id, piece).await;
+            }
+        })
     });
     let result = exec::exec_or_attach(
         &agent,

@@ -8,13 +8,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
+use tokio::sync::watch;
 
 use crate::{Error, Result};
 
-/// Receives output as it is read: (is_stderr, bytes).
-pub type Sink = Arc<dyn Fn(bool, &[u8]) + Send + Sync>;
+/// Receives output as it is read: (is_stderr, bytes). The pump reads no more until the
+/// returned future is over, so a sink whose reader is slow fills the FIFO and the
+/// process's writes block, as they would on the kubelet's pipes.
+pub type Sink = Arc<dyn Fn(bool, Vec<u8>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How long the output may stay silent after the process exited before the pump gives
+/// up: a child that inherited the process's stdout keeps the FIFO open.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// The FIFOs of one process, removed on drop.
 pub struct Fifos {
@@ -70,23 +78,20 @@ impl Fifos {
     /// writing waits for a reader.
     pub fn pump(&self, sink: Sink) -> Result<Pump> {
         let mut tasks = Vec::new();
+        let (exited, exit) = watch::channel(false);
         for (path, is_err) in [(Some(&self.stdout), false), (self.stderr.as_ref(), true)] {
             let Some(path) = path else { continue };
-            let mut rx = pipe::OpenOptions::new()
+            let rx = pipe::OpenOptions::new()
                 .open_receiver(path)
                 .map_err(|e| Error::Io(format!("opening {}", path.display()), e))?;
-            let sink = sink.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 << 10];
-                loop {
-                    match rx.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => sink(is_err, &buf[..n]),
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(copy_out(
+                rx,
+                is_err,
+                sink.clone(),
+                exit.clone(),
+            )));
         }
-        Ok(Pump { tasks })
+        Ok(Pump { tasks, exited })
     }
 
     /// Opens the write end of stdin, if the process has one.
@@ -134,24 +139,55 @@ impl Drop for Fifos {
     }
 }
 
+/// Copies one FIFO to `sink` until its end, or until it stays silent for
+/// [`DRAIN_IDLE`] once `exit` says the process exited. Time spent waiting on the sink
+/// does not count: what the process wrote before it exited is all delivered, however
+/// slowly the reader takes it.
+async fn copy_out(
+    mut rx: pipe::Receiver,
+    is_err: bool,
+    sink: Sink,
+    mut exit: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 32 << 10];
+    let mut exited = false;
+    loop {
+        let read = if exited {
+            match tokio::time::timeout(DRAIN_IDLE, rx.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                r = rx.read(&mut buf) => r,
+                // Then read again, bounded. A dropped Pump counts as an exit.
+                changed = exit.changed() => {
+                    exited = changed.is_err() || *exit.borrow();
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink(is_err, buf[..n].to_vec()).await,
+        }
+    }
+}
+
 /// The copy tasks of a process's output.
 pub struct Pump {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    exited: watch::Sender<bool>,
 }
 
 impl Pump {
     /// Waits for the output to end after the process exited. A process that left a
-    /// child holding its stdout would keep the FIFO open, so this gives up after a
-    /// moment, as containerd's own clients do.
+    /// child holding its stdout would keep the FIFO open, so the copy gives up once the
+    /// output is silent for a moment, as containerd's own clients do.
     pub async fn finish(self) {
+        self.exited.send_replace(true);
         for t in self.tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            let _ = t.await;
         }
     }
 }

@@ -80,8 +80,9 @@ async fn run(
     let out: Output = Arc::default();
     let sink = out.clone();
     let pump = fifos
-        .pump(Arc::new(move |_, d: &[u8]| {
-            sink.lock().expect("lock").extend_from_slice(d)
+        .pump(Arc::new(move |_, d: Vec<u8>| {
+            sink.lock().expect("lock").extend_from_slice(&d);
+            Box::pin(std::future::ready(()))
         }))
         .expect("pump");
     let cgroups_path = c.cgroups_path.clone();

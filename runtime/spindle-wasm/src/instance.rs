@@ -390,8 +390,8 @@ pub(crate) fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, WasmEr
     if let Some(stdin) = &spec.stdin {
         b.stdin(stdin.clone());
     }
-    b.stdout(SinkStream(spec.stdout.clone()));
-    b.stderr(SinkStream(spec.stderr.clone()));
+    b.stdout(SinkStream::new(spec.stdout.clone()));
+    b.stderr(SinkStream::new(spec.stderr.clone()));
     if spec.network {
         b.inherit_network()
             .allow_tcp(true)

@@ -79,7 +79,7 @@ pub use instance::{
     TRAP_EXIT_CODE,
 };
 pub use net::{NameResolver, PodNetwork};
-pub use output::OutputSink;
+pub use output::{OutputSink, Wait as OutputWait};
 pub use program::{CacheStats, LoadOrigin, Program, ProgramKind};
 
 use instance::{GuestState, Slot};
