@@ -712,8 +712,11 @@ struct HostileRegistry {
     blob_requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Where a hostile registry would like the node to send its credentials.
-const METADATA: &str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+/// Where a hostile registry would like the node to send its credentials: plain HTTP to a
+/// host that is not loopback (a cloud metadata endpoint in real life). 0.0.0.0 stands in
+/// for it because, should the check ever fail, Linux connects it to this machine (port 9,
+/// nothing listening) and no request leaves the host.
+const METADATA: &str = "http://0.0.0.0:9/latest/meta-data/iam/security-credentials/";
 
 /// What a flooding answer sends before it gives up: more than the test's
 /// memory bound many times over, small enough not to take the machine down
