@@ -158,7 +158,7 @@ pub fn bind_fd(fd: &OwnedFd, target: &Path, nodev: bool) -> std::io::Result<()> 
     rustix::mount::mount_bind(source.as_path(), target)?;
     if nodev {
         if let Err(e) = restrict(target) {
-            let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+            let _ = unmount(target);
             return Err(e);
         }
     }
@@ -204,6 +204,19 @@ pub fn is_kernel_fs(fd: &OwnedFd) -> std::io::Result<bool> {
     ];
     let kind = rfs::fstatfs(fd)?.f_type as i64;
     Ok(KERNEL_FS.contains(&kind))
+}
+
+/// Whether the open file `fd` is the file at `path` (same device and inode).
+pub fn same_file(fd: &OwnedFd, path: &Path) -> std::io::Result<bool> {
+    let a = rfs::fstat(fd)?;
+    let b = rfs::stat(path)?;
+    Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}
+
+/// Detach the mount at `target` (busy mounts too: a container keeps its own view).
+pub fn unmount(target: &Path) -> std::io::Result<()> {
+    rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)?;
+    Ok(())
 }
 
 /// The magic link that names exactly the file `fd` has open.
@@ -282,7 +295,7 @@ pub fn unmount_below(dir: &Path) -> Vec<PathBuf> {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for m in &mounts {
         // MNT_DETACH: a busy mount (a container still holds it) must not block the agent.
-        let _ = rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH);
+        let _ = unmount(m);
     }
     mount_points().into_iter().filter(below).collect()
 }

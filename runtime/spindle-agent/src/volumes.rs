@@ -449,13 +449,19 @@ pub fn container_mounts(
     Ok(out)
 }
 
-/// Resolve `sub` beneath the volume directory and bind it at `target`.
+/// Resolve `sub` beneath the volume directory and bind it at `target`. The subPath is
+/// resolved again at every container start and exec, as the kubelet does: a mount made
+/// earlier is kept only while it still shows what the subPath names now, so a subPath
+/// replaced by a link out of the volume fails the start instead of being ignored.
 fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> {
-    if safe_mount::is_mountpoint(target) {
-        return Ok(());
-    }
     let root = safe_mount::open_root(volume).map_err(|e| format!("volume directory: {e}"))?;
     let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
-    // nodev even for a subPath of a hostPath: the subPath is what the runtime is given.
+    if safe_mount::is_mountpoint(target) {
+        if safe_mount::same_file(&fd, target).unwrap_or(false) {
+            return Ok(());
+        }
+        // Running containers keep their own view of the old mount.
+        safe_mount::unmount(target).map_err(|e| format!("subPath {sub:?}: unmount: {e}"))?;
+    }
     safe_mount::bind_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
 }
