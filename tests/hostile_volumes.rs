@@ -259,6 +259,49 @@ spec:
         "the guest opened a device node: {logs:?}"
     );
 
+    // A container fills a disk emptyDir past its sizeLimit: the pod is evicted as the
+    // kubelet does it (Failed, reason Evicted, its message and event) and its disk freed.
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: filler
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    emptyDir: {{sizeLimit: 1Mi}}
+  containers:
+  - name: main
+    image: {busybox}
+    command: ["sh", "-c", "dd if=/dev/zero of=/scratch/fill bs=1M count=8; sleep 3600"]
+    volumeMounts:
+    - {{name: scratch, mountPath: /scratch}}
+"#
+    ));
+    c.wait_pod_field("filler", "{.status.phase}", "Failed", WAIT);
+    let message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\". ";
+    assert_eq!(c.pod_field("filler", "{.status.reason}"), "Evicted");
+    assert_eq!(
+        c.ok(
+            KUBECTL_DEFAULT,
+            &["get", "pod", "filler", "-o", "jsonpath={.status.message}"]
+        ),
+        message
+    );
+    wait_event(&c, "filler", &["Evicted", message.trim_end()]);
+    let uid = c.pod_field("filler", "{.metadata.uid}");
+    let filler_dir = c.data_dir().join("agent/pods").join(&uid);
+    let deadline = Instant::now() + WAIT;
+    while filler_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the evicted pod's disk was not freed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     // A link that stays inside the volume is followed, as on Kubernetes.
     c.apply(&planted_pod(
         "inside",

@@ -37,6 +37,9 @@ const FIRST_STATUS_GRACE: Duration = Duration::from_millis(20);
 /// How often configMap/secret/downwardAPI volumes are re-read (the kubelet re-syncs each
 /// minute; a ConfigMap edit shows sooner here).
 const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+/// How often disk emptyDirs with a sizeLimit are measured (the kubelet's eviction manager
+/// looks every 10 s).
+const DISK_CHECK: Duration = Duration::from_secs(5);
 
 /// What the agent knows of a pod's containers, shared with the log endpoint.
 pub struct Shared {
@@ -44,6 +47,8 @@ pub struct Shared {
     pub containers: Vec<CStatus>,
     pub initialized: bool,
     pub init_failed: bool,
+    /// Why the agent evicted the pod, once it has (as the kubelet's eviction manager).
+    pub evicted: Option<String>,
     pub start_time: Timestamp,
     /// The writer of each container's current run, for `logs -f`.
     pub logs: HashMap<String, LogWriter>,
@@ -65,6 +70,8 @@ pub struct PodHandle {
     pub vols: Mutex<Option<Arc<PodVolumes>>>,
     shared: Mutex<Shared>,
     changed: Notify,
+    /// Signalled when the agent evicts the pod.
+    evict: Notify,
 }
 
 impl PodHandle {
@@ -139,11 +146,13 @@ impl PodHandle {
                 containers,
                 initialized,
                 init_failed: false,
+                evicted: None,
                 start_time,
                 logs: HashMap::new(),
                 pod_ip: None,
             }),
             changed: Notify::new(),
+            evict: Notify::new(),
         })
     }
 
@@ -196,6 +205,62 @@ fn grace_period(pod: &Pod) -> Duration {
     Duration::from_secs(secs as u64)
 }
 
+/// Wait until the pod is being deleted (or is gone); true if the agent evicted it first.
+async fn wait_deleted_or_evicted(h: &PodHandle, rx: &mut watch::Receiver<Arc<Pod>>) -> bool {
+    loop {
+        let deleting = rx.borrow_and_update().metadata.deletion_timestamp.is_some();
+        if deleting || h.gone.load(Ordering::Acquire) {
+            return false;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return false },
+            () = h.evict.notified() => return true,
+        }
+    }
+}
+
+/// Evict the pod when one of its disk emptyDirs grows past its sizeLimit, checked every
+/// [`DISK_CHECK`] as the kubelet's eviction manager does, with its message and event.
+async fn watch_disk_limits(
+    agent: Arc<Agent>,
+    h: Arc<PodHandle>,
+    limits: Vec<volumes::DiskLimit>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        if sleep_or_stop(&stop, DISK_CHECK).await {
+            return;
+        }
+        for l in &limits {
+            let dir = l.dir.clone();
+            let used = tokio::task::spawn_blocking(move || volumes::disk_usage(&dir))
+                .await
+                .unwrap_or(0);
+            if used <= l.bytes {
+                continue;
+            }
+            let msg = format!(
+                "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                l.name, l.quantity
+            );
+            tracing::info!(pod = %h.name, ns = %h.namespace, used, "{msg}");
+            h.shared().evicted = Some(msg.clone());
+            let pod = h.pod();
+            agent
+                .events
+                .publish(
+                    &object_ref(pod.as_ref()),
+                    EventType::Warning,
+                    "Evicted",
+                    &msg,
+                )
+                .await;
+            h.evict.notify_one();
+            return;
+        }
+    }
+}
+
 /// The worker of one pod: run it until it is deleted, then clean up and let it go.
 pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
     let mut rx = h.spec.subscribe();
@@ -211,18 +276,18 @@ pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
             stop_rx,
         )))
     };
-    // Wait until the pod is being deleted (or is gone).
-    loop {
-        let deleting = {
-            let p = rx.borrow_and_update();
-            p.metadata.deletion_timestamp.is_some()
-        };
-        if deleting || h.gone.load(Ordering::Acquire) {
-            break;
+    let mut pod_task = pod_task;
+    if wait_deleted_or_evicted(&h, &mut rx).await {
+        // Evicted: its runs are stopped as on deletion, the pod reports Failed/Evicted
+        // and its disk is freed; the object stays until it is deleted, as on Kubernetes.
+        let _ = stop_tx.send(true);
+        if let Some(t) = pod_task.take() {
+            let grace = grace_period(&h.pod());
+            let _ = tokio::time::timeout(grace + Duration::from_secs(5), t).await;
         }
-        if rx.changed().await.is_err() {
-            break;
-        }
+        h.changed.notify_one();
+        volumes::teardown(&h.dir);
+        wait_deleted_or_evicted(&h, &mut rx).await;
     }
     let pod = h.pod();
     let grace = if h.gone.load(Ordering::Acquire) {
@@ -351,6 +416,15 @@ async fn run_containers(agent: Arc<Agent>, h: Arc<PodHandle>, stop: watch::Recei
     };
     let vols = Arc::new(vols);
     *h.vols.lock().unwrap_or_else(|p| p.into_inner()) = Some(vols.clone());
+    let limits = volumes::disk_limits(&pod, &vols);
+    if !limits.is_empty() {
+        tokio::spawn(watch_disk_limits(
+            agent.clone(),
+            h.clone(),
+            limits,
+            stop.clone(),
+        ));
+    }
     if volumes::has_generated(&pod) {
         tokio::spawn(refresh_volumes(
             agent.clone(),
@@ -1137,6 +1211,7 @@ async fn write_status_loop(agent: Arc<Agent>, h: Arc<PodHandle>) {
                 host_ip: &host_ip,
                 pod_ip: sh.pod_ip.as_deref(),
                 init_failed: sh.init_failed,
+                evicted: sh.evicted.as_deref(),
                 previous: pod.status.as_ref(),
             })
         };

@@ -150,12 +150,14 @@ pub struct PodView<'a> {
     pub pod_ip: Option<&'a str>,
     /// An init container failed for good (restartPolicy Never).
     pub init_failed: bool,
+    /// The agent evicted the pod (an emptyDir over its sizeLimit): why.
+    pub evicted: Option<&'a str>,
     pub previous: Option<&'a PodStatus>,
 }
 
 /// The kubelet's getPhase.
 pub fn phase(v: &PodView) -> &'static str {
-    if v.init_failed {
+    if v.init_failed || v.evicted.is_some() {
         return "Failed";
     }
     if !v.initialized {
@@ -284,6 +286,8 @@ pub fn pod_status(v: &PodView) -> PodStatus {
     ];
     PodStatus {
         phase: Some(phase.to_string()),
+        reason: v.evicted.map(|_| "Evicted".to_string()),
+        message: v.evicted.map(str::to_string),
         conditions: Some(conditions),
         host_ip: Some(v.host_ip.to_string()),
         host_ips: Some(vec![HostIP {
@@ -331,8 +335,20 @@ mod tests {
             host_ip: "10.0.0.1",
             pod_ip: None,
             init_failed: false,
+            evicted: None,
             previous: None,
         }
+    }
+
+    #[test]
+    fn an_evicted_pod_is_failed_with_the_reason() {
+        let cs = [CStatus::new("c", "img")];
+        let mut v = view(&cs, "Always");
+        v.evicted = Some("Usage of EmptyDir volume \"x\" exceeds the limit \"1Mi\". ");
+        let st = pod_status(&v);
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("Evicted"));
+        assert_eq!(st.message.as_deref(), v.evicted);
     }
 
     #[test]

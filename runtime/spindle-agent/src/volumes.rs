@@ -66,6 +66,66 @@ pub async fn prepare(
     Ok(out)
 }
 
+/// A disk emptyDir with a sizeLimit, which the agent measures.
+#[derive(Clone, Debug)]
+pub struct DiskLimit {
+    pub name: String,
+    pub dir: PathBuf,
+    pub bytes: u64,
+    /// The limit as the pod wrote it, for the eviction message.
+    pub quantity: String,
+}
+
+/// The disk emptyDirs of the pod that have a sizeLimit (memory ones are bounded by their
+/// tmpfs size instead).
+pub fn disk_limits(pod: &Pod, vols: &PodVolumes) -> Vec<DiskLimit> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter_map(|v| {
+            let ed = v.empty_dir.as_ref()?;
+            if ed.medium.as_deref() == Some("Memory") {
+                return None;
+            }
+            let q = ed.size_limit.as_ref()?;
+            Some(DiskLimit {
+                name: v.name.clone(),
+                dir: vols.dirs.get(&v.name)?.clone(),
+                bytes: env::quantity_f64(&q.0)? as u64,
+                quantity: q.0.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Bytes of disk used below `dir` (allocated blocks, as du counts them), without
+/// following links or leaving the directory's filesystem.
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != top.dev() {
+                continue;
+            }
+            total = total.saturating_add(m.blocks().saturating_mul(512));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
 /// How many sources a volume names (Kubernetes allows exactly one).
 fn source_count(v: &Volume) -> usize {
     serde_json::to_value(v)
