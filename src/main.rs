@@ -199,21 +199,22 @@ struct ServerArgs {
     /// NodePort range, LOW-HIGH.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
-    /// Connections the API port serves at once; more are closed when accepted.
-    #[arg(long, default_value_t = spindle_apiserver::ConnLimits::default().max_connections, hide = true)]
-    api_max_connections: usize,
+    /// Connections the API port serves at once; more are closed when accepted. The API
+    /// port's limits default to `ConnLimits::default()`, their one home.
+    #[arg(long, hide = true)]
+    api_max_connections: Option<usize>,
     /// Time a client has to finish the TLS handshake on the API port.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, hide = true)]
-    api_tls_handshake_timeout: std::time::Duration,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    api_tls_handshake_timeout: Option<std::time::Duration>,
     /// Time a client has to send a request's headers on the API port.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
-    api_header_read_timeout: std::time::Duration,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    api_header_read_timeout: Option<std::time::Duration>,
     /// Time a connection to the API port may go without a request in flight.
-    #[arg(long, default_value = "90s", value_parser = parse_duration, hide = true)]
-    api_idle_timeout: std::time::Duration,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    api_idle_timeout: Option<std::time::Duration>,
     /// Time a client has to send a request's body on the API port.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
-    api_body_read_timeout: std::time::Duration,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    api_body_read_timeout: Option<std::time::Duration>,
 }
 
 /// Raise the soft open-files limit to the hard one, as Go programs (kube-apiserver,
@@ -421,6 +422,7 @@ fn main() -> Result<()> {
             let agent_data_dir = data_dir.join("agent");
             // No hostPath may expose the store, the CA and the token, or the admin kubeconfig.
             let protected = vec![data_dir.clone(), kubeconfig.clone()];
+            let d = spindle_apiserver::ConnLimits::default();
             let cfg = spindle_apiserver::ServerConfig {
                 data_dir,
                 bind_address: a.bind_address,
@@ -432,11 +434,13 @@ fn main() -> Result<()> {
                 default_toleration_seconds: a.default_not_ready_toleration.as_secs(),
                 net,
                 limits: spindle_apiserver::ConnLimits {
-                    max_connections: a.api_max_connections,
-                    tls_handshake_timeout: a.api_tls_handshake_timeout,
-                    header_read_timeout: a.api_header_read_timeout,
-                    idle_timeout: a.api_idle_timeout,
-                    body_read_timeout: a.api_body_read_timeout,
+                    max_connections: a.api_max_connections.unwrap_or(d.max_connections),
+                    tls_handshake_timeout: a
+                        .api_tls_handshake_timeout
+                        .unwrap_or(d.tls_handshake_timeout),
+                    header_read_timeout: a.api_header_read_timeout.unwrap_or(d.header_read_timeout),
+                    idle_timeout: a.api_idle_timeout.unwrap_or(d.idle_timeout),
+                    body_read_timeout: a.api_body_read_timeout.unwrap_or(d.body_read_timeout),
                 },
             };
             let ctrl_opts = spindle_controllers::Options {

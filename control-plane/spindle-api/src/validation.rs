@@ -1050,6 +1050,11 @@ fn duplicate_service_port(field: &str, (port, protocol): (i64, &str)) -> FieldEr
     }
 }
 
+/// Whether a Service is an ExternalName one (which has no cluster IPs).
+pub fn is_external_name(svc: &Value) -> bool {
+    svc.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName")
+}
+
 /// The addresses a Service holds: `spec.clusterIPs`, or `spec.clusterIP` alone as older
 /// clients send it.
 pub fn cluster_ips(svc: &Value) -> Vec<&str> {
@@ -1073,9 +1078,7 @@ pub fn cluster_ips(svc: &Value) -> Vec<&str> {
 /// changed address would move the proxy's rules to any address at all, host traffic
 /// included, without the range check and reservation that creation does.
 pub fn validate_service_update(old: &Value, new: &Value) -> Vec<FieldError> {
-    let external =
-        |s: &Value| s.pointer("/spec/type").and_then(Value::as_str) == Some("ExternalName");
-    if external(old) || external(new) {
+    if is_external_name(old) || is_external_name(new) {
         return Vec::new();
     }
     let (old_ips, new_ips) = (cluster_ips(old), cluster_ips(new));

@@ -967,7 +967,6 @@ async fn finish_update(
         // and reserved, never simply the one the update names.
         if validation::cluster_ips(&old).is_empty()
             && !validation::cluster_ips(&obj).contains(&"None")
-            && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName")
             && !q.dry_run()
         {
             crate::alloc::admit_service(st, &mut obj).await?;
@@ -998,13 +997,7 @@ async fn finish_update(
 /// An update that leaves the cluster IPs out keeps the allocated ones, as Kubernetes'
 /// `patchAllocatedValues` does (so `kubectl replace` of the original manifest works).
 fn keep_cluster_ips(old: &Value, new: &mut Value) {
-    let ty = |v: &Value| {
-        v.pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP")
-            .to_string()
-    };
-    if ty(old) == "ExternalName" || ty(new) == "ExternalName" {
+    if validation::is_external_name(old) || validation::is_external_name(new) {
         return;
     }
     let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
@@ -1409,8 +1402,6 @@ pub(crate) async fn delete_one(
     Err(conflict(&t.kind, &name))
 }
 
-/// Drop `finalizer` from an object; the object goes away if it was the last one and the
-/// object is being deleted.
 /// The latest deletion deadline written, 9999-12-30T00:00:00Z: Go clients parse years up
 /// to 9999 only, and Rust ones (jiff, under kube-rs) instants up to 9999-12-30T22:00Z. A
 /// later timestamp would break every watch of the object's kind for those clients.
@@ -1425,6 +1416,8 @@ fn deletion_deadline(now: DateTime<Utc>, grace: i64) -> DateTime<Utc> {
         .map_or(latest, |t| t.min(latest))
 }
 
+/// Drop `finalizer` from an object; the object goes away if it was the last one and the
+/// object is being deleted.
 pub(crate) async fn remove_finalizer(st: &AppState, t: &Target, finalizer: &str) -> ApiResult<()> {
     for _ in 0..8 {
         let (old, kv) = load(st, t).await?;

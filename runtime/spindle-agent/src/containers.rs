@@ -579,13 +579,13 @@ impl Runtime for ContainerdRuntime {
         let Some(ci) = image.container() else {
             return Ok(());
         };
-        let cfg = image_config(ci)?;
-        admit(
-            meta,
-            &image_user(cfg.user.as_deref()),
-            self.0.allow_privileged,
-        )
-        .map(|_| ())
+        // An imported image's config is already parsed; only a first start reads it.
+        let imported = lock(&self.0.imported).get(&ci.manifest.digest).cloned();
+        let user = match imported {
+            Some(done) => done.config.user.clone(),
+            None => image_config(ci)?.user,
+        };
+        admit(meta, &image_user(user.as_deref()), self.0.allow_privileged).map(|_| ())
     }
 
     async fn start(

@@ -267,7 +267,7 @@ pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let writer = tokio::spawn(write_status_loop(agent.clone(), h.clone()));
     let initial = h.pod();
-    let pod_task = if is_terminal(&initial) || initial.metadata.deletion_timestamp.is_some() {
+    let mut pod_task = if is_terminal(&initial) || initial.metadata.deletion_timestamp.is_some() {
         None
     } else {
         Some(tokio::spawn(run_containers(
@@ -276,7 +276,6 @@ pub async fn run(agent: Arc<Agent>, h: Arc<PodHandle>) {
             stop_rx,
         )))
     };
-    let mut pod_task = pod_task;
     if wait_deleted_or_evicted(&h, &mut rx).await {
         // Evicted: its runs are stopped as on deletion, the pod reports Failed/Evicted
         // and its disk is freed; the object stays until it is deleted, as on Kubernetes.

@@ -264,11 +264,10 @@ struct Sink {
 
 impl spindle_wasm::OutputSink for Sink {
     fn write(&self, data: &[u8]) {
-        // spindle-wasm writes through `write_or_wait`, so this is not reached; were it,
-        // waiting here (blocking the thread) is still better than losing output.
-        if let Some(wait) = self.write_or_wait(Bytes::copy_from_slice(data)) {
-            futures::executor::block_on(wait);
-        }
+        // The runtime's own lines (an HTTP server's request errors). The data is taken
+        // either way; only the back-pressure is skipped, since blocking here would block
+        // one of the runtime's threads.
+        let _ = self.write_or_wait(Bytes::copy_from_slice(data));
     }
 
     fn write_or_wait(&self, data: Bytes) -> Option<OutputWait> {

@@ -128,16 +128,26 @@ pub fn file_type(fd: &OwnedFd) -> std::io::Result<FileType> {
     Ok(FileType::from_raw_mode(rfs::fstat(fd)?.st_mode))
 }
 
+/// Make `target` show the open file `fd`: a mount already there is kept if it shows that
+/// same file (an agent restart, a container restart, an exec), replaced otherwise
+/// (running containers keep their own view of the old one); else `fd` is bound there.
+pub fn mount_fd(fd: &OwnedFd, target: &Path, nodev: bool) -> std::io::Result<()> {
+    if is_mountpoint(target) {
+        if same_file(fd, target).unwrap_or(false) {
+            return Ok(());
+        }
+        unmount(target)?;
+    }
+    bind_fd(fd, target, nodev)
+}
+
 /// Bind-mount the open file `fd` onto `target`, an agent-owned path that is created (a
-/// directory or an empty file, matching the source) if missing. A `target` that is
-/// already a mount point is kept: it was made from an earlier, equally checked, open.
+/// directory or an empty file, matching the source) if missing. Callers decide whether a
+/// mount already at `target` may be kept.
 /// With `nodev`, device files on the mount cannot be opened and set-uid bits do nothing:
 /// Wasm guests do their file I/O as the agent (root, no device cgroup), so a device node
 /// a container made in a shared volume would otherwise open the host's disk for them.
-pub fn bind_fd(fd: &OwnedFd, target: &Path, nodev: bool) -> std::io::Result<()> {
-    if is_mountpoint(target) {
-        return Ok(());
-    }
+fn bind_fd(fd: &OwnedFd, target: &Path, nodev: bool) -> std::io::Result<()> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -207,14 +217,14 @@ pub fn is_kernel_fs(fd: &OwnedFd) -> std::io::Result<bool> {
 }
 
 /// Whether the open file `fd` is the file at `path` (same device and inode).
-pub fn same_file(fd: &OwnedFd, path: &Path) -> std::io::Result<bool> {
+fn same_file(fd: &OwnedFd, path: &Path) -> std::io::Result<bool> {
     let a = rfs::fstat(fd)?;
     let b = rfs::stat(path)?;
     Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 }
 
 /// Detach the mount at `target` (busy mounts too: a container keeps its own view).
-pub fn unmount(target: &Path) -> std::io::Result<()> {
+fn unmount(target: &Path) -> std::io::Result<()> {
     rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)?;
     Ok(())
 }

@@ -516,12 +516,6 @@ pub fn container_mounts(
 fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> {
     let root = safe_mount::open_root(volume).map_err(|e| format!("volume directory: {e}"))?;
     let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
-    if safe_mount::is_mountpoint(target) {
-        if safe_mount::same_file(&fd, target).unwrap_or(false) {
-            return Ok(());
-        }
-        // Running containers keep their own view of the old mount.
-        safe_mount::unmount(target).map_err(|e| format!("subPath {sub:?}: unmount: {e}"))?;
-    }
-    safe_mount::bind_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
+    // nodev even for a subPath of a hostPath: the subPath is what the runtime is given.
+    safe_mount::mount_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
 }

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -26,7 +25,8 @@ use reqwest::{Method, Response, StatusCode};
 use crate::error::chain;
 use crate::reference::is_loopback;
 use crate::registry::{
-    clip, install_crypto_provider, map_error, sha256_digest, ErrCtx, USER_AGENT,
+    clip, install_crypto_provider, map_error, sha256_digest, ErrCtx, CONNECT_TIMEOUT, READ_TIMEOUT,
+    USER_AGENT,
 };
 use crate::ImageError;
 
@@ -64,10 +64,9 @@ impl RegistryClient {
     pub(crate) fn new(registry: &str, auth: RegistryAuth) -> Result<Self, ImageError> {
         install_crypto_provider();
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            // Per read: a stalled registry fails the request; the overall
-            // bound for manifests is the caller's deadline.
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(CONNECT_TIMEOUT)
+            // The overall bound for manifests is the caller's deadline.
+            .read_timeout(READ_TIMEOUT)
             .user_agent(USER_AGENT)
             // A registry or token realm must not send the node, by a redirect, where
             // it may not send it directly (see `transport_allowed`).
@@ -96,15 +95,11 @@ impl RegistryClient {
         } else {
             "https"
         };
-        let authorized = match &auth {
-            RegistryAuth::Bearer(token) => HashMap::from([(String::new(), bearer(token)?)]),
-            _ => HashMap::new(),
-        };
         Ok(RegistryClient {
             http,
             scheme,
             auth,
-            authorized: Arc::new(Mutex::new(authorized)),
+            authorized: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -199,28 +194,27 @@ impl RegistryClient {
         ctx: &ErrCtx<'_>,
     ) -> Result<Response, ImageError> {
         let repo = reference.repository();
-        let mut authorization = self.remembered(repo);
-        for retry in [false, true] {
+        let send = |authorization: Option<HeaderValue>| {
             let mut req = self.http.request(method.clone(), url);
             if !accept.is_empty() {
                 req = req.header(ACCEPT, accept.join(", "));
             }
-            if let Some(value) = &authorization {
-                req = req.header(AUTHORIZATION, value.clone());
+            if let Some(value) = authorization {
+                req = req.header(AUTHORIZATION, value);
             }
-            let res = req.send().await.map_err(|e| request_error(e, ctx))?;
-            if res.status() != StatusCode::UNAUTHORIZED || retry {
-                return Ok(res);
-            }
-            match self.answer_challenge(&res, repo, ctx).await? {
-                Some(value) => {
-                    self.remember(repo, value.clone());
-                    authorization = Some(value);
-                }
-                None => return Ok(res),
-            }
+            req.send()
+        };
+        let res = send(self.remembered(repo))
+            .await
+            .map_err(|e| request_error(e, ctx))?;
+        if res.status() != StatusCode::UNAUTHORIZED {
+            return Ok(res);
         }
-        unreachable!("the second attempt always returns")
+        let Some(value) = self.answer_challenge(&res, repo, ctx).await? else {
+            return Ok(res);
+        };
+        self.remember(repo, value.clone());
+        send(Some(value)).await.map_err(|e| request_error(e, ctx))
     }
 
     fn remembered(&self, repo: &str) -> Option<HeaderValue> {
@@ -228,7 +222,7 @@ impl RegistryClient {
             .authorized
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.get(repo).or_else(|| map.get("")).cloned()
+        map.get(repo).cloned()
     }
 
     fn remember(&self, repo: &str, value: HeaderValue) {
@@ -237,7 +231,7 @@ impl RegistryClient {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_REMEMBERED {
-            map.retain(|k, _| k.is_empty());
+            map.clear();
         }
         map.insert(repo.to_string(), value);
     }

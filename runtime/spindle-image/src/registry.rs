@@ -22,6 +22,12 @@ pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How long connecting to a registry may take, for pulls and pushes alike.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Per read, not per request: large layers still download, a stalled registry does not
+/// hang a pod start forever.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A client for one registry. Loopback registries get plain HTTP, all others
 /// HTTPS; the choice is per client, so it holds for any `host:port` spelling.
 pub(crate) fn new_client(registry: &str, monolithic_push: bool) -> Result<Client, ImageError> {
@@ -37,10 +43,8 @@ pub(crate) fn new_client(registry: &str, monolithic_push: bool) -> Result<Client
         // client's host-platform resolver.
         platform_resolver: None,
         use_monolithic_push: monolithic_push,
-        connect_timeout: Some(Duration::from_secs(15)),
-        // Per read, not per request: large layers still download, a stalled
-        // registry does not hang a pod start forever.
-        read_timeout: Some(Duration::from_secs(60)),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
         user_agent: USER_AGENT,
         ..Default::default()
     };

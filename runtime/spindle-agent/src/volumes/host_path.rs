@@ -120,7 +120,7 @@ pub fn prepare(
     }
     // Non-recursive, unlike the kubelet's rbind: the nodev flag set here would not reach
     // filesystems mounted below the path (a devtmpfs, a procfs).
-    safe_mount::bind_fd(&fd, target, !policy.allow_privileged).map_err(|e| {
+    safe_mount::mount_fd(&fd, target, !policy.allow_privileged).map_err(|e| {
         err(format!(
             "hostPath {}: bind mount: {e} (hostPath volumes need an agent that may mount)",
             hp.path
