@@ -45,9 +45,10 @@ impl NetNames {
         NetNames {
             bridge: format!("spt{pid:x}x{n}"),
             netns_prefix: format!("spt{pid:x}x{n}"),
-            // Test binaries run one at a time; clusters inside one get their own /16s.
-            cluster_cidr: format!("10.{}.0.0/16", 100 + n % 100),
-            service_cidr: format!("10.{}.0.0/16", 200 + n % 50),
+            // Clusters inside one test binary get their own /16s; the process id spreads
+            // binaries that run at once (several checkouts testing side by side).
+            cluster_cidr: format!("10.{}.0.0/16", 100 + (pid + n) % 100),
+            service_cidr: format!("10.{}.0.0/16", 200 + (pid + n) % 50),
         }
     }
 
