@@ -21,12 +21,11 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
+use crate::controller_ref::{controller_ref, owner_reference, RefManager};
 use crate::events::{object_ref, EventType, Recorder};
-use crate::replicaset::controller_ref;
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
 
@@ -266,79 +265,15 @@ impl<'a> Sync<'a> {
     /// The ReplicaSets this Deployment controls: those it owns and still selects, plus
     /// matching orphans it adopts. Owned sets it no longer selects are released.
     async fn claim(&mut self) -> anyhow::Result<Vec<ReplicaSet>> {
-        let uid = self.d.uid().unwrap_or_default();
-        let deleting = self.d.metadata.deletion_timestamp.is_some();
-        let mut out = Vec::new();
-        let mut adoption_checked: Option<bool> = None;
-        for rs in self.ctx.rss.by_index(&ns_index(&self.ns)) {
-            let mut rs = (*rs).clone();
-            let selected = selector_matches(&self.spec.selector, rs.labels());
-            match controller_ref(&rs.metadata) {
-                Some(r) if r.uid == uid => {
-                    if selected {
-                        out.push(rs);
-                    } else if !deleting {
-                        if let Some(refs) = rs.metadata.owner_references.as_mut() {
-                            refs.retain(|r| r.uid != uid);
-                        }
-                        match self
-                            .rs_api()
-                            .replace(&rs.name_any(), &PostParams::default(), &rs)
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404) => {}
-                            Err(e) => return Err(e).context("releasing replica set"),
-                        }
-                    }
-                }
-                Some(_) => {}
-                None if selected && !deleting && rs.metadata.deletion_timestamp.is_none() => {
-                    // Adopt only if the Deployment is still the one we think (a stale
-                    // cache must not hand sets to a deleted-and-recreated namesake).
-                    let ok = match adoption_checked {
-                        Some(ok) => ok,
-                        None => {
-                            let fresh = self.d_api().get_opt(&self.d.name_any()).await?;
-                            let ok = fresh.is_some_and(|f| {
-                                f.uid() == self.d.uid() && f.metadata.deletion_timestamp.is_none()
-                            });
-                            adoption_checked = Some(ok);
-                            ok
-                        }
-                    };
-                    if !ok {
-                        continue;
-                    }
-                    rs.metadata
-                        .owner_references
-                        .get_or_insert_with(Vec::new)
-                        .push(self.owner_ref());
-                    match self
-                        .rs_api()
-                        .replace(&rs.name_any(), &PostParams::default(), &rs)
-                        .await
-                    {
-                        Ok(adopted) => out.push(adopted),
-                        Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404) => {}
-                        Err(e) => return Err(e).context("adopting replica set"),
-                    }
-                }
-                None => {}
-            }
-        }
-        Ok(out)
-    }
-
-    fn owner_ref(&self) -> OwnerReference {
-        OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: self.d.name_any(),
-            uid: self.d.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
+        let selector = &self.spec.selector;
+        let claimed = RefManager::new(&self.ctx.client, &self.d)
+            .claim(
+                self.ctx.rss.by_index(&ns_index(&self.ns)),
+                |rs: &ReplicaSet| selector_matches(selector, rs.labels()),
+            )
+            .await
+            .context("claiming replica sets")?;
+        Ok(claimed.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
     /// The current ReplicaSet (the oldest whose template equals the Deployment's, hash
@@ -452,7 +387,7 @@ impl<'a> Sync<'a> {
                 namespace: Some(self.ns.clone()),
                 labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
                 annotations: Some(ann),
-                owner_references: Some(vec![self.owner_ref()]),
+                owner_references: Some(vec![owner_reference(&self.d)]),
                 ..Default::default()
             },
             spec: Some(ReplicaSetSpec {

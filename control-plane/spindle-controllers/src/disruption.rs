@@ -21,9 +21,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
+use crate::controller_ref::controller_ref;
 use crate::deployment::util::scaled_value;
 use crate::events::{object_ref, EventType, Recorder};
-use crate::replicaset::{controller_ref, is_ready};
+use crate::replicaset::is_ready;
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 
 /// How long an evicted pod counts as disrupted before it must have been deleted
