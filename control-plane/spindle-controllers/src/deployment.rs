@@ -374,7 +374,7 @@ impl<'a> Sync<'a> {
             .insert(HASH_LABEL.into(), hash.clone());
         let name = format!("{}-{hash}", self.d.name_any());
         let replicas = if self.p.rolling {
-            let total: i32 = olds.iter().map(rs_spec_replicas).sum();
+            let total = sum_counts(olds.iter().map(rs_spec_replicas));
             rolling_new_size(&self.p, total, 0)
         } else {
             self.p.replicas
@@ -422,7 +422,8 @@ impl<'a> Sync<'a> {
                     .is_some_and(|t| equal_ignore_hash(t, &self.spec.template));
                 if !(ours && same) {
                     let st = self.status();
-                    st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+                    // The count is in the status, which a client may write: saturate.
+                    st.collision_count = Some(st.collision_count.unwrap_or(0).saturating_add(1));
                     self.write_status().await?;
                     return Err(anyhow!(
                         "hash collision for replica set {name}; collisionCount bumped"
@@ -614,7 +615,7 @@ impl<'a> Sync<'a> {
                 None => return Err(anyhow!("no new replica set")),
             },
         };
-        let total: i32 = olds.iter().map(rs_spec_replicas).sum::<i32>() + rs_spec_replicas(&new);
+        let total = sum_counts(olds.iter().chain([&new]).map(rs_spec_replicas));
         let target = rolling_new_size(&self.p, total, rs_spec_replicas(&new));
         if self.scale_rs(&mut new, target).await? {
             return self.finish_rollout(&olds, Some(&new)).await;
@@ -772,17 +773,17 @@ impl<'a> Sync<'a> {
     /// Counts from the ReplicaSets plus the Available condition.
     fn sync_status(&mut self, olds: &[ReplicaSet], new: Option<&ReplicaSet>) {
         let all: Vec<&ReplicaSet> = olds.iter().chain(new).collect();
-        let available: i32 = all.iter().map(|rs| rs_status(rs).2).sum();
-        let total_spec: i32 = all.iter().map(|rs| rs_spec_replicas(rs)).sum();
+        let available = sum_counts(all.iter().map(|rs| rs_status(rs).2));
+        let total_spec = sum_counts(all.iter().map(|rs| rs_spec_replicas(rs)));
         let generation = self.generation();
         let min_available = self.p.replicas - self.p.available_slack();
         let st = self.status();
         st.observed_generation = Some(generation);
-        st.replicas = nz(all.iter().map(|rs| rs_status(rs).0).sum());
+        st.replicas = nz(sum_counts(all.iter().map(|rs| rs_status(rs).0)));
         st.updated_replicas = nz(new.map_or(0, |rs| rs_status(rs).0));
-        st.ready_replicas = nz(all.iter().map(|rs| rs_status(rs).1).sum());
+        st.ready_replicas = nz(sum_counts(all.iter().map(|rs| rs_status(rs).1)));
         st.available_replicas = nz(available);
-        st.unavailable_replicas = nz((total_spec - available).max(0));
+        st.unavailable_replicas = nz(total_spec.saturating_sub(available).max(0));
         let c = if available >= min_available {
             new_condition(
                 AVAILABLE,

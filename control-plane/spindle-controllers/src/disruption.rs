@@ -102,7 +102,7 @@ pub fn expected_and_desired(
     let spec = pdb.spec.as_ref();
     if let Some(max) = spec.and_then(|s| s.max_unavailable.as_ref()) {
         let max = scaled_value(Some(max), scale, true)?;
-        return Ok((scale, (scale - max).max(0)));
+        return Ok((scale, scale.saturating_sub(max).max(0)));
     }
     match spec.and_then(|s| s.min_available.as_ref()) {
         Some(IntOrString::Int(n)) => Ok((pods, *n)),
@@ -246,7 +246,10 @@ async fn expected_scale(
         seen.insert(owner.uid.clone(), uid.clone());
         scale.insert(uid, n);
     }
-    Ok((scale.values().sum(), unmanaged))
+    Ok((
+        crate::deployment::util::sum_counts(scale.values().copied()),
+        unmanaged,
+    ))
 }
 
 struct Ctx {
@@ -335,7 +338,7 @@ async fn reconcile(ctx: Arc<Ctx>, key: String) -> Result<Action, kube::Error> {
     let allowed = if expected <= 0 {
         0
     } else {
-        (healthy - desired).max(0)
+        healthy.saturating_sub(desired).max(0)
     };
     let mut status = PodDisruptionBudgetStatus {
         current_healthy: healthy,
