@@ -75,7 +75,10 @@ pub(crate) fn default_template(obj: &mut Value) {
 }
 
 /// The object at `key` of a map, created empty when absent or null.
-pub(crate) fn obj_mut_map<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+pub(crate) fn obj_mut_map<'a>(
+    m: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
     let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
     if e.is_null() {
         *e = json!({});

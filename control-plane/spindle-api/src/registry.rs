@@ -315,7 +315,6 @@ impl Registry {
                     status: true,
                     scale: Some(RC_SCALE),
                     field_labels: &["status.replicas"],
-                    ..NONE
                 },
             ),
             entry::<apps::v1::Deployment>(

@@ -60,7 +60,9 @@ impl Strategy for CronJobs {
             errs.push(FieldError::required("spec.schedule"));
         }
         match obj.pointer("/spec/jobTemplate/spec/template/spec") {
-            Some(s) => validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", errs, JOB_RESTART),
+            Some(s) => {
+                validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", errs, JOB_RESTART)
+            }
             None => errs.push(FieldError::required(
                 "spec.jobTemplate.spec.template.spec.containers",
             )),

@@ -8,14 +8,14 @@
 mod pod;
 mod policy;
 mod service;
-mod workload;
 #[cfg(test)]
 mod tests;
+mod workload;
 
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub(crate) use policy::validate_disruption_budget;
-pub use service::{cluster_ips, is_external_name, validate_service_update};
 pub(crate) use service::validate_service;
+pub use service::{cluster_ips, is_external_name, validate_service_update};
 pub use workload::selector_matches;
 pub(crate) use workload::validate_workload;
 
@@ -323,4 +323,3 @@ pub(crate) fn validate_labels(labels: Option<&Value>, field: &str, errs: &mut Ve
         }
     }
 }
-

@@ -266,7 +266,10 @@ fn job_without_restart_policy_is_refused() {
         .into_iter()
         .map(|e| e.field)
         .collect();
-    assert_eq!(fields, ["spec.jobTemplate.spec.template.spec.restartPolicy"]);
+    assert_eq!(
+        fields,
+        ["spec.jobTemplate.spec.template.spec.restartPolicy"]
+    );
 }
 
 #[test]
@@ -298,7 +301,8 @@ fn replication_controller_defaults_and_validation() {
             "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
         ]
     );
-    let mut bare = json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": -1}});
+    let mut bare =
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": -1}});
     default_object("ReplicationController", &mut bare);
     let fields: Vec<String> = validate("ReplicationController", true, &bare)
         .into_iter()
