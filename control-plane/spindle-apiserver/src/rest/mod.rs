@@ -111,3 +111,6 @@ pub async fn handle(
     };
     res.unwrap_or_else(IntoResponse::into_response)
 }
+
+#[cfg(test)]
+mod tests;
