@@ -321,7 +321,7 @@ impl Registry {
                 "deployment",
                 true,
                 Opts {
-                    strategy: &strategy::Deployments,
+                    strategy: &strategy::DEPLOYMENTS,
                     short_names: &["deploy"],
                     categories: ALL,
                     status: true,
@@ -333,7 +333,7 @@ impl Registry {
                 "replicaset",
                 true,
                 Opts {
-                    strategy: &strategy::ReplicaSets,
+                    strategy: &strategy::REPLICA_SETS,
                     short_names: &["rs"],
                     categories: ALL,
                     status: true,
@@ -345,7 +345,7 @@ impl Registry {
                 "daemonset",
                 true,
                 Opts {
-                    strategy: &strategy::DaemonSets,
+                    strategy: &strategy::DAEMON_SETS,
                     short_names: &["ds"],
                     categories: ALL,
                     status: true,
@@ -356,7 +356,7 @@ impl Registry {
                 "statefulset",
                 true,
                 Opts {
-                    strategy: &strategy::StatefulSets,
+                    strategy: &strategy::STATEFUL_SETS,
                     short_names: &["sts"],
                     categories: ALL,
                     status: true,
@@ -368,7 +368,7 @@ impl Registry {
                 "job",
                 true,
                 Opts {
-                    strategy: &strategy::Jobs,
+                    strategy: &strategy::JOBS,
                     categories: ALL,
                     status: true,
                     field_labels: &["status.successful"],

@@ -7,43 +7,63 @@ use super::{empty_status, selector_immutable, Strategy};
 use crate::defaults::{default_template, obj_mut, set_default};
 use crate::validation::{validate_workload, FieldError};
 
-pub struct Deployments;
-pub struct ReplicaSets;
-pub struct DaemonSets;
-pub struct StatefulSets;
-
-/// What the four share; each kind adds its defaults.
-macro_rules! apps_workload {
-    ($t:ty, $defaults:expr) => {
-        impl Strategy for $t {
-            fn default(&self, obj: &mut Value) {
-                if let Some(spec) = obj_mut(obj, "spec") {
-                    let defaults: fn(&mut Map<String, Value>) = $defaults;
-                    defaults(spec);
-                }
-                default_template(obj);
-            }
-
-            fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-                validate_workload(obj, errs, &["Always"], true);
-            }
-
-            fn tracks_generation(&self) -> bool {
-                true
-            }
-
-            fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
-                empty_status(obj);
-            }
-
-            fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
-                selector_immutable(old, new, errs);
-            }
-        }
-    };
+/// A kind that runs pods from a template under a selector: its defaults, the restart
+/// policies its pods may have, and whether the selector must be given (a Job generates
+/// its own). The selector must select the template and may not change.
+pub struct Workload {
+    defaults: fn(&mut Value),
+    restart_policies: &'static [&'static str],
+    selector_required: bool,
 }
 
-apps_workload!(Deployments, |spec| {
+impl Workload {
+    pub(crate) const fn new(
+        defaults: fn(&mut Value),
+        restart_policies: &'static [&'static str],
+        selector_required: bool,
+    ) -> Workload {
+        Workload {
+            defaults,
+            restart_policies,
+            selector_required,
+        }
+    }
+}
+
+impl Strategy for Workload {
+    fn default(&self, obj: &mut Value) {
+        (self.defaults)(obj);
+        default_template(obj);
+    }
+
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        validate_workload(obj, errs, self.restart_policies, self.selector_required);
+    }
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
+        empty_status(obj);
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+        selector_immutable(old, new, errs);
+    }
+}
+
+const ALWAYS: &[&str] = &["Always"];
+
+pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, true);
+pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
+pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true);
+pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
+
+fn deployment_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(spec, "progressDeadlineSeconds", json!(600));
@@ -58,22 +78,31 @@ apps_workload!(Deployments, |spec| {
             }
         }
     }
-});
+}
 
-apps_workload!(ReplicaSets, |spec| {
+fn replica_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
-});
+}
 
-apps_workload!(DaemonSets, |spec| {
+fn daemon_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(
         spec,
         "updateStrategy",
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
     );
-});
+}
 
-apps_workload!(StatefulSets, |spec| {
+fn stateful_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
     set_default(spec, "replicas", json!(1));
     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
     set_default(spec, "revisionHistoryLimit", json!(10));
@@ -87,4 +116,4 @@ apps_workload!(StatefulSets, |spec| {
         "persistentVolumeClaimRetentionPolicy",
         json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
     );
-});
+}

@@ -3,36 +3,18 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{empty_status, selector_immutable, Strategy};
-use crate::defaults::{default_pod_spec, default_template, obj_mut, obj_mut_map, set_default};
-use crate::validation::{str_at, validate_pod_spec, validate_workload, FieldError};
+use super::apps::Workload;
+use super::{empty_status, Strategy};
+use crate::defaults::{default_pod_spec, obj_mut, obj_mut_map, set_default};
+use crate::validation::{str_at, validate_pod_spec, FieldError};
 
 const JOB_RESTART: &[&str] = &["OnFailure", "Never"];
 
-pub struct Jobs;
+/// Jobs: the apps workloads' rules with the Job's restart policies, and a selector the
+/// server generates unless `manualSelector` says otherwise.
+pub static JOBS: Workload = Workload::new(job_defaults, JOB_RESTART, false);
+
 pub struct CronJobs;
-
-impl Strategy for Jobs {
-    fn default(&self, obj: &mut Value) {
-        default_job(obj);
-    }
-
-    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-        validate_workload(obj, errs, JOB_RESTART, false);
-    }
-
-    fn tracks_generation(&self) -> bool {
-        true
-    }
-
-    fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
-        empty_status(obj);
-    }
-
-    fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
-        selector_immutable(old, new, errs);
-    }
-}
 
 impl Strategy for CronJobs {
     fn default(&self, obj: &mut Value) {
@@ -78,7 +60,8 @@ impl Strategy for CronJobs {
     }
 }
 
-fn default_job(obj: &mut Value) {
+/// The Job's defaults, and its selector generated from its uid.
+fn job_defaults(obj: &mut Value) {
     let uid = obj
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
@@ -124,5 +107,4 @@ fn default_job(obj: &mut Value) {
             }
         }
     }
-    default_template(obj);
 }

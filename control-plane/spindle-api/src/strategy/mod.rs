@@ -16,8 +16,8 @@ mod policy;
 mod replication_controller;
 mod service;
 
-pub use apps::{DaemonSets, Deployments, ReplicaSets, StatefulSets};
-pub use batch::{CronJobs, Jobs};
+pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
+pub use batch::{CronJobs, JOBS};
 pub use config::{ConfigMaps, Secrets};
 pub use namespace::Namespaces;
 pub use node::Nodes;
