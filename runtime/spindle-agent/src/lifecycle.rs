@@ -14,9 +14,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use spindle_controllers::events::{object_ref, EventType};
 use spindle_image::{PullPolicy, PullSecrets, PulledImage};
 use spindle_logs::{LogWriter, Rotation};
+use spindle_meta::events::{object_ref, EventType};
 use tokio::sync::{watch, Notify};
 
 use crate::env::{self, Sources};
