@@ -2,7 +2,10 @@
 //! may not change once bound, graceful deletion, and the binding, eviction and log
 //! subresources.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
+use spindle_meta::Quantity;
 
 use super::{reset_status, Strategy, Subresource};
 use crate::defaults::default_pod_spec;
@@ -95,32 +98,100 @@ impl Strategy for Pods {
     }
 }
 
-/// A pod's QoS class from its spec (Kubernetes' `GetPodQOS`).
+/// A pod's QoS class from its spec, as Kubernetes' `GetPodQOS`: the CPU and memory
+/// requests and limits (a request defaults to its limit) summed over the containers and
+/// compared as exact quantities, so `1Gi` and `1024Mi` are equal.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
+    const COMPUTE: [&str; 2] = ["cpu", "memory"];
+    let mut requests: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut all_limited = true;
+    let containers = ["containers", "initContainers"]
         .iter()
         .filter_map(|f| spec.get(*f).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let req = c.pointer("/resources/requests").and_then(Value::as_object);
-        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
-        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let l = lim.and_then(|m| m.get(r));
-            let q = req.and_then(|m| m.get(r)).or(l);
-            if l.is_none() || q != l {
-                guaranteed = false;
+        .flatten();
+    for c in containers {
+        let amount = |part: &str, r: &str| {
+            c.pointer(&format!("/resources/{part}/{r}"))
+                .and_then(quantity)
+                .filter(|q| q.as_nanos() > 0)
+        };
+        for r in COMPUTE {
+            let limit = amount("limits", r);
+            if let Some(q) = amount("requests", r).or(limit) {
+                add(&mut requests, r, q);
+            }
+            match limit {
+                Some(q) => add(&mut limits, r, q),
+                None => all_limited = false,
             }
         }
     }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        _ => "Burstable",
+    if requests.is_empty() && limits.is_empty() {
+        "BestEffort"
+    } else if all_limited && requests == limits {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn add<'a>(sums: &mut BTreeMap<&'a str, Quantity>, r: &'a str, q: Quantity) {
+    let sum = sums.get(r).map_or(q, |s| s.saturating_add(q));
+    sums.insert(r, sum);
+}
+
+/// A quantity as JSON writes it (a string, or a bare number); None when unreadable,
+/// which validation then refuses.
+fn quantity(v: &Value) -> Option<Quantity> {
+    match v {
+        Value::String(s) => Quantity::parse(s).ok(),
+        Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qos(containers: Value) -> &'static str {
+        qos_class(&json!({ "containers": containers }))
+    }
+
+    #[test]
+    fn qos_compares_quantities_by_value() {
+        let c = |res: Value| json!({"name": "c", "image": "i", "resources": res});
+        assert_eq!(
+            qos(json!([c(
+                json!({"requests": {"cpu": "500m", "memory": "1Gi"},
+                                "limits": {"cpu": "0.5", "memory": "1024Mi"}})
+            )])),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos(json!([c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))])),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos(json!([c(
+                json!({"requests": {"memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}})
+            )])),
+            "Burstable"
+        );
+        assert_eq!(
+            qos(json!([
+                c(json!({"limits": {"cpu": "1", "memory": "1Gi"}})),
+                c(json!({}))
+            ])),
+            "Burstable"
+        );
+        assert_eq!(
+            qos(json!([c(
+                json!({"requests": {"cpu": "0", "ephemeral-storage": "1Gi"}})
+            )])),
+            "BestEffort"
+        );
+        assert_eq!(qos(json!([c(json!({}))])), "BestEffort");
     }
 }

@@ -7,7 +7,9 @@ use serde_json::{json, Map, Value};
 
 use super::{empty_status, Strategy};
 use crate::defaults::{default_template, obj_mut, set_default};
-use crate::validation::{selector_matches, validate_labels, validate_pod_spec, FieldError};
+use spindle_meta::selector::Matcher;
+
+use crate::validation::{validate_labels, validate_pod_spec, FieldError};
 
 pub struct ReplicationControllers;
 
@@ -71,17 +73,16 @@ impl Strategy for ReplicationControllers {
         };
         let labels = template
             .pointer("/metadata/labels")
-            .and_then(Value::as_object)
             .cloned()
-            .unwrap_or_default();
-        if let Some(s) = selector {
-            if !selector_matches(&json!({ "matchLabels": s }), &labels) {
-                errs.push(FieldError::invalid(
-                    "spec.template.metadata.labels",
-                    &Value::Object(labels.clone()),
-                    "`selector` does not match template `labels`",
-                ));
-            }
+            .unwrap_or_else(|| json!({}));
+        if selector.is_some()
+            && !Matcher::from_json_map(spec.get("selector")).matches_json(Some(&labels))
+        {
+            errs.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                &labels,
+                "`selector` does not match template `labels`",
+            ));
         }
         validate_labels(
             template.pointer("/metadata/labels"),

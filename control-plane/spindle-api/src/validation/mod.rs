@@ -16,7 +16,6 @@ pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub(crate) use policy::validate_disruption_budget;
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
-pub use workload::selector_matches;
 pub(crate) use workload::validate_workload;
 
 use serde::Serialize;
@@ -159,56 +158,6 @@ pub fn is_qualified_name(s: &str) -> bool {
 
 pub fn is_label_value(s: &str) -> bool {
     s.is_empty() || is_qualified_name_part(s)
-}
-
-/// Kubernetes resource.Quantity syntax: a signed decimal number with an optional
-/// binary-SI (Ki…Ei), decimal-SI (n u m k M G T P E) or exponent suffix.
-pub fn is_quantity(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-        i += 1;
-    }
-    let start = i;
-    while i < b.len() && b[i].is_ascii_digit() {
-        i += 1;
-    }
-    let int_digits = i - start;
-    let mut frac_digits = 0;
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        let fs = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        frac_digits = i - fs;
-    }
-    if int_digits + frac_digits == 0 {
-        return false;
-    }
-    let suffix = &s[i..];
-    matches!(
-        suffix,
-        "" | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-            | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-    ) || (suffix.len() > 1 && (suffix.starts_with('e') || suffix.starts_with('E')) && {
-        let rest = &suffix[1..];
-        let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
-        !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit())
-    })
 }
 
 pub(crate) fn is_config_key(s: &str) -> bool {

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::{idx, is_dns1123_label, is_quantity, FieldError, LABEL_MSG};
+use spindle_meta::Quantity;
+
+use super::{idx, is_dns1123_label, FieldError, LABEL_MSG};
 
 pub(crate) const RESTART_ANY: &[&str] = &["Always", "OnFailure", "Never"];
 
@@ -12,19 +14,19 @@ fn validate_resources(res: &Value, field: &str, errs: &mut Vec<FieldError>) {
         if let Some(m) = res.get(part).and_then(Value::as_object) {
             for (k, v) in m {
                 let f = format!("{field}.{part}[{k}]");
-                let ok = match v {
-                    Value::String(s) => is_quantity(s),
-                    Value::Number(_) => true,
-                    _ => false,
+                let parsed = match v {
+                    Value::String(s) => Quantity::parse(s),
+                    Value::Number(n) => Quantity::parse(&n.to_string()),
+                    other => Quantity::parse(&other.to_string()),
                 };
-                if !ok {
-                    errs.push(FieldError::invalid(&f, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
-                } else if v.as_str().is_some_and(|s| s.starts_with('-')) {
-                    errs.push(FieldError::invalid(
+                match parsed {
+                    Err(e) => errs.push(FieldError::invalid(&f, v, &e.to_string())),
+                    Ok(q) if q.is_negative() => errs.push(FieldError::invalid(
                         &f,
                         v,
                         "must be greater than or equal to 0",
-                    ));
+                    )),
+                    Ok(_) => {}
                 }
             }
         }

@@ -28,13 +28,20 @@ fn default_object(kind_name: &str, obj: &mut Value) {
 
 #[test]
 fn quantities() {
+    let rejected = |q: &str| {
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": {"limits": {"memory": q}}}]}});
+        validate("Pod", true, &pod)
+            .iter()
+            .any(|e| e.field == "spec.containers[0].resources.limits[memory]")
+    };
     for ok in [
         "1", "100m", "1.5Gi", "128Mi", "0.5", "1e3", "2E-2", ".5", "+1k",
     ] {
-        assert!(is_quantity(ok), "{ok}");
+        assert!(!rejected(ok), "{ok}");
     }
-    for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3"] {
-        assert!(!is_quantity(bad), "{bad}");
+    for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3", "-1Gi"] {
+        assert!(rejected(bad), "{bad}");
     }
 }
 

@@ -1,42 +1,10 @@
 //! Label selectors in objects and the pod template of a workload.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use spindle_meta::selector::Matcher;
 
 use super::pod::validate_pod_spec;
 use super::{validate_labels, FieldError};
-
-/// Does a LabelSelector (JSON) select this label map?
-pub fn selector_matches(selector: &Value, labels: &Map<String, Value>) -> bool {
-    if let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in ml {
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-        }
-    }
-    if let Some(exprs) = selector.get("matchExpressions").and_then(Value::as_array) {
-        for e in exprs {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let have = labels.get(key).and_then(Value::as_str);
-            let ok = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                "In" => have.is_some_and(|h| values.contains(&h)),
-                "NotIn" => !have.is_some_and(|h| values.contains(&h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            };
-            if !ok {
-                return false;
-            }
-        }
-    }
-    true
-}
 
 fn selector_is_empty(sel: &Value) -> bool {
     sel.get("matchLabels")
@@ -116,7 +84,11 @@ pub(crate) fn validate_workload(
                     sel,
                     "empty selector is invalid for deployment",
                 ));
-            } else if !selector_matches(sel, &tpl_labels) {
+            } else if Matcher::try_from_json(Some(sel))
+                .is_ok_and(|m| !m.matches_json(Some(&Value::Object(tpl_labels.clone()))))
+            {
+                // A malformed selector is reported by validate_label_selector alone, as
+                // kube-apiserver matches only a selector it could build.
                 errs.push(FieldError::invalid(
                     "spec.template.metadata.labels",
                     &Value::Object(tpl_labels.clone()),

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
-use spindle_api::validation;
+use spindle_meta::selector::Matcher;
 use spindle_store::{KeyValue, StoreError};
 
 use super::binding::success_status;
@@ -50,19 +50,14 @@ async fn budgets_of(st: &AppState, pod: &Value, ns: Option<&str>) -> ApiResult<V
     let Some(pdb_kind) = st.reg.by_resource("policy", "v1", "poddisruptionbudgets") else {
         return Ok(Vec::new());
     };
-    let empty = Map::new();
-    let labels = pod
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let labels = pod.pointer("/metadata/labels");
     let (pdbs, _) = st.store.list(&key(pdb_kind, ns, None)).await?;
     let mut out = Vec::new();
     for kv in pdbs {
         let pdb = decode_stored(&kv)?;
-        if pdb
-            .pointer("/spec/selector")
-            .filter(|s| !s.is_null())
-            .is_some_and(|sel| validation::selector_matches(sel, labels))
+        // A budget whose selector cannot be read covers nothing, as in kube-apiserver.
+        if Matcher::try_from_json(pdb.pointer("/spec/selector"))
+            .is_ok_and(|m| m.matches_json(labels))
         {
             out.push(kv);
         }

@@ -124,6 +124,20 @@ async fn create_runs_the_pod_strategy_and_admission() {
         created["metadata"]["resourceVersion"]
     );
 
+    // Quantities are compared by value (1Gi is 1024Mi), and generateName gets a suffix.
+    let mut same = pod(
+        "",
+        json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "0.5", "memory": "1024Mi"}}),
+    );
+    same["metadata"] = json!({"generateName": "same-"});
+    let created = api.ok(Method::POST, PODS, Some(same)).await;
+    assert_eq!(created["status"]["qosClass"], "Guaranteed");
+    let name = created["metadata"]["name"].as_str().expect("name");
+    assert!(
+        name.starts_with("same-") && name.len() == "same-".len() + 5,
+        "{name}"
+    );
+
     // NamespaceLifecycle: nothing is created in a namespace that does not exist.
     let (code, err) = api
         .call(

@@ -160,12 +160,7 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
         {
-            const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-            let suffix: String = (0..5)
-                .map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char)
-                .collect();
-            let base: String = gn.chars().take(58).collect();
-            meta.insert("name".into(), json!(format!("{base}{suffix}")));
+            meta.insert("name".into(), json!(spindle_meta::names::generate_name(gn)));
         }
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
