@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use crate::env::{self, ConfigError, Sources};
+use crate::paths::PodPaths;
 use crate::runtime::Mount;
 use crate::safe_mount;
 
@@ -21,31 +22,30 @@ pub use host_path::HostPolicy;
 pub struct PodVolumes {
     pub dirs: HashMap<String, PathBuf>,
     /// The pod's directory: subPath mounts are made under it.
-    pub pod_dir: PathBuf,
+    pub paths: PodPaths,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Set up every volume of the pod under `pod_dir`. Idempotent: a second call (agent
+/// Set up every volume of the pod in its directory. Idempotent: a second call (agent
 /// restart, or a refresh) reuses what is there and rewrites generated files. `hosts` says
 /// what hostPath volumes may reach.
 pub async fn prepare(
     pod: &Pod,
-    pod_dir: &Path,
+    paths: &PodPaths,
     src: &mut Sources,
     host_ip: &str,
     hosts: &HostPolicy,
 ) -> Result<PodVolumes, ConfigError> {
     let mut out = PodVolumes {
-        pod_dir: pod_dir.to_path_buf(),
+        paths: paths.clone(),
         ..Default::default()
     };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
-    let root = pod_dir.join("volumes");
     for v in spec.volumes.iter().flatten() {
         if let Some(hp) = &v.host_path {
             // A second source would also write into the host directory (and prune it).
@@ -55,11 +55,11 @@ pub async fn prepare(
                     v.name
                 )));
             }
-            let dir = host_path::prepare(hp, &root.join(&v.name), hosts)?;
+            let dir = host_path::prepare(hp, &paths.volume(&v.name), hosts)?;
             out.dirs.insert(v.name.clone(), dir);
             continue;
         }
-        let dir = volume_dir(pod, v, &root)?;
+        let dir = volume_dir(pod, v, paths)?;
         write_contents(pod, v, &dir, src, host_ip).await?;
         out.dirs.insert(v.name.clone(), dir);
     }
@@ -166,8 +166,8 @@ pub fn has_generated(pod: &Pod) -> bool {
         })
 }
 
-fn volume_dir(pod: &Pod, v: &Volume, root: &Path) -> Result<PathBuf, ConfigError> {
-    let dir = root.join(&v.name);
+fn volume_dir(pod: &Pod, v: &Volume, paths: &PodPaths) -> Result<PathBuf, ConfigError> {
+    let dir = paths.volume(&v.name);
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("volume {:?}: {e}", v.name)))?;
     if let Some(ed) = &v.empty_dir {
         if ed.medium.as_deref() == Some("Memory") {
@@ -486,12 +486,7 @@ pub fn container_mounts(
         });
         let mut host = dir.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            let target = vols
-                .pod_dir
-                .join("volume-subpaths")
-                .join(&m.name)
-                .join(&c.name)
-                .join(index.to_string());
+            let target = vols.paths.volume_subpath(&m.name, &c.name, index);
             subpath_mount(dir, sub, &target).map_err(|e| {
                 err(format!(
                     "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
