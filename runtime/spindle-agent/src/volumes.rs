@@ -46,6 +46,10 @@ pub async fn prepare(
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
+    // Nothing is made for a pod with a volume the agent cannot provide.
+    if let Some(msg) = unsupported_message(pod) {
+        return Err(err(msg));
+    }
     for v in spec.volumes.iter().flatten() {
         if let Some(hp) = &v.host_path {
             // A second source would also write into the host directory (and prune it).
@@ -64,6 +68,50 @@ pub async fn prepare(
         out.dirs.insert(v.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// The volume types this agent implements. Any other (persistentVolumeClaim, projected,
+/// nfs, csi, ...) must never become a plain directory: data a user expects to persist
+/// would live in the pod's directory and go with the pod.
+const SUPPORTED: [&str; 5] = ["emptyDir", "hostPath", "configMap", "secret", "downwardAPI"];
+
+/// The pod's volumes of a type this agent does not implement, with their type, as the
+/// API spells it. A volume that names no source at all is an emptyDir, as the API
+/// server's defaulting makes it.
+pub fn unsupported(pod: &Pod) -> Vec<(String, String)> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter_map(|v| {
+            let json = serde_json::to_value(v).ok()?;
+            let kind = json
+                .as_object()?
+                .keys()
+                .find(|k| *k != "name" && !SUPPORTED.contains(&k.as_str()))?
+                .clone();
+            Some((v.name.clone(), kind))
+        })
+        .collect()
+}
+
+/// Why the pod's volumes cannot be set up on this node, worded as the kubelet's volume
+/// manager reports volumes it cannot process ("Unable to attach or mount volumes: " is
+/// the event's prefix); `None` when every volume is of a type the agent implements.
+pub fn unsupported_message(pod: &Pod) -> Option<String> {
+    let bad = unsupported(pod);
+    if bad.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+    let why: Vec<String> = bad
+        .iter()
+        .map(|(n, t)| format!("volume {n:?} has an unsupported type {t:?}"))
+        .collect();
+    Some(format!(
+        "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]: {}",
+        names.join(" "),
+        names.join(" "),
+        why.join("; ")
+    ))
 }
 
 /// A disk emptyDir with a sizeLimit, which the agent measures.
@@ -513,4 +561,65 @@ fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> 
     let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
     // nodev even for a subPath of a hostPath: the subPath is what the runtime is given.
     safe_mount::mount_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(volumes: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c"}], "volumes": volumes},
+        }))
+        .expect("pod")
+    }
+
+    /// A client that is never reached: preparation must refuse before reading anything.
+    fn offline() -> Sources {
+        let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        Sources::new(kube::Client::try_from(cfg).expect("client"), "default")
+    }
+
+    #[tokio::test]
+    async fn unsupported_types_are_refused_and_nothing_is_made() {
+        let pod = pod(serde_json::json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "db"}},
+            {"name": "share", "nfs": {"server": "192.0.2.1", "path": "/x"}},
+        ]));
+        assert_eq!(
+            unsupported(&pod),
+            vec![
+                ("data".to_string(), "persistentVolumeClaim".to_string()),
+                ("share".to_string(), "nfs".to_string())
+            ]
+        );
+        let t = tempfile::tempdir().expect("tmp");
+        let paths = PodPaths::new(t.path().join("pod"));
+        let e = prepare(&pod, &paths, &mut offline(), "", &HostPolicy::default())
+            .await
+            .expect_err("an unsupported volume");
+        assert_eq!(
+            e.0,
+            "unmounted volumes=[data share], unattached volumes=[], failed to process volumes=[data share]: \
+             volume \"data\" has an unsupported type \"persistentVolumeClaim\"; \
+             volume \"share\" has an unsupported type \"nfs\""
+        );
+        assert!(!paths.volumes().exists(), "no volume directory is made");
+    }
+
+    #[test]
+    fn implemented_types_pass() {
+        let pod = pod(serde_json::json!([
+            {"name": "a", "emptyDir": {"medium": "Memory"}},
+            {"name": "b", "configMap": {"name": "cm"}},
+            {"name": "c", "secret": {"secretName": "s"}},
+            {"name": "d", "downwardAPI": {"items": []}},
+            {"name": "e", "hostPath": {"path": "/tmp"}},
+            {"name": "f"},
+        ]));
+        assert!(unsupported(&pod).is_empty());
+        assert_eq!(unsupported_message(&pod), None);
+    }
 }

@@ -33,24 +33,29 @@ pub(super) async fn prepare(
 ) -> Option<Arc<PodVolumes>> {
     let host_ip = agent.node_ip.to_string();
     let vols = loop {
-        let mut src = Sources::new(agent.client.clone(), &h.namespace);
-        match volumes::prepare(pod, &h.paths, &mut src, &host_ip, &agent.host_paths).await {
-            Ok(v) => break v,
-            Err(e) => {
-                h.set_all_waiting(Waiting::ContainerCreating, Some(e.0.clone()));
-                agent
-                    .events
-                    .publish(
-                        &object_ref(pod),
-                        EventType::Warning,
-                        "FailedMount",
-                        &format!("MountVolume.SetUp failed: {}", e.0),
-                    )
-                    .await;
-                if sleep_or_stop(stop, BACKOFF_BASE).await {
-                    return None;
+        // (status message, event message)
+        let (why, event) = match volumes::unsupported_message(pod) {
+            // Kept in ContainerCreating and retried, as the kubelet does with a volume no
+            // plugin matches; its spec cannot change, so this lasts until deletion.
+            Some(msg) => (
+                msg.clone(),
+                format!("Unable to attach or mount volumes: {msg}"),
+            ),
+            None => {
+                let mut src = Sources::new(agent.client.clone(), &h.namespace);
+                match volumes::prepare(pod, &h.paths, &mut src, &host_ip, &agent.host_paths).await {
+                    Ok(v) => break v,
+                    Err(e) => (e.0.clone(), format!("MountVolume.SetUp failed: {}", e.0)),
                 }
             }
+        };
+        h.set_all_waiting(Waiting::ContainerCreating, Some(why));
+        agent
+            .events
+            .publish(&object_ref(pod), EventType::Warning, "FailedMount", &event)
+            .await;
+        if sleep_or_stop(stop, BACKOFF_BASE).await {
+            return None;
         }
     };
     let vols = Arc::new(vols);
