@@ -97,7 +97,7 @@ pub struct Agent {
     /// Set when the agent stops: no pod gets a new sandbox (a guest restarted during the
     /// shutdown would otherwise get one after the teardown).
     pub stopping: std::sync::atomic::AtomicBool,
-    pub events: spindle_controllers::events::Recorder,
+    pub events: spindle_meta::events::Recorder,
     pub streaming_port: u16,
     /// SHA-256 of the streaming endpoint's certificate, published on the Node.
     pub cert_sha256: String,
@@ -160,11 +160,7 @@ pub async fn run(
     let (listener, port) = server::bind(opts.listen).await?;
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
     let agent = Arc::new(Agent {
-        events: spindle_controllers::events::Recorder::on_host(
-            client.clone(),
-            "kubelet",
-            &opts.node_name,
-        ),
+        events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name),
         client,
         paths,
         node_ip,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::Api;
-use spindle_controllers::events::{object_ref, EventType};
+use spindle_meta::events::{object_ref, EventType};
 use spindle_image::{PullPolicy, PullSecrets, PulledImage};
 
 use crate::reason::Waiting;

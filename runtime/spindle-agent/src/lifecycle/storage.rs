@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use spindle_controllers::events::{object_ref, EventType};
+use spindle_meta::events::{object_ref, EventType};
 use tokio::sync::watch;
 
 use super::{sleep_or_stop, PodHandle, BACKOFF_BASE};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use spindle_controllers::events::{object_ref, EventType};
+use spindle_meta::events::{object_ref, EventType};
 use spindle_image::PulledImage;
 use spindle_logs::{LogWriter, Rotation};
 use tokio::sync::watch;
