@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::Api;
-use spindle_meta::events::{object_ref, EventType};
 use spindle_image::{PullPolicy, PullSecrets, PulledImage};
+use spindle_meta::events::{object_ref, EventType};
 
 use crate::reason::Waiting;
 use crate::Agent;

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use spindle_meta::events::{object_ref, EventType};
 use spindle_image::PulledImage;
 use spindle_logs::{LogWriter, Rotation};
+use spindle_meta::events::{object_ref, EventType};
 use tokio::sync::watch;
 
 use super::spec::{self, RunParts};
