@@ -23,9 +23,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
+use spindle_meta::events::{object_ref, EventType, Recorder};
+use spindle_meta::selector::{self, Matcher};
 
 use crate::controller_ref::{controller_ref, owner_reference, RefManager};
-use crate::events::{object_ref, EventType, Recorder};
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
 
@@ -127,9 +128,9 @@ pub async fn run(client: Client, recorder: Recorder, pods: Arc<Cache<Pod>>) -> a
                     None => {
                         for d in dcache.list() {
                             let matches = d.namespace().as_deref() == Some(ns.as_str())
-                                && d.spec
-                                    .as_ref()
-                                    .is_some_and(|s| selector_matches(&s.selector, rs.labels()));
+                                && d.spec.as_ref().is_some_and(|s| {
+                                    Matcher::for_controller(Some(&s.selector)).matches(rs.labels())
+                                });
                             if matches {
                                 q.add(key_of(d.as_ref()));
                             }
@@ -232,7 +233,7 @@ impl<'a> Sync<'a> {
             self.write_status().await?;
             return Ok(Action::Done);
         }
-        if selector_is_empty(&self.spec.selector) {
+        if selector::is_empty(&self.spec.selector) {
             self.event(
                 EventType::Warning,
                 "SelectingAll",
@@ -265,11 +266,11 @@ impl<'a> Sync<'a> {
     /// The ReplicaSets this Deployment controls: those it owns and still selects, plus
     /// matching orphans it adopts. Owned sets it no longer selects are released.
     async fn claim(&mut self) -> anyhow::Result<Vec<ReplicaSet>> {
-        let selector = &self.spec.selector;
+        let selector = Matcher::for_controller(Some(&self.spec.selector));
         let claimed = RefManager::new(&self.ctx.client, &self.d)
             .claim(
                 self.ctx.rss.by_index(&ns_index(&self.ns)),
-                |rs: &ReplicaSet| selector_matches(selector, rs.labels()),
+                |rs: &ReplicaSet| selector.matches(rs.labels()),
             )
             .await
             .context("claiming replica sets")?;

@@ -8,7 +8,6 @@ pub mod controller_ref;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
-pub mod events;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
@@ -70,7 +69,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             replicas::on_pod_change(&rcq, &rcc, &ch);
         },
     );
-    let recorder = |c: &kube::Client, name| events::Recorder::new(c.clone(), name);
+    let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
     let (c, p) = (client.clone(), pods.clone());
     let deployment = supervise("deployment", move || {
         deployment::run(c.clone(), recorder(&c, "deployment-controller"), p.clone())

@@ -24,9 +24,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::controller_ref::{controller_ref, owner_reference, RefManager};
-use crate::events::{object_ref, EventType, Recorder};
 use crate::replicaset::{is_active, is_available, ready_since};
 use crate::runtime::{informer, key_of, split_key, watch_config, Action, Cache, Change, Queue};
+use spindle_meta::events::{object_ref, EventType, Recorder};
 
 /// Concurrent pod writes per reconcile.
 const WRITE_CONCURRENCY: usize = 64;
@@ -268,14 +268,10 @@ async fn create_pods<K: ReplicaKind>(
     let ns = ns.unwrap_or("default").to_string();
     let template = owner.template().cloned().unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
+    // As the pods' generateName "<owner>-" would be named by the API server.
+    let base = format!("{name}-");
     let names: Vec<String> = (0..n)
-        .map(|_| {
-            format!(
-                "{}-{}",
-                name.chars().take(57).collect::<String>(),
-                crate::replicaset::random_suffix()
-            )
-        })
+        .map(|_| spindle_meta::names::generate_name(&base))
         .collect();
     {
         let mut all = ctx.expectations();

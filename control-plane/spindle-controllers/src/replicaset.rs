@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use spindle_meta::selector::Matcher;
 
 use crate::controller_ref::controller_uid;
-use crate::deployment::util::selector_matches;
 use crate::replicas::{Counts, ReplicaKind};
 
 impl ReplicaKind for ReplicaSet {
@@ -32,7 +32,7 @@ impl ReplicaKind for ReplicaSet {
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
         self.spec
             .as_ref()
-            .is_some_and(|s| selector_matches(&s.selector, labels))
+            .is_some_and(|s| Matcher::for_controller(Some(&s.selector)).matches(labels))
     }
 
     fn counts(&self) -> Counts {
@@ -109,11 +109,4 @@ pub fn pod_index(p: &Pod) -> Vec<String> {
         out.push(format!("node/{n}"));
     }
     out
-}
-
-pub(crate) fn random_suffix() -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char)
-        .collect()
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 
+use spindle_meta::selector;
+
 use crate::replicas::{Counts, ReplicaKind};
 
 impl ReplicaKind for ReplicationController {
@@ -30,11 +32,8 @@ impl ReplicaKind for ReplicationController {
     /// Every pair must match; an empty selector matches nothing (the API defaults it to
     /// the template's labels, so a stored one is never empty).
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.selector.as_ref())
-            .filter(|sel| !sel.is_empty())
-            .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        let selector = self.spec.as_ref().and_then(|s| s.selector.as_ref());
+        selector::map_selects(selector, Some(labels))
     }
 
     fn counts(&self) -> Counts {
