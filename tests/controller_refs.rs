@@ -312,3 +312,61 @@ fn a_deployment_adopts_the_replica_sets_it_orphaned() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// ReplicationController, served by the same replica controller as ReplicaSets: its pods
+/// come up and report ready, `kubectl scale rc` adds pods, a relabelled pod is released
+/// and replaced, and deleting it takes its pods along (not the released one).
+#[test]
+fn replication_controllers_keep_their_pods() {
+    let c = Cluster::start();
+    let _nodes = c.hollow_nodes(1, "hollow", &[]);
+    c.apply(
+        r#"apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: legacy
+spec:
+  replicas: 2
+  template:
+    metadata:
+      labels: {app: legacy}
+    spec:
+      containers:
+      - name: c
+        image: registry.local/none:v1
+"#,
+    );
+    let pods = wait_live_pods(&c, "legacy", 2);
+    for p in &pods {
+        assert_eq!(controller_of(&c, p), "legacy", "{p}");
+        assert_eq!(
+            c.pod_field(
+                p,
+                "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].apiVersion}"
+            ),
+            "ReplicationController/v1"
+        );
+    }
+    let status = "jsonpath={.status.replicas}/{.status.fullyLabeledReplicas}/{.status.readyReplicas}/{.status.availableReplicas}/{.status.observedGeneration}";
+    c.wait_for_output(&["get", "rc", "legacy", "-o", status], "2/2/2/2/1", MINUTE);
+
+    c.ok(K, &["scale", "rc", "legacy", "--replicas=3"]);
+    wait_live_pods(&c, "legacy", 3);
+    c.wait_for_output(&["get", "rc", "legacy", "-o", status], "3/3/3/3/2", MINUTE);
+    let created = events(&c, "legacy", "SuccessfulCreate");
+    assert_eq!(created.len(), 3, "{created:?}");
+
+    let debugged = pods[0].clone();
+    c.ok(K, &["label", "pod", &debugged, "app=debug", "--overwrite"]);
+    c.wait_pod_field(&debugged, "{.metadata.ownerReferences}", "", MINUTE);
+    let replaced = wait_live_pods(&c, "legacy", 3);
+    assert!(!replaced.contains(&debugged), "{replaced:?}");
+
+    c.ok(K, &["delete", "rc", "legacy"]);
+    c.wait_for_output(
+        &["get", "pods", "-l", "app=legacy", "-o", "name"],
+        "",
+        MINUTE,
+    );
+    assert_eq!(live_pods(&c, "debug"), [debugged]);
+}
