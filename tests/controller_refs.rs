@@ -347,6 +347,22 @@ spec:
             "ReplicationController/v1"
         );
     }
+    // A budget as a share of the controller's scale: the disruption controller finds
+    // the ReplicationController behind the pods.
+    c.apply(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: legacy\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels: {app: legacy}\n",
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "pdb",
+            "legacy",
+            "-o",
+            "jsonpath={.status.expectedPods}/{.status.desiredHealthy}",
+        ],
+        "2/1",
+        MINUTE,
+    );
     let status = "jsonpath={.status.replicas}/{.status.fullyLabeledReplicas}/{.status.readyReplicas}/{.status.availableReplicas}/{.status.observedGeneration}";
     c.wait_for_output(&["get", "rc", "legacy", "-o", status], "2/2/2/2/1", MINUTE);
 

@@ -139,7 +139,27 @@ spec:
     rolled_out(&c, "surge");
     c.ok(K, &["delete", "pods", "-l", "app=surge", "--wait=false"]);
 
-    // The rest of the controllers still work: a plain Deployment rolls out, and the
+    // Requests past what any sum can hold reach the scheduler's arithmetic: the pod
+    // stays Pending for want of CPU, and scheduling goes on.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: greedy
+spec:
+  containers:
+  - {name: a, image: registry.local/app:v1, resources: {requests: {cpu: 8E, memory: 8E}}}
+  - {name: b, image: registry.local/app:v1, resources: {requests: {cpu: 8E, memory: 8E}}}
+"#,
+    );
+    c.wait_pod_field(
+        "greedy",
+        "{.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        "Unschedulable",
+        MINUTE,
+    );
+
+    // The controllers and the scheduler still work: a plain Deployment rolls out, and the
     // budget is computed.
     c.ok(
         K,

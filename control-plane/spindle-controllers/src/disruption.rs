@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -178,9 +178,10 @@ pub fn set_condition(
     }
 }
 
-/// The desired replicas of each pod's controller, summed once per controller (a
-/// ReplicaSet of a Deployment counts as the Deployment). Pods without a controller are
-/// returned by name; they cannot count towards a share.
+/// The desired replicas of each pod's controller (ReplicaSet, ReplicationController,
+/// StatefulSet), summed once per controller (a ReplicaSet of a Deployment counts as the
+/// Deployment). Pods without a controller are returned by name; they cannot count
+/// towards a share.
 async fn expected_scale(
     client: &Client,
     ns: &str,
@@ -189,6 +190,7 @@ async fn expected_scale(
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(client.clone(), ns);
     let mut scale: HashMap<String, i32> = HashMap::new();
     // Controller uid -> the uid its scale was counted under (a Deployment's for its sets).
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -223,6 +225,17 @@ async fn expected_scale(
                 }
                 _ => None,
             },
+            "ReplicationController" => rcs
+                .get_opt(&owner.name)
+                .await
+                .map_err(lookup_err)?
+                .filter(|rc| rc.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+                .map(|rc| {
+                    (
+                        owner.uid.clone(),
+                        rc.spec.and_then(|s| s.replicas).unwrap_or(1),
+                    )
+                }),
             "StatefulSet" => sets
                 .get_opt(&owner.name)
                 .await

@@ -115,11 +115,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Run the controller `start` makes in a task of its own, for ever: when it fails or
+/// Run the controller (or scheduler) `start` makes in a task of its own, for ever: when it fails or
 /// panics it is logged and started again (after a pause growing from 1 s to 30 s while
 /// it keeps failing), as Kubernetes' controller manager recovers a panicking controller
 /// instead of losing it. One controller's bug must not stop the others, nor itself for good.
-async fn supervise<F, Fut>(name: &'static str, start: F)
+pub async fn supervise<F, Fut>(name: &'static str, start: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
