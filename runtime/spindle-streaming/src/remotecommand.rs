@@ -115,12 +115,19 @@ enum OutputTo {
     },
 }
 
+/// Where one stream of output goes: a WebSocket channel or a SPDY stream.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    Channel(&'a mpsc::Sender<Message>, u8),
+    Stream(&'a spdy::Sender, u32),
+}
+
 impl Output {
-    /// The WebSocket channel or SPDY stream id that `s` goes to, if the client asked
-    /// for it.
-    fn target(&self, s: StdStream) -> Option<u32> {
+    /// Where `s` goes, if the client asked for it.
+    fn dest(&self, s: StdStream) -> Option<Dest<'_>> {
         match &self.0 {
             OutputTo::WebSocket {
+                tx,
                 stdout,
                 stderr,
                 tty,
@@ -132,39 +139,40 @@ impl Output {
                 StdStream::Stderr if *stderr => Some(channel::STDERR),
                 _ => None,
             }
-            .map(u32::from),
+            .map(|ch| Dest::Channel(tx, ch)),
             OutputTo::Spdy {
+                sender,
                 stdout,
                 stderr,
                 tty,
-                ..
             } => match s {
                 StdStream::Stdout => *stdout,
                 StdStream::Stderr if *tty => *stdout,
                 StdStream::Stderr => *stderr,
-            },
+            }
+            .map(|id| Dest::Stream(sender, id)),
         }
     }
 
     /// Whether the client asked for `s` (else writes of it are dropped).
     pub fn carries(&self, s: StdStream) -> bool {
-        self.target(s).is_some()
+        self.dest(s).is_some()
     }
 
     /// Sends `data`, waiting while the client is behind; after the client is gone the
     /// data is dropped as it comes.
     pub async fn write(&self, s: StdStream, data: Bytes) {
-        let Some(to) = self.target(s) else {
+        let Some(dest) = self.dest(s) else {
             return;
         };
         for piece in pieces(data) {
-            match &self.0 {
-                OutputTo::WebSocket { tx, .. } => {
-                    if tx.send(ws_message(to, &piece)).await.is_err() {
+            match dest {
+                Dest::Channel(tx, ch) => {
+                    if tx.send(ws_message(ch, &piece)).await.is_err() {
                         break;
                     }
                 }
-                OutputTo::Spdy { sender, .. } => sender.data(to, piece).await,
+                Dest::Stream(sender, id) => sender.data(id, piece).await,
             }
         }
     }
@@ -172,17 +180,15 @@ impl Output {
     /// Queues `data` without waiting, for output that must go on whether or not this
     /// client keeps up (an attach shares the container's output with its log).
     pub fn try_write(&self, s: StdStream, data: Bytes) -> Result<(), Overflow> {
-        let Some(to) = self.target(s) else {
+        let Some(dest) = self.dest(s) else {
             return Ok(());
         };
-        let full = pieces(data).any(|piece| match &self.0 {
-            OutputTo::WebSocket { tx, .. } => {
-                matches!(
-                    tx.try_send(ws_message(to, &piece)),
-                    Err(TrySendError::Full(_))
-                )
-            }
-            OutputTo::Spdy { sender, .. } => sender.try_data(to, piece).is_err(),
+        let full = pieces(data).any(|piece| match dest {
+            Dest::Channel(tx, ch) => matches!(
+                tx.try_send(ws_message(ch, &piece)),
+                Err(TrySendError::Full(_))
+            ),
+            Dest::Stream(sender, id) => sender.try_data(id, piece).is_err(),
         });
         if full {
             Err(Overflow)
@@ -200,9 +206,8 @@ impl Output {
     }
 }
 
-/// A binary message on `channel` (one of the [`crate::channel`] bytes).
-fn ws_message(channel: u32, payload: &[u8]) -> Message {
-    let ch = u8::try_from(channel).unwrap_or(channel::STDERR);
+/// A binary message on `ch` (one of the [`crate::channel`] bytes).
+fn ws_message(ch: u8, payload: &[u8]) -> Message {
     Message::Binary(channel::message(ch, payload).into())
 }
 
