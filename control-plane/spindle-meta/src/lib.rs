@@ -13,3 +13,6 @@ pub mod tls;
 pub mod token;
 
 pub use quantity::Quantity;
+
+#[cfg(test)]
+mod testing;

@@ -2,27 +2,13 @@ use super::*;
 
 use std::sync::Arc;
 
-use rustls::pki_types::PrivateKeyDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback TLS server with a fresh self-signed certificate; answers one byte per
 /// connection. Returns its port and its certificate's DER.
 async fn server() -> (u16, Vec<u8>) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.self_signed(&key).expect("cert");
-    let der = cert.der().to_vec();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(der.clone())],
-            PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
-        )
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let (acceptor, der) = crate::testing::self_signed_acceptor();
+    let der = der.to_vec();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
