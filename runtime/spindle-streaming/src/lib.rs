@@ -17,10 +17,11 @@
 //!
 //! SPDY was superseded by HTTP/2 years ago and no maintained Rust crate implements it;
 //! kube-rs, the Rust Kubernetes client, speaks only WebSocket for exec, attach and
-//! port-forward. Yet kubectl up to 1.29 uses SPDY for all three, later ones fall back
-//! to it when a WebSocket upgrade fails, and kubectl's port-forward still carries SPDY
-//! frames inside WebSocket messages. A node that wants every kubectl to work must speak
-//! it, so [`spdy`] implements the subset client-go uses, with its memory bounded.
+//! port-forward. Yet kubectl up to 1.29 uses SPDY for all three (1.30 still for
+//! port-forward), later ones fall back to it when a WebSocket upgrade fails, and
+//! kubectl's WebSocket port-forward still carries SPDY frames inside its messages. A
+//! node that wants every kubectl to work must speak it, so [`spdy`] implements the
+//! subset client-go uses, with its memory bounded.
 //!
 //! The channel protocol's base64 variants (`base64.channel.k8s.io`), which only
 //! browsers needed, are not offered; kubectl and client-go never ask for them.
