@@ -3,9 +3,9 @@
 //! REST path (get/list/watch/create/update/patch/delete and subresources) over the
 //! [`spindle_store::Store`] for every kind in the [`spindle_api::Registry`].
 
+mod admission;
 pub mod alloc;
 mod discovery;
-mod gc;
 mod idle;
 pub mod pki;
 pub mod proxy;
@@ -298,10 +298,10 @@ async fn bootstrap(st: &AppState) -> Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let k = rest::key(ns_kind, None, Some(ns));
         if st.store.get(&k).await?.is_none() {
-            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            let mut obj = json!({"apiVersion": ns_kind.api_version(), "kind": ns_kind.kind, "metadata": {
                 "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": rest::now_rfc3339(),
             }});
-            spindle_api::validation::default_object("Namespace", &mut obj);
+            ns_kind.default_object(&mut obj);
             match st.store.create(&k, serde_json::to_vec(&obj)?).await {
                 Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -344,13 +344,13 @@ pub async fn start(
         store: Arc::new(store),
         openapi: Arc::new(openapi),
         tokens: Arc::new(vec![
-            (pki.token.clone(), node_user.clone()),
-            (pki::token_secret(&pki.token).to_string(), node_user),
+            (pki.token.to_string(), node_user.clone()),
+            (pki.token.secret().to_string(), node_user),
         ]),
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),
-        node_secret: Arc::from(pki::token_secret(&pki.token)),
+        node_secret: Arc::from(pki.token.secret()),
         net: cfg.net,
     };
     bootstrap(&state).await?;
