@@ -63,10 +63,12 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         runtime::watch_config(),
         Some(Box::new(replicaset::pod_index)),
         move |ch| {
-            endpoints::on_pod_change(&eq, &svcs, &ch);
-            disruption::on_pod_change(&dq, &pdbs, &ch);
-            replicas::on_pod_change(&rsq, &rsc, &ch);
-            replicas::on_pod_change(&rcq, &rcc, &ch);
+            runtime::contain("endpoints", || endpoints::on_pod_change(&eq, &svcs, &ch));
+            runtime::contain("disruption", || disruption::on_pod_change(&dq, &pdbs, &ch));
+            runtime::contain("replicaset", || replicas::on_pod_change(&rsq, &rsc, &ch));
+            runtime::contain("replicationcontroller", || {
+                replicas::on_pod_change(&rcq, &rcc, &ch)
+            });
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);

@@ -267,10 +267,16 @@ where
 /// and one controller's faulty handler must not end the informer every controller
 /// sharing it depends on.
 fn deliver<K: Resource<DynamicType = ()>>(handler: &impl Fn(Change<'_, K>), ch: Change<'_, K>) {
-    let call = std::panic::AssertUnwindSafe(|| handler(ch));
-    if let Err(p) = std::panic::catch_unwind(call) {
+    contain(&K::kind(&()), || handler(ch));
+}
+
+/// Run one controller's part of an event handler, containing a panic (logged, the event
+/// skipped for it): a handler shared by several controllers calls each part through
+/// this, so one part's bug does not cost the others the event.
+pub fn contain(what: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         tracing::error!(
-            kind = %K::kind(&()),
+            handler = what,
             panic = panic_message(p.as_ref()),
             "informer event handler panicked; event skipped"
         );
