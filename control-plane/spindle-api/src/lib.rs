@@ -6,8 +6,8 @@
 
 pub mod fields;
 pub mod openapi;
+pub mod printers;
 pub mod registry;
-pub mod table;
 pub mod validation;
 
 pub use registry::{Kind, Registry};

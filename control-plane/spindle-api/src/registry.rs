@@ -5,6 +5,7 @@ use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::printers::{Printed, Printer};
 use crate::validation::FieldError;
 
 /// Where the replica count and selector of a scalable kind live, for the `scale` subresource.
@@ -41,6 +42,8 @@ pub struct Kind {
     pub schema_name: fn() -> String,
     /// Deserialize into the k8s-openapi type: catches type errors with their field path.
     pub typed_check: fn(&Value) -> Result<(), FieldError>,
+    /// The `kubectl get` table (columns and cells together).
+    pub printer: &'static Printer,
 }
 
 impl Kind {
@@ -144,7 +147,8 @@ where
     K: Resource
         + k8s_openapi::ListableResource
         + schemars::JsonSchema
-        + serde::de::DeserializeOwned,
+        + serde::de::DeserializeOwned
+        + Printed,
 {
     Kind {
         group: K::GROUP,
@@ -162,6 +166,7 @@ where
         schema: schema_of::<K>,
         schema_name: schema_name_of::<K>,
         typed_check: typed_check_of::<K>,
+        printer: K::PRINTER,
     }
 }
 
