@@ -338,7 +338,7 @@ fn error_bodies_are_kube_apiservers_byte_for_byte() {
     let not_found =
         r#""message":"the server could not find the requested resource","reason":"NotFound","#;
     assert_eq!(
-        raw(&c, "GET", "/api/v1/namespaces/default/widgets", ""),
+        raw(&c, "GET", "/api/v1/widgets", ""),
         (
             404,
             status(&format!(r#"{not_found}"details":{{}},"code":404"#))
