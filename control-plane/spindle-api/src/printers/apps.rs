@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::format::{containers, format_label_selector, format_labels, label_selector};
 use super::obj::Obj;
-use super::{col, wide, Cell, Column, Printed, Printer, AGE, NAME};
+use super::{col, wide, Cell, Column, Printer, AGE, NAME};
 
 const DESC_SELECTOR: &str = "A label query over pods that should match the replica count. It must match the pod template's labels.";
 
@@ -151,18 +151,10 @@ pub(super) static STATEFUL_SET: Printer = Printer::new(&[
     IMAGES,
 ]);
 
-impl Printed for apps::v1::Deployment {
-    const PRINTER: &'static Printer = &DEPLOYMENT;
-}
-impl Printed for apps::v1::ReplicaSet {
-    const PRINTER: &'static Printer = &REPLICA_SET;
-}
-impl Printed for core::v1::ReplicationController {
-    const PRINTER: &'static Printer = &REPLICATION_CONTROLLER;
-}
-impl Printed for apps::v1::DaemonSet {
-    const PRINTER: &'static Printer = &DAEMON_SET;
-}
-impl Printed for apps::v1::StatefulSet {
-    const PRINTER: &'static Printer = &STATEFUL_SET;
+printed! {
+    apps::v1::Deployment => DEPLOYMENT,
+    apps::v1::ReplicaSet => REPLICA_SET,
+    core::v1::ReplicationController => REPLICATION_CONTROLLER,
+    apps::v1::DaemonSet => DAEMON_SET,
+    apps::v1::StatefulSet => STATEFUL_SET,
 }

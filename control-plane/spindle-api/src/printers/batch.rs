@@ -6,7 +6,7 @@ use k8s_openapi::api::batch;
 use super::apps::{CONTAINERS, IMAGES, SELECTOR};
 use super::format::{containers, format_label_selector, non_empty_or};
 use super::obj::{human_duration, Obj};
-use super::{col, Column, Printed, Printer, AGE, NAME, NONE};
+use super::{col, Column, Printer, AGE, NAME, NONE};
 
 pub(super) static JOB: Printer = Printer::new(&[
     NAME,
@@ -99,11 +99,9 @@ pub(super) static CRON_JOB: Printer = Printer::new(&[
     },
 ]);
 
-impl Printed for batch::v1::Job {
-    const PRINTER: &'static Printer = &JOB;
-}
-impl Printed for batch::v1::CronJob {
-    const PRINTER: &'static Printer = &CRON_JOB;
+printed! {
+    batch::v1::Job => JOB,
+    batch::v1::CronJob => CRON_JOB,
 }
 
 /// Terminal conditions outrank deletion, which outranks the transient ones.

@@ -4,7 +4,7 @@ use k8s_openapi::api::{coordination, core};
 
 use super::format::non_empty_or;
 use super::obj::Obj;
-use super::{col, wide, Printed, Printer, AGE, NAME, NONE, UNKNOWN};
+use super::{col, wide, Printer, AGE, NAME, NONE, UNKNOWN};
 
 pub(super) static NAMESPACE: Printer = Printer::new(&[
     NAME,
@@ -72,14 +72,10 @@ pub(super) static LEASE: Printer = Printer::new(&[
     AGE,
 ]);
 
-impl Printed for core::v1::Namespace {
-    const PRINTER: &'static Printer = &NAMESPACE;
-}
-impl Printed for core::v1::Node {
-    const PRINTER: &'static Printer = &NODE;
-}
-impl Printed for coordination::v1::Lease {
-    const PRINTER: &'static Printer = &LEASE;
+printed! {
+    core::v1::Namespace => NAMESPACE,
+    core::v1::Node => NODE,
+    coordination::v1::Lease => LEASE,
 }
 
 fn node_status(o: Obj) -> String {

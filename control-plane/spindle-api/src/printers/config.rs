@@ -3,7 +3,7 @@
 use k8s_openapi::api::core;
 
 use super::format::non_empty_or;
-use super::{col, Printed, Printer, AGE, NAME};
+use super::{col, Printer, AGE, NAME};
 
 // The apiserver declares these counts as "string" yet sends numbers; we declare what the
 // cells hold, which kubectl prints identically.
@@ -43,12 +43,8 @@ pub(super) static SERVICE_ACCOUNT: Printer = Printer::new(&[
     AGE,
 ]);
 
-impl Printed for core::v1::ConfigMap {
-    const PRINTER: &'static Printer = &CONFIG_MAP;
-}
-impl Printed for core::v1::Secret {
-    const PRINTER: &'static Printer = &SECRET;
-}
-impl Printed for core::v1::ServiceAccount {
-    const PRINTER: &'static Printer = &SERVICE_ACCOUNT;
+printed! {
+    core::v1::ConfigMap => CONFIG_MAP,
+    core::v1::Secret => SECRET,
+    core::v1::ServiceAccount => SERVICE_ACCOUNT,
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::{core, events};
 
 use super::format::non_empty_or;
 use super::obj::Obj;
-use super::{col, wide, Column, Printed, Printer, NAME};
+use super::{col, wide, Column, Printer, NAME};
 
 const fn columns<const V1: bool>() -> [Column; 10] {
     [
@@ -48,11 +48,9 @@ const fn columns<const V1: bool>() -> [Column; 10] {
 pub(super) static EVENT: Printer = Printer::new(&columns::<false>());
 pub(super) static EVENT_V1: Printer = Printer::new(&columns::<true>());
 
-impl Printed for core::v1::Event {
-    const PRINTER: &'static Printer = &EVENT;
-}
-impl Printed for events::v1::Event {
-    const PRINTER: &'static Printer = &EVENT_V1;
+printed! {
+    core::v1::Event => EVENT,
+    events::v1::Event => EVENT_V1,
 }
 
 fn pick<const V1: bool>(

@@ -10,6 +10,15 @@
 //! its rows cannot drift apart. The apiserver always renders the wide (priority 1) cells and
 //! lets kubectl hide them, so a row has one cell per column.
 
+/// `Printed` for each k8s-openapi type with the printer given.
+macro_rules! printed {
+    ($($ty:ty => $printer:ident),* $(,)?) => {
+        $(impl $crate::printers::Printed for $ty {
+            const PRINTER: &'static $crate::printers::Printer = &$printer;
+        })*
+    };
+}
+
 mod apps;
 mod batch;
 mod cluster;
@@ -73,6 +82,7 @@ impl Printer {
 pub trait Printed {
     const PRINTER: &'static Printer = &DEFAULT;
 }
+
 
 const fn col(
     name: &'static str,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::format::non_empty_or;
 use super::obj::{human_duration, Obj};
-use super::{col, wide, Printed, Printer, AGE, NAME, NONE};
+use super::{col, wide, Printer, AGE, NAME, NONE};
 
 pub(super) static POD: Printer = Printer::new(&[
     NAME,
@@ -33,8 +33,8 @@ pub(super) static POD: Printer = Printer::new(&[
     }),
 ]);
 
-impl Printed for k8s_openapi::api::core::v1::Pod {
-    const PRINTER: &'static Printer = &POD;
+printed! {
+    k8s_openapi::api::core::v1::Pod => POD,
 }
 
 /// READY, STATUS and RESTARTS, which the apiserver works out in one walk over the

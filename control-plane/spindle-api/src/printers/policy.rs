@@ -3,7 +3,7 @@
 use k8s_openapi::api::policy;
 
 use super::format::int_or_string;
-use super::{col, Printed, Printer, AGE, NAME};
+use super::{col, Printer, AGE, NAME};
 
 pub(super) static POD_DISRUPTION_BUDGET: Printer = Printer::new(&[
     NAME,
@@ -28,6 +28,6 @@ pub(super) static POD_DISRUPTION_BUDGET: Printer = Printer::new(&[
     AGE,
 ]);
 
-impl Printed for policy::v1::PodDisruptionBudget {
-    const PRINTER: &'static Printer = &POD_DISRUPTION_BUDGET;
+printed! {
+    policy::v1::PodDisruptionBudget => POD_DISRUPTION_BUDGET,
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::format::{format_labels, list_with_more, non_empty_or};
 use super::obj::Obj;
-use super::{col, wide, Printed, Printer, AGE, NAME, NONE, UNKNOWN};
+use super::{col, wide, Printer, AGE, NAME, NONE, UNKNOWN};
 
 pub(super) static SERVICE: Printer = Printer::new(&[
     NAME,
@@ -61,14 +61,10 @@ pub(super) static ENDPOINT_SLICE: Printer = Printer::new(&[
     AGE,
 ]);
 
-impl Printed for core::v1::Service {
-    const PRINTER: &'static Printer = &SERVICE;
-}
-impl Printed for core::v1::Endpoints {
-    const PRINTER: &'static Printer = &ENDPOINTS;
-}
-impl Printed for discovery::v1::EndpointSlice {
-    const PRINTER: &'static Printer = &ENDPOINT_SLICE;
+printed! {
+    core::v1::Service => SERVICE,
+    core::v1::Endpoints => ENDPOINTS,
+    discovery::v1::EndpointSlice => ENDPOINT_SLICE,
 }
 
 /// The apiserver defaults the type, so a missing one means ClusterIP.
