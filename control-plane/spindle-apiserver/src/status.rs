@@ -131,11 +131,11 @@ impl serde_json::ser::Formatter for GoFormatter {
                 '\u{2029}' => "\\u2029",
                 _ => continue,
             };
-            w.write_all(fragment[start..i].as_bytes())?;
+            w.write_all(&fragment.as_bytes()[start..i])?;
             w.write_all(esc.as_bytes())?;
             start = i + c.len_utf8();
         }
-        w.write_all(fragment[start..].as_bytes())
+        w.write_all(&fragment.as_bytes()[start..])
     }
 }
 
@@ -144,7 +144,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<StatusDetails>,
+    /// Boxed: most errors have none, and every `Result` carrying an error stays small.
+    pub details: Option<Box<StatusDetails>>,
 }
 
 impl ApiError {
@@ -157,7 +158,7 @@ impl ApiError {
         }
     }
     pub fn with_details(mut self, d: impl Into<StatusDetails>) -> Self {
-        self.details = Some(d.into());
+        self.details = Some(Box::new(d.into()));
         self
     }
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -270,7 +271,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            ..Status::success(self.code, self.details.as_ref())
+            ..Status::success(self.code, self.details.as_deref())
         }
     }
 

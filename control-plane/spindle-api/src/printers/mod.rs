@@ -83,7 +83,6 @@ pub trait Printed {
     const PRINTER: &'static Printer = &DEFAULT;
 }
 
-
 const fn col(
     name: &'static str,
     type_: &'static str,

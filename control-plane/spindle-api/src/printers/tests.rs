@@ -177,7 +177,7 @@ fn table_rows_match_columns_for_every_kind() {
             realistic(group, kind),
         ] {
             let row = cells(group, kind, &obj, now());
-            check_types(&cols, &row, &format!("{group}/{kind} {obj}"));
+            check_types(cols, &row, &format!("{group}/{kind} {obj}"));
         }
     }
 }
