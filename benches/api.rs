@@ -9,7 +9,10 @@
 //!    concurrent writers through `SledStore` (group commit), against a baseline of raw
 //!    sled insert + flush per write measured in the same run.
 //!
-//! Environment: BENCH_RATE (req/s, default 500), BENCH_SECS (per phase, default 10).
+//! Environment: BENCH_RATE (req/s, default 500), BENCH_SECS (per phase, default 10),
+//! SPINDLE_BENCH_BIN (an earlier `spindle` build to measure instead of this one).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -106,7 +109,7 @@ fn print_row(name: &str, s: &Stats, baseline: Option<&Stats>) {
 async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let mut child = Command::new(common::bin())
         .args([
             "server",
             "--disable-agent",

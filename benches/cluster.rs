@@ -44,7 +44,7 @@ struct Server {
 async fn start_server(extra: &[&str]) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+    let child = Command::new(common::bin())
         .args([
             "server",
             "--disable-agent",
@@ -90,7 +90,7 @@ async fn start_server(extra: &[&str]) -> anyhow::Result<Server> {
 
 fn hollow(s: &Server, count: usize) -> anyhow::Result<Proc> {
     Ok(Proc(
-        Command::new(env!("CARGO_BIN_EXE_spindle"))
+        Command::new(common::bin())
             .args([
                 "hollow-nodes",
                 "--server",

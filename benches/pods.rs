@@ -27,7 +27,7 @@
 mod common;
 use common::{
     build_guest, create_namespace, env_num, push, rss_kib, start_registry, start_server,
-    wait_node_ready, Proc, Server, BIN,
+    wait_node_ready, Proc, Server,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,7 +50,7 @@ const TARGET_PODS: usize = 10_000;
 const TARGET_KIB_PER_POD: f64 = 1024.0;
 
 fn hollow(work: &Path, s: &Server, pods: usize) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::bin());
     cmd.args([
         "hollow-nodes",
         "--server",
@@ -68,7 +68,7 @@ fn hollow(work: &Path, s: &Server, pods: usize) -> anyhow::Result<Proc> {
 }
 
 fn agent(work: &Path, s: &Server, node: &str) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(common::bin());
     cmd.args(["agent", "--server", &s.url, "--node-name", node])
         .args(["--node-ip", "127.0.0.1", "--agent-port", "0"])
         .args(["--max-pods", "20000", "--data-dir"])

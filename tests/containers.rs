@@ -342,6 +342,49 @@ spec:
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+/// An image whose config sets no PATH (as images built from scratch often do) still
+/// runs a command named without its directory, and takes execs so named: the process
+/// gets containerd's default PATH, as under containerd's CRI.
+#[test]
+fn images_without_path_get_the_default_path() {
+    let reg = Registry::start();
+    let image = reg.push_busybox_without_path("tests/busybox-nopath:v1");
+    let c = Cluster::with_agent("nopath-node", &[]);
+    c.apply(&pod(
+        "nopath",
+        &image,
+        "Never",
+        "echo \"PATH=$PATH\"; exec sleep 3600",
+        "",
+    ));
+    wait_phase(&c, "nopath", "Running");
+    let default = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let deadline = Instant::now() + WAIT;
+    while c.ok(KUBECTL_DEFAULT, &["logs", "nopath"]).trim() != default {
+        assert!(
+            Instant::now() < deadline,
+            "logs: {:?}; events: {}",
+            c.ok(KUBECTL_DEFAULT, &["logs", "nopath"]),
+            c.ok(KUBECTL_DEFAULT, &["get", "events"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        c.ok(
+            KUBECTL_DEFAULT,
+            &["exec", "nopath", "--", "cat", "/etc/hostname"]
+        ),
+        "nopath\n"
+    );
+    assert_eq!(
+        c.ok(
+            KUBECTL_DEFAULT,
+            &["exec", "nopath", "--", "sh", "-c", "echo $PATH"]
+        ),
+        format!("{}\n", &default["PATH=".len()..])
+    );
+}
+
 #[test]
 fn mixed_pods_share_volumes_and_localhost_and_services_reach_containers() {
     let reg = Registry::start();

@@ -380,3 +380,71 @@ spec:
         "teardown touched the hostPath"
     );
 }
+
+/// A volume of a type the agent does not implement never becomes an empty directory that
+/// goes with the pod (where a user's "persistent" data would silently be lost): the pod
+/// stays Pending in ContainerCreating with the kubelet's FailedMount event naming the
+/// type, nothing of its volumes is made, and it can still be deleted.
+#[test]
+fn volumes_of_unsupported_types_hold_the_pod() {
+    let reg = Registry::start();
+    let wasm = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let c = Cluster::with_agent("vol-types-node", &[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: claim
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    emptyDir: {{}}
+  - name: data
+    persistentVolumeClaim: {{claimName: db}}
+  containers:
+  - name: main
+    image: {wasm}
+    args: ["write", "/data/kept", "important"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: scratch, mountPath: /scratch}}
+"#
+    ));
+    let line = wait_event(&c, "claim", &["FailedMount"]);
+    assert_eq!(
+        line,
+        "FailedMount: Unable to attach or mount volumes: unmounted volumes=[data], \
+         unattached volumes=[], failed to process volumes=[data]: \
+         volume \"data\" has an unsupported type \"persistentVolumeClaim\""
+    );
+    c.wait_pod_field(
+        "claim",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "ContainerCreating",
+        WAIT,
+    );
+    // Still held well after the first attempt: the retry fails the same way.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(c.pod_field("claim", "{.status.phase}"), "Pending");
+    assert_eq!(
+        c.pod_field(
+            "claim",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "ContainerCreating"
+    );
+    assert_eq!(
+        c.pod_field("claim", "{.status.containerStatuses[0].containerID}"),
+        "",
+        "the container started"
+    );
+    let uid = c.pod_field("claim", "{.metadata.uid}");
+    let volumes = c.data_dir().join("agent/pods").join(uid).join("volumes");
+    assert!(!volumes.exists(), "{} was made", volumes.display());
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["delete", "pod", "claim", "--wait=true", "--timeout=60s"],
+    );
+}

@@ -10,7 +10,11 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_spindle");
+/// The `spindle` binary under test: this build's, or `$SPINDLE_BENCH_BIN` (an earlier build,
+/// to measure a change before and after on the same machine in one sitting).
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("SPINDLE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spindle").into())
+}
 
 /// A number from the environment (benchmark sizes), or the default.
 pub fn env_num(name: &str, default: usize) -> usize {
@@ -158,7 +162,7 @@ pub fn start_registry(work: &Path) -> anyhow::Result<Registry> {
 
 pub fn push(reg: &Registry, file: &Path, name: &str) -> anyhow::Result<String> {
     let reference = format!("{}/{name}", reg.addr);
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("push")
         .arg(file)
         .arg(&reference)
@@ -183,7 +187,7 @@ pub struct Server {
 
 pub async fn start_server(work: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
     let data = work.join(name);
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args([
         "server",
         "--https-listen-port",

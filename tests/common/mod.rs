@@ -631,9 +631,20 @@ impl Registry {
     /// Builds the busybox-static container image (scripts/busybox-image: umoci, skopeo)
     /// and pushes it here as `name`; returns the full reference.
     pub fn push_busybox(&self, name: &str) -> String {
+        self.busybox(name, false)
+    }
+
+    /// The busybox image without PATH in its config (as many images built from
+    /// scratch are).
+    pub fn push_busybox_without_path(&self, name: &str) -> String {
+        self.busybox(name, true)
+    }
+
+    fn busybox(&self, name: &str, no_path: bool) -> String {
         let reference = format!("{}/{name}", self.addr);
         let work = tempfile::tempdir().expect("temp dir");
         let out = Command::new("bash")
+            .env("NO_PATH", if no_path { "1" } else { "" })
             .arg("scripts/busybox-image")
             .arg(&reference)
             .arg(work.path())

@@ -24,8 +24,9 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
+use spindle_meta::events::{object_ref, EventType, Recorder};
+use spindle_meta::selector::{self, Matcher};
 
-use crate::events::{object_ref, EventType, Recorder};
 use crate::replicaset::controller_ref;
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
@@ -128,9 +129,9 @@ pub async fn run(client: Client, recorder: Recorder, pods: Arc<Cache<Pod>>) -> a
                     None => {
                         for d in dcache.list() {
                             let matches = d.namespace().as_deref() == Some(ns.as_str())
-                                && d.spec
-                                    .as_ref()
-                                    .is_some_and(|s| selector_matches(&s.selector, rs.labels()));
+                                && d.spec.as_ref().is_some_and(|s| {
+                                    Matcher::for_controller(Some(&s.selector)).matches(rs.labels())
+                                });
                             if matches {
                                 q.add(key_of(d.as_ref()));
                             }
@@ -233,7 +234,7 @@ impl<'a> Sync<'a> {
             self.write_status().await?;
             return Ok(Action::Done);
         }
-        if selector_is_empty(&self.spec.selector) {
+        if selector::is_empty(&self.spec.selector) {
             self.event(
                 EventType::Warning,
                 "SelectingAll",
@@ -270,9 +271,10 @@ impl<'a> Sync<'a> {
         let deleting = self.d.metadata.deletion_timestamp.is_some();
         let mut out = Vec::new();
         let mut adoption_checked: Option<bool> = None;
+        let selector = Matcher::for_controller(Some(&self.spec.selector));
         for rs in self.ctx.rss.by_index(&ns_index(&self.ns)) {
             let mut rs = (*rs).clone();
-            let selected = selector_matches(&self.spec.selector, rs.labels());
+            let selected = selector.matches(rs.labels());
             match controller_ref(&rs.metadata) {
                 Some(r) if r.uid == uid => {
                     if selected {

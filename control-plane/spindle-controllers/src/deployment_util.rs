@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
@@ -110,40 +110,6 @@ pub fn pod_template_hash(t: &PodTemplateSpec, collision_count: Option<i32>) -> S
 /// its current ReplicaSet, and how `rollout undo` lands on an old one).
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     template_value_without_hash(a) == template_value_without_hash(b)
-}
-
-// ---------------------------------------------------------------------------
-// label selectors
-
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-    if empty {
-        // An empty selector selects nothing for controllers (Kubernetes refuses to act
-        // on it rather than adopting everything in the namespace).
-        return false;
-    }
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
-pub fn selector_is_empty(sel: &LabelSelector) -> bool {
-    sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
 }
 
 // ---------------------------------------------------------------------------
@@ -845,20 +811,5 @@ mod tests {
             Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
         );
         assert_eq!(s.conditions.as_ref().map(Vec::len), Some(1));
-    }
-
-    #[test]
-    fn selectors() {
-        let sel = LabelSelector {
-            match_labels: Some([("app".to_string(), "web".to_string())].into()),
-            match_expressions: None,
-        };
-        let l: BTreeMap<String, String> = [
-            ("app".to_string(), "web".to_string()),
-            (HASH_LABEL.to_string(), "x".to_string()),
-        ]
-        .into();
-        assert!(selector_matches(&sel, &l));
-        assert!(!selector_matches(&LabelSelector::default(), &l));
     }
 }

@@ -20,9 +20,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
+use spindle_meta::events::{object_ref, EventType, Recorder};
+use spindle_meta::selector::Matcher;
 
 use crate::deployment::util::scaled_value;
-use crate::events::{object_ref, EventType, Recorder};
 use crate::replicaset::{controller_ref, is_ready};
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 
@@ -43,14 +44,9 @@ pub fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
     if pdb.namespace() != pod.namespace() {
         return false;
     }
-    let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
-        return false;
-    };
-    if crate::deployment::util::selector_is_empty(sel) {
-        return true;
-    }
+    let sel = pdb.spec.as_ref().and_then(|s| s.selector.as_ref());
     let empty = BTreeMap::new();
-    crate::deployment::util::selector_matches(sel, pod.metadata.labels.as_ref().unwrap_or(&empty))
+    Matcher::from_label_selector(sel).matches(pod.metadata.labels.as_ref().unwrap_or(&empty))
 }
 
 /// Enqueue the budgets covering a changed pod (before or after the change).

@@ -25,15 +25,8 @@ pub fn service_index(s: &Service) -> Vec<String> {
 }
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
-    let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
-        return false;
-    };
-    if sel.is_empty() {
-        return false;
-    }
-    let labels = pod.metadata.labels.as_ref();
-    sel.iter()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    let sel = svc.spec.as_ref().and_then(|s| s.selector.as_ref());
+    spindle_meta::selector::map_selects(sel, pod.metadata.labels.as_ref())
 }
 
 /// Enqueue the Services that select a changed pod (before or after the change).

@@ -7,7 +7,6 @@ pub mod bootstrap;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
-pub mod events;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
@@ -57,7 +56,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             replicaset::on_pod_change(&q, ch);
         },
     );
-    let recorder = |c: &kube::Client, name| events::Recorder::new(c.clone(), name);
+    let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
     let (c, p) = (client.clone(), pods.clone());
     let deployment = supervise("deployment", move || {
         deployment::run(c.clone(), recorder(&c, "deployment-controller"), p.clone())

@@ -13,8 +13,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use spindle_meta::events::{EventType, Recorder};
 
-use crate::events::{EventType, Recorder};
 use crate::runtime::{informer, watch_config, Cache};
 use crate::Options;
 
@@ -244,7 +244,7 @@ async fn monitor_nodes(ctx: &Ctx, started: Timestamp) -> anyhow::Result<()> {
                 tracing::info!(node = %n.name_any(), "node stopped renewing its lease; marking NotReady");
                 mark_unknown(ctx, &n).await?;
                 mark_pods_not_ready(ctx, &n).await;
-                let r = crate::events::object_ref(n.as_ref());
+                let r = spindle_meta::events::object_ref(n.as_ref());
                 ctx.recorder
                     .publish(
                         &r,
@@ -355,7 +355,7 @@ async fn evict_from_tainted_nodes(ctx: &Ctx) -> anyhow::Result<()> {
                 match api.delete(&p.name_any(), &dp).await {
                     Ok(_) => {
                         tracing::info!(pod = %format!("{ns}/{}", p.name_any()), node = %n.name_any(), "evicted pod from tainted node");
-                        let r = crate::events::object_ref(p.as_ref());
+                        let r = spindle_meta::events::object_ref(p.as_ref());
                         let rec = ctx.recorder.clone();
                         tokio::spawn(async move {
                             rec.publish(

@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use spindle_meta::events::{object_ref, EventType, Recorder};
 
-use crate::events::{object_ref, EventType, Recorder};
 use crate::runtime::{informer, key_of, split_key, watch_config, Action, Cache, Change, Queue};
 
 /// Concurrent pod writes per reconcile.
@@ -193,13 +193,6 @@ fn rank_for_deletion(p: &Pod) -> (u8, u8, u8, i64) {
     (u8::from(!unscheduled), phase, ready, -created)
 }
 
-fn random_suffix() -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHANUMS[rand::random_range(0..ALPHANUMS.len())] as char)
-        .collect()
-}
-
 async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let Some(rs) = ctx.rss.get(key) else {
         ctx.expectations
@@ -241,14 +234,10 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     if rs.metadata.deletion_timestamp.is_none() && have < want {
         let template = spec.template.clone().unwrap_or_default();
         let tmeta = template.metadata.unwrap_or_default();
+        // As the pods' generateName "<replicaset>-" would be named by the API server.
+        let base = format!("{name}-");
         let names: Vec<String> = (0..want - have)
-            .map(|_| {
-                format!(
-                    "{}-{}",
-                    name.chars().take(57).collect::<String>(),
-                    random_suffix()
-                )
-            })
+            .map(|_| spindle_meta::names::generate_name(&base))
             .collect();
         {
             let mut all = ctx.expectations.lock().unwrap_or_else(|p| p.into_inner());

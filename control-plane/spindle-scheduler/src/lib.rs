@@ -13,18 +13,18 @@
 mod algorithm;
 mod cache;
 mod model;
-mod quantity;
 mod queue;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use spindle_meta::events::{EventType, Recorder};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
@@ -456,14 +456,14 @@ async fn bind(
             "Successfully assigned {}/{} to {}",
             pod.namespace, pod.name, node
         );
-        events.record(pod, "Normal", "Scheduled", msg);
+        events.record(pod, EventType::Normal, "Scheduled", msg);
     }
 }
 
 /// One event to record.
 struct EventReq {
     pod: Arc<SchedPod>,
-    type_: &'static str,
+    type_: EventType,
     reason: &'static str,
     message: String,
 }
@@ -477,26 +477,24 @@ impl EventQueue {
     fn start(client: Client) -> EventQueue {
         let (tx, rx) = mpsc::unbounded_channel::<EventReq>();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let recorder = Recorder::new(client, COMPONENT);
         for _ in 0..EVENT_WRITERS {
-            let (client, rx) = (client.clone(), rx.clone());
+            let (recorder, rx) = (recorder.clone(), rx.clone());
             tokio::spawn(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(ev) = next else { return };
-                    record_event(&client, &ev.pod, ev.type_, ev.reason, &ev.message).await;
+                    let regarding = pod_ref(&ev.pod);
+                    recorder
+                        .publish(&regarding, ev.type_, ev.reason, &ev.message)
+                        .await;
                 }
             });
         }
         EventQueue(tx)
     }
 
-    fn record(
-        &self,
-        pod: Arc<SchedPod>,
-        type_: &'static str,
-        reason: &'static str,
-        message: String,
-    ) {
+    fn record(&self, pod: Arc<SchedPod>, type_: EventType, reason: &'static str, message: String) {
         let _ = self.0.send(EventReq {
             pod,
             type_,
@@ -533,45 +531,18 @@ async fn report_unschedulable(
     {
         tracing::debug!(pod = %pod.name, error = %e, "could not set PodScheduled=False");
     }
-    events.record(pod, "Warning", "FailedScheduling", message);
+    events.record(pod, EventType::Warning, "FailedScheduling", message);
 }
 
-/// Create a core/v1 Event about a pod; failures are logged, never fatal.
-async fn record_event(client: &Client, pod: &SchedPod, type_: &str, reason: &str, message: &str) {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    // Kubernetes' recorder names events "<object>.<unix nanos in hex>".
-    let name = format!("{}.{:x}", pod.name, now.as_nanosecond());
-    let ev = Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(pod.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name.clone()),
-            namespace: Some(pod.namespace.clone()),
-            uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: None,
-        }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: Some(COMPONENT.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(client.clone(), &pod.namespace);
-    if let Err(e) = api.create(&PostParams::default(), &ev).await {
-        tracing::debug!(pod = %pod.name, reason, error = %e, "could not record event");
+/// The reference an Event about a pod carries.
+fn pod_ref(pod: &SchedPod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name.clone()),
+        namespace: Some(pod.namespace.clone()),
+        uid: Some(pod.uid.clone()).filter(|u| !u.is_empty()),
+        ..ObjectReference::default()
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::quantity::{parse_milli, parse_value};
+use spindle_meta::selector::{Expression, Matcher};
 
 /// CPU (millicores) and memory (bytes) counted for a pod that requests none, for scoring
 /// only, as kube-scheduler does, so best-effort pods still spread instead of piling onto
@@ -77,19 +77,24 @@ impl Resources {
         let mut r = Resources::default();
         for (name, q) in list {
             match name.as_str() {
-                "cpu" => r.cpu = parse_milli(&q.0).unwrap_or(0),
-                "memory" => r.memory = parse_value(&q.0).unwrap_or(0),
+                "cpu" => r.cpu = exact(q).map_or(0, |q| q.as_millis()),
+                "memory" => r.memory = exact(q).map_or(0, |q| q.value()),
                 // The pod count is a node property, handled separately.
                 "pods" => {}
                 n => {
-                    if let Ok(v) = parse_value(&q.0) {
-                        r.set_other(n, v);
+                    if let Some(q) = exact(q) {
+                        r.set_other(n, q.value());
                     }
                 }
             }
         }
         r
     }
+}
+
+/// The exact quantity of an API value, `None` if it does not parse.
+fn exact(q: &Quantity) -> Option<spindle_meta::Quantity> {
+    spindle_meta::Quantity::try_from(q).ok()
 }
 
 /// A container's effective requests: a resource with only a limit is requested at the
@@ -190,11 +195,11 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    /// A requirement from its API parts. Gt/Lt (one integer value) exist only in node
-    /// selectors; `numeric` is false for label selectors over pods, where they are invalid.
-    fn parse(key: &str, operator: &str, values: Vec<String>, numeric: bool) -> Requirement {
+    /// A node-selector requirement from its API parts (Gt/Lt take one integer value).
+    /// Label selectors over pods are spindle-meta's, which have no Gt/Lt.
+    fn parse(key: &str, operator: &str, values: Vec<String>) -> Requirement {
         let int = || match values.as_slice() {
-            [v] if numeric => v.parse::<i64>().ok(),
+            [v] => v.parse::<i64>().ok(),
             _ => None,
         };
         let op = match operator {
@@ -214,7 +219,7 @@ impl Requirement {
 
     fn from_api(r: &NodeSelectorRequirement) -> Requirement {
         let values = r.values.clone().unwrap_or_default();
-        Requirement::parse(&r.key, &r.operator, values, true)
+        Requirement::parse(&r.key, &r.operator, values)
     }
 
     /// Does a value (None when the label is absent) satisfy this requirement?
@@ -271,37 +276,21 @@ impl Term {
     }
 }
 
-/// A parsed label selector over pods: every requirement must hold. `None` in the places
-/// that hold one stands for a missing selector, which selects nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct PodSelector {
-    pub reqs: Vec<Requirement>,
-}
+/// A parsed label selector over pods (spindle-meta's matcher, with the
+/// matchLabelKeys/mismatchLabelKeys requirements added). `None` in the places that hold
+/// one stands for a missing selector, which selects nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSelector(Matcher);
 
 impl PodSelector {
-    /// `extra` are the (key, op) pairs matchLabelKeys and mismatchLabelKeys add.
-    fn from_api(sel: &LabelSelector, extra: Vec<Requirement>) -> PodSelector {
-        let mut reqs: Vec<Requirement> = sel
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| Requirement {
-                key: k.clone(),
-                op: Op::In(vec![v.clone()]),
-            })
-            .collect();
-        for e in sel.match_expressions.iter().flatten() {
-            let values = e.values.clone().unwrap_or_default();
-            reqs.push(Requirement::parse(&e.key, &e.operator, values, false));
-        }
-        reqs.extend(extra);
-        PodSelector { reqs }
+    /// `extra` are the expressions matchLabelKeys and mismatchLabelKeys add. A malformed
+    /// selector (refused by validation upstream) selects nothing.
+    fn from_api(sel: &LabelSelector, extra: Vec<Expression>) -> PodSelector {
+        PodSelector(Matcher::from_label_selector(Some(sel)).with(extra))
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.reqs
-            .iter()
-            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        self.0.matches(labels)
     }
 }
 
@@ -311,25 +300,25 @@ fn label_key_reqs(
     labels: &BTreeMap<String, String>,
     same: Option<&Vec<String>>,
     differ: Option<&Vec<String>>,
-) -> Vec<Requirement> {
+) -> Vec<Expression> {
     let mut out = Vec::new();
     for (keys, same) in [(same, true), (differ, false)] {
         for k in keys.into_iter().flatten() {
             if let Some(v) = labels.get(k) {
-                let values = vec![v.clone()];
-                out.push(Requirement {
-                    key: k.clone(),
-                    op: if same {
-                        Op::In(values)
-                    } else {
-                        Op::NotIn(values)
-                    },
+                let values = [v.clone()].into();
+                out.push(if same {
+                    Expression::In(k.clone(), values)
+                } else {
+                    Expression::NotIn(k.clone(), values)
                 });
             }
         }
     }
     out
 }
+
+/// The label every namespace carries with its own name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Which namespaces a pod affinity term looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,7 +329,7 @@ pub enum Namespaces {
     /// Namespace objects, so a selector on other namespace labels selects none of them.
     Some {
         names: Vec<String>,
-        by_name: Option<Vec<Requirement>>,
+        by_name: Option<Matcher>,
     },
 }
 
@@ -350,9 +339,13 @@ impl Namespaces {
             Namespaces::All => true,
             Namespaces::Some { names, by_name } => {
                 names.iter().any(|n| n == ns)
-                    || by_name
-                        .as_ref()
-                        .is_some_and(|reqs| reqs.iter().all(|r| r.matches(Some(ns))))
+                    || by_name.as_ref().is_some_and(|m| {
+                        // The only label the scheduler knows a namespace to carry.
+                        m.matches(&BTreeMap::from([(
+                            NAMESPACE_NAME_LABEL.to_string(),
+                            ns.to_string(),
+                        )]))
+                    })
             }
         }
     }
@@ -371,21 +364,15 @@ impl PodTerm {
     fn from_api(t: &PodAffinityTerm, ns: &str, labels: &BTreeMap<String, String>) -> PodTerm {
         let names = t.namespaces.clone().unwrap_or_default();
         let namespaces = match &t.namespace_selector {
-            Some(sel)
-                if sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                    && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
-            {
-                Namespaces::All
-            }
+            Some(sel) if spindle_meta::selector::is_empty(sel) => Namespaces::All,
             Some(sel) => {
-                let parsed = PodSelector::from_api(sel, Vec::new());
-                let on_name = parsed
-                    .reqs
-                    .iter()
-                    .all(|r| r.key == "kubernetes.io/metadata.name");
+                let keys = sel.match_labels.iter().flatten().map(|(k, _)| k);
+                let on_name = keys
+                    .chain(sel.match_expressions.iter().flatten().map(|e| &e.key))
+                    .all(|k| k == NAMESPACE_NAME_LABEL);
                 Namespaces::Some {
                     names,
-                    by_name: on_name.then_some(parsed.reqs),
+                    by_name: on_name.then(|| Matcher::from_label_selector(Some(sel))),
                 }
             }
             None if names.is_empty() => Namespaces::Some {
@@ -751,7 +738,8 @@ impl NodeInfo {
             .unwrap_or_default();
         let allocatable_pods = list
             .get("pods")
-            .and_then(|q| parse_value(&q.0).ok())
+            .and_then(exact)
+            .map(|q| q.value())
             .unwrap_or(0);
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),

@@ -20,9 +20,13 @@ use spindle_image::{ContainerImage, PulledImage};
 use spindle_logs::Stream;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::runtime::{ContainerSpec, Exit, Output, OutputFn, RunMeta, Running, Runtime, Security};
+use crate::paths::AgentPaths;
+use crate::runtime::{
+    Console, ContainerSpec, ExecIo, Exit, ExitReason, Output, OutputFn, RunMeta, Running, Runtime,
+    RuntimeError, Security, SpecFuture,
+};
 
 /// How the agent finds containerd.
 #[derive(Clone, Debug, Default)]
@@ -209,7 +213,7 @@ impl ContainerdContainers {
     /// Connects to (or starts) containerd; `None` when the node runs Wasm only.
     pub async fn start(
         opts: &ContainerdOptions,
-        data_dir: &Path,
+        paths: &AgentPaths,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         if opts.disabled {
             return Ok(None);
@@ -221,7 +225,7 @@ impl ContainerdContainers {
                 return Ok(None);
             }
             None => Some(
-                Daemon::start(&data_dir.join("containerd"))
+                Daemon::start(&paths.containerd())
                     .await
                     .context("starting a private containerd")?,
             ),
@@ -241,7 +245,7 @@ impl ContainerdContainers {
             ctr,
             daemon: tokio::sync::Mutex::new(daemon),
             allow_privileged: opts.allow_privileged,
-            io_dir: data_dir.join("containerd-io"),
+            io_dir: paths.containerd_io(),
             imported: Mutex::new(HashMap::new()),
             runs: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -305,11 +309,11 @@ impl ContainerdContainers {
 
     /// Runs `argv` in the running container `id` (as its main process's user, with
     /// its environment and working directory); returns the exit code.
-    pub async fn exec(
+    async fn exec(
         &self,
         id: &str,
         argv: Vec<String>,
-        io: ExecStreams,
+        io: ExecIo,
         timeout: Option<Duration>,
     ) -> Result<i32, String> {
         let mut process = lock(&self.runs)
@@ -344,7 +348,7 @@ impl ContainerdContainers {
             .await
             .map_err(|e| e.to_string())?;
         let feeder = match io.stdin {
-            Some(r) => fifos.feed(r).map_err(|e| e.to_string())?,
+            Some(r) => fifos.feed(r.reader()).map_err(|e| e.to_string())?,
             None => None,
         };
         let ctr = self.ctr.clone();
@@ -368,18 +372,17 @@ impl ContainerdContainers {
         });
         let waited = match timeout {
             None => Ok(self.ctr.wait(id, &exec_id).await),
-            Some(t) => tokio::time::timeout(t, self.ctr.wait(id, &exec_id)).await,
+            Some(t) => tokio::time::timeout(t, self.ctr.wait(id, &exec_id))
+                .await
+                .map_err(|_| t),
         };
         let result = match waited {
             Ok(Ok(e)) => Ok(e.status as i32),
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
+            Err(t) => {
                 let _ = self.ctr.kill(id, &exec_id, libc::SIGKILL, false).await;
                 let _ = self.ctr.wait(id, &exec_id).await;
-                Err(format!(
-                    "command timed out after {}s",
-                    timeout.map(|t| t.as_secs()).unwrap_or_default()
-                ))
+                Err(crate::runtime::timed_out(t).message)
             }
         };
         pump.finish().await;
@@ -412,7 +415,7 @@ impl ContainerdContainers {
     /// `kubectl attach`: the client sees the container's output from now on, its stdin
     /// (with `-i`) goes to the container's (if the container has `stdin: true`), and
     /// the attach ends with the container. Returns its exit code.
-    pub async fn attach(&self, id: &str, io: ExecStreams) -> Result<i32, String> {
+    async fn attach(&self, id: &str, io: ExecIo) -> Result<i32, String> {
         let run = lock(&self.runs)
             .get(id)
             .cloned()
@@ -420,7 +423,8 @@ impl ContainerdContainers {
         let key = rand::random::<u64>();
         lock(&run.sinks).push((key, io.output.clone()));
         let mut exited = run.exited.subscribe();
-        let feeder = io.stdin.map(|mut input| {
+        let feeder = io.stdin.map(|input| {
+            let mut input = input.reader();
             let (run, ctr, id) = (run.clone(), self.ctr.clone(), id.to_string());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 << 10];
@@ -474,18 +478,9 @@ fn stream_of(is_err: bool) -> Stream {
     }
 }
 
-/// An exec's streams into a container.
-pub struct ExecStreams {
-    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
-    pub output: OutputFn,
-    pub tty: bool,
-    /// Terminal sizes (columns, rows) as the client reports them.
-    pub resize: Option<mpsc::UnboundedReceiver<(u16, u16)>>,
-}
-
 /// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf for its containers.
 fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<Bind>, String> {
-    let dir = spec.meta.pod_dir.join("etc");
+    let dir = spec.meta.paths.etc();
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let host = &spec.meta.hostname;
     let mut hosts =
@@ -505,7 +500,7 @@ fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<B
     // dnsPolicy Default and hostNetwork pods the container gets a copy of the node's,
     // made once per pod as the kubelet does: the node's own file is never bound into
     // a container, where a root process could rewrite the node's resolver.
-    let pod_resolv = spec.meta.pod_dir.join("resolv.conf");
+    let pod_resolv = spec.meta.paths.resolv_conf();
     let resolv = if pod_resolv.is_file() {
         pod_resolv
     } else {
@@ -570,11 +565,27 @@ impl Runtime for ContainerdRuntime {
         "containerd"
     }
 
-    async fn needs_network(&self, _image: &PulledImage) -> Result<bool, String> {
+    async fn needs_network(&self, _image: &PulledImage) -> Result<bool, RuntimeError> {
         Ok(true)
     }
 
-    fn check(&self, image: &PulledImage, meta: &RunMeta) -> Result<(), String> {
+    fn check(&self, image: &PulledImage, meta: &RunMeta) -> Result<(), RuntimeError> {
+        self.admits(image, meta).map_err(RuntimeError::config)
+    }
+
+    async fn start(
+        &self,
+        image: &PulledImage,
+        spec: ContainerSpec,
+    ) -> Result<Box<dyn Running>, RuntimeError> {
+        self.start_run(image, spec)
+            .await
+            .map_err(RuntimeError::create)
+    }
+}
+
+impl ContainerdRuntime {
+    fn admits(&self, image: &PulledImage, meta: &RunMeta) -> Result<(), String> {
         // Not a container image: `start` says so.
         let Some(ci) = image.container() else {
             return Ok(());
@@ -588,7 +599,7 @@ impl Runtime for ContainerdRuntime {
         admit(meta, &image_user(user.as_deref()), self.0.allow_privileged).map(|_| ())
     }
 
-    async fn start(
+    async fn start_run(
         &self,
         image: &PulledImage,
         spec: ContainerSpec,
@@ -763,21 +774,21 @@ impl Running for ContainerRun {
             Ok(e) => {
                 let code = e.status as i32;
                 let reason = if ooms > 0 {
-                    "OOMKilled"
+                    ExitReason::OOMKilled
                 } else if code == 0 {
-                    "Completed"
+                    ExitReason::Completed
                 } else {
-                    "Error"
+                    ExitReason::Error
                 };
                 Exit {
                     code,
-                    reason: reason.into(),
+                    reason,
                     message: None,
                 }
             }
             Err(e) => Exit {
                 code: 255,
-                reason: "Error".into(),
+                reason: ExitReason::Error,
                 message: Some(format!("lost the container: {e}")),
             },
         };
@@ -801,6 +812,43 @@ impl Running for ContainerRun {
         tokio::spawn(async move {
             let _ = ctr.kill(&id, "", libc::SIGKILL, true).await;
         });
+    }
+
+    fn console(&self) -> Arc<dyn Console> {
+        Arc::new(ContainerConsole {
+            owner: self.owner.clone(),
+            id: self.id.clone(),
+        })
+    }
+}
+
+/// Execs and attaches of a container under containerd: processes in the running
+/// container (its namespaces and cgroup), and its own stdio.
+struct ContainerConsole {
+    owner: Arc<ContainerdContainers>,
+    id: String,
+}
+
+#[async_trait]
+impl Console for ContainerConsole {
+    async fn exec(
+        &self,
+        argv: Vec<String>,
+        io: ExecIo,
+        timeout: Option<Duration>,
+        _spec: SpecFuture<'_>,
+    ) -> Result<i32, RuntimeError> {
+        self.owner
+            .exec(&self.id, argv, io, timeout)
+            .await
+            .map_err(RuntimeError::create)
+    }
+
+    async fn attach(&self, io: ExecIo) -> Result<i32, RuntimeError> {
+        self.owner
+            .attach(&self.id, io)
+            .await
+            .map_err(RuntimeError::create)
     }
 }
 

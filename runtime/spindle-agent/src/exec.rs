@@ -1,16 +1,15 @@
-//! Exec into a container. For a Wasm container: a new instance of the container's
-//! program with argv = the exec command, the container's environment, volumes, limits
-//! and the pod's network, its stdin and stdout/stderr connected to the caller. For a
-//! container under containerd: a process in the running container (its namespaces and
-//! cgroup), with a TTY when asked. `kubectl exec` and exec probes both come here.
+//! Exec into and attach to a running container, through its run's [`Console`]: each
+//! runtime decides what an exec is (Wasm: a new instance of the container's program with
+//! its environment, volumes, limits and the pod's network; containerd: a process in the
+//! running container). `kubectl exec`, `kubectl attach` and exec probes all come here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::env::{self, Sources};
-use crate::lifecycle::{self, PodHandle};
-use crate::runtime::{ContainerSpec, Output, OutputFn, Runtime};
-use crate::{volumes, Agent};
+use crate::lifecycle::{spec, PodHandle};
+pub use crate::runtime::ExecIo;
+use crate::runtime::{Console, SpecFuture};
+use crate::Agent;
 
 /// Why an exec could not run; the message is for the user.
 #[derive(Debug, thiserror::Error)]
@@ -25,14 +24,10 @@ pub enum ExecError {
     Failed(String),
 }
 
-/// The exec's I/O: stdin (if any) and where stdout and stderr go.
-pub struct ExecIo {
-    pub stdin: Option<spindle_wasm::Stdin>,
-    pub output: OutputFn,
-    /// A terminal (containers only; WASI has none).
-    pub tty: bool,
-    /// Terminal sizes (columns, rows) from the client.
-    pub resize: Option<tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>>,
+impl From<crate::runtime::RuntimeError> for ExecError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        ExecError::Failed(e.message)
+    }
 }
 
 /// `kubectl exec` or `kubectl attach`, as the request says.
@@ -46,42 +41,20 @@ pub async fn exec_or_attach(
     if !req.attach {
         return exec(agent, h, container, req.command.clone(), io, None).await;
     }
-    let running_id = running_container_id(h, container)?;
-    let (Some(id), Some(ctrs)) = (
-        running_id.strip_prefix("containerd://"),
-        agent.containers.as_ref(),
-    ) else {
-        return Err(ExecError::Failed(format!(
-            "container {container} is a Wasm container: WASI has no console to attach to (use kubectl logs -f, or kubectl exec)"
-        )));
-    };
-    ctrs.attach(id, io.into_streams())
-        .await
-        .map_err(ExecError::Failed)
+    Ok(console(h, container)?.attach(io).await?)
 }
 
-/// The status ID (`<runtime>://<id>`) of the running container `container`.
-fn running_container_id(h: &PodHandle, container: &str) -> Result<String, ExecError> {
-    h.shared()
+/// The console of the running container `container`.
+fn console(h: &PodHandle, container: &str) -> Result<Arc<dyn Console>, ExecError> {
+    let sh = h.shared();
+    let running = sh
         .containers
         .iter()
-        .find(|s| s.name == container && s.is_running())
-        .map(|s| s.container_id.clone().unwrap_or_default())
+        .any(|s| s.name == container && s.is_running());
+    running
+        .then(|| sh.consoles.get(container).cloned())
+        .flatten()
         .ok_or_else(|| ExecError::NotRunning(container.into()))
-}
-
-impl ExecIo {
-    /// The streams of a process in a container under containerd.
-    fn into_streams(self) -> crate::containers::ExecStreams {
-        crate::containers::ExecStreams {
-            stdin: self
-                .stdin
-                .map(|s| s.reader() as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            output: self.output,
-            tty: self.tty,
-            resize: self.resize,
-        }
-    }
 }
 
 /// Runs `argv` in container `container` of the pod and returns its exit code. With a
@@ -95,83 +68,20 @@ pub async fn exec(
     timeout: Option<Duration>,
 ) -> Result<i32, ExecError> {
     let pod = h.pod();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let Some(c) = spec
-        .containers
-        .iter()
-        .find(|c| c.name == container)
+    let Some(c) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
         .cloned()
     else {
         return Err(ExecError::NoContainer(container.into(), h.name.clone()));
     };
-    let running_id = running_container_id(h, container)?;
+    let console = console(h, container)?;
     if argv.is_empty() {
         return Err(ExecError::Failed("no command given".into()));
     }
-    if let Some(id) = running_id.strip_prefix("containerd://") {
-        let Some(ctrs) = &agent.containers else {
-            return Err(ExecError::Failed("this node has no containerd".into()));
-        };
-        return ctrs
-            .exec(id, argv, io.into_streams(), timeout)
-            .await
-            .map_err(ExecError::Failed);
-    }
-    let image_name = c.image.clone().unwrap_or_default();
-    let img = agent.images.cached(&image_name).ok_or_else(|| {
-        ExecError::Failed(format!("image {image_name} is no longer on this node"))
-    })?;
-    let vols = h
-        .vols
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .ok_or_else(|| ExecError::Failed("the pod's volumes are not ready".into()))?;
-    let net = h.net.lock().await.clone();
-    let pod_ip = h.shared().pod_ip.clone().unwrap_or_default();
-    let host_ip = agent.node_ip.to_string();
-    let mut src = Sources::new(agent.client.clone(), &h.namespace);
-    let env_vars = env::build(&pod, &c, &mut src, &pod_ip, &host_ip)
-        .await
-        .map_err(|e| ExecError::Failed(e.0))?;
-    let mounts = volumes::container_mounts(&pod, &c, &vols).map_err(|e| ExecError::Failed(e.0))?;
-    let (memory_limit, cpu_millis) = lifecycle::limits(&c);
-    let runtime: &dyn Runtime = agent.wasm.as_ref();
-    let spec = ContainerSpec {
-        meta: Default::default(),
-        argv,
-        env: env_vars,
-        working_dir: c.working_dir.clone(),
-        mounts,
-        log: Output::Stream(io.output),
-        memory_limit,
-        cpu_millis,
-        ports: Vec::new(),
-        net,
-        stdin: io.stdin,
-        as_command: true,
-    };
-    let mut run = runtime.start(&img, spec).await.map_err(ExecError::Failed)?;
-    let exit = match timeout {
-        None => run.wait().await,
-        Some(t) => match tokio::time::timeout(t, run.wait()).await {
-            Ok(exit) => exit,
-            Err(_) => {
-                run.kill();
-                run.wait().await;
-                return Err(ExecError::Failed(format!(
-                    "command timed out after {}s",
-                    t.as_secs()
-                )));
-            }
-        },
-    };
-    if exit.code != 0 {
-        if let Some(m) = exit.message.filter(|m| !m.is_empty()) {
-            tracing::debug!(pod = %h.name, container, code = exit.code, message = %m, "exec ended");
-        }
-    }
-    Ok(exit.code)
+    let spec: SpecFuture<'_> = Box::pin(spec::for_exec(agent, h, &c));
+    Ok(console.exec(argv, io, timeout, spec).await?)
 }
 
 /// An exec probe's runner for container `container`: its output (both streams) and exit

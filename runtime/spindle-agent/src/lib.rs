@@ -21,9 +21,11 @@ pub mod env;
 pub mod exec;
 pub mod lifecycle;
 pub mod node;
+pub mod paths;
 pub mod podnet;
 pub mod pods;
 pub mod probes;
+pub mod reason;
 pub mod routes;
 pub mod runtime;
 pub mod safe_mount;
@@ -85,6 +87,8 @@ impl AgentOptions {
 pub struct Agent {
     pub client: kube::Client,
     pub opts: AgentOptions,
+    /// Where everything under `opts.data_dir` is.
+    pub paths: paths::AgentPaths,
     pub node_ip: IpAddr,
     pub images: spindle_image::ImageStore,
     pub wasm: Arc<runtime::WasmContainers>,
@@ -93,7 +97,7 @@ pub struct Agent {
     /// Set when the agent stops: no pod gets a new sandbox (a guest restarted during the
     /// shutdown would otherwise get one after the teardown).
     pub stopping: std::sync::atomic::AtomicBool,
-    pub events: spindle_controllers::events::Recorder,
+    pub events: spindle_meta::events::Recorder,
     pub streaming_port: u16,
     /// SHA-256 of the streaming endpoint's certificate, published on the Node.
     pub cert_sha256: String,
@@ -143,26 +147,22 @@ pub async fn run(
     // path would hide the pods' mounts from teardown, which would then remove through them.
     opts.data_dir = std::fs::canonicalize(&opts.data_dir)
         .with_context(|| format!("resolving {}", opts.data_dir.display()))?;
-    restrict_pods_dir(&opts.data_dir.join("pods"))?;
+    let paths = paths::AgentPaths::new(&opts.data_dir);
+    restrict_pods_dir(&paths.pods())?;
     let node_ip = match opts.node_ip {
         Some(ip) => ip,
         None => node::default_ip().context("finding this host's address (set --node-ip)")?,
     };
-    let containers =
-        containers::ContainerdContainers::start(&opts.containerd, &opts.data_dir).await?;
-    let images =
-        spindle_image::ImageStore::open_for(&opts.data_dir.join("images"), containers.is_some())
-            .context("opening the image cache")?;
-    let wasm = Arc::new(runtime::WasmContainers::new(&opts.data_dir)?);
+    let containers = containers::ContainerdContainers::start(&opts.containerd, &paths).await?;
+    let images = spindle_image::ImageStore::open_for(&paths.images(), containers.is_some())
+        .context("opening the image cache")?;
+    let wasm = Arc::new(runtime::WasmContainers::new(&paths.wasm_cache())?);
     let (listener, port) = server::bind(opts.listen).await?;
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
     let agent = Arc::new(Agent {
-        events: spindle_controllers::events::Recorder::on_host(
-            client.clone(),
-            "kubelet",
-            &opts.node_name,
-        ),
+        events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name),
         client,
+        paths,
         node_ip,
         images,
         wasm,
@@ -258,7 +258,9 @@ async fn pod_network(agent: &Agent) -> Result<spindle_net::Network> {
     let cidr: ipnet::Ipv4Net = cidr
         .parse()
         .with_context(|| format!("the Node's podCIDR {cidr:?} is not an IPv4 CIDR"))?;
-    let mut cfg = spindle_net::NetConfig::new(&agent.opts.data_dir, cidr);
+    let mut cfg = spindle_net::NetConfig::new(agent.paths.root(), cidr);
+    cfg.conf_dir = agent.paths.cni_conf();
+    cfg.state_dir = agent.paths.cni_state();
     cfg.bridge = agent.opts.net.bridge.clone();
     cfg.netns_prefix = agent.opts.net.netns_prefix.clone();
     cfg.cni_bin_dir = agent.opts.net.cni_bin_dir.clone();

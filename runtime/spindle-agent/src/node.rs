@@ -95,7 +95,7 @@ fn capacity(agent: &Agent) -> BTreeMap<String, Quantity> {
         ("cpu", cpus.to_string()),
         ("memory", memory_capacity()),
         ("pods", agent.opts.max_pods.to_string()),
-        ("ephemeral-storage", disk_capacity(&agent.opts.data_dir)),
+        ("ephemeral-storage", disk_capacity(agent.paths.root())),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), Quantity(v)))

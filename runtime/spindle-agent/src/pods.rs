@@ -72,7 +72,7 @@ fn on_gone(agent: &Arc<Agent>, pod: &Pod) {
 /// Pod directories left by pods this node no longer has (deleted while the agent was
 /// down) are torn down once the first full list has arrived.
 fn remove_orphans(agent: &Agent, live: &HashSet<String>) {
-    let root = agent.opts.data_dir.join("pods");
+    let root = agent.paths.pods();
     let Ok(entries) = std::fs::read_dir(&root) else {
         return;
     };

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -344,9 +345,7 @@ where
 }
 
 /// The gRPC health checking protocol (grpc.health.v1.Health/Check) over h2c, as the
-/// kubelet's grpc probe speaks it. The two messages are one optional string field and
-/// one enum field, so they are encoded by hand rather than with a protobuf code
-/// generator.
+/// kubelet's grpc probe speaks it.
 async fn grpc(g: &GRPCAction, target: &Target) -> Result<(), String> {
     let port = u16::try_from(g.port).map_err(|_| format!("invalid port number {}", g.port))?;
     let service = g.service.clone().unwrap_or_default();
@@ -397,74 +396,63 @@ async fn grpc(g: &GRPCAction, target: &Target) -> Result<(), String> {
     if code != "0" {
         return Err(format!("rpc error: code = {code}"));
     }
-    match health_status(&body.to_bytes()) {
-        Some(1) => Ok(()),
-        Some(n) => Err(format!(
+    let answer = unframe(&body.to_bytes())
+        .and_then(|msg| HealthCheckResponse::decode(msg).ok())
+        .ok_or("malformed health answer")?;
+    match ServingStatus::try_from(answer.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        status => Err(format!(
             "service unhealthy (responded with {:?})",
-            match n {
-                2 => "NOT_SERVING",
-                3 => "SERVICE_UNKNOWN",
+            match status {
+                Ok(ServingStatus::NotServing) => "NOT_SERVING",
+                Ok(ServingStatus::ServiceUnknown) => "SERVICE_UNKNOWN",
                 _ => "UNKNOWN",
             }
         )),
-        None => Err("malformed health answer".into()),
     }
+}
+
+/// grpc.health.v1.HealthCheckRequest (health.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// grpc.health.v1.HealthCheckResponse.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(enumeration = "ServingStatus", tag = "1")]
+    status: i32,
+}
+
+/// grpc.health.v1.HealthCheckResponse.ServingStatus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+enum ServingStatus {
+    Unknown = 0,
+    Serving = 1,
+    NotServing = 2,
+    ServiceUnknown = 3,
 }
 
 /// A length-prefixed gRPC message holding `HealthCheckRequest { service }`.
 fn health_request(service: &str) -> Vec<u8> {
-    let mut msg = Vec::new();
-    if !service.is_empty() {
-        msg.push(0x0a); // field 1, length-delimited
-        put_varint(&mut msg, service.len() as u64);
-        msg.extend_from_slice(service.as_bytes());
+    let msg = HealthCheckRequest {
+        service: service.to_string(),
     }
+    .encode_to_vec();
+    // Uncompressed, then the message's length.
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     framed.extend_from_slice(&msg);
     framed
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// The `status` of a length-prefixed `HealthCheckResponse` (0 when absent, as protobuf
-/// omits default values).
-fn health_status(framed: &[u8]) -> Option<u64> {
+/// The message of a length-prefixed gRPC answer.
+fn unframe(framed: &[u8]) -> Option<&[u8]> {
     let len = u32::from_be_bytes(framed.get(1..5)?.try_into().ok()?) as usize;
-    let mut msg = framed.get(5..5 + len)?;
-    let mut status = 0;
-    while let Some((&tag, rest)) = msg.split_first() {
-        let (value, rest) = varint(rest)?;
-        match (tag >> 3, tag & 7) {
-            (1, 0) => {
-                status = value;
-                msg = rest;
-            }
-            (_, 0) => msg = rest,
-            (_, 2) => msg = rest.get(value as usize..)?,
-            _ => return None,
-        }
-    }
-    Some(status)
-}
-
-fn varint(mut b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = b.split_first()?;
-        b = rest;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some((v, b));
-        }
-    }
-    None
+    framed.get(5..5usize.checked_add(len)?)
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ impl Installed {
 
 /// Keeps this node's routes to the other nodes' pods in step with the Nodes.
 pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut installed = Installed::load(agent.opts.data_dir.join("routes.json"));
+    let mut installed = Installed::load(agent.paths.routes());
     let (reader, writer) = reflector::store();
     let api: Api<Node> = Api::all(agent.client.clone());
     let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();

@@ -6,14 +6,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use spindle_image::PulledImage;
 use spindle_logs::{LogWriter, Stream};
 
+use crate::paths::PodPaths;
 use crate::podnet::PodNet;
+pub use crate::reason::{ExitReason, RuntimeError};
 
 /// A directory of the pod mounted into a container.
 #[derive(Clone, Debug)]
@@ -50,7 +54,8 @@ pub struct RunMeta {
     /// Unique per pod, container and run (64 hex digits).
     pub id: String,
     pub hostname: String,
-    pub pod_dir: PathBuf,
+    /// The pod's directory (its /etc files and resolv.conf).
+    pub paths: PodPaths,
     /// The pod as the kubelet names it in messages (`name_namespace(uid)`) and the
     /// container's name.
     pub pod: String,
@@ -158,6 +163,11 @@ impl Output {
             l.close();
         }
     }
+
+    /// Output nobody reads.
+    pub fn discard() -> Output {
+        Output::Stream(Arc::new(|_, _| no_wait()))
+    }
 }
 
 /// Where an HTTP component listens when its container declares no port: `wasmtime
@@ -168,8 +178,7 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exit {
     pub code: i32,
-    /// Completed, Error or OOMKilled, as Kubernetes reports terminated containers.
-    pub reason: String,
+    pub reason: ExitReason,
     pub message: Option<String>,
 }
 
@@ -178,19 +187,19 @@ pub trait Runtime: Send + Sync {
     /// The name the node advertises in `spindle.dev/runtimes`.
     fn name(&self) -> &'static str;
     /// Whether a run of this image can use a network (and so needs the pod's sandbox).
-    async fn needs_network(&self, image: &PulledImage) -> Result<bool, String>;
+    async fn needs_network(&self, image: &PulledImage) -> Result<bool, RuntimeError>;
     /// Whether this node may run the container as configured (privileges, user),
     /// checked before a run starts; a refusal is a CreateContainerConfigError, as the
     /// kubelet reports a `runAsNonRoot` violation. `start` checks again.
-    fn check(&self, _image: &PulledImage, _meta: &RunMeta) -> Result<(), String> {
+    fn check(&self, _image: &PulledImage, _meta: &RunMeta) -> Result<(), RuntimeError> {
         Ok(())
     }
-    /// Start a run. Errors are messages for the container's waiting state.
+    /// Start a run.
     async fn start(
         &self,
         image: &PulledImage,
         spec: ContainerSpec,
-    ) -> Result<Box<dyn Running>, String>;
+    ) -> Result<Box<dyn Running>, RuntimeError>;
 }
 
 #[async_trait]
@@ -200,18 +209,59 @@ pub trait Running: Send + Sync {
     /// Ask the run to end now (SIGTERM's place); `kill` follows after the grace period.
     fn stop(&self);
     fn kill(&self);
+    /// What execs and attaches reach while this run lives.
+    fn console(&self) -> Arc<dyn Console>;
+}
+
+/// The I/O of an exec or attach: stdin (if any) and where stdout and stderr go.
+pub struct ExecIo {
+    pub stdin: Option<spindle_wasm::Stdin>,
+    pub output: OutputFn,
+    /// A terminal (containers only; WASI has none).
+    pub tty: bool,
+    /// Terminal sizes (columns, rows) from the client.
+    pub resize: Option<tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>>,
+}
+
+/// The container's spec as it runs now (environment, mounts, network, limits), built
+/// only for a runtime that runs an exec as a new instance of the program.
+pub type SpecFuture<'a> = BoxFuture<'a, Result<ContainerSpec, RuntimeError>>;
+
+/// A running container as `kubectl exec` and `kubectl attach` (and exec probes) reach
+/// it.
+#[async_trait]
+pub trait Console: Send + Sync {
+    /// Runs `argv` in the container and returns its exit code. `spec` is awaited only by
+    /// runtimes that need it (Wasm). With a `timeout`, a command still going after it is
+    /// killed and reported as an error.
+    async fn exec(
+        &self,
+        argv: Vec<String>,
+        io: ExecIo,
+        timeout: Option<Duration>,
+        spec: SpecFuture<'_>,
+    ) -> Result<i32, RuntimeError>;
+    /// Connects to the container's own stdio until it ends; returns its exit code.
+    async fn attach(&self, io: ExecIo) -> Result<i32, RuntimeError>;
+}
+
+/// The error of a command that outlived its exec's timeout.
+pub fn timed_out(t: Duration) -> RuntimeError {
+    RuntimeError::create(format!("command timed out after {}s", t.as_secs()))
 }
 
 /// Wasm containers: one wasmtime engine for the node, modules compiled once per digest.
+#[derive(Clone)]
 pub struct WasmContainers {
     rt: spindle_wasm::WasmRuntime,
 }
 
 impl WasmContainers {
-    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Modules are precompiled into `cache_dir`.
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Self> {
         raise_map_count();
         let cfg = spindle_wasm::RuntimeConfig {
-            cache_dir: data_dir.join("wasm-cache"),
+            cache_dir: cache_dir.to_path_buf(),
             ..Default::default()
         };
         let rt = spindle_wasm::WasmRuntime::new(cfg).context("starting the Wasm runtime")?;
@@ -222,14 +272,14 @@ impl WasmContainers {
         &self.rt
     }
 
-    async fn load(&self, image: &PulledImage) -> Result<spindle_wasm::Program, String> {
-        let wasm = image
-            .wasm()
-            .ok_or_else(|| format!("image {:?} is not a Wasm artifact", image.image))?;
+    async fn load(&self, image: &PulledImage) -> Result<spindle_wasm::Program, RuntimeError> {
+        let wasm = image.wasm().ok_or_else(|| {
+            RuntimeError::create(format!("image {:?} is not a Wasm artifact", image.image))
+        })?;
         self.rt
             .load(&wasm.digest, &wasm.path)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| RuntimeError::create(e.to_string()))
     }
 }
 
@@ -284,6 +334,15 @@ enum Run {
 struct WasmRun {
     run: Run,
     log: Output,
+    console: Arc<WasmConsole>,
+}
+
+/// An exec into a Wasm container is a new instance of its program (WASI has no way
+/// into a running instance); attach has nothing to reach.
+struct WasmConsole {
+    containers: WasmContainers,
+    image: PulledImage,
+    container: String,
 }
 
 #[async_trait]
@@ -292,7 +351,7 @@ impl Runtime for WasmContainers {
         "wasm"
     }
 
-    async fn needs_network(&self, image: &PulledImage) -> Result<bool, String> {
+    async fn needs_network(&self, image: &PulledImage) -> Result<bool, RuntimeError> {
         let program = self.load(image).await?;
         // WASI p1 has no sockets.
         Ok(program.kind() != spindle_wasm::ProgramKind::Module)
@@ -302,18 +361,22 @@ impl Runtime for WasmContainers {
         &self,
         image: &PulledImage,
         spec: ContainerSpec,
-    ) -> Result<Box<dyn Running>, String> {
+    ) -> Result<Box<dyn Running>, RuntimeError> {
         let program = self.load(image).await?;
         let log = spec.log.clone();
+        let console = Arc::new(WasmConsole {
+            containers: self.clone(),
+            image: image.clone(),
+            container: spec.meta.container.clone(),
+        });
         let pod_network = spec.net.as_ref().and_then(|n| n.wasm());
         let serve = program.kind() == spindle_wasm::ProgramKind::HttpComponent && !spec.as_command;
         let listener = match (&spec.net, serve) {
             (Some(net), true) => {
                 let port = spec.ports.first().copied().unwrap_or(DEFAULT_HTTP_PORT);
-                Some(
-                    net.listen(port)
-                        .map_err(|e| format!("listening on port {port} in the pod: {e}"))?,
-                )
+                Some(net.listen(port).map_err(|e| {
+                    RuntimeError::create(format!("listening on port {port} in the pod: {e}"))
+                })?)
             }
             _ => None,
         };
@@ -349,15 +412,15 @@ impl Runtime for WasmContainers {
             Some(l) => Run::Http(
                 self.rt
                     .serve_http(&program, instance_spec, l)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| RuntimeError::create(e.to_string()))?,
             ),
             None => Run::Command(
                 self.rt
                     .start(&program, instance_spec)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| RuntimeError::create(e.to_string()))?,
             ),
         };
-        Ok(Box::new(WasmRun { run, log }))
+        Ok(Box::new(WasmRun { run, log, console }))
     }
 }
 
@@ -370,13 +433,13 @@ impl Running for WasmRun {
         };
         self.log.close();
         let reason = match st.reason {
-            spindle_wasm::ExitReason::Completed => "Completed",
-            spindle_wasm::ExitReason::OOMKilled => "OOMKilled",
-            spindle_wasm::ExitReason::Error | spindle_wasm::ExitReason::Killed => "Error",
+            spindle_wasm::ExitReason::Completed => ExitReason::Completed,
+            spindle_wasm::ExitReason::OOMKilled => ExitReason::OOMKilled,
+            spindle_wasm::ExitReason::Error | spindle_wasm::ExitReason::Killed => ExitReason::Error,
         };
         Exit {
             code: st.code,
-            reason: reason.to_string(),
+            reason,
             message: st.message,
         }
     }
@@ -392,5 +455,55 @@ impl Running for WasmRun {
             Run::Command(i) => i.kill(),
             Run::Http(s) => s.stop(),
         }
+    }
+
+    fn console(&self) -> Arc<dyn Console> {
+        self.console.clone()
+    }
+}
+
+#[async_trait]
+impl Console for WasmConsole {
+    async fn exec(
+        &self,
+        argv: Vec<String>,
+        io: ExecIo,
+        timeout: Option<Duration>,
+        spec: SpecFuture<'_>,
+    ) -> Result<i32, RuntimeError> {
+        let spec = ContainerSpec {
+            argv,
+            log: Output::Stream(io.output),
+            stdin: io.stdin,
+            as_command: true,
+            ports: Vec::new(),
+            meta: RunMeta::default(),
+            ..spec.await?
+        };
+        let mut run = self.containers.start(&self.image, spec).await?;
+        let exit = match timeout {
+            None => run.wait().await,
+            Some(t) => match tokio::time::timeout(t, run.wait()).await {
+                Ok(exit) => exit,
+                Err(_) => {
+                    run.kill();
+                    run.wait().await;
+                    return Err(timed_out(t));
+                }
+            },
+        };
+        if exit.code != 0 {
+            if let Some(m) = exit.message.filter(|m| !m.is_empty()) {
+                tracing::debug!(container = %self.container, code = exit.code, message = %m, "exec ended");
+            }
+        }
+        Ok(exit.code)
+    }
+
+    async fn attach(&self, _io: ExecIo) -> Result<i32, RuntimeError> {
+        Err(RuntimeError::create(format!(
+            "container {} is a Wasm container: WASI has no console to attach to (use kubectl logs -f, or kubectl exec)",
+            self.container
+        )))
     }
 }

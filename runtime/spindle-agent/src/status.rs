@@ -8,10 +8,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::reason::{ExitReason, Waiting};
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Term {
     pub code: i32,
-    pub reason: String,
+    pub reason: ExitReason,
     pub message: Option<String>,
     pub started: Option<Timestamp>,
     pub finished: Timestamp,
@@ -23,7 +25,7 @@ pub struct Term {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunState {
     Waiting {
-        reason: String,
+        reason: Waiting,
         message: Option<String>,
     },
     Running {
@@ -58,7 +60,7 @@ impl CStatus {
             container_id: None,
             restart_count: 0,
             state: RunState::Waiting {
-                reason: "PodInitializing".into(),
+                reason: Waiting::PodInitializing,
                 message: None,
             },
             last: None,
@@ -67,11 +69,8 @@ impl CStatus {
         }
     }
 
-    pub fn waiting(&mut self, reason: &str, message: Option<String>) {
-        self.state = RunState::Waiting {
-            reason: reason.to_string(),
-            message,
-        };
+    pub fn waiting(&mut self, reason: Waiting, message: Option<String>) {
+        self.state = RunState::Waiting { reason, message };
     }
 
     pub fn is_running(&self) -> bool {
@@ -112,7 +111,7 @@ fn state_k8s(s: &RunState) -> ContainerState {
     match s {
         RunState::Waiting { reason, message } => ContainerState {
             waiting: Some(ContainerStateWaiting {
-                reason: Some(reason.clone()),
+                reason: Some(reason.to_string()),
                 message: message.clone(),
             }),
             ..Default::default()
@@ -126,7 +125,7 @@ fn state_k8s(s: &RunState) -> ContainerState {
         RunState::Terminated(t) => ContainerState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: t.code,
-                reason: Some(t.reason.clone()),
+                reason: Some(t.reason.to_string()),
                 message: t.message.clone(),
                 started_at: t.started.map(Time),
                 finished_at: Some(Time(t.finished)),
@@ -316,7 +315,7 @@ mod tests {
     fn term(code: i32) -> RunState {
         RunState::Terminated(Term {
             code,
-            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            reason: ExitReason::parse_or(None, code),
             message: None,
             started: None,
             finished: Timestamp::now(),
@@ -369,10 +368,10 @@ mod tests {
             "Running"
         );
         // Crash-looping: waiting with a last state counts as stopped, not pending.
-        a.waiting("CrashLoopBackOff", None);
+        a.waiting(Waiting::CrashLoopBackOff, None);
         a.last = Some(Term {
             code: 1,
-            reason: "Error".into(),
+            reason: ExitReason::Error,
             message: None,
             started: None,
             finished: Timestamp::now(),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use crate::env::{self, ConfigError, Sources};
+use crate::paths::PodPaths;
 use crate::runtime::Mount;
 use crate::safe_mount;
 
@@ -21,31 +22,34 @@ pub use host_path::HostPolicy;
 pub struct PodVolumes {
     pub dirs: HashMap<String, PathBuf>,
     /// The pod's directory: subPath mounts are made under it.
-    pub pod_dir: PathBuf,
+    pub paths: PodPaths,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Set up every volume of the pod under `pod_dir`. Idempotent: a second call (agent
+/// Set up every volume of the pod in its directory. Idempotent: a second call (agent
 /// restart, or a refresh) reuses what is there and rewrites generated files. `hosts` says
 /// what hostPath volumes may reach.
 pub async fn prepare(
     pod: &Pod,
-    pod_dir: &Path,
+    paths: &PodPaths,
     src: &mut Sources,
     host_ip: &str,
     hosts: &HostPolicy,
 ) -> Result<PodVolumes, ConfigError> {
     let mut out = PodVolumes {
-        pod_dir: pod_dir.to_path_buf(),
+        paths: paths.clone(),
         ..Default::default()
     };
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(out);
     };
-    let root = pod_dir.join("volumes");
+    // Nothing is made for a pod with a volume the agent cannot provide.
+    if let Some(msg) = unsupported_message(pod) {
+        return Err(err(msg));
+    }
     for v in spec.volumes.iter().flatten() {
         if let Some(hp) = &v.host_path {
             // A second source would also write into the host directory (and prune it).
@@ -55,15 +59,59 @@ pub async fn prepare(
                     v.name
                 )));
             }
-            let dir = host_path::prepare(hp, &root.join(&v.name), hosts)?;
+            let dir = host_path::prepare(hp, &paths.volume(&v.name), hosts)?;
             out.dirs.insert(v.name.clone(), dir);
             continue;
         }
-        let dir = volume_dir(pod, v, &root)?;
+        let dir = volume_dir(pod, v, paths)?;
         write_contents(pod, v, &dir, src, host_ip).await?;
         out.dirs.insert(v.name.clone(), dir);
     }
     Ok(out)
+}
+
+/// The volume types this agent implements. Any other (persistentVolumeClaim, projected,
+/// nfs, csi, ...) must never become a plain directory: data a user expects to persist
+/// would live in the pod's directory and go with the pod.
+const SUPPORTED: [&str; 5] = ["emptyDir", "hostPath", "configMap", "secret", "downwardAPI"];
+
+/// The pod's volumes of a type this agent does not implement, with their type, as the
+/// API spells it. A volume that names no source at all is an emptyDir, as the API
+/// server's defaulting makes it.
+pub fn unsupported(pod: &Pod) -> Vec<(String, String)> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter_map(|v| {
+            let json = serde_json::to_value(v).ok()?;
+            let kind = json
+                .as_object()?
+                .keys()
+                .find(|k| *k != "name" && !SUPPORTED.contains(&k.as_str()))?
+                .clone();
+            Some((v.name.clone(), kind))
+        })
+        .collect()
+}
+
+/// Why the pod's volumes cannot be set up on this node, worded as the kubelet's volume
+/// manager reports volumes it cannot process ("Unable to attach or mount volumes: " is
+/// the event's prefix); `None` when every volume is of a type the agent implements.
+pub fn unsupported_message(pod: &Pod) -> Option<String> {
+    let bad = unsupported(pod);
+    if bad.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = bad.iter().map(|(n, _)| n.as_str()).collect();
+    let why: Vec<String> = bad
+        .iter()
+        .map(|(n, t)| format!("volume {n:?} has an unsupported type {t:?}"))
+        .collect();
+    Some(format!(
+        "unmounted volumes=[{}], unattached volumes=[], failed to process volumes=[{}]: {}",
+        names.join(" "),
+        names.join(" "),
+        why.join("; ")
+    ))
 }
 
 /// A disk emptyDir with a sizeLimit, which the agent measures.
@@ -166,8 +214,8 @@ pub fn has_generated(pod: &Pod) -> bool {
         })
 }
 
-fn volume_dir(pod: &Pod, v: &Volume, root: &Path) -> Result<PathBuf, ConfigError> {
-    let dir = root.join(&v.name);
+fn volume_dir(pod: &Pod, v: &Volume, paths: &PodPaths) -> Result<PathBuf, ConfigError> {
+    let dir = paths.volume(&v.name);
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("volume {:?}: {e}", v.name)))?;
     if let Some(ed) = &v.empty_dir {
         if ed.medium.as_deref() == Some("Memory") {
@@ -486,12 +534,7 @@ pub fn container_mounts(
         });
         let mut host = dir.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            let target = vols
-                .pod_dir
-                .join("volume-subpaths")
-                .join(&m.name)
-                .join(&c.name)
-                .join(index.to_string());
+            let target = vols.paths.volume_subpath(&m.name, &c.name, index);
             subpath_mount(dir, sub, &target).map_err(|e| {
                 err(format!(
                     "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
@@ -518,4 +561,65 @@ fn subpath_mount(volume: &Path, sub: &str, target: &Path) -> Result<(), String> 
     let fd = safe_mount::open_beneath(&root, sub).map_err(|e| format!("subPath {e}"))?;
     // nodev even for a subPath of a hostPath: the subPath is what the runtime is given.
     safe_mount::mount_fd(&fd, target, true).map_err(|e| format!("subPath {sub:?}: bind mount: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(volumes: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c"}], "volumes": volumes},
+        }))
+        .expect("pod")
+    }
+
+    /// A client that is never reached: preparation must refuse before reading anything.
+    fn offline() -> Sources {
+        let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        Sources::new(kube::Client::try_from(cfg).expect("client"), "default")
+    }
+
+    #[tokio::test]
+    async fn unsupported_types_are_refused_and_nothing_is_made() {
+        let pod = pod(serde_json::json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "db"}},
+            {"name": "share", "nfs": {"server": "192.0.2.1", "path": "/x"}},
+        ]));
+        assert_eq!(
+            unsupported(&pod),
+            vec![
+                ("data".to_string(), "persistentVolumeClaim".to_string()),
+                ("share".to_string(), "nfs".to_string())
+            ]
+        );
+        let t = tempfile::tempdir().expect("tmp");
+        let paths = PodPaths::new(t.path().join("pod"));
+        let e = prepare(&pod, &paths, &mut offline(), "", &HostPolicy::default())
+            .await
+            .expect_err("an unsupported volume");
+        assert_eq!(
+            e.0,
+            "unmounted volumes=[data share], unattached volumes=[], failed to process volumes=[data share]: \
+             volume \"data\" has an unsupported type \"persistentVolumeClaim\"; \
+             volume \"share\" has an unsupported type \"nfs\""
+        );
+        assert!(!paths.volumes().exists(), "no volume directory is made");
+    }
+
+    #[test]
+    fn implemented_types_pass() {
+        let pod = pod(serde_json::json!([
+            {"name": "a", "emptyDir": {"medium": "Memory"}},
+            {"name": "b", "configMap": {"name": "cm"}},
+            {"name": "c", "secret": {"secretName": "s"}},
+            {"name": "d", "downwardAPI": {"items": []}},
+            {"name": "e", "hostPath": {"path": "/tmp"}},
+            {"name": "f"},
+        ]));
+        assert!(unsupported(&pod).is_empty());
+        assert_eq!(unsupported_message(&pod), None);
+    }
 }

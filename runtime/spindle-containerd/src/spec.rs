@@ -192,6 +192,18 @@ fn capabilities(p: &ProcessSpec) -> Vec<String> {
     caps.into_iter().map(|c| format!("CAP_{c}")).collect()
 }
 
+/// The PATH a process gets when neither its image nor its pod sets one: containerd's
+/// default for Linux containers (its CRI starts every container's env with it), so an
+/// image built from scratch can still run `sh` or `cat` by name.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `env` with [`DEFAULT_PATH`] first unless it sets PATH itself.
+fn with_default_path(env: &[String]) -> Vec<String> {
+    let has_path = env.iter().any(|kv| kv.starts_with("PATH="));
+    let default = (!has_path).then(|| DEFAULT_PATH.to_string());
+    default.into_iter().chain(env.iter().cloned()).collect()
+}
+
 /// The `process` object of a spec (also an exec's spec).
 pub fn process(p: &ProcessSpec) -> Value {
     let caps = capabilities(p);
@@ -199,7 +211,7 @@ pub fn process(p: &ProcessSpec) -> Value {
         "terminal": p.terminal,
         "user": { "uid": p.uid, "gid": p.gid },
         "args": p.args,
-        "env": p.env,
+        "env": with_default_path(&p.env),
         "cwd": if p.cwd.is_empty() { "/" } else { p.cwd.as_str() },
         "capabilities": {
             "bounding": caps,
@@ -504,6 +516,32 @@ mod tests {
             .expect("bind");
         assert_eq!(bind["options"], json!(["rbind", "rprivate", "ro"]));
         assert!(mounts.iter().any(|m| m["destination"] == "/proc"));
+    }
+
+    #[test]
+    fn a_process_without_path_gets_containerds_default() {
+        let p = |env: &[&str]| ProcessSpec {
+            args: vec!["cat".into()],
+            env: env.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let exec = decode(&encode_process(&p(&["A=1"])).expect("process"));
+        assert_eq!(
+            exec["env"],
+            json!([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "A=1"
+            ])
+        );
+        let run = ContainerSpec {
+            process: p(&[]),
+            ..Default::default()
+        };
+        let v = decode(&build(&run).expect("spec"));
+        assert_eq!(v["process"]["env"], json!([DEFAULT_PATH]));
+        // The image's or the pod's own PATH is kept as it is.
+        let own = decode(&encode_process(&p(&["PATH=/opt/bin", "A=1"])).expect("process"));
+        assert_eq!(own["env"], json!(["PATH=/opt/bin", "A=1"]));
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! `spindle-meta` is the one home of the Kubernetes concepts that more than one Spindle
+//! crate needs: resource quantities, label selectors, the Event recorder, generated names
+//! and Go durations. It depends on no other Spindle crate, so the API server, the
+//! controllers, the scheduler and the node agents can all use it without depending on
+//! each other.
+
+pub mod events;
+pub mod names;
+pub mod quantity;
+pub mod selector;
+
+pub use quantity::Quantity;
