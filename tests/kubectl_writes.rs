@@ -469,3 +469,112 @@ fn watch_sees_changes_from_another_client() {
         assert!(lines.iter().any(|l| l.starts_with(&name)), "{lines:?}");
     }
 }
+
+/// ReplicationController, the kind kubectl and client suites still use: created from a
+/// manifest with Kubernetes' defaults (selector and labels from the template, one
+/// replica), listed by its short name, scaled through its scale subresource, and
+/// refused with kube-apiserver's words when its pods would not restart Always.
+#[test]
+fn replication_controllers_create_get_and_scale() {
+    let c = Cluster::start();
+    for (i, k) in kubectls().into_iter().enumerate() {
+        let ns = format!("rc{i}");
+        c.ok(k, &["create", "namespace", &ns]);
+        let rc = c.write_file(
+            &format!("rc{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: registry.local/app:v1\n"
+            ),
+        );
+        let path = rc.to_string_lossy().into_owned();
+        c.ok(k, &["create", "-f", &path]);
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "rc",
+                    "web",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.spec.selector.app}/{.metadata.labels.app}/{.spec.replicas}/{.spec.template.spec.restartPolicy}",
+                ]
+            ),
+            "web/web/1/Always"
+        );
+        let listed = c.ok(k, &["get", "rc", "-n", &ns]);
+        assert!(
+            listed.lines().next().is_some_and(|h| h.starts_with("NAME")),
+            "{listed}"
+        );
+        assert!(
+            listed.lines().skip(1).any(|l| l.starts_with("web ")),
+            "{listed}"
+        );
+
+        let scaled = c.ok(k, &["scale", "rc", "web", "-n", &ns, "--replicas=3"]);
+        assert!(scaled.contains("scaled"), "{scaled}");
+        assert_eq!(
+            c.ok(
+                k,
+                &[
+                    "get",
+                    "rc",
+                    "web",
+                    "-n",
+                    &ns,
+                    "-o",
+                    "jsonpath={.spec.replicas}"
+                ]
+            ),
+            "3"
+        );
+        let scale: serde_json::Value = serde_json::from_str(&c.ok(
+            k,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/namespaces/{ns}/replicationcontrollers/web/scale"),
+            ],
+        ))
+        .expect("scale json");
+        assert_eq!(scale["kind"], "Scale");
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["selector"], "app=web");
+
+        let never = c.write_file(
+            &format!("never{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: never\n  namespace: {ns}\nspec:\n  selector:\n    app: never\n  template:\n    metadata:\n      labels:\n        app: never\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: registry.local/app:v1\n"
+            ),
+        );
+        let err = c.fails(k, &["create", "-f", &never.to_string_lossy()]);
+        assert!(
+            err.contains("The ReplicationController \"never\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""),
+            "{err}"
+        );
+    }
+}
+
+/// A Job must say how its pods restart: its template is defaulted as any pod's
+/// (Always), which kube-apiserver then refuses for a Job.
+#[test]
+fn job_without_restart_policy_is_refused() {
+    let c = Cluster::start();
+    let job = c.write_file(
+        "job.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  template:\n    spec:\n      containers:\n      - name: c\n        image: registry.local/app:v1\n",
+    );
+    let err = c.fails(
+        common::KUBECTL_DEFAULT,
+        &["create", "-f", &job.to_string_lossy()],
+    );
+    assert!(
+        err.contains("The Job \"once\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""),
+        "{err}"
+    );
+    assert!(c
+        .fails(common::KUBECTL_DEFAULT, &["get", "job", "once"])
+        .contains("NotFound"));
+}

@@ -6,15 +6,18 @@ use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
 use crate::printers::{Printed, Printer};
-use crate::validation::FieldError;
+use crate::strategy::{self, Strategy};
+use crate::validation::{validate_metadata, FieldError};
 
 /// Where the replica count and selector of a scalable kind live, for the `scale` subresource.
 #[derive(Clone, Copy, Debug)]
 pub struct ScalePaths {
     pub spec_replicas: &'static str,
     pub status_replicas: &'static str,
-    /// JSON pointer to a label selector (`matchLabels`/`matchExpressions`) in the object.
+    /// JSON pointer to the selector in the object: a LabelSelector
+    /// (`matchLabels`/`matchExpressions`), or a plain label map when `map_selector`.
     pub selector: &'static str,
+    pub map_selector: bool,
 }
 
 /// One served kind. Everything per kind is data or a plain function pointer; the REST
@@ -42,6 +45,8 @@ pub struct Kind {
     pub schema_name: fn() -> String,
     /// Deserialize into the k8s-openapi type: catches type errors with their field path.
     pub typed_check: fn(&Value) -> Result<(), FieldError>,
+    /// The kind's behaviour: defaults, validation, create/update/delete rules.
+    pub strategy: &'static dyn Strategy,
     /// The `kubectl get` table (columns and cells together).
     pub printer: &'static Printer,
 }
@@ -63,6 +68,27 @@ impl Kind {
         } else {
             format!("{}.{}", self.plural, self.group)
         }
+    }
+
+    /// Apply the kind's defaults (after uid and name are set).
+    pub fn default_object(&self, obj: &mut Value) {
+        self.strategy.default(obj);
+    }
+
+    /// Validate an object of this kind: its metadata, then the kind's own rules.
+    pub fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        validate_metadata(obj, self.namespaced, self.strategy.name_rule(), &mut errs);
+        self.strategy.validate(obj, &mut errs);
+        errs
+    }
+
+    /// Whether the kind serves the named subresource of its strategy (binding, log...).
+    pub fn serves(&self, subresource: &str) -> bool {
+        self.strategy
+            .subresources()
+            .iter()
+            .any(|s| s.name == subresource)
     }
 
     /// `Deployment.apps`, or `Pod` for the core group (the prefix of Invalid messages).
@@ -102,6 +128,7 @@ struct Opts {
     status: bool,
     scale: Option<ScalePaths>,
     field_labels: &'static [&'static str],
+    strategy: &'static dyn Strategy,
 }
 
 const NONE: Opts = Opts {
@@ -110,6 +137,7 @@ const NONE: Opts = Opts {
     status: false,
     scale: None,
     field_labels: &[],
+    strategy: &strategy::Plain,
 };
 
 const POD_FIELDS: &[&str] = &[
@@ -140,6 +168,13 @@ const REPLICAS_SCALE: ScalePaths = ScalePaths {
     spec_replicas: "/spec/replicas",
     status_replicas: "/status/replicas",
     selector: "/spec/selector",
+    map_selector: false,
+};
+
+/// A ReplicationController's selector is a plain label map.
+const RC_SCALE: ScalePaths = ScalePaths {
+    map_selector: true,
+    ..REPLICAS_SCALE
 };
 
 fn entry<K>(plural_singular: &'static str, namespaced: bool, o: Opts) -> Kind
@@ -166,6 +201,7 @@ where
         schema: schema_of::<K>,
         schema_name: schema_name_of::<K>,
         typed_check: typed_check_of::<K>,
+        strategy: o.strategy,
         printer: K::PRINTER,
     }
 }
@@ -190,6 +226,7 @@ impl Registry {
                 "namespace",
                 false,
                 Opts {
+                    strategy: &strategy::Namespaces,
                     short_names: &["ns"],
                     status: true,
                     field_labels: &["status.phase"],
@@ -200,6 +237,7 @@ impl Registry {
                 "node",
                 false,
                 Opts {
+                    strategy: &strategy::Nodes,
                     short_names: &["no"],
                     status: true,
                     field_labels: &["spec.unschedulable"],
@@ -210,6 +248,7 @@ impl Registry {
                 "pod",
                 true,
                 Opts {
+                    strategy: &strategy::Pods,
                     short_names: &["po"],
                     categories: ALL,
                     status: true,
@@ -221,6 +260,7 @@ impl Registry {
                 "service",
                 true,
                 Opts {
+                    strategy: &strategy::Services,
                     short_names: &["svc"],
                     categories: ALL,
                     status: true,
@@ -239,6 +279,7 @@ impl Registry {
                 "configmap",
                 true,
                 Opts {
+                    strategy: &strategy::ConfigMaps,
                     short_names: &["cm"],
                     ..NONE
                 },
@@ -247,6 +288,7 @@ impl Registry {
                 "secret",
                 true,
                 Opts {
+                    strategy: &strategy::Secrets,
                     field_labels: &["type"],
                     ..NONE
                 },
@@ -268,21 +310,35 @@ impl Registry {
                     ..NONE
                 },
             ),
+            entry::<core::v1::ReplicationController>(
+                "replicationcontroller",
+                true,
+                Opts {
+                    strategy: &strategy::ReplicationControllers,
+                    short_names: &["rc"],
+                    categories: ALL,
+                    status: true,
+                    scale: Some(RC_SCALE),
+                    field_labels: &["status.replicas"],
+                },
+            ),
             entry::<apps::v1::Deployment>(
                 "deployment",
                 true,
                 Opts {
+                    strategy: &strategy::DEPLOYMENTS,
                     short_names: &["deploy"],
                     categories: ALL,
                     status: true,
                     scale: Some(REPLICAS_SCALE),
-                    field_labels: &[],
+                    ..NONE
                 },
             ),
             entry::<apps::v1::ReplicaSet>(
                 "replicaset",
                 true,
                 Opts {
+                    strategy: &strategy::REPLICA_SETS,
                     short_names: &["rs"],
                     categories: ALL,
                     status: true,
@@ -294,6 +350,7 @@ impl Registry {
                 "daemonset",
                 true,
                 Opts {
+                    strategy: &strategy::DAEMON_SETS,
                     short_names: &["ds"],
                     categories: ALL,
                     status: true,
@@ -304,17 +361,19 @@ impl Registry {
                 "statefulset",
                 true,
                 Opts {
+                    strategy: &strategy::STATEFUL_SETS,
                     short_names: &["sts"],
                     categories: ALL,
                     status: true,
                     scale: Some(REPLICAS_SCALE),
-                    field_labels: &[],
+                    ..NONE
                 },
             ),
             entry::<batch::v1::Job>(
                 "job",
                 true,
                 Opts {
+                    strategy: &strategy::JOBS,
                     categories: ALL,
                     status: true,
                     field_labels: &["status.successful"],
@@ -325,6 +384,7 @@ impl Registry {
                 "cronjob",
                 true,
                 Opts {
+                    strategy: &strategy::CronJobs,
                     short_names: &["cj"],
                     categories: ALL,
                     status: true,
@@ -337,6 +397,7 @@ impl Registry {
                 "poddisruptionbudget",
                 true,
                 Opts {
+                    strategy: &strategy::PodDisruptionBudgets,
                     short_names: &["pdb"],
                     status: true,
                     ..NONE

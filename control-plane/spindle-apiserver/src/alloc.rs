@@ -15,6 +15,8 @@
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
+use spindle_api::strategy::Allocation;
+use spindle_api::validation::cluster_ips;
 use spindle_store::StoreError;
 
 use crate::rest::key;
@@ -150,6 +152,33 @@ fn invalid(field: &str, value: &Value, msg: &str) -> ApiError {
         "kind": "Service",
         "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {msg}"), "field": field}],
     }))
+}
+
+/// The allocation a kind's strategy asks for on creation.
+pub async fn on_create(st: &AppState, a: Allocation, obj: &mut Value) -> ApiResult<()> {
+    match a {
+        Allocation::ServiceAddresses => admit_service(st, obj).await,
+        Allocation::NodePodCidr => admit_node(st, obj).await,
+    }
+}
+
+/// The allocation a kind's strategy asks for on an update of the main resource: a
+/// Service that had no address (ExternalName) gets one as on creation, in range and
+/// reserved, never simply the one the update names.
+pub async fn on_update(
+    st: &AppState,
+    a: Allocation,
+    old: &Value,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    match a {
+        Allocation::ServiceAddresses
+            if cluster_ips(old).is_empty() && !cluster_ips(obj).contains(&"None") =>
+        {
+            admit_service(st, obj).await
+        }
+        Allocation::ServiceAddresses | Allocation::NodePodCidr => Ok(()),
+    }
 }
 
 /// Assign the ClusterIP and NodePorts of a Service being created.

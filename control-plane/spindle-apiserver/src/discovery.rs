@@ -49,10 +49,8 @@ fn subresources(
             vec!["get", "patch", "update"],
         ));
     }
-    if k.kind == "Pod" {
-        out.push(("binding", "", "v1", "Binding", vec!["create"]));
-        out.push(("eviction", "policy", "v1", "Eviction", vec!["create"]));
-        out.push(("log", "", "v1", "Pod", vec!["get"]));
+    for s in k.strategy.subresources() {
+        out.push((s.name, s.group, s.version, s.kind, s.verbs.to_vec()));
     }
     out
 }

@@ -3,10 +3,10 @@
 //! REST path (get/list/watch/create/update/patch/delete and subresources) over the
 //! [`spindle_store::Store`] for every kind in the [`spindle_api::Registry`].
 
+mod admission;
 pub mod alloc;
 mod auth;
 mod discovery;
-mod gc;
 mod idle;
 pub mod pki;
 pub mod proxy;
@@ -133,10 +133,10 @@ async fn bootstrap(st: &AppState) -> Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let k = rest::key(ns_kind, None, Some(ns));
         if st.store.get(&k).await?.is_none() {
-            let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            let mut obj = json!({"apiVersion": ns_kind.api_version(), "kind": ns_kind.kind, "metadata": {
                 "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": rest::now_rfc3339(),
             }});
-            spindle_api::validation::default_object("Namespace", &mut obj);
+            ns_kind.default_object(&mut obj);
             match st.store.create(&k, serde_json::to_vec(&obj)?).await {
                 Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),

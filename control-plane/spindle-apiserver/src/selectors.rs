@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::status::ApiError;
+use spindle_api::Kind;
+
+use crate::request::Query;
+use crate::status::{ApiError, ApiResult};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Req {
@@ -182,6 +185,31 @@ pub fn single_name(fs: &FieldSelector) -> Option<&str> {
     fs.0.iter()
         .find(|(k, eq, _)| k == "metadata.name" && *eq)
         .map(|(_, _, v)| v.as_str())
+}
+
+/// The label and field selectors of a list, watch or deletecollection request.
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+pub fn selectors(kind: &Kind, q: &Query) -> ApiResult<Selectors> {
+    Ok(Selectors {
+        labels: LabelSelector::parse(q.get("labelSelector").unwrap_or(""))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), kind.field_labels)?,
+    })
+}
+
+impl Selectors {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels
+            .matches(obj.pointer("/metadata/labels").and_then(Value::as_object))
+            && self.fields.matches(obj)
+    }
 }
 
 #[cfg(test)]

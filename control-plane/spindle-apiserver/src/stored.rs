@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use spindle_store::KeyValue;
 
-use crate::rest::Selectors;
+use crate::selectors::Selectors;
 use crate::status::{ApiError, ApiResult};
 
 /// Largest object stored, encoded. Requests are bounded by the body limit, but a patch or

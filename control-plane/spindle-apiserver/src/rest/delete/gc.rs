@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::{delete_one, remove_finalizer, DeleteOpts};
 use crate::request::{Query, Target};
-use crate::rest::{
-    decode_stored, delete_one, key, load, remove_finalizer, store_update, DeleteOpts,
-};
+use crate::rest::key;
+use crate::rest::storage::{decode_stored, load, store_update};
 use crate::status::ApiResult;
 use crate::AppState;
 

@@ -1,0 +1,119 @@
+//! The apps/v1 workloads: Deployment, ReplicaSet, DaemonSet, StatefulSet. Their pods
+//! restart Always, their selector must select the template and may not change.
+
+use serde_json::{json, Map, Value};
+
+use super::{empty_status, selector_immutable, Strategy};
+use crate::defaults::{default_template, obj_mut, set_default};
+use crate::validation::{validate_workload, FieldError};
+
+/// A kind that runs pods from a template under a selector: its defaults, the restart
+/// policies its pods may have, and whether the selector must be given (a Job generates
+/// its own). The selector must select the template and may not change.
+pub struct Workload {
+    defaults: fn(&mut Value),
+    restart_policies: &'static [&'static str],
+    selector_required: bool,
+}
+
+impl Workload {
+    pub(crate) const fn new(
+        defaults: fn(&mut Value),
+        restart_policies: &'static [&'static str],
+        selector_required: bool,
+    ) -> Workload {
+        Workload {
+            defaults,
+            restart_policies,
+            selector_required,
+        }
+    }
+}
+
+impl Strategy for Workload {
+    fn default(&self, obj: &mut Value) {
+        (self.defaults)(obj);
+        default_template(obj);
+    }
+
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        validate_workload(obj, errs, self.restart_policies, self.selector_required);
+    }
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
+        empty_status(obj);
+    }
+
+    fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+        selector_immutable(old, new, errs);
+    }
+}
+
+const ALWAYS: &[&str] = &["Always"];
+
+pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, true);
+pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
+pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true);
+pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
+
+fn deployment_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "progressDeadlineSeconds", json!(600));
+    set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+    if let Some(st) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
+        set_default(st, "type", json!("RollingUpdate"));
+        if st.get("type") == Some(&json!("RollingUpdate")) {
+            set_default(st, "rollingUpdate", json!({}));
+            if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                set_default(ru, "maxSurge", json!("25%"));
+                set_default(ru, "maxUnavailable", json!("25%"));
+            }
+        }
+    }
+}
+
+fn replica_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "replicas", json!(1));
+}
+
+fn daemon_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(
+        spec,
+        "updateStrategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+}
+
+fn stateful_set_defaults(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(
+        spec,
+        "updateStrategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+    );
+    set_default(
+        spec,
+        "persistentVolumeClaimRetentionPolicy",
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+}

@@ -1,0 +1,135 @@
+//! Each kind's behaviour, in one module per kind or family, as kube-apiserver's
+//! `registry/<group>/<kind>/strategy.go` (RESTCreateStrategy, RESTUpdateStrategy,
+//! RESTDeleteStrategy): defaults, validation, what the server sets on create, what an
+//! update keeps or may not change, graceful deletion, and the work done outside the
+//! object (allocations, emptying a namespace). The REST path in the API server calls
+//! these through the registry entry and never asks which kind it holds.
+
+mod apps;
+mod batch;
+mod config;
+mod namespace;
+mod node;
+mod plain;
+mod pod;
+mod policy;
+mod replication_controller;
+mod service;
+
+pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
+pub use batch::{CronJobs, JOBS};
+pub use config::{ConfigMaps, Secrets};
+pub use namespace::Namespaces;
+pub use node::Nodes;
+pub use plain::Plain;
+pub use pod::{qos_class, Pods};
+pub use policy::PodDisruptionBudgets;
+pub use replication_controller::ReplicationControllers;
+pub use service::Services;
+
+use serde_json::{Map, Value};
+
+use crate::validation::{FieldError, NameRule};
+
+/// Work on creation or update that needs the API server's allocators; the server
+/// implements each (its `alloc` module), the strategy only says which one applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// A Service's cluster IPs and node ports (kube-apiserver's Service REST storage).
+    ServiceAddresses,
+    /// A Node's pod CIDR (Kubernetes' node IPAM controller).
+    NodePodCidr,
+}
+
+/// What deleting an object does besides finalizers and owner references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDelete {
+    /// Nothing more: finalizers and garbage collection, as for every kind.
+    Propagate,
+    /// The namespace turns Terminating and everything in it is removed before it.
+    EmptyNamespace,
+}
+
+/// A subresource a kind serves besides `status` and `scale` (which the registry entry
+/// declares), as discovery lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subresource {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// One kind's behaviour. Every method has the behaviour of a kind without rules of its
+/// own, so a strategy says only what is particular to its kind.
+pub trait Strategy: Send + Sync {
+    /// How `metadata.name` is checked.
+    fn name_rule(&self) -> NameRule {
+        NameRule::Subdomain
+    }
+
+    /// Kubernetes' defaults (`SetDefaults_*`), applied after name and uid are set and
+    /// before validation, on creation and on every update.
+    fn default(&self, _obj: &mut Value) {}
+
+    /// The kind's own validation (metadata is validated for every kind by the caller).
+    fn validate(&self, _obj: &Value, _errs: &mut Vec<FieldError>) {}
+
+    /// `metadata.generation` starts at 1 and is bumped when anything outside metadata
+    /// and status changes.
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+
+    /// Server-set parts of a new object beyond metadata (the initial status above all).
+    fn prepare_for_create(&self, _obj: &mut Map<String, Value>) {}
+
+    /// What an update of the main resource takes from the stored object (after the
+    /// stored status has been kept for kinds with a status subresource).
+    fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}
+
+    /// What an update may not change.
+    fn validate_update(&self, _old: &Value, _new: &Value, _errs: &mut Vec<FieldError>) {}
+
+    /// The allocation done on creation (and on update where the allocator says so).
+    fn allocation(&self) -> Option<Allocation> {
+        None
+    }
+
+    /// Seconds a deletion waits before the object goes (kube-apiserver's
+    /// CheckGracefulDelete); `requested` is the client's gracePeriodSeconds.
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+
+    fn on_delete(&self) -> OnDelete {
+        OnDelete::Propagate
+    }
+
+    fn subresources(&self) -> &'static [Subresource] {
+        &[]
+    }
+}
+
+/// Replace the status of a new object: clients do not set a status on creation.
+pub(crate) fn reset_status(obj: &mut Map<String, Value>, status: Value) {
+    obj.insert("status".into(), status);
+}
+
+/// The empty status a new object of most kinds with a status subresource starts with.
+pub(crate) fn empty_status(obj: &mut Map<String, Value>) {
+    reset_status(obj, Value::Object(Map::new()));
+}
+
+/// `spec.selector` may not change once set (Deployment, ReplicaSet, Job...).
+pub(crate) fn selector_immutable(old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    let (o, n) = (old.pointer("/spec/selector"), new.pointer("/spec/selector"));
+    if o != n {
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            n.unwrap_or(&Value::Null),
+            "field is immutable",
+        ));
+    }
+}

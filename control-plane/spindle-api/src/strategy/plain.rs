@@ -1,0 +1,8 @@
+//! Kinds with no rules of their own (Endpoints, ServiceAccount, Event, Lease,
+//! EndpointSlice): metadata validation and nothing else.
+
+use super::Strategy;
+
+pub struct Plain;
+
+impl Strategy for Plain {}

@@ -1,0 +1,319 @@
+//! Validation and defaulting through the registry's strategies, as the API server
+//! runs them.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::Registry;
+
+/// The registry's entry for `kind`.
+fn kind(kind: &str) -> crate::Kind {
+    let reg = Registry::new();
+    match reg.kinds().iter().find(|k| k.kind == kind) {
+        Some(k) => k.clone(),
+        None => panic!("no kind {kind}"),
+    }
+}
+
+/// Validate an object of `kind` as the API server does.
+fn validate(kind_name: &str, namespaced: bool, obj: &Value) -> Vec<FieldError> {
+    let k = kind(kind_name);
+    assert_eq!(k.namespaced, namespaced);
+    k.validate(obj)
+}
+
+fn default_object(kind_name: &str, obj: &mut Value) {
+    kind(kind_name).default_object(obj);
+}
+
+#[test]
+fn quantities() {
+    let rejected = |q: &str| {
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": {"limits": {"memory": q}}}]}});
+        validate("Pod", true, &pod)
+            .iter()
+            .any(|e| e.field == "spec.containers[0].resources.limits[memory]")
+    };
+    for ok in [
+        "1", "100m", "1.5Gi", "128Mi", "0.5", "1e3", "2E-2", ".5", "+1k",
+    ] {
+        assert!(!rejected(ok), "{ok}");
+    }
+    for bad in ["", "lots", "1Gb", "1.2.3", "Mi", "1 Gi", "e3", "-1Gi"] {
+        assert!(rejected(bad), "{bad}");
+    }
+}
+
+#[test]
+fn volume_sources_and_host_paths() {
+    let pod = |vols: Value| json!({"metadata":{"name":"p","namespace":"default"},"spec":{"containers":[{"name":"c","image":"i"}],"volumes":vols}});
+    let errs = validate(
+        "Pod",
+        true,
+        &pod(json!([{"name":"x","hostPath":{"path":"/srv"},"configMap":{"name":"c"}}])),
+    );
+    let shown: Vec<String> = errs.iter().map(FieldError::display).collect();
+    assert_eq!(
+        shown,
+        ["spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type"]
+    );
+    let errs = validate(
+        "Pod",
+        true,
+        &pod(json!([{"name":"x","hostPath":{"path":"/a/../etc","type":"Bogus"}}])),
+    );
+    let shown: Vec<String> = errs.iter().map(FieldError::display).collect();
+    assert_eq!(shown, [
+        "spec.volumes[0].hostPath.path: Invalid value: \"/a/../etc\": must not contain '..'",
+        "spec.volumes[0].hostPath.type: Unsupported value: \"Bogus\": supported values: \"\", \"BlockDevice\", \"CharDevice\", \"Directory\", \"DirectoryOrCreate\", \"File\", \"FileOrCreate\", \"Socket\"",
+    ]);
+    let ok = pod(
+        json!([{"name":"x","hostPath":{"path":"/srv/..data","type":"DirectoryOrCreate"}},{"name":"y","emptyDir":{},"hostPath":null}]),
+    );
+    assert!(validate("Pod", true, &ok).is_empty());
+}
+
+#[test]
+fn service_ports_and_cluster_ips() {
+    let svc = json!({"metadata":{"name":"s","namespace":"default"},"spec":{"ports":[
+        {"name":"a","port":53,"protocol":"UDP"},{"name":"b","port":53,"protocol":"TCP"},{"name":"c","port":53,"protocol":"UDP"}]}});
+    let shown: Vec<String> = validate("Service", true, &svc)
+        .iter()
+        .map(FieldError::display)
+        .collect();
+    assert_eq!(shown, ["spec.ports[2]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"UDP\", AppProtocol:(*string)(nil), Port:53, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}"]);
+
+    let old = json!({"spec":{"clusterIP":"10.43.0.5","clusterIPs":["10.43.0.5"]}});
+    assert!(validate_service_update(&old, &old).is_empty());
+    let moved = json!({"spec":{"clusterIP":"8.8.8.8","clusterIPs":["8.8.8.8"]}});
+    let shown: Vec<String> = validate_service_update(&old, &moved)
+        .iter()
+        .map(FieldError::display)
+        .collect();
+    assert_eq!(
+        shown,
+        ["spec.clusterIPs[0]: Invalid value: []string{\"8.8.8.8\"}: may not change once set"]
+    );
+    let only_single = json!({"spec":{"clusterIP":"8.8.8.8","clusterIPs":["10.43.0.5"]}});
+    assert_eq!(validate_service_update(&old, &only_single).len(), 1);
+    let external = json!({"spec":{"type":"ExternalName","externalName":"x.example"}});
+    assert!(validate_service_update(&old, &external).is_empty());
+}
+
+#[test]
+fn names() {
+    assert!(is_dns1123_subdomain("web.example-1"));
+    assert!(!is_dns1123_subdomain("Web"));
+    assert!(!is_dns1123_label("a.b"));
+    assert!(is_qualified_name("app.kubernetes.io/name"));
+    assert!(!is_qualified_name("-bad"));
+}
+
+#[test]
+fn selector_must_match_template() {
+    let d = json!({"metadata":{"name":"web","namespace":"default"},"spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"other"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}});
+    let errs = validate("Deployment", true, &d);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "spec.template.metadata.labels");
+    assert!(errs[0]
+        .message
+        .contains("`selector` does not match template `labels`"));
+}
+
+#[test]
+fn disruption_budgets() {
+    let pdb =
+        |spec: Value| json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec});
+    let fields = |spec: Value| -> Vec<String> {
+        validate("PodDisruptionBudget", true, &pdb(spec))
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    };
+    for ok in [
+        json!({"minAvailable": 2}),
+        json!({"maxUnavailable": "25%"}),
+        json!({"minAvailable": "100%", "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
+        json!({}),
+    ] {
+        assert!(fields(ok.clone()).is_empty(), "{ok}");
+    }
+    assert_eq!(
+        fields(json!({"minAvailable": 1, "maxUnavailable": 1})),
+        ["spec"]
+    );
+    assert_eq!(fields(json!({"minAvailable": -1})), ["spec.minAvailable"]);
+    assert_eq!(
+        fields(json!({"maxUnavailable": "120%"})),
+        ["spec.maxUnavailable"]
+    );
+    assert_eq!(
+        fields(json!({"maxUnavailable": "half"})),
+        ["spec.maxUnavailable"]
+    );
+    assert_eq!(
+        fields(json!({"minAvailable": 1, "unhealthyPodEvictionPolicy": "Sometimes"})),
+        ["spec.unhealthyPodEvictionPolicy"]
+    );
+}
+
+#[test]
+fn placement_rules() {
+    let p = |spec: Value| {
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "x"}]);
+        json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec})
+    };
+    let fields = |spec: Value| -> Vec<String> {
+        validate("Pod", true, &p(spec))
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    };
+    let ok = json!({
+        "affinity": {"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}, "topologyKey": "kubernetes.io/hostname"}],
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {"topologyKey": "zone"}}]}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "minDomains": 2}]
+    });
+    assert!(fields(ok).is_empty());
+    let bad = json!({
+        "affinity": {"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}],
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "podAffinityTerm": {"topologyKey": "zone"}}]}},
+        "topologySpreadConstraints": [
+            {"maxSkew": 0, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            {"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "Later", "minDomains": 1, "nodeTaintsPolicy": "Sometimes"}]
+    });
+    assert_eq!(
+        fields(bad),
+        [
+            "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+            "spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "spec.topologySpreadConstraints[0].maxSkew",
+            "spec.topologySpreadConstraints[1].{topologyKey, whenUnsatisfiable}",
+            "spec.topologySpreadConstraints[2].topologyKey",
+            "spec.topologySpreadConstraints[2].whenUnsatisfiable",
+            "spec.topologySpreadConstraints[2].nodeTaintsPolicy",
+            "spec.topologySpreadConstraints[2].minDomains",
+        ]
+    );
+}
+
+#[test]
+fn bad_name_quantity_and_port() {
+    let p = json!({"metadata":{"name":"Bad_Name","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x","ports":[{"containerPort":70000}],"resources":{"limits":{"memory":"lots"}}}]}});
+    let errs = validate("Pod", true, &p);
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"metadata.name"), "{fields:?}");
+    assert!(
+        fields.contains(&"spec.containers[0].ports[0].containerPort"),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"spec.containers[0].resources.limits[memory]"),
+        "{fields:?}"
+    );
+}
+
+#[test]
+fn deployment_defaults() {
+    let mut d = json!({"metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.25","ports":[{"containerPort":80}]}]}}}});
+    default_object("Deployment", &mut d);
+    assert_eq!(d.pointer("/spec/replicas"), Some(&json!(1)));
+    assert_eq!(
+        d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+        Some(&json!("25%"))
+    );
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/imagePullPolicy"),
+        Some(&json!("IfNotPresent"))
+    );
+    assert_eq!(
+        d.pointer("/spec/template/spec/containers/0/ports/0/protocol"),
+        Some(&json!("TCP"))
+    );
+    assert_eq!(
+        d.pointer("/spec/template/spec/restartPolicy"),
+        Some(&json!("Always"))
+    );
+}
+
+/// A Job's template is defaulted as any pod's (restartPolicy Always), which a Job may
+/// not use: kube-apiserver refuses a Job that names no restart policy.
+#[test]
+fn job_without_restart_policy_is_refused() {
+    let job = |restart: Option<&str>| {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        if let Some(r) = restart {
+            spec["restartPolicy"] = json!(r);
+        }
+        json!({"metadata": {"name": "j", "namespace": "default", "uid": "u-1"},
+               "spec": {"template": {"spec": spec}}})
+    };
+    let shown = |mut obj: Value| -> Vec<String> {
+        default_object("Job", &mut obj);
+        validate("Job", true, &obj)
+            .iter()
+            .map(FieldError::display)
+            .collect()
+    };
+    assert_eq!(
+        shown(job(None)),
+        ["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
+    );
+    assert!(shown(job(Some("Never"))).is_empty());
+    assert!(shown(job(Some("OnFailure"))).is_empty());
+    let mut cron = json!({"metadata": {"name": "c", "namespace": "default"}, "spec": {"schedule": "* * * * *",
+        "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    default_object("CronJob", &mut cron);
+    let fields: Vec<String> = validate("CronJob", true, &cron)
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert_eq!(
+        fields,
+        ["spec.jobTemplate.spec.template.spec.restartPolicy"]
+    );
+}
+
+#[test]
+fn replication_controller_defaults_and_validation() {
+    let mut rc = json!({"metadata": {"name": "web", "namespace": "default"},
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}}});
+    default_object("ReplicationController", &mut rc);
+    assert_eq!(rc.pointer("/spec/selector"), Some(&json!({"app": "web"})));
+    assert_eq!(rc.pointer("/metadata/labels"), Some(&json!({"app": "web"})));
+    assert_eq!(rc.pointer("/spec/replicas"), Some(&json!(1)));
+    assert_eq!(
+        rc.pointer("/spec/template/spec/restartPolicy"),
+        Some(&json!("Always"))
+    );
+    assert!(validate("ReplicationController", true, &rc).is_empty());
+
+    let mut other = rc.clone();
+    other["spec"]["selector"] = json!({"app": "other"});
+    other["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+    let shown: Vec<String> = validate("ReplicationController", true, &other)
+        .iter()
+        .map(FieldError::display)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+            "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+        ]
+    );
+    let mut bare =
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": -1}});
+    default_object("ReplicationController", &mut bare);
+    let fields: Vec<String> = validate("ReplicationController", true, &bare)
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert_eq!(fields, ["spec.replicas", "spec.selector", "spec.template"]);
+}

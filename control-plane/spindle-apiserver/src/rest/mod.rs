@@ -1,0 +1,116 @@
+//! The one generic REST path for every kind in the registry: get, list, watch, create,
+//! update, patch (JSON, merge, strategic, apply), delete, deletecollection, and the
+//! status, scale, binding and eviction subresources. What differs between kinds comes
+//! from the kind's strategy (`spindle_api::strategy`) and the admission chain
+//! ([`crate::admission`]); this module only routes a request to its verb.
+//!
+//! - [`storage`]: keys, reads, lists and pages, compare-and-swap writes;
+//! - [`handlers`]: the verbs (get, list, create, update, patch, apply);
+//! - [`write`]: the pipeline they share (decode checks, defaults, admission, validation);
+//! - [`delete`]: deletion, finalizers and garbage collection;
+//! - [`scale`], [`binding`], [`eviction`]: the subresources.
+
+mod binding;
+mod delete;
+mod eviction;
+mod handlers;
+mod scale;
+mod storage;
+mod write;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+
+pub(crate) use crate::selectors::{selectors, Selectors};
+pub(crate) use crate::stored::{encode_for_store, type_meta};
+pub(crate) use storage::{decode_stored, list_objects, load};
+pub use storage::{json_response, key, now_rfc3339};
+
+use crate::request::{wants_table, Query, Target};
+use crate::status::ApiError;
+use crate::{watch, AppState, User};
+
+/// One request on the REST path: what it is about and who sent it.
+#[derive(Clone, Copy)]
+pub(crate) struct Req<'a> {
+    pub st: &'a AppState,
+    pub user: &'a User,
+    pub t: &'a Target,
+    pub q: &'a Query,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> Req<'a> {
+    /// The same request about another target (the main resource behind a subresource).
+    fn on(self, t: &'a Target) -> Req<'a> {
+        Req { t, ..self }
+    }
+}
+
+/// Subresources this path knows, for the 405 a wrong method on them answers.
+const KNOWN_SUBRESOURCES: &[&str] = &[
+    "status",
+    "scale",
+    "binding",
+    "eviction",
+    "log",
+    "exec",
+    "attach",
+    "portforward",
+    "proxy",
+];
+
+/// The entry point for every resource path.
+pub async fn handle(
+    st: AppState,
+    user: User,
+    method: Method,
+    t: Target,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method == Method::GET && t.name.is_none() && t.sub.is_none() && q.flag("watch") {
+        return watch::serve(st, t, q, wants_table(&headers)).await;
+    }
+    let rq = Req {
+        st: &st,
+        user: &user,
+        t: &t,
+        q: &q,
+        headers: &headers,
+    };
+    let serves = |sub: &str| t.kind.serves(sub);
+    let has_scale = t.kind.scale.is_some();
+    let res = match (method.as_str(), t.name.is_some(), t.sub.as_deref()) {
+        ("GET", false, None) => handlers::list(rq).await,
+        ("GET", true, None) | ("GET", true, Some("status")) => handlers::get(rq).await,
+        ("GET", true, Some("scale")) if has_scale => scale::get(rq).await,
+        ("POST", false, None) => handlers::create(rq, &body).await,
+        ("GET", true, Some("log")) if serves("log") => crate::proxy::pod_logs(&st, &t, &q).await,
+        ("POST", true, Some("binding")) if serves("binding") => binding::bind(rq, &body).await,
+        ("POST", true, Some("eviction")) if serves("eviction") => eviction::evict(rq, &body).await,
+        ("PUT", true, None) | ("PUT", true, Some("status")) => handlers::update(rq, &body).await,
+        ("PATCH", true, None) | ("PATCH", true, Some("status")) => handlers::patch(rq, &body).await,
+        ("PUT", true, Some("scale")) | ("PATCH", true, Some("scale")) if has_scale => {
+            scale::write(rq, &body, method == Method::PATCH).await
+        }
+        ("DELETE", true, None) => delete::delete(rq, &body).await,
+        ("DELETE", false, None) => delete::delete_collection(rq, &body).await,
+        (_, _, Some(sub)) if KNOWN_SUBRESOURCES.contains(&sub) => {
+            Err(ApiError::method_not_supported(format!(
+                "the server does not allow this method on the requested resource ({}/{sub})",
+                t.kind.plural
+            )))
+        }
+        (_, _, Some(_)) => Err(ApiError::path_not_found()),
+        _ => Err(ApiError::method_not_supported(
+            "the server does not allow this method on the requested resource",
+        )),
+    };
+    res.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests;
