@@ -345,6 +345,13 @@ fn error_bodies_are_kube_apiservers_byte_for_byte() {
         )
     );
     assert_eq!(
+        raw(&c, "GET", &format!("{cms}/twice/bogus"), ""),
+        (
+            404,
+            status(&format!(r#"{not_found}"details":{{}},"code":404"#))
+        )
+    );
+    assert_eq!(
         raw(&c, "GET", "/no/such/path", ""),
         (404, status(&format!(r#"{not_found}"code":404"#)))
     );

@@ -389,6 +389,15 @@ mod tests {
         );
     }
 
+    /// What a binding or an eviction answers.
+    #[test]
+    fn success_status_is_bare() {
+        assert_eq!(
+            String::from_utf8(go_json(&Status::success(201, None))).unwrap_or_default(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Success\",\"code\":201}\n"
+        );
+    }
+
     #[test]
     fn retry_after_header_follows_the_details() {
         let r = ApiError::new(429, "TooManyRequests", "wait")
