@@ -10,6 +10,8 @@ use anyhow::{bail, Result};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
+// Durations as Kubernetes flags take them (Go's syntax: 300s, 5m, 1h, 1m30s).
+use spindle_meta::names::parse_duration;
 
 #[derive(Parser)]
 #[command(
@@ -257,50 +259,8 @@ fn net_ranges(a: &ServerArgs) -> Result<spindle_apiserver::alloc::NetRanges> {
     })
 }
 
-/// Durations like Kubernetes flags take them: 300s, 5m, 1h, 1m30s (or plain seconds).
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
-    }
-    let mut total = 0.0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let unit = if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            0.001
-        } else {
-            match c {
-                'h' => 3600.0,
-                'm' => 60.0,
-                's' => 1.0,
-                _ => return Err(format!("invalid duration {s:?}")),
-            }
-        };
-        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        total += n * unit;
-        num.clear();
-    }
-    if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: missing unit"));
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
-}
-
 fn default_data_dir() -> PathBuf {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if root {
+    if rustix::process::geteuid().is_root() {
         PathBuf::from("/var/lib/spindle")
     } else {
         std::env::var_os("HOME")
@@ -310,12 +270,15 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// The node name a kubelet defaults to: the host name, lower-cased.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_lowercase())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "spindle-node".to_string())
+    let uts = rustix::system::uname();
+    let name = uts.nodename().to_string_lossy().trim().to_lowercase();
+    if name.is_empty() {
+        "spindle-node".to_string()
+    } else {
+        name
+    }
 }
 
 fn agent_options(
@@ -525,9 +488,10 @@ fn main() -> Result<()> {
             let data_dir = a
                 .data_dir
                 .unwrap_or_else(|| default_data_dir().join("agent"));
-            let secret = spindle_hollow::parse_token(a.token.trim())
-                .map(|t| t.secret.to_string())
-                .unwrap_or_else(|| a.token.trim().to_string());
+            let secret = spindle_meta::token::JoinToken::parse(&a.token)
+                .map_err(|e| anyhow::anyhow!("--token: {e}"))?
+                .secret()
+                .to_string();
             // k3s's default service CIDR 10.43.0.0/16 gives 10.43.0.10.
             let opts = agent_options(
                 a.node_name,
@@ -540,7 +504,7 @@ fn main() -> Result<()> {
                 vec![default_data_dir()],
             )?;
             rt.block_on(async move {
-                let client = spindle_hollow::connect(&a.server, &a.token).await?;
+                let client = spindle_meta::token::connect(&a.server, &a.token).await?;
                 spindle_agent::run(client, opts, terminated()).await
             })
         }

@@ -488,19 +488,12 @@ fn replication_controllers_create_get_and_scale() {
         );
         let path = rc.to_string_lossy().into_owned();
         c.ok(k, &["create", "-f", &path]);
+        let web = |jsonpath: &str| {
+            let output = format!("jsonpath={jsonpath}");
+            c.ok(k, &["get", "rc", "web", "-n", &ns, "-o", &output])
+        };
         assert_eq!(
-            c.ok(
-                k,
-                &[
-                    "get",
-                    "rc",
-                    "web",
-                    "-n",
-                    &ns,
-                    "-o",
-                    "jsonpath={.spec.selector.app}/{.metadata.labels.app}/{.spec.replicas}/{.spec.template.spec.restartPolicy}",
-                ]
-            ),
+            web("{.spec.selector.app}/{.metadata.labels.app}/{.spec.replicas}/{.spec.template.spec.restartPolicy}"),
             "web/web/1/Always"
         );
         let listed = c.ok(k, &["get", "rc", "-n", &ns]);
@@ -515,21 +508,7 @@ fn replication_controllers_create_get_and_scale() {
 
         let scaled = c.ok(k, &["scale", "rc", "web", "-n", &ns, "--replicas=3"]);
         assert!(scaled.contains("scaled"), "{scaled}");
-        assert_eq!(
-            c.ok(
-                k,
-                &[
-                    "get",
-                    "rc",
-                    "web",
-                    "-n",
-                    &ns,
-                    "-o",
-                    "jsonpath={.spec.replicas}"
-                ]
-            ),
-            "3"
-        );
+        assert_eq!(web("{.spec.replicas}"), "3");
         let scale: serde_json::Value = serde_json::from_str(&c.ok(
             k,
             &[

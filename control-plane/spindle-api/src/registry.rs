@@ -39,7 +39,7 @@ pub struct Kind {
     pub scale: Option<ScalePaths>,
     /// Field selector labels beyond metadata.name/metadata.namespace.
     pub field_labels: &'static [&'static str],
-    /// `metadata.generation` is bumped only when something outside metadata/status changes.
+    /// The JSON schema of the k8s-openapi type, for OpenAPI and field checks.
     pub schema: fn(&mut SchemaGenerator) -> Schema,
     /// Name of the schema in `components/schemas` (e.g. `io.k8s.api.apps.v1.Deployment`).
     pub schema_name: fn() -> String,

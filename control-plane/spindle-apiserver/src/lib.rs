@@ -179,13 +179,13 @@ pub async fn start(
         store: Arc::new(store),
         openapi: Arc::new(openapi),
         tokens: Arc::new(vec![
-            (pki.token.clone(), node_user.clone()),
-            (pki::token_secret(&pki.token).to_string(), node_user),
+            (pki.token.to_string(), node_user.clone()),
+            (pki.token.secret().to_string(), node_user),
         ]),
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),
-        node_secret: Arc::from(pki::token_secret(&pki.token)),
+        node_secret: Arc::from(pki.token.secret()),
         net: cfg.net,
     };
     bootstrap(&state).await?;

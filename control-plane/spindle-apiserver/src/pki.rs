@@ -13,6 +13,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use spindle_meta::token::JoinToken;
 
 pub struct Pki {
     pub ca_pem: String,
@@ -20,21 +21,8 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
-    /// The full join token (`K10<ca hash>::server:<secret>`).
-    pub token: String,
-}
-
-/// The secret part of a join token (the whole string when it is not in the full form).
-pub fn token_secret(token: &str) -> &str {
-    token.rsplit_once("::server:").map_or(token, |(_, s)| s)
-}
-
-/// The CA hash a full join token carries.
-pub fn token_ca_hash(token: &str) -> Option<&str> {
-    token
-        .strip_prefix("K10")
-        .and_then(|t| t.split_once("::"))
-        .map(|(h, _)| h)
+    /// The join token, pinning this cluster's CA (`K10<ca hash>::server:<secret>`).
+    pub token: JoinToken,
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -189,15 +177,18 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
     // Join tokens carry the CA's hash, as k3s's do, so an agent holding only the token can
     // fetch /cacerts and verify it is talking to this cluster: K10<sha256(ca)>::server:<secret>.
     let token_path = data_dir.join("server/token");
-    let ca_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ca_pem.as_bytes()));
     let secret = match (token_flag, read(&token_path)) {
-        (Some(t), _) => token_secret(t).to_string(),
-        (None, Some(t)) if !t.trim().is_empty() => token_secret(t.trim()).to_string(),
+        (Some(t), _) => JoinToken::parse(t).context("--token")?.secret().to_string(),
+        (None, Some(t)) if !t.trim().is_empty() => JoinToken::parse(&t)
+            .with_context(|| format!("reading {}", token_path.display()))?
+            .secret()
+            .to_string(),
         _ => hex::encode(rand::random::<[u8; 24]>()),
     };
-    let token = format!("K10{ca_hash}::server:{secret}");
-    if read(&token_path).map(|t| t.trim().to_string()) != Some(token.clone()) {
-        write_private(&token_path, &format!("{token}\n"))?;
+    let token = JoinToken::new(ca_pem.as_bytes(), &secret);
+    let text = token.to_string();
+    if read(&token_path).map(|t| t.trim().to_string()) != Some(text.clone()) {
+        write_private(&token_path, &format!("{text}\n"))?;
     }
     Ok(Pki {
         ca_pem,

@@ -18,12 +18,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::request::{Query, Target};
 use crate::rest::load;
@@ -204,15 +200,8 @@ async fn connect_agent(
     port: u16,
     fingerprint: &str,
 ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert {
-            sha256: fingerprint.to_ascii_lowercase(),
-            provider,
-        }))
-        .with_no_client_auth();
+    // Exactly the certificate whose SHA-256 the agent published on its Node.
+    let tls = spindle_meta::tls::pinned_config(fingerprint)?;
     let tcp = tokio::net::TcpStream::connect((addr, port)).await?;
     let name = ServerName::try_from(addr.to_string())?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
@@ -238,66 +227,6 @@ async fn call_agent(
         .header(header::AUTHORIZATION, format!("Bearer {secret}"))
         .body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(req).await?)
-}
-
-/// Accepts exactly the certificate whose SHA-256 the agent published on its Node.
-#[derive(Debug)]
-struct PinnedCert {
-    sha256: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the agent's certificate does not match the one its Node published".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Request headers an upgrade needs at the agent.

@@ -161,3 +161,6 @@ impl Recorder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,18 @@
 //! `spindle-meta` is the one home of the Kubernetes concepts that more than one Spindle
 //! crate needs: resource quantities, label selectors, the Event recorder, generated names
-//! and Go durations. It depends on no other Spindle crate, so the API server, the
+//! and Go durations, the join token, TLS verifiers and node Leases. It depends on no other Spindle crate, so the API server, the
 //! controllers, the scheduler and the node agents can all use it without depending on
 //! each other.
 
 pub mod events;
+pub mod lease;
 pub mod names;
 pub mod quantity;
 pub mod selector;
+pub mod tls;
+pub mod token;
 
 pub use quantity::Quantity;
+
+#[cfg(test)]
+mod testing;

@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
+use spindle_meta::lease;
 
 use crate::Agent;
 
@@ -159,7 +160,7 @@ fn status(agent: &Agent, ready_since: Timestamp) -> NodeStatus {
     NodeStatus {
         capacity: Some(cap.clone()),
         allocatable: Some(cap),
-        conditions: Some(spindle_hollow::conditions(Timestamp::now(), ready_since)),
+        conditions: Some(lease::conditions(Timestamp::now(), ready_since)),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".into(),
@@ -232,7 +233,7 @@ pub async fn register(agent: &Agent) -> Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("creating the Node")),
     };
     write_status(agent, now).await?;
-    spindle_hollow::ensure_lease(&agent.client, &agent.opts.node_name, uid.as_deref())
+    lease::ensure_lease(&agent.client, &agent.opts.node_name, uid.as_deref())
         .await
         .context("creating the node Lease")?;
     Ok(())
@@ -255,12 +256,12 @@ async fn write_status(agent: &Agent, ready_since: Timestamp) -> Result<(), kube:
 /// under us, register again (as the kubelet does).
 pub async fn heartbeat(agent: Arc<Agent>) {
     let ready_since = Timestamp::now();
-    let mut lease_tick = tokio::time::interval(spindle_hollow::LEASE_RENEW_EVERY);
+    let mut lease_tick = tokio::time::interval(lease::LEASE_RENEW_EVERY);
     let mut last_status = tokio::time::Instant::now();
     lease_tick.tick().await;
     loop {
         lease_tick.tick().await;
-        let renewed = spindle_hollow::renew_lease(&agent.client, &agent.opts.node_name).await;
+        let renewed = lease::renew_lease(&agent.client, &agent.opts.node_name).await;
         let need_register = matches!(&renewed, Err(e) if is_status(e, 404));
         if let Err(e) = &renewed {
             tracing::warn!(error = %e, "renewing the node Lease failed");

@@ -305,7 +305,7 @@ async fn http_get(g: &HTTPGetAction, target: &Target) -> Result<(), String> {
         .await
         .map_err(|e| format!("Get {url:?}: dial tcp {authority}: {e}"))?;
     let status = if https {
-        let tls = spindle_hollow::unverified_tls_config().map_err(|e| format!("{e:#}"))?;
+        let tls = spindle_meta::tls::accept_any_config().map_err(|e| format!("{e:#}"))?;
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| format!("Get {url:?}: {e}"))?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))

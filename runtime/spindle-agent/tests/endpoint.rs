@@ -51,7 +51,7 @@ async fn tls_connect(
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     // The endpoint's certificate is self-signed; the test checks its limits, not its
     // identity.
-    let cfg = spindle_hollow::unverified_tls_config().unwrap();
+    let cfg = spindle_meta::tls::accept_any_config().unwrap();
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))

@@ -7,10 +7,9 @@
 //! Stopping the process just stops the heartbeats; the control plane then marks the nodes
 //! NotReady as it would for real kubelets. Nodes are not deleted on exit.
 //!
-//! [`connect`] (join a cluster with a URL and a k3s-style token) is shared with the real
-//! node agent.
+//! Joining the cluster (URL and k3s-style token) and the Lease and node-condition
+//! heartbeat are spindle-meta's, shared with the real node agent.
 
-mod connect;
 mod ipam;
 mod node;
 mod pods;
@@ -24,9 +23,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::sync::Semaphore;
 
-pub use connect::{connect, parse_token, unverified_tls_config, JoinToken};
-/// Node heartbeat pieces the real agent shares with hollow nodes.
-pub use node::{conditions, ensure_lease, renew_lease, LEASE_RENEW_EVERY};
 /// The hollow kubelet's light view of a Pod (also what the cluster benchmark watches).
 pub use view::PodView;
 
@@ -97,7 +93,7 @@ pub async fn run(opts: HollowOptions) -> Result<()> {
     let nodes = (0..opts.count)
         .map(|i| node::NodeIdentity::new(&opts.prefix, i, opts.pods).map(node::NodeState::new))
         .collect::<Result<Vec<_>>>()?;
-    let client = connect(&opts.server, &opts.token).await?;
+    let client = spindle_meta::token::connect(&opts.server, &opts.token).await?;
     let by_name = nodes
         .iter()
         .enumerate()

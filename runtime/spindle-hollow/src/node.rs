@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
-};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -24,13 +21,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use spindle_meta::lease::{conditions, ensure_lease, renew_lease, LEASE_RENEW_EVERY};
+
 use crate::ipam::{self, PodBlock};
 use crate::{Hollow, HollowOptions};
 
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-pub const LEASE_DURATION_SECONDS: i32 = 40;
-/// As the kubelet: renew at a quarter of the lease duration.
-pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
 /// The kubelet's nodeStatusReportFrequency default is 5 minutes when leases are on; we
 /// report more often so `kubectl get nodes` shows live heartbeats, but still rarely.
 pub const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -120,64 +115,6 @@ pub fn labels(id: &NodeIdentity) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    heartbeat: &Timestamp,
-    since: &Timestamp,
-) -> NodeCondition {
-    NodeCondition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        last_heartbeat_time: Some(Time(*heartbeat)),
-        last_transition_time: Some(Time(*since)),
-    }
-}
-
-/// The conditions a healthy kubelet posts. The pressure conditions transition with Ready:
-/// both start when this kubelet (re)started reporting.
-pub fn conditions(heartbeat: Timestamp, ready_since: Timestamp) -> Vec<NodeCondition> {
-    let (h, s) = (&heartbeat, &ready_since);
-    vec![
-        condition(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-            h,
-            s,
-        ),
-        condition(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-            h,
-            s,
-        ),
-        condition(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-            h,
-            s,
-        ),
-        condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status",
-            h,
-            s,
-        ),
-    ]
-}
-
 pub fn node_status(
     id: &NodeIdentity,
     opts: &HollowOptions,
@@ -239,32 +176,6 @@ pub fn build_node(id: &NodeIdentity, opts: &HollowOptions, boot_id: &str, now: T
             ..Default::default()
         }),
         status: Some(node_status(id, opts, boot_id, now, now)),
-    }
-}
-
-pub fn build_lease(name: &str, node_uid: Option<&str>, now: Timestamp) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(LEASE_NAMESPACE.into()),
-            // As the kubelet does: the Lease goes away with its Node.
-            owner_references: node_uid.map(|uid| {
-                vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Node".into(),
-                    name: name.into(),
-                    uid: uid.into(),
-                    ..Default::default()
-                }]
-            }),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(name.into()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
-            renew_time: Some(MicroTime(now)),
-            ..Default::default()
-        }),
     }
 }
 
@@ -337,44 +248,6 @@ async fn write_status(h: &Hollow, n: &NodeState) -> Result<(), kube::Error> {
     let patch = json!({ "status": status });
     nodes
         .patch_status(&n.id.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
-/// Create a node's Lease, or take over the one a previous run left (owner and holder).
-pub async fn ensure_lease(
-    client: &kube::Client,
-    name: &str,
-    node_uid: Option<&str>,
-) -> Result<(), kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let lease = build_lease(name, node_uid, Timestamp::now());
-    match leases.create(&PostParams::default(), &lease).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => {
-            let patch = json!({
-                "metadata": {"ownerReferences": lease.metadata.owner_references},
-                "spec": lease.spec,
-            });
-            leases
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The heartbeat: move the Lease's renewTime to now.
-pub async fn renew_lease(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let patch = json!({"spec": {
-        "holderIdentity": name,
-        "leaseDurationSeconds": LEASE_DURATION_SECONDS,
-        "renewTime": MicroTime(Timestamp::now()),
-    }});
-    leases
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }
@@ -602,18 +475,6 @@ mod tests {
             NodeIdentity::new("hollow", 3, 110).unwrap().machine_id,
             id.machine_id
         );
-    }
-
-    #[test]
-    fn lease_object() {
-        let now: Timestamp = "2025-01-02T03:04:05Z".parse().unwrap();
-        let v = serde_json::to_value(build_lease("hollow-0", Some("u1"), now)).unwrap();
-        assert_eq!(v["metadata"]["namespace"], "kube-node-lease");
-        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Node");
-        assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "u1");
-        assert_eq!(v["spec"]["holderIdentity"], "hollow-0");
-        assert_eq!(v["spec"]["leaseDurationSeconds"], 40);
-        assert_eq!(v["spec"]["renewTime"], "2025-01-02T03:04:05.000000Z");
     }
 
     #[test]

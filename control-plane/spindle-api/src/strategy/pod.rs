@@ -16,7 +16,10 @@ pub struct Pods;
 /// Kubernetes' grace period when the pod names none.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+/// The pod subresources beside status, in kube-apiserver's (alphabetical) discovery
+/// order; attach, exec and portforward are streams the API server proxies to the node.
 const SUBRESOURCES: &[Subresource] = &[
+    stream("attach", "PodAttachOptions"),
     Subresource {
         name: "binding",
         group: "",
@@ -31,6 +34,7 @@ const SUBRESOURCES: &[Subresource] = &[
         kind: "Eviction",
         verbs: &["create"],
     },
+    stream("exec", "PodExecOptions"),
     Subresource {
         name: "log",
         group: "",
@@ -38,7 +42,18 @@ const SUBRESOURCES: &[Subresource] = &[
         kind: "Pod",
         verbs: &["get"],
     },
+    stream("portforward", "PodPortForwardOptions"),
 ];
+
+const fn stream(name: &'static str, kind: &'static str) -> Subresource {
+    Subresource {
+        name,
+        group: "",
+        version: "v1",
+        kind,
+        verbs: &["create", "get"],
+    }
+}
 
 impl Strategy for Pods {
     fn default(&self, obj: &mut Value) {
