@@ -11,7 +11,9 @@
 //! - [`runtime`]: the `Runtime` trait a container kind implements (Wasm now, containerd next)
 //!   and the Wasm implementation over `spindle-wasm`.
 //! - [`volumes`], [`env`]: the pod's volume directories and container environments.
-//! - [`server`]: the authenticated HTTPS endpoint the API server proxies `kubectl logs` to.
+//! - [`server`]: the authenticated HTTPS endpoint (axum routes) the API server proxies
+//!   `kubectl logs`, `exec`, `attach` and `port-forward` to; [`stream`] joins the latter
+//!   three to the containers, over the protocols of `spindle-streaming`.
 //!
 //! The agent runs embedded in `spindle server` (with an in-process API client) or alone as
 //! `spindle agent` (joining with a URL and token); the code is the same.
@@ -31,7 +33,6 @@ pub mod runtime;
 pub mod safe_mount;
 pub mod server;
 pub mod services;
-pub mod spdy;
 pub mod status;
 pub mod stream;
 pub mod volumes;

@@ -1,7 +1,7 @@
 //! Attacks on the agent's streaming endpoint (port 10250), run against its real accept
 //! loop, TLS, HTTP/1.1 server, token check and port-forward upgrade
-//! (`server::serve_with` / `server::port_forward_upgrade`) on 127.0.0.1, with short
-//! limits so the test need not wait long. Only the route lookup, which needs a running
+//! (`server::serve_with`, `server::authenticated`, `stream::port_forward_upgrade`) on
+//! 127.0.0.1, with short limits so the test need not wait long. Only the route lookup, which needs a running
 //! pod, is left out: port-forward goes to a TCP server of the test standing in for the
 //! pod.
 
@@ -10,13 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::routing::any;
+use axum::Router;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use spindle_agent::server::{self, Limits};
-use spindle_agent::spdy::{self, Deflater, Frame, Inflater};
+use spindle_agent::stream;
+use spindle_streaming::spdy::{self, Deflater, Frame, Inflater};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -29,20 +33,11 @@ async fn endpoint(limits: Limits) -> SocketAddr {
     let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tls, _) = server::tls_config("node-a", LOCALHOST).unwrap();
-    tokio::spawn(server::serve_with(
-        listener,
-        tls,
-        limits,
-        |req| async move {
-            if !server::authorized(SECRET, &req) {
-                return server::unauthorized();
-            }
-            match req.uri().path() {
-                "/healthz" => server::text(StatusCode::OK, "ok"),
-                _ => server::port_forward_upgrade(req, LOCALHOST),
-            }
-        },
-    ));
+    let routes = Router::new()
+        .route("/healthz", any(server::healthz))
+        .fallback(|req: Request<Body>| async move { stream::port_forward_upgrade(req, LOCALHOST) });
+    let app = server::authenticated(routes, SECRET);
+    tokio::spawn(server::serve_with(listener, tls, limits, app));
     addr
 }
 

@@ -4,27 +4,15 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A loopback TLS server with a fresh self-signed certificate; answers one byte per
-/// connection. Returns its port and its certificate's DER.
+/// A loopback TLS server that answers one byte per connection. Returns its port and its
+/// certificate's DER.
 async fn server() -> (u16, Vec<u8>) {
-    let (acceptor, der) = crate::testing::self_signed_acceptor();
-    let der = der.to_vec();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut s) = acceptor.accept(tcp).await {
-                    let _ = s.write_all(b"!").await;
-                    let _ = s.shutdown().await;
-                }
-            });
-        }
-    });
-    (port, der)
+    let (port, der) = crate::testing::tls_server(|mut s| async move {
+        let _ = s.write_all(b"!").await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+    (port, der.to_vec())
 }
 
 /// Whether a client with `cfg` completes a handshake and reads the server's byte.

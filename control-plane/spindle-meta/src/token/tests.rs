@@ -71,35 +71,26 @@ fn pem_without_certs_is_an_error() {
 /// nobody the client knows; returns its URL.
 async fn cacerts_server(ca_pem: String) -> String {
     use hyper::service::service_fn;
-    let (acceptor, _) = crate::testing::self_signed_acceptor();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, pem) = (acceptor.clone(), ca_pem.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
+    let (port, _) = crate::testing::tls_server(move |tls| {
+        let pem = ca_pem.clone();
+        async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (status, body) = match req.uri().path() {
+                    "/cacerts" => (200, pem.clone()),
+                    _ => (404, "not found".to_string()),
                 };
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (status, body) = match req.uri().path() {
-                        "/cacerts" => (200, pem.clone()),
-                        _ => (404, "not found".to_string()),
-                    };
-                    async move {
-                        hyper::Response::builder()
-                            .status(status)
-                            .body(http_body_util::Full::new(Bytes::from(body)))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                async move {
+                    hyper::Response::builder()
+                        .status(status)
+                        .body(http_body_util::Full::new(Bytes::from(body)))
+                }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
         }
-    });
+    })
+    .await;
     format!("https://127.0.0.1:{port}")
 }
 
