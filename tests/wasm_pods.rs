@@ -374,6 +374,32 @@ fn memory_and_cpu_limits() {
     );
     assert_eq!(term, "OOMKilled 137");
 
+    // Every valid quantity is a limit, exactly: a 1Pi memory limit (a suffix the agent
+    // once did not know, so the limit vanished and the downward API refused the pod)
+    // runs, and reads back through resourceFieldRef as the kubelet computes it. Small
+    // requests keep it schedulable (requests default to the limits).
+    let field = |var: &str, resource: &str, divisor: &str| {
+        format!(
+            "      - name: {var}\n        valueFrom:\n          resourceFieldRef: {{resource: {resource}, divisor: {divisor}}}\n"
+        )
+    };
+    c.apply(&pod(
+        "peta",
+        &p1,
+        "Never",
+        &["env", "MEM_GI", "CPU_M"],
+        &format!(
+            "    resources:\n      requests: {{cpu: 10m, memory: 1Mi}}\n      limits:\n        cpu: 1500m\n        memory: 1Pi\n    env:\n{}{}",
+            field("MEM_GI", "limits.memory", "1Gi"),
+            field("CPU_M", "limits.cpu", "1m"),
+        ),
+    ));
+    wait_phase(&c, "peta", "Succeeded");
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "peta"]),
+        "MEM_GI=1048576\nCPU_M=1500\n"
+    );
+
     // The same CPU-bound work: alone with a full core, then at 100m beside an unlimited
     // neighbour that must not be slowed.
     let spin_ms = |pod: &str| -> u64 {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
 
 /// Why a container's config could not be built (reason CreateContainerConfigError).
@@ -179,64 +178,6 @@ fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
     .unwrap_or_default()
 }
 
-/// A container resource (limits.cpu, requests.memory, ...) divided by `divisor`, rounded
-/// up, as the downward API reports it.
-pub fn resource_value(
-    container: &Container,
-    resource: &str,
-    divisor: Option<&Quantity>,
-) -> Result<String, ConfigError> {
-    let (which, name) = resource
-        .split_once('.')
-        .ok_or_else(|| ConfigError(format!("unsupported resource {resource:?}")))?;
-    let res = container.resources.as_ref();
-    let q = match which {
-        "limits" => res.and_then(|r| r.limits.as_ref()),
-        "requests" => res.and_then(|r| r.requests.as_ref()),
-        _ => None,
-    }
-    .and_then(|m| m.get(name));
-    let value = match q {
-        Some(q) => {
-            quantity_f64(&q.0).ok_or_else(|| ConfigError(format!("invalid quantity {:?}", q.0)))?
-        }
-        // An unset limit reads as the node's allocatable; we report 0 (unlimited) for want
-        // of a cheaper answer, which callers treat as "no limit".
-        None => 0.0,
-    };
-    let div = match divisor {
-        Some(d) => quantity_f64(&d.0).filter(|d| *d > 0.0).unwrap_or(1.0),
-        None => 1.0,
-    };
-    Ok(format!("{}", (value / div).ceil() as i64))
-}
-
-/// A Kubernetes quantity as a number (cpu in cores, memory in bytes).
-pub fn quantity_f64(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        s if s.starts_with('e') || s.starts_with('E') => {
-            let e: i32 = s[1..].parse().ok()?;
-            10f64.powi(e)
-        }
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
 /// Build a container's environment.
 pub async fn build(
     pod: &Pod,
@@ -335,7 +276,7 @@ pub async fn build(
                         .ok_or_else(|| ConfigError(format!("container {n:?} not found")))?,
                     _ => c,
                 };
-                resource_value(target, &r.resource, r.divisor.as_ref())?
+                crate::resources::field_value(target, &r.resource, r.divisor.as_ref())?
             } else {
                 String::new()
             }
@@ -359,14 +300,5 @@ mod tests {
         };
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
         assert_eq!(expand("héllo $(A)", &vars), "héllo x");
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(quantity_f64("100m"), Some(0.1));
-        assert_eq!(quantity_f64("64Mi"), Some(64.0 * 1024.0 * 1024.0));
-        assert_eq!(quantity_f64("1G"), Some(1e9));
-        assert_eq!(quantity_f64("2"), Some(2.0));
-        assert_eq!(quantity_f64("x"), None);
     }
 }

@@ -28,6 +28,7 @@ pub mod podnet;
 pub mod pods;
 pub mod probes;
 pub mod reason;
+pub mod resources;
 pub mod routes;
 pub mod runtime;
 pub mod safe_mount;

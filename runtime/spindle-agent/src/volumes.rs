@@ -138,7 +138,7 @@ pub fn disk_limits(pod: &Pod, vols: &PodVolumes) -> Vec<DiskLimit> {
             Some(DiskLimit {
                 name: v.name.clone(),
                 dir: vols.dirs.get(&v.name)?.clone(),
-                bytes: env::quantity_f64(&q.0)? as u64,
+                bytes: crate::resources::bytes(q)?,
                 quantity: q.0.clone(),
             })
         })
@@ -240,13 +240,11 @@ fn memory_volume_size(
     pod: &Pod,
     size_limit: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 ) -> Option<u64> {
-    let limit = size_limit
-        .and_then(|q| env::quantity_f64(&q.0))
-        .map(|b| b as u64);
+    let limit = size_limit.and_then(crate::resources::bytes);
     let pod_limit = pod.spec.as_ref().and_then(|s| {
         s.containers.iter().try_fold(0u64, |sum, c| {
             let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
-            Some(sum.saturating_add(env::quantity_f64(&q.0)? as u64))
+            Some(sum.saturating_add(crate::resources::bytes(q)?))
         })
     });
     match (limit, pod_limit) {
@@ -501,7 +499,7 @@ fn downward_item(
             .find(|c| c.name == name)
             .or_else(|| spec.containers.first())
             .ok_or_else(|| err(format!("container {name:?} not found")))?;
-        return env::resource_value(c, &r.resource, r.divisor.as_ref());
+        return crate::resources::field_value(c, &r.resource, r.divisor.as_ref());
     }
     Ok(String::new())
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::PodHandle;
 use crate::env::{self, ConfigError, Sources};
 use crate::podnet::{self, PodNet};
+use crate::resources;
 use crate::runtime::{ContainerSpec, Mount, Output, RunMeta, RuntimeError, Security};
 use crate::volumes::{self, PodVolumes};
 use crate::Agent;
@@ -61,29 +62,6 @@ pub(super) fn argv(c: &Container, env: &[(String, String)]) -> Argv {
     }
 }
 
-/// The memory limit (bytes) and CPU limit (millicores) of the container.
-pub(super) fn limits(c: &Container) -> (Option<u64>, Option<u64>) {
-    let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-    let mem = l
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| env::quantity_f64(&q.0))
-        .map(|b| b as u64);
-    let cpu = l
-        .and_then(|l| l.get("cpu"))
-        .and_then(|q| env::quantity_f64(&q.0))
-        .map(|c| ((c * 1000.0).ceil() as u64).max(1));
-    (mem, cpu)
-}
-
-fn requested_cpu(c: &Container) -> Option<u64> {
-    c.resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("cpu"))
-        .and_then(|q| env::quantity_f64(&q.0))
-        .map(|c| ((c * 1000.0).ceil() as u64).max(1))
-}
-
 /// The ID of one run of a container: unique per pod, container and run.
 fn run_id(uid: &str, name: &str, run: i32) -> String {
     hex::encode(Sha256::digest(format!("{uid}/{name}/{run}")))
@@ -98,7 +76,7 @@ fn common(
     log: Output,
     net: Option<Arc<PodNet>>,
 ) -> ContainerSpec {
-    let (memory_limit, cpu_millis) = limits(c);
+    let (memory_limit, cpu_millis) = resources::limits(c);
     ContainerSpec {
         argv,
         env,
@@ -159,7 +137,7 @@ pub(super) fn for_run(
         command,
         args,
         security: Security::of(pod, c),
-        cpu_request_millis: requested_cpu(c),
+        cpu_request_millis: resources::requested_cpu(c),
         host_network,
         tty: c.tty == Some(true),
         stdin: c.stdin == Some(true),
