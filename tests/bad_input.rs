@@ -1,4 +1,5 @@
-//! Bad input gets a Kubernetes-style error naming the field, and leaves nothing behind.
+//! Bad input gets a Kubernetes-style error naming the field, and leaves nothing behind;
+//! errors and the other Status-shaped answers are kube-apiserver's byte for byte.
 
 mod common;
 
@@ -354,5 +355,184 @@ fn error_bodies_are_kube_apiservers_byte_for_byte() {
     assert_eq!(
         raw(&c, "GET", "/no/such/path", ""),
         (404, status(&format!(r#"{not_found}"code":404"#)))
+    );
+}
+
+/// A DELETE that removes the object at once answers as kube-apiserver's registry does: a
+/// Success Status naming the resource and uid for most kinds, the object itself for the
+/// kinds whose storage returns it (pods, services, namespaces, service accounts). kubectl
+/// reports either the same way.
+#[test]
+fn delete_answers_are_kube_apiservers_byte_for_byte() {
+    let c = Cluster::start();
+    let uid_of = |created: &(u16, String)| {
+        assert_eq!(created.0, 201, "{}", created.1);
+        let v: serde_json::Value = serde_json::from_str(&created.1).expect("json");
+        v["metadata"]["uid"].as_str().expect("uid").to_string()
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let uid = uid_of(&raw(
+        &c,
+        "POST",
+        cms,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"gone"}}"#,
+    ));
+    assert_eq!(
+        raw(&c, "DELETE", &format!("{cms}/gone"), ""),
+        (
+            200,
+            format!(
+                r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Success","details":{{"name":"gone","kind":"configmaps","uid":"{uid}"}}}}"#
+            ) + "\n"
+        )
+    );
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+    let uid = uid_of(&raw(
+        &c,
+        "POST",
+        leases,
+        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"held"}}"#,
+    ));
+    assert_eq!(
+        raw(&c, "DELETE", &format!("{leases}/held"), ""),
+        (
+            200,
+            format!(
+                r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Success","details":{{"name":"held","group":"coordination.k8s.io","kind":"leases","uid":"{uid}"}}}}"#
+            ) + "\n"
+        )
+    );
+    let sas = "/api/v1/namespaces/default/serviceaccounts";
+    let uid = uid_of(&raw(
+        &c,
+        "POST",
+        sas,
+        r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#,
+    ));
+    let (code, body) = raw(&c, "DELETE", &format!("{sas}/robot"), "");
+    let sa: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (code, &sa["kind"], &sa["metadata"]["uid"]),
+        (
+            200,
+            &serde_json::json!("ServiceAccount"),
+            &serde_json::json!(uid)
+        ),
+        "{body}"
+    );
+
+    for (i, k) in kubectls().into_iter().enumerate() {
+        let cm = format!("said{i}");
+        c.ok(k, &["create", "configmap", &cm]);
+        let out = c.ok(k, &["delete", "configmap", &cm]);
+        assert!(
+            out.starts_with(&format!("configmap \"{cm}\" deleted")),
+            "{k}: {out}"
+        );
+        let sa = format!("said{i}");
+        c.ok(k, &["create", "serviceaccount", &sa]);
+        let out = c.ok(k, &["delete", "serviceaccount", &sa]);
+        assert!(
+            out.starts_with(&format!("serviceaccount \"{sa}\" deleted")),
+            "{k}: {out}"
+        );
+    }
+}
+
+/// A subresource the kind does not have is kube-apiserver's router 404; a method a
+/// subresource does not serve is its 405, which names no resource.
+#[test]
+fn missing_subresources_and_wrong_methods_answer_as_kube_apiserver() {
+    let c = Cluster::start();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"plain"}}"#;
+    assert_eq!(raw(&c, "POST", cms, cm).0, 201);
+    let status = |rest: &str| {
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure",{rest}}}"#
+        ) + "\n"
+    };
+    let not_found = status(
+        r#""message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404"#,
+    );
+    for (method, path) in [
+        ("GET", format!("{cms}/plain/status")),
+        ("PUT", format!("{cms}/plain/status")),
+        ("GET", format!("{cms}/plain/log")),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/default/daemonsets/absent/scale".to_string(),
+        ),
+    ] {
+        assert_eq!(
+            raw(&c, method, &path, if method == "PUT" { cm } else { "" }),
+            (404, not_found.clone()),
+            "{method} {path}"
+        );
+    }
+    let not_allowed = status(
+        r#""message":"the server does not allow this method on the requested resource","reason":"MethodNotAllowed","details":{},"code":405"#,
+    );
+    for (method, path) in [
+        ("DELETE", "/api/v1/namespaces/default/pods/absent/status"),
+        ("POST", "/api/v1/namespaces/default/pods/absent/log"),
+        (
+            "DELETE",
+            "/apis/apps/v1/namespaces/default/deployments/absent/scale",
+        ),
+    ] {
+        assert_eq!(
+            raw(&c, method, path, ""),
+            (405, not_allowed.clone()),
+            "{method} {path}"
+        );
+    }
+}
+
+/// pods/log options out of range are refused as kube-apiserver refuses them, naming the
+/// field, before the pod is looked for.
+#[test]
+fn bad_pod_log_options_are_invalid() {
+    let c = Cluster::start();
+    let log = "/api/v1/namespaces/default/pods/absent/log";
+    let invalid = |message: &str, causes: &str| {
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"PodLogOptions \"absent\" is invalid: {message}","reason":"Invalid","details":{{"name":"absent","kind":"PodLogOptions","causes":[{causes}]}},"code":422}}"#
+        ) + "\n"
+    };
+    for since in ["0", "-5"] {
+        assert_eq!(
+            raw(&c, "GET", &format!("{log}?sinceSeconds={since}"), ""),
+            (
+                422,
+                invalid(
+                    &format!("sinceSeconds: Invalid value: {since}: must be greater than 0"),
+                    &format!(
+                        r#"{{"reason":"FieldValueInvalid","message":"Invalid value: {since}: must be greater than 0","field":"sinceSeconds"}}"#
+                    )
+                )
+            )
+        );
+    }
+    assert_eq!(
+        raw(&c, "GET", &format!("{log}?tailLines=-1&limitBytes=0"), ""),
+        (
+            422,
+            invalid(
+                "[tailLines: Invalid value: -1: must be greater than or equal to 0, limitBytes: Invalid value: 0: must be greater than 0]",
+                r#"{"reason":"FieldValueInvalid","message":"Invalid value: -1: must be greater than or equal to 0","field":"tailLines"},{"reason":"FieldValueInvalid","message":"Invalid value: 0: must be greater than 0","field":"limitBytes"}"#
+            )
+        )
+    );
+    // In range, the pod is looked for.
+    assert_eq!(
+        raw(
+            &c,
+            "GET",
+            &format!("{log}?sinceSeconds=1&tailLines=0&limitBytes=1"),
+            ""
+        )
+        .0,
+        404
     );
 }

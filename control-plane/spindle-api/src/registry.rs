@@ -91,6 +91,25 @@ impl Kind {
             .any(|s| s.name == subresource)
     }
 
+    /// Whether the kind serves the named subresource at all: `status` and `scale` as its
+    /// entry declares them, the others as its strategy lists them.
+    pub fn has_subresource(&self, subresource: &str) -> bool {
+        match subresource {
+            "status" => self.status_subresource,
+            "scale" => self.scale.is_some(),
+            other => self.serves(other),
+        }
+    }
+
+    /// Whether the named subresource is a connection proxied to the node (a pod's exec,
+    /// attach, portforward) rather than a request the REST path answers.
+    pub fn connects(&self, subresource: &str) -> bool {
+        self.strategy
+            .subresources()
+            .iter()
+            .any(|s| s.name == subresource && s.connect)
+    }
+
     /// `Deployment.apps`, or `Pod` for the core group (the prefix of Invalid messages).
     pub fn qualified_kind(&self) -> String {
         if self.group.is_empty() {
@@ -297,6 +316,7 @@ impl Registry {
                 "serviceaccount",
                 true,
                 Opts {
+                    strategy: &strategy::ServiceAccounts,
                     short_names: &["sa"],
                     ..NONE
                 },
@@ -440,5 +460,43 @@ impl Registry {
         self.kinds
             .iter()
             .filter(move |k| k.group == g && k.version == v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    #[test]
+    fn only_pods_connect_streams_to_the_node() {
+        let reg = Registry::new();
+        for k in reg.kinds() {
+            let connects: Vec<&str> = ["attach", "binding", "exec", "log", "portforward", "status"]
+                .into_iter()
+                .filter(|s| k.connects(s))
+                .collect();
+            let want: &[&str] = match k.kind {
+                "Pod" => &["attach", "exec", "portforward"],
+                _ => &[],
+            };
+            assert_eq!(connects, want, "{}", k.kind);
+        }
+    }
+
+    /// kube-apiserver's storages that set ReturnDeletedObject, among the kinds served.
+    #[test]
+    fn deletions_return_the_object_for_the_kinds_kube_apiserver_does() {
+        let reg = Registry::new();
+        let mut returning: Vec<&str> = reg
+            .kinds()
+            .iter()
+            .filter(|k| k.strategy.returns_deleted_object())
+            .map(|k| k.plural)
+            .collect();
+        returning.sort_unstable();
+        assert_eq!(
+            returning,
+            ["namespaces", "pods", "serviceaccounts", "services"]
+        );
     }
 }

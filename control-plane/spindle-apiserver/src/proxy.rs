@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
+use spindle_api::validation::{validate_pod_log_options, PodLogLimits};
 
 use crate::request::{Query, Target};
 use crate::rest::load;
@@ -53,8 +54,9 @@ fn names(pod: &Value, list: &str) -> Vec<String> {
 
 /// GET pods/{name}/log.
 pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Response> {
-    let (pod, _) = load(st, t).await?;
     let name = t.name.as_deref().unwrap_or_default();
+    check_log_options(q, name)?;
+    let (pod, _) = load(st, t).await?;
     let ns = t.namespace.as_deref().unwrap_or_default();
     let container = pick_container(&pod, q, name)?;
     let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
@@ -92,6 +94,27 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(out)
+}
+
+/// kube-apiserver refuses bad numbers in the options before it looks for the pod.
+fn check_log_options(q: &Query, name: &str) -> ApiResult<()> {
+    let int = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
+    let limits = PodLogLimits {
+        tail_lines: int("tailLines"),
+        limit_bytes: int("limitBytes"),
+        since_seconds: int("sinceSeconds").filter(|_| q.get("sinceTime").is_none()),
+    };
+    let errs = validate_pod_log_options(&limits);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "PodLogOptions",
+        "",
+        "PodLogOptions",
+        name,
+        &errs,
+    ))
 }
 
 /// The container a request names, or the pod's only one.

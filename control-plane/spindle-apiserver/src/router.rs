@@ -150,10 +150,10 @@ async fn resource(
     };
     // Upgraded streams (exec, attach, port-forward) keep the request itself: the
     // connection is taken over once the agent has switched protocols.
-    let streaming = matches!(
-        target.sub.as_deref(),
-        Some("exec" | "attach" | "portforward")
-    ) && target.kind.kind == "Pod"
+    let streaming = target
+        .sub
+        .as_deref()
+        .is_some_and(|s| target.kind.connects(s))
         && target.name.is_some()
         && matches!(*req.method(), Method::GET | Method::POST);
     if streaming {

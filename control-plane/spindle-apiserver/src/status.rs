@@ -97,6 +97,17 @@ impl<'a> Status<'a> {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// This Status as the body of an HTTP answer with `code`, encoded as kube-apiserver
+    /// encodes it.
+    pub fn response(&self, code: StatusCode) -> Response {
+        let mut r = (code, go_json(self)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
 }
 
 /// JSON as Go's `json.Encoder` writes it, which is how kube-apiserver encodes every
@@ -296,11 +307,7 @@ impl StatusDetails {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut r = (code, go_json(&self.status())).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut r = self.status().response(code);
         // As Kubernetes does: a suggested wait is also the Retry-After header, which
         // clients (client-go, kube-rs) honour without reading the body.
         if let Some(secs) = self

@@ -15,6 +15,7 @@ mod pod;
 mod policy;
 mod replication_controller;
 mod service;
+mod service_account;
 
 pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
 pub use batch::{CronJobs, JOBS};
@@ -26,6 +27,7 @@ pub use pod::{qos_class, Pods};
 pub use policy::PodDisruptionBudgets;
 pub use replication_controller::ReplicationControllers;
 pub use service::Services;
+pub use service_account::ServiceAccounts;
 
 use serde_json::{Map, Value};
 
@@ -59,6 +61,9 @@ pub struct Subresource {
     pub version: &'static str,
     pub kind: &'static str,
     pub verbs: &'static [&'static str],
+    /// A connection the API server upgrades and proxies to the node (kube-apiserver's
+    /// `rest.Connecter`: exec, attach, portforward), not a request the REST path answers.
+    pub connect: bool,
 }
 
 /// One kind's behaviour. Every method has the behaviour of a kind without rules of its
@@ -105,6 +110,14 @@ pub trait Strategy: Send + Sync {
 
     fn on_delete(&self) -> OnDelete {
         OnDelete::Propagate
+    }
+
+    /// Whether a deletion that removes the object at once answers with the object, as
+    /// kube-apiserver's storage does for kinds that set `ReturnDeletedObject` (pods,
+    /// services, namespaces, service accounts); other kinds answer with a `Success`
+    /// Status naming what was deleted, so a client can tell it is gone.
+    fn returns_deleted_object(&self) -> bool {
+        false
     }
 
     fn subresources(&self) -> &'static [Subresource] {

@@ -36,4 +36,8 @@ impl Strategy for Namespaces {
     fn on_delete(&self) -> OnDelete {
         OnDelete::EmptyNamespace
     }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
 }

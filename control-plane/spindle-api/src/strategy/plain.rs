@@ -1,5 +1,5 @@
-//! Kinds with no rules of their own (Endpoints, ServiceAccount, Event, Lease,
-//! EndpointSlice): metadata validation and nothing else.
+//! Kinds with no rules of their own (Endpoints, Event, Lease, EndpointSlice):
+//! metadata validation and nothing else.
 
 use super::Strategy;
 

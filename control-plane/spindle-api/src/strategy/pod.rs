@@ -26,6 +26,7 @@ const SUBRESOURCES: &[Subresource] = &[
         version: "v1",
         kind: "Binding",
         verbs: &["create"],
+        connect: false,
     },
     Subresource {
         name: "eviction",
@@ -33,6 +34,7 @@ const SUBRESOURCES: &[Subresource] = &[
         version: "v1",
         kind: "Eviction",
         verbs: &["create"],
+        connect: false,
     },
     stream("exec", "PodExecOptions"),
     Subresource {
@@ -41,6 +43,7 @@ const SUBRESOURCES: &[Subresource] = &[
         version: "v1",
         kind: "Pod",
         verbs: &["get"],
+        connect: false,
     },
     stream("portforward", "PodPortForwardOptions"),
 ];
@@ -52,6 +55,7 @@ const fn stream(name: &'static str, kind: &'static str) -> Subresource {
         version: "v1",
         kind,
         verbs: &["create", "get"],
+        connect: true,
     }
 }
 
@@ -110,6 +114,10 @@ impl Strategy for Pods {
 
     fn subresources(&self) -> &'static [Subresource] {
         SUBRESOURCES
+    }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
     }
 }
 

@@ -57,6 +57,10 @@ impl Strategy for Services {
     fn allocation(&self) -> Option<Allocation> {
         Some(Allocation::ServiceAddresses)
     }
+
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
 }
 
 /// An update that leaves the cluster IPs out keeps the allocated ones, as Kubernetes'

@@ -6,6 +6,7 @@
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
 mod pod;
+mod pod_log;
 mod policy;
 mod service;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod tests;
 mod workload;
 
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
+pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};

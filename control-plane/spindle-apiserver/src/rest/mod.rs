@@ -48,19 +48,6 @@ impl<'a> Req<'a> {
     }
 }
 
-/// Subresources this path knows, for the 405 a wrong method on them answers.
-const KNOWN_SUBRESOURCES: &[&str] = &[
-    "status",
-    "scale",
-    "binding",
-    "eviction",
-    "log",
-    "exec",
-    "attach",
-    "portforward",
-    "proxy",
-];
-
 /// The entry point for every resource path.
 pub async fn handle(
     st: AppState,
@@ -81,30 +68,29 @@ pub async fn handle(
         q: &q,
         headers: &headers,
     };
-    let serves = |sub: &str| t.kind.serves(sub);
-    let has_scale = t.kind.scale.is_some();
+    // A subresource the kind does not serve has no route at all: 404, as
+    // kube-apiserver's router answers; one it serves answers 405 to other methods.
+    if let Some(sub) = t.sub.as_deref() {
+        if t.name.is_none() || !t.kind.has_subresource(sub) {
+            return ApiError::route_not_found().into_response();
+        }
+    }
     let res = match (method.as_str(), t.name.is_some(), t.sub.as_deref()) {
         ("GET", false, None) => handlers::list(rq).await,
-        ("GET", true, None) | ("GET", true, Some("status")) => handlers::get(rq).await,
-        ("GET", true, Some("scale")) if has_scale => scale::get(rq).await,
+        ("GET", true, None | Some("status")) => handlers::get(rq).await,
+        ("GET", true, Some("scale")) => scale::get(rq).await,
         ("POST", false, None) => handlers::create(rq, &body).await,
-        ("GET", true, Some("log")) if serves("log") => crate::proxy::pod_logs(&st, &t, &q).await,
-        ("POST", true, Some("binding")) if serves("binding") => binding::bind(rq, &body).await,
-        ("POST", true, Some("eviction")) if serves("eviction") => eviction::evict(rq, &body).await,
-        ("PUT", true, None) | ("PUT", true, Some("status")) => handlers::update(rq, &body).await,
-        ("PATCH", true, None) | ("PATCH", true, Some("status")) => handlers::patch(rq, &body).await,
-        ("PUT", true, Some("scale")) | ("PATCH", true, Some("scale")) if has_scale => {
+        ("GET", true, Some("log")) => crate::proxy::pod_logs(&st, &t, &q).await,
+        ("POST", true, Some("binding")) => binding::bind(rq, &body).await,
+        ("POST", true, Some("eviction")) => eviction::evict(rq, &body).await,
+        ("PUT", true, None | Some("status")) => handlers::update(rq, &body).await,
+        ("PATCH", true, None | Some("status")) => handlers::patch(rq, &body).await,
+        ("PUT" | "PATCH", true, Some("scale")) => {
             scale::write(rq, &body, method == Method::PATCH).await
         }
         ("DELETE", true, None) => delete::delete(rq, &body).await,
         ("DELETE", false, None) => delete::delete_collection(rq, &body).await,
-        (_, _, Some(sub)) if KNOWN_SUBRESOURCES.contains(&sub) => {
-            Err(ApiError::method_not_supported(format!(
-                "the server does not allow this method on the requested resource ({}/{sub})",
-                t.kind.plural
-            )))
-        }
-        (_, _, Some(_)) => Err(ApiError::route_not_found()),
+        // kube-apiserver's router words every 405 alike, naming no resource.
         _ => Err(ApiError::method_not_supported(
             "the server does not allow this method on the requested resource",
         )),

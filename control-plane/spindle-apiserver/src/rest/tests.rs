@@ -344,3 +344,135 @@ async fn a_job_must_name_its_restart_policy() {
         "Job.batch \"j\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
     );
 }
+
+#[tokio::test]
+async fn deletion_answers_with_a_status_or_the_object_as_the_kind_says() {
+    let api = Api::new().await;
+    const CMS: &str = "/api/v1/namespaces/default/configmaps";
+    let cm = |name: &str, finalizers: Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "finalizers": finalizers}})
+    };
+    let gone = api.ok(Method::POST, CMS, Some(cm("gone", json!([])))).await;
+    // Removed at once, of a kind that does not return the deleted object: a Success
+    // Status naming it by resource and uid (no code, no group for the core group).
+    let (code, status) = api.call(Method::DELETE, &format!("{CMS}/gone"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        status,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+               "details": {"name": "gone", "kind": "configmaps", "uid": gone["metadata"]["uid"]}})
+    );
+    // A dry run answers as the deletion would.
+    api.ok(Method::POST, CMS, Some(cm("dry", json!([])))).await;
+    let dry = api
+        .ok(Method::DELETE, &format!("{CMS}/dry?dryRun=All"), None)
+        .await;
+    assert_eq!(dry["kind"], "Status", "{dry}");
+
+    // Another group names it.
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    let deploys = "/apis/apps/v1/namespaces/default/deployments";
+    api.ok(Method::POST, deploys, Some(deploy)).await;
+    let status = api.ok(Method::DELETE, &format!("{deploys}/d"), None).await;
+    assert_eq!(
+        (&status["details"]["group"], &status["details"]["kind"]),
+        (&json!("apps"), &json!("deployments"))
+    );
+
+    // Kinds that return the deleted object (service accounts, pods...) answer with it.
+    let sas = "/api/v1/namespaces/default/serviceaccounts";
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    api.ok(Method::POST, sas, Some(sa)).await;
+    let deleted = api.ok(Method::DELETE, &format!("{sas}/robot"), None).await;
+    assert_eq!(
+        (&deleted["kind"], &deleted["metadata"]["name"]),
+        (&json!("ServiceAccount"), &json!("robot"))
+    );
+
+    // Still there (a finalizer holds it): the object with its deletionTimestamp, 200, or
+    // 202 when the client sent orphanDependents false.
+    api.ok(Method::POST, CMS, Some(cm("held", json!(["x/y"]))))
+        .await;
+    let (code, held) = api.call(Method::DELETE, &format!("{CMS}/held"), None).await;
+    assert_eq!(code, 200);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let (code, held) = api
+        .call(
+            Method::DELETE,
+            &format!("{CMS}/held"),
+            Some(json!({"orphanDependents": false})),
+        )
+        .await;
+    assert_eq!((code, &held["kind"]), (202, &json!("ConfigMap")), "{held}");
+}
+
+#[tokio::test]
+async fn deletecollection_answers_with_the_list_it_deleted_from() {
+    let api = Api::new().await;
+    const CMS: &str = "/api/v1/namespaces/default/configmaps";
+    for (name, finalizers) in [("a", json!([])), ("b", json!(["x/y"]))] {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name, "finalizers": finalizers}});
+        api.ok(Method::POST, CMS, Some(cm)).await;
+    }
+    let list = api.ok(Method::DELETE, CMS, None).await;
+    assert_eq!(list["kind"], "ConfigMapList");
+    let items = list["items"].as_array().expect("items");
+    let names: Vec<&Value> = items.iter().map(|i| &i["metadata"]["name"]).collect();
+    assert_eq!(names, [&json!("a"), &json!("b")]);
+    // As they were listed, before the deletion marked the one that stays.
+    assert!(items
+        .iter()
+        .all(|i| i["metadata"].get("deletionTimestamp").is_none()));
+    let (code, _) = api.call(Method::GET, &format!("{CMS}/a"), None).await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn subresources_a_kind_lacks_are_not_found_and_wrong_methods_not_allowed() {
+    let api = Api::new().await;
+    const CMS: &str = "/api/v1/namespaces/default/configmaps";
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    api.ok(Method::POST, CMS, Some(cm)).await;
+    for (method, path) in [
+        (Method::GET, format!("{CMS}/c/status")),
+        (Method::PUT, format!("{CMS}/c/status")),
+        (Method::GET, format!("{CMS}/c/scale")),
+        (Method::GET, format!("{CMS}/c/log")),
+        (Method::POST, format!("{CMS}/c/eviction")),
+        (
+            Method::GET,
+            "/apis/apps/v1/namespaces/default/daemonsets/d/scale".into(),
+        ),
+    ] {
+        let (code, v) = api.call(method.clone(), &path, None).await;
+        assert_eq!(
+            (code, &v["message"]),
+            (
+                404,
+                &json!("the server could not find the requested resource")
+            ),
+            "{method} {path}"
+        );
+    }
+    for (method, path) in [
+        (Method::DELETE, format!("{PODS}/p/status")),
+        (Method::POST, format!("{PODS}/p/log")),
+        (Method::PUT, format!("{PODS}/p/exec")),
+        (Method::GET, format!("{PODS}/p/binding")),
+    ] {
+        let (code, v) = api.call(method.clone(), &path, None).await;
+        assert_eq!(
+            (code, &v["message"]),
+            (
+                405,
+                &json!("the server does not allow this method on the requested resource")
+            ),
+            "{method} {path}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use spindle_api::strategy::OnDelete;
+use spindle_api::Kind;
 use spindle_store::{KeyValue, StoreError};
 
 use super::storage::{
@@ -17,7 +18,7 @@ use super::storage::{
 };
 use super::{key, now_rfc3339, selectors, Req};
 use crate::request::{content_type, decode_body, Query, Target};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Status, StatusDetails};
 use crate::stored::encode_for_store;
 use crate::AppState;
 
@@ -28,13 +29,25 @@ pub(crate) struct DeleteOpts {
     pub(crate) uid: Option<String>,
     pub(crate) rv: Option<String>,
     pub(crate) dry_run: bool,
+    /// The deprecated `orphanDependents` as sent: `false` changes the answer's code.
+    pub(crate) orphan_dependents: Option<bool>,
+}
+
+/// What a deletion did.
+pub(crate) enum Deletion {
+    /// The object is gone (or would be, for a dry run); this is what it was.
+    Removed(Value),
+    /// The object stays until its grace period ends or its finalizers are removed; this
+    /// is it now, with its deletionTimestamp.
+    Pending(Value),
 }
 
 impl DeleteOpts {
     /// The fields of a DeleteOptions body (as sent to DELETE, or inside an Eviction).
     pub(super) fn from_value(b: &Value) -> DeleteOpts {
         let text = |p: &str| b.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let orphan = b.get("orphanDependents") == Some(&json!(true));
+        let orphan_dependents = b.get("orphanDependents").and_then(Value::as_bool);
+        let orphan = orphan_dependents == Some(true);
         DeleteOpts {
             grace: b.get("gracePeriodSeconds").and_then(Value::as_i64),
             policy: if orphan {
@@ -48,6 +61,7 @@ impl DeleteOpts {
                 .get("dryRun")
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.contains(&json!("All"))),
+            orphan_dependents,
         }
     }
 }
@@ -65,6 +79,12 @@ fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteO
     if let Some(p) = q.get("propagationPolicy") {
         o.policy = Some(p.to_string());
     }
+    if let Some(orphan) = q.get("orphanDependents").and_then(|b| b.parse().ok()) {
+        o.orphan_dependents = Some(orphan);
+        if orphan {
+            o.policy = Some("Orphan".into());
+        }
+    }
     if let Some(p) = &o.policy {
         if !["Background", "Foreground", "Orphan"].contains(&p.as_str()) {
             return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
@@ -76,16 +96,45 @@ fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteO
 pub(super) async fn delete(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     let (st, t, q, headers) = (rq.st, rq.t, rq.q, rq.headers);
     let opts = delete_opts(q, headers, raw)?;
-    delete_one(st, t, &opts)
-        .await
-        .map(|(code, v)| json_response(code, &v, &[]))
+    let deletion = delete_one(st, t, &opts).await?;
+    Ok(deletion_response(&t.kind, &opts, deletion))
+}
+
+/// kube-apiserver's answer to a DELETE (its registry's `finalizeDelete` and the delete
+/// handler): an object removed at once is answered with a `Success` Status naming it,
+/// unless its kind returns the deleted object; an object still being deleted is answered
+/// as it now stands, with 202 instead of 200 only when the client sent
+/// `orphanDependents: false` (a rule the handler keeps for old clients).
+fn deletion_response(kind: &Kind, opts: &DeleteOpts, deletion: Deletion) -> Response {
+    match deletion {
+        Deletion::Removed(obj) if !kind.strategy.returns_deleted_object() => {
+            let details = StatusDetails {
+                uid: meta_str(&obj, "uid").unwrap_or("").to_string(),
+                ..StatusDetails::of(
+                    meta_str(&obj, "name").unwrap_or(""),
+                    kind.group,
+                    kind.plural,
+                )
+            };
+            Status::success(0, Some(&details)).response(StatusCode::OK)
+        }
+        Deletion::Removed(obj) => json_response(StatusCode::OK, &obj, &[]),
+        Deletion::Pending(obj) => {
+            let code = if opts.orphan_dependents == Some(false) {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            json_response(code, &obj, &[])
+        }
+    }
 }
 
 pub(crate) async fn delete_one(
     st: &AppState,
     t: &Target,
     opts: &DeleteOpts,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<Deletion> {
     let name = t.name.clone().unwrap_or_default();
     for _ in 0..8 {
         let (mut obj, kv) = load(st, t).await?;
@@ -127,12 +176,12 @@ pub(crate) async fn delete_one(
         let grace = t.kind.strategy.grace_period(&obj, opts.grace);
         if !has_finalizers && grace == 0 {
             if opts.dry_run {
-                return Ok((StatusCode::OK, obj));
+                return Ok(Deletion::Removed(obj));
             }
             return match st.store.delete(&kv.key, Some(kv.mod_revision)).await {
                 Ok(_) => {
                     gc::spawn_release(st, t, ns, uid, "Background");
-                    Ok((StatusCode::OK, obj))
+                    Ok(Deletion::Removed(obj))
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => Err(not_found(&t.kind, &name)),
@@ -143,7 +192,7 @@ pub(crate) async fn delete_one(
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64);
         if already && cur_grace.is_some_and(|g| g <= grace) {
-            return Ok((StatusCode::OK, obj));
+            return Ok(Deletion::Pending(obj));
         }
         let when = deletion_deadline(Utc::now(), grace);
         {
@@ -158,7 +207,7 @@ pub(crate) async fn delete_one(
             meta.insert("finalizers".into(), Value::Array(finalizers));
         }
         if opts.dry_run {
-            return Ok((StatusCode::OK, obj));
+            return Ok(Deletion::Pending(obj));
         }
         match st
             .store
@@ -172,7 +221,7 @@ pub(crate) async fn delete_one(
                         gc::spawn_release(st, t, ns, uid, f);
                     }
                 }
-                return Ok((StatusCode::OK, obj));
+                return Ok(Deletion::Pending(obj));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -229,9 +278,9 @@ async fn delete_namespace(
     mut obj: Value,
     kv: KeyValue,
     opts: &DeleteOpts,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<Deletion> {
     if opts.dry_run {
-        return Ok((StatusCode::OK, obj));
+        return Ok(Deletion::Pending(obj));
     }
     let ns = t.name.clone().unwrap_or_default();
     if obj.pointer("/metadata/deletionTimestamp").is_none() {
@@ -269,7 +318,7 @@ async fn delete_namespace(
             tracing::warn!(namespace = %ns, error = %e, "removing namespace");
         }
     });
-    Ok((StatusCode::OK, obj))
+    Ok(Deletion::Pending(obj))
 }
 
 pub(super) async fn delete_collection(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
@@ -277,10 +326,11 @@ pub(super) async fn delete_collection(rq: Req<'_>, raw: &Bytes) -> ApiResult<Res
     let opts = delete_opts(q, headers, raw)?;
     let sel = selectors(&t.kind, q)?;
     let (items, rev, _) = list_objects(st, t, &sel, None, None).await?;
-    let mut deleted = Vec::new();
-    for it in items {
-        let name = meta_str(&it, "name").unwrap_or("").to_string();
-        let ns = meta_str(&it, "namespace").map(str::to_string);
+    // kube-apiserver answers with the list it deleted from, as listed before the
+    // deletions (its registry's DeleteCollection), whatever each deletion did.
+    for it in &items {
+        let name = meta_str(it, "name").unwrap_or("").to_string();
+        let ns = meta_str(it, "namespace").map(str::to_string);
         let one = Target {
             kind: t.kind.clone(),
             namespace: ns,
@@ -288,11 +338,11 @@ pub(super) async fn delete_collection(rq: Req<'_>, raw: &Bytes) -> ApiResult<Res
             sub: None,
         };
         match delete_one(st, &one, &opts).await {
-            Ok((_, v)) => deleted.push(v),
+            Ok(_) => {}
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
     }
-    let body = json!({"kind": t.kind.list_kind, "apiVersion": t.kind.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted});
+    let body = json!({"kind": t.kind.list_kind, "apiVersion": t.kind.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": items});
     Ok(json_response(StatusCode::OK, &body, &[]))
 }
