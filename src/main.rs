@@ -428,17 +428,12 @@ fn main() -> Result<()> {
                 }
                 if !disable_scheduler {
                     let state = server.state.clone();
-                    tokio::spawn(async move {
+                    // Supervised like each controller: a panic restarts the scheduler
+                    // (its watches end with it) instead of ending scheduling for good.
+                    tokio::spawn(spindle_controllers::supervise("scheduler", move || {
                         let client = state.in_process_client("system:kube-scheduler");
-                        if let Err(e) = spindle_scheduler::run(
-                            client,
-                            spindle_scheduler::SchedulerOptions::default(),
-                        )
-                        .await
-                        {
-                            tracing::error!(error = %e, "scheduler stopped");
-                        }
-                    });
+                        spindle_scheduler::run(client, spindle_scheduler::SchedulerOptions::default())
+                    }));
                 }
                 {
                     let client = server.state.in_process_client("system:apiserver");

@@ -17,6 +17,15 @@ pub fn kubectls() -> Vec<&'static str> {
     vec![KUBECTL_DEFAULT, KUBECTL_OLDEST]
 }
 
+/// The spindle binary under test: cargo's, unless SPINDLE_TEST_BIN names another. Several
+/// checkouts sharing one CARGO_TARGET_DIR overwrite each other's `debug/spindle`; a
+/// private copy keeps a test run on the build it means to test.
+pub fn spindle_bin() -> PathBuf {
+    std::env::var_os("SPINDLE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_spindle")))
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
@@ -171,7 +180,7 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spindle"));
+        let mut cmd = Command::new(spindle_bin());
         cmd.arg("server");
         if !self.agent {
             cmd.arg("--disable-agent");
@@ -341,7 +350,7 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("hollow-{prefix}.log")))
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let child = Command::new(spindle_bin())
             .args([
                 "hollow-nodes",
                 "--server",
@@ -612,7 +621,7 @@ impl Registry {
     /// `spindle push FILE <registry>/<name>`; returns the full reference.
     pub fn push(&self, file: &Path, name: &str) -> String {
         let reference = format!("{}/{name}", self.addr);
-        let out = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let out = Command::new(spindle_bin())
             .arg("push")
             .arg(file)
             .arg(&reference)

@@ -5,6 +5,7 @@ use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::printers::{Printed, Printer};
 use crate::strategy::{self, Strategy};
 use crate::validation::{validate_metadata, FieldError};
 
@@ -46,6 +47,8 @@ pub struct Kind {
     pub typed_check: fn(&Value) -> Result<(), FieldError>,
     /// The kind's behaviour: defaults, validation, create/update/delete rules.
     pub strategy: &'static dyn Strategy,
+    /// The `kubectl get` table (columns and cells together).
+    pub printer: &'static Printer,
 }
 
 impl Kind {
@@ -179,7 +182,8 @@ where
     K: Resource
         + k8s_openapi::ListableResource
         + schemars::JsonSchema
-        + serde::de::DeserializeOwned,
+        + serde::de::DeserializeOwned
+        + Printed,
 {
     Kind {
         group: K::GROUP,
@@ -198,6 +202,7 @@ where
         schema_name: schema_name_of::<K>,
         typed_check: typed_check_of::<K>,
         strategy: o.strategy,
+        printer: K::PRINTER,
     }
 }
 

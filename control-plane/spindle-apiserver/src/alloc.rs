@@ -143,16 +143,15 @@ async fn reserve(
 }
 
 fn invalid(field: &str, value: &Value, msg: &str) -> ApiError {
-    let mut e = ApiError::new(
+    ApiError::new(
         422,
         "Invalid",
         format!("Service is invalid: {field}: Invalid value: {value}: {msg}"),
-    );
-    e.details = Some(json!({
+    )
+    .with_details(json!({
         "kind": "Service",
         "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {value}: {msg}"), "field": field}],
-    }));
-    e
+    }))
 }
 
 /// The allocation a kind's strategy asks for on creation.

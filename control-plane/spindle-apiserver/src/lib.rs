@@ -5,6 +5,7 @@
 
 mod admission;
 pub mod alloc;
+mod auth;
 mod discovery;
 mod idle;
 pub mod pki;
@@ -14,7 +15,9 @@ mod request;
 #[doc(hidden)]
 pub use request::decode_body;
 pub mod rest;
+mod router;
 mod selectors;
+mod state;
 mod status;
 mod stored;
 mod tables;
@@ -28,61 +31,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use spindle_api::openapi::OpenApi;
 use spindle_api::Registry;
-use spindle_store::{SledStore, SledStoreOptions, Store};
+use spindle_store::{SledStore, SledStoreOptions};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
-use crate::request::{parse_path, Query};
-use crate::status::ApiError;
+pub use crate::auth::User;
+use crate::auth::{cert_user, ConnInfo};
+pub use crate::state::AppState;
 
 /// HTTP/2 keep-alive pings on the API port: every 30 s, and a peer that does not answer
 /// within 20 s (hyper's default) is gone.
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
-const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
-
-/// An authenticated caller.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-/// What the TLS layer learned about a connection.
-#[derive(Clone, Debug)]
-struct ConnInfo {
-    cert_user: Option<User>,
-    /// Set for the in-process client of the controllers and scheduler.
-    internal_user: Option<User>,
-    local: SocketAddr,
-    /// Time a request body has to arrive in full.
-    body_read_timeout: Duration,
-}
-
-/// Shared state of the API server; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub reg: Arc<Registry>,
-    pub store: Arc<dyn Store>,
-    pub openapi: Arc<OpenApi>,
-    /// Bearer tokens and who they authenticate as.
-    pub tokens: Arc<Vec<(String, User)>>,
-    pub ca_pem: Arc<str>,
-    pub default_toleration_seconds: i64,
-    pub event_cache: Arc<watch::EventCache>,
-    /// The token secret node agents accept from the API server on their endpoints.
-    pub node_secret: Arc<str>,
-    /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
-    pub net: alloc::NetRanges,
-}
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -133,135 +97,6 @@ impl Default for ConnLimits {
             body_read_timeout: Duration::from_secs(60),
         }
     }
-}
-
-fn authenticate(st: &AppState, conn: &ConnInfo, req: &Request) -> Option<User> {
-    if let Some(auth) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let tok = auth.strip_prefix("Bearer ")?.trim();
-        return st
-            .tokens
-            .iter()
-            .find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes()))
-            .map(|(_, u)| u.clone());
-    }
-    conn.cert_user.clone()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn dispatch(st: AppState, conn: ConnInfo, req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    if matches!(path.as_str(), "/readyz" | "/livez" | "/healthz") && req.method() == Method::GET {
-        return (StatusCode::OK, "ok").into_response();
-    }
-    if path == "/cacerts" && req.method() == Method::GET {
-        // Public by design (as in k3s): agents verify it against the hash in their token.
-        return (StatusCode::OK, st.ca_pem.to_string()).into_response();
-    }
-    let user = match conn
-        .internal_user
-        .clone()
-        .or_else(|| authenticate(&st, &conn, &req))
-    {
-        Some(u) => u,
-        None => return ApiError::unauthorized().into_response(),
-    };
-    // Upgraded streams (exec, port-forward) keep the request itself: the connection
-    // is taken over once the agent has switched protocols.
-    if let Ok(Some(t)) = parse_path(&st.reg, &path) {
-        let streaming = matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward"))
-            && t.kind.kind == "Pod"
-            && t.name.is_some()
-            && matches!(*req.method(), Method::GET | Method::POST);
-        if streaming {
-            return proxy::upgrade(&st, &t, req)
-                .await
-                .unwrap_or_else(IntoResponse::into_response);
-        }
-    }
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    match path.trim_end_matches('/') {
-        "/version" => return discovery::version(),
-        "/api" => return discovery::api(&st, &headers, &conn.local.to_string()),
-        "/apis" => return discovery::apis(&st, &headers),
-        "/openapi/v2" => return discovery::openapi_v2(&st, &headers),
-        p if p.starts_with("/openapi/v3") => return discovery::openapi_v3(&st, p),
-        _ => {}
-    }
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["api", v] => return discovery::group_version(&st, "", v),
-        ["apis", g] => return discovery::group(&st, g),
-        ["apis", g, v] => return discovery::group_version(&st, g, v),
-        _ => {}
-    }
-    let target = match parse_path(&st.reg, &path) {
-        Ok(Some(t)) => t,
-        Ok(None) => return ApiError::path_not_found().into_response(),
-        Err(e) => return e.into_response(),
-    };
-    let body = match read_body(body, conn.body_read_timeout, parts.version).await {
-        Ok(b) => b,
-        Err(e) => return e,
-    };
-    let q = Query::parse(parts.uri.query());
-    rest::handle(st, user, parts.method, target, q, headers, body).await
-}
-
-/// The request body, within `MAX_BODY` and `timeout`: a client trickling a body would
-/// otherwise hold its request (and connection) open for as long as it likes.
-async fn read_body(
-    body: Body,
-    timeout: Duration,
-    version: axum::http::Version,
-) -> Result<bytes::Bytes, Response> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(ApiError::too_large(format_args!("limit is {MAX_BODY}")).into_response()),
-        Err(_) => {
-            // kube-apiserver's timeout filter answers this way when a request, its body
-            // included, takes longer than --request-timeout. The rest of the body is not
-            // read, so an HTTP/1.1 connection cannot be reused (HTTP/2 resets the stream).
-            let mut resp = ApiError::new(
-                504,
-                "Timeout",
-                "Timeout: request did not complete within requested timeout - context deadline exceeded",
-            )
-            .into_response();
-            if version < axum::http::Version::HTTP_2 {
-                resp.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-            }
-            Err(resp)
-        }
-    }
-}
-
-fn cert_user(conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Option<User> {
-    let certs = conn.get_ref().1.peer_certificates()?;
-    let der = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some(User { name, groups })
 }
 
 fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
@@ -477,14 +312,17 @@ async fn serve_connection(
     };
     let activity = idle::Activity::new();
     let watched = activity.clone();
+    let app = router::router(st);
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let st = st.clone();
+        let app = app.clone();
         let conn = conn.clone();
         let busy = watched.busy();
         async move {
             let start = Instant::now();
             let (method, uri) = (req.method().clone(), req.uri().clone());
-            let resp = dispatch(st, conn, req.map(Body::new)).await;
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(conn);
+            let Ok(resp) = app.oneshot(req).await;
             tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
             Ok::<_, std::convert::Infallible>(busy.until_sent(resp))
         }
@@ -509,32 +347,6 @@ async fn serve_connection(
     };
     if let Err(e) = res {
         tracing::debug!(%peer, error = %e, "connection ended");
-    }
-}
-
-impl AppState {
-    /// A kube-rs client that calls this API server in-process: the same REST path,
-    /// validation and admission as external clients, without TLS or sockets. The
-    /// controllers and the scheduler use it.
-    pub fn in_process_client(&self, user: &str) -> kube::Client {
-        let st = self.clone();
-        let conn = ConnInfo {
-            cert_user: None,
-            internal_user: Some(User {
-                name: user.to_string(),
-                groups: vec!["system:masters".into()],
-            }),
-            local: SocketAddr::from(([127, 0, 0, 1], 0)),
-            body_read_timeout: ConnLimits::default().body_read_timeout,
-        };
-        let svc = tower::service_fn(move |req: hyper::Request<kube::client::Body>| {
-            let st = st.clone();
-            let conn = conn.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(dispatch(st, conn, req.map(Body::new)).await)
-            }
-        });
-        kube::Client::new(svc, "default")
     }
 }
 

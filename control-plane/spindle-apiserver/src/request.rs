@@ -37,6 +37,13 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
     if rest.is_empty() {
         return Ok(None);
     }
+    // Inside a served group-version a miss is the router's 404, which kube-apiserver
+    // words like any other but sends with (empty) details.
+    let not_found = if reg.group_versions().contains(&(group, version)) {
+        ApiError::route_not_found
+    } else {
+        ApiError::path_not_found
+    };
     let find = |plural: &str| reg.by_resource(group, version, plural).cloned();
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     let t = match r.as_slice() {
@@ -45,7 +52,7 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
                 .by_resource(group, version, plural)
                 .is_some_and(|k| k.namespaced) =>
         {
-            let kind = find(plural).ok_or_else(ApiError::path_not_found)?;
+            let kind = find(plural).ok_or_else(not_found)?;
             match tail {
                 [] => Target {
                     kind,
@@ -65,11 +72,11 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
                     name: Some(name.to_string()),
                     sub: Some(sub.to_string()),
                 },
-                _ => return Err(ApiError::path_not_found()),
+                _ => return Err(not_found()),
             }
         }
         [plural, tail @ ..] => {
-            let kind = find(plural).ok_or_else(ApiError::path_not_found)?;
+            let kind = find(plural).ok_or_else(not_found)?;
             match tail {
                 [] => Target {
                     kind,
@@ -89,10 +96,10 @@ pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
                     name: Some(name.to_string()),
                     sub: Some(sub.to_string()),
                 },
-                _ => return Err(ApiError::path_not_found()),
+                _ => return Err(not_found()),
             }
         }
-        _ => return Err(ApiError::path_not_found()),
+        _ => return Err(not_found()),
     };
     Ok(Some(t))
 }

@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use spindle_api::{table, Kind};
+use spindle_api::Kind;
 
 pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
@@ -14,7 +14,7 @@ fn partial_metadata(obj: &Value) -> Value {
 /// Rows embed PartialObjectMetadata by default, since kubectl derives NAMESPACE, LABELS
 /// and `-L` columns from it.
 pub fn row(kind: &Kind, obj: &Value, include: Option<&str>) -> Value {
-    let cells = table::cells(kind.group, kind.kind, obj, chrono::Utc::now());
+    let cells = kind.printer.cells(obj, chrono::Utc::now());
     let object = match include {
         Some("None") => Value::Null,
         Some("Object") => {
@@ -52,7 +52,7 @@ pub fn table(
     // In watches only the first event carries the column definitions (as the apiserver
     // does), so kubectl prints the header once.
     t["columnDefinitions"] = if headers {
-        json!(table::columns(kind.group, kind.kind))
+        json!(kind.printer.columns())
     } else {
         Value::Null
     };

@@ -21,13 +21,12 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
 };
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use spindle_meta::events::{object_ref, EventType, Recorder};
 use spindle_meta::selector::{self, Matcher};
 
-use crate::replicaset::controller_ref;
+use crate::controller_ref::{controller_ref, owner_reference, RefManager};
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
 
@@ -267,80 +266,15 @@ impl<'a> Sync<'a> {
     /// The ReplicaSets this Deployment controls: those it owns and still selects, plus
     /// matching orphans it adopts. Owned sets it no longer selects are released.
     async fn claim(&mut self) -> anyhow::Result<Vec<ReplicaSet>> {
-        let uid = self.d.uid().unwrap_or_default();
-        let deleting = self.d.metadata.deletion_timestamp.is_some();
-        let mut out = Vec::new();
-        let mut adoption_checked: Option<bool> = None;
         let selector = Matcher::for_controller(Some(&self.spec.selector));
-        for rs in self.ctx.rss.by_index(&ns_index(&self.ns)) {
-            let mut rs = (*rs).clone();
-            let selected = selector.matches(rs.labels());
-            match controller_ref(&rs.metadata) {
-                Some(r) if r.uid == uid => {
-                    if selected {
-                        out.push(rs);
-                    } else if !deleting {
-                        if let Some(refs) = rs.metadata.owner_references.as_mut() {
-                            refs.retain(|r| r.uid != uid);
-                        }
-                        match self
-                            .rs_api()
-                            .replace(&rs.name_any(), &PostParams::default(), &rs)
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404) => {}
-                            Err(e) => return Err(e).context("releasing replica set"),
-                        }
-                    }
-                }
-                Some(_) => {}
-                None if selected && !deleting && rs.metadata.deletion_timestamp.is_none() => {
-                    // Adopt only if the Deployment is still the one we think (a stale
-                    // cache must not hand sets to a deleted-and-recreated namesake).
-                    let ok = match adoption_checked {
-                        Some(ok) => ok,
-                        None => {
-                            let fresh = self.d_api().get_opt(&self.d.name_any()).await?;
-                            let ok = fresh.is_some_and(|f| {
-                                f.uid() == self.d.uid() && f.metadata.deletion_timestamp.is_none()
-                            });
-                            adoption_checked = Some(ok);
-                            ok
-                        }
-                    };
-                    if !ok {
-                        continue;
-                    }
-                    rs.metadata
-                        .owner_references
-                        .get_or_insert_with(Vec::new)
-                        .push(self.owner_ref());
-                    match self
-                        .rs_api()
-                        .replace(&rs.name_any(), &PostParams::default(), &rs)
-                        .await
-                    {
-                        Ok(adopted) => out.push(adopted),
-                        Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404) => {}
-                        Err(e) => return Err(e).context("adopting replica set"),
-                    }
-                }
-                None => {}
-            }
-        }
-        Ok(out)
-    }
-
-    fn owner_ref(&self) -> OwnerReference {
-        OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: self.d.name_any(),
-            uid: self.d.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
+        let claimed = RefManager::new(&self.ctx.client, &self.d)
+            .claim(
+                self.ctx.rss.by_index(&ns_index(&self.ns)),
+                |rs: &ReplicaSet| selector.matches(rs.labels()),
+            )
+            .await
+            .context("claiming replica sets")?;
+        Ok(claimed.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
     /// The current ReplicaSet (the oldest whose template equals the Deployment's, hash
@@ -441,7 +375,7 @@ impl<'a> Sync<'a> {
             .insert(HASH_LABEL.into(), hash.clone());
         let name = format!("{}-{hash}", self.d.name_any());
         let replicas = if self.p.rolling {
-            let total: i32 = olds.iter().map(rs_spec_replicas).sum();
+            let total = sum_counts(olds.iter().map(rs_spec_replicas));
             rolling_new_size(&self.p, total, 0)
         } else {
             self.p.replicas
@@ -454,7 +388,7 @@ impl<'a> Sync<'a> {
                 namespace: Some(self.ns.clone()),
                 labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
                 annotations: Some(ann),
-                owner_references: Some(vec![self.owner_ref()]),
+                owner_references: Some(vec![owner_reference(&self.d)]),
                 ..Default::default()
             },
             spec: Some(ReplicaSetSpec {
@@ -489,7 +423,8 @@ impl<'a> Sync<'a> {
                     .is_some_and(|t| equal_ignore_hash(t, &self.spec.template));
                 if !(ours && same) {
                     let st = self.status();
-                    st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+                    // The count is in the status, which a client may write: saturate.
+                    st.collision_count = Some(st.collision_count.unwrap_or(0).saturating_add(1));
                     self.write_status().await?;
                     return Err(anyhow!(
                         "hash collision for replica set {name}; collisionCount bumped"
@@ -681,7 +616,7 @@ impl<'a> Sync<'a> {
                 None => return Err(anyhow!("no new replica set")),
             },
         };
-        let total: i32 = olds.iter().map(rs_spec_replicas).sum::<i32>() + rs_spec_replicas(&new);
+        let total = sum_counts(olds.iter().chain([&new]).map(rs_spec_replicas));
         let target = rolling_new_size(&self.p, total, rs_spec_replicas(&new));
         if self.scale_rs(&mut new, target).await? {
             return self.finish_rollout(&olds, Some(&new)).await;
@@ -839,17 +774,17 @@ impl<'a> Sync<'a> {
     /// Counts from the ReplicaSets plus the Available condition.
     fn sync_status(&mut self, olds: &[ReplicaSet], new: Option<&ReplicaSet>) {
         let all: Vec<&ReplicaSet> = olds.iter().chain(new).collect();
-        let available: i32 = all.iter().map(|rs| rs_status(rs).2).sum();
-        let total_spec: i32 = all.iter().map(|rs| rs_spec_replicas(rs)).sum();
+        let available = sum_counts(all.iter().map(|rs| rs_status(rs).2));
+        let total_spec = sum_counts(all.iter().map(|rs| rs_spec_replicas(rs)));
         let generation = self.generation();
         let min_available = self.p.replicas - self.p.available_slack();
         let st = self.status();
         st.observed_generation = Some(generation);
-        st.replicas = nz(all.iter().map(|rs| rs_status(rs).0).sum());
+        st.replicas = nz(sum_counts(all.iter().map(|rs| rs_status(rs).0)));
         st.updated_replicas = nz(new.map_or(0, |rs| rs_status(rs).0));
-        st.ready_replicas = nz(all.iter().map(|rs| rs_status(rs).1).sum());
+        st.ready_replicas = nz(sum_counts(all.iter().map(|rs| rs_status(rs).1)));
         st.available_replicas = nz(available);
-        st.unavailable_replicas = nz((total_spec - available).max(0));
+        st.unavailable_replicas = nz(total_spec.saturating_sub(available).max(0));
         let c = if available >= min_available {
             new_condition(
                 AVAILABLE,

@@ -115,6 +115,16 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 // ---------------------------------------------------------------------------
 // maxSurge / maxUnavailable
 
+fn clamp_i32(v: i64) -> i32 {
+    v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
+/// A sum of replica counts that saturates: each count is a client's number (a spec, or a
+/// status written through /status), and several huge ones must not overflow.
+pub fn sum_counts(counts: impl IntoIterator<Item = i32>) -> i32 {
+    clamp_i32(counts.into_iter().map(i64::from).sum())
+}
+
 /// An int-or-percent against `total`; percentages round up for surge and down for
 /// unavailability, so a rollout errs towards capacity.
 pub fn scaled_value(v: Option<&IntOrString>, total: i32, round_up: bool) -> Result<i32, String> {
@@ -126,13 +136,14 @@ pub fn scaled_value(v: Option<&IntOrString>, total: i32, round_up: bool) -> Resu
                 .strip_suffix('%')
                 .and_then(|p| p.trim().parse().ok())
                 .ok_or_else(|| format!("invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"))?;
-            let scaled = pct * i64::from(total);
+            // The percentage is the user's: saturate rather than overflow.
+            let scaled = pct.saturating_mul(i64::from(total));
             let v = if round_up {
-                (scaled + 99).div_euclid(100)
+                scaled.saturating_add(99).div_euclid(100)
             } else {
                 scaled.div_euclid(100)
             };
-            Ok(v as i32)
+            Ok(clamp_i32(v))
         }
     }
 }
@@ -188,7 +199,8 @@ impl Params {
         Ok(Params {
             replicas,
             rolling,
-            max_surge: max_surge.max(0),
+            // replicas + maxSurge is computed everywhere: keep it representable.
+            max_surge: max_surge.clamp(0, i32::MAX - replicas),
             max_unavailable: max_unavailable.clamp(0, replicas),
         })
     }
@@ -235,15 +247,17 @@ pub fn rolling_new_size(p: &Params, total_spec: i32, new_spec: i32) -> i32 {
     if total_spec >= max_total {
         return new_spec;
     }
-    let up = (max_total - total_spec).min(p.replicas - new_spec);
-    new_spec + up
+    let up = max_total
+        .saturating_sub(total_spec)
+        .min(p.replicas.saturating_sub(new_spec));
+    new_spec.saturating_add(up)
 }
 
 /// New sizes for the old ReplicaSets (given oldest first): first shed their unavailable
 /// pods, then scale down as far as keeping `replicas - maxUnavailable` available allows.
 pub fn rolling_old_sizes(p: &Params, olds: &[RsView], new: Option<&RsView>) -> Vec<i32> {
     let mut sizes: Vec<i32> = olds.iter().map(|r| r.spec).collect();
-    let old_total: i32 = sizes.iter().sum();
+    let old_total = sum_counts(sizes.iter().copied());
     if old_total == 0 {
         return sizes;
     }
@@ -251,7 +265,11 @@ pub fn rolling_old_sizes(p: &Params, olds: &[RsView], new: Option<&RsView>) -> V
     let new_avail = new.map_or(0, |n| n.trusted_available());
     let min_available = p.replicas - p.max_unavailable;
     let new_unavailable = (new_spec - new_avail).max(0);
-    let max_scaled_down = old_total + new_spec - min_available - new_unavailable;
+    let max_scaled_down = clamp_i32(
+        i64::from(old_total) + i64::from(new_spec)
+            - i64::from(min_available)
+            - i64::from(new_unavailable),
+    );
     if max_scaled_down <= 0 {
         return sizes;
     }
@@ -270,16 +288,16 @@ pub fn rolling_old_sizes(p: &Params, olds: &[RsView], new: Option<&RsView>) -> V
         sizes[i] -= d;
         cleaned += d;
     }
-    let available: i32 = olds
-        .iter()
-        .zip(&sizes)
-        .map(|(r, s)| r.trusted_available().min(*s))
-        .sum::<i32>()
-        + new_avail;
+    let available = sum_counts(
+        olds.iter()
+            .zip(&sizes)
+            .map(|(r, s)| r.trusted_available().min(*s))
+            .chain([new_avail]),
+    );
     if available <= min_available {
         return sizes;
     }
-    let mut budget = available - min_available;
+    let mut budget = available.saturating_sub(min_available);
     for s in sizes.iter_mut() {
         if budget <= 0 {
             break;
@@ -299,13 +317,13 @@ pub fn rolling_old_sizes(p: &Params, olds: &[RsView], new: Option<&RsView>) -> V
 /// leftover goes to the largest. `rss` are the active sets; `status_replicas` stands in
 /// for a missing annotation.
 pub fn proportional_sizes(p: &Params, rss: &[RsView], status_replicas: i32) -> Vec<i32> {
-    let total: i32 = rss.iter().map(|r| r.spec).sum();
+    let total = sum_counts(rss.iter().map(|r| r.spec));
     let allowed = if p.replicas > 0 {
         p.replicas + p.max_surge
     } else {
         0
     };
-    let to_add = allowed - total;
+    let to_add = allowed.saturating_sub(total);
     let mut order: Vec<usize> = (0..rss.len()).collect();
     // Growing: largest first, newer breaking ties; shrinking: largest first, older first.
     order.sort_by(|&a, &b| {
@@ -342,20 +360,22 @@ pub fn proportional_sizes(p: &Params, rss: &[RsView], status_replicas: i32) -> V
             let target = (f64::from(r.spec) * f64::from(p.replicas + p.max_surge)
                 / f64::from(annotated))
             .round() as i32;
-            target - r.spec
+            target.saturating_sub(r.spec)
         };
-        let left = to_add - added;
+        let left = to_add.saturating_sub(added);
         let prop = if to_add > 0 {
             fraction.min(left)
         } else {
             fraction.max(left)
         };
-        sizes[i] += prop;
-        added += prop;
+        sizes[i] = sizes[i].saturating_add(prop);
+        added = added.saturating_add(prop);
     }
     if added != to_add {
         let first = order[0];
-        sizes[first] = (sizes[first] + to_add - added).max(0);
+        sizes[first] = sizes[first]
+            .saturating_add(to_add.saturating_sub(added))
+            .max(0);
     }
     sizes
 }
@@ -521,8 +541,8 @@ pub fn complete(p: &Params, generation: i64, s: &DeploymentStatus) -> bool {
 
 pub fn progressing(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
     let g = |v: Option<i32>| v.unwrap_or(0);
-    let old_old = g(old.replicas) - g(old.updated_replicas);
-    let new_old = g(new.replicas) - g(new.updated_replicas);
+    let old_old = g(old.replicas).saturating_sub(g(old.updated_replicas));
+    let new_old = g(new.replicas).saturating_sub(g(new.updated_replicas));
     g(new.updated_replicas) > g(old.updated_replicas)
         || new_old < old_old
         || g(new.ready_replicas) > g(old.ready_replicas)
@@ -652,6 +672,40 @@ mod tests {
         let p = Params::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.rolling);
         assert_eq!(p.available_slack(), 0);
+    }
+
+    #[test]
+    fn huge_numbers_saturate_instead_of_overflowing() {
+        let huge = IntOrString::Int(i32::MAX);
+        let spec = DeploymentSpec {
+            replicas: Some(3),
+            strategy: Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: None,
+                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment {
+                    max_surge: Some(huge),
+                    max_unavailable: Some(ios("9223372036854775807%")),
+                }),
+            }),
+            ..Default::default()
+        };
+        let p = Params::from_spec(&spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.max_surge, p.max_unavailable), (i32::MAX - 3, 3));
+        assert_eq!(rolling_new_size(&p, 3, 0), 3);
+        let mut annotations = BTreeMap::new();
+        set_replicas_annotations(&mut annotations, &p);
+        assert_eq!(annotations[MAX_REPLICAS], i32::MAX.to_string());
+        let sets = [
+            rs("a", 1, i32::MAX, i32::MAX),
+            rs("b", 2, i32::MAX, i32::MAX),
+        ];
+        assert_eq!(sum_counts(sets.iter().map(|r| r.spec)), i32::MAX);
+        // The budget (saturated at i32::MAX) empties the oldest first.
+        assert_eq!(rolling_old_sizes(&p, &sets, None), [0, i32::MAX]);
+        assert_eq!(proportional_sizes(&p, &sets, i32::MAX).len(), 2);
+        assert_eq!(
+            scaled_value(Some(&ios("9223372036854775807%")), i32::MAX, true),
+            Ok(i32::MAX)
+        );
     }
 
     fn rs(name: &str, created: i64, spec: i32, available: i32) -> RsView {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,8 +23,9 @@ use kube::{Api, Client, ResourceExt};
 use spindle_meta::events::{object_ref, EventType, Recorder};
 use spindle_meta::selector::Matcher;
 
+use crate::controller_ref::controller_ref;
 use crate::deployment::util::scaled_value;
-use crate::replicaset::{controller_ref, is_ready};
+use crate::replicaset::is_ready;
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 
 /// How long an evicted pod counts as disrupted before it must have been deleted
@@ -97,7 +98,7 @@ pub fn expected_and_desired(
     let spec = pdb.spec.as_ref();
     if let Some(max) = spec.and_then(|s| s.max_unavailable.as_ref()) {
         let max = scaled_value(Some(max), scale, true)?;
-        return Ok((scale, (scale - max).max(0)));
+        return Ok((scale, scale.saturating_sub(max).max(0)));
     }
     match spec.and_then(|s| s.min_available.as_ref()) {
         Some(IntOrString::Int(n)) => Ok((pods, *n)),
@@ -177,9 +178,10 @@ pub fn set_condition(
     }
 }
 
-/// The desired replicas of each pod's controller, summed once per controller (a
-/// ReplicaSet of a Deployment counts as the Deployment). Pods without a controller are
-/// returned by name; they cannot count towards a share.
+/// The desired replicas of each pod's controller (ReplicaSet, ReplicationController,
+/// StatefulSet), summed once per controller (a ReplicaSet of a Deployment counts as the
+/// Deployment). Pods without a controller are returned by name; they cannot count
+/// towards a share.
 async fn expected_scale(
     client: &Client,
     ns: &str,
@@ -188,6 +190,7 @@ async fn expected_scale(
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let rcs: Api<ReplicationController> = Api::namespaced(client.clone(), ns);
     let mut scale: HashMap<String, i32> = HashMap::new();
     // Controller uid -> the uid its scale was counted under (a Deployment's for its sets).
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -222,6 +225,17 @@ async fn expected_scale(
                 }
                 _ => None,
             },
+            "ReplicationController" => rcs
+                .get_opt(&owner.name)
+                .await
+                .map_err(lookup_err)?
+                .filter(|rc| rc.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+                .map(|rc| {
+                    (
+                        owner.uid.clone(),
+                        rc.spec.and_then(|s| s.replicas).unwrap_or(1),
+                    )
+                }),
             "StatefulSet" => sets
                 .get_opt(&owner.name)
                 .await
@@ -241,7 +255,10 @@ async fn expected_scale(
         seen.insert(owner.uid.clone(), uid.clone());
         scale.insert(uid, n);
     }
-    Ok((scale.values().sum(), unmanaged))
+    Ok((
+        crate::deployment::util::sum_counts(scale.values().copied()),
+        unmanaged,
+    ))
 }
 
 struct Ctx {
@@ -330,7 +347,7 @@ async fn reconcile(ctx: Arc<Ctx>, key: String) -> Result<Action, kube::Error> {
     let allowed = if expected <= 0 {
         0
     } else {
-        (healthy - desired).max(0)
+        healthy.saturating_sub(desired).max(0)
     };
     let mut status = PodDisruptionBudgetStatus {
         current_healthy: healthy,

@@ -4,16 +4,24 @@
 //! any client (in-process, see `AppState::in_process_client`).
 
 pub mod bootstrap;
+pub mod controller_ref;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod nodelifecycle;
+pub mod replicas;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod runtime;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
+
+use replicas::ReplicaKind;
 
 /// Settings of the controller manager.
 #[derive(Clone, Debug)]
@@ -39,11 +47,15 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     // One pod cache for every controller: at tens of thousands of pods a copy per
     // controller is most of the control plane's memory.
     let rs_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let rc_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
     let budgets = disruption::budgets(&client, pdb_queue.clone());
-    let q = rs_queue.clone();
+    let rss = replicas::owners::<ReplicaSet>(&client, rs_queue.clone());
+    let rcs = replicas::owners::<ReplicationController>(&client, rc_queue.clone());
+    let (rsq, rcq) = (rs_queue.clone(), rc_queue.clone());
+    let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let pods = runtime::informer(
@@ -51,9 +63,12 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         runtime::watch_config(),
         Some(Box::new(replicaset::pod_index)),
         move |ch| {
-            endpoints::on_pod_change(&eq, &svcs, &ch);
-            disruption::on_pod_change(&dq, &pdbs, &ch);
-            replicaset::on_pod_change(&q, ch);
+            runtime::contain("endpoints", || endpoints::on_pod_change(&eq, &svcs, &ch));
+            runtime::contain("disruption", || disruption::on_pod_change(&dq, &pdbs, &ch));
+            runtime::contain("replicaset", || replicas::on_pod_change(&rsq, &rsc, &ch));
+            runtime::contain("replicationcontroller", || {
+                replicas::on_pod_change(&rcq, &rcc, &ch)
+            });
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -63,8 +78,13 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     });
     let (c, p) = (client.clone(), pods.clone());
     let replicaset = supervise("replicaset", move || {
-        let events = recorder(&c, "replicaset-controller");
-        replicaset::run(c.clone(), events, rs_queue.clone(), p.clone())
+        let events = recorder(&c, ReplicaSet::COMPONENT);
+        replicas::run(c.clone(), events, rs_queue.clone(), rss.clone(), p.clone())
+    });
+    let (c, p) = (client.clone(), pods.clone());
+    let replicationcontroller = supervise("replicationcontroller", move || {
+        let events = recorder(&c, ReplicationController::COMPONENT);
+        replicas::run(c.clone(), events, rc_queue.clone(), rcs.clone(), p.clone())
     });
     let (c, p) = (client.clone(), pods.clone());
     let endpoints = supervise("endpoints", move || {
@@ -86,15 +106,22 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         let events = recorder(&c, "node-controller");
         nodelifecycle::run(c.clone(), events, opts.clone(), pods.clone())
     });
-    tokio::join!(deployment, replicaset, endpoints, disruption, nodes);
+    tokio::join!(
+        deployment,
+        replicaset,
+        replicationcontroller,
+        endpoints,
+        disruption,
+        nodes
+    );
     Ok(())
 }
 
-/// Run the controller `start` makes in a task of its own, for ever: when it fails or
+/// Run the controller (or scheduler) `start` makes in a task of its own, for ever: when it fails or
 /// panics it is logged and started again (after a pause growing from 1 s to 30 s while
 /// it keeps failing), as Kubernetes' controller manager recovers a panicking controller
 /// instead of losing it. One controller's bug must not stop the others, nor itself for good.
-async fn supervise<F, Fut>(name: &'static str, start: F)
+pub async fn supervise<F, Fut>(name: &'static str, start: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,

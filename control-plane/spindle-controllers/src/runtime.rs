@@ -48,11 +48,15 @@ pub struct Cache<K> {
     state: RwLock<CacheState<K>>,
     index_fn: Option<IndexFn<K>>,
     synced: watch::Sender<bool>,
+    /// Dropped with the cache: tells its informer task to stop, so a controller that is
+    /// restarted does not leave its old watches running beside the new ones.
+    alive: watch::Sender<()>,
 }
 
 impl<K: Resource> Cache<K> {
     fn new(index_fn: Option<IndexFn<K>>) -> Self {
         let (synced, _) = watch::channel(false);
+        let (alive, _) = watch::channel(());
         Cache {
             state: RwLock::new(CacheState {
                 objects: HashMap::new(),
@@ -60,6 +64,7 @@ impl<K: Resource> Cache<K> {
             }),
             index_fn,
             synced,
+            alive,
         }
     }
 
@@ -69,6 +74,16 @@ impl<K: Resource> Cache<K> {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheState<K>> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A cache holding `objects`, fed by nothing: for tests of what reads caches.
+    #[cfg(test)]
+    pub(crate) fn with_objects(index_fn: Option<IndexFn<K>>, objects: Vec<K>) -> Self {
+        let cache = Cache::new(index_fn);
+        for o in objects {
+            cache.upsert(o);
+        }
+        cache
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<K>> {
@@ -168,7 +183,8 @@ impl<'a, K> Change<'a, K> {
 
 /// Start an informer: list+watch `api` into a cache, calling `handler` for every change
 /// after the cache is updated. A re-list (after a 410 or a dropped watch) reconciles the
-/// cache and reports what changed, including deletions missed meanwhile.
+/// cache and reports what changed, including deletions missed meanwhile. The informer
+/// stops once the returned cache (every clone of the `Arc`) is dropped.
 pub fn informer<K, H>(
     api: Api<K>,
     cfg: watcher::Config,
@@ -180,15 +196,25 @@ where
     H: Fn(Change<'_, K>) + Send + Sync + 'static,
 {
     let cache = Arc::new(Cache::new(index_fn));
-    let c = cache.clone();
+    let weak = Arc::downgrade(&cache);
+    let mut alive = cache.alive.subscribe();
     tokio::spawn(async move {
         let mut stream = watcher(api, cfg).boxed();
         let mut relist: Option<HashSet<String>> = None;
-        while let Some(ev) = stream.next().await {
+        loop {
+            let ev = tokio::select! {
+                // Only ever an error: the cache, and with it the sender, is gone.
+                _ = alive.changed() => return,
+                ev = stream.next() => ev,
+            };
+            let (Some(ev), Some(c)) = (ev, weak.upgrade()) else {
+                return;
+            };
+            let handle = |ch: Change<'_, K>| deliver(&handler, ch);
             match ev {
                 Ok(watcher::Event::Apply(o)) => {
                     let (new, old) = c.upsert(o);
-                    handler(Change::Upsert {
+                    handle(Change::Upsert {
                         new: &new,
                         old: old.as_ref(),
                     });
@@ -196,7 +222,7 @@ where
                 Ok(watcher::Event::Delete(o)) => {
                     let key = key_of(&o);
                     let gone = c.remove(&key).unwrap_or_else(|| Arc::new(o));
-                    handler(Change::Delete(&gone));
+                    handle(Change::Delete(&gone));
                 }
                 Ok(watcher::Event::Init) => relist = Some(HashSet::new()),
                 Ok(watcher::Event::InitApply(o)) => {
@@ -204,7 +230,7 @@ where
                         seen.insert(key_of(&o));
                     }
                     let (new, old) = c.upsert(o);
-                    handler(Change::Upsert {
+                    handle(Change::Upsert {
                         new: &new,
                         old: old.as_ref(),
                     });
@@ -220,7 +246,7 @@ where
                             .collect();
                         for k in stale {
                             if let Some(gone) = c.remove(&k) {
-                                handler(Change::Delete(&gone));
+                                handle(Change::Delete(&gone));
                             }
                         }
                     }
@@ -228,12 +254,33 @@ where
                 }
                 Err(e) => {
                     tracing::debug!(kind = %K::kind(&()), error = %e, "watch interrupted; retrying");
+                    drop(c);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
     });
     cache
+}
+
+/// Call an informer's handler, containing a panic: the cache already holds the change,
+/// and one controller's faulty handler must not end the informer every controller
+/// sharing it depends on.
+fn deliver<K: Resource<DynamicType = ()>>(handler: &impl Fn(Change<'_, K>), ch: Change<'_, K>) {
+    contain(&K::kind(&()), || handler(ch));
+}
+
+/// Run one controller's part of an event handler, containing a panic (logged, the event
+/// skipped for it): a handler shared by several controllers calls each part through
+/// this, so one part's bug does not cost the others the event.
+pub fn contain(what: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        tracing::error!(
+            handler = what,
+            panic = panic_message(p.as_ref()),
+            "informer event handler panicked; event skipped"
+        );
+    }
 }
 
 /// Default watcher config with the page size Kubernetes clients use.
@@ -260,6 +307,9 @@ pub struct Queue<T> {
     state: Mutex<QueueState<T>>,
     notify: Notify,
 }
+
+/// Where a requeue too far for an `Instant` lands instead (about 30 years).
+const FAR_FUTURE_SECS: u64 = 86_400 * 365 * 30;
 
 /// What a reconcile asks for next.
 pub enum Action {
@@ -307,7 +357,12 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
         let mut st = self.lock();
         st.seq += 1;
         let seq = st.seq;
-        st.delayed.insert((Instant::now() + after, seq), item);
+        // A delay too far to represent is as good as never; it must not panic.
+        let now = Instant::now();
+        let at = now
+            .checked_add(after)
+            .unwrap_or_else(|| now + Duration::from_secs(FAR_FUTURE_SECS));
+        st.delayed.insert((at, seq), item);
         drop(st);
         self.notify.notify_one();
     }
@@ -329,7 +384,7 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
         self.lock().failures.remove(item);
     }
 
-    async fn next(&self) -> T {
+    pub(crate) async fn next(&self) -> T {
         loop {
             let wait = {
                 let mut st = self.lock();
@@ -384,11 +439,13 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
         T: Debug,
     {
         let reconcile = Arc::new(reconcile);
-        let mut tasks = Vec::new();
+        // A JoinSet aborts its tasks when dropped: workers end with the controller that
+        // runs them instead of outliving a restart.
+        let mut workers_set = tokio::task::JoinSet::new();
         for _ in 0..workers.max(1) {
             let q = self.clone();
             let reconcile = reconcile.clone();
-            tasks.push(tokio::spawn(async move {
+            workers_set.spawn(async move {
                 loop {
                     let item = q.next().await;
                     // A panicking reconcile is retried with back-off like a failed one:
@@ -397,7 +454,11 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
                     let run = std::panic::AssertUnwindSafe(reconcile(item.clone()));
                     let outcome = match futures::FutureExt::catch_unwind(run).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(p) => Err(format!("panic: {}", panic_message(p.as_ref()))),
+                        Err(p) => {
+                            let msg = panic_message(p.as_ref());
+                            tracing::error!(controller = name, key = ?item, panic = msg, "reconcile panicked; backing off");
+                            Err(format!("panic: {msg}"))
+                        }
                     };
                     match outcome {
                         Ok(Action::Done) => q.forget(&item),
@@ -412,11 +473,9 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
                     }
                     q.done(&item);
                 }
-            }));
+            });
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        while workers_set.join_next().await.is_some() {}
     }
 }
 
@@ -432,6 +491,28 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_panicking_event_handler_is_contained() {
+        let calls = AtomicUsize::new(0);
+        let handler = |_: Change<'_, k8s_openapi::api::core::v1::Pod>| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("handler bug");
+            }
+        };
+        let pod = Arc::new(k8s_openapi::api::core::v1::Pod::default());
+        deliver(&handler, Change::Delete(&pod));
+        deliver(&handler, Change::Delete(&pod));
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "delivery goes on");
+    }
+
+    #[tokio::test]
+    async fn a_requeue_too_far_to_represent_is_kept_not_panicked_on() {
+        let q: Arc<Queue<u32>> = Queue::new();
+        q.add_after(1, Duration::MAX);
+        q.add(2);
+        assert_eq!(q.next().await, 2);
+    }
 
     #[tokio::test]
     async fn queue_dedups_and_requeues_dirty_keys() {

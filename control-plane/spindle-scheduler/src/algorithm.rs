@@ -170,17 +170,17 @@ pub fn filter(pod: &SchedPod, node: &NodeInfo, usage: &Usage, reasons: &mut Vec<
     let alloc = &node.allocatable;
     let used = &usage.requested;
     // A resource the pod does not request is not checked, as in kube-scheduler.
-    if req.cpu > 0 && req.cpu > alloc.cpu - used.cpu {
+    if req.cpu > 0 && req.cpu > alloc.cpu.saturating_sub(used.cpu) {
         reasons.push(Reason::Insufficient("cpu".into()));
     }
-    if req.memory > 0 && req.memory > alloc.memory - used.memory {
+    if req.memory > 0 && req.memory > alloc.memory.saturating_sub(used.memory) {
         reasons.push(Reason::Insufficient("memory".into()));
     }
     for (name, want) in &req.other {
         if *want <= 0 {
             continue;
         }
-        let have = lookup(&alloc.other, name) - lookup(&used.other, name);
+        let have = lookup(&alloc.other, name).saturating_sub(lookup(&used.other, name));
         if *want > have {
             reasons.push(Reason::Insufficient(name.clone()));
         }
@@ -311,12 +311,19 @@ pub fn least_allocated(pod: &SchedPod, node: &NodeInfo, usage: &Usage) -> i64 {
         if alloc <= 0 {
             return 0;
         }
-        let free = (alloc - used).max(0);
+        let free = alloc.saturating_sub(used).max(0);
         // i128: memory in bytes times 100 can exceed i64 on exabyte nodes.
         (i128::from(free) * i128::from(MAX_SCORE) / i128::from(alloc)) as i64
     };
-    let cpu = part(node.allocatable.cpu, usage.nz_cpu + pod.nz_cpu);
-    let mem = part(node.allocatable.memory, usage.nz_memory + pod.nz_memory);
+    // Requests are the user's numbers: sums saturate.
+    let cpu = part(
+        node.allocatable.cpu,
+        usage.nz_cpu.saturating_add(pod.nz_cpu),
+    );
+    let mem = part(
+        node.allocatable.memory,
+        usage.nz_memory.saturating_add(pod.nz_memory),
+    );
     (cpu + mem) / 2
 }
 

@@ -124,8 +124,8 @@ impl Cache {
         let u = &mut self.slots[p.slot].usage;
         u.requested.add(&p.requests, sign);
         u.pods += sign;
-        u.nz_cpu += sign * p.nz_cpu;
-        u.nz_memory += sign * p.nz_memory;
+        u.nz_cpu = u.nz_cpu.saturating_add(sign.saturating_mul(p.nz_cpu));
+        u.nz_memory = u.nz_memory.saturating_add(sign.saturating_mul(p.nz_memory));
         if let Some(k) = p.spread_key {
             let n = u.spread.entry(k).or_insert(0);
             if sign > 0 {

@@ -127,7 +127,8 @@ fn non_zero(r: &Resources) -> (i64, i64) {
 /// A pod's requests the way kube-scheduler computes them: the sum over app containers
 /// and restartable (sidecar) init containers, at least the peak of any regular init
 /// container (plus the sidecars already running beside it), plus pod overhead.
-/// Returns (requests, non-zero cpu, non-zero memory).
+/// Returns (requests, non-zero cpu, non-zero memory). The numbers are the user's: every
+/// sum saturates rather than overflow.
 pub fn pod_requests(pod: &Pod) -> (Resources, i64, i64) {
     let Some(spec) = &pod.spec else {
         return (Resources::default(), 0, 0);
@@ -137,8 +138,8 @@ pub fn pod_requests(pod: &Pod) -> (Resources, i64, i64) {
     for c in &spec.containers {
         let r = container_requests(c);
         let (c_cpu, c_mem) = non_zero(&r);
-        nz_cpu += c_cpu;
-        nz_mem += c_mem;
+        nz_cpu = nz_cpu.saturating_add(c_cpu);
+        nz_mem = nz_mem.saturating_add(c_mem);
         sum.add(&r, 1);
     }
     let mut init_peak = Resources::default();
@@ -150,26 +151,26 @@ pub fn pod_requests(pod: &Pod) -> (Resources, i64, i64) {
         let (c_cpu, c_mem) = non_zero(&r);
         if c.restart_policy.as_deref() == Some("Always") {
             sidecars.add(&r, 1);
-            side_nz_cpu += c_cpu;
-            side_nz_mem += c_mem;
+            side_nz_cpu = side_nz_cpu.saturating_add(c_cpu);
+            side_nz_mem = side_nz_mem.saturating_add(c_mem);
         } else {
             let mut peak = sidecars.clone();
             peak.add(&r, 1);
             init_peak.max_with(&peak);
-            init_nz_cpu = init_nz_cpu.max(side_nz_cpu + c_cpu);
-            init_nz_mem = init_nz_mem.max(side_nz_mem + c_mem);
+            init_nz_cpu = init_nz_cpu.max(side_nz_cpu.saturating_add(c_cpu));
+            init_nz_mem = init_nz_mem.max(side_nz_mem.saturating_add(c_mem));
         }
     }
     sum.add(&sidecars, 1);
-    nz_cpu += side_nz_cpu;
-    nz_mem += side_nz_mem;
+    nz_cpu = nz_cpu.saturating_add(side_nz_cpu);
+    nz_mem = nz_mem.saturating_add(side_nz_mem);
     sum.max_with(&init_peak);
     nz_cpu = nz_cpu.max(init_nz_cpu);
     nz_mem = nz_mem.max(init_nz_mem);
     if let Some(overhead) = &spec.overhead {
         let o = Resources::from_list(overhead);
-        nz_cpu += o.cpu;
-        nz_mem += o.memory;
+        nz_cpu = nz_cpu.saturating_add(o.cpu);
+        nz_mem = nz_mem.saturating_add(o.memory);
         sum.add(&o, 1);
     }
     (sum, nz_cpu, nz_mem)

@@ -148,6 +148,32 @@ fn resource_filter() {
     );
 }
 
+/// Requests are the user's numbers: past what i64 holds, sums saturate instead of
+/// panicking the scheduler.
+#[test]
+fn huge_requests_saturate() {
+    let huge = json!({"requests": {"cpu": "8E", "memory": "8E"}});
+    let p = pod_json(
+        "p",
+        json!({"spec": {
+            "containers": [
+                {"name": "a", "image": "x", "resources": huge},
+                {"name": "b", "image": "x", "resources": huge}
+            ],
+            "initContainers": [
+                {"name": "s", "image": "x", "restartPolicy": "Always", "resources": huge},
+                {"name": "i", "image": "x", "resources": huge}
+            ],
+            "overhead": {"cpu": "8E", "memory": "8E"}
+        }}),
+    );
+    let (r, nz_cpu, nz_mem) = pod_requests(&p);
+    assert_eq!(
+        (r.cpu, r.memory, nz_cpu, nz_mem),
+        (i64::MAX, i64::MAX, i64::MAX, i64::MAX)
+    );
+}
+
 #[test]
 fn requests_sum_containers_and_max_init() {
     let p = pod_json(

@@ -12,9 +12,10 @@ use super::{encode_for_store, now_rfc3339, Req};
 use crate::request::{content_type, decode_body};
 use crate::status::{ApiError, ApiResult};
 
-/// The Status a binding or an eviction answers with.
-pub(super) fn success_status(kind: &str, name: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201, "details": {"name": name, "kind": kind}})
+/// The Status a binding or an eviction answers with: kube-apiserver's is a bare
+/// `Success` whose code the create handler fills in, without details.
+pub(super) fn success_status() -> Value {
+    crate::status::Status::success(201, None).to_value()
 }
 
 pub(super) async fn bind(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
@@ -67,13 +68,7 @@ pub(super) async fn bind(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
             .update(&kv.key, encode_for_store(&pod)?, Some(kv.mod_revision))
             .await
         {
-            Ok(_) => {
-                return Ok(json_response(
-                    StatusCode::CREATED,
-                    &success_status("pods", &name),
-                    &[],
-                ))
-            }
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &success_status(), &[])),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -236,9 +236,5 @@ pub(super) async fn evict(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
             }
         }
     }
-    Ok(json_response(
-        StatusCode::CREATED,
-        &success_status("pods", t.name.as_deref().unwrap_or("")),
-        &[],
-    ))
+    Ok(json_response(StatusCode::CREATED, &success_status(), &[]))
 }

@@ -104,7 +104,7 @@ pub async fn handle(
                 t.kind.plural
             )))
         }
-        (_, _, Some(_)) => Err(ApiError::path_not_found()),
+        (_, _, Some(_)) => Err(ApiError::route_not_found()),
         _ => Err(ApiError::method_not_supported(
             "the server does not allow this method on the requested resource",
         )),

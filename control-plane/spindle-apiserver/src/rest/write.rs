@@ -192,6 +192,45 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
     rest(old).count() != rest(new).count() || rest(old).any(|(k, v)| new.get(k) != Some(v))
 }
 
+/// A uid in an update is a precondition: controllers patch one in so that a write meant
+/// for an object cannot land on a deleted-and-recreated namesake. A different uid is
+/// refused as kube-apiserver's immutable-field check refuses it; none means "the same".
+fn uid_unchanged(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
+    let Some(uid) = meta_str(new, "uid").filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    if Some(uid) == meta_str(old, "uid") {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &kind.qualified_kind(),
+        kind.group,
+        kind.plural,
+        meta_str(old, "name").unwrap_or(""),
+        &[validation::FieldError::invalid(
+            "metadata.uid",
+            &json!(uid),
+            "field is immutable",
+        )],
+    ))
+}
+
+/// ObjectMeta's lists are `omitempty` in Kubernetes: a patch that deletes the last
+/// ownerReference or finalizer leaves no empty list behind (clients read "absent").
+fn omit_empty_meta_lists(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["ownerReferences", "finalizers"] {
+            if meta
+                .get(f)
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.is_empty())
+            {
+                meta.remove(f);
+            }
+        }
+    }
+}
+
 /// Carry over what a client may not change and apply the status-subresource split; then
 /// what the kind's strategy keeps on an update of the main resource.
 fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) -> ApiResult<()> {
@@ -224,6 +263,8 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
         }
         kind.strategy.prepare_for_update(old, new);
     }
+    uid_unchanged(kind, old, new)?;
+    omit_empty_meta_lists(new);
     let no_meta = json!({});
     let old_meta = old.get("metadata").unwrap_or(&no_meta);
     let meta = meta_mut(new)?;

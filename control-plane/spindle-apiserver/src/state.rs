@@ -1,0 +1,54 @@
+//! The API server's shared state, and the in-process client over the same pipeline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use spindle_api::openapi::OpenApi;
+use spindle_api::Registry;
+use spindle_store::Store;
+
+use crate::auth::{ConnInfo, User};
+use crate::{alloc, router, watch, ConnLimits};
+
+/// Shared state of the API server; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub reg: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub openapi: Arc<OpenApi>,
+    /// Bearer tokens and who they authenticate as.
+    pub tokens: Arc<Vec<(String, User)>>,
+    pub ca_pem: Arc<str>,
+    pub default_toleration_seconds: i64,
+    pub event_cache: Arc<watch::EventCache>,
+    /// The token secret node agents accept from the API server on their endpoints.
+    pub node_secret: Arc<str>,
+    /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
+    pub net: alloc::NetRanges,
+}
+
+impl AppState {
+    /// A kube-rs client that calls this API server in-process: the same router, layers,
+    /// validation and admission as external clients, without TLS or sockets. The
+    /// controllers and the scheduler use it.
+    pub fn in_process_client(&self, user: &str) -> kube::Client {
+        let conn = ConnInfo {
+            cert_user: None,
+            internal_user: Some(User {
+                name: user.to_string(),
+                groups: vec!["system:masters".into()],
+            }),
+            local: SocketAddr::from(([127, 0, 0, 1], 0)),
+            body_read_timeout: ConnLimits::default().body_read_timeout,
+        };
+        let svc = tower::ServiceBuilder::new()
+            .map_request(move |req: hyper::Request<kube::client::Body>| {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(conn.clone());
+                req
+            })
+            .service(router::router(self.clone()));
+        kube::Client::new(svc, "default")
+    }
+}
