@@ -6,11 +6,16 @@
 //! - [`node`]: the Node object (capacity from the machine, conditions, system info) and the
 //!   Lease heartbeat.
 //! - [`pods`]: one watch of this node's pods feeding one worker task per pod.
-//! - [`lifecycle`]: the pod state machine a worker runs: images, volumes, init containers in
-//!   order, containers with restart policy and back-off, graceful deletion, status.
-//! - [`runtime`]: the `Runtime` trait a container kind implements (Wasm now, containerd next)
-//!   and the Wasm implementation over `spindle-wasm`.
-//! - [`volumes`], [`env`]: the pod's volume directories and container environments.
+//! - [`lifecycle`]: what a pod's worker runs: volumes, init containers in order, each
+//!   container under a supervisor whose phases (pull, prepare, run, exit, back-off) are a
+//!   state machine, graceful deletion, status; [`reason`] types why a container waits or
+//!   ended.
+//! - [`runtime`]: the `Runtime`, `Running` and `Console` traits a container kind implements
+//!   (runs, then execs and attaches), with the Wasm one over `spindle-wasm`; [`containers`]
+//!   is the containerd one.
+//! - [`volumes`], [`env`], [`resources`]: the pod's volume directories, container
+//!   environments, and resource quantities as the node uses them.
+//! - [`paths`]: the data directory's layout, the one place its paths are named.
 //! - [`server`]: the authenticated HTTPS endpoint (axum routes) the API server proxies
 //!   `kubectl logs`, `exec`, `attach` and `port-forward` to; [`stream`] joins the latter
 //!   three to the containers, over the protocols of `spindle-streaming`.

@@ -2,7 +2,7 @@
 //! per container kind. The lifecycle pulls the image, builds a [`ContainerSpec`] (argv, env,
 //! mounts, log, limits) and hands both to the runtime the image calls for; the runtime
 //! gives back a [`Running`] container to wait on and stop. Wasm runs in-process through
-//! `spindle-wasm` ([`wasm`]); containers run through containerd (`crate::containers`).
+//! `spindle-wasm` (`wasm.rs`); containers run through containerd (`crate::containers`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
