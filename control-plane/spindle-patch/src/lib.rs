@@ -13,6 +13,13 @@
 //!
 //! It works on `serde_json::Value` only and knows nothing about storage or HTTP, so the API
 //! server decides status codes and the store decides concurrency.
+//!
+//! RFC 6902 and RFC 7396 come from the `json-patch` crate. Strategic merge patch and
+//! server-side apply are written here on purpose: they exist only in Go (apimachinery's
+//! `strategicpatch` and sigs.k8s.io/structured-merge-diff), and no Rust crate implements
+//! either (kube-rs only *sends* them; the merging happens on the server). Both are pure
+//! functions of JSON values with their own tests and property tests, so the hand-written
+//! part stays bounded.
 
 mod fieldset;
 mod smp;
