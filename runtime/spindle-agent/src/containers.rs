@@ -636,11 +636,16 @@ impl ContainerdRuntime {
             Some(g) => id_u32(g, "runAsGroup")?,
             None => img_gid.unwrap_or(0),
         };
-        let additional_gids = sec
-            .supplemental_groups
-            .iter()
-            .map(|g| id_u32(*g, "supplementalGroups"))
-            .collect::<Result<Vec<_>, _>>()?;
+        // The primary group first, then supplementalGroups, as containerd's CRI gives
+        // them (its ensureAdditionalGids), so the process's group list (`id`,
+        // getgroups) is the one it would have on Kubernetes.
+        let mut additional_gids = vec![gid];
+        for g in &sec.supplemental_groups {
+            let g = id_u32(*g, "supplementalGroups")?;
+            if !additional_gids.contains(&g) {
+                additional_gids.push(g);
+            }
+        }
         let process = ProcessSpec {
             args: argv,
             env: merge_env(cfg.env.as_deref().unwrap_or_default(), &spec.env),
