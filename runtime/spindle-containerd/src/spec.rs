@@ -84,7 +84,7 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "AUDIT_WRITE",
 ];
 
-/// Every capability Linux 6.x knows, for privileged containers and `add: [ALL]`.
+/// Every capability Linux 6.x knows, in bit order (CHOWN is bit 0).
 pub const ALL_CAPS: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
@@ -129,6 +129,33 @@ pub const ALL_CAPS: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities of [`ALL_CAPS`] this process holds (its CapEff, as containerd's
+/// `cap.Current` reads it): what a privileged container or `add: [ALL]` gets, as under
+/// containerd's CRI. One the agent lacks (an agent inside a container, or under a
+/// narrowed bounding set) cannot be granted: runc would refuse the start with "unable
+/// to apply caps".
+pub fn current_caps() -> &'static [&'static str] {
+    static CURRENT: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    CURRENT.get_or_init(|| {
+        let effective = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            });
+        match effective {
+            Some(bits) => ALL_CAPS
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| bits & (1u64 << bit) != 0)
+                .map(|(_, c)| *c)
+                .collect(),
+            None => ALL_CAPS.to_vec(),
+        }
+    })
+}
+
 /// Capabilities a container may add beyond [`DEFAULT_CAPS`] on a node that does not
 /// allow privileged containers. Each one only widens what the container can do to its
 /// own processes, files and namespaces:
@@ -171,8 +198,9 @@ pub fn privileged_caps(add: &[String]) -> Vec<String> {
 
 fn capabilities(p: &ProcessSpec) -> Vec<String> {
     let norm = |c: &String| cap_name(c);
+    let all = || current_caps().iter().map(|s| s.to_string()).collect();
     let mut caps: Vec<String> = if p.privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        all()
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
@@ -184,7 +212,7 @@ fn capabilities(p: &ProcessSpec) -> Vec<String> {
     }
     for add in p.cap_add.iter().map(norm) {
         if add == "ALL" {
-            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            caps = all();
         } else if !caps.contains(&add) {
             caps.push(add);
         }
@@ -613,7 +641,7 @@ mod tests {
             v["process"]["capabilities"]["bounding"]
                 .as_array()
                 .map(Vec::len),
-            Some(ALL_CAPS.len())
+            Some(current_caps().len())
         );
     }
 
