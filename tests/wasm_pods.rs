@@ -411,33 +411,6 @@ spec:
 "#
     );
     c.apply(&manifest);
-    // host-file fails (the host's /etc is not there), so the pod ends Failed.
-    wait_phase(&c, "sharing", "Failed");
-    let logs = |container: &str| c.ok(KUBECTL_DEFAULT, &["logs", "sharing", "-c", container]);
-    assert_eq!(logs("reader"), "written by writer\n");
-    assert_eq!(logs("init-output"), "made by init\n");
-    assert_eq!(logs("env"), "GREETING=hi there\nPOD=sharing\nNS=default\n");
-    assert_eq!(logs("config-files"), "color\ngreeting\n");
-    assert!(
-        logs("host-file").contains("cat /etc/passwd"),
-        "{}",
-        logs("host-file")
-    );
-    assert_eq!(logs("init"), "wrote /work/from-init.txt\n");
-    let codes = c.ok(
-        KUBECTL_DEFAULT,
-        &[
-            "get",
-            "pod",
-            "sharing",
-            "-o",
-            "jsonpath={range .status.containerStatuses[*]}{.name}={.state.terminated.exitCode} {end}",
-        ],
-    );
-    assert_eq!(
-        codes.trim(),
-        "writer=0 reader=0 init-output=0 env=0 config-files=0 host-file=1"
-    );
     // A read-only mount cannot be written, and it is the mount that refuses: the same
     // write on the same kind of volume mounted read-write succeeds.
     let writer = |name: &str, read_only: bool| {
@@ -477,6 +450,33 @@ spec:
     assert_eq!(
         c.ok(KUBECTL_DEFAULT, &["logs", "readonly"]),
         "write /data/x: Operation not permitted (os error 63)\n"
+    );
+    // host-file fails (the host's /etc is not there), so the pod ends Failed.
+    wait_phase(&c, "sharing", "Failed");
+    let logs = |container: &str| c.ok(KUBECTL_DEFAULT, &["logs", "sharing", "-c", container]);
+    assert_eq!(logs("reader"), "written by writer\n");
+    assert_eq!(logs("init-output"), "made by init\n");
+    assert_eq!(logs("env"), "GREETING=hi there\nPOD=sharing\nNS=default\n");
+    assert_eq!(logs("config-files"), "color\ngreeting\n");
+    assert!(
+        logs("host-file").contains("cat /etc/passwd"),
+        "{}",
+        logs("host-file")
+    );
+    assert_eq!(logs("init"), "wrote /work/from-init.txt\n");
+    let codes = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "pod",
+            "sharing",
+            "-o",
+            "jsonpath={range .status.containerStatuses[*]}{.name}={.state.terminated.exitCode} {end}",
+        ],
+    );
+    assert_eq!(
+        codes.trim(),
+        "writer=0 reader=0 init-output=0 env=0 config-files=0 host-file=1"
     );
 }
 
