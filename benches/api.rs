@@ -21,13 +21,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::Api;
 use spindle_store::{SledStore, SledStoreOptions, Store};
 use tokio::sync::Mutex;
 
@@ -111,31 +110,10 @@ fn print_row(name: &str, s: &Stats, baseline: Option<&Stats>) {
 
 async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let mut child = Command::new(common::bin())
-        .args([
-            "server",
-            "--disable-agent",
-            "--https-listen-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("SPINDLE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let kubeconfig = data.join("kubeconfig.yaml");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kubeconfig.exists() {
-        anyhow::ensure!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client =
-        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    // A guard: the server stops on error paths too (declared after `dir`, dropped first).
+    let mut server =
+        common::start_server(dir.path(), "server", &["--disable-agent".into()]).await?;
+    let client = server.client.clone();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     // Warm up connections and caches.
     for _ in 0..50 {
@@ -199,8 +177,8 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
         }
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    server.proc.ensure_alive("spindle server")?;
+    drop(server);
     // In quick mode a failed request is a broken benchmark, not a figure.
     let errors = base.errors + create.errors + get.errors;
     anyhow::ensure!(!common::quick() || errors == 0, "{errors} requests failed");
