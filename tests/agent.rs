@@ -158,13 +158,24 @@ spec:
     );
     let url = format!("https://127.0.0.1:{port}/containerLogs/default/ticker/main");
     let anon = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .args([
+            "-sk",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&anon.stdout), "401");
     let forged = Command::new("curl")
         .args([
             "-sk",
+            "--max-time",
+            "30",
             "-o",
             "/dev/null",
             "-w",

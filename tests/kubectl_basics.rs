@@ -101,7 +101,16 @@ fn bearer_token_authenticates_and_anonymous_is_refused() {
     let ca = c.data_dir().join("server/tls/server-ca.crt");
     let curl = |extra: &[&str], path: &str| {
         let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .args([
+                "-s",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--cacert")
             .arg(&ca)
             .args(extra)
             .arg(format!("{url}{path}"))

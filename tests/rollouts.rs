@@ -70,19 +70,20 @@ impl MinReady {
         let selector = format!("app={app}");
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                let out = std::process::Command::new(K)
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .args(["get", "pods", "-l", &selector, "-o", r#"jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#])
-                    .output();
-                if let Ok(out) = out {
-                    if out.status.success() {
-                        let ready = String::from_utf8_lossy(&out.stdout)
-                            .lines()
-                            .filter(|l| *l == "|True")
-                            .count() as i64;
-                        m.fetch_min(ready, Ordering::SeqCst);
-                    }
+                let out = common::output_within(
+                    std::process::Command::new(K)
+                        .arg("--kubeconfig")
+                        .arg(&kubeconfig)
+                        .args(["get", "pods", "-l", &selector, "-o", r#"jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#]),
+                    None,
+                    common::KUBECTL_LIMIT,
+                );
+                if out.status.success() {
+                    let ready = String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter(|l| *l == "|True")
+                        .count() as i64;
+                    m.fetch_min(ready, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

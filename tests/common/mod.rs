@@ -3,6 +3,13 @@
 
 #![allow(dead_code)]
 
+mod bounded;
+mod listen;
+mod registry_server;
+pub use bounded::*;
+pub use listen::{http_status, listening_port, wait_listening};
+pub use registry_server::registry_bin;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -164,6 +171,29 @@ impl Cluster {
         c
     }
 
+    /// A cluster value with no server: its kubeconfig points at `server` (plain HTTP, no
+    /// credentials). For tests of this harness against a server that misbehaves.
+    pub fn offline(server: &str) -> Cluster {
+        let c = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_args: Vec::new(),
+            agent: false,
+            net: NetNames::fresh(),
+        };
+        std::fs::create_dir_all(c.data_dir()).expect("data dir");
+        std::fs::write(
+            c.kubeconfig(),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+                 contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+                 users:\n- name: u\n  user: {{}}\ncurrent-context: c\n"
+            ),
+        )
+        .expect("kubeconfig");
+        c
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -254,6 +284,8 @@ impl Cluster {
             .to_string()
     }
 
+    /// kubectl on this cluster. Plain requests get kubectl's `--request-timeout`; streams
+    /// and waits only the process bound of whoever runs the command.
     pub fn kubectl_cmd(&self, kubectl: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl);
         // Each kubectl version gets its own discovery cache, as real users' would be.
@@ -267,15 +299,21 @@ impl Cluster {
         cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
             .arg("--cache-dir")
-            .arg(cache)
-            .args(args);
+            .arg(cache);
+        if plain_request(args) {
+            cmd.arg(format!("--request-timeout={KUBECTL_REQUEST_TIMEOUT}"));
+        }
+        cmd.args(args);
         cmd
     }
 
+    /// Run kubectl to its end, within `kubectl_limit(args)`.
     pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> Output {
-        self.kubectl_cmd(kubectl, args)
-            .output()
-            .expect("run kubectl")
+        output_within(
+            &mut self.kubectl_cmd(kubectl, args),
+            None,
+            kubectl_limit(args),
+        )
     }
 
     /// Run kubectl and return stdout, failing the test with everything printed otherwise.
@@ -324,22 +362,14 @@ impl Cluster {
         );
     }
 
-    pub fn apply_stdin(&self, kubectl: &str, args: &[&str], manifest: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .kubectl_cmd(kubectl, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-        child.wait_with_output().expect("kubectl output")
+    /// kubectl with `input` on its stdin (apply -f -, exec -i, attach -i), within
+    /// `kubectl_limit(args)`.
+    pub fn apply_stdin(&self, kubectl: &str, args: &[&str], input: &str) -> Output {
+        output_within(
+            &mut self.kubectl_cmd(kubectl, args),
+            Some(input.as_bytes()),
+            kubectl_limit(args),
+        )
     }
 
     /// Start `spindle hollow-nodes` against this server; stopped when the returned guard drops.
@@ -474,20 +504,22 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Lines of a long-running child's stdout, read on a thread.
+/// Lines of a long-running child's stdout (a watch, `logs -f`), read on a thread. The child
+/// is killed when this drops, or when it outlives `STREAM_LIMIT`.
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
-    pub child: Child,
+    pub child: Supervised,
 }
 
 impl LineReader {
     pub fn spawn(mut cmd: Command) -> LineReader {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
+        let child = Supervised::spawn(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+            STREAM_LIMIT,
+        );
+        let stdout = child.with(|c| c.stdout.take()).expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -512,17 +544,14 @@ impl LineReader {
                         return seen;
                     }
                 }
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "no line containing {needle:?}: the stream ended ({}); saw {seen:?}",
+                    self.child.state()
+                ),
             }
         }
         panic!("no line containing {needle:?} within {timeout:?}; saw {seen:?}");
-    }
-}
-
-impl Drop for LineReader {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -585,32 +614,7 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry (apt install docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, addr) = registry_server::spawn_registry(dir.path(), "");
         Registry {
             addr,
             _dir: dir,
@@ -621,12 +625,14 @@ impl Registry {
     /// `spindle push FILE <registry>/<name>`; returns the full reference.
     pub fn push(&self, file: &Path, name: &str) -> String {
         let reference = format!("{}/{name}", self.addr);
-        let out = Command::new(spindle_bin())
-            .arg("push")
-            .arg(file)
-            .arg(&reference)
-            .output()
-            .expect("run spindle push");
+        let out = output_within(
+            Command::new(spindle_bin())
+                .arg("push")
+                .arg(file)
+                .arg(&reference),
+            None,
+            KUBECTL_LIMIT,
+        );
         assert!(
             out.status.success(),
             "spindle push {reference} failed:\n{}",
@@ -652,13 +658,16 @@ impl Registry {
     fn busybox(&self, name: &str, no_path: bool) -> String {
         let reference = format!("{}/{name}", self.addr);
         let work = tempfile::tempdir().expect("temp dir");
-        let out = Command::new("bash")
-            .env("NO_PATH", if no_path { "1" } else { "" })
-            .arg("scripts/busybox-image")
-            .arg(&reference)
-            .arg(work.path())
-            .output()
-            .expect("run scripts/busybox-image");
+        // umoci and skopeo: a few seconds each; the bound only stops a hang.
+        let out = output_within(
+            Command::new("bash")
+                .env("NO_PATH", if no_path { "1" } else { "" })
+                .arg("scripts/busybox-image")
+                .arg(&reference)
+                .arg(work.path()),
+            None,
+            Duration::from_secs(300),
+        );
         assert!(
             out.status.success(),
             "scripts/busybox-image {reference} failed:\n{}",
