@@ -9,9 +9,10 @@ use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use common::net::slot_dir;
 use common::{
-    kubectl_limit, output_within, plain_request, Cluster, LineReader, Supervised, KUBECTL_DEFAULT,
-    KUBECTL_LIMIT, KUBECTL_OLDEST,
+    kubectl_limit, output_within, plain_request, Cluster, LineReader, NetNames, Supervised,
+    KUBECTL_DEFAULT, KUBECTL_LIMIT, KUBECTL_OLDEST,
 };
 
 /// A listening loopback socket nobody reads from, and a cluster value pointing at it.
@@ -154,4 +155,72 @@ fn a_stream_that_outlives_its_bound_is_killed() {
     }))
     .expect_err("no such line");
     assert!(panic_text(err).contains("the stream ended"));
+}
+
+/// Two test clusters at once, even in two processes (cargo-nextest runs one per test),
+/// never share a bridge, nft table, netns prefix or CIDR; a slot whose holder died is
+/// taken again, cleaned of what the holder left behind.
+#[test]
+fn network_names_are_unique_across_processes_and_reclaimed() {
+    let a = NetNames::fresh();
+    let b = NetNames::fresh();
+    assert_ne!(a.slot, b.slot);
+    for (x, y) in [
+        (&a.bridge, &b.bridge),
+        (&a.netns_prefix, &b.netns_prefix),
+        (&a.cluster_cidr, &b.cluster_cidr),
+        (&a.service_cidr, &b.service_cidr),
+    ] {
+        assert_ne!(x, y);
+    }
+    // Another process holds slot n (as another test process's cluster would) and leaves
+    // a bridge of that slot behind, as a holder killed by CI's time limit would.
+    let n = a.slot;
+    drop(a);
+    let lock = slot_dir().join(n.to_string());
+    let holder = Supervised::spawn(
+        std::process::Command::new("flock")
+            // --close: only flock itself holds the lock, released once it is reaped.
+            .args(["--nonblock", "--close"])
+            .arg(&lock)
+            .args(["-c", "echo held; exec sleep 600"])
+            .stdout(std::process::Stdio::piped()),
+        Duration::from_secs(120),
+    );
+    let out = holder.with(|c| c.stdout.take()).expect("stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("read");
+    assert_eq!(
+        line,
+        "held\n",
+        "flock could not take slot {n}: {}",
+        holder.state()
+    );
+    let bridge = format!("spts{n}");
+    let st = std::process::Command::new("ip")
+        .args(["link", "add", &bridge, "type", "bridge"])
+        .status()
+        .expect("ip");
+    assert!(st.success(), "ip link add {bridge}");
+    assert!(
+        NetNames::try_slot(n).is_none(),
+        "slot {n} handed out while another process holds it"
+    );
+    let others: Vec<NetNames> = (0..3).map(|_| NetNames::fresh()).collect();
+    assert!(
+        others.iter().all(|o| o.slot != n),
+        "slot {n} handed out twice"
+    );
+    assert!(std::path::Path::new(&format!("/sys/class/net/{bridge}")).exists());
+    // The holder dies: its slot is free again, and what it left is gone.
+    holder.with(common::kill_group);
+    let again = NetNames::try_slot(n).expect("a dead holder's slot is free");
+    let left = std::path::Path::new(&format!("/sys/class/net/{bridge}")).exists();
+    if left {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &bridge])
+            .status();
+    }
+    assert!(!left, "the dead holder's bridge {bridge} was not removed");
+    drop(again);
 }

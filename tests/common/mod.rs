@@ -5,10 +5,10 @@
 
 mod bounded;
 mod listen;
+pub mod net;
 mod registry_server;
 pub use bounded::*;
-pub use listen::{http_status, listening_port, wait_listening};
-pub use registry_server::registry_bin;
+pub use net::NetNames;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,93 +41,6 @@ pub struct Cluster {
     pub agent: bool,
     /// Host-global names of this cluster's pod network, unique per test cluster.
     pub net: NetNames,
-}
-
-/// Names on the host that two test clusters running at once must not share.
-#[derive(Clone, Debug)]
-pub struct NetNames {
-    pub bridge: String,
-    pub netns_prefix: String,
-    pub cluster_cidr: String,
-    pub service_cidr: String,
-}
-
-impl NetNames {
-    pub fn fresh() -> NetNames {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() & 0xffff;
-        NetNames {
-            bridge: format!("spt{pid:x}x{n}"),
-            netns_prefix: format!("spt{pid:x}x{n}"),
-            // Clusters inside one test binary get their own /16s; the process id spreads
-            // binaries that run at once (several checkouts testing side by side).
-            cluster_cidr: format!("10.{}.0.0/16", 100 + (pid + n) % 100),
-            service_cidr: format!("10.{}.0.0/16", 200 + (pid + n) % 50),
-        }
-    }
-
-    /// The flags of a server with its embedded agent.
-    pub fn args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--cluster-cidr".into(),
-            self.cluster_cidr.clone(),
-            "--service-cidr".into(),
-            self.service_cidr.clone(),
-        ];
-        args.extend(self.agent_args());
-        args
-    }
-
-    /// The flags that keep an agent's host-global names its own.
-    pub fn agent_args(&self) -> Vec<String> {
-        vec![
-            "--cni-bridge".into(),
-            self.bridge.clone(),
-            "--netns-prefix".into(),
-            self.netns_prefix.clone(),
-            "--nft-table".into(),
-            self.bridge.clone(),
-            // Test clusters share the host's address: each DNS server takes a free port.
-            "--cluster-dns-port".into(),
-            "0".into(),
-        ]
-    }
-
-    /// What a stopped agent should have removed itself; removed here in case it was
-    /// killed instead.
-    pub fn cleanup(&self) {
-        if let Ok(entries) = std::fs::read_dir("/run/netns") {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with(&format!("{}-", self.netns_prefix)) {
-                    let _ = Command::new("ip").args(["netns", "del", &name]).output();
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-        // The Service proxy's table is named after the bridge (see agent_args).
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-    }
-
-    /// The pod network namespaces of this cluster that exist now.
-    pub fn live_netns(&self) -> Vec<String> {
-        std::fs::read_dir("/run/netns")
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| n.starts_with(&format!("{}-", self.netns_prefix)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 impl Cluster {
@@ -179,7 +92,7 @@ impl Cluster {
             child: None,
             extra_args: Vec::new(),
             agent: false,
-            net: NetNames::fresh(),
+            net: NetNames::unreserved(),
         };
         std::fs::create_dir_all(c.data_dir()).expect("data dir");
         std::fs::write(
@@ -581,6 +494,10 @@ pub fn build_guest(manifest: &str, package: &str, target: &str) -> PathBuf {
         .arg("--manifest-path")
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", guest_target_dir())
+        // Flags meant for the host build must not leak into the guest's (and would
+        // rebuild the guests shared with spindle-wasm's tests, which remove them too).
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .expect("run cargo");
     assert!(
