@@ -582,8 +582,24 @@ pub struct Registry {
     child: Option<Child>,
 }
 
+/// The one account of [`Registry::with_htpasswd`]: user and password.
+pub const REGISTRY_LOGIN: (&str, &str) = ("tester", "s3cret");
+/// htpasswd line of REGISTRY_LOGIN (bcrypt, cost 4).
+const REGISTRY_HTPASSWD: &str =
+    "tester:$2b$04$W7rHDsxVX4S4BzHKMQ8Riex0iQsr0aI5OO.ObRF4J2fKh5DQ1vFc.";
+
 impl Registry {
     pub fn start() -> Registry {
+        Self::serve(false)
+    }
+
+    /// A registry that serves only [`REGISTRY_LOGIN`] (htpasswd basic auth), for
+    /// imagePullSecrets. Push to it with `skopeo --dest-creds`.
+    pub fn with_htpasswd() -> Registry {
+        Self::serve(true)
+    }
+
+    fn serve(htpasswd: bool) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -591,10 +607,19 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{REGISTRY_HTPASSWD}\n")).expect("htpasswd");
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: spindle-test\n    path: {}\n",
+                file.display()
+            );
+        }
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
