@@ -458,15 +458,25 @@ fn watch_sees_changes_from_another_client() {
             ],
         );
         w.wait_for("changed", Duration::from_secs(20));
-        // The default table watch too.
-        let t = LineReader::spawn(c.kubectl_cmd(k, &["get", "configmap", &name, "-w"]));
-        t.wait_for("DATA", Duration::from_secs(20));
+        // The default table watch too. kubectl prints the header and the current row
+        // before any event arrives, so wait for that row first; only a row carrying the
+        // label added afterwards can have come from a watch event.
+        let t = LineReader::spawn(
+            c.kubectl_cmd(k, &["get", "configmap", &name, "-w", "--show-labels"]),
+        );
+        let initial = t.wait_for(&name, Duration::from_secs(20));
+        assert!(initial[0].starts_with("NAME"), "{initial:?}");
+        assert!(
+            initial.iter().all(|l| !l.contains("seen=yes")),
+            "{initial:?}"
+        );
         c.ok(
             common::KUBECTL_DEFAULT,
             &["label", "configmap", &name, "seen=yes"],
         );
-        let lines = t.wait_for(&name, Duration::from_secs(20));
-        assert!(lines.iter().any(|l| l.starts_with(&name)), "{lines:?}");
+        let lines = t.wait_for("seen=yes", Duration::from_secs(20));
+        let row = lines.last().expect("a row");
+        assert!(row.starts_with(&name), "{lines:?}");
     }
 }
 
