@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Registry, KUBECTL_DEFAULT, REGISTRY_LOGIN};
@@ -25,14 +25,9 @@ fn get_pod(c: &Cluster, name: &str) -> Pod {
     serde_json::from_str(&json).expect("pod json")
 }
 
-/// Run a host tool that must succeed, within `limit` (coreutils `timeout`).
+/// Run a host tool that must succeed, within `limit`.
 fn run(limit: Duration, program: &str, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg(limit.as_secs().to_string())
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let out = common::output_within(Command::new(program).args(args), None, limit);
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}",
@@ -285,8 +280,8 @@ spec:
 
 /// An HTTPS server in a pod's network namespace (openssl s_server with a self-signed
 /// certificate for another name): the probe must speak TLS and, as the kubelet does,
-/// not verify the certificate. Stopped (and waited for) when dropped.
-struct TlsServer(Child);
+/// not verify the certificate. Stopped when dropped.
+struct TlsServer(#[allow(dead_code)] common::Supervised);
 
 impl TlsServer {
     fn start(netns: &str, port: u16, dir: &Path) -> TlsServer {
@@ -312,31 +307,21 @@ impl TlsServer {
                 &cert.display().to_string(),
             ],
         );
-        // `timeout` bounds it even if this test dies without dropping the guard.
-        let child = Command::new("timeout")
-            .args([
-                "600", "ip", "netns", "exec", netns, "openssl", "s_server", "-quiet", "-www",
-            ])
-            .args(["-accept", &port.to_string(), "-cert"])
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start openssl s_server");
+        let child = common::Supervised::spawn(
+            Command::new("ip")
+                .args([
+                    "netns", "exec", netns, "openssl", "s_server", "-quiet", "-www",
+                ])
+                .args(["-accept", &port.to_string(), "-cert"])
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            common::STREAM_LIMIT,
+        );
         TlsServer(child)
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        // SIGTERM: `timeout` passes it on to the server.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
     }
 }
 

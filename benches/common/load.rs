@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+
+#[path = "../../tests/common/listen.rs"]
+mod listen;
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -182,11 +185,10 @@ pub fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr
         String::from_utf8_lossy(&version.stdout).trim(),
         bin.display()
     );
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?;
+    // Port 0: wasmtime picks a free port itself, read back from its own socket below, so
+    // no other process can take the port in between and what answers is this child.
     let child = Command::new(bin)
-        .args(["serve", "-Scli", "--addr", &addr.to_string()])
+        .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
         .arg(wasm)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -196,8 +198,8 @@ pub fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr
     let mut child = KillOnDrop(child);
     let t = Instant::now();
     loop {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok((child, addr));
+        if let Some(port) = listen::listening_port(child.0.id()) {
+            return Ok((child, SocketAddr::from(([127, 0, 0, 1], port))));
         }
         if let Ok(Some(status)) = child.0.try_wait() {
             return Err(format!("wasmtime serve exited with {status}"));
