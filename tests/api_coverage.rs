@@ -607,7 +607,10 @@ async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
 // ---------------------------------------------------------------------------------------
 // Controllers with hollow nodes: the Progressing condition and pod GC.
 
-fn deployment(name: &str, replicas: u32, extra_pod_spec: &str) -> String {
+/// A Deployment that keeps its old pods until new ones are available (maxUnavailable 0).
+/// `deadline`: progressDeadlineSeconds. Rollouts that must complete get the default
+/// 600 s, so a stall on a loaded machine cannot time them out.
+fn deployment(name: &str, replicas: u32, deadline: u32, extra_pod_spec: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -615,7 +618,7 @@ metadata:
   name: {name}
 spec:
   replicas: {replicas}
-  progressDeadlineSeconds: 5
+  progressDeadlineSeconds: {deadline}
   strategy:
     rollingUpdate:
       maxSurge: 1
@@ -684,7 +687,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
     )
     .await;
     let start_rv = rv_of(&list);
-    c.apply(&deployment("steady", 2, ""));
+    c.apply(&deployment("steady", 2, 600, ""));
     c.ok(
         K,
         &["rollout", "status", "deployment/steady", "--timeout=90s"],
@@ -725,7 +728,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
 
     // --- A rollout that cannot progress: its new pods fit no node. After 5 s without
     // progress the condition says so and `kubectl rollout status` gives up.
-    let stuck = deployment("stuck", 1, "");
+    let stuck = deployment("stuck", 1, 600, "");
     c.apply(&stuck);
     c.ok(
         K,
@@ -735,6 +738,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
     c.apply(&deployment(
         "stuck",
         1,
+        5,
         "      nodeSelector:\n        nowhere: \"true\"\n",
     ));
     wait_for("ProgressDeadlineExceeded", MINUTE, || {
