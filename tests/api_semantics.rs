@@ -318,11 +318,97 @@ fn deletecollection_and_dry_run() {
     c.ok(K, &["delete", "cm", "keeper", "--dry-run=server"]);
     assert!(exists(&c, "cm", "keeper"), "dry-run deleted the object");
 
-    // Paging: limit/continue hands out every object exactly once.
+    paging(&c);
+}
+
+/// limit/continue as a client reads it off the wire: pages of at most `limit` items, a
+/// continue token on every page but the last, and every object exactly once.
+fn paging(c: &Cluster) {
+    c.ok(K, &["create", "namespace", "paging"]);
     for i in 0..7 {
-        c.ok(K, &["create", "configmap", &format!("page-{i}")]);
+        c.ok(
+            K,
+            &["create", "configmap", &format!("page-{i}"), "-n", "paging"],
+        );
     }
-    let names = c.ok(K, &["get", "cm", "--chunk-size=2", "-o", "name"]);
-    let pages: Vec<&str> = names.lines().filter(|l| l.contains("page-")).collect();
-    assert_eq!(pages.len(), 7, "{names}");
+    let names_of = |list: &serde_json::Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items: {list}"))
+            .iter()
+            .map(|i| {
+                i["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let get = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&c.ok(K, &["get", "--raw", path])).expect("list json")
+    };
+    let mut all = names_of(&get("/api/v1/namespaces/paging/configmaps"));
+    all.sort();
+    assert!(all.len() >= 7, "{all:?}");
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut path = "/api/v1/namespaces/paging/configmaps?limit=2".to_string();
+        if !token.is_empty() {
+            path.push_str("&continue=");
+            path.push_str(&percent_encode(&token));
+        }
+        let page = get(&path);
+        let names = names_of(&page);
+        sizes.push(names.len());
+        seen.extend(names);
+        assert!(sizes.len() <= all.len(), "paging does not end: {sizes:?}");
+        match page["metadata"]["continue"].as_str() {
+            Some(t) if !t.is_empty() => token = t.to_string(),
+            _ => break,
+        }
+    }
+    // Full pages until the last, which holds the rest.
+    let want: Vec<usize> = all.chunks(2).map(<[String]>::len).collect();
+    assert_eq!(sizes, want, "page sizes");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(sorted, all, "pages {seen:?}");
+
+    // kubectl's --chunk-size walks the same pages, one request per page.
+    let out = c.kubectl(
+        K,
+        &[
+            "get",
+            "cm",
+            "-n",
+            "paging",
+            "--chunk-size=2",
+            "-o",
+            "name",
+            "-v=6",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), all.len(), "{stdout}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let requests = log
+        .lines()
+        .filter(|l| l.contains("/namespaces/paging/configmaps?") && l.contains("limit=2"))
+        .count();
+    assert_eq!(requests, want.len(), "{log}");
+}
+
+/// Percent-encoding for a query value (continue tokens are base64 with `=`, `+`, `/`).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -207,10 +207,10 @@ fn unknown_resources_and_bad_selectors() {
         "{err}"
     );
     let err = c.fails(k, &["get", "cm", "-l", "app in web"]);
+    // kube-apiserver's words (apimachinery's label parser), after kubectl's own prefix.
     assert!(
-        err.contains("unable to parse requirement")
-            || err.contains("couldn't parse")
-            || err.contains("found"),
+        err.trim_end()
+            .ends_with(r#"label selector "app in web", field selector "": unable to parse requirement: found 'web' expected: '('"#),
         "{err}"
     );
     let dup = c.write_file("dup.json", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup","name":"dup2"},"data":{"a":"1"}}"#);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{kubectls, Cluster, LineReader};
+use common::{kubectls, output_within, Cluster, LineReader, KUBECTL_LIMIT};
 
 fn manifest(ns: &str, replicas: u32, image: &str, with_color: bool) -> String {
     let color = if with_color { "\n  color: blue" } else { "" };
@@ -374,12 +374,13 @@ fn typed_create_label_annotate_patch_edit_and_formats() {
         let editor = c.write_file("editor.sh", "#!/bin/sh\nsed -i 's/merged/edited/' \"$1\"\n");
         std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
-        let out = c
-            .kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns])
-            .env("EDITOR", &editor)
-            .env("KUBE_EDITOR", &editor)
-            .output()
-            .expect("edit");
+        let out = output_within(
+            c.kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns])
+                .env("EDITOR", &editor)
+                .env("KUBE_EDITOR", &editor),
+            None,
+            KUBECTL_LIMIT,
+        );
         assert!(
             out.status.success(),
             "edit failed: {}",
@@ -458,15 +459,25 @@ fn watch_sees_changes_from_another_client() {
             ],
         );
         w.wait_for("changed", Duration::from_secs(20));
-        // The default table watch too.
-        let t = LineReader::spawn(c.kubectl_cmd(k, &["get", "configmap", &name, "-w"]));
-        t.wait_for("DATA", Duration::from_secs(20));
+        // The default table watch too. kubectl prints the header and the current row
+        // before any event arrives, so wait for that row first; only a row carrying the
+        // label added afterwards can have come from a watch event.
+        let t = LineReader::spawn(
+            c.kubectl_cmd(k, &["get", "configmap", &name, "-w", "--show-labels"]),
+        );
+        let initial = t.wait_for(&name, Duration::from_secs(20));
+        assert!(initial[0].starts_with("NAME"), "{initial:?}");
+        assert!(
+            initial.iter().all(|l| !l.contains("seen=yes")),
+            "{initial:?}"
+        );
         c.ok(
             common::KUBECTL_DEFAULT,
             &["label", "configmap", &name, "seen=yes"],
         );
-        let lines = t.wait_for(&name, Duration::from_secs(20));
-        assert!(lines.iter().any(|l| l.starts_with(&name)), "{lines:?}");
+        let lines = t.wait_for("seen=yes", Duration::from_secs(20));
+        let row = lines.last().expect("a row");
+        assert!(row.starts_with(&name), "{lines:?}");
     }
 }
 

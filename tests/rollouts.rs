@@ -4,9 +4,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
 
 use common::{Cluster, KUBECTL_DEFAULT as K};
 
@@ -54,53 +58,107 @@ fn nodes_ready(c: &Cluster, n: usize) {
     );
 }
 
-/// Watches the minimum of Ready pods with `app=<name>` while a rollout runs.
-struct MinReady {
-    stop: Arc<AtomicBool>,
-    min: Arc<AtomicI64>,
-    handle: Option<std::thread::JoinHandle<()>>,
+/// Follows the pods of one app through a watch while a rollout runs. Every event updates
+/// the count of available pods, so no dip between two samples can go unseen, and a
+/// failing watch fails the test rather than leaving the minimum untouched.
+struct RolloutWatch {
+    rt: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Seen, String>>,
 }
 
-impl MinReady {
-    fn start(c: &Cluster, app: &str) -> MinReady {
-        let stop = Arc::new(AtomicBool::new(false));
-        let min = Arc::new(AtomicI64::new(i64::MAX));
-        let (s, m) = (stop.clone(), min.clone());
-        let kubeconfig = c.kubeconfig();
-        let selector = format!("app={app}");
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let out = std::process::Command::new(K)
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .args(["get", "pods", "-l", &selector, "-o", r#"jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#])
-                    .output();
-                if let Ok(out) = out {
-                    if out.status.success() {
-                        let ready = String::from_utf8_lossy(&out.stdout)
-                            .lines()
-                            .filter(|l| *l == "|True")
-                            .count() as i64;
-                        m.fetch_min(ready, Ordering::SeqCst);
+/// What the watch saw after its initial list.
+#[derive(Debug)]
+struct Seen {
+    /// The fewest available pods (Ready and not being deleted) at any moment.
+    min_available: usize,
+    /// Watch events after the initial list.
+    events: usize,
+    /// The pod-template-hash of every pod seen: one per ReplicaSet.
+    templates: BTreeSet<String>,
+}
+
+impl RolloutWatch {
+    fn start(c: &Cluster, app: &str) -> RolloutWatch {
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let pods: Api<Pod> = Api::default_namespaced(rt.block_on(c.kube_client()));
+        let cfg = watcher::Config::default().labels(&format!("app={app}"));
+        let (listed_tx, listed_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(async move {
+            let mut stream = std::pin::pin!(watcher(pods, cfg));
+            let mut available: BTreeMap<String, bool> = BTreeMap::new();
+            let mut seen = Seen {
+                min_available: usize::MAX,
+                events: 0,
+                templates: BTreeSet::new(),
+            };
+            let mut listed = false;
+            loop {
+                let ev = tokio::select! {
+                    ev = stream.next() => ev,
+                    _ = &mut stopped => return Ok(seen),
+                };
+                let ev = match ev {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => return Err(format!("the pod watch failed: {e}")),
+                    None => return Err("the pod watch ended".into()),
+                };
+                match ev {
+                    // A relist means events in between were not seen.
+                    watcher::Event::Init if listed => {
+                        return Err("the pod watch restarted during the rollout".into())
+                    }
+                    watcher::Event::Init => {}
+                    watcher::Event::InitDone => {
+                        listed = true;
+                        let _ = listed_tx.send(());
+                    }
+                    watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+                        let labels = p.metadata.labels.clone().unwrap_or_default();
+                        if let Some(h) = labels.get("pod-template-hash") {
+                            seen.templates.insert(h.clone());
+                        }
+                        available.insert(p.name_any(), is_available(&p));
+                        seen.events += usize::from(listed);
+                    }
+                    watcher::Event::Delete(p) => {
+                        available.remove(&p.name_any());
+                        seen.events += 1;
                     }
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                if listed {
+                    let now = available.values().filter(|a| **a).count();
+                    seen.min_available = seen.min_available.min(now);
+                }
             }
         });
-        MinReady {
-            stop,
-            min,
-            handle: Some(handle),
+        if listed_rx.recv_timeout(MINUTE).is_err() {
+            let why = rt.block_on(task);
+            panic!("the pod watch did not list: {why:?}");
         }
+        RolloutWatch { rt, stop, task }
     }
 
-    fn finish(mut self) -> i64 {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+    fn finish(self) -> Seen {
+        let RolloutWatch { rt, stop, task } = self;
+        let _ = stop.send(());
+        match rt.block_on(task) {
+            Ok(Ok(seen)) => seen,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("the pod watch task: {e}"),
         }
-        self.min.load(Ordering::SeqCst)
     }
+}
+
+/// Ready and not being deleted: what the Deployment controller counts as available
+/// (minReadySeconds is 0 here).
+fn is_available(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 #[test]
@@ -142,15 +200,21 @@ fn deployment_rollouts_behave_like_kubernetes() {
     );
 
     // New image and more replicas: a rolling update that never drops below 4 - 1 ready.
-    let watch = MinReady::start(&c, "web");
+    let watch = RolloutWatch::start(&c, "web");
     let f = c.write_file("web.yaml", &deployment("web", 6, "registry.local/web:v2"));
     c.ok(K, &["apply", "-f", f.to_str().unwrap_or_default()]);
     c.ok(K, &["rollout", "status", "deployment/web", "--timeout=90s"]);
-    let min = watch.finish();
+    let seen = watch.finish();
+    eprintln!("rollout watch: {seen:?}");
     assert!(
-        min >= 3,
-        "ready pods dropped to {min} during the rollout (replicas 4, maxUnavailable 1)"
+        seen.min_available >= 3,
+        "available pods dropped to {} during the rollout (replicas 4, maxUnavailable 1): {seen:?}",
+        seen.min_available
     );
+    // The watch followed the rollout itself: pods of both templates, and at least an
+    // add and a Ready change for each of the 6 new pods plus a delete for each old one.
+    assert_eq!(seen.templates.len(), 2, "{seen:?}");
+    assert!(seen.events >= 6 * 2 + 4, "{seen:?}");
     let images = c.ok(
         K,
         &[
@@ -252,7 +316,29 @@ fn rollout_restart_pause_resume_and_deletion() {
             "app=registry.local/api:v3",
         ],
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the controller has processed the paused spec (observedGeneration caught up
+    // with the generation the image change made), no new ReplicaSet may exist.
+    let generation = c.ok(
+        K,
+        &[
+            "get",
+            "deploy",
+            "api",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    );
+    c.wait_for_output(
+        &[
+            "get",
+            "deploy",
+            "api",
+            "-o",
+            "jsonpath={.status.observedGeneration}",
+        ],
+        &generation,
+        MINUTE,
+    );
     assert_eq!(
         c.ok(K, &["get", "rs", "-l", "app=api", "-o", "name"])
             .lines()

@@ -24,6 +24,94 @@ fn wait_phase(c: &Cluster, pod: &str, want: &str) {
     );
 }
 
+/// One Event about a pod, as `kubectl get events` returns it.
+#[derive(Debug)]
+struct Event {
+    type_: String,
+    reason: String,
+    message: String,
+}
+
+/// The Events whose involvedObject is `pod` (the Event objects, not `describe`'s text,
+/// which also prints conditions and container states of similar names).
+fn events(c: &Cluster, pod: &str) -> Vec<Event> {
+    let out = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=Pod,involvedObject.name={pod}"),
+            "-o",
+            "json",
+        ],
+    );
+    let list: serde_json::Value = serde_json::from_str(&out).expect("event list");
+    let field = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {out}"))
+        .iter()
+        .map(|e| Event {
+            type_: field(e, "type"),
+            reason: field(e, "reason"),
+            message: field(e, "message"),
+        })
+        .collect()
+}
+
+/// Waits for an Event about `pod` with this type and reason whose message `fits`;
+/// returns its message. Agents publish events off the start path, so they may lag.
+fn wait_event(
+    c: &Cluster,
+    pod: &str,
+    type_: &str,
+    reason: &str,
+    fits: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = events(c, pod);
+        if let Some(e) = seen
+            .iter()
+            .find(|e| e.type_ == type_ && e.reason == reason && fits(&e.message))
+        {
+            return e.message.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {type_} {reason} event that fits about {pod}; events: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The container's waiting reason and message once the reason is one of `reasons`.
+fn wait_waiting(c: &Cluster, pod: &str, reasons: &[&str]) -> (String, String) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}",
+            ],
+        );
+        let (reason, message) = out.split_once('|').unwrap_or(("", ""));
+        if reasons.contains(&reason) {
+            return (reason.to_string(), message.to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pod} never waited with {reasons:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A single-container pod running the test guest with `args`.
 fn pod(name: &str, image: &str, policy: &str, args: &[&str], extra_container: &str) -> String {
     let args = serde_json::to_string(args).expect("json");
@@ -100,10 +188,20 @@ fn p1_and_p2_pods_log_and_finish() {
         ],
     );
     assert_eq!(done, "Completed PodCompleted");
-    let describe = c.ok(KUBECTL_DEFAULT, &["describe", "pod", "hello-p1"]);
-    for ev in ["Scheduled", "Pulled", "Created", "Started"] {
-        assert!(describe.contains(ev), "describe lacks {ev}:\n{describe}");
-    }
+    // The events of a pod's life, as the kubelet records them. hello-p1 is the first
+    // pod of its image, so it pulls it.
+    let normal = |reason: &str, fits: &dyn Fn(&str) -> bool| {
+        wait_event(&c, "hello-p1", "Normal", reason, fits);
+    };
+    normal("Scheduled", &|m| {
+        m == "Successfully assigned default/hello-p1 to wasm-node"
+    });
+    normal("Pulling", &|m| m == format!("Pulling image \"{p1}\""));
+    normal("Pulled", &|m| {
+        m.starts_with(&format!("Successfully pulled image \"{p1}\" in "))
+    });
+    normal("Created", &|m| m == "Created container: main");
+    normal("Started", &|m| m == "Started container main");
     // --timestamps, --tail
     let ts = c.ok(KUBECTL_DEFAULT, &["logs", "hello-p1", "--timestamps"]);
     assert!(
@@ -111,35 +209,54 @@ fn p1_and_p2_pods_log_and_finish() {
         "{ts}"
     );
 
-    // An image that is not Wasm fails with ErrImagePull and says why.
-    c.apply(&pod(
-        "missing",
-        &format!("{}/tests/nothing:v1", reg.addr),
-        "Never",
-        &[],
-        "",
-    ));
-    // ErrImagePull, then ImagePullBackOff while it waits to retry; the message says why.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = c.ok(
-            KUBECTL_DEFAULT,
-            &[
-                "get",
-                "pod",
-                "missing",
-                "-o",
-                "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}",
-            ],
-        );
-        let (reason, message) = out.split_once('|').unwrap_or(("", ""));
-        if reason == "ErrImagePull" || reason == "ImagePullBackOff" {
-            assert!(message.contains("tests/nothing:v1"), "{message}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no image pull error: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Stopping a running container is a Killing event.
+    c.apply(&pod("sleeper", &p2, "Never", &["sleep", "0"], ""));
+    wait_phase(&c, "sleeper", "Running");
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["delete", "pod", "sleeper", "--wait=false"],
+    );
+    wait_event(&c, "sleeper", "Normal", "Killing", |m| {
+        m == "Stopping container main"
+    });
+
+    // An image that is not Wasm (a real container image, on a Wasm-only node) fails
+    // with ErrImagePull and says what it holds.
+    let busybox = reg.push_busybox("tests/busybox:v1");
+    c.apply(&pod("not-wasm", &busybox, "Never", &[], ""));
+    let (_, message) = wait_waiting(&c, "not-wasm", &["ErrImagePull", "ImagePullBackOff"]);
+    let holds = format!(
+        "image \"{busybox}\" holds no WebAssembly: its layers are application/vnd.oci.image.layer.v1.tar+gzip (a container image; this node runs Wasm only)"
+    );
+    assert!(message.contains(&holds), "{message}");
+    let failed = wait_event(&c, "not-wasm", "Warning", "Failed", |m| {
+        m.starts_with("Failed to pull image")
+    });
+    assert_eq!(
+        failed,
+        format!("Failed to pull image \"{busybox}\": {holds}")
+    );
+    wait_event(&c, "not-wasm", "Warning", "Failed", |m| {
+        m == "Error: ErrImagePull"
+    });
+    wait_event(&c, "not-wasm", "Normal", "BackOff", |m| {
+        m == format!("Back-off pulling image \"{busybox}\"")
+    });
+
+    // An image that was never pushed is a different failure, and says so.
+    let missing = format!("{}/tests/nothing:v1", reg.addr);
+    c.apply(&pod("missing", &missing, "Never", &[], ""));
+    let (_, message) = wait_waiting(&c, "missing", &["ErrImagePull", "ImagePullBackOff"]);
+    assert!(
+        message.contains(&missing)
+            && message.contains("not found in registry")
+            && !message.contains("WebAssembly"),
+        "{message}"
+    );
+    let failed = wait_event(&c, "missing", "Warning", "Failed", |m| {
+        m.starts_with("Failed to pull image")
+    });
+    assert!(failed.contains("not found in registry"), "{failed}");
     // The agent reports the runtimes it has (this one is Wasm-only by flag).
     let label = c.ok(
         KUBECTL_DEFAULT,
@@ -201,8 +318,10 @@ fn crash_loop_back_off_and_previous_logs() {
     }
     let table = c.ok(KUBECTL_DEFAULT, &["get", "pod", "crasher"]);
     assert!(table.contains("CrashLoopBackOff"), "{table}");
-    let describe = c.ok(KUBECTL_DEFAULT, &["describe", "pod", "crasher"]);
-    assert!(describe.contains("BackOff"), "{describe}");
+    // The BackOff event itself, not the CrashLoopBackOff state describe also prints.
+    wait_event(&c, "crasher", "Warning", "BackOff", |m| {
+        m.starts_with("Back-off restarting failed container main in pod crasher_default(")
+    });
 }
 
 #[test]
@@ -292,6 +411,46 @@ spec:
 "#
     );
     c.apply(&manifest);
+    // A read-only mount cannot be written, and it is the mount that refuses: the same
+    // write on the same kind of volume mounted read-write succeeds.
+    let writer = |name: &str, read_only: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    emptyDir: {{}}
+  containers:
+  - name: main
+    image: {p1}
+    args: ["write", "/data/x", "nope"]
+    volumeMounts:
+    - name: scratch
+      mountPath: /data
+      readOnly: {read_only}
+"#
+        )
+    };
+    c.apply(&writer("readonly", true));
+    c.apply(&writer("readwrite", false));
+    wait_phase(&c, "readonly", "Failed");
+    wait_phase(&c, "readwrite", "Succeeded");
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "readwrite"]),
+        "wrote /data/x\n"
+    );
+    // wasmtime-wasi refuses the write at its own permission check on the read-only
+    // preopen (EPERM), before any host call; a kubelet's read-only bind mount would
+    // answer EROFS.
+    assert_eq!(
+        c.ok(KUBECTL_DEFAULT, &["logs", "readonly"]),
+        "write /data/x: Operation not permitted (os error 63)\n"
+    );
     // host-file fails (the host's /etc is not there), so the pod ends Failed.
     wait_phase(&c, "sharing", "Failed");
     let logs = |container: &str| c.ok(KUBECTL_DEFAULT, &["logs", "sharing", "-c", container]);
@@ -319,29 +478,6 @@ spec:
         codes.trim(),
         "writer=0 reader=0 init-output=0 env=0 config-files=0 host-file=1"
     );
-    // A read-only mount cannot be written.
-    c.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: readonly
-spec:
-  restartPolicy: Never
-  volumes:
-  - name: scratch
-    emptyDir: {{}}
-  containers:
-  - name: main
-    image: {p1}
-    args: ["write", "/data/x", "nope"]
-    volumeMounts:
-    - name: scratch
-      mountPath: /data
-      readOnly: true
-"#
-    ));
-    wait_phase(&c, "readonly", "Failed");
 }
 
 #[test]
@@ -373,6 +509,9 @@ fn memory_and_cpu_limits() {
         ],
     );
     assert_eq!(term, "OOMKilled 137");
+    wait_event(&c, "hog", "Warning", "OOMKilled", |m| {
+        m.starts_with("Container main exceeded its memory limit and was killed")
+    });
 
     // Every valid quantity is a limit, exactly: a 1Pi memory limit (a suffix the agent
     // once did not know, so the limit vanished and the downward API refused the pod)
@@ -399,38 +538,12 @@ fn memory_and_cpu_limits() {
         c.ok(KUBECTL_DEFAULT, &["logs", "peta"]),
         "MEM_GI=1048576\nCPU_M=1500\n"
     );
-
-    // The same CPU-bound work: alone with a full core, then at 100m beside an unlimited
-    // neighbour that must not be slowed.
-    let spin_ms = |pod: &str| -> u64 {
-        let out = c.ok(KUBECTL_DEFAULT, &["logs", pod]);
-        out.split_whitespace()
-            .nth(3)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no time in {out:?}"))
-    };
-    let n = "300000000";
-    c.apply(&limited("full", &["spin", n], "1", "64Mi"));
-    wait_phase(&c, "full", "Succeeded");
-    let full = spin_ms("full");
-    c.apply(&limited("tenth", &["spin", n], "100m", "64Mi"));
-    c.apply(&pod("neighbour", &p1, "Never", &["spin", n], ""));
-    wait_phase(&c, "neighbour", "Succeeded");
-    wait_phase(&c, "tenth", "Succeeded");
-    let tenth = spin_ms("tenth");
-    let neighbour = spin_ms("neighbour");
-    assert!(
-        tenth >= 4 * full,
-        "100m took {tenth} ms, only {:.1}x the {full} ms of a full core",
-        tenth as f64 / full as f64
-    );
-    // Other tests' pods share the machine's two cores: the bound only has to tell a
-    // neighbour that ran from one the throttled pod starved (which would be ~10x).
-    assert!(
-        neighbour <= 4 * full + 500,
-        "the unlimited neighbour took {neighbour} ms against {full} ms alone"
-    );
+    // The CPU limit's effect on run time is measured in wasm_cpu.rs, a binary of its own.
 }
+
+/// The sleepers' grace period, in seconds: far beyond `WAIT`, so a deletion that waited
+/// it out could not pass for a prompt one.
+const GRACE: u64 = 900;
 
 #[test]
 fn deployment_rolls_out_and_deleted_pods_are_replaced() {
@@ -451,7 +564,7 @@ spec:
     metadata:
       labels: {{app: sleepers}}
     spec:
-      terminationGracePeriodSeconds: 30
+      terminationGracePeriodSeconds: {GRACE}
       containers:
       - name: main
         image: {p2}
@@ -474,13 +587,31 @@ spec:
         ],
     );
     let victim = names.split_whitespace().next().expect("a pod").to_string();
-    let t = Instant::now();
-    c.ok(KUBECTL_DEFAULT, &["delete", "pod", &victim, "--wait=true"]);
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(30),
-        "deleting a running Wasm pod took {took:?}, beyond its grace period"
-    );
+    // The guest ends at once when stopped: its pod is gone long before the grace period
+    // (GRACE, ten times the wait) would run out.
+    c.ok(KUBECTL_DEFAULT, &["delete", "pod", &victim, "--wait=false"]);
+    let deadline = Instant::now() + WAIT;
+    while !c
+        .ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pods",
+                "--field-selector",
+                &format!("metadata.name={victim}"),
+                "-o",
+                "name",
+            ],
+        )
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted running Wasm pod is still there after {WAIT:?}: waiting out its grace period?"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.ok(
         KUBECTL_DEFAULT,
         &["rollout", "status", "deployment/sleepers", "--timeout=90s"],

@@ -49,14 +49,19 @@ fn split_terms(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn parse_set(rest: &str, term: &str) -> Result<Vec<String>, ApiError> {
+fn parse_set(rest: &str) -> Result<Vec<String>, ApiError> {
     let rest = rest.trim();
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| {
+            // apimachinery's parser names the token it found where "(" belongs.
+            let found = rest
+                .split(|c: char| c.is_whitespace() || "(),!=<>".contains(c))
+                .next()
+                .unwrap_or_default();
             ApiError::bad_request(format!(
-                "unable to parse requirement: {term}: expected a set of values in parentheses"
+                "unable to parse requirement: found '{found}' expected: '('"
             ))
         })?;
     Ok(inner
@@ -89,13 +94,13 @@ impl LabelSelector {
             } else if let Some((k, v)) = t.split_once('=') {
                 Req::Eq(check_key(k.trim(), t)?, v.trim().to_string())
             } else if let Some(pos) = t.find(" notin ") {
-                Req::NotIn(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 7..], t)?)
+                Req::NotIn(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 7..])?)
             } else if let Some(pos) = t.find(" in ") {
-                Req::In(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 4..], t)?)
+                Req::In(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 4..])?)
             } else if let Some(pos) = t.find("notin(") {
-                Req::NotIn(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 5..], t)?)
+                Req::NotIn(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 5..])?)
             } else if let Some(pos) = t.find("in(") {
-                Req::In(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 2..], t)?)
+                Req::In(check_key(t[..pos].trim(), t)?, parse_set(&t[pos + 2..])?)
             } else {
                 Req::Exists(check_key(t, t)?)
             };

@@ -169,6 +169,48 @@ fn cmd_output(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The sandbox's netns path is a network namespace of its own (an nsfs file, not the
+/// host's namespace) and holds the pod's address.
+fn assert_pod_netns(sb: &Sandbox) {
+    use std::os::unix::fs::MetadataExt;
+    let path = &sb.netns_path;
+    let ns = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let host = std::fs::metadata("/proc/self/ns/net").expect("the host's netns");
+    assert_eq!(
+        ns.dev(),
+        host.dev(),
+        "{} is not a namespace",
+        path.display()
+    );
+    assert_ne!(
+        ns.ino(),
+        host.ino(),
+        "{} is the host's namespace",
+        path.display()
+    );
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("netns name");
+    let addrs = cmd_output("ip", &["-n", name, "-4", "-o", "addr", "show"]);
+    assert!(
+        addrs.contains(&format!(" {}/", sb.ip)),
+        "{name} lacks {}: {addrs}",
+        sb.ip
+    );
+}
+
+/// The nat rules that DNAT `host_port` to the pod (portmap's iptables rules).
+fn dnat_rules(host_port: u16, sb: &Sandbox) -> Vec<String> {
+    let to = format!("--to-destination {}:8080", sb.ip);
+    let dport = format!("--dport {host_port} ");
+    cmd_output("iptables-save", &["-t", "nat"])
+        .lines()
+        .filter(|l| l.contains(&to) && l.contains(&dport))
+        .map(str::to_string)
+        .collect()
+}
+
 fn pod(uid: &str) -> PodRef {
     PodRef {
         uid: uid.into(),
@@ -465,13 +507,13 @@ async fn teardown_removes_the_netns_and_releases_the_ip() {
     let c = t.net.setup(&pod("c"), &[]).await.expect("setup c");
     cmd_output("ip", &["netns", "del", &t.netns_name("c")]);
     let c2 = t.net.setup(&pod("c"), &[]).await.expect("setup c again");
-    assert!(c2.netns_path.exists());
+    assert_pod_netns(&c2);
     assert_eq!(
         reserved_ips(&t.net),
         vec![c2.ip],
         "the old IP of c was released"
     );
-    assert_ne!(c.netns_path, PathBuf::new());
+    assert_eq!(c2.netns_path, c.netns_path, "the same name, recreated");
     t.finish().await;
 }
 
@@ -521,11 +563,11 @@ fn host_addrs(sb: &Sandbox) -> Vec<Ipv4Addr> {
 #[tokio::test]
 async fn host_port_is_reachable_from_the_host() {
     let t = TestNet::new();
-    // A host port nothing listens on: portmap DNATs it, no socket needed.
-    let host_port = TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // portmap DNATs the host port before any local socket would see the traffic, so the
+    // test keeps a socket bound on it to the end: no other process (another test's
+    // hostPort or server) can take the port meanwhile.
+    let reserved = TcpListener::bind("0.0.0.0:0").expect("free port");
+    let host_port = reserved.local_addr().expect("port").port();
     let mapping = PortMapping {
         host_port,
         container_port: 8080,
@@ -542,13 +584,16 @@ async fn host_port_is_reachable_from_the_host() {
         assert_eq!(got, "via hostPort", "through {addr}");
     }
 
-    // DEL removes the DNAT rules: the port is no longer forwarded.
-    t.net.teardown("web").await.expect("teardown");
-    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), host_port);
+    // DEL removes the DNAT rules. A fetch would fail anyway once the pod is gone, so
+    // read the rules themselves.
     assert!(
-        fetch(addr).is_err(),
-        "hostPort still forwarded after teardown"
+        !dnat_rules(host_port, &sb).is_empty(),
+        "no DNAT rule for hostPort {host_port} while it forwards"
     );
+    t.net.teardown("web").await.expect("teardown");
+    let left = dnat_rules(host_port, &sb);
+    assert!(left.is_empty(), "DNAT rules left after teardown: {left:#?}");
+    drop(reserved);
     t.finish().await;
 }
 
