@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Registry, KUBECTL_DEFAULT};
@@ -77,27 +76,9 @@ fn wasm(name: &str, image: &str, args: &str, more: &str) -> String {
     format!("  - name: {name}\n    image: {image}\n    args: [{args}]\n{more}")
 }
 
-/// containerd's own view through its `ctr` client, bounded in time.
-fn ctr(c: &Cluster, args: &[&str]) -> String {
-    let sock = c.data_dir().join("agent/containerd/containerd.sock");
-    let out = Command::new("timeout")
-        .args(["30", "ctr", "--address"])
-        .arg(&sock)
-        .args(["-n", "spindle"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The host pid of the task of container `id`, if containerd has one running.
 fn task_pid(c: &Cluster, id: &str) -> Option<u32> {
-    ctr(c, &["tasks", "ls"])
+    c.ctr(&["tasks", "ls"])
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.first() == Some(&id) && f.get(2) == Some(&"RUNNING"))

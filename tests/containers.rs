@@ -29,24 +29,6 @@ fn wait_phase(c: &Cluster, pod: &str, phase: &str) {
     );
 }
 
-/// containerd's own view, through its `ctr` client.
-fn ctr(c: &Cluster, args: &[&str]) -> String {
-    let sock = c.data_dir().join("agent/containerd/containerd.sock");
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(&sock)
-        .args(["-n", "spindle"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn mounts_under(dir: &std::path::Path) -> Vec<String> {
     let needle = dir.display().to_string();
     std::fs::read_to_string("/proc/mounts")
@@ -312,10 +294,10 @@ spec:
             ("task", &["tasks", "ls", "-q"]),
             ("container", &["containers", "ls", "-q"]),
         ] {
-            left.extend(ctr(&c, args).lines().map(|l| format!("{what} {l}")));
+            left.extend(c.ctr(args).lines().map(|l| format!("{what} {l}")));
         }
         left.extend(
-            ctr(&c, &["snapshots", "ls"])
+            c.ctr(&["snapshots", "ls"])
                 .lines()
                 .filter(|l| l.contains("Active"))
                 .map(|l| format!("snapshot {l}")),

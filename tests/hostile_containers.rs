@@ -87,16 +87,6 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// containerd's own view, through its `ctr` client.
-fn ctr(c: &Cluster, args: &[&str]) -> String {
-    let sock = c.data_dir().join("agent/containerd/containerd.sock");
-    run(Command::new("ctr")
-        .arg("--address")
-        .arg(&sock)
-        .args(["-n", "spindle"])
-        .args(args))
-}
-
 /// Writes `data` as a blob of the OCI layout `dir`; returns its digest.
 fn blob(dir: &Path, data: &[u8]) -> String {
     let digest = sha256(data);
@@ -200,17 +190,14 @@ fn plant_snapshot(c: &Cluster, name: &str, parent: &str) {
     if !parent.is_empty() {
         prepare.push(parent);
     }
-    ctr(c, &prepare);
+    c.ctr(&prepare);
     let target = tempfile::tempdir().expect("temp dir");
-    let mount = ctr(
-        c,
-        &[
-            "snapshots",
-            "mounts",
-            &target.path().display().to_string(),
-            &key,
-        ],
-    );
+    let mount = c.ctr(&[
+        "snapshots",
+        "mounts",
+        &target.path().display().to_string(),
+        &key,
+    ]);
     // Without a parent `mount -t bind <dir> <target> -o rbind,rw`; with one, an
     // overlay whose upperdir is the snapshot's own directory.
     let dir = match mount.split("upperdir=").nth(1) {
@@ -224,10 +211,10 @@ fn plant_snapshot(c: &Cluster, name: &str, parent: &str) {
     .to_string();
     std::fs::write(Path::new(&dir).join("planted"), "planted\n").expect("plant");
     let root = "containerd.io/gc.root=planted";
-    ctr(c, &["snapshots", "label", &key, root]);
-    ctr(c, &["snapshots", "commit", name, &key]);
-    ctr(c, &["snapshots", "label", name, root]);
-    let info = ctr(c, &["snapshots", "info", name]);
+    c.ctr(&["snapshots", "label", &key, root]);
+    c.ctr(&["snapshots", "commit", name, &key]);
+    c.ctr(&["snapshots", "label", name, root]);
+    let info = c.ctr(&["snapshots", "info", name]);
     assert!(!info.contains("spindle.dev/verified"), "{info}");
 }
 
@@ -436,10 +423,7 @@ fn hostile_containers_are_refused_or_confined() {
     ] {
         assert!(logs.contains(want), "{want:?} missing from:\n{logs}");
     }
-    let info = ctr(
-        &c,
-        &["snapshots", "info", &verified_name(&busybox_diff_ids[0])],
-    );
+    let info = c.ctr(&["snapshots", "info", &verified_name(&busybox_diff_ids[0])]);
     assert!(info.contains("spindle.dev/verified-chain-id"), "{info}");
     alive(&c);
 

@@ -313,6 +313,24 @@ impl Cluster {
         Hollow { child: Some(child) }
     }
 
+    /// The agent's private containerd as its `ctr` client sees it (namespace
+    /// `spindle`): stdout, failing the test if ctr fails or hangs.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let sock = self.data_dir().join("agent/containerd/containerd.sock");
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&sock)
+            .args(["-n", "spindle"])
+            .args(args);
+        let out = output_within(&mut cmd, None, KUBECTL_LIMIT);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `kubectl get pod POD -o jsonpath=PATH`, trimmed.
     pub fn pod_field(&self, pod: &str, path: &str) -> String {
         self.ok(
