@@ -5,32 +5,30 @@
 //!    GET /version (the transport baseline: TLS + HTTP/2 + auth, no store), then
 //!    ConfigMap creates and gets. Latency is measured from each request's scheduled send
 //!    time, so a stall counts against every request it delays.
+//!    A request whose task panics counts as an error; the GETs read only names whose
+//!    create succeeded.
 //! 2. Measures the store's durable write throughput in-process: one writer and 64
-//!    concurrent writers through `SledStore` (group commit), against a baseline of raw
-//!    sled insert + flush per write measured in the same run.
+//!    concurrent writers through `SledStore` (group commit), each against a baseline of
+//!    raw sled insert + flush per write with the same number of writers (sled coalesces
+//!    concurrent flushes too), measured in the same run. Every sample opens a fresh store
+//!    in a fresh directory; BENCH_STORE_SAMPLES (default 5) samples of BENCH_STORE_WRITES
+//!    (default 2000) writes each, the figure is their median.
 //!
 //! Environment: BENCH_RATE (req/s, default 500), BENCH_SECS (per phase, default 10),
-//! SPINDLE_BENCH_BIN (an earlier `spindle` build to measure instead of this one).
+//! SPINDLE_BENCH_BIN (an earlier `spindle` build to measure instead of this one). Under
+//! `cargo test` (no `--bench`) every size is small (`benches/common/size.rs`).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::Api;
 use spindle_store::{SledStore, SledStoreOptions, Store};
 use tokio::sync::Mutex;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Stats {
     p50: f64,
@@ -88,12 +86,16 @@ where
             }
         }));
     }
+    // A task that panicked recorded nothing: it is a failed request.
+    let mut panicked = 0;
     for t in tasks {
-        let _ = t.await;
+        if t.await.is_err() {
+            panicked += 1;
+        }
     }
     let wall = start.elapsed();
     let r = results.lock().await;
-    stats(r.0.clone(), r.1, wall)
+    stats(r.0.clone(), r.1 + panicked, wall)
 }
 
 fn print_row(name: &str, s: &Stats, baseline: Option<&Stats>) {
@@ -108,31 +110,10 @@ fn print_row(name: &str, s: &Stats, baseline: Option<&Stats>) {
 
 async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let mut child = Command::new(common::bin())
-        .args([
-            "server",
-            "--disable-agent",
-            "--https-listen-port",
-            "0",
-            "--bind-address",
-            "127.0.0.1",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("SPINDLE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let kubeconfig = data.join("kubeconfig.yaml");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kubeconfig.exists() {
-        anyhow::ensure!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let client =
-        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    // A guard: the server stops on error paths too (declared after `dir`, dropped first).
+    let mut server =
+        common::start_server(dir.path(), "server", &["--disable-agent".into()]).await?;
+    let client = server.client.clone();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     // Warm up connections and caches.
     for _ in 0..50 {
@@ -149,8 +130,11 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     print_row("GET /version (baseline)", &base, None);
 
     let a = api.clone();
+    let created = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let names = created.clone();
     let create = open_loop(rate, secs, move |i| {
         let a = a.clone();
+        let names = names.clone();
         async move {
             let cm = ConfigMap {
                 metadata: kube::api::ObjectMeta {
@@ -161,22 +145,31 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
                 data: Some(BTreeMap::from([("key".to_string(), "x".repeat(256))])),
                 ..Default::default()
             };
-            a.create(&PostParams::default(), &cm).await.is_ok()
+            let ok = a.create(&PostParams::default(), &cm).await.is_ok();
+            if ok {
+                names.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+            }
+            ok
         }
     })
     .await;
     print_row("POST configmaps (create)", &create, Some(&base));
 
+    // Read only what exists: a failed create must not turn into a failed GET.
+    let names: Arc<Vec<u64>> = Arc::new(std::mem::take(
+        &mut *created.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
+    anyhow::ensure!(!names.is_empty(), "no ConfigMap create succeeded");
     let a = api.clone();
-    let n = create.n.max(1) as u64;
     let get = open_loop(rate, secs, move |i| {
         let a = a.clone();
-        async move { a.get(&format!("bench-{}", i % n)).await.is_ok() }
+        let name = format!("bench-{}", names[i as usize % names.len()]);
+        async move { a.get(&name).await.is_ok() }
     })
     .await;
     print_row("GET configmap", &get, Some(&base));
     println!(
-        "target: create p99 <= 25 ms at 500/s -> {}",
+        "target: create p99 <= 25 ms at 500/s (this run {rate}/s) -> {}",
         if create.p99 <= 25.0 && create.errors == 0 {
             "MET"
         } else {
@@ -184,53 +177,53 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
         }
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    server.proc.ensure_alive("spindle server")?;
+    drop(server);
+    // In quick mode a failed request is a broken benchmark, not a figure.
+    let errors = base.errors + create.errors + get.errors;
+    anyhow::ensure!(!common::quick() || errors == 0, "{errors} requests failed");
     Ok(())
 }
 
-async fn store_bench() -> anyhow::Result<()> {
-    const N: usize = 2000;
-    println!("\n== Store durable write throughput ({N} writes of 512 B each) ==");
-    let value = vec![b'x'; 512];
-
-    // Baseline: what a naive store does, one fsync'd sled write per request.
+/// Writes per second of `writers` raw sled writers, each `insert` + `flush` per write, on a
+/// fresh database.
+fn raw_sled(n: usize, writers: usize, value: &[u8]) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let db = sled::open(dir.path())?;
     let t = Instant::now();
-    for i in 0..N {
-        db.insert(format!("/k/{i}"), value.as_slice())?;
-        db.flush()?;
-    }
-    let base = N as f64 / t.elapsed().as_secs_f64();
-    println!(
-        "{:<44} {:>9.0} writes/s  1.00x",
-        "raw sled insert+flush per write (baseline)", base
-    );
-    drop(db);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let db = &db;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for i in (w..n).step_by(writers) {
+                        db.insert(format!("/k/{i}"), value)?;
+                        db.flush()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a sled writer panicked"))?
+        })
+    })?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
 
+/// Writes per second of `writers` concurrent `SledStore::create` callers on a fresh store.
+async fn spindle_store(n: usize, writers: usize, value: &[u8]) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(dir.path(), SledStoreOptions::default())?);
     let t = Instant::now();
-    for i in 0..N {
-        store.create(&format!("/s/{i}"), value.clone()).await?;
-    }
-    let seq = N as f64 / t.elapsed().as_secs_f64();
-    println!(
-        "{:<44} {:>9.0} writes/s  {:.2}x",
-        "SledStore, 1 writer",
-        seq,
-        seq / base
-    );
-
-    let t = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..64 {
+    for w in 0..writers {
         let store = store.clone();
-        let value = value.clone();
+        let value = value.to_vec();
         tasks.push(tokio::spawn(async move {
-            for i in (w..N).step_by(64) {
-                store.create(&format!("/c/{i}"), value.clone()).await?;
+            for i in (w..n).step_by(writers) {
+                store.create(&format!("/s/{i}"), value.clone()).await?;
             }
             anyhow::Ok(())
         }));
@@ -238,24 +231,58 @@ async fn store_bench() -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
-    let conc = N as f64 / t.elapsed().as_secs_f64();
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Median and range of samples.
+fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (mid, v[0], v[v.len() - 1])
+}
+
+async fn store_bench(n: usize, samples: usize) -> anyhow::Result<()> {
     println!(
-        "{:<44} {:>9.0} writes/s  {:.2}x",
-        "SledStore, 64 concurrent writers",
-        conc,
-        conc / base
+        "\n== Store durable write throughput ({n} writes of 512 B, median of {samples} samples, a fresh store each) =="
     );
+    let value = vec![b'x'; 512];
+    for writers in [1, 64] {
+        // Interleaved, so that a slow moment of the disk does not fall on one side only.
+        let (mut base, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..samples.max(1) {
+            base.push(raw_sled(n, writers, &value)?);
+            ours.push(spindle_store(n, writers, &value).await?);
+        }
+        let (b, blo, bhi) = summary(base);
+        let (o, olo, ohi) = summary(ours);
+        println!(
+            "{:<46} {b:>9.0} writes/s  ({blo:.0}..{bhi:.0})  baseline",
+            format!("raw sled insert+flush, {writers} writer(s)")
+        );
+        println!(
+            "{:<46} {o:>9.0} writes/s  ({olo:.0}..{ohi:.0})  {:.2}x",
+            format!("SledStore (group commit), {writers} writer(s)"),
+            o / b
+        );
+    }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    let rate = env_num("BENCH_RATE", 500);
-    let secs = env_num("BENCH_SECS", 10);
+    common::announce("api");
+    let rate = common::size("BENCH_RATE", 500, 50);
+    let secs = common::size("BENCH_SECS", 10, 1);
+    let writes = common::size("BENCH_STORE_WRITES", 2000, 100);
+    let samples = common::size("BENCH_STORE_SAMPLES", 5, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         api_bench(rate, secs).await?;
-        store_bench().await
+        store_bench(writes, samples).await
     })
 }

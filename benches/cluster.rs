@@ -10,9 +10,11 @@
 //! 2. Deployments at scale: BENCH_SCALE pods (default "7500,15000,30000") on the same
 //!    number of hollow nodes, through Deployments of 1000 replicas; time from apply to
 //!    all Running and the server's resident memory, one fresh server per size.
+//!
+//! Under `cargo test` (no `--bench`) every size is small (`benches/common/size.rs`).
 
 mod common;
-use common::{env_num, Proc};
+use common::{size, Proc};
 
 // The scheduler runs in this process: give it the allocator it has inside `spindle server`.
 #[global_allocator]
@@ -468,13 +470,17 @@ async fn scale_bench(nodes: usize, total: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let nodes = env_num("BENCH_NODES", 1000);
-    let pods = env_num("BENCH_PODS", 10_000);
-    let scales: Vec<usize> = std::env::var("BENCH_SCALE")
-        .unwrap_or_else(|_| "7500,15000,30000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    common::announce("cluster");
+    let nodes = size("BENCH_NODES", 1000, 3);
+    let pods = size("BENCH_PODS", 10_000, 30);
+    let scales: Vec<usize> = size(
+        "BENCH_SCALE",
+        "7500,15000,30000".to_owned(),
+        "20,40".to_owned(),
+    )
+    .split(',')
+    .filter_map(|s| s.trim().parse().ok())
+    .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

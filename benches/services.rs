@@ -6,11 +6,14 @@
 //! Service proxy) runs a one-replica Deployment of tests/guests/http-hello behind a
 //! ClusterIP Service; images come from a real registry (Debian's docker-registry).
 //! `SPINDLE_BENCH_CONNECTIONS` (16) keep-alive HTTP/1.1 connections send `GET /` back to
-//! back for `SPINDLE_BENCH_SECS` (10) seconds after a 1 s warm-up, from
-//! `SPINDLE_BENCH_CLIENT_THREADS` (1) client threads. Target: the ClusterIP path at
-//! 80 % or more of `wasmtime serve`'s throughput. The baseline is the `wasmtime` CLI from
-//! `$WASMTIME_BIN` or `PATH` (`cargo install wasmtime-cli --version 48.0.8 --locked`),
-//! serving with `-Scli` on 127.0.0.1.
+//! back for `SPINDLE_BENCH_SECS` (10) seconds, from `SPINDLE_BENCH_CLIENT_THREADS` (1)
+//! client threads, after a 1 s warm-up of each side; `SPINDLE_BENCH_ROUNDS` (5) rounds
+//! in alternating order (A B C, C B A, ...), each figure the median over the rounds.
+//! Target: the ClusterIP path at 80 % or more of `wasmtime serve`'s throughput, with no
+//! errors on either side. The baseline is the `wasmtime` CLI from `$WASMTIME_BIN` or
+//! `PATH` (`cargo install wasmtime-cli --version <the workspace's wasmtime> --locked`),
+//! serving with `-Scli` on 127.0.0.1; a CLI of another version is reported as such. The
+//! cluster has its own bridge, nftables table, CIDRs and DNS port (`common::Net`).
 
 mod common;
 #[path = "common/load.rs"]
@@ -19,12 +22,14 @@ mod load;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{build_guest, push, start_registry, start_server, wait_node_ready};
+use common::{
+    announce, build_guest, push, size, start_registry, start_server, wait_node_ready, Net,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::Api;
-use load::{env_or, find_wasmtime, measure, ratio, start_wasmtime};
+use load::{check_wasmtime_version, find_wasmtime, install_hint, rounds, start_wasmtime};
 
 const TARGET_RATIO: f64 = 0.80;
 
@@ -94,9 +99,11 @@ async fn serve_deployment(
 }
 
 fn main() -> anyhow::Result<()> {
-    let conns: usize = env_or("SPINDLE_BENCH_CONNECTIONS", 16);
-    let secs: f64 = env_or("SPINDLE_BENCH_SECS", 10.0);
-    let client_threads: usize = env_or("SPINDLE_BENCH_CLIENT_THREADS", 1);
+    announce("services");
+    let conns: usize = size("SPINDLE_BENCH_CONNECTIONS", 16, 4);
+    let secs: f64 = size("SPINDLE_BENCH_SECS", 10.0, 0.5);
+    let n_rounds: usize = size("SPINDLE_BENCH_ROUNDS", 5, 2);
+    let client_threads: usize = size("SPINDLE_BENCH_CLIENT_THREADS", 1, 1);
     let work = tempfile::tempdir()?;
     let wasm = build_guest(
         "runtime/spindle-wasm/tests/guests/http-hello/Cargo.toml",
@@ -111,73 +118,72 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "services bench: GET /, {conns} keep-alive connections, {secs} s, client on {client_threads} thread(s), {} cores",
+        "services bench: GET /, {conns} keep-alive connections, {secs} s x {n_rounds} rounds, client on {client_threads} thread(s), {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let reg = start_registry(work.path())?;
     let image = push(&reg, &wasm, "bench/http-hello:v1")?;
+    // Dropped after the server: removes what a killed agent left on the host.
+    let net = Net::fresh();
     let server = setup.block_on(async {
-        let s = start_server(
-            work.path(),
-            "server",
-            &[
-                "--node-name",
-                "bench",
-                "--agent-port",
-                "0",
-                "--cluster-dns-port",
-                "0",
-            ],
-        )
-        .await?;
+        let mut args = net.server_args();
+        args.extend(["--node-name", "bench", "--agent-port", "0"].map(String::from));
+        let s = start_server(work.path(), "server", &args).await?;
         wait_node_ready(&s.client, "bench").await?;
         anyhow::Ok(s)
     })?;
     let (pod, vip) = setup.block_on(serve_deployment(&server.client, &image))?;
 
-    let via_vip = measure(&client, "ClusterIP (nftables DNAT)", vip, "/", conns, secs);
-    let via_pod = measure(&client, "pod IP", pod, "/", conns, secs);
-    let base = match find_wasmtime().map(|bin| start_wasmtime(&bin, &wasm)) {
-        Some(Ok((child, addr))) => {
-            let l = measure(&client, "wasmtime serve (baseline)", addr, "/", conns, secs);
-            drop(child);
-            Some(l)
-        }
-        Some(Err(e)) => {
-            println!("baseline missing: {e}");
-            None
+    let mut version_note = "";
+    let baseline = match find_wasmtime() {
+        Some(bin) => {
+            if !check_wasmtime_version(&bin) {
+                version_note = "   [wasmtime CLI version differs from the crate's: see above]";
+            }
+            match start_wasmtime(&bin, &wasm) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    println!("baseline missing: {e}; no ratio");
+                    None
+                }
+            }
         }
         None => {
             println!(
-                "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN \
-                 (cargo install wasmtime-cli --version 48.0.8 --locked)"
+                "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN ({}); no ratio",
+                install_hint()
             );
             None
         }
     };
-    if let Some(base) = base {
-        let r = via_vip.rate() / base.rate();
+    let mut sides = vec![("ClusterIP (nftables DNAT)", vip), ("pod IP", pod)];
+    if let Some((_, addr)) = &baseline {
+        sides.push(("wasmtime serve (baseline)", *addr));
+    }
+    let measured = rounds(&client, &sides, "/", conns, secs, n_rounds);
+    drop(baseline);
+    if let [via_vip, via_pod, base] = measured.as_slice() {
+        let met = via_vip.rate() / base.rate() >= TARGET_RATIO && via_vip.clean(base);
         println!(
-            "ratio ClusterIP/wasmtime: throughput {}   p50 {}   p99 {}   (target throughput >= {TARGET_RATIO:.2}: {})",
-            ratio(via_vip.rate(), base.rate()),
-            ratio(
-                via_vip.quantile(0.5).as_secs_f64(),
-                base.quantile(0.5).as_secs_f64()
-            ),
-            ratio(
-                via_vip.quantile(0.99).as_secs_f64(),
-                base.quantile(0.99).as_secs_f64()
-            ),
-            if r >= TARGET_RATIO { "MET" } else { "NOT MET" }
+            "ratio ClusterIP/wasmtime: {}   (target throughput >= {TARGET_RATIO:.2} without errors: {}){version_note}",
+            via_vip.ratios(base),
+            if met { "MET" } else { "NOT MET" }
         );
         println!(
-            "ratio pod IP/wasmtime: throughput {}",
-            ratio(via_pod.rate(), base.rate())
+            "ratio pod IP/wasmtime: {}{version_note}",
+            via_pod.ratios(base)
         );
     }
+    // Requests that fail on Spindle's side are a broken run in quick mode.
+    let errors: u64 = measured.iter().take(2).map(|r| r.errors()).sum();
     // Dropping it stops the server gracefully: its agent removes the pod's network.
     drop(server);
     drop(setup);
+    drop(net);
     drop(work);
+    anyhow::ensure!(
+        !common::quick() || errors == 0,
+        "{errors} requests failed through the Service or the pod IP"
+    );
     Ok(())
 }

@@ -157,25 +157,14 @@ spec:
         ],
     );
     let url = format!("https://127.0.0.1:{port}/containerLogs/default/ticker/main");
-    let anon = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&anon.stdout), "401");
-    let forged = Command::new("curl")
-        .args([
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Authorization: Bearer nope",
-            &url,
-        ])
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&forged.stdout), "401");
+    let status =
+        |extra: &[&str]| common::curl_status(["-k"].iter().chain(extra).chain([&url.as_str()]));
+    assert_eq!(status(&[]), "401", "anonymous");
+    assert_eq!(
+        status(&["-H", "Authorization: Bearer nope"]),
+        "401",
+        "forged"
+    );
 
     // Crash and restart: the pods go on (restarted once, since their instances died with
     // the process), and there is still exactly one of each.

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{kubectls, Cluster, Registry, KUBECTL_DEFAULT};
+use common::{kubectls, output_within, Cluster, Registry, KUBECTL_DEFAULT, KUBECTL_LIMIT};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -253,11 +253,11 @@ spec:
             "{k} --kubeconfig {} exec -it box -- sh -c 'tty; stty size'",
             c.kubeconfig().display()
         );
-        let out = Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .stdin(std::process::Stdio::piped())
-            .output()
-            .expect("script");
+        let out = output_within(
+            Command::new("script").args(["-qec", &cmd, "/dev/null"]),
+            None,
+            KUBECTL_LIMIT,
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("/dev/pts/"), "{k}: no TTY: {text:?}");
     }

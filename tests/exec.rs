@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kubectls, Cluster, Registry, KUBECTL_DEFAULT};
+use common::{kubectls, Cluster, LineReader, Registry, KUBECTL_DEFAULT};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -115,36 +114,17 @@ spec:
         );
         assert_eq!(out.status.code(), Some(0), "{k}: {out:?}");
         // stdin.
-        let mut child = c
-            .kubectl_cmd(
-                k,
-                &["exec", "-i", "box", "-c", "main", "--", "testbox", "cat"],
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl exec -i");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(b"x\ny\n")
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("kubectl exec -i");
+        let out = c.apply_stdin(
+            k,
+            &["exec", "-i", "box", "-c", "main", "--", "testbox", "cat"],
+            "x\ny\n",
+        );
         assert!(out.status.success(), "{k}: {out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "x\ny\n", "{k}");
         // A container that does not exist.
         let err = c.fails(k, &["exec", "box", "-c", "nope", "--", "testbox", "echo"]);
         assert!(err.contains("nope"), "{k}: {err}");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn curl_until(url: &str) -> String {
@@ -167,15 +147,6 @@ fn curl_until(url: &str) -> String {
 }
 
 /// Runs kubectl port-forward until dropped.
-struct Forward(std::process::Child);
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn port_forward_reaches_pods_and_services() {
     let reg = Registry::start();
@@ -228,15 +199,13 @@ spec:
     );
     for k in kubectls() {
         for target in ["pod/web", "svc/web"] {
-            let port = free_port();
             let remote = if target == "pod/web" { "8080" } else { "80" };
-            let child = c
-                .kubectl_cmd(k, &["port-forward", target, &format!("{port}:{remote}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("kubectl port-forward");
-            let _guard = Forward(child);
+            // kubectl picks a free local port itself and says which: no port chosen
+            // beforehand that another process could take meanwhile.
+            let forward = LineReader::spawn(
+                c.kubectl_cmd(k, &["port-forward", target, &format!(":{remote}")]),
+            );
+            let port = forwarded_port(&forward.wait_for("Forwarding from 127.0.0.1:", WAIT));
             for _ in 0..3 {
                 assert_eq!(
                     curl_until(&format!("http://127.0.0.1:{port}/env/POD_NAME")),
@@ -246,7 +215,16 @@ spec:
             }
         }
     }
-    let _ = KUBECTL_DEFAULT;
+}
+
+/// The local port of kubectl port-forward's `Forwarding from 127.0.0.1:PORT -> REMOTE`.
+fn forwarded_port(lines: &[String]) -> u16 {
+    let line = lines.last().expect("a line");
+    line.split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
 /// What a stalled `kubectl exec` client got in the end.

@@ -162,14 +162,10 @@ fn bearer_token_authenticates_and_anonymous_is_refused() {
     let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token");
     let ca = c.data_dir().join("server/tls/server-ca.crt");
     let curl = |extra: &[&str], path: &str| {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(&ca)
-            .args(extra)
-            .arg(format!("{url}{path}"))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut args: Vec<std::ffi::OsString> = vec!["--cacert".into(), ca.clone().into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push(format!("{url}{path}").into());
+        common::curl_status(args)
     };
     assert_eq!(curl(&[], "/api/v1/namespaces"), "401");
     let auth = format!("Authorization: Bearer {}", token.trim());

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{kubectls, Cluster, LineReader};
+use common::{kubectls, output_within, Cluster, LineReader, KUBECTL_LIMIT};
 
 fn manifest(ns: &str, replicas: u32, image: &str, with_color: bool) -> String {
     let color = if with_color { "\n  color: blue" } else { "" };
@@ -374,12 +374,13 @@ fn typed_create_label_annotate_patch_edit_and_formats() {
         let editor = c.write_file("editor.sh", "#!/bin/sh\nsed -i 's/merged/edited/' \"$1\"\n");
         std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
-        let out = c
-            .kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns])
-            .env("EDITOR", &editor)
-            .env("KUBE_EDITOR", &editor)
-            .output()
-            .expect("edit");
+        let out = output_within(
+            c.kubectl_cmd(k, &["edit", "cm", "cm", "-n", &ns])
+                .env("EDITOR", &editor)
+                .env("KUBE_EDITOR", &editor),
+            None,
+            KUBECTL_LIMIT,
+        );
         assert!(
             out.status.success(),
             "edit failed: {}",

@@ -225,6 +225,8 @@ spec:
     let netns = c.net.live_netns().into_iter().next().expect("a pod netns");
     let etc = std::path::PathBuf::from("/etc/netns").join(&netns);
     std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+    // Removed however the checks below end: a failed assertion must not leave it on the host.
+    let etc_guard = RemoveOnDrop(etc.clone());
     std::fs::write(
         etc.join("resolv.conf"),
         format!(
@@ -233,15 +235,17 @@ spec:
     )
     .expect("resolv.conf");
     let lookup = |name: &str| {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &netns, "getent", "hosts", name])
-            .output()
-            .expect("ip netns exec getent");
+        let out = common::output_within(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &netns, "getent", "hosts", name]),
+            None,
+            Duration::from_secs(60),
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let full = lookup("web.default.svc.cluster.local");
     let short = lookup("web");
-    let _ = std::fs::remove_dir_all(&etc);
+    drop(etc_guard);
     assert!(full.starts_with(&format!("{cluster_ip} ")), "{full:?}");
     assert!(short.starts_with(&format!("{cluster_ip} ")), "{short:?}");
 
@@ -481,4 +485,13 @@ spec:
         events.contains("failed liveness probe, will be restarted"),
         "{events}"
     );
+}
+
+/// A directory on the host removed when dropped, also when the test fails.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

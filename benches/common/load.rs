@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,12 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "../../tests/common/listen.rs"]
+mod listen;
 
 pub struct Load {
     /// Sorted.
@@ -40,17 +36,6 @@ impl Load {
         }
         let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
         self.latencies[i]
-    }
-
-    pub fn print(&self, name: &str) {
-        println!(
-            "{name:<28} {:>9.0} req/s   p50 {:>8.1} µs   p99 {:>8.1} µs   ({} requests, {} errors)",
-            self.rate(),
-            self.quantile(0.50).as_secs_f64() * 1e6,
-            self.quantile(0.99).as_secs_f64() * 1e6,
-            self.latencies.len(),
-            self.errors
-        );
     }
 }
 
@@ -134,18 +119,162 @@ pub fn load(
     })
 }
 
-pub fn measure(
+/// Several rounds of `load` against each side, in an order that alternates (A B, B A, A B,
+/// ...) so that no side always runs first or last (warm caches, CPU frequency, a
+/// neighbour's burst); every side is warmed up for 1 s first. Each figure reported is the
+/// median over the rounds.
+pub fn rounds(
     client: &tokio::runtime::Runtime,
-    name: &str,
-    addr: SocketAddr,
+    sides: &[(&str, SocketAddr)],
     path: &str,
     conns: usize,
     secs: f64,
-) -> Load {
-    let _ = load(client, addr, path, conns, 1.0);
-    let l = load(client, addr, path, conns, secs);
-    l.print(name);
-    l
+    rounds: usize,
+) -> Vec<Rounds> {
+    for (_, addr) in sides {
+        let _ = load(client, *addr, path, conns, secs.min(1.0));
+    }
+    let mut out: Vec<Rounds> = sides
+        .iter()
+        .map(|(name, _)| Rounds {
+            name: (*name).to_owned(),
+            loads: Vec::new(),
+        })
+        .collect();
+    for r in 0..rounds.max(1) {
+        let mut order: Vec<usize> = (0..sides.len()).collect();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            out[i]
+                .loads
+                .push(load(client, sides[i].1, path, conns, secs));
+        }
+    }
+    for r in &out {
+        r.print();
+    }
+    out
+}
+
+/// One side's loads over the rounds of `rounds`.
+pub struct Rounds {
+    pub name: String,
+    pub loads: Vec<Load>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Rounds {
+    /// Median requests/s over the rounds.
+    pub fn rate(&self) -> f64 {
+        median(self.loads.iter().map(Load::rate).collect())
+    }
+
+    /// Median over the rounds of each round's `q` latency quantile, in seconds.
+    pub fn quantile(&self, q: f64) -> f64 {
+        median(
+            self.loads
+                .iter()
+                .map(|l| l.quantile(q).as_secs_f64())
+                .collect(),
+        )
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.loads.iter().map(|l| l.errors).sum()
+    }
+
+    pub fn print(&self) {
+        let rates: Vec<f64> = self.loads.iter().map(Load::rate).collect();
+        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rates.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:<28} {:>9.0} req/s   p50 {:>8.1} µs   p99 {:>8.1} µs   (median of {} rounds, req/s {lo:.0}..{hi:.0}; {} requests, {} errors)",
+            self.name,
+            self.rate(),
+            self.quantile(0.50) * 1e6,
+            self.quantile(0.99) * 1e6,
+            self.loads.len(),
+            self.loads.iter().map(|l| l.latencies.len()).sum::<usize>(),
+            self.errors()
+        );
+    }
+
+    /// "throughput x   p50 y   p99 z" of `self` over `base`; when either side had errors
+    /// the line says so, since a side that fails requests fast or slow skews the ratio.
+    pub fn ratios(&self, base: &Rounds) -> String {
+        let mut line = format!(
+            "throughput {}   p50 {}   p99 {}",
+            ratio(self.rate(), base.rate()),
+            ratio(self.quantile(0.5), base.quantile(0.5)),
+            ratio(self.quantile(0.99), base.quantile(0.99)),
+        );
+        for side in [self, base] {
+            if side.errors() > 0 {
+                line.push_str(&format!(
+                    "   [FLAGGED: {} had {} errors, not like for like]",
+                    side.name,
+                    side.errors()
+                ));
+            }
+        }
+        line
+    }
+
+    /// Both sides served every request.
+    pub fn clean(&self, base: &Rounds) -> bool {
+        self.errors() == 0 && base.errors() == 0
+    }
+}
+
+/// The wasmtime version this workspace builds (Cargo.lock), the one a fair baseline runs.
+pub fn pinned_wasmtime() -> &'static str {
+    const LOCK: &str = include_str!("../../Cargo.lock");
+    LOCK.split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.split("\nversion = \"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .unwrap_or("unknown")
+}
+
+/// How to install the baseline.
+pub fn install_hint() -> String {
+    format!(
+        "cargo install wasmtime-cli --version {} --locked",
+        pinned_wasmtime()
+    )
+}
+
+/// Compares the CLI's version with the crate's and says so: a baseline on another wasmtime
+/// release is still printed, but not as a like-for-like comparison.
+pub fn check_wasmtime_version(bin: &Path) -> bool {
+    let out = Command::new(bin).arg("--version").output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    // "wasmtime 48.0.8 (abcdef 2025-..)" or "wasmtime-cli 48.0.8".
+    let cli = text.split_whitespace().nth(1).unwrap_or("unknown");
+    let pinned = pinned_wasmtime();
+    if cli == pinned {
+        println!("baseline wasmtime CLI {cli} = the workspace's wasmtime crate {pinned}");
+        true
+    } else {
+        println!(
+            "WARNING: baseline wasmtime CLI is {cli:?} but the workspace builds wasmtime {pinned}: \
+             the ratio compares different wasmtime releases ({})",
+            install_hint()
+        );
+        false
+    }
 }
 
 pub fn find_wasmtime() -> Option<PathBuf> {
@@ -182,11 +311,10 @@ pub fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr
         String::from_utf8_lossy(&version.stdout).trim(),
         bin.display()
     );
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?;
+    // Port 0: wasmtime picks a free port itself, read back from its own socket below, so
+    // no other process can take the port in between and what answers is this child.
     let child = Command::new(bin)
-        .args(["serve", "-Scli", "--addr", &addr.to_string()])
+        .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
         .arg(wasm)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -196,8 +324,8 @@ pub fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr
     let mut child = KillOnDrop(child);
     let t = Instant::now();
     loop {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok((child, addr));
+        if let Some(port) = listen::listening_port(child.0.id()) {
+            return Ok((child, SocketAddr::from(([127, 0, 0, 1], port))));
         }
         if let Ok(Some(status)) = child.0.try_wait() {
             return Err(format!("wasmtime serve exited with {status}"));

@@ -16,13 +16,9 @@ pub fn bin() -> std::ffi::OsString {
     std::env::var_os("SPINDLE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_spindle").into())
 }
 
-/// A number from the environment (benchmark sizes), or the default.
-pub fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+pub mod size;
+#[allow(unused_imports)] // each bench uses some
+pub use size::{announce, quick, size};
 
 /// A child process, stopped (and reaped) when dropped, on success and error paths alike.
 pub struct Proc(pub Child);
@@ -69,6 +65,20 @@ impl Proc {
     }
 }
 
+/// Proportional set size (KiB): each page shared by k processes counts 1/k, so summing it
+/// over processes counts shared pages (a shim's Go runtime, busybox's text) once.
+pub fn pss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
 pub fn rss_kib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -79,6 +89,91 @@ pub fn rss_kib(pid: u32) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Host-global names.
+
+/// The names on the host a cluster with pod networking owns: bridge, netns prefix, nftables
+/// table, pod and Service CIDRs, and a free DNS port. The defaults (spindle0, 10.42/16,
+/// 10.43/16, port 53) are those of `scripts/up`: a bench must not take over, or on exit
+/// remove, a cluster the user runs beside it. The ranges differ from the tests' (10.100-199
+/// and 10.200-249, tests/common) so a bench and a test run can share the host. Removes what
+/// a killed agent left behind when dropped: declare it before the processes it names.
+pub struct Net {
+    pub bridge: String,
+    pub netns_prefix: String,
+    pub cluster_cidr: String,
+    pub service_cidr: String,
+    service_dns: String,
+}
+
+impl Net {
+    pub fn fresh() -> Net {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id() & 0xffff;
+        let k = pid + n;
+        Net {
+            bridge: format!("spb{pid:x}x{n}"),
+            netns_prefix: format!("spb{pid:x}x{n}"),
+            cluster_cidr: format!("10.{}.0.0/16", 50 + k % 50),
+            service_cidr: format!("10.{}.0.0/16", 250 + k % 6),
+            service_dns: format!("10.{}.0.10", 250 + k % 6),
+        }
+    }
+
+    /// The flags of a server: its address ranges, and the agent's names if it embeds one.
+    pub fn server_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr.clone(),
+            "--service-cidr".into(),
+            self.service_cidr.clone(),
+        ];
+        args.extend(self.agent_args());
+        args
+    }
+
+    /// The flags of an agent (standalone or embedded).
+    pub fn agent_args(&self) -> Vec<String> {
+        [
+            "--cni-bridge",
+            &self.bridge,
+            "--netns-prefix",
+            &self.netns_prefix,
+            "--nft-table",
+            &self.bridge,
+            "--cluster-dns",
+            &self.service_dns,
+            "--cluster-dns-port",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let prefix = format!("{}-", self.netns_prefix);
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&prefix) {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        quiet(Command::new("ip").args(["link", "del", &self.bridge]));
+        quiet(Command::new("nft").args(["delete", "table", "ip", &self.bridge]));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,7 +280,7 @@ pub struct Server {
     pub client: Client,
 }
 
-pub async fn start_server(work: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Server> {
+pub async fn start_server(work: &Path, name: &str, extra: &[String]) -> anyhow::Result<Server> {
     let data = work.join(name);
     let mut cmd = Command::new(bin());
     cmd.args([

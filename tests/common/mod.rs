@@ -3,6 +3,13 @@
 
 #![allow(dead_code)]
 
+mod bounded;
+mod listen;
+pub mod net;
+mod registry_server;
+pub use bounded::*;
+pub use net::NetNames;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,93 +41,6 @@ pub struct Cluster {
     pub agent: bool,
     /// Host-global names of this cluster's pod network, unique per test cluster.
     pub net: NetNames,
-}
-
-/// Names on the host that two test clusters running at once must not share.
-#[derive(Clone, Debug)]
-pub struct NetNames {
-    pub bridge: String,
-    pub netns_prefix: String,
-    pub cluster_cidr: String,
-    pub service_cidr: String,
-}
-
-impl NetNames {
-    pub fn fresh() -> NetNames {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() & 0xffff;
-        NetNames {
-            bridge: format!("spt{pid:x}x{n}"),
-            netns_prefix: format!("spt{pid:x}x{n}"),
-            // Clusters inside one test binary get their own /16s; the process id spreads
-            // binaries that run at once (several checkouts testing side by side).
-            cluster_cidr: format!("10.{}.0.0/16", 100 + (pid + n) % 100),
-            service_cidr: format!("10.{}.0.0/16", 200 + (pid + n) % 50),
-        }
-    }
-
-    /// The flags of a server with its embedded agent.
-    pub fn args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--cluster-cidr".into(),
-            self.cluster_cidr.clone(),
-            "--service-cidr".into(),
-            self.service_cidr.clone(),
-        ];
-        args.extend(self.agent_args());
-        args
-    }
-
-    /// The flags that keep an agent's host-global names its own.
-    pub fn agent_args(&self) -> Vec<String> {
-        vec![
-            "--cni-bridge".into(),
-            self.bridge.clone(),
-            "--netns-prefix".into(),
-            self.netns_prefix.clone(),
-            "--nft-table".into(),
-            self.bridge.clone(),
-            // Test clusters share the host's address: each DNS server takes a free port.
-            "--cluster-dns-port".into(),
-            "0".into(),
-        ]
-    }
-
-    /// What a stopped agent should have removed itself; removed here in case it was
-    /// killed instead.
-    pub fn cleanup(&self) {
-        if let Ok(entries) = std::fs::read_dir("/run/netns") {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with(&format!("{}-", self.netns_prefix)) {
-                    let _ = Command::new("ip").args(["netns", "del", &name]).output();
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-        // The Service proxy's table is named after the bridge (see agent_args).
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-    }
-
-    /// The pod network namespaces of this cluster that exist now.
-    pub fn live_netns(&self) -> Vec<String> {
-        std::fs::read_dir("/run/netns")
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
-                    .filter(|n| n.starts_with(&format!("{}-", self.netns_prefix)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 impl Cluster {
@@ -161,6 +81,29 @@ impl Cluster {
             net: NetNames::fresh(),
         };
         c.launch();
+        c
+    }
+
+    /// A cluster value with no server: its kubeconfig points at `server` (plain HTTP, no
+    /// credentials). For tests of this harness against a server that misbehaves.
+    pub fn offline(server: &str) -> Cluster {
+        let c = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_args: Vec::new(),
+            agent: false,
+            net: NetNames::unreserved(),
+        };
+        std::fs::create_dir_all(c.data_dir()).expect("data dir");
+        std::fs::write(
+            c.kubeconfig(),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+                 contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+                 users:\n- name: u\n  user: {{}}\ncurrent-context: c\n"
+            ),
+        )
+        .expect("kubeconfig");
         c
     }
 
@@ -254,6 +197,8 @@ impl Cluster {
             .to_string()
     }
 
+    /// kubectl on this cluster. Plain requests get kubectl's `--request-timeout`; streams
+    /// and waits only the process bound of whoever runs the command.
     pub fn kubectl_cmd(&self, kubectl: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl);
         // Each kubectl version gets its own discovery cache, as real users' would be.
@@ -267,15 +212,21 @@ impl Cluster {
         cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
             .arg("--cache-dir")
-            .arg(cache)
-            .args(args);
+            .arg(cache);
+        if plain_request(args) {
+            cmd.arg(format!("--request-timeout={KUBECTL_REQUEST_TIMEOUT}"));
+        }
+        cmd.args(args);
         cmd
     }
 
+    /// Run kubectl to its end, within `kubectl_limit(args)`.
     pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> Output {
-        self.kubectl_cmd(kubectl, args)
-            .output()
-            .expect("run kubectl")
+        output_within(
+            &mut self.kubectl_cmd(kubectl, args),
+            None,
+            kubectl_limit(args),
+        )
     }
 
     /// Run kubectl and return stdout, failing the test with everything printed otherwise.
@@ -324,22 +275,14 @@ impl Cluster {
         );
     }
 
-    pub fn apply_stdin(&self, kubectl: &str, args: &[&str], manifest: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .kubectl_cmd(kubectl, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-        child.wait_with_output().expect("kubectl output")
+    /// kubectl with `input` on its stdin (apply -f -, exec -i, attach -i), within
+    /// `kubectl_limit(args)`.
+    pub fn apply_stdin(&self, kubectl: &str, args: &[&str], input: &str) -> Output {
+        output_within(
+            &mut self.kubectl_cmd(kubectl, args),
+            Some(input.as_bytes()),
+            kubectl_limit(args),
+        )
     }
 
     /// Start `spindle hollow-nodes` against this server; stopped when the returned guard drops.
@@ -469,25 +412,45 @@ impl Drop for Hollow {
     }
 }
 
+/// The HTTP status code curl gets with `args` (options and URL); bounded in time.
+pub fn curl_status<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Lines of a long-running child's stdout, read on a thread.
+/// Lines of a long-running child's stdout (a watch, `logs -f`), read on a thread. The child
+/// is killed when this drops, or when it outlives `STREAM_LIMIT`.
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
-    pub child: Child,
+    pub child: Supervised,
 }
 
 impl LineReader {
     pub fn spawn(mut cmd: Command) -> LineReader {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
+        let child = Supervised::spawn(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+            STREAM_LIMIT,
+        );
+        let stdout = child.with(|c| c.stdout.take()).expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -512,17 +475,14 @@ impl LineReader {
                         return seen;
                     }
                 }
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "no line containing {needle:?}: the stream ended ({}); saw {seen:?}",
+                    self.child.state()
+                ),
             }
         }
         panic!("no line containing {needle:?} within {timeout:?}; saw {seen:?}");
-    }
-}
-
-impl Drop for LineReader {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -552,6 +512,10 @@ pub fn build_guest(manifest: &str, package: &str, target: &str) -> PathBuf {
         .arg("--manifest-path")
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", guest_target_dir())
+        // Flags meant for the host build must not leak into the guest's (and would
+        // rebuild the guests shared with spindle-wasm's tests, which remove them too).
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .expect("run cargo");
     assert!(
@@ -585,32 +549,7 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry (apt install docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, addr) = registry_server::spawn_registry(dir.path(), "");
         Registry {
             addr,
             _dir: dir,
@@ -621,12 +560,14 @@ impl Registry {
     /// `spindle push FILE <registry>/<name>`; returns the full reference.
     pub fn push(&self, file: &Path, name: &str) -> String {
         let reference = format!("{}/{name}", self.addr);
-        let out = Command::new(spindle_bin())
-            .arg("push")
-            .arg(file)
-            .arg(&reference)
-            .output()
-            .expect("run spindle push");
+        let out = output_within(
+            Command::new(spindle_bin())
+                .arg("push")
+                .arg(file)
+                .arg(&reference),
+            None,
+            KUBECTL_LIMIT,
+        );
         assert!(
             out.status.success(),
             "spindle push {reference} failed:\n{}",
@@ -652,13 +593,16 @@ impl Registry {
     fn busybox(&self, name: &str, no_path: bool) -> String {
         let reference = format!("{}/{name}", self.addr);
         let work = tempfile::tempdir().expect("temp dir");
-        let out = Command::new("bash")
-            .env("NO_PATH", if no_path { "1" } else { "" })
-            .arg("scripts/busybox-image")
-            .arg(&reference)
-            .arg(work.path())
-            .output()
-            .expect("run scripts/busybox-image");
+        // umoci and skopeo: a few seconds each; the bound only stops a hang.
+        let out = output_within(
+            Command::new("bash")
+                .env("NO_PATH", if no_path { "1" } else { "" })
+                .arg("scripts/busybox-image")
+                .arg(&reference)
+                .arg(work.path()),
+            None,
+            Duration::from_secs(300),
+        );
         assert!(
             out.status.success(),
             "scripts/busybox-image {reference} failed:\n{}",

@@ -2,9 +2,8 @@
 //! (scripts/busybox-image) and pulled from a real docker-registry.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use spindle_containerd::daemon::Daemon;
 use spindle_containerd::io::Fifos;
@@ -21,38 +20,14 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+#[path = "../../../tests/common/listen.rs"]
+mod listen;
+#[path = "../../../tests/common/registry_server.rs"]
+mod registry_server;
 
 fn registry(dir: &Path) -> (Registry, String) {
-    let port = free_port();
-    let cfg = dir.join("registry.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-            dir.join("registry").display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry (apt install docker-registry)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Registry(child), format!("127.0.0.1:{port}"))
+    let (child, addr) = registry_server::spawn_registry(dir, "");
+    (Registry(child), addr)
 }
 
 fn build_busybox(reference: &str, work: &Path) {

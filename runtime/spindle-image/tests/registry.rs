@@ -1,13 +1,13 @@
 //! End-to-end tests against a real registry (Debian's `docker-registry`,
-//! distribution 2.8), started per test on a free loopback port.
+//! distribution 2.8), started per test on a port it picks itself.
 //!
-//! When the binary is not installed the tests print a note and pass, so the
-//! workspace still tests on machines without it.
+//! Without the registry binary these tests fail: a skipped test would report `ok` for
+//! pulls that never ran (scripts/test installs it).
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -18,11 +18,15 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use spindle_image::{ImageError, ImageStore, PullPolicy, PullSecrets, WasmKind};
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 /// bcrypt (cost 4) of "s3cret", for the htpasswd registry.
 const HTPASSWD: &str = "tester:$2b$04$W7rHDsxVX4S4BzHKMQ8Riex0iQsr0aI5OO.ObRF4J2fKh5DQ1vFc.";
+
+#[path = "../../../tests/common/listen.rs"]
+mod listen;
+#[path = "../../../tests/common/registry_server.rs"]
+mod registry_server;
 
 /// A running registry, killed when dropped.
 struct Registry {
@@ -32,32 +36,12 @@ struct Registry {
 }
 
 impl Registry {
-    fn start() -> Option<Self> {
+    fn start() -> Self {
         Self::start_with(false)
     }
 
-    fn start_with(htpasswd: bool) -> Option<Self> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            eprintln!("{REGISTRY_BIN} not installed; skipping registry test");
-            return None;
-        }
-        // The port is free when probed but another test may take it before
-        // the registry binds; a few attempts make that race harmless.
-        for _ in 0..5 {
-            if let Some(reg) = Self::try_start(htpasswd) {
-                return Some(reg);
-            }
-        }
-        panic!("docker-registry did not start");
-    }
-
-    fn try_start(htpasswd: bool) -> Option<Self> {
+    fn start_with(htpasswd: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let auth = if htpasswd {
             std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).expect("htpasswd");
             format!(
@@ -67,35 +51,8 @@ impl Registry {
         } else {
             String::new()
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let mut child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn docker-registry");
-        let sock: SocketAddr = addr.parse().expect("addr");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            if TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() {
-                return Some(Registry { child, addr, dir });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        let (child, addr) = registry_server::spawn_registry(dir.path(), &auth);
+        Registry { child, addr, dir }
     }
 
     fn image(&self, name: &str) -> String {
@@ -179,7 +136,7 @@ fn store() -> (tempfile::TempDir, ImageStore) {
 
 #[tokio::test]
 async fn module_push_pull_and_policies() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (dir, store) = store();
     let image = reg.image("demo/hello:v1");
     let none = PullSecrets::new();
@@ -271,7 +228,7 @@ async fn module_push_pull_and_policies() {
 
 #[tokio::test]
 async fn component_artifact_layout() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (dir, store) = store();
     let image = reg.image("demo/comp:1.0");
     let file = wasm_file(dir.path(), "comp.wasm", COMPONENT);
@@ -343,7 +300,7 @@ async fn invalid_names() {
 
 #[tokio::test]
 async fn container_image_is_not_wasm() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (_dir, store) = store();
     let image = reg.image("demo/nginx:1");
     raw_push(
@@ -385,7 +342,7 @@ async fn container_image_is_not_wasm() {
 
 #[tokio::test]
 async fn missing_images_are_not_found() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (dir, store) = store();
     let file = wasm_file(dir.path(), "m.wasm", MODULE);
     spindle_image::push(&file, &reg.image("demo/hello:v1"), None)
@@ -407,7 +364,7 @@ async fn missing_images_are_not_found() {
 
 #[tokio::test]
 async fn older_wasm_layer_types() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (_dir, store) = store();
     let none = PullSecrets::new();
 
@@ -450,7 +407,7 @@ async fn older_wasm_layer_types() {
 
 #[tokio::test]
 async fn image_index_with_a_wasm_platform() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (_dir, store) = store();
     let none = PullSecrets::new();
     let wasm_digest = raw_push(
@@ -548,7 +505,7 @@ async fn image_index_with_a_wasm_platform() {
 
 #[tokio::test]
 async fn cache_survives_restart_without_registry() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
     let image = reg.image("demo/hello:v1");
@@ -592,7 +549,7 @@ async fn cache_survives_restart_without_registry() {
 
 #[tokio::test]
 async fn concurrent_ensures_pull_once() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = Registry::start();
     let (dir, store) = store();
     // "localhost" is loopback too, so it is spoken to over plain HTTP.
     let image = format!(
@@ -624,9 +581,7 @@ async fn concurrent_ensures_pull_once() {
 
 #[tokio::test]
 async fn htpasswd_registry_needs_pull_secrets() {
-    let Some(reg) = Registry::start_with(true) else {
-        return;
-    };
+    let reg = Registry::start_with(true);
     let (dir, store) = store();
     let image = reg.image("private/app:v1");
     let file = wasm_file(dir.path(), "m.wasm", MODULE);

@@ -563,11 +563,11 @@ fn host_addrs(sb: &Sandbox) -> Vec<Ipv4Addr> {
 #[tokio::test]
 async fn host_port_is_reachable_from_the_host() {
     let t = TestNet::new();
-    // A host port nothing listens on: portmap DNATs it, no socket needed.
-    let host_port = TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // portmap DNATs the host port before any local socket would see the traffic, so the
+    // test keeps a socket bound on it to the end: no other process (another test's
+    // hostPort or server) can take the port meanwhile.
+    let reserved = TcpListener::bind("0.0.0.0:0").expect("free port");
+    let host_port = reserved.local_addr().expect("port").port();
     let mapping = PortMapping {
         host_port,
         container_port: 8080,
@@ -593,6 +593,7 @@ async fn host_port_is_reachable_from_the_host() {
     t.net.teardown("web").await.expect("teardown");
     let left = dnat_rules(host_port, &sb);
     assert!(left.is_empty(), "DNAT rules left after teardown: {left:#?}");
+    drop(reserved);
     t.finish().await;
 }
 

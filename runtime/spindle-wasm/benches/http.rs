@@ -7,13 +7,17 @@
 //! server gets `SPINDLE_BENCH_CONNECTIONS` (default 16) keep-alive HTTP/1.1 client
 //! connections sending `GET SPINDLE_BENCH_PATH` (default `/`) back to back for
 //! `SPINDLE_BENCH_SECS` (default 10) seconds after a 1 s warm-up; the client runs on
-//! `SPINDLE_BENCH_CLIENT_THREADS` (default 1) threads of its own. Reported: requests/s,
-//! p50/p99 latency, errors, and the ratios spindle / wasmtime.
+//! `SPINDLE_BENCH_CLIENT_THREADS` (default 1) threads of its own. Both servers run at once
+//! and are measured `SPINDLE_BENCH_ROUNDS` (default 5) times in alternating order (A B,
+//! B A, ...). Reported: medians over the rounds of requests/s and p50/p99 latency,
+//! errors, and the ratios spindle / wasmtime (flagged when a side had errors). Under
+//! `cargo test` (no `--bench`) the sizes are small (`benches/common/size.rs`).
 //!
 //! The baseline is the `wasmtime` CLI from `$WASMTIME_BIN` or `PATH`
-//! (`cargo install wasmtime-cli --version 48.0.8 --locked`), run as
-//! `wasmtime serve -Scli --addr 127.0.0.1:<port> http_hello.wasm`. Without it the
-//! baseline is reported missing. Both servers create one instance per request with the
+//! (`cargo install wasmtime-cli --version <the workspace's wasmtime> --locked`), run as
+//! `wasmtime serve -Scli --addr 127.0.0.1:<port> http_hello.wasm`; its version is
+//! checked against Cargo.lock's and a difference reported. Without it the baseline is
+//! reported missing. Both servers create one instance per request with the
 //! pooling allocator and use every core; spindle-wasm additionally applies a 64 MiB
 //! memory limiter and its 1 ms epoch ticker (wasmtime serve has no epoch interruption
 //! unless `--wasm timeout` is given).
@@ -22,12 +26,15 @@
 mod guest;
 #[path = "../../../benches/common/load.rs"]
 mod load;
+#[path = "../../../benches/common/size.rs"]
+mod size;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use load::{env_or, find_wasmtime, measure, ratio, start_wasmtime};
+use load::{check_wasmtime_version, find_wasmtime, install_hint, rounds, start_wasmtime};
 use sha2::{Digest, Sha256};
+use size::{announce, size};
 use spindle_wasm::{InstanceSpec, OutputSink, RuntimeConfig, WasmRuntime};
 
 struct Discard;
@@ -37,11 +44,12 @@ impl OutputSink for Discard {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
-    let conns: usize = env_or("SPINDLE_BENCH_CONNECTIONS", 16);
-    let secs: f64 = env_or("SPINDLE_BENCH_SECS", 10.0);
-    let path: String = env_or("SPINDLE_BENCH_PATH", "/".to_owned());
-    let client_threads: usize = env_or("SPINDLE_BENCH_CLIENT_THREADS", 1);
+    announce("http");
+    let conns: usize = size("SPINDLE_BENCH_CONNECTIONS", 16, 4);
+    let secs: f64 = size("SPINDLE_BENCH_SECS", 10.0, 0.5);
+    let n_rounds: usize = size("SPINDLE_BENCH_ROUNDS", 5, 2);
+    let path: String = size("SPINDLE_BENCH_PATH", "/".to_owned(), "/".to_owned());
+    let client_threads: usize = size("SPINDLE_BENCH_CLIENT_THREADS", 1, 1);
 
     let wasm = guest::http_hello();
     let bytes = std::fs::read(&wasm).expect("guest wasm");
@@ -82,14 +90,34 @@ fn main() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut server = rt.serve_http(&program, spec, listener).expect("serve_http");
-    let ours = measure(
-        &client,
-        "spindle-wasm serve_http",
-        server.local_addr(),
-        &path,
-        conns,
-        secs,
-    );
+    let mut version_note = "";
+    let baseline = match find_wasmtime() {
+        Some(bin) => {
+            if !check_wasmtime_version(&bin) {
+                version_note = "   [wasmtime CLI version differs from the crate's: see above]";
+            }
+            match start_wasmtime(&bin, &wasm) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    println!("baseline missing: {e}; no ratio");
+                    None
+                }
+            }
+        }
+        None => {
+            println!(
+                "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN ({}); no ratio",
+                install_hint()
+            );
+            None
+        }
+    };
+    let mut sides = vec![("spindle-wasm serve_http", server.local_addr())];
+    if let Some((_, addr)) = &baseline {
+        sides.push(("wasmtime serve", *addr));
+    }
+    let measured = rounds(&client, &sides, &path, conns, secs, n_rounds);
+    drop(baseline);
     let stats = server.stats();
     server.stop();
     client.block_on(server.wait());
@@ -97,34 +125,16 @@ fn main() {
         "  server stats: {} connections, {} requests, {} failed, {} rejected",
         stats.connections, stats.requests, stats.failed, stats.rejected
     );
-
-    let Some(bin) = find_wasmtime() else {
+    if let [ours, theirs] = measured.as_slice() {
         println!(
-            "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN \
-             (cargo install wasmtime-cli --version 48.0.8 --locked); no ratio"
+            "ratio spindle/wasmtime: {}{version_note}",
+            ours.ratios(theirs)
         );
-        return;
-    };
-    let (child, addr) = match start_wasmtime(&bin, &wasm) {
-        Ok(x) => x,
-        Err(e) => {
-            println!("baseline missing: {e}; no ratio");
-            return;
-        }
-    };
-    let theirs = measure(&client, "wasmtime serve", addr, &path, conns, secs);
-    drop(child);
-
-    println!(
-        "ratio spindle/wasmtime: throughput {}   p50 {}   p99 {}",
-        ratio(ours.rate(), theirs.rate()),
-        ratio(
-            ours.quantile(0.5).as_secs_f64(),
-            theirs.quantile(0.5).as_secs_f64()
-        ),
-        ratio(
-            ours.quantile(0.99).as_secs_f64(),
-            theirs.quantile(0.99).as_secs_f64()
-        ),
+    }
+    // Failed requests on our side are a broken run in quick mode.
+    assert!(
+        !size::quick() || measured[0].errors() == 0,
+        "{} requests to serve_http failed",
+        measured[0].errors()
     );
 }

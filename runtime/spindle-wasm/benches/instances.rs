@@ -12,6 +12,10 @@
 //!
 //! `SPINDLE_BENCH_RUNS` sets the number of latency runs (default 1,000);
 //! `SPINDLE_BENCH_MAX_INSTANCES` overrides the pool size (default: `RuntimeConfig::default()`).
+//! Under `cargo test` (no `--bench`) the sizes are small (`benches/common/size.rs`).
+
+#[path = "../../../benches/common/size.rs"]
+mod size;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,13 +73,6 @@ fn spec() -> InstanceSpec {
         pod_network: None,
         stdin: None,
     }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn write_wasm(dir: &std::path::Path, wat: &str) -> (String, std::path::PathBuf, Vec<u8>) {
@@ -292,14 +289,20 @@ async fn density(rt: &WasmRuntime, dir: &std::path::Path, n: usize, max_instance
         "  kill all                 {:>10.1?}  ({killed} killed)",
         t.elapsed()
     );
-    if let Some(st) = first_failure {
+    if let Some(st) = &first_failure {
         println!("  first failure: {st:?}");
     }
+    // In quick mode an instance that did not run until killed is a broken benchmark.
+    assert!(
+        !size::quick() || (killed == n && first_failure.is_none()),
+        "{killed}/{n} instances ran until killed; first other end: {first_failure:?}"
+    );
 }
 
 fn main() {
-    let runs = env_usize("SPINDLE_BENCH_RUNS", 1000);
-    let n = env_usize("SPINDLE_BENCH_INSTANCES", 10_000);
+    size::announce("instances");
+    let runs = size::size("SPINDLE_BENCH_RUNS", 1000, 20);
+    let n = size::size("SPINDLE_BENCH_INSTANCES", 10_000, 50);
     let dir = tempfile::tempdir().expect("tempdir");
     // The agent's side: a small runtime of its own, as in the node agent.
     let agent = tokio::runtime::Builder::new_multi_thread()

@@ -130,6 +130,45 @@ fn deletion_response(kind: &Kind, opts: &DeleteOpts, deletion: Deletion) -> Resp
     }
 }
 
+/// DeleteOptions.preconditions against the stored object, with kube-apiserver's words:
+/// its generic delete path (`rest.BeforeDelete`) names the Kind, and the namespace
+/// registry, which checks them itself, names the resource and says "Precondition failed".
+fn check_preconditions(
+    kind: &Kind,
+    name: &str,
+    obj: &Value,
+    rv: u64,
+    opts: &DeleteOpts,
+) -> ApiResult<()> {
+    let uid = meta_str(obj, "uid").unwrap_or("");
+    let rv = rv.to_string();
+    let namespace = kind.strategy.on_delete() == OnDelete::EmptyNamespace;
+    let mismatch = match (&opts.uid, &opts.rv) {
+        (Some(want), _) if want != uid && namespace => {
+            format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}")
+        }
+        (Some(want), _) if want != uid => format!("the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"),
+        (_, Some(want)) if *want != rv && namespace => format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"),
+        (_, Some(want)) if *want != rv => format!("the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({rv}). The object might have been modified"),
+        _ => return Ok(()),
+    };
+    // BeforeDelete's conflict is about GroupResource{group, Kind}; the namespace
+    // registry's about the resource.
+    let (what, details_kind) = if namespace {
+        (kind.qualified_plural(), kind.plural)
+    } else if kind.group.is_empty() {
+        (kind.kind.to_string(), kind.kind)
+    } else {
+        (format!("{}.{}", kind.kind, kind.group), kind.kind)
+    };
+    Err(ApiError::new(
+        409,
+        "Conflict",
+        format!("Operation cannot be fulfilled on {what} \"{name}\": {mismatch}"),
+    )
+    .with_details(StatusDetails::of(name, kind.group, details_kind)))
+}
+
 pub(crate) async fn delete_one(
     st: &AppState,
     t: &Target,
@@ -138,16 +177,7 @@ pub(crate) async fn delete_one(
     let name = t.name.clone().unwrap_or_default();
     for _ in 0..8 {
         let (mut obj, kv) = load(st, t).await?;
-        if let Some(uid) = &opts.uid {
-            if meta_str(&obj, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}", t.kind.qualified_plural(), meta_str(&obj, "uid").unwrap_or(""))));
-            }
-        }
-        if let Some(rv) = &opts.rv {
-            if *rv != kv.mod_revision.to_string() {
-                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", t.kind.qualified_plural(), kv.mod_revision)));
-            }
-        }
+        check_preconditions(&t.kind, &name, &obj, kv.mod_revision, opts)?;
         if t.kind.strategy.on_delete() == OnDelete::EmptyNamespace {
             return delete_namespace(st, t, obj, kv, opts).await;
         }
