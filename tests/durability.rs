@@ -5,12 +5,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Cluster;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
+
+/// Acknowledged writes before the kill: enough that losing the last few unflushed
+/// ones would show.
+const ACKED_BEFORE_KILL: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9() {
@@ -39,17 +43,29 @@ async fn acknowledged_writes_survive_kill9() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once enough writes were acknowledged to mean something, while the writers
+    // are still writing: however fast the build and the machine, not after a fixed time.
+    let count = || acked.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() < ACKED_BEFORE_KILL {
+        assert!(
+            Instant::now() < deadline,
+            "only {} writes acknowledged in two minutes",
+            count()
+        );
+        assert!(
+            !writers.iter().all(|w| w.is_finished()),
+            "every writer stopped after {} writes",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.kill9();
     for w in writers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert!(
-        acked.len() >= 20,
-        "too few writes before the kill to mean anything: {}",
-        acked.len()
-    );
+    assert!(acked.len() >= ACKED_BEFORE_KILL);
 
     c.launch();
     let api: Api<ConfigMap> = Api::namespaced(c.kube_client().await, "default");

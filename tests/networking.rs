@@ -416,8 +416,38 @@ spec:
     );
     assert_eq!(ready("good"), "Running true True");
     // The unready pod runs but stays 0/1, and the endpoints hold only the ready pod.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(ready("unready"), "Running false False");
+    // "Stays" is judged over three failed readiness probes, counted from its Unhealthy
+    // events: never ready at any sample on the way.
+    let failed_probes = || -> u32 {
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=unready,reason=Unhealthy",
+                "-o",
+                r#"jsonpath={range .items[*]}{.count} {.message}{"\n"}{end}"#,
+            ],
+        )
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, message)| message.starts_with("Readiness probe failed"))
+        .filter_map(|(count, _)| count.parse::<u32>().ok())
+        .sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = ready("unready");
+        assert!(!now.contains("true") && !now.contains("True"), "{now}");
+        if now == "Running false False" && failed_probes() >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unready pod never ran through three failed probes: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let good_ip = c.ok(
         KUBECTL_DEFAULT,
         &["get", "pod", "good", "-o", "jsonpath={.status.podIP}"],

@@ -184,6 +184,36 @@ spec:
         KUBECTL_DEFAULT,
         &["scale", "deployment/web", "--replicas=1"],
     );
+    // The survivor is the one pod not being deleted: a pod being deleted is still
+    // listed, phase Running, until its node has stopped it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let survivor_node = loop {
+        let pods = get(
+            &c,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                r#"jsonpath={range .items[*]}{.spec.nodeName}={.metadata.deletionTimestamp}{"\n"}{end}"#,
+            ],
+        );
+        let staying: Vec<&str> = pods
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(_, deleting)| deleting.is_empty())
+            .map(|(node, _)| node)
+            .collect();
+        if let [node] = staying[..] {
+            break node.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never down to one pod: {pods}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     c.wait_for_output(
         &[
             "get",
@@ -192,18 +222,7 @@ spec:
             "-o",
             "jsonpath={.subsets[*].addresses[*].nodeName}",
         ],
-        &get(
-            &c,
-            &[
-                "get",
-                "pods",
-                "-l",
-                "app=web",
-                "--field-selector=status.phase=Running",
-                "-o",
-                "jsonpath={.items[0].spec.nodeName}",
-            ],
-        ),
+        &survivor_node,
         WAIT,
     );
 

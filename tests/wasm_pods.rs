@@ -538,38 +538,12 @@ fn memory_and_cpu_limits() {
         c.ok(KUBECTL_DEFAULT, &["logs", "peta"]),
         "MEM_GI=1048576\nCPU_M=1500\n"
     );
-
-    // The same CPU-bound work: alone with a full core, then at 100m beside an unlimited
-    // neighbour that must not be slowed.
-    let spin_ms = |pod: &str| -> u64 {
-        let out = c.ok(KUBECTL_DEFAULT, &["logs", pod]);
-        out.split_whitespace()
-            .nth(3)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no time in {out:?}"))
-    };
-    let n = "300000000";
-    c.apply(&limited("full", &["spin", n], "1", "64Mi"));
-    wait_phase(&c, "full", "Succeeded");
-    let full = spin_ms("full");
-    c.apply(&limited("tenth", &["spin", n], "100m", "64Mi"));
-    c.apply(&pod("neighbour", &p1, "Never", &["spin", n], ""));
-    wait_phase(&c, "neighbour", "Succeeded");
-    wait_phase(&c, "tenth", "Succeeded");
-    let tenth = spin_ms("tenth");
-    let neighbour = spin_ms("neighbour");
-    assert!(
-        tenth >= 4 * full,
-        "100m took {tenth} ms, only {:.1}x the {full} ms of a full core",
-        tenth as f64 / full as f64
-    );
-    // Other tests' pods share the machine's two cores: the bound only has to tell a
-    // neighbour that ran from one the throttled pod starved (which would be ~10x).
-    assert!(
-        neighbour <= 4 * full + 500,
-        "the unlimited neighbour took {neighbour} ms against {full} ms alone"
-    );
+    // The CPU limit's effect on run time is measured in wasm_cpu.rs, a binary of its own.
 }
+
+/// The sleepers' grace period, in seconds: far beyond `WAIT`, so a deletion that waited
+/// it out could not pass for a prompt one.
+const GRACE: u64 = 900;
 
 #[test]
 fn deployment_rolls_out_and_deleted_pods_are_replaced() {
@@ -590,7 +564,7 @@ spec:
     metadata:
       labels: {{app: sleepers}}
     spec:
-      terminationGracePeriodSeconds: 30
+      terminationGracePeriodSeconds: {GRACE}
       containers:
       - name: main
         image: {p2}
@@ -613,13 +587,31 @@ spec:
         ],
     );
     let victim = names.split_whitespace().next().expect("a pod").to_string();
-    let t = Instant::now();
-    c.ok(KUBECTL_DEFAULT, &["delete", "pod", &victim, "--wait=true"]);
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(30),
-        "deleting a running Wasm pod took {took:?}, beyond its grace period"
-    );
+    // The guest ends at once when stopped: its pod is gone long before the grace period
+    // (GRACE, ten times the wait) would run out.
+    c.ok(KUBECTL_DEFAULT, &["delete", "pod", &victim, "--wait=false"]);
+    let deadline = Instant::now() + WAIT;
+    while !c
+        .ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pods",
+                "--field-selector",
+                &format!("metadata.name={victim}"),
+                "-o",
+                "name",
+            ],
+        )
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted running Wasm pod is still there after {WAIT:?}: waiting out its grace period?"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     c.ok(
         KUBECTL_DEFAULT,
         &["rollout", "status", "deployment/sleepers", "--timeout=90s"],

@@ -546,10 +546,28 @@ pub struct Registry {
     child: Option<Child>,
 }
 
+/// The account of [`Registry::with_htpasswd`]: user and password.
+pub const REGISTRY_LOGIN: (&str, &str) = registry_server::LOGIN;
+
 impl Registry {
     pub fn start() -> Registry {
+        Self::serve(false)
+    }
+
+    /// A registry that serves only [`REGISTRY_LOGIN`] (htpasswd basic auth), for
+    /// imagePullSecrets. Push to it with `skopeo --dest-creds`.
+    pub fn with_htpasswd() -> Registry {
+        Self::serve(true)
+    }
+
+    fn serve(htpasswd: bool) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (child, addr) = registry_server::spawn_registry(dir.path(), "");
+        let auth = if htpasswd {
+            registry_server::htpasswd_auth(dir.path())
+        } else {
+            String::new()
+        };
+        let (child, addr) = registry_server::spawn_registry(dir.path(), &auth);
         Registry {
             addr,
             _dir: dir,

@@ -38,6 +38,21 @@ pub fn registry_bin() -> PathBuf {
         })
 }
 
+/// The one account of a registry whose config has [`htpasswd_auth`]: user and password.
+pub const LOGIN: (&str, &str) = ("tester", "s3cret");
+
+/// Writes an htpasswd file for [`LOGIN`] (bcrypt, cost 4) into `dir` and returns the
+/// config section that makes the registry ask for it (`extra` of [`spawn_registry`]).
+pub fn htpasswd_auth(dir: &Path) -> String {
+    let file = dir.join("htpasswd");
+    let line = "tester:$2b$04$W7rHDsxVX4S4BzHKMQ8Riex0iQsr0aI5OO.ObRF4J2fKh5DQ1vFc.\n";
+    std::fs::write(&file, line).expect("htpasswd");
+    format!(
+        "auth:\n  htpasswd:\n    realm: spindle-test\n    path: {}\n",
+        file.display()
+    )
+}
+
 /// A registry serving from `dir/data`, logging to `dir/registry.log`, with `extra` YAML
 /// (e.g. an `auth:` section) appended to its config. It listens on a port it picks
 /// itself; returns the child and `127.0.0.1:PORT` once `/v2/` answers there.

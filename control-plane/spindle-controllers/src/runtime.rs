@@ -539,11 +539,13 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(45));
         q.done(&7);
         let calls = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let c = calls.clone();
         let q2 = q.clone();
         tokio::spawn(q2.run(1, "test", move |_k: u32| {
-            let c = c.clone();
+            let (c, tx) = (c.clone(), tx.clone());
             async move {
+                let _ = tx.send(Instant::now());
                 if c.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err("boom")
                 } else {
@@ -552,12 +554,38 @@ mod tests {
             }
         }));
         q.add(1);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            let t = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("two failures are retried")
+                .expect("the worker lives");
+            at.push(t);
+        }
+        // Each retry waits out a doubling back-off (10 ms, then 20 ms).
+        assert!(at[1] - at[0] >= Duration::from_millis(10), "{at:?}");
+        assert!(at[2] - at[1] >= Duration::from_millis(20), "{at:?}");
+        // Once the success is handled, nothing is queued, delayed or remembered for the
+        // key, so no further call can come: the success ended the retries.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let st = q.lock();
+                if st.processing.is_empty() {
+                    assert!(st.ready.is_empty() && st.delayed.is_empty() && st.dirty.is_empty());
+                    assert!(st.failures.is_empty(), "the success forgot the failures");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the success was never handled");
+            tokio::task::yield_now().await;
+        }
         assert_eq!(
             calls.load(Ordering::SeqCst),
             3,
             "two failures retried with back-off, then success"
         );
+        assert!(rx.try_recv().is_err(), "called again after success");
     }
 
     #[tokio::test]

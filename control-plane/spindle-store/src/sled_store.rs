@@ -605,6 +605,24 @@ mod tests {
         assert!(s.get("/a/1").await.unwrap().is_none());
     }
 
+    /// Open `dir` once the previous store has let go of it: sled holds a file lock until
+    /// its last handle drops, and the committer task drops its handle only after it
+    /// has seen the channel close.
+    async fn reopen(dir: &Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(dir, SledStoreOptions::default()) {
+                Ok(s) => return s,
+                Err(StoreError::Backend(e))
+                    if e.contains("lock") && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn reopen_keeps_data_and_history() {
         let dir = tempfile::tempdir().unwrap();
@@ -614,9 +632,7 @@ mod tests {
             s.create("/k/1", b"v".to_vec()).await.unwrap();
             rev = s.create("/k/2", b"w".to_vec()).await.unwrap();
         }
-        // sled holds a file lock until its last handle drops; give the committer a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let s = SledStore::open(dir.path(), SledStoreOptions::default()).unwrap();
+        let s = reopen(dir.path()).await;
         assert_eq!(s.current_revision(), rev);
         let mut w = s.watch("/k/", 0).await.unwrap();
         assert_eq!(w.next().await.unwrap().key, "/k/1");

@@ -177,35 +177,29 @@ pub async fn setup(
 
 /// The pod's `/etc/resolv.conf` as the kubelet writes it for its dnsPolicy: ClusterFirst
 /// (the default) points at the cluster DNS with the namespace's search list, `None`
-/// takes only `dnsConfig`, `Default` keeps the host's (`None` returned).
+/// starts empty, `Default` keeps the host's (`None` returned); `dnsConfig` is then merged
+/// in as the kubelet merges it (so a ClusterFirst pod keeps the cluster search list).
 pub fn resolv_conf(pod: &Pod, cluster_dns: std::net::Ipv4Addr, domain: &str) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
-    let mut text = match policy {
+    let mut conf = match policy {
         "Default" => return None,
-        "None" => String::new(),
-        _ => spindle_dns::resolv_conf(IpAddr::V4(cluster_dns), ns, domain),
+        "None" => spindle_dns::ResolvConf::default(),
+        _ => spindle_dns::ResolvConf::cluster_first(IpAddr::V4(cluster_dns), ns, domain),
     };
     if let Some(cfg) = &spec.dns_config {
-        for n in cfg.nameservers.iter().flatten() {
-            text.push_str(&format!("nameserver {n}\n"));
-        }
-        if let Some(search) = cfg.searches.as_ref().filter(|s| !s.is_empty()) {
-            text.push_str(&format!("search {}\n", search.join(" ")));
-        }
-        let opts: Vec<String> = cfg
+        let options: Vec<(String, Option<String>)> = cfg
             .options
             .iter()
             .flatten()
-            .map(|o| match &o.value {
-                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
-                None => o.name.clone().unwrap_or_default(),
-            })
+            .map(|o| (o.name.clone().unwrap_or_default(), o.value.clone()))
             .collect();
-        if !opts.is_empty() {
-            text.push_str(&format!("options {}\n", opts.join(" ")));
-        }
+        conf.append(
+            cfg.nameservers.as_deref().unwrap_or_default(),
+            cfg.searches.as_deref().unwrap_or_default(),
+            &options,
+        );
     }
-    Some(text)
+    Some(conf.render())
 }

@@ -148,12 +148,87 @@ pub enum DnsError {
 /// for any name with fewer than five dots, so that `svc`, `svc.ns` and
 /// `svc.ns.svc` all resolve inside the cluster.
 pub fn resolv_conf(nameserver: IpAddr, namespace: &str, domain: &str) -> String {
-    let domain = domain.trim_end_matches('.');
-    format!(
-        "nameserver {nameserver}\n\
-         search {namespace}.svc.{domain} svc.{domain} {domain}\n\
-         options ndots:5\n"
-    )
+    ResolvConf::cluster_first(nameserver, namespace, domain).render()
+}
+
+/// A pod's resolver settings as the kubelet computes them from its dnsPolicy and
+/// dnsConfig, before they are written out as `resolv.conf`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub nameservers: Vec<String>,
+    pub searches: Vec<String>,
+    /// `name` or `name:value`.
+    pub options: Vec<String>,
+}
+
+/// glibc reads at most three nameservers; the kubelet drops the rest.
+const MAX_NAMESERVERS: usize = 3;
+/// The kubelet's limit on search domains.
+const MAX_SEARCHES: usize = 32;
+
+impl ResolvConf {
+    /// `dnsPolicy: ClusterFirst`: the cluster DNS, the namespace's search list, ndots:5.
+    pub fn cluster_first(nameserver: IpAddr, namespace: &str, domain: &str) -> Self {
+        let domain = domain.trim_end_matches('.');
+        ResolvConf {
+            nameservers: vec![nameserver.to_string()],
+            searches: vec![
+                format!("{namespace}.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.to_string(),
+            ],
+            options: vec!["ndots:5".into()],
+        }
+    }
+
+    /// A pod's `dnsConfig` added to what its policy gave, as the kubelet merges them:
+    /// nameservers and searches appended without repeats, options by name (the pod's
+    /// value replaces the policy's).
+    pub fn append(
+        &mut self,
+        nameservers: &[String],
+        searches: &[String],
+        options: &[(String, Option<String>)],
+    ) {
+        for (list, more) in [
+            (&mut self.nameservers, nameservers),
+            (&mut self.searches, searches),
+        ] {
+            for item in more {
+                if !list.contains(item) {
+                    list.push(item.clone());
+                }
+            }
+        }
+        for (name, value) in options {
+            let option = match value {
+                Some(v) => format!("{name}:{v}"),
+                None => name.clone(),
+            };
+            let same = |o: &String| o.split(':').next() == Some(name.as_str());
+            match self.options.iter_mut().find(|o| same(o)) {
+                Some(existing) => *existing = option,
+                None => self.options.push(option),
+            }
+        }
+    }
+
+    /// The file as containerd writes it for the kubelet: the search line, one line per
+    /// nameserver, the options line; empty parts are left out.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let searches = &self.searches[..self.searches.len().min(MAX_SEARCHES)];
+        if !searches.is_empty() {
+            text.push_str(&format!("search {}\n", searches.join(" ")));
+        }
+        for n in self.nameservers.iter().take(MAX_NAMESERVERS) {
+            text.push_str(&format!("nameserver {n}\n"));
+        }
+        if !self.options.is_empty() {
+            text.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        text
+    }
 }
 
 /// The host's nameservers, for [`DnsConfig::upstreams`].
@@ -220,10 +295,35 @@ mod tests {
     fn resolv_conf_is_what_the_kubelet_writes() {
         assert_eq!(
             resolv_conf("10.96.0.10".parse().unwrap(), "default", "cluster.local."),
-            "nameserver 10.96.0.10\n\
-             search default.svc.cluster.local svc.cluster.local cluster.local\n\
+            "search default.svc.cluster.local svc.cluster.local cluster.local\n\
+             nameserver 10.96.0.10\n\
              options ndots:5\n"
         );
+    }
+
+    #[test]
+    fn dns_config_merges_as_the_kubelet_merges_it() {
+        let mut conf =
+            ResolvConf::cluster_first("10.96.0.10".parse().unwrap(), "web", "cluster.local");
+        conf.append(
+            &[
+                "10.96.0.10".into(),
+                "192.0.2.53".into(),
+                "192.0.2.54".into(),
+                "192.0.2.55".into(),
+            ],
+            &["svc.cluster.local".into(), "corp.example".into()],
+            &[("ndots".into(), Some("2".into())), ("edns0".into(), None)],
+        );
+        assert_eq!(
+            conf.render(),
+            "search web.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+             nameserver 10.96.0.10\n\
+             nameserver 192.0.2.53\n\
+             nameserver 192.0.2.54\n\
+             options ndots:2 edns0\n"
+        );
+        assert_eq!(ResolvConf::default().render(), "");
     }
 
     #[test]

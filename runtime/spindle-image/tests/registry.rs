@@ -20,8 +20,6 @@ use spindle_image::{ImageError, ImageStore, PullPolicy, PullSecrets, WasmKind};
 
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
 const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
-/// bcrypt (cost 4) of "s3cret", for the htpasswd registry.
-const HTPASSWD: &str = "tester:$2b$04$W7rHDsxVX4S4BzHKMQ8Riex0iQsr0aI5OO.ObRF4J2fKh5DQ1vFc.";
 
 #[path = "../../../tests/common/listen.rs"]
 mod listen;
@@ -43,11 +41,7 @@ impl Registry {
     fn start_with(htpasswd: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let auth = if htpasswd {
-            std::fs::write(dir.path().join("htpasswd"), format!("{HTPASSWD}\n")).expect("htpasswd");
-            format!(
-                "auth:\n  htpasswd:\n    realm: spindle-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            )
+            registry_server::htpasswd_auth(dir.path())
         } else {
             String::new()
         };

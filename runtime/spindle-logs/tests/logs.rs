@@ -343,16 +343,54 @@ async fn follow_ends_when_last_writer_dropped() {
         ..Default::default()
     };
     log.write(Stream::Stdout, b"old\n");
+    // The follower forwards what it reads as it reads it, so the test can tell when it
+    // has positioned itself at the end (there is no hook for that moment).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let path = dir.path().to_path_buf();
-    let reading = tokio::spawn(async move { read_all(&path, follow, Some(live)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reading = tokio::spawn(async move {
+        let mut stream = Box::pin(read(&path, 0, follow, Some(live)));
+        while let Some(chunk) = stream.next().await {
+            let _ = tx.send(chunk.expect("read chunk"));
+        }
+    });
+    // Write markers until the follower shows one: from then on it is following, and
+    // nothing written later can fall before its starting point.
+    let mut out = Vec::new();
+    let mut markers = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while out.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never showed a line"
+        );
+        log.write(Stream::Stdout, format!("marker {markers}\n").as_bytes());
+        markers += 1;
+        if let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
+            out.extend_from_slice(&chunk);
+        }
+    }
     log.write(Stream::Stdout, b"new\npartial");
     drop(log);
-    let out = tokio::time::timeout(Duration::from_secs(10), reading)
+    tokio::time::timeout(Duration::from_secs(10), reading)
         .await
         .expect("follow ends")
         .expect("task");
-    assert_eq!(out, "new\npartial\n");
+    while let Ok(chunk) = rx.try_recv() {
+        out.extend_from_slice(&chunk);
+    }
+    let out = String::from_utf8(out).expect("utf-8");
+    // tail=0 skips "old" and whatever markers were written before the follower opened
+    // the log; every line after its starting point arrives, in order.
+    let first: usize = out
+        .strip_prefix("marker ")
+        .and_then(|rest| rest.split('\n').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the follow did not start with a marker: {out:?}"));
+    let want: String = (first..markers)
+        .map(|i| format!("marker {i}\n"))
+        .chain(["new\npartial\n".to_string()])
+        .collect();
+    assert_eq!(out, want);
 }
 
 #[tokio::test]

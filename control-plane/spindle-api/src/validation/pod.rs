@@ -120,6 +120,17 @@ fn validate_containers(
                 }
             }
         }
+        if let Some(mounts) = c.get("volumeMounts").and_then(Value::as_array) {
+            for (j, m) in mounts.iter().enumerate() {
+                if let Some(sub) = m.get("subPath").and_then(Value::as_str) {
+                    validate_local_descending_path(
+                        sub,
+                        &format!("{f}.volumeMounts[{j}].subPath"),
+                        errs,
+                    );
+                }
+            }
+        }
         if let Some(p) = c.get("imagePullPolicy") {
             if !matches!(p.as_str(), Some("Always" | "IfNotPresent" | "Never")) {
                 errs.push(FieldError::not_supported(
@@ -264,13 +275,7 @@ fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
         errs.push(FieldError::required(&format!("{field}.path")));
         return;
     }
-    if path.split('/').any(|step| step == "..") {
-        errs.push(FieldError::invalid(
-            &format!("{field}.path"),
-            &json!(path),
-            "must not contain '..'",
-        ));
-    }
+    validate_no_backsteps(path, &format!("{field}.path"), errs);
     if let Some(ty) = hp.get("type").filter(|t| !t.is_null()) {
         if !ty.as_str().is_some_and(|t| HOST_PATH_TYPES.contains(&t)) {
             errs.push(FieldError::not_supported(
@@ -280,6 +285,31 @@ fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
             ));
         }
     }
+}
+
+/// Kubernetes' `validatePathNoBacksteps`: no `..` step anywhere in the path.
+fn validate_no_backsteps(path: &str, field: &str, errs: &mut Vec<FieldError>) {
+    if path.split('/').any(|step| step == "..") {
+        errs.push(FieldError::invalid(
+            field,
+            &json!(path),
+            "must not contain '..'",
+        ));
+    }
+}
+
+/// Kubernetes' `validateLocalDescendingPath` (a volumeMount's subPath): relative, and
+/// never climbing out of the volume. The agent refuses such a path too, but only when
+/// the container starts; kube-apiserver refuses the pod at once.
+fn validate_local_descending_path(path: &str, field: &str, errs: &mut Vec<FieldError>) {
+    if path.starts_with('/') {
+        errs.push(FieldError::invalid(
+            field,
+            &json!(path),
+            "must be a relative path",
+        ));
+    }
+    validate_no_backsteps(path, field, errs);
 }
 
 /// Pod (anti-)affinity terms and topology spread constraints, which the scheduler would

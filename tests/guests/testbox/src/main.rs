@@ -57,6 +57,21 @@ fn main() {
             },
             _ => 2,
         },
+        // fill PATH MIB [hold]: write MIB MiB to PATH in 1 MiB chunks, say how far it got
+        // (a full volume fails the write), then exit, or with `hold` keep running (a
+        // workload holding its data, for the node to measure).
+        "fill" => match (rest.first(), rest.get(1).and_then(|s| s.parse::<usize>().ok())) {
+            (Some(path), Some(mib)) => {
+                let code = fill(path, mib);
+                if rest.get(2).map(String::as_str) == Some("hold") {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                code
+            }
+            _ => 2,
+        },
         "ls" => {
             let dir = rest.first().map(String::as_str).unwrap_or(".");
             match std::fs::read_dir(dir) {
@@ -209,4 +224,23 @@ fn cat(paths: &[String]) -> i32 {
         }
     }
     code
+}
+
+fn fill(path: &str, mib: usize) -> i32 {
+    let mut f = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fill {path}: {e}");
+            return 1;
+        }
+    };
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for done in 0..mib {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_data()) {
+            println!("fill {path}: {e} after {done} MiB");
+            return 1;
+        }
+    }
+    println!("filled {path} with {mib} MiB");
+    0
 }
