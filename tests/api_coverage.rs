@@ -75,9 +75,13 @@ impl Watch {
     }
 
     async fn next(&mut self, within: Duration) -> Value {
+        self.next_expecting(within, "a watch event").await
+    }
+
+    async fn next_expecting(&mut self, within: Duration, what: &str) -> Value {
         let line = tokio::time::timeout(within, self.lines.next())
             .await
-            .unwrap_or_else(|_| panic!("no watch event within {within:?}"))
+            .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
             .expect("watch stream ended")
             .expect("watch read");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
@@ -120,6 +124,14 @@ async fn create_cm(client: &kube::Client, ns: &str, name: &str) -> Value {
     v
 }
 
+/// A DELETE with these preconditions, which must be refused with 409 Conflict; the Status.
+async fn refused_delete(client: &kube::Client, path: &str, preconditions: Value) -> Value {
+    let body = json!({ "preconditions": preconditions });
+    let (code, st) = call(client, "DELETE", path, Some(body)).await;
+    assert_eq!((code, &st["reason"]), (409, &json!("Conflict")), "{st}");
+    st
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_bookmarks_resume_and_delete_preconditions() {
     let c = Cluster::start();
@@ -150,7 +162,12 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
     assert_eq!(first["type"], "ADDED", "{first}");
     assert_eq!(first["object"]["metadata"]["name"], "b", "{first}");
     // The API server bookmarks a quiet watch every 15 s (kube-apiserver: about a minute).
-    let bm = w.next(MINUTE).await;
+    let bm = w
+        .next_expecting(
+            MINUTE,
+            "BOOKMARK on a quiet watch with allowWatchBookmarks=true",
+        )
+        .await;
     assert_eq!(bm["type"], "BOOKMARK", "only a bookmark can follow: {bm}");
     let obj = &bm["object"];
     assert_eq!(obj["kind"], "ConfigMap", "{bm}");
@@ -175,8 +192,6 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
         "bookmark {bm_rv} is behind b's {}",
         rv_of(&b)
     );
-    // Without allowWatchBookmarks nobody gets them: the same quiet period passes silently.
-    // (Checked below: the resumed watches see exactly their events and no BOOKMARK.)
     drop(w);
 
     // --- Resume: a watch from a resourceVersion delivers exactly what came after it.
@@ -235,15 +250,7 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
     let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
     let rv = rv_of(&p).to_string();
     let path = format!("{cms}/guarded");
-    let (code, st) = call(
-        &client,
-        "DELETE",
-        &path,
-        Some(json!({"preconditions": {"uid": "wrong"}})),
-    )
-    .await;
-    assert_eq!(code, 409, "{st}");
-    assert_eq!(st["reason"], "Conflict", "{st}");
+    let st = refused_delete(&client, &path, json!({"uid": "wrong"})).await;
     assert_eq!(
         st["message"],
         format!("Operation cannot be fulfilled on ConfigMap \"guarded\": the UID in the precondition (wrong) does not match the UID in record ({uid}). The object might have been deleted and then recreated"),
@@ -253,14 +260,7 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
         json!({"name": "guarded", "kind": "ConfigMap"}),
         "{st}"
     );
-    let (code, st) = call(
-        &client,
-        "DELETE",
-        &path,
-        Some(json!({"preconditions": {"uid": uid, "resourceVersion": "1"}})),
-    )
-    .await;
-    assert_eq!(code, 409, "{st}");
+    let st = refused_delete(&client, &path, json!({"uid": uid, "resourceVersion": "1"})).await;
     assert_eq!(
         st["message"],
         format!("Operation cannot be fulfilled on ConfigMap \"guarded\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"),
@@ -291,14 +291,12 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
     .await;
     assert_eq!(code, 201, "{v}");
     let duid = v["metadata"]["uid"].as_str().expect("uid").to_string();
-    let (code, st) = call(
+    let st = refused_delete(
         &client,
-        "DELETE",
         &format!("/apis/apps/v1/namespaces/{ns}/deployments/guarded"),
-        Some(json!({"preconditions": {"uid": "wrong"}})),
+        json!({"uid": "wrong"}),
     )
     .await;
-    assert_eq!(code, 409, "{st}");
     assert_eq!(
         st["message"],
         format!("Operation cannot be fulfilled on Deployment.apps \"guarded\": the UID in the precondition (wrong) does not match the UID in record ({duid}). The object might have been deleted and then recreated"),
@@ -312,14 +310,12 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
     let (code, nsobj) = call(&client, "GET", &format!("/api/v1/namespaces/{ns}"), None).await;
     assert_eq!(code, 200);
     let nsuid = nsobj["metadata"]["uid"].as_str().expect("uid").to_string();
-    let (code, st) = call(
+    let st = refused_delete(
         &client,
-        "DELETE",
         &format!("/api/v1/namespaces/{ns}"),
-        Some(json!({"preconditions": {"uid": "wrong"}})),
+        json!({"uid": "wrong"}),
     )
     .await;
-    assert_eq!(code, 409, "{st}");
     assert_eq!(
         st["message"],
         format!("Operation cannot be fulfilled on namespaces \"{ns}\": Precondition failed: UID in precondition: wrong, UID in object meta: {nsuid}"),
@@ -611,7 +607,10 @@ async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
 // ---------------------------------------------------------------------------------------
 // Controllers with hollow nodes: the Progressing condition and pod GC.
 
-fn deployment(name: &str, replicas: u32, extra_pod_spec: &str) -> String {
+/// A Deployment that keeps its old pods until new ones are available (maxUnavailable 0).
+/// `deadline`: progressDeadlineSeconds. Rollouts that must complete get the default
+/// 600 s, so a stall on a loaded machine cannot time them out.
+fn deployment(name: &str, replicas: u32, deadline: u32, extra_pod_spec: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -619,7 +618,7 @@ metadata:
   name: {name}
 spec:
   replicas: {replicas}
-  progressDeadlineSeconds: 5
+  progressDeadlineSeconds: {deadline}
   strategy:
     rollingUpdate:
       maxSurge: 1
@@ -688,7 +687,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
     )
     .await;
     let start_rv = rv_of(&list);
-    c.apply(&deployment("steady", 2, ""));
+    c.apply(&deployment("steady", 2, 600, ""));
     c.ok(
         K,
         &["rollout", "status", "deployment/steady", "--timeout=90s"],
@@ -729,7 +728,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
 
     // --- A rollout that cannot progress: its new pods fit no node. After 5 s without
     // progress the condition says so and `kubectl rollout status` gives up.
-    let stuck = deployment("stuck", 1, "");
+    let stuck = deployment("stuck", 1, 600, "");
     c.apply(&stuck);
     c.ok(
         K,
@@ -739,6 +738,7 @@ async fn progress_deadline_and_pod_gc_with_hollow_nodes() {
     c.apply(&deployment(
         "stuck",
         1,
+        5,
         "      nodeSelector:\n        nowhere: \"true\"\n",
     ));
     wait_for("ProgressDeadlineExceeded", MINUTE, || {
