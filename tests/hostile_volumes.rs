@@ -425,9 +425,37 @@ spec:
         "ContainerCreating",
         WAIT,
     );
-    // Still held well after the first attempt: the retry fails the same way.
-    std::thread::sleep(Duration::from_secs(12));
-    assert_eq!(c.pod_field("claim", "{.status.phase}"), "Pending");
+    // Still held after the agent has tried again: the retry fails the same way (the
+    // same event, counted twice), and the pod never left Pending meanwhile.
+    let message = line.trim_start_matches("FailedMount: ");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert_eq!(c.pod_field("claim", "{.status.phase}"), "Pending");
+        let counts = c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "events",
+                "--field-selector=involvedObject.name=claim,reason=FailedMount",
+                "-o",
+                r#"jsonpath={range .items[*]}{.count} {.message}{"\n"}{end}"#,
+            ],
+        );
+        let same = counts
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(_, m)| *m == message)
+            .and_then(|(n, _)| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if same >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retry failing the same way: {counts}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert_eq!(
         c.pod_field(
             "claim",

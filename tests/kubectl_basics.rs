@@ -67,7 +67,69 @@ fn fresh_server_writes_credentials_and_serves_kubectl() {
         );
         let e = c.ok(k, &["explain", "pods.spec.containers"]);
         assert!(e.contains("image"), "{e}");
+        openapi_as_kubectl_reads_it(&c, k);
     }
+}
+
+/// kubectl reads both OpenAPI documents: v3 (JSON per group-version) for `explain`, and
+/// v2 (gnostic protobuf) for `explain --output=plaintext-openapiv2`, which finds the
+/// kind through the x-kubernetes-group-version-kind extension carried as YAML. A
+/// document kubectl cannot decode fails these, whatever our own decoder thinks of it.
+fn openapi_as_kubectl_reads_it(c: &Cluster, k: &str) {
+    let v3 = c.ok(k, &["explain", "pods.spec.containers.ports"]);
+    assert!(
+        v3.contains("FIELD: ports <[]ContainerPort>") && v3.contains("containerPort"),
+        "{v3}"
+    );
+    let v2 = c.ok(
+        k,
+        &[
+            "explain",
+            "--output=plaintext-openapiv2",
+            "deployment.spec.replicas",
+        ],
+    );
+    assert!(
+        v2.contains("KIND:     Deployment")
+            && v2.contains("VERSION:  apps/v1")
+            && v2.contains("FIELD:    replicas <integer>")
+            && v2.contains("Number of desired pods"),
+        "{v2}"
+    );
+    let v2 = c.ok(
+        k,
+        &[
+            "explain",
+            "--output=plaintext-openapiv2",
+            "pods.spec.containers.ports",
+        ],
+    );
+    assert!(
+        v2.contains("RESOURCE: ports <[]Object>")
+            && v2.contains("containerPort\t<integer> -required-"),
+        "{v2}"
+    );
+    // Strict validation: kubectl reads the documents to see that the server takes
+    // fieldValidation, and the server names the unknown field.
+    let bad = c.write_file(
+        "strict.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: strict\nspec:\n  bogus: 1\n  selector:\n    matchLabels: {app: strict}\n  template:\n    metadata:\n      labels: {app: strict}\n    spec:\n      containers:\n      - name: app\n        image: registry.local/x:v1\n",
+    );
+    let path = bad.to_str().unwrap_or_default();
+    let err = c.fails(
+        k,
+        &[
+            "create",
+            "--validate=strict",
+            "--dry-run=server",
+            "-f",
+            path,
+        ],
+    );
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{err}"
+    );
 }
 
 #[test]

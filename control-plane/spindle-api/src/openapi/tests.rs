@@ -217,44 +217,84 @@ fn v2_lists_carry_patch_metadata() {
     assert_eq!(ext(&finalizers, LIST_TYPE_EXT).as_deref(), Some("set\n"));
 }
 
+/// The length-delimited fields of one protobuf message, by field number, read with the
+/// wire format alone: an independent reader, so a wrong tag in our prost types cannot
+/// hide behind decoding with the same types.
+fn wire_fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
+    fn varint(b: &mut &[u8]) -> u64 {
+        let mut v = 0;
+        for shift in (0..64).step_by(7) {
+            let (byte, rest) = b.split_first().expect("truncated varint");
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let key = varint(&mut b);
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut b);
+                0
+            }
+            1 => 8,
+            2 => {
+                let len = usize::try_from(varint(&mut b)).expect("length");
+                out.push((key >> 3, &b[..len]));
+                len
+            }
+            5 => 4,
+            t => panic!("wire type {t}"),
+        };
+        b = &b[skip..];
+    }
+    out
+}
+
+/// The fields numbered `tag` of a message.
+fn wire_field(b: &[u8], tag: u64) -> Vec<&[u8]> {
+    wire_fields(b)
+        .into_iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The served swagger document read by gnostic's published field numbers
+/// (openapiv2/OpenAPIv2.proto), the way kubectl's generated Go types read it: the
+/// Deployment definition is found with its type and its group-version-kind extension.
 #[test]
-fn gnostic_round_trip() {
-    let doc = Document {
-        swagger: "2.0".into(),
-        info: Some(Info {
-            title: "Kubernetes".into(),
-            version: "v1".into(),
-            ..Default::default()
-        }),
-        definitions: Some(Definitions {
-            additional_properties: vec![NamedSchema {
-                name: "x".into(),
-                value: Some(Schema {
-                    r#type: Some(TypeItem {
-                        value: vec!["object".into()],
-                    }),
-                    additional_properties: Some(Box::new(AdditionalPropertiesItem {
-                        oneof: Some(additional_properties_item::Oneof::Schema(Box::new(
-                            Schema {
-                                r#ref: "#/definitions/y".into(),
-                                ..Default::default()
-                            },
-                        ))),
-                    })),
-                    vendor_extension: vec![NamedAny {
-                        name: GVK_EXT.into(),
-                        value: Some(Any {
-                            yaml: "- group: apps\n".into(),
-                        }),
-                    }],
-                    ..Default::default()
-                }),
-            }],
-        }),
-        ..Default::default()
-    };
-    let bytes = doc.encode_to_vec();
-    assert_eq!(Document::decode(bytes.as_slice()).ok(), Some(doc));
+fn v2_bytes_follow_gnostic_field_numbers() {
+    let api = api();
+    let doc = api.v2_protobuf();
+    // Document: swagger = 1, paths = 8, definitions = 9.
+    assert_eq!(wire_field(doc, 1), [b"2.0".as_slice()]);
+    assert_eq!(wire_field(doc, 8).len(), 1, "paths");
+    let defs = wire_field(doc, 9);
+    assert_eq!(defs.len(), 1, "definitions");
+    // Definitions: additional_properties = 1 (NamedSchema: name = 1, value = 2).
+    let deployment = wire_field(defs[0], 1)
+        .into_iter()
+        .find(|named| wire_field(named, 1) == [b"io.k8s.api.apps.v1.Deployment".as_slice()])
+        .expect("Deployment definition");
+    let schema = wire_field(deployment, 2);
+    assert_eq!(schema.len(), 1);
+    // Schema: type = 22 (TypeItem: value = 1), properties = 25, vendor_extension = 31.
+    let ty = wire_field(schema[0], 22);
+    assert_eq!(wire_field(ty[0], 1), [b"object".as_slice()]);
+    assert_eq!(wire_field(schema[0], 25).len(), 1, "properties");
+    // NamedAny: name = 1, value = 2 (Any: yaml = 2).
+    let gvk = wire_field(schema[0], 31)
+        .into_iter()
+        .find(|ext| wire_field(ext, 1) == [GVK_EXT.as_bytes()])
+        .expect("group-version-kind extension");
+    let any = wire_field(gvk, 2);
+    let yaml = String::from_utf8(wire_field(any[0], 2)[0].to_vec()).expect("utf-8");
+    assert_eq!(yaml, "- group: apps\n  kind: Deployment\n  version: v1\n");
     // The known-good minimal answer kubectl accepts.
     let minimal = Document {
         swagger: "2.0".into(),
