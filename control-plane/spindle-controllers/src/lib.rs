@@ -13,6 +13,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -101,6 +102,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, ttl_queue) = (client.clone(), runtime::Queue::new());
+    let ttl_jobs = ttlafterfinished::jobs(&client, ttl_queue.clone());
+    let ttl = supervise("ttl-after-finished", move || {
+        ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -112,7 +118,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         replicationcontroller,
         endpoints,
         disruption,
-        nodes
+        nodes,
+        ttl
     );
     Ok(())
 }
