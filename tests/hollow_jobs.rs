@@ -178,9 +178,10 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
     c.apply(&job("done", 5));
     let finished = finish(c, "done");
     let uid = field(c, &["job", "done"], "{.metadata.uid}");
-    for p in ["done-a", "done-b"] {
+    // done-b is held by a finalizer of ours, so the foreground wait can be seen.
+    for (p, fin) in [("done-a", "[]"), ("done-b", "[test.spindle.dev/hold]")] {
         c.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {p}\n  labels:\n    batch.kubernetes.io/controller-uid: {uid}\n  ownerReferences:\n  - apiVersion: batch/v1\n    kind: Job\n    name: done\n    uid: {uid}\n    controller: true\n    blockOwnerDeletion: true\nspec:\n  nodeName: fin-0\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: registry.local/work:v1\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {p}\n  finalizers: {fin}\n  labels:\n    batch.kubernetes.io/controller-uid: {uid}\n  ownerReferences:\n  - apiVersion: batch/v1\n    kind: Job\n    name: done\n    uid: {uid}\n    controller: true\n    blockOwnerDeletion: true\nspec:\n  nodeName: fin-0\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: registry.local/work:v1\n"
         ));
     }
     c.wait_pod_field("done-a", "{.status.phase}", "Running", MINUTE);
@@ -201,15 +202,25 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
             &["job", "done", "--ignore-not-found"],
             "{.metadata.deletionTimestamp}|{.metadata.name}",
         );
-        (state != "|done").then(Timestamp::now)
+        (state != "|done").then(|| (Timestamp::now(), state))
     });
+    let (gone_at, state) = gone_at;
     let waited = gone_at.as_second() - finished.parse::<Timestamp>().expect("time").as_second();
     assert!(waited >= 5, "deleted {waited} s after finishing, before its ttl of 5 s");
-    wait_until("Job done to be gone", MINUTE, || {
-        (!exists(c, &["job", "done"])).then_some(())
+    // Foreground, as Kubernetes deletes it: the Job stays, marked, while a pod remains.
+    assert!(!state.is_empty(), "the Job went before its pods (not a foreground deletion)");
+    assert_eq!(
+        field(c, &["job", "done"], "{.metadata.finalizers}"),
+        r#"["foregroundDeletion"]"#
+    );
+    wait_until("pod done-a to go", MINUTE, || {
+        (!exists(c, &["pod", "done-a"])).then_some(())
     });
-    // Foreground: the Job is removed only after its pods are.
-    assert!(!exists(c, &["pod", "done-a"]) && !exists(c, &["pod", "done-b"]), "pods outlived their Job");
+    assert!(exists(c, &["job", "done"]), "the Job went before done-b");
+    c.ok(K, &["patch", "pod", "done-b", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    wait_until("Job done to be gone", MINUTE, || {
+        (!exists(c, &["job", "done"]) && !exists(c, &["pod", "done-b"])).then_some(())
+    });
 
     wait_until("Job shortened to be deleted", MINUTE, || {
         (!exists(c, &["job", "shortened"])).then_some(())
