@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{empty_status, selector_immutable, Strategy};
+use super::{reset_status, selector_immutable, Strategy};
 use crate::defaults::{default_template, obj_mut, set_default};
 use crate::validation::{validate_workload, FieldError};
 
@@ -14,6 +14,7 @@ pub struct Workload {
     defaults: fn(&mut Value),
     restart_policies: &'static [&'static str],
     selector_required: bool,
+    initial_status: fn() -> Value,
 }
 
 impl Workload {
@@ -26,7 +27,15 @@ impl Workload {
             defaults,
             restart_policies,
             selector_required,
+            initial_status: || json!({}),
         }
+    }
+
+    /// The status a new object starts with, for kinds whose status has required fields
+    /// that clients insist on decoding (a typed client refuses a DaemonSet without them).
+    const fn with_initial_status(mut self, initial_status: fn() -> Value) -> Workload {
+        self.initial_status = initial_status;
+        self
     }
 }
 
@@ -45,7 +54,7 @@ impl Strategy for Workload {
     }
 
     fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
-        empty_status(obj);
+        reset_status(obj, (self.initial_status)());
     }
 
     fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
@@ -57,7 +66,8 @@ const ALWAYS: &[&str] = &["Always"];
 
 pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, true);
 pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
-pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true);
+pub static DAEMON_SETS: Workload =
+    Workload::new(daemon_set_defaults, ALWAYS, true).with_initial_status(daemon_set_status);
 pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
 
 fn deployment_defaults(obj: &mut Value) {
@@ -97,6 +107,17 @@ fn daemon_set_defaults(obj: &mut Value) {
         "updateStrategy",
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
     );
+}
+
+/// DaemonSetStatus has four integers without `omitempty`: Kubernetes serialises them as
+/// 0 from creation on, and the Python client refuses a DaemonSet that lacks them.
+fn daemon_set_status() -> Value {
+    json!({
+        "currentNumberScheduled": 0,
+        "desiredNumberScheduled": 0,
+        "numberMisscheduled": 0,
+        "numberReady": 0,
+    })
 }
 
 fn stateful_set_defaults(obj: &mut Value) {
