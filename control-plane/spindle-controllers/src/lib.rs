@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod controller_ref;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -50,6 +51,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let rc_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ds_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
     let budgets = disruption::budgets(&client, pdb_queue.clone());
     let rss = replicas::owners::<ReplicaSet>(&client, rs_queue.clone());
@@ -58,6 +60,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
+    let dsq = ds_queue.clone();
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
@@ -65,6 +68,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         move |ch| {
             runtime::contain("endpoints", || endpoints::on_pod_change(&eq, &svcs, &ch));
             runtime::contain("disruption", || disruption::on_pod_change(&dq, &pdbs, &ch));
+            runtime::contain("daemonset", || daemonset::on_pod_change(&dsq, &ch));
             runtime::contain("replicaset", || replicas::on_pod_change(&rsq, &rsc, &ch));
             runtime::contain("replicationcontroller", || {
                 replicas::on_pod_change(&rcq, &rcc, &ch)
@@ -101,6 +105,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let daemonsets = supervise("daemonset", move || {
+        let events = recorder(&c, daemonset::COMPONENT);
+        daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -112,6 +121,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         replicationcontroller,
         endpoints,
         disruption,
+        daemonsets,
         nodes
     );
     Ok(())
