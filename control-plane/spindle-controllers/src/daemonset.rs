@@ -535,10 +535,15 @@ async fn write_status(ctx: &Ctx, ds: &DaemonSet, status: DaemonSetStatus) -> any
     if ds.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
+    let api: Api<DaemonSet> =
+        Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
     let patch = json!({"status": status});
     match api
-        .patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),

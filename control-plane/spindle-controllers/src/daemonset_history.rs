@@ -60,7 +60,9 @@ pub async fn construct(
         .into_iter()
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()));
     let owned = RefManager::new(client, ds)
-        .claim(candidates, |r: &ControllerRevision| matcher.matches(r.labels()))
+        .claim(candidates, |r: &ControllerRevision| {
+            matcher.matches(r.labels())
+        })
         .await?;
     let (mut cur, old): (Vec<_>, Vec<_>) = owned.into_iter().partition(|r| matches(ds, r));
     let next = old.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
@@ -131,7 +133,8 @@ async fn snapshot(
             if matches(ds, &existing) {
                 return Ok(existing);
             }
-            let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
+            let ds_api: Api<DaemonSet> =
+                Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
             let bumped = collisions.unwrap_or(0) + 1;
             let patch = json!({"status": {"collisionCount": bumped}});
             ds_api
@@ -172,7 +175,10 @@ pub async fn cleanup(
         if excess == 0 {
             break;
         }
-        if r.labels().get(HASH_LABEL).is_some_and(|h| live_hashes.contains(h)) {
+        if r.labels()
+            .get(HASH_LABEL)
+            .is_some_and(|h| live_hashes.contains(h))
+        {
             continue;
         }
         delete(&api, r).await?;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSetSpec;
 use k8s_openapi::api::core::v1::{
-    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, PodTemplateSpec, Toleration,
+    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -45,8 +45,15 @@ fn exists(key: &str, effect: &str) -> Toleration {
 /// same key, operator and effect). not-ready and unreachable carry no tolerationSeconds:
 /// a daemon is never evicted from its own node.
 pub fn add_daemon_tolerations(spec: &mut PodSpec) {
-    let mut wanted = vec![exists(NOT_READY, "NoExecute"), exists(UNREACHABLE, "NoExecute")];
-    wanted.extend(NO_SCHEDULE_TOLERATED.iter().map(|k| exists(k, "NoSchedule")));
+    let mut wanted = vec![
+        exists(NOT_READY, "NoExecute"),
+        exists(UNREACHABLE, "NoExecute"),
+    ];
+    wanted.extend(
+        NO_SCHEDULE_TOLERATED
+            .iter()
+            .map(|k| exists(k, "NoSchedule")),
+    );
     if spec.host_network == Some(true) {
         wanted.push(exists(NETWORK_UNAVAILABLE, "NoSchedule"));
     }

@@ -80,11 +80,20 @@ fn eligibility_follows_selector_affinity_taints_and_runtime() {
         ("node.kubernetes.io/pid-pressure", "NoSchedule"),
         ("node.kubernetes.io/unschedulable", "NoSchedule"),
     ] {
-        assert_eq!(run(&plain, &node("p", json!({}), &[(key, effect)])), (true, true), "{key}");
+        assert_eq!(
+            run(&plain, &node("p", json!({}), &[(key, effect)])),
+            (true, true),
+            "{key}"
+        );
     }
-    let net = node("n", json!({}), &[("node.kubernetes.io/network-unavailable", "NoSchedule")]);
+    let net = node(
+        "n",
+        json!({}),
+        &[("node.kubernetes.io/network-unavailable", "NoSchedule")],
+    );
     assert_eq!(run(&plain, &net), (false, true));
-    let host = daemon_pod(json!({"hostNetwork": true, "containers": [{"name": "c", "image": "x"}]}));
+    let host =
+        daemon_pod(json!({"hostNetwork": true, "containers": [{"name": "c", "image": "x"}]}));
     assert_eq!(run(&host, &net), (true, true));
 
     // A container pod goes only where containerd runs.
@@ -102,7 +111,10 @@ fn daemon_tolerations_have_no_seconds_and_replace_the_users() {
             "effect": "NoExecute", "tolerationSeconds": 30}]}));
     let tols = p.spec.and_then(|s| s.tolerations).unwrap_or_default();
     assert_eq!(tols.len(), 6, "{tols:?}");
-    assert!(tols.iter().all(|t| t.toleration_seconds.is_none()), "{tols:?}");
+    assert!(
+        tols.iter().all(|t| t.toleration_seconds.is_none()),
+        "{tols:?}"
+    );
 }
 
 #[test]
@@ -116,7 +128,9 @@ fn pinning_replaces_required_terms_and_is_read_back() {
     let v = serde_json::to_value(&spec.affinity).expect("json");
     assert_eq!(
         v.pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"),
-        Some(&json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n7"]}]}]))
+        Some(
+            &json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n7"]}]}])
+        )
     );
     assert_eq!(target_node(&p).as_deref(), Some("n7"));
     let fit = PodFit::new(&p);
@@ -143,8 +157,17 @@ fn max_counts_round_up_and_never_stall() {
     assert_eq!(max_counts(&DaemonSetSpec::default(), 7), Ok((0, 1)));
     assert_eq!(max_counts(&strategy(None, pct("10%")), 1000), Ok((0, 100)));
     assert_eq!(max_counts(&strategy(None, pct("10%")), 7), Ok((0, 1)));
-    assert_eq!(max_counts(&strategy(pct("25%"), Some(IntOrString::Int(0))), 6), Ok((2, 0)));
-    assert_eq!(max_counts(&strategy(Some(IntOrString::Int(0)), Some(IntOrString::Int(0))), 6), Ok((0, 1)));
+    assert_eq!(
+        max_counts(&strategy(pct("25%"), Some(IntOrString::Int(0))), 6),
+        Ok((2, 0))
+    );
+    assert_eq!(
+        max_counts(
+            &strategy(Some(IntOrString::Int(0)), Some(IntOrString::Int(0))),
+            6
+        ),
+        Ok((0, 1))
+    );
     assert!(max_counts(&strategy(None, pct("x")), 6).is_err());
 }
 
@@ -161,7 +184,10 @@ fn rolling_without_surge_keeps_unavailability_under_the_limit() {
     let new = |n: &str, a| NodePods::new(n, [(st(&format!("new-{n}"), a), true)]);
     // Three old available pods, limit 1: one goes.
     let nodes = [old("a", true), old("b", true), old("c", true)];
-    assert_eq!(rolling_step(&nodes, 0, 1), (vec!["old-a".to_string()], vec![]));
+    assert_eq!(
+        rolling_step(&nodes, 0, 1),
+        (vec!["old-a".to_string()], vec![])
+    );
     // A new pod not yet available uses the budget: nothing more goes...
     let nodes = [new("a", false), old("b", true), old("c", true)];
     assert_eq!(rolling_step(&nodes, 0, 1).0, Vec::<String>::new());
@@ -170,14 +196,28 @@ fn rolling_without_surge_keeps_unavailability_under_the_limit() {
     assert_eq!(rolling_step(&nodes, 0, 1).0, vec!["old-b".to_string()]);
     // A node whose pod is being replaced (none now) counts as unavailable.
     let empty = NodePods::new("a", []);
-    assert_eq!(rolling_step(&[empty, old("b", true)], 0, 1).0, Vec::<String>::new());
+    assert_eq!(
+        rolling_step(&[empty, old("b", true)], 0, 1).0,
+        Vec::<String>::new()
+    );
     // A limit of 2 takes two at a time.
-    let nodes = [new("a", true), old("b", true), old("c", true), old("d", true)];
-    assert_eq!(rolling_step(&nodes, 0, 2).0, vec!["old-b".to_string(), "old-c".to_string()]);
+    let nodes = [
+        new("a", true),
+        old("b", true),
+        old("c", true),
+        old("d", true),
+    ];
+    assert_eq!(
+        rolling_step(&nodes, 0, 2).0,
+        vec!["old-b".to_string(), "old-c".to_string()]
+    );
     // Two old pods on one node: left to the manage step, and unavailable meanwhile.
     let twice = NodePods::new("a", [(st("x", true), false), (st("y", true), false)]);
     assert_eq!(twice.split, None);
-    assert_eq!(rolling_step(&[twice, old("b", true)], 0, 1).0, Vec::<String>::new());
+    assert_eq!(
+        rolling_step(&[twice, old("b", true)], 0, 1).0,
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -186,7 +226,10 @@ fn rolling_with_surge_starts_new_pods_first() {
     let both = |n: &str, a| {
         NodePods::new(
             n,
-            [(st(&format!("old-{n}"), true), false), (st(&format!("new-{n}"), a), true)],
+            [
+                (st(&format!("old-{n}"), true), false),
+                (st(&format!("new-{n}"), a), true),
+            ],
         )
     };
     assert_eq!(
@@ -194,7 +237,10 @@ fn rolling_with_surge_starts_new_pods_first() {
         (vec![], vec!["a".to_string()])
     );
     // The surged pod is not available yet: wait.
-    assert_eq!(rolling_step(&[both("a", false), old("b")], 1, 0), (vec![], vec![]));
+    assert_eq!(
+        rolling_step(&[both("a", false), old("b")], 1, 0),
+        (vec![], vec![])
+    );
     // It is: the old pod goes, and the surge budget is free for the next node.
     assert_eq!(
         rolling_step(&[both("a", true), old("b")], 1, 0),

@@ -141,9 +141,12 @@ pub(super) static DAEMON_SET: Printer = Printer::new(&[
 /// kube's ControllerRevision table: the owner as `daemonset.apps/name`, and the number.
 pub(super) static CONTROLLER_REVISION: Printer = Printer::new(&[
     NAME,
-    col("Controller", "string", "Controller of the object", |o, _| {
-        controller_of(o).into()
-    }),
+    col(
+        "Controller",
+        "string",
+        "Controller of the object",
+        |o, _| controller_of(o).into(),
+    ),
     int("Revision", "Revision of the ControllerRevision", |o, _| {
         o.int(&["revision"]).into()
     }),
@@ -151,9 +154,10 @@ pub(super) static CONTROLLER_REVISION: Printer = Printer::new(&[
 ]);
 
 fn controller_of(o: Obj<'_>) -> String {
-    let owner = o.list(&["metadata", "ownerReferences"]).iter().find(|r| {
-        r.get("controller").and_then(Value::as_bool) == Some(true)
-    });
+    let owner = o
+        .list(&["metadata", "ownerReferences"])
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true));
     let Some(owner) = owner else {
         return "<none>".into();
     };

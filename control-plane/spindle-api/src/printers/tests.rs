@@ -213,7 +213,12 @@ fn table_realistic_rows() {
             "uid": "u", "controller": true}]}, "revision": 3, "data": {}});
     assert_eq!(
         cells("apps", "ControllerRevision", &revision, now()),
-        [json!("ds-5d8f"), json!("daemonset.apps/ds"), json!(3), json!("60s")]
+        [
+            json!("ds-5d8f"),
+            json!("daemonset.apps/ds"),
+            json!(3),
+            json!("60s")
+        ]
     );
     assert_eq!(
         row("apps", "StatefulSet")[3..],

@@ -75,10 +75,9 @@ const ALWAYS: &[&str] = &["Always"];
 
 pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, true);
 pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
-pub static DAEMON_SETS: Workload =
-    Workload::new(daemon_set_defaults, ALWAYS, true)
-        .with_initial_status(daemon_set_status)
-        .with_validation(validate_daemon_set);
+pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true)
+    .with_initial_status(daemon_set_status)
+    .with_validation(validate_daemon_set);
 pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
 
 fn deployment_defaults(obj: &mut Value) {
@@ -116,7 +115,10 @@ fn daemon_set_defaults(obj: &mut Value) {
     // Field by field, as kube's SetDefaults_DaemonSet: a strategy that names only
     // maxSurge still gets maxUnavailable 1.
     set_default(spec, "updateStrategy", json!({}));
-    let Some(st) = spec.get_mut("updateStrategy").and_then(Value::as_object_mut) else {
+    let Some(st) = spec
+        .get_mut("updateStrategy")
+        .and_then(Value::as_object_mut)
+    else {
         return;
     };
     set_default(st, "type", json!("RollingUpdate"));

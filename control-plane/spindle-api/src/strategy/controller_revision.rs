@@ -56,6 +56,10 @@ mod tests {
         let changed = json!({"revision": 1, "data": {"spec": {"a": 2}}});
         ControllerRevisions.validate_update(&old, &changed, &mut errs);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].display().contains("field is immutable"), "{}", errs[0].display());
+        assert!(
+            errs[0].display().contains("field is immutable"),
+            "{}",
+            errs[0].display()
+        );
     }
 }

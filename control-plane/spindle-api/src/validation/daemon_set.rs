@@ -37,7 +37,9 @@ fn rolling_update(ru: Option<&Value>, errs: &mut Vec<FieldError>) {
         }
     }
     let zero = |v: &Value| {
-        v.is_null() || v.as_i64() == Some(0) || v.as_str().is_some_and(|s| s.trim_end_matches('%') == "0")
+        v.is_null()
+            || v.as_i64() == Some(0)
+            || v.as_str().is_some_and(|s| s.trim_end_matches('%') == "0")
     };
     if zero(unavailable) && zero(surge) {
         errs.push(FieldError::invalid(
@@ -62,16 +64,29 @@ mod tests {
 
     #[test]
     fn update_strategy_as_kube_checks_it() {
-        let ok = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
+        let ok =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
         assert!(fields(ok).is_empty());
         assert!(fields(json!({"type": "OnDelete"})).is_empty());
-        let both_zero = fields(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}}));
+        let both_zero = fields(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}}),
+        );
         assert_eq!(both_zero.len(), 1, "{both_zero:?}");
-        assert!(both_zero[0].contains("spec.updateStrategy.rollingUpdate.maxUnavailable"), "{both_zero:?}");
-        assert!(both_zero[0].contains("may not be 0 when `maxSurge` is 0"), "{both_zero:?}");
-        let pct = fields(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "120%"}}));
+        assert!(
+            both_zero[0].contains("spec.updateStrategy.rollingUpdate.maxUnavailable"),
+            "{both_zero:?}"
+        );
+        assert!(
+            both_zero[0].contains("may not be 0 when `maxSurge` is 0"),
+            "{both_zero:?}"
+        );
+        let pct =
+            fields(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "120%"}}));
         assert!(pct[0].contains("must not be greater than 100%"), "{pct:?}");
         let kind = fields(json!({"type": "Recreate"}));
-        assert!(kind[0].contains("spec.updateStrategy.type") && kind[0].contains("Unsupported value"), "{kind:?}");
+        assert!(
+            kind[0].contains("spec.updateStrategy.type") && kind[0].contains("Unsupported value"),
+            "{kind:?}"
+        );
     }
 }
