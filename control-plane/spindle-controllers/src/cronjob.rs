@@ -43,7 +43,11 @@ struct Ctx {
 /// `namespace/name` of the CronJob controlling `job`, if one does.
 fn owner_key(job: &Job) -> Option<String> {
     let r = controller_ref(&job.metadata).filter(|r| r.kind == "CronJob")?;
-    Some(format!("{}/{}", job.namespace().unwrap_or_default(), r.name))
+    Some(format!(
+        "{}/{}",
+        job.namespace().unwrap_or_default(),
+        r.name
+    ))
 }
 
 pub async fn run(client: Client, recorder: Recorder) -> anyhow::Result<()> {
@@ -187,7 +191,8 @@ impl Sync<'_> {
                 self.forget_active(uid);
                 self.update = true;
                 let msg = format!("Deleted job {name}");
-                self.event(EventType::Normal, "SuccessfulDelete", &msg).await;
+                self.event(EventType::Normal, "SuccessfulDelete", &msg)
+                    .await;
                 true
             }
             Err(e) => {
@@ -209,10 +214,8 @@ impl Sync<'_> {
             (spec.failed_jobs_history_limit, "Failed"),
         ] {
             let Some(limit) = limit else { continue };
-            let mut done: Vec<&Arc<Job>> = jobs
-                .iter()
-                .filter(|j| finished(j) == Some(kind))
-                .collect();
+            let mut done: Vec<&Arc<Job>> =
+                jobs.iter().filter(|j| finished(j) == Some(kind)).collect();
             let excess = done.len().saturating_sub(limit.max(0) as usize);
             done.sort_by(|a, b| start_order(a, b));
             for j in done.into_iter().take(excess) {
@@ -272,7 +275,10 @@ impl Sync<'_> {
             .unwrap_or_default();
         for r in listed {
             let uid = r.uid.clone().unwrap_or_default();
-            if jobs.iter().any(|j| j.uid().as_deref() == Some(uid.as_str())) {
+            if jobs
+                .iter()
+                .any(|j| j.uid().as_deref() == Some(uid.as_str()))
+            {
                 continue;
             }
             let name = r.name.clone().unwrap_or_default();
@@ -292,7 +298,8 @@ impl Sync<'_> {
         if let Some(tz) = &spec.time_zone {
             if let Err(e) = load_time_zone(tz) {
                 let msg = format!("invalid timeZone: {tz:?}: {e}");
-                self.event(EventType::Warning, "UnknownTimeZone", &msg).await;
+                self.event(EventType::Warning, "UnknownTimeZone", &msg)
+                    .await;
                 return Ok(None);
             }
         }
@@ -318,7 +325,8 @@ impl Sync<'_> {
         let scheduled = match next_schedule_time(&t, now, &sched) {
             Err(e) => {
                 let msg = format!("invalid schedule: {} : {e}", spec.schedule);
-                self.event(EventType::Warning, "InvalidSchedule", &msg).await;
+                self.event(EventType::Warning, "InvalidSchedule", &msg)
+                    .await;
                 return Ok(None);
             }
             Ok(None) => return Ok(requeue(&self.cj)),
@@ -353,7 +361,12 @@ impl Sync<'_> {
             return Ok(requeue(&self.cj));
         }
         let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-        let running = self.cj.status.as_ref().and_then(|s| s.active.clone()).unwrap_or_default();
+        let running = self
+            .cj
+            .status
+            .as_ref()
+            .and_then(|s| s.active.clone())
+            .unwrap_or_default();
         if policy == "Forbid" && !running.is_empty() {
             let msg = "Not starting job because prior execution is running and concurrency policy is Forbid";
             self.event(EventType::Normal, "JobAlreadyActive", msg).await;
@@ -382,7 +395,8 @@ impl Sync<'_> {
         let created = match self.jobs_api().create(&PostParams::default(), &job).await {
             Ok(j) => {
                 let msg = format!("Created job {}", j.name_any());
-                self.event(EventType::Normal, "SuccessfulCreate", &msg).await;
+                self.event(EventType::Normal, "SuccessfulCreate", &msg)
+                    .await;
                 j
             }
             // Created on an earlier pass whose status write was lost: adopt it into
@@ -431,11 +445,13 @@ fn api_message(e: &kube::Error) -> String {
 /// `Complete` or `Failed` when the Job has finished (that condition is True).
 fn finished(j: &Job) -> Option<&'static str> {
     let conds = j.status.as_ref()?.conditions.as_ref()?;
-    conds.iter().find_map(|c| match (c.type_.as_str(), c.status.as_str()) {
-        ("Complete", "True") => Some("Complete"),
-        ("Failed", "True") => Some("Failed"),
-        _ => None,
-    })
+    conds
+        .iter()
+        .find_map(|c| match (c.type_.as_str(), c.status.as_str()) {
+            ("Complete", "True") => Some("Complete"),
+            ("Failed", "True") => Some("Failed"),
+            _ => None,
+        })
 }
 
 /// kube's `byJobStartTime`: started before not started, earlier first, then by name.

@@ -24,7 +24,10 @@ fn times(created: &str, last: Option<&str>, deadline: Option<i64>) -> Times {
 fn the_first_run_is_the_first_minute_after_creation() {
     let t = times("2026-12-07T09:00:30Z", None, None);
     let s = every_minute();
-    assert_eq!(next_schedule_time(&t, at("2026-12-07T09:00:59Z"), &s), Ok(None));
+    assert_eq!(
+        next_schedule_time(&t, at("2026-12-07T09:00:59Z"), &s),
+        Ok(None)
+    );
     // Requeued for 09:01:00 plus the slack, not polled.
     assert_eq!(
         next_schedule_in(&t, at("2026-12-07T09:00:59Z"), &s),
@@ -74,13 +77,21 @@ fn missed_runs_start_only_the_latest() {
 fn a_starting_deadline_limits_how_far_back_runs_count() {
     let s = every_minute();
     // Three hours down, deadline 200 s: only the last few minutes count, not too many.
-    let t = times("2026-12-07T06:00:30Z", Some("2026-12-07T06:01:00Z"), Some(200));
+    let t = times(
+        "2026-12-07T06:00:30Z",
+        Some("2026-12-07T06:01:00Z"),
+        Some(200),
+    );
     assert_eq!(
         next_schedule_time(&t, at("2026-12-07T09:05:10Z"), &s),
         Ok(Some((at("2026-12-07T09:05:00Z"), false)))
     );
     // The due run is older than the deadline: nothing to start.
-    let t = times("2026-12-07T09:00:30Z", Some("2026-12-07T09:01:00Z"), Some(5));
+    let t = times(
+        "2026-12-07T09:00:30Z",
+        Some("2026-12-07T09:01:00Z"),
+        Some(5),
+    );
     assert_eq!(
         next_schedule_time(&t, at("2026-12-07T09:05:10Z"), &s),
         Ok(None)
@@ -129,9 +140,7 @@ fn a_job_is_named_after_its_scheduled_minute_and_says_when_in_the_zone() {
     let cj = cronjob(Some("Asia/Tokyo"));
     let sched = parse_schedule(&cj).expect("parses");
     // 09:00 in Tokyo is 00:00 UTC.
-    let due = sched
-        .next(at("2026-12-07T09:00:00Z"))
-        .expect("fires");
+    let due = sched.next(at("2026-12-07T09:00:00Z")).expect("fires");
     assert_eq!(due, at("2026-12-08T00:00:00Z"));
     let spec = cj.spec.clone().expect("spec");
     let job = job_from_template(&cj, &spec, due).expect("job");
@@ -140,10 +149,18 @@ fn a_job_is_named_after_its_scheduled_minute_and_says_when_in_the_zone() {
     let ann = job.metadata.annotations.clone().unwrap_or_default();
     assert_eq!(ann[SCHEDULED_TIMESTAMP], "2026-12-08T09:00:00+09:00");
     assert_eq!(ann["team"], "ops");
-    assert_eq!(job.metadata.labels.clone().unwrap_or_default()["app"], "report");
+    assert_eq!(
+        job.metadata.labels.clone().unwrap_or_default()["app"],
+        "report"
+    );
     let owner = &job.metadata.owner_references.clone().unwrap_or_default()[0];
     assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller),
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.uid.as_str(),
+            owner.controller
+        ),
         ("CronJob", "nightly", "u-1", Some(true))
     );
     // Without a zone the annotation is in UTC, as kube writes it.
@@ -178,5 +195,8 @@ fn history_is_pruned_oldest_start_first() {
     let names: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
     assert_eq!(names, ["a", "b", "c", "never-started"]);
     let states: Vec<Option<&str>> = jobs.iter().map(finished).collect();
-    assert_eq!(states, [Some("Complete"), None, Some("Complete"), Some("Failed")]);
+    assert_eq!(
+        states,
+        [Some("Complete"), None, Some("Complete"), Some("Failed")]
+    );
 }

@@ -128,7 +128,10 @@ impl Schedule {
             ));
         }
         let mut bits = [0u64; 5];
-        for (i, b) in [&MINUTES, &HOURS, &DOM, &MONTHS, &DOW].into_iter().enumerate() {
+        for (i, b) in [&MINUTES, &HOURS, &DOM, &MONTHS, &DOW]
+            .into_iter()
+            .enumerate()
+        {
             bits[i] = field_bits(fields[i], b).map_err(ScheduleError)?;
         }
         Ok(Schedule {
@@ -431,14 +434,23 @@ mod tests {
 
     #[test]
     fn errors_in_kube_words() {
-        assert_eq!(error("bogus"), "expected exactly 5 fields, found 1: [bogus]");
+        assert_eq!(
+            error("bogus"),
+            "expected exactly 5 fields, found 1: [bogus]"
+        );
         assert_eq!(
             error("* * * * * *"),
             "expected exactly 5 fields, found 6: [* * * * * *]"
         );
-        assert_eq!(error("60 * * * *"), "end of range (60) above maximum (59): 60");
+        assert_eq!(
+            error("60 * * * *"),
+            "end of range (60) above maximum (59): 60"
+        );
         assert_eq!(error("* * * * 7"), "end of range (7) above maximum (6): 7");
-        assert_eq!(error("* * 0 * *"), "beginning of range (0) below minimum (1): 0");
+        assert_eq!(
+            error("* * 0 * *"),
+            "beginning of range (0) below minimum (1): 0"
+        );
         assert_eq!(
             error("5-1 * * * *"),
             "beginning of range (5) beyond end of range (1): 5-1"
@@ -457,7 +469,10 @@ mod tests {
             error("* * * * 5#2"),
             "failed to parse int from 5#2: strconv.Atoi: parsing \"5#2\": invalid syntax"
         );
-        assert_eq!(error("@fortnightly"), "unrecognized descriptor: @fortnightly");
+        assert_eq!(
+            error("@fortnightly"),
+            "unrecognized descriptor: @fortnightly"
+        );
         assert_eq!(
             error("@every soon"),
             "failed to parse duration @every soon: time: invalid duration \"soon\""

@@ -65,7 +65,10 @@ pub(crate) fn validate_cron_job(obj: &Value, errs: &mut Vec<FieldError>) {
         )),
     }
     let template = spec.pointer("/jobTemplate/spec");
-    if let Some(sel) = template.and_then(|t| t.get("selector")).filter(|s| !s.is_null()) {
+    if let Some(sel) = template
+        .and_then(|t| t.get("selector"))
+        .filter(|s| !s.is_null())
+    {
         errs.push(FieldError::invalid(
             "spec.jobTemplate.spec.selector",
             sel,
@@ -129,7 +132,10 @@ mod tests {
     #[test]
     fn good_specs_pass() {
         assert!(errors(spec(json!({}))).is_empty());
-        assert!(errors(spec(json!({"schedule": "@hourly", "timeZone": "Europe/Paris"}))).is_empty());
+        assert!(errors(spec(
+            json!({"schedule": "@hourly", "timeZone": "Europe/Paris"})
+        ))
+        .is_empty());
         assert!(errors(spec(json!({"timeZone": "Etc/GMT+5"}))).is_empty());
     }
 
@@ -168,10 +174,15 @@ mod tests {
         );
         let long = "x".repeat(53);
         let mut errs = Vec::new();
-        validate_cron_job(&json!({"metadata": {"name": long}, "spec": spec(json!({}))}), &mut errs);
+        validate_cron_job(
+            &json!({"metadata": {"name": long}, "spec": spec(json!({}))}),
+            &mut errs,
+        );
         assert_eq!(
             errs.iter().map(FieldError::display).collect::<Vec<_>>(),
-            [format!("metadata.name: Invalid value: \"{long}\": must be no more than 52 characters")]
+            [format!(
+                "metadata.name: Invalid value: \"{long}\": must be no more than 52 characters"
+            )]
         );
     }
 }
