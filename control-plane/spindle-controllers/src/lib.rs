@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod controller_ref;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -110,6 +111,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         let events = recorder(&c, daemonset::COMPONENT);
         daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
     });
+    let c = client.clone();
+    let cronjob = supervise("cronjob", move || {
+        cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -122,7 +127,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         endpoints,
         disruption,
         daemonsets,
-        nodes
+        nodes,
+        cronjob
     );
     Ok(())
 }
