@@ -5,6 +5,8 @@
 
 pub mod bootstrap;
 pub mod controller_ref;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -51,6 +53,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let rc_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ds_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
     let budgets = disruption::budgets(&client, pdb_queue.clone());
     let rss = replicas::owners::<ReplicaSet>(&client, rs_queue.clone());
@@ -59,6 +62,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
+    let dsq = ds_queue.clone();
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
@@ -66,6 +70,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         move |ch| {
             runtime::contain("endpoints", || endpoints::on_pod_change(&eq, &svcs, &ch));
             runtime::contain("disruption", || disruption::on_pod_change(&dq, &pdbs, &ch));
+            runtime::contain("daemonset", || daemonset::on_pod_change(&dsq, &ch));
             runtime::contain("replicaset", || replicas::on_pod_change(&rsq, &rsc, &ch));
             runtime::contain("replicationcontroller", || {
                 replicas::on_pod_change(&rcq, &rcc, &ch)
@@ -107,6 +112,15 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let ttl = supervise("ttl-after-finished", move || {
         ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let daemonsets = supervise("daemonset", move || {
+        let events = recorder(&c, daemonset::COMPONENT);
+        daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
+    });
+    let c = client.clone();
+    let cronjob = supervise("cronjob", move || {
+        cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -118,7 +132,9 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         replicationcontroller,
         endpoints,
         disruption,
+        daemonsets,
         nodes,
+        cronjob,
         ttl
     );
     Ok(())

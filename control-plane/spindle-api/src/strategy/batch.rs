@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::apps::Workload;
 use super::{empty_status, Strategy};
 use crate::defaults::{default_pod_spec, obj_mut, obj_mut_map, set_default};
-use crate::validation::{str_at, validate_pod_spec, FieldError};
+use crate::validation::{validate_cron_job, validate_pod_spec, FieldError};
 
 const JOB_RESTART: &[&str] = &["OnFailure", "Never"];
 
@@ -38,9 +38,7 @@ impl Strategy for CronJobs {
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-        if str_at(obj, "spec.schedule").is_none() {
-            errs.push(FieldError::required("spec.schedule"));
-        }
+        validate_cron_job(obj, errs);
         match obj.pointer("/spec/jobTemplate/spec/template/spec") {
             Some(s) => {
                 validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", errs, JOB_RESTART)

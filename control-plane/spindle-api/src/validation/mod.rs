@@ -5,6 +5,8 @@
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
+mod cron_job;
+mod daemon_set;
 mod pod;
 mod pod_log;
 mod policy;
@@ -13,6 +15,8 @@ mod service;
 mod tests;
 mod workload;
 
+pub(crate) use cron_job::validate_cron_job;
+pub(crate) use daemon_set::validate_daemon_set;
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
