@@ -73,7 +73,6 @@ struct HollowArgs {
     pod_exit_code: i32,
 }
 
-
 /// Flags the agent has alone and embedded in the server.
 #[derive(Parser, Clone)]
 struct NodeFlags {

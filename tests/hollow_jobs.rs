@@ -92,7 +92,10 @@ fn hollow_pods_finish_as_annotated() {
         &c.pod_field("ok", &term("startedAt")),
         &c.pod_field("ok", &term("finishedAt")),
     );
-    assert!(ran >= 2, "ran {ran} s, asked for 3 s (times are whole seconds)");
+    assert!(
+        ran >= 2,
+        "ran {ran} s, asked for 3 s (times are whole seconds)"
+    );
     assert_eq!(
         c.pod_field(
             "ok",
@@ -150,7 +153,8 @@ fn finish(c: &Cluster, name: &str) -> String {
     let now = Timestamp::from_second(Timestamp::now().as_second())
         .expect("now")
         .to_string();
-    let cond = |t: &str| format!(r#"{{"type":"{t}","status":"True","lastTransitionTime":"{now}"}}"#);
+    let cond =
+        |t: &str| format!(r#"{{"type":"{t}","status":"True","lastTransitionTime":"{now}"}}"#);
     let patch = format!(
         r#"{{"status":{{"startTime":"{now}","completionTime":"{now}","succeeded":1,"conditions":[{},{}]}}}}"#,
         cond("SuccessCriteriaMet"),
@@ -159,7 +163,13 @@ fn finish(c: &Cluster, name: &str) -> String {
     c.ok(
         K,
         &[
-            "patch", "job", name, "--subresource=status", "--type=merge", "-p", &patch,
+            "patch",
+            "job",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
         ],
     );
     now
@@ -192,8 +202,28 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
     c.apply(&job("shortened", 600));
     finish(c, "lengthened");
     let shortened_finished = finish(c, "shortened");
-    c.ok(K, &["patch", "job", "lengthened", "--type=merge", "-p", r#"{"spec":{"ttlSecondsAfterFinished":600}}"#]);
-    c.ok(K, &["patch", "job", "shortened", "--type=merge", "-p", r#"{"spec":{"ttlSecondsAfterFinished":6}}"#]);
+    c.ok(
+        K,
+        &[
+            "patch",
+            "job",
+            "lengthened",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ttlSecondsAfterFinished":600}}"#,
+        ],
+    );
+    c.ok(
+        K,
+        &[
+            "patch",
+            "job",
+            "shortened",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ttlSecondsAfterFinished":6}}"#,
+        ],
+    );
 
     let gone_at = wait_until("Job done to be deleted", MINUTE, || {
         // "" once gone, "|done" while live, "<time>|done" while being deleted.
@@ -206,9 +236,15 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
     });
     let (gone_at, state) = gone_at;
     let waited = gone_at.as_second() - finished.parse::<Timestamp>().expect("time").as_second();
-    assert!(waited >= 5, "deleted {waited} s after finishing, before its ttl of 5 s");
+    assert!(
+        waited >= 5,
+        "deleted {waited} s after finishing, before its ttl of 5 s"
+    );
     // Foreground, as Kubernetes deletes it: the Job stays, marked, while a pod remains.
-    assert!(!state.is_empty(), "the Job went before its pods (not a foreground deletion)");
+    assert!(
+        !state.is_empty(),
+        "the Job went before its pods (not a foreground deletion)"
+    );
     assert_eq!(
         field(c, &["job", "done"], "{.metadata.finalizers}"),
         r#"["foregroundDeletion"]"#
@@ -217,7 +253,17 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
         (!exists(c, &["pod", "done-a"])).then_some(())
     });
     assert!(exists(c, &["job", "done"]), "the Job went before done-b");
-    c.ok(K, &["patch", "pod", "done-b", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    c.ok(
+        K,
+        &[
+            "patch",
+            "pod",
+            "done-b",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    );
     wait_until("Job done to be gone", MINUTE, || {
         (!exists(c, &["job", "done"]) && !exists(c, &["pod", "done-b"])).then_some(())
     });
@@ -226,9 +272,19 @@ fn ttl_deletes_finished_jobs(c: &Cluster) {
         (!exists(c, &["job", "shortened"])).then_some(())
     });
     let now = Timestamp::now().as_second();
-    let since = now - shortened_finished.parse::<Timestamp>().expect("time").as_second();
-    assert!(since >= 6, "shortened went {since} s after finishing, before its ttl of 6 s");
+    let since = now
+        - shortened_finished
+            .parse::<Timestamp>()
+            .expect("time")
+            .as_second();
+    assert!(
+        since >= 6,
+        "shortened went {since} s after finishing, before its ttl of 6 s"
+    );
     // The old TTL of 6 s has passed for "lengthened" too, finished before: its new TTL
     // of 600 s holds it.
-    assert!(exists(c, &["job", "lengthened"]), "lengthened was deleted by its old TTL");
+    assert!(
+        exists(c, &["job", "lengthened"]),
+        "lengthened was deleted by its old TTL"
+    );
 }

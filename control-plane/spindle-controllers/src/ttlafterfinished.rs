@@ -87,7 +87,9 @@ pub fn expiry(job: &Job, now: Timestamp) -> Result<Expiry, TtlError> {
         return Ok(Expiry::Expired);
     }
     // Rounded up to whole milliseconds, so the wake-up is never a hair early.
-    let ms = left.as_millis().saturating_add(i128::from(left.subsec_nanos() % 1_000_000 != 0));
+    let ms = left
+        .as_millis()
+        .saturating_add(i128::from(left.subsec_nanos() % 1_000_000 != 0));
     Ok(Expiry::In(Duration::from_millis(
         u64::try_from(ms).unwrap_or(u64::MAX),
     )))
@@ -198,8 +200,14 @@ mod tests {
     fn expiry_counts_from_the_finishing_condition() {
         let j = job(Some(100), complete_at("2026-01-01T00:00:00Z"));
         let e = |now| expiry(&j, at(now)).expect("computable");
-        assert_eq!(e("2026-01-01T00:00:00Z"), Expiry::In(Duration::from_secs(100)));
-        assert_eq!(e("2026-01-01T00:01:30Z"), Expiry::In(Duration::from_secs(10)));
+        assert_eq!(
+            e("2026-01-01T00:00:00Z"),
+            Expiry::In(Duration::from_secs(100))
+        );
+        assert_eq!(
+            e("2026-01-01T00:01:30Z"),
+            Expiry::In(Duration::from_secs(10))
+        );
         assert_eq!(
             e("2026-01-01T00:01:39.9995Z"),
             Expiry::In(Duration::from_millis(1)),
@@ -211,8 +219,7 @@ mod tests {
 
     #[test]
     fn a_failed_job_expires_too_and_ttl_zero_at_once() {
-        let failed =
-            json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        let failed = json!([{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
         let j = job(Some(0), failed);
         assert_eq!(
             expiry(&j, at("2026-01-01T00:00:00Z")).expect("computable"),
@@ -224,11 +231,17 @@ mod tests {
     fn a_changed_ttl_moves_the_expiry() {
         let mut j = job(Some(600), complete_at("2026-01-01T00:00:00Z"));
         let now = at("2026-01-01T00:00:10Z");
-        assert_eq!(expiry(&j, now).ok(), Some(Expiry::In(Duration::from_secs(590))));
+        assert_eq!(
+            expiry(&j, now).ok(),
+            Some(Expiry::In(Duration::from_secs(590)))
+        );
         j.spec.as_mut().expect("spec").ttl_seconds_after_finished = Some(5);
         assert_eq!(expiry(&j, now).ok(), Some(Expiry::Expired));
         j.spec.as_mut().expect("spec").ttl_seconds_after_finished = Some(30);
-        assert_eq!(expiry(&j, now).ok(), Some(Expiry::In(Duration::from_secs(20))));
+        assert_eq!(
+            expiry(&j, now).ok(),
+            Some(Expiry::In(Duration::from_secs(20)))
+        );
     }
 
     #[test]
@@ -246,7 +259,8 @@ mod tests {
         assert!(!needs_cleanup(&running));
         let mut deleting = job(Some(1), complete_at("2026-01-01T00:00:00Z"));
         assert!(needs_cleanup(&deleting));
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
         assert_eq!(expiry(&deleting, now).ok(), Some(Expiry::NotDue));
     }
 

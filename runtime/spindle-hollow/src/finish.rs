@@ -229,12 +229,21 @@ mod tests {
             assert_eq!(c["ready"], false);
             assert_eq!(c["state"]["terminated"]["exitCode"], code);
             assert_eq!(c["state"]["terminated"]["reason"], reason);
-            assert_eq!(c["state"]["terminated"]["startedAt"], "2026-01-01T00:00:00Z");
-            assert_eq!(c["state"]["terminated"]["finishedAt"], "2026-01-01T00:00:02Z");
+            assert_eq!(
+                c["state"]["terminated"]["startedAt"],
+                "2026-01-01T00:00:00Z"
+            );
+            assert_eq!(
+                c["state"]["terminated"]["finishedAt"],
+                "2026-01-01T00:00:02Z"
+            );
             assert!(c["state"].get("running").is_none());
             let conds = v["conditions"].as_array().expect("conditions");
             let ready = conds.iter().find(|c| c["type"] == "Ready").expect("Ready");
-            assert_eq!((&ready["status"], &ready["reason"]), (&"False".into(), &"PodCompleted".into()));
+            assert_eq!(
+                (&ready["status"], &ready["reason"]),
+                (&"False".into(), &"PodCompleted".into())
+            );
             assert_eq!(v["startTime"], "2026-01-01T00:00:00Z");
         }
     }

@@ -26,7 +26,9 @@ use kube::Api;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::finish::{finish_of, finished_status, outcome, restarted_status, Finish, FinishDefaults, Outcome};
+use crate::finish::{
+    finish_of, finished_status, outcome, restarted_status, Finish, FinishDefaults, Outcome,
+};
 use crate::ipam::Ipam;
 use crate::view::PodView;
 use crate::Hollow;
@@ -435,7 +437,8 @@ impl PodSim {
                     // Started by an earlier run of this process: its timer went with it.
                     let n = &self.h.nodes[node].id;
                     let ip = status.and_then(|s| s.pod_ip.as_deref()?.parse().ok());
-                    let spec = StartSpec::from_pod(pod, uid.to_string(), ip, n.ip, &self.h.opts.finish);
+                    let spec =
+                        StartSpec::from_pod(pod, uid.to_string(), ip, n.ip, &self.h.opts.finish);
                     self.schedule_exit(uid, job(Action::Exit(Box::new(spec))));
                 }
                 e.stage = Stage::Running;
@@ -472,7 +475,9 @@ impl PodSim {
         // the pod's start time when it was started before.
         let now = Timestamp::now();
         let ran = now.duration_since(spec.last_run(now));
-        let left = f.after.saturating_sub(Duration::try_from(ran).unwrap_or_default());
+        let left = f
+            .after
+            .saturating_sub(Duration::try_from(ran).unwrap_or_default());
         let (me, uid) = (self.clone(), uid.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(left).await;
@@ -545,9 +550,14 @@ impl PodSim {
             }
             Action::Exit(spec) => {
                 let now = Timestamp::now();
-                let (code, from) = (spec.finish.as_ref().map_or(0, |f| f.exit_code), spec.last_run(now));
+                let (code, from) = (
+                    spec.finish.as_ref().map_or(0, |f| f.exit_code),
+                    spec.last_run(now),
+                );
                 let status = match spec.finish.as_ref().map(outcome) {
-                    Some(Outcome::Restart) => restarted_status(spec, code, spec.restarts + 1, from, now),
+                    Some(Outcome::Restart) => {
+                        restarted_status(spec, code, spec.restarts + 1, from, now)
+                    }
                     _ => finished_status(spec, code, from, now),
                 };
                 let patch = json!({ "status": status });
@@ -584,10 +594,21 @@ impl PodSim {
                     }
                 }
                 tracing::debug!(pod = %format!("{}/{}", job.ns, job.name), "running");
-                if spec.finish.as_ref().is_some_and(|f| !f.after.is_zero() || outcome(f) == Outcome::Restart) {
+                if spec
+                    .finish
+                    .as_ref()
+                    .is_some_and(|f| !f.after.is_zero() || outcome(f) == Outcome::Restart)
+                {
                     let mut next = spec.clone();
                     next.started_at = Some(Timestamp::now());
-                    self.schedule_exit(&uid, Job { action: Action::Exit(next), attempts: 0, ..job });
+                    self.schedule_exit(
+                        &uid,
+                        Job {
+                            action: Action::Exit(next),
+                            attempts: 0,
+                            ..job
+                        },
+                    );
                 }
             }
             (Ok(()), Action::Exit(spec)) => {
@@ -596,7 +617,14 @@ impl PodSim {
                     let mut next = spec.clone();
                     next.restarts += 1;
                     next.restarted_at = Some(Timestamp::now());
-                    self.schedule_exit(&uid, Job { action: Action::Exit(next), attempts: 0, ..job });
+                    self.schedule_exit(
+                        &uid,
+                        Job {
+                            action: Action::Exit(next),
+                            attempts: 0,
+                            ..job
+                        },
+                    );
                 }
             }
             (Ok(()), Action::MarkReady(_)) => {
@@ -706,7 +734,13 @@ mod tests {
         let now: Timestamp = "2025-01-02T03:04:05Z".parse().unwrap();
         let mut p = pod();
         p.status = Some(running_status(
-            &StartSpec::from_pod(&p, "u".into(), None, Ipv4Addr::new(10, 255, 0, 1), &FinishDefaults::default()),
+            &StartSpec::from_pod(
+                &p,
+                "u".into(),
+                None,
+                Ipv4Addr::new(10, 255, 0, 1),
+                &FinishDefaults::default(),
+            ),
             now,
         ));
         assert!(ready_again(&p, now).is_none());
@@ -735,7 +769,13 @@ mod tests {
         if let Some(s) = p.spec.as_mut() {
             s.init_containers = None;
         }
-        let spec = StartSpec::from_pod(&p, "u".into(), None, Ipv4Addr::new(10, 255, 0, 1), &FinishDefaults::default());
+        let spec = StartSpec::from_pod(
+            &p,
+            "u".into(),
+            None,
+            Ipv4Addr::new(10, 255, 0, 1),
+            &FinishDefaults::default(),
+        );
         let v = serde_json::to_value(running_status(&spec, Timestamp::now())).unwrap();
         assert!(v.get("initContainerStatuses").is_none());
         assert!(v.get("podIP").is_none());
