@@ -1,5 +1,6 @@
 //! The examples in examples/ build, publish and run as their README says: the hello
-//! component as a Deployment, the job module as a pod that ends Succeeded, the web
+//! component as a Deployment, the job module as a pod that ends Succeeded, as an Indexed
+//! Job whose every index logs its slice and as a CronJob that starts Jobs, the web
 //! component behind its Service answering on the ClusterIP from every pod, and the mixed
 //! pod (a container sidecar and a Wasm component) answering through both.
 
@@ -27,6 +28,8 @@ fn examples_run() {
     for file in [
         "hello/app.yaml",
         "job/pod.yaml",
+        "job/indexed-job.yaml",
+        "job/cronjob.yaml",
         "web/app.yaml",
         "mixed/app.yaml",
     ] {
@@ -68,6 +71,7 @@ fn examples_run() {
         c.ok(KUBECTL_DEFAULT, &["logs", "-n", "hello", "primes"]),
         "there are 78498 primes below 1000000\n"
     );
+    indexed_job_and_cronjob(&c);
     let pods = c.ok(
         KUBECTL_DEFAULT,
         &[
@@ -175,4 +179,101 @@ fn examples_run() {
             && body.contains("(14 words):\nContainers and Wasm components share this pod"),
         "{body:?}"
     );
+}
+
+/// The Indexed Job completes, each index having logged its own slice once, the slices
+/// adding up to the primes below a million; the CronJob starts a Job of its own.
+fn indexed_job_and_cronjob(c: &Cluster) {
+    let k = |args: &[&str]| c.ok(KUBECTL_DEFAULT, args);
+    k(&[
+        "wait",
+        "-n",
+        "hello",
+        "--for=condition=complete",
+        "job/primes-indexed",
+        "--timeout=180s",
+    ]);
+    let pods = k(&[
+        "get",
+        "pods",
+        "-n",
+        "hello",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}|{.metadata.ownerReferences[0].name}|{.status.phase}{\"\\n\"}{end}",
+    ]);
+    let mut slices = Vec::new();
+    for line in pods.lines() {
+        let parts: Vec<&str> = line.split('|').collect();
+        if parts.get(1) != Some(&"primes-indexed") || parts.get(2) != Some(&"Succeeded") {
+            continue;
+        }
+        let log = k(&["logs", "-n", "hello", parts[0]]);
+        // "index 3: 7863 primes in [300000, 400000)"
+        let parsed = log.trim().strip_prefix("index ").and_then(|r| {
+            let (i, r) = r.split_once(": ")?;
+            let (n, r) = r.split_once(" primes in [")?;
+            let (lo, hi) = r.strip_suffix(')')?.split_once(", ")?;
+            Some((
+                i.parse::<u64>().ok()?,
+                n.parse::<u64>().ok()?,
+                lo.parse::<u64>().ok()?,
+                hi.parse::<u64>().ok()?,
+            ))
+        });
+        slices.push(parsed.unwrap_or_else(|| panic!("pod {}: unexpected log {log:?}", parts[0])));
+    }
+    slices.sort();
+    let indexes: Vec<u64> = slices.iter().map(|s| s.0).collect();
+    assert_eq!(
+        indexes,
+        (0..10).collect::<Vec<_>>(),
+        "every index once: {slices:?}"
+    );
+    for (i, _, lo, hi) in &slices {
+        assert_eq!((*lo, *hi), (i * 100_000, (i + 1) * 100_000), "{slices:?}");
+    }
+    assert_eq!(
+        slices.iter().map(|s| s.1).sum::<u64>(),
+        78_498,
+        "{slices:?}"
+    );
+
+    // The CronJob: at the next minute its controller creates a Job it owns, named after
+    // the scheduled minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let job = loop {
+        let jobs = k(&[
+            "get",
+            "jobs",
+            "-n",
+            "hello",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}|{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}{\"\\n\"}{end}",
+        ]);
+        let found = jobs.lines().find_map(|l| {
+            let (name, owner) = l.split_once('|')?;
+            (owner == "CronJob/primes-every-minute").then(|| name.to_string())
+        });
+        if let Some(j) = found {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CronJob made no Job: {jobs}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let minutes = job.strip_prefix("primes-every-minute-").unwrap_or("");
+    assert!(
+        !minutes.is_empty() && minutes.bytes().all(|b| b.is_ascii_digit()),
+        "{job}"
+    );
+    k(&[
+        "wait",
+        "-n",
+        "hello",
+        "--for=condition=complete",
+        &format!("job/{job}"),
+        "--timeout=120s",
+    ]);
 }
