@@ -439,7 +439,7 @@ impl PodSim {
                     let ip = status.and_then(|s| s.pod_ip.as_deref()?.parse().ok());
                     let spec =
                         StartSpec::from_pod(pod, uid.to_string(), ip, n.ip, &self.h.opts.finish);
-                    self.schedule_exit(uid, job(Action::Exit(Box::new(spec))));
+                    self.schedule_exit(uid, ns, name, Box::new(spec));
                 }
                 e.stage = Stage::Running;
             }
@@ -466,10 +466,7 @@ impl PodSim {
     }
 
     /// Queue the containers' exit for when their run is over (now, if it already is).
-    fn schedule_exit(self: &Arc<Self>, uid: &str, job: Job) {
-        let Action::Exit(spec) = &job.action else {
-            return;
-        };
+    fn schedule_exit(self: &Arc<Self>, uid: &str, ns: &str, name: &str, spec: Box<StartSpec>) {
         let Some(f) = &spec.finish else { return };
         // From the (re)start the run counts from: the last one this process made, or
         // the pod's start time when it was started before.
@@ -479,6 +476,12 @@ impl PodSim {
             .after
             .saturating_sub(Duration::try_from(ran).unwrap_or_default());
         let (me, uid) = (self.clone(), uid.to_string());
+        let job = Job {
+            ns: ns.to_string(),
+            name: name.to_string(),
+            action: Action::Exit(spec),
+            attempts: 0,
+        };
         tokio::spawn(async move {
             tokio::time::sleep(left).await;
             let running = lock(&me.tracker)
@@ -601,14 +604,7 @@ impl PodSim {
                 {
                     let mut next = spec.clone();
                     next.started_at = Some(Timestamp::now());
-                    self.schedule_exit(
-                        &uid,
-                        Job {
-                            action: Action::Exit(next),
-                            attempts: 0,
-                            ..job
-                        },
-                    );
+                    self.schedule_exit(&uid, &job.ns, &job.name, next);
                 }
             }
             (Ok(()), Action::Exit(spec)) => {
@@ -617,14 +613,7 @@ impl PodSim {
                     let mut next = spec.clone();
                     next.restarts += 1;
                     next.restarted_at = Some(Timestamp::now());
-                    self.schedule_exit(
-                        &uid,
-                        Job {
-                            action: Action::Exit(next),
-                            attempts: 0,
-                            ..job
-                        },
-                    );
+                    self.schedule_exit(&uid, &job.ns, &job.name, next);
                 }
             }
             (Ok(()), Action::MarkReady(_)) => {
