@@ -15,6 +15,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,6 +107,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, ttl_queue) = (client.clone(), runtime::Queue::new());
+    let ttl_jobs = ttlafterfinished::jobs(&client, ttl_queue.clone());
+    let ttl = supervise("ttl-after-finished", move || {
+        ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
+    });
     let (c, p) = (client.clone(), pods.clone());
     let daemonsets = supervise("daemonset", move || {
         let events = recorder(&c, daemonset::COMPONENT);
@@ -128,7 +134,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         disruption,
         daemonsets,
         nodes,
-        cronjob
+        cronjob,
+        ttl
     );
     Ok(())
 }
