@@ -8,6 +8,7 @@ pub mod controller_ref;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod job;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
@@ -58,6 +59,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
+    let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
@@ -69,6 +72,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             runtime::contain("replicationcontroller", || {
                 replicas::on_pod_change(&rcq, &rcc, &ch)
             });
+            runtime::contain("job", || job::on_pod_change(&jq, &ch));
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -101,6 +105,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let job = supervise("job", move || {
+        let events = recorder(&c, job::COMPONENT);
+        job::run(c.clone(), events, job_queue.clone(), jobs.clone(), p.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -112,7 +121,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         replicationcontroller,
         endpoints,
         disruption,
-        nodes
+        nodes,
+        job
     );
     Ok(())
 }
