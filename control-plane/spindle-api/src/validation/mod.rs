@@ -5,6 +5,7 @@
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
+mod job;
 mod pod;
 mod pod_log;
 mod policy;
@@ -13,6 +14,7 @@ mod service;
 mod tests;
 mod workload;
 
+pub(crate) use job::{validate_job, validate_job_update};
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
