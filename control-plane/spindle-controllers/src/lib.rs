@@ -108,7 +108,13 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (c, p) = (client.clone(), pods.clone());
     let job = supervise("job", move || {
         let events = recorder(&c, job::COMPONENT);
-        job::run(c.clone(), events, job_queue.clone(), jobs.clone(), p.clone())
+        job::run(
+            c.clone(),
+            events,
+            job_queue.clone(),
+            jobs.clone(),
+            p.clone(),
+        )
     });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {

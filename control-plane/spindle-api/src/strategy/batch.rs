@@ -147,9 +147,7 @@ fn job_defaults(obj: &mut Value) {
             labels.entry(k).or_insert_with(|| json!(v));
         }
     }
-    if let Some(ml) =
-        obj_mut_map(spec, "selector").and_then(|s| obj_mut_map(s, "matchLabels"))
-    {
+    if let Some(ml) = obj_mut_map(spec, "selector").and_then(|s| obj_mut_map(s, "matchLabels")) {
         ml.insert(UID_LABEL.into(), json!(uid));
     }
 }

@@ -11,7 +11,10 @@ const MAX_INDEXED: i64 = 100_000;
 const UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 fn nonnegative(spec: &Value, field: &str, path: &str, errs: &mut Vec<FieldError>) {
-    if let Some(v) = spec.get(field).filter(|v| v.as_i64().is_some_and(|n| n < 0)) {
+    if let Some(v) = spec
+        .get(field)
+        .filter(|v| v.as_i64().is_some_and(|n| n < 0))
+    {
         errs.push(FieldError::invalid(
             &format!("{path}.{field}"),
             v,
@@ -60,7 +63,10 @@ pub(crate) fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldEr
                 ));
             }
             for f in ["completions", "parallelism"] {
-                if let Some(v) = spec.get(f).filter(|v| v.as_i64().is_some_and(|n| n > MAX_INDEXED)) {
+                if let Some(v) = spec
+                    .get(f)
+                    .filter(|v| v.as_i64().is_some_and(|n| n > MAX_INDEXED))
+                {
                     errs.push(FieldError::invalid(
                         &format!("{path}.{f}"),
                         v,
@@ -114,7 +120,11 @@ pub(crate) fn validate_job(obj: &Value, errs: &mut Vec<FieldError>) {
     let generated = json!({ UID_LABEL: uid });
     if let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) {
         if Matcher::try_from_json(Some(sel)).is_ok_and(|m| !m.matches_json(Some(&generated))) {
-            errs.push(FieldError::invalid("spec.selector", sel, "`selector` not auto-generated"));
+            errs.push(FieldError::invalid(
+                "spec.selector",
+                sel,
+                "`selector` not auto-generated",
+            ));
         }
     }
 }
@@ -143,7 +153,14 @@ pub(crate) fn validate_job_update(old: &Value, new: &Value, errs: &mut Vec<Field
         if unstarted {
             for p in ["/metadata", "/spec"] {
                 if let Some(m) = t.pointer_mut(p).and_then(Value::as_object_mut) {
-                    for k in ["labels", "annotations", "nodeSelector", "tolerations", "affinity", "schedulingGates"] {
+                    for k in [
+                        "labels",
+                        "annotations",
+                        "nodeSelector",
+                        "tolerations",
+                        "affinity",
+                        "schedulingGates",
+                    ] {
                         if p == "/metadata" || !matches!(k, "labels" | "annotations") {
                             m.remove(k);
                         }
@@ -231,7 +248,8 @@ mod tests {
         let q = job(json!({"parallelism": 3}));
         assert!(q["spec"].get("completions").is_none());
         // With a per-index limit the global one is unlimited.
-        let per = job(json!({"completionMode": "Indexed", "completions": 3, "backoffLimitPerIndex": 1}));
+        let per =
+            job(json!({"completionMode": "Indexed", "completions": 3, "backoffLimitPerIndex": 1}));
         assert_eq!(per["spec"]["backoffLimit"], json!(i32::MAX));
     }
 
@@ -260,10 +278,12 @@ mod tests {
         assert!(errors(&manual).is_empty());
         // Not manual: a selector naming another uid is refused.
         let mut other = job(json!({}));
-        other["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] = json!("u-2");
+        other["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] =
+            json!("u-2");
         assert!(errors(&other)
             .iter()
-            .any(|e| e.starts_with("spec.selector: Invalid value") && e.ends_with("`selector` not auto-generated")));
+            .any(|e| e.starts_with("spec.selector: Invalid value")
+                && e.ends_with("`selector` not auto-generated")));
         let mut bad_restart = job(json!({}));
         bad_restart["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
         assert_eq!(
@@ -279,7 +299,10 @@ mod tests {
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("other");
         let errs = update_errors(&old, &new);
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("spec.template: Invalid value") && errs[0].ends_with("field is immutable"));
+        assert!(
+            errs[0].starts_with("spec.template: Invalid value")
+                && errs[0].ends_with("field is immutable")
+        );
         let mut placed = old.clone();
         placed["spec"]["template"]["spec"]["nodeSelector"] = json!({"zone": "a"});
         assert_eq!(update_errors(&old, &placed).len(), 1);
@@ -293,7 +316,10 @@ mod tests {
         assert_eq!(update_errors(&suspended, &placed).len(), 1);
         let mut more = old.clone();
         more["spec"]["completions"] = json!(5);
-        assert_eq!(update_errors(&old, &more), ["spec.completions: Invalid value: 5: field is immutable"]);
+        assert_eq!(
+            update_errors(&old, &more),
+            ["spec.completions: Invalid value: 5: field is immutable"]
+        );
         let mut fewer = old.clone();
         fewer["spec"]["parallelism"] = json!(0);
         fewer["spec"]["suspend"] = json!(true);

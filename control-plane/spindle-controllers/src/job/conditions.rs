@@ -103,11 +103,35 @@ mod tests {
     fn a_false_condition_is_never_added_only_updated() {
         let mut s = JobStatus::default();
         let now = Timestamp::now();
-        assert!(!ensure(&mut s, SUSPENDED, "False", ("JobResumed", "Job resumed"), now));
+        assert!(!ensure(
+            &mut s,
+            SUSPENDED,
+            "False",
+            ("JobResumed", "Job resumed"),
+            now
+        ));
         assert!(find(&s, SUSPENDED).is_none());
-        assert!(ensure(&mut s, SUSPENDED, "True", ("JobSuspended", "Job suspended"), now));
-        assert!(!ensure(&mut s, SUSPENDED, "True", ("JobSuspended", "Job suspended"), now));
-        assert!(ensure(&mut s, SUSPENDED, "False", ("JobResumed", "Job resumed"), now));
+        assert!(ensure(
+            &mut s,
+            SUSPENDED,
+            "True",
+            ("JobSuspended", "Job suspended"),
+            now
+        ));
+        assert!(!ensure(
+            &mut s,
+            SUSPENDED,
+            "True",
+            ("JobSuspended", "Job suspended"),
+            now
+        ));
+        assert!(ensure(
+            &mut s,
+            SUSPENDED,
+            "False",
+            ("JobResumed", "Job resumed"),
+            now
+        ));
         assert!(!is_true(&s, SUSPENDED));
         assert!(!is_finished(&s));
         assert!(ensure(&mut s, FAILED, "True", BACKOFF_LIMIT, now));

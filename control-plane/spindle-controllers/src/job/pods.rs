@@ -78,7 +78,12 @@ pub async fn create(client: &Client, ns: &str, pods: Vec<Pod>) -> Vec<(String, k
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     futures::stream::iter(pods.into_iter().map(|pod| {
         let api = api.clone();
-        async move { (pod.name_any(), api.create(&PostParams::default(), &pod).await) }
+        async move {
+            (
+                pod.name_any(),
+                api.create(&PostParams::default(), &pod).await,
+            )
+        }
     }))
     .buffer_unordered(WRITE_CONCURRENCY)
     .collect()
@@ -88,14 +93,10 @@ pub async fn create(client: &Client, ns: &str, pods: Vec<Pod>) -> Vec<(String, k
 /// Remove the tracking finalizer from each pod (a strategic merge patch that deletes
 /// just that entry, as Kubernetes' controller sends). Returns the uids it is gone from
 /// (a pod already gone counts) and the first error.
-pub async fn unfinalize(
-    client: &Client,
-    pods: &[Arc<Pod>],
-) -> (Vec<String>, Option<kube::Error>) {
+pub async fn unfinalize(client: &Client, pods: &[Arc<Pod>]) -> (Vec<String>, Option<kube::Error>) {
     let results: Vec<(String, kube::Result<()>)> =
         futures::stream::iter(pods.to_vec().into_iter().map(|p| {
-            let api: Api<Pod> =
-                Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
+            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
             let (name, uid) = (p.name_any(), p.uid().unwrap_or_default());
             async move {
                 let patch = json!({"metadata": {
@@ -134,8 +135,7 @@ pub async fn delete(client: &Client, pods: &[Arc<Pod>]) -> (Vec<String>, Option<
     let (_, mut failed) = unfinalize(client, pods).await;
     let results: Vec<(String, kube::Result<()>)> =
         futures::stream::iter(pods.to_vec().into_iter().map(|p| {
-            let api: Api<Pod> =
-                Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
+            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
             let name = p.name_any();
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {

@@ -56,9 +56,8 @@ impl Memory {
             c.retain(|n, (_, at)| !names.contains(n) && at.elapsed() < TTL);
         }
         // Entries of other Jobs' pods are not `present` here and stay until their TTL.
-        st.removed.retain(|u, at| {
-            !(present.contains(u) && !held.contains(u)) && at.elapsed() < TTL
-        });
+        st.removed
+            .retain(|u, at| !(present.contains(u) && !held.contains(u)) && at.elapsed() < TTL);
         st.deletes
             .retain(|u, at| !marked.contains(u) && at.elapsed() < TTL);
     }

@@ -33,7 +33,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(client: Client, recorder: Recorder, jobs: Arc<Cache<Job>>, pods: Arc<Cache<Pod>>) -> Ctx {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        jobs: Arc<Cache<Job>>,
+        pods: Arc<Cache<Pod>>,
+    ) -> Ctx {
         Ctx {
             client,
             recorder,
@@ -106,7 +111,12 @@ pub async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
 /// Pods whose controlling ownerReference names a Job of this name that is gone (or was
 /// replaced by a new one of the same name) keep no finalizer: the garbage collector
 /// removes them, and nothing is left to count them.
-async fn release_orphans(ctx: &Ctx, ns: &str, name: &str, uid: Option<String>) -> anyhow::Result<()> {
+async fn release_orphans(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    uid: Option<String>,
+) -> anyhow::Result<()> {
     let orphans: Vec<Arc<Pod>> = ctx
         .pods
         .by_index(&format!("ns/{ns}"))
@@ -190,9 +200,13 @@ impl<'a> Pass<'a> {
         let uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
         let succeeded = match indexed {
             Some(_) => tally.completed.len() as i32,
-            None => status.succeeded.unwrap_or(0) + uncounted.succeeded.as_ref().map_or(0, Vec::len) as i32,
+            None => {
+                status.succeeded.unwrap_or(0)
+                    + uncounted.succeeded.as_ref().map_or(0, Vec::len) as i32
+            }
         };
-        let mut failed = status.failed.unwrap_or(0) + uncounted.failed.as_ref().map_or(0, Vec::len) as i32;
+        let mut failed =
+            status.failed.unwrap_or(0) + uncounted.failed.as_ref().map_or(0, Vec::len) as i32;
         let template_spec = spec.template.spec.clone().unwrap_or_default();
         if template_spec.restart_policy.as_deref() == Some("OnFailure") {
             // Restarts in place are failures too (kube's pastBackoffLimitOnFailure).
@@ -202,12 +216,34 @@ impl<'a> Pass<'a> {
 
         // Suspension and the clock of activeDeadlineSeconds.
         if suspended {
-            if cond::ensure(&mut status, cond::SUSPENDED, "True", ("JobSuspended", "Job suspended"), self.now) {
-                self.ctx.publish(&self.oref, EventType::Normal, "Suspended", "Job suspended".into());
+            if cond::ensure(
+                &mut status,
+                cond::SUSPENDED,
+                "True",
+                ("JobSuspended", "Job suspended"),
+                self.now,
+            ) {
+                self.ctx.publish(
+                    &self.oref,
+                    EventType::Normal,
+                    "Suspended",
+                    "Job suspended".into(),
+                );
             }
         } else {
-            if cond::ensure(&mut status, cond::SUSPENDED, "False", ("JobResumed", "Job resumed"), self.now) {
-                self.ctx.publish(&self.oref, EventType::Normal, "Resumed", "Job resumed".into());
+            if cond::ensure(
+                &mut status,
+                cond::SUSPENDED,
+                "False",
+                ("JobResumed", "Job resumed"),
+                self.now,
+            ) {
+                self.ctx.publish(
+                    &self.oref,
+                    EventType::Normal,
+                    "Resumed",
+                    "Job resumed".into(),
+                );
                 // The deadline counts the time the Job is continuously active.
                 status.start_time = Some(Time(self.now));
             }
@@ -217,15 +253,29 @@ impl<'a> Pass<'a> {
         }
 
         // Whether the Job is ending, and how.
-        let mut ending = if let Some(c) = cond::find(&status, cond::FAILURE_TARGET).filter(|c| c.status == "True") {
-            Some((FAILED, c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        let mut ending = if let Some(c) =
+            cond::find(&status, cond::FAILURE_TARGET).filter(|c| c.status == "True")
+        {
+            Some((
+                FAILED,
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            ))
         } else if cond::is_true(&status, cond::SUCCESS_CRITERIA_MET) {
-            Some((COMPLETE, cond::COMPLETIONS_REACHED.0.into(), cond::COMPLETIONS_REACHED.1.into()))
+            Some((
+                COMPLETE,
+                cond::COMPLETIONS_REACHED.0.into(),
+                cond::COMPLETIONS_REACHED.1.into(),
+            ))
         } else {
             None
         };
         if ending.is_none() {
-            let deadline = if suspended { None } else { cond::deadline(&self.job, status.start_time.as_ref(), self.now) };
+            let deadline = if suspended {
+                None
+            } else {
+                cond::deadline(&self.job, status.start_time.as_ref(), self.now)
+            };
             let target = if failed > spec.backoff_limit.unwrap_or(6) {
                 Some((cond::FAILURE_TARGET, cond::BACKOFF_LIMIT))
             } else if matches!(deadline, Some(Ok(()))) {
@@ -240,7 +290,11 @@ impl<'a> Pass<'a> {
             };
             if let Some((ty, why)) = target {
                 cond::ensure(&mut status, ty, "True", why, self.now);
-                let terminal = if ty == cond::FAILURE_TARGET { FAILED } else { COMPLETE };
+                let terminal = if ty == cond::FAILURE_TARGET {
+                    FAILED
+                } else {
+                    COMPLETE
+                };
                 ending = Some((terminal, why.0.into(), why.1.into()));
             }
         }
@@ -251,7 +305,9 @@ impl<'a> Pass<'a> {
             self.delete(&active).await;
             active.clear();
         } else {
-            let (made, stopped) = self.manage(&spec, indexed, &tally.completed, succeeded, &active).await;
+            let (made, stopped) = self
+                .manage(&spec, indexed, &tally.completed, succeeded, &active)
+                .await;
             created = made;
             active.retain(|p| !stopped.contains(&p.name_any()));
         }
@@ -259,7 +315,10 @@ impl<'a> Pass<'a> {
         let terminating = self
             .owned
             .iter()
-            .filter(|p| is_terminating(p) || (is_active(p) && p.uid().is_some_and(|u| deleting.contains(&u))))
+            .filter(|p| {
+                is_terminating(p)
+                    || (is_active(p) && p.uid().is_some_and(|u| deleting.contains(&u)))
+            })
             .count() as i32;
         let pending = self.ctx.memory.pending_creates(self.key).len() as i32;
         status.active = Some(active.len() as i32 + pending.max(created));
@@ -277,7 +336,8 @@ impl<'a> Pass<'a> {
         }
         let removed = self.ctx.memory.removed();
         tracking::settle(&mut status, &self.owned, &removed);
-        let idle = status.active == Some(0) && terminating == 0 && tracking::uncounted_len(&status) == 0;
+        let idle =
+            status.active == Some(0) && terminating == 0 && tracking::uncounted_len(&status) == 0;
         let mut finished = None;
         if let (Some((ty, reason, message)), true) = (&ending, idle) {
             cond::ensure(&mut status, ty, "True", (reason, message), self.now);
@@ -288,8 +348,16 @@ impl<'a> Pass<'a> {
         }
         self.store(status).await?;
         match finished {
-            Some((COMPLETE, _, _)) => self.ctx.publish(&self.oref, EventType::Normal, "Completed", "Job completed".into()),
-            Some((_, reason, message)) => self.ctx.publish(&self.oref, EventType::Warning, &reason, message),
+            Some((COMPLETE, _, _)) => self.ctx.publish(
+                &self.oref,
+                EventType::Normal,
+                "Completed",
+                "Job completed".into(),
+            ),
+            Some((_, reason, message)) => {
+                self.ctx
+                    .publish(&self.oref, EventType::Warning, &reason, message)
+            }
             None => {}
         }
         if let Some(e) = self.error {
@@ -332,7 +400,10 @@ impl<'a> Pass<'a> {
                 }
                 keep
             });
-            let busy: HashSet<i32> = seen.into_iter().chain(pending.iter().flatten().copied()).collect();
+            let busy: HashSet<i32> = seen
+                .into_iter()
+                .chain(pending.iter().flatten().copied())
+                .collect();
             let room = (want - running.len() as i32 - pending.len() as i32).max(0) as usize;
             to_make = (0..n)
                 .filter(|i| !completed.contains(i) && !busy.contains(i))
@@ -348,7 +419,12 @@ impl<'a> Pass<'a> {
         let excess = running.len() as i32 + pending.len() as i32 - want;
         if excess > 0 && pending.is_empty() {
             // Stop the pods that matter least: not yet ready, then the newest.
-            running.sort_by_key(|p| (is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone())));
+            running.sort_by_key(|p| {
+                (
+                    is_ready(p),
+                    std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
+                )
+            });
             stop.extend(running.into_iter().take(excess as usize));
         }
         let stopped: HashSet<String> = stop.iter().map(|p| p.name_any()).collect();
@@ -379,17 +455,30 @@ impl<'a> Pass<'a> {
             })
             .collect();
         self.ctx.memory.expect_creates(self.key, &named);
-        let built = named.iter().map(|(n, i)| pods::build(&self.job, n, *i)).collect();
+        let built = named
+            .iter()
+            .map(|(n, i)| pods::build(&self.job, n, *i))
+            .collect();
         let mut made = 0;
         for (name, r) in pods::create(&self.ctx.client, self.ns, built).await {
             match r {
                 Ok(_) => {
                     made += 1;
-                    self.ctx.publish(&self.oref, EventType::Normal, "SuccessfulCreate", format!("Created pod: {name}"));
+                    self.ctx.publish(
+                        &self.oref,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    );
                 }
                 Err(e) => {
                     self.ctx.memory.create_failed(self.key, &name);
-                    self.ctx.publish(&self.oref, EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
+                    self.ctx.publish(
+                        &self.oref,
+                        EventType::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {e}"),
+                    );
                     self.error = Some(e);
                 }
             }
@@ -401,10 +490,17 @@ impl<'a> Pass<'a> {
         if victims.is_empty() {
             return;
         }
-        self.ctx.memory.deleted(victims.iter().filter_map(|p| p.uid()));
+        self.ctx
+            .memory
+            .deleted(victims.iter().filter_map(|p| p.uid()));
         let (done, err) = pods::delete(&self.ctx.client, victims).await;
         for name in done {
-            self.ctx.publish(&self.oref, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {name}"));
+            self.ctx.publish(
+                &self.oref,
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+            );
         }
         if let Some(e) = err {
             self.error = Some(e);
@@ -422,8 +518,13 @@ impl<'a> Pass<'a> {
         let mut job = (*self.job).clone();
         job.status = Some(status);
         let api: Api<Job> = Api::namespaced(self.ctx.client.clone(), self.ns);
-        let stored = Arc::new(api.replace_status(&job.name_any(), &PostParams::default(), &job).await?);
-        self.ctx.written().insert(self.key.to_string(), stored.clone());
+        let stored = Arc::new(
+            api.replace_status(&job.name_any(), &PostParams::default(), &job)
+                .await?,
+        );
+        self.ctx
+            .written()
+            .insert(self.key.to_string(), stored.clone());
         self.job = stored;
         Ok(())
     }

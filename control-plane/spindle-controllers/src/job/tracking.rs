@@ -206,7 +206,10 @@ mod tests {
         };
         // Restart before any finalizer went: the same pods, nothing added twice.
         let again = tally(&stored, None, &pods, &none);
-        assert_eq!(again.uncounted, stored.uncounted_terminated_pods.clone().unwrap());
+        assert_eq!(
+            again.uncounted,
+            stored.uncounted_terminated_pods.clone().unwrap()
+        );
         // Nothing moves while the finalizers are on.
         let mut s = stored.clone();
         assert!(!settle(&mut s, &pods, &none));
@@ -217,10 +220,13 @@ mod tests {
         assert_eq!(counts(&stored), (1, 1, 0));
         // A later pass over a stale cache that still shows the finalizers adds nothing.
         let stale = tally(&stored, None, &pods, &removed);
-        assert_eq!(uncounted_len(&JobStatus {
-            uncounted_terminated_pods: Some(stale.uncounted),
-            ..Default::default()
-        }), 0);
+        assert_eq!(
+            uncounted_len(&JobStatus {
+                uncounted_terminated_pods: Some(stale.uncounted),
+                ..Default::default()
+            }),
+            0
+        );
         // After a restart the cache shows the pods without finalizers: counted already.
         let fresh = vec![
             pod("a", "Succeeded", false, None),
