@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod controller_ref;
+pub mod cronjob;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -116,6 +117,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let c = client.clone();
+    let cronjob = supervise("cronjob", move || {
+        cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -128,7 +133,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         endpoints,
         disruption,
         nodes,
-        job
+        job,
+        cronjob
     );
     Ok(())
 }

@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 use super::{empty_status, selector_immutable, Strategy};
 use crate::defaults::{default_pod_spec, default_template, obj_mut, obj_mut_map, set_default};
 use crate::validation::{
-    str_at, validate_job, validate_job_update, validate_pod_spec, validate_workload, FieldError,
+    str_at, validate_cron_job, validate_job, validate_job_update, validate_pod_spec,
+    validate_workload, FieldError,
 };
 
 const JOB_RESTART: &[&str] = &["OnFailure", "Never"];
@@ -67,9 +68,7 @@ impl Strategy for CronJobs {
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-        if str_at(obj, "spec.schedule").is_none() {
-            errs.push(FieldError::required("spec.schedule"));
-        }
+        validate_cron_job(obj, errs);
         match obj.pointer("/spec/jobTemplate/spec/template/spec") {
             Some(s) => {
                 validate_pod_spec(s, "spec.jobTemplate.spec.template.spec", errs, JOB_RESTART)

@@ -5,6 +5,7 @@
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
+mod cron_job;
 mod job;
 mod pod;
 mod pod_log;
@@ -14,6 +15,7 @@ mod service;
 mod tests;
 mod workload;
 
+pub(crate) use cron_job::validate_cron_job;
 pub(crate) use job::{validate_job, validate_job_update};
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
