@@ -90,14 +90,23 @@ pub async fn create(client: &Client, ns: &str, pods: Vec<Pod>) -> Vec<(String, k
     .await
 }
 
+/// (namespace, name, uid) of each pod, owned, for the concurrent writes.
+fn targets(pods: &[Arc<Pod>]) -> Vec<(String, String, String)> {
+    pods.iter()
+        .map(|p| {
+            let ns = p.namespace().unwrap_or_default();
+            (ns, p.name_any(), p.uid().unwrap_or_default())
+        })
+        .collect()
+}
+
 /// Remove the tracking finalizer from each pod (a strategic merge patch that deletes
 /// just that entry, as Kubernetes' controller sends). Returns the uids it is gone from
 /// (a pod already gone counts) and the first error.
 pub async fn unfinalize(client: &Client, pods: &[Arc<Pod>]) -> (Vec<String>, Option<kube::Error>) {
     let results: Vec<(String, kube::Result<()>)> =
-        futures::stream::iter(pods.to_vec().into_iter().map(|p| {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
-            let (name, uid) = (p.name_any(), p.uid().unwrap_or_default());
+        futures::stream::iter(targets(pods).into_iter().map(|(ns, name, uid)| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             async move {
                 let patch = json!({"metadata": {
                     "uid": uid,
@@ -134,12 +143,11 @@ pub async fn unfinalize(client: &Client, pods: &[Arc<Pod>]) -> (Vec<String>, Opt
 pub async fn delete(client: &Client, pods: &[Arc<Pod>]) -> (Vec<String>, Option<kube::Error>) {
     let (_, mut failed) = unfinalize(client, pods).await;
     let results: Vec<(String, kube::Result<()>)> =
-        futures::stream::iter(pods.to_vec().into_iter().map(|p| {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
-            let name = p.name_any();
+        futures::stream::iter(targets(pods).into_iter().map(|(ns, name, uid)| {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
-                    uid: p.uid(),
+                    uid: Some(uid),
                     resource_version: None,
                 }),
                 ..DeleteParams::background()

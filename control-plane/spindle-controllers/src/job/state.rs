@@ -57,7 +57,7 @@ impl Memory {
         }
         // Entries of other Jobs' pods are not `present` here and stay until their TTL.
         st.removed
-            .retain(|u, at| !(present.contains(u) && !held.contains(u)) && at.elapsed() < TTL);
+            .retain(|u, at| (held.contains(u) || !present.contains(u)) && at.elapsed() < TTL);
         st.deletes
             .retain(|u, at| !marked.contains(u) && at.elapsed() < TTL);
     }
