@@ -377,6 +377,14 @@ impl Registry {
                     ..NONE
                 },
             ),
+            entry::<apps::v1::ControllerRevision>(
+                "controllerrevision",
+                true,
+                Opts {
+                    strategy: &strategy::ControllerRevisions,
+                    ..NONE
+                },
+            ),
             entry::<apps::v1::StatefulSet>(
                 "statefulset",
                 true,

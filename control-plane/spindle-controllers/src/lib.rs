@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod controller_ref;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -52,6 +53,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let rc_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ds_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let services = endpoints::services(&client, ep_queue.clone());
     let budgets = disruption::budgets(&client, pdb_queue.clone());
     let rss = replicas::owners::<ReplicaSet>(&client, rs_queue.clone());
@@ -60,6 +62,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
+    let dsq = ds_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
@@ -69,6 +72,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         move |ch| {
             runtime::contain("endpoints", || endpoints::on_pod_change(&eq, &svcs, &ch));
             runtime::contain("disruption", || disruption::on_pod_change(&dq, &pdbs, &ch));
+            runtime::contain("daemonset", || daemonset::on_pod_change(&dsq, &ch));
             runtime::contain("replicaset", || replicas::on_pod_change(&rsq, &rsc, &ch));
             runtime::contain("replicationcontroller", || {
                 replicas::on_pod_change(&rcq, &rcc, &ch)
@@ -107,6 +111,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         )
     });
     let (c, p) = (client.clone(), pods.clone());
+    let daemonsets = supervise("daemonset", move || {
+        let events = recorder(&c, daemonset::COMPONENT);
+        daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
+    });
+    let (c, p) = (client.clone(), pods.clone());
     let job = supervise("job", move || {
         let events = recorder(&c, job::COMPONENT);
         job::run(
@@ -132,6 +141,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         replicationcontroller,
         endpoints,
         disruption,
+        daemonsets,
         nodes,
         job,
         cronjob

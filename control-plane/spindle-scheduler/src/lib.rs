@@ -12,6 +12,7 @@
 
 mod algorithm;
 mod cache;
+mod fit;
 mod model;
 mod queue;
 
@@ -27,6 +28,8 @@ use kube::{Api, Client};
 use spindle_meta::events::{EventType, Recorder};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
+
+pub use crate::fit::{NodeFit, PodFit};
 
 use crate::cache::Cache;
 use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};

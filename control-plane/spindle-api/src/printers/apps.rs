@@ -138,6 +138,39 @@ pub(super) static DAEMON_SET: Printer = Printer::new(&[
     SELECTOR,
 ]);
 
+/// kube's ControllerRevision table: the owner as `daemonset.apps/name`, and the number.
+pub(super) static CONTROLLER_REVISION: Printer = Printer::new(&[
+    NAME,
+    col(
+        "Controller",
+        "string",
+        "Controller of the object",
+        |o, _| controller_of(o).into(),
+    ),
+    int("Revision", "Revision of the ControllerRevision", |o, _| {
+        o.int(&["revision"]).into()
+    }),
+    AGE,
+]);
+
+fn controller_of(o: Obj<'_>) -> String {
+    let owner = o
+        .list(&["metadata", "ownerReferences"])
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true));
+    let Some(owner) = owner else {
+        return "<none>".into();
+    };
+    let (o, s) = (Obj(owner), |v: &str| v.to_string());
+    let group = o.str_(&["apiVersion"]).rsplit_once('/').map(|(g, _)| s(g));
+    let kind = o.str_(&["kind"]).to_lowercase();
+    let kind = match group {
+        Some(g) => format!("{kind}.{g}"),
+        None => kind,
+    };
+    format!("{kind}/{}", o.str_(&["name"]))
+}
+
 pub(super) static STATEFUL_SET: Printer = Printer::new(&[
     NAME,
     col(
@@ -157,4 +190,5 @@ printed! {
     core::v1::ReplicationController => REPLICATION_CONTROLLER,
     apps::v1::DaemonSet => DAEMON_SET,
     apps::v1::StatefulSet => STATEFUL_SET,
+    apps::v1::ControllerRevision => CONTROLLER_REVISION,
 }

@@ -24,6 +24,7 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "ReplicationController") => &apps::REPLICATION_CONTROLLER,
         ("apps", "DaemonSet") => &apps::DAEMON_SET,
         ("apps", "StatefulSet") => &apps::STATEFUL_SET,
+        ("apps", "ControllerRevision") => &apps::CONTROLLER_REVISION,
         ("batch", "Job") => &batch::JOB,
         ("batch", "CronJob") => &batch::CRON_JOB,
         ("coordination.k8s.io", "Lease") => &cluster::LEASE,
@@ -65,6 +66,7 @@ const KINDS: &[(&str, &str)] = &[
     ("", "ReplicationController"),
     ("apps", "DaemonSet"),
     ("apps", "StatefulSet"),
+    ("apps", "ControllerRevision"),
     ("batch", "Job"),
     ("batch", "CronJob"),
     ("coordination.k8s.io", "Lease"),
@@ -206,6 +208,18 @@ fn table_realistic_rows() {
         [json!(3), json!(3), json!(2)]
     );
     assert_eq!(row("apps", "DaemonSet")[6], json!("kubernetes.io/os=linux"));
+    let revision = json!({"metadata": {"name": "ds-5d8f", "creationTimestamp": ago(60),
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds",
+            "uid": "u", "controller": true}]}, "revision": 3, "data": {}});
+    assert_eq!(
+        cells("apps", "ControllerRevision", &revision, now()),
+        [
+            json!("ds-5d8f"),
+            json!("daemonset.apps/ds"),
+            json!(3),
+            json!("60s")
+        ]
+    );
     assert_eq!(
         row("apps", "StatefulSet")[3..],
         [json!("web,log"), json!("nginx:1.25,busybox")]

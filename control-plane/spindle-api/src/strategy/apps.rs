@@ -3,9 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{empty_status, selector_immutable, Strategy};
+use super::{reset_status, selector_immutable, Strategy};
 use crate::defaults::{default_template, obj_mut, set_default};
-use crate::validation::{validate_workload, FieldError};
+use crate::validation::{validate_daemon_set, validate_workload, FieldError};
 
 /// A kind that runs pods from a template under a selector: its defaults, the restart
 /// policies its pods may have, and whether the selector must be given (a Job generates
@@ -14,6 +14,9 @@ pub struct Workload {
     defaults: fn(&mut Value),
     restart_policies: &'static [&'static str],
     selector_required: bool,
+    initial_status: fn() -> Value,
+    /// Rules of the kind beyond the workload's.
+    extra_validation: fn(&Value, &mut Vec<FieldError>),
 }
 
 impl Workload {
@@ -26,7 +29,21 @@ impl Workload {
             defaults,
             restart_policies,
             selector_required,
+            initial_status: || json!({}),
+            extra_validation: |_, _| {},
         }
+    }
+
+    /// The status a new object starts with, for kinds whose status has required fields
+    /// that clients insist on decoding (a typed client refuses a DaemonSet without them).
+    const fn with_initial_status(mut self, initial_status: fn() -> Value) -> Workload {
+        self.initial_status = initial_status;
+        self
+    }
+
+    const fn with_validation(mut self, f: fn(&Value, &mut Vec<FieldError>)) -> Workload {
+        self.extra_validation = f;
+        self
     }
 }
 
@@ -38,6 +55,7 @@ impl Strategy for Workload {
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
         validate_workload(obj, errs, self.restart_policies, self.selector_required);
+        (self.extra_validation)(obj, errs);
     }
 
     fn tracks_generation(&self) -> bool {
@@ -45,7 +63,7 @@ impl Strategy for Workload {
     }
 
     fn prepare_for_create(&self, obj: &mut Map<String, Value>) {
-        empty_status(obj);
+        reset_status(obj, (self.initial_status)());
     }
 
     fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
@@ -57,7 +75,9 @@ const ALWAYS: &[&str] = &["Always"];
 
 pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, true);
 pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
-pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true);
+pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true)
+    .with_initial_status(daemon_set_status)
+    .with_validation(validate_daemon_set);
 pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
 
 fn deployment_defaults(obj: &mut Value) {
@@ -92,11 +112,34 @@ fn daemon_set_defaults(obj: &mut Value) {
         return;
     };
     set_default(spec, "revisionHistoryLimit", json!(10));
-    set_default(
-        spec,
-        "updateStrategy",
-        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-    );
+    // Field by field, as kube's SetDefaults_DaemonSet: a strategy that names only
+    // maxSurge still gets maxUnavailable 1.
+    set_default(spec, "updateStrategy", json!({}));
+    let Some(st) = spec
+        .get_mut("updateStrategy")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    set_default(st, "type", json!("RollingUpdate"));
+    if st.get("type") == Some(&json!("RollingUpdate")) {
+        set_default(st, "rollingUpdate", json!({}));
+        if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+            set_default(ru, "maxUnavailable", json!(1));
+            set_default(ru, "maxSurge", json!(0));
+        }
+    }
+}
+
+/// DaemonSetStatus has four integers without `omitempty`: Kubernetes serialises them as
+/// 0 from creation on, and the Python client refuses a DaemonSet that lacks them.
+fn daemon_set_status() -> Value {
+    json!({
+        "currentNumberScheduled": 0,
+        "desiredNumberScheduled": 0,
+        "numberMisscheduled": 0,
+        "numberReady": 0,
+    })
 }
 
 fn stateful_set_defaults(obj: &mut Value) {

@@ -8,6 +8,7 @@
 mod apps;
 mod batch;
 mod config;
+mod controller_revision;
 mod namespace;
 mod node;
 mod plain;
@@ -20,6 +21,7 @@ mod service_account;
 pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
 pub use batch::{CronJobs, JOBS};
 pub use config::{ConfigMaps, Secrets};
+pub use controller_revision::ControllerRevisions;
 pub use namespace::Namespaces;
 pub use node::Nodes;
 pub use plain::Plain;

@@ -6,6 +6,7 @@
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
 mod cron_job;
+mod daemon_set;
 mod job;
 mod pod;
 mod pod_log;
@@ -16,6 +17,7 @@ mod tests;
 mod workload;
 
 pub(crate) use cron_job::validate_cron_job;
+pub(crate) use daemon_set::validate_daemon_set;
 pub(crate) use job::{validate_job, validate_job_update};
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
