@@ -235,12 +235,6 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         &["sleep", "600"],
     ));
     c.apply(&job(
-        "paused",
-        &image,
-        "  completions: 4\n  parallelism: 1",
-        &["sleep", "1"],
-    ));
-    c.apply(&job(
         "doomed",
         &image,
         "  parallelism: 2\n  completions: 2",
@@ -363,7 +357,14 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         assert_eq!(c.ok(k, &["logs", &format!("job/{name}")]), "hello\n");
     }
 
-    // Suspend after the first success, resume: the count goes on where it was.
+    // Suspend after the first success, resume: the count goes on where it was. Each
+    // pod runs 3 s, which leaves the time to suspend before the second success.
+    c.apply(&job(
+        "paused",
+        &image,
+        "  completions: 4\n  parallelism: 1",
+        &["sleep", "3"],
+    ));
     wait_until("paused has a success", || {
         job_status(&c, "paused")["succeeded"].as_i64() >= Some(1)
     });
