@@ -63,6 +63,14 @@ struct HollowArgs {
     memory: String,
     #[arg(long, default_value_t = 110)]
     pods: u32,
+    /// How long pods "run" before their containers exit (a Go duration, e.g. 2s or 0s),
+    /// unless the pod's hollow.spindle.dev/run-for annotation says otherwise. Pods with
+    /// restartPolicy Always never finish. Unset: pods run until deleted.
+    #[arg(long, value_parser = parse_duration)]
+    pod_run_for: Option<std::time::Duration>,
+    /// The exit code of those containers, unless hollow.spindle.dev/exit-code says.
+    #[arg(long, default_value_t = 0)]
+    pod_exit_code: i32,
 }
 
 /// Flags the agent has alone and embedded in the server.
@@ -521,6 +529,10 @@ fn main() -> Result<()> {
             cpu: h.cpu,
             memory: h.memory,
             pods: h.pods,
+            finish: spindle_hollow::finish::FinishDefaults {
+                run_for: h.pod_run_for,
+                exit_code: h.pod_exit_code,
+            },
         })),
     }
 }

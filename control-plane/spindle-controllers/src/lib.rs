@@ -16,6 +16,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,6 +111,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, ttl_queue) = (client.clone(), runtime::Queue::new());
+    let ttl_jobs = ttlafterfinished::jobs(&client, ttl_queue.clone());
+    let ttl = supervise("ttl-after-finished", move || {
+        ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
+    });
     let (c, p) = (client.clone(), pods.clone());
     let daemonsets = supervise("daemonset", move || {
         let events = recorder(&c, daemonset::COMPONENT);
@@ -144,7 +150,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         daemonsets,
         nodes,
         job,
-        cronjob
+        cronjob,
+        ttl
     );
     Ok(())
 }

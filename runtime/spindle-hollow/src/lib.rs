@@ -10,6 +10,7 @@
 //! Joining the cluster (URL and k3s-style token) and the Lease and node-condition
 //! heartbeat are spindle-meta's, shared with the real node agent.
 
+pub mod finish;
 mod ipam;
 mod node;
 mod pods;
@@ -38,6 +39,8 @@ pub struct HollowOptions {
     pub cpu: String,
     pub memory: String,
     pub pods: u32,
+    /// How pods without the `hollow.spindle.dev/` annotations finish, if at all.
+    pub finish: finish::FinishDefaults,
 }
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);

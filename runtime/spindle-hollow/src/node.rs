@@ -411,6 +411,7 @@ mod tests {
             cpu: "4".into(),
             memory: "16Gi".into(),
             pods: 110,
+            finish: Default::default(),
         }
     }
 

@@ -26,6 +26,9 @@ use kube::Api;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::finish::{
+    finish_of, finished_status, outcome, restarted_status, Finish, FinishDefaults, Outcome,
+};
 use crate::ipam::Ipam;
 use crate::view::PodView;
 use crate::Hollow;
@@ -46,10 +49,30 @@ pub struct StartSpec {
     pub host_ip: Ipv4Addr,
     /// The scheduler's PodScheduled transition time, kept rather than overwritten.
     pub scheduled_at: Option<Time>,
+    /// When the pod first started (its `status.startTime`), once it has.
+    pub started_at: Option<Timestamp>,
+    /// How its containers end, if they do (see `finish`).
+    pub finish: Option<Finish>,
+    /// Restarts so far (OnFailure pods whose run failed), and when the last one was.
+    pub restarts: i32,
+    pub restarted_at: Option<Timestamp>,
 }
 
 impl StartSpec {
-    pub fn from_pod(pod: &Pod, uid: String, pod_ip: Option<Ipv4Addr>, host_ip: Ipv4Addr) -> Self {
+    /// When the current run of the containers began (`now` if it has not yet).
+    pub fn last_run(&self, now: Timestamp) -> Timestamp {
+        self.restarted_at.or(self.started_at).unwrap_or(now)
+    }
+}
+
+impl StartSpec {
+    pub fn from_pod(
+        pod: &Pod,
+        uid: String,
+        pod_ip: Option<Ipv4Addr>,
+        host_ip: Ipv4Addr,
+        defaults: &FinishDefaults,
+    ) -> Self {
         let pairs = |cs: Option<&Vec<Container>>| -> Vec<(String, String)> {
             cs.into_iter()
                 .flatten()
@@ -72,11 +95,23 @@ impl StartSpec {
                         .find(|c| c.type_ == "PodScheduled" && c.status == "True")
                 })
                 .and_then(|c| c.last_transition_time.clone()),
+            started_at: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0),
+            finish: finish_of(
+                pod.metadata.annotations.as_ref(),
+                spec.and_then(|s| s.restart_policy.as_deref()),
+                defaults,
+            ),
+            restarts: 0,
+            restarted_at: None,
         }
     }
 }
 
-fn container_id(uid: &str, name: &str) -> String {
+pub(crate) fn container_id(uid: &str, name: &str) -> String {
     format!("hollow://{uid}/{name}")
 }
 
@@ -166,6 +201,8 @@ enum Stage {
     /// A start is queued or in flight.
     Starting,
     Running,
+    /// Its containers exited for good (Succeeded or Failed).
+    Finished,
     /// A final delete is queued or in flight.
     Deleting,
 }
@@ -180,6 +217,8 @@ struct Entry {
 #[derive(Debug)]
 enum Action {
     Start(Box<StartSpec>),
+    /// The containers exit as `finish` says (then end or restart).
+    Exit(Box<StartSpec>),
     /// Put Ready back: the conditions list to write.
     MarkReady(Vec<PodCondition>),
     Delete(String),
@@ -325,7 +364,7 @@ impl PodSim {
         }
     }
 
-    fn on_pod(&self, pod: &Pod) {
+    fn on_pod(self: &Arc<Self>, pod: &Pod) {
         let Some(node_name) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
             return;
         };
@@ -373,7 +412,15 @@ impl PodSim {
                     self.enqueue(uid, job(Action::MarkReady(conds)), false);
                 }
             }
-            Some("Running" | "Succeeded" | "Failed") => {
+            Some("Succeeded" | "Failed") => {
+                // Done: its sandbox, and so its address, is given back (the status keeps
+                // showing the address, as a kubelet's does).
+                if let Some(off) = e.ip.take() {
+                    t.ipam[node].release(off);
+                }
+                e.stage = Stage::Finished;
+            }
+            Some("Running") => {
                 // Running already (e.g. started before a restart of this process): keep
                 // its address out of the pool.
                 if e.ip.is_none() {
@@ -385,6 +432,14 @@ impl PodSim {
                         t.ipam[node].mark(off);
                         e.ip = Some(off);
                     }
+                }
+                if e.stage == Stage::New {
+                    // Started by an earlier run of this process: its timer went with it.
+                    let n = &self.h.nodes[node].id;
+                    let ip = status.and_then(|s| s.pod_ip.as_deref()?.parse().ok());
+                    let spec =
+                        StartSpec::from_pod(pod, uid.to_string(), ip, n.ip, &self.h.opts.finish);
+                    self.schedule_exit(uid, job(Action::Exit(Box::new(spec))));
                 }
                 e.stage = Stage::Running;
             }
@@ -401,12 +456,39 @@ impl PodSim {
                 }
                 let n = &self.h.nodes[node].id;
                 let pod_ip = e.ip.map(|off| n.block.addr(off));
-                let spec = StartSpec::from_pod(pod, uid.to_string(), pod_ip, n.ip);
+                let spec =
+                    StartSpec::from_pod(pod, uid.to_string(), pod_ip, n.ip, &self.h.opts.finish);
                 e.stage = Stage::Starting;
                 self.enqueue(uid, job(Action::Start(Box::new(spec))), true);
             }
             _ => {}
         }
+    }
+
+    /// Queue the containers' exit for when their run is over (now, if it already is).
+    fn schedule_exit(self: &Arc<Self>, uid: &str, job: Job) {
+        let Action::Exit(spec) = &job.action else {
+            return;
+        };
+        let Some(f) = &spec.finish else { return };
+        // From the (re)start the run counts from: the last one this process made, or
+        // the pod's start time when it was started before.
+        let now = Timestamp::now();
+        let ran = now.duration_since(spec.last_run(now));
+        let left = f
+            .after
+            .saturating_sub(Duration::try_from(ran).unwrap_or_default());
+        let (me, uid) = (self.clone(), uid.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            let running = lock(&me.tracker)
+                .pods
+                .get(&uid)
+                .is_some_and(|e| e.stage == Stage::Running);
+            if running {
+                me.enqueue(&uid, job, false);
+            }
+        });
     }
 
     /// Queue a job for a pod; `replace` lets it supersede a queued job (a delete beats a
@@ -452,7 +534,33 @@ impl PodSim {
         let stats = &self.h.stats;
         let res = match &job.action {
             Action::Start(spec) => {
-                let patch = json!({ "status": running_status(spec, Timestamp::now()) });
+                let now = Timestamp::now();
+                // A run of no time ends at once: one write, as when a kubelet's first
+                // status sync already sees the containers exited.
+                let status = match &spec.finish {
+                    Some(f) if f.after.is_zero() && outcome(f) == Outcome::Terminal => {
+                        finished_status(spec, f.exit_code, now, now)
+                    }
+                    _ => running_status(spec, now),
+                };
+                let patch = json!({ "status": status });
+                api.patch_status(&job.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            Action::Exit(spec) => {
+                let now = Timestamp::now();
+                let (code, from) = (
+                    spec.finish.as_ref().map_or(0, |f| f.exit_code),
+                    spec.last_run(now),
+                );
+                let status = match spec.finish.as_ref().map(outcome) {
+                    Some(Outcome::Restart) => {
+                        restarted_status(spec, code, spec.restarts + 1, from, now)
+                    }
+                    _ => finished_status(spec, code, from, now),
+                };
+                let patch = json!({ "status": status });
                 api.patch_status(&job.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ())
@@ -478,7 +586,7 @@ impl PodSim {
             }
         };
         match (res, &job.action) {
-            (Ok(()), Action::Start(_)) => {
+            (Ok(()), Action::Start(spec)) => {
                 stats.pods_started.fetch_add(1, Ordering::Relaxed);
                 if let Some(e) = lock(&self.tracker).pods.get_mut(&uid) {
                     if e.stage == Stage::Starting {
@@ -486,6 +594,38 @@ impl PodSim {
                     }
                 }
                 tracing::debug!(pod = %format!("{}/{}", job.ns, job.name), "running");
+                if spec
+                    .finish
+                    .as_ref()
+                    .is_some_and(|f| !f.after.is_zero() || outcome(f) == Outcome::Restart)
+                {
+                    let mut next = spec.clone();
+                    next.started_at = Some(Timestamp::now());
+                    self.schedule_exit(
+                        &uid,
+                        Job {
+                            action: Action::Exit(next),
+                            attempts: 0,
+                            ..job
+                        },
+                    );
+                }
+            }
+            (Ok(()), Action::Exit(spec)) => {
+                tracing::debug!(pod = %format!("{}/{}", job.ns, job.name), "containers exited");
+                if spec.finish.as_ref().map(outcome) == Some(Outcome::Restart) {
+                    let mut next = spec.clone();
+                    next.restarts += 1;
+                    next.restarted_at = Some(Timestamp::now());
+                    self.schedule_exit(
+                        &uid,
+                        Job {
+                            action: Action::Exit(next),
+                            attempts: 0,
+                            ..job
+                        },
+                    );
+                }
             }
             (Ok(()), Action::MarkReady(_)) => {
                 tracing::debug!(pod = %format!("{}/{}", job.ns, job.name), "ready again");
@@ -552,6 +692,7 @@ mod tests {
             "u-1".into(),
             Some(Ipv4Addr::new(10, 128, 0, 2)),
             Ipv4Addr::new(10, 255, 0, 1),
+            &FinishDefaults::default(),
         );
         let now: Timestamp = "2025-01-02T03:04:05Z".parse().unwrap();
         let v = serde_json::to_value(running_status(&spec, now)).unwrap();
@@ -593,7 +734,13 @@ mod tests {
         let now: Timestamp = "2025-01-02T03:04:05Z".parse().unwrap();
         let mut p = pod();
         p.status = Some(running_status(
-            &StartSpec::from_pod(&p, "u".into(), None, Ipv4Addr::new(10, 255, 0, 1)),
+            &StartSpec::from_pod(
+                &p,
+                "u".into(),
+                None,
+                Ipv4Addr::new(10, 255, 0, 1),
+                &FinishDefaults::default(),
+            ),
             now,
         ));
         assert!(ready_again(&p, now).is_none());
@@ -622,7 +769,13 @@ mod tests {
         if let Some(s) = p.spec.as_mut() {
             s.init_containers = None;
         }
-        let spec = StartSpec::from_pod(&p, "u".into(), None, Ipv4Addr::new(10, 255, 0, 1));
+        let spec = StartSpec::from_pod(
+            &p,
+            "u".into(),
+            None,
+            Ipv4Addr::new(10, 255, 0, 1),
+            &FinishDefaults::default(),
+        );
         let v = serde_json::to_value(running_status(&spec, Timestamp::now())).unwrap();
         assert!(v.get("initContainerStatuses").is_none());
         assert!(v.get("podIP").is_none());

@@ -7,6 +7,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSpec, PodStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Deserializer};
 
+/// The annotations a hollow pod is steered by (`crate::finish`).
+const HOLLOW_PREFIX: &str = "hollow.spindle.dev/";
+
 /// A Pod with only identity, the containers' names and images, the node, and the status
 /// phase, address and conditions filled in.
 #[derive(Clone, Debug)]
@@ -60,14 +63,22 @@ fn meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
         uid: Option<String>,
         resource_version: Option<String>,
         deletion_timestamp: Option<Time>,
+        annotations: Option<std::collections::BTreeMap<String, String>>,
     }
     let m = M::deserialize(d)?;
+    // Only the hollow kubelet's own annotations (kubectl's last-applied copy is big).
+    let annotations = m.annotations.map(|a| {
+        a.into_iter()
+            .filter(|(k, _)| k.starts_with(HOLLOW_PREFIX))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
     Ok(ObjectMeta {
         name: m.name,
         namespace: m.namespace,
         uid: m.uid,
         resource_version: m.resource_version,
         deletion_timestamp: m.deletion_timestamp,
+        annotations: annotations.filter(|a| !a.is_empty()),
         ..ObjectMeta::default()
     })
 }
@@ -96,11 +107,13 @@ fn spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodSpec>, D::Error> {
         #[serde(default)]
         containers: Vec<ContainerView>,
         init_containers: Option<Vec<ContainerView>>,
+        restart_policy: Option<String>,
     }
     Ok(Option::<S>::deserialize(d)?.map(|s| PodSpec {
         node_name: s.node_name,
         containers: containers(s.containers),
         init_containers: s.init_containers.map(containers),
+        restart_policy: s.restart_policy,
         ..PodSpec::default()
     }))
 }
@@ -113,11 +126,13 @@ fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodStatus>, D::Error
         #[serde(rename = "podIP")]
         pod_ip: Option<String>,
         conditions: Option<Vec<PodCondition>>,
+        start_time: Option<Time>,
     }
     Ok(Option::<S>::deserialize(d)?.map(|s| PodStatus {
         phase: s.phase,
         pod_ip: s.pod_ip,
         conditions: s.conditions,
+        start_time: s.start_time,
         ..PodStatus::default()
     }))
 }
@@ -132,6 +147,7 @@ mod tests {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
                          "deletionTimestamp": "2026-01-01T00:00:00Z",
+                         "annotations": {"hollow.spindle.dev/run-for": "1s", "other": "x"},
                          "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
             "spec": {"nodeName": "n1", "restartPolicy": "Always",
                      "containers": [{"name": "c", "image": "i:1", "args": ["x"]}],
@@ -146,8 +162,12 @@ mod tests {
         assert_eq!(pod.metadata.uid.as_deref(), Some("u1"));
         assert!(pod.metadata.deletion_timestamp.is_some());
         assert!(pod.metadata.managed_fields.is_none());
+        let kept = pod.metadata.annotations.expect("hollow annotations");
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept["hollow.spindle.dev/run-for"], "1s");
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.node_name.as_deref(), Some("n1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
         assert_eq!(spec.containers[0].image.as_deref(), Some("i:1"));
         assert!(spec.containers[0].args.is_none());
         assert_eq!(spec.init_containers.map(|c| c.len()), Some(1));
