@@ -530,3 +530,68 @@ fn on_delete(c: &Cluster) {
         "{err}"
     );
 }
+
+/// The real agent (with containerd) beside hollow nodes: a Wasm DaemonSet runs on every
+/// node, its pod on the agent really running; a container DaemonSet (runtimeClassName
+/// runc) lands only on the node that has containerd, and is not counted elsewhere.
+#[test]
+fn daemonsets_follow_the_image_kind_on_a_real_agent() {
+    let reg = common::Registry::start();
+    let wasm = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
+    let busybox = reg.push_busybox("tests/busybox:v1");
+    let c = Cluster::with_agent("real-node", &[]);
+    let _nodes = c.hollow_nodes(2, "hollow", &[]);
+    c.wait_for_output(
+        &["get", "nodes", "-o", r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#],
+        "True True True",
+        MINUTE,
+    );
+    let labels = c.ok(
+        K,
+        &[
+            "get",
+            "node",
+            "real-node",
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+    );
+    assert!(
+        labels.contains(r#""runtime.spindle.dev/containerd":"true""#),
+        "the agent needs containerd: {labels}"
+    );
+
+    c.apply(&format!(
+        "{}        args: [\"sleep\", \"3600\"]\n",
+        daemonset("wasm-everywhere", &wasm, "", "")
+    ));
+    wait_settled(&c, "wasm-everywhere", 3, 0);
+    assert_eq!(
+        pod_nodes(&c, "wasm-everywhere"),
+        ["hollow-0", "hollow-1", "real-node"]
+    );
+
+    c.apply(&format!(
+        "{}        command: [\"sleep\", \"3600\"]\n",
+        daemonset(
+            "containers-only",
+            &busybox,
+            "",
+            "      runtimeClassName: runc\n      terminationGracePeriodSeconds: 1\n"
+        )
+    ));
+    wait_settled(&c, "containers-only", 1, 0);
+    assert_eq!(pod_nodes(&c, "containers-only"), ["real-node"]);
+    let phase = c.ok(
+        K,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=containers-only",
+            "-o",
+            "jsonpath={.items[0].status.phase}",
+        ],
+    );
+    assert_eq!(phase.trim(), "Running");
+}
