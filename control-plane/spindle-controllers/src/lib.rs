@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod job;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
@@ -63,6 +64,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let dsq = ds_queue.clone();
+    let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
@@ -75,6 +78,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             runtime::contain("replicationcontroller", || {
                 replicas::on_pod_change(&rcq, &rcc, &ch)
             });
+            runtime::contain("job", || job::on_pod_change(&jq, &ch));
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -117,6 +121,17 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         let events = recorder(&c, daemonset::COMPONENT);
         daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let job = supervise("job", move || {
+        let events = recorder(&c, job::COMPONENT);
+        job::run(
+            c.clone(),
+            events,
+            job_queue.clone(),
+            jobs.clone(),
+            p.clone(),
+        )
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -134,6 +149,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         disruption,
         daemonsets,
         nodes,
+        job,
         cronjob,
         ttl
     );

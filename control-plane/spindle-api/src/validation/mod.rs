@@ -7,6 +7,7 @@
 
 mod cron_job;
 mod daemon_set;
+mod job;
 mod pod;
 mod pod_log;
 mod policy;
@@ -17,6 +18,7 @@ mod workload;
 
 pub(crate) use cron_job::validate_cron_job;
 pub(crate) use daemon_set::validate_daemon_set;
+pub(crate) use job::{validate_job, validate_job_update};
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
