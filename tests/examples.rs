@@ -71,7 +71,6 @@ fn examples_run() {
         c.ok(KUBECTL_DEFAULT, &["logs", "-n", "hello", "primes"]),
         "there are 78498 primes below 1000000\n"
     );
-    indexed_job_and_cronjob(&c);
     let pods = c.ok(
         KUBECTL_DEFAULT,
         &[
@@ -179,6 +178,10 @@ fn examples_run() {
             && body.contains("(14 words):\nContainers and Wasm components share this pod"),
         "{body:?}"
     );
+
+    // Last: the CronJob waits for a minute boundary, and the hello pods' logs above
+    // are checked before their heartbeats start.
+    indexed_job_and_cronjob(&c);
 }
 
 /// The Indexed Job completes, each index having logged its own slice once, the slices
