@@ -29,7 +29,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, PostParams};
 use kube::Api;
-use load::{check_wasmtime_version, find_wasmtime, install_hint, rounds, start_wasmtime};
+use load::{rounds, wasmtime_baseline};
 
 const TARGET_RATIO: f64 = 0.80;
 
@@ -134,28 +134,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (pod, vip) = setup.block_on(serve_deployment(&server.client, &image))?;
 
-    let mut version_note = "";
-    let baseline = match find_wasmtime() {
-        Some(bin) => {
-            if !check_wasmtime_version(&bin) {
-                version_note = "   [wasmtime CLI version differs from the crate's: see above]";
-            }
-            match start_wasmtime(&bin, &wasm) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    println!("baseline missing: {e}; no ratio");
-                    None
-                }
-            }
-        }
-        None => {
-            println!(
-                "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN ({}); no ratio",
-                install_hint()
-            );
-            None
-        }
-    };
+    let (baseline, version_note) = wasmtime_baseline(&wasm);
     let mut sides = vec![("ClusterIP (nftables DNAT)", vip), ("pod IP", pod)];
     if let Some((_, addr)) = &baseline {
         sides.push(("wasmtime serve (baseline)", *addr));

@@ -256,7 +256,7 @@ pub fn install_hint() -> String {
 
 /// Compares the CLI's version with the crate's and says so: a baseline on another wasmtime
 /// release is still printed, but not as a like-for-like comparison.
-pub fn check_wasmtime_version(bin: &Path) -> bool {
+fn check_wasmtime_version(bin: &Path) -> bool {
     let out = Command::new(bin).arg("--version").output();
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -277,7 +277,7 @@ pub fn check_wasmtime_version(bin: &Path) -> bool {
     }
 }
 
-pub fn find_wasmtime() -> Option<PathBuf> {
+fn find_wasmtime() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WASMTIME_BIN") {
         return Some(PathBuf::from(p));
     }
@@ -301,16 +301,33 @@ impl Drop for KillOnDrop {
     }
 }
 
-pub fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr), String> {
-    let version = Command::new(bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("running {}: {e}", bin.display()))?;
-    println!(
-        "baseline: {} ({})",
-        String::from_utf8_lossy(&version.stdout).trim(),
-        bin.display()
-    );
+/// The `wasmtime serve` baseline both HTTP benches compare with: the CLI found, its version
+/// checked against the crate's, the component served. `None` (said on stdout) when there is
+/// no CLI or it does not start; the note marks every ratio when the versions differ.
+pub fn wasmtime_baseline(wasm: &Path) -> (Option<(KillOnDrop, SocketAddr)>, &'static str) {
+    let Some(bin) = find_wasmtime() else {
+        println!(
+            "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN ({}); no ratio",
+            install_hint()
+        );
+        return (None, "");
+    };
+    let note = if check_wasmtime_version(&bin) {
+        ""
+    } else {
+        "   [wasmtime CLI version differs from the crate's: see above]"
+    };
+    match start_wasmtime(&bin, wasm) {
+        Ok(b) => (Some(b), note),
+        Err(e) => {
+            println!("baseline missing: {e}; no ratio");
+            (None, note)
+        }
+    }
+}
+
+fn start_wasmtime(bin: &Path, wasm: &Path) -> Result<(KillOnDrop, SocketAddr), String> {
+    println!("baseline: wasmtime serve ({})", bin.display());
     // Port 0: wasmtime picks a free port itself, read back from its own socket below, so
     // no other process can take the port in between and what answers is this child.
     let child = Command::new(bin)

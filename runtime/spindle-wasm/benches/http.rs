@@ -32,7 +32,7 @@ mod size;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use load::{check_wasmtime_version, find_wasmtime, install_hint, rounds, start_wasmtime};
+use load::{rounds, wasmtime_baseline};
 use sha2::{Digest, Sha256};
 use size::{announce, size};
 use spindle_wasm::{InstanceSpec, OutputSink, RuntimeConfig, WasmRuntime};
@@ -90,28 +90,7 @@ fn main() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut server = rt.serve_http(&program, spec, listener).expect("serve_http");
-    let mut version_note = "";
-    let baseline = match find_wasmtime() {
-        Some(bin) => {
-            if !check_wasmtime_version(&bin) {
-                version_note = "   [wasmtime CLI version differs from the crate's: see above]";
-            }
-            match start_wasmtime(&bin, &wasm) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    println!("baseline missing: {e}; no ratio");
-                    None
-                }
-            }
-        }
-        None => {
-            println!(
-                "baseline missing: no wasmtime CLI on PATH or in $WASMTIME_BIN ({}); no ratio",
-                install_hint()
-            );
-            None
-        }
-    };
+    let (baseline, version_note) = wasmtime_baseline(&wasm);
     let mut sides = vec![("spindle-wasm serve_http", server.local_addr())];
     if let Some((_, addr)) = &baseline {
         sides.push(("wasmtime serve", *addr));
