@@ -123,6 +123,8 @@ struct Reader {
     /// Per stream, records before this position belong to lines cut off
     /// by `tail`.
     skip_before: [Position; 2],
+    /// Where reading the newest file stops when not following.
+    end: Option<u64>,
     scratch: Vec<u8>,
     lines: Lines,
     follow: Option<Follow>,
@@ -167,10 +169,18 @@ impl Reader {
             None => (open_all(&dir, restart).map_err(|e| missing(e, &dir))?, None),
         };
         let mut files: Vec<File> = opened.into_iter().map(|Opened { file, .. }| file).collect();
+        // A read that does not follow shows the log as it was when asked:
+        // the tail is counted up to this length and reading stops there,
+        // so lines written meanwhile do not make `tailLines=2` three lines.
+        let newest_len = match files.last() {
+            Some(file) => file.metadata()?.len(),
+            None => 0,
+        };
+        let end = follow.is_none().then_some(newest_len);
         let mut buf_offset = 0;
         let mut skip_before = [(0, 0); 2];
         if let Some(tail) = opts.tail {
-            let starts = tail_start(&mut files, tail, opts.since)?;
+            let starts = tail_start(&mut files, newest_len, tail, opts.since)?;
             let (first, offset) = starts[0].min(starts[1]);
             files.drain(..first);
             // The scan moved every file's cursor.
@@ -186,6 +196,7 @@ impl Reader {
             buf: Vec::new(),
             buf_offset,
             skip_before,
+            end,
             scratch: vec![0; CHUNK],
             lines: Lines {
                 pending: [None, None],
@@ -218,9 +229,18 @@ impl Reader {
                 // next wait return at once, so no record is slept through.
                 follow.changes.borrow_and_update();
             }
+            let want = match (last, self.end) {
+                (true, Some(end)) => {
+                    let at = self.buf_offset + self.buf.len() as u64;
+                    usize::try_from(end.saturating_sub(at))
+                        .unwrap_or(usize::MAX)
+                        .min(self.scratch.len())
+                }
+                _ => self.scratch.len(),
+            };
             let read = match self.files.front_mut() {
-                Some(file) => file.read(&mut self.scratch)?,
-                None => 0,
+                Some(file) if want > 0 => file.read(&mut self.scratch[..want])?,
+                _ => 0,
             };
             if read > 0 {
                 self.buf.extend_from_slice(&self.scratch[..read]);
@@ -409,6 +429,7 @@ type Position = (usize, u64);
 /// only grow within a run.
 fn tail_start(
     files: &mut [File],
+    newest_len: u64,
     tail: usize,
     since: Option<DateTime<Utc>>,
 ) -> io::Result<[Position; 2]> {
@@ -416,14 +437,18 @@ fn tail_start(
         return Ok([(0, 0); 2]);
     };
     // Nothing taken yet: a stream starts after everything there is now.
-    let mut start = [(newest, files[newest].metadata()?.len()); 2];
+    let mut start = [(newest, newest_len); 2];
     let mut counted = 0;
     // Per stream: a line taken whose beginning is not found yet, and a
     // line not taken (everything before it in that stream is not either).
     let mut open = [false; 2];
     let mut closed = [false; 2];
     for index in (0..files.len()).rev() {
-        let len = files[index].metadata()?.len();
+        let len = if index == newest {
+            newest_len
+        } else {
+            files[index].metadata()?.len()
+        };
         let mut lines = RevLines::new(&mut files[index], len);
         while let Some((offset, line)) = lines.next()? {
             if counted >= tail && !open[0] && !open[1] {
@@ -574,5 +599,48 @@ mod tests {
             rev_lines(&content),
             vec![(3 * CHUNK as u64 + 1, b"y".to_vec()), (0, long)]
         );
+    }
+
+    /// Drains a reader opened before `append` ran.
+    fn read_after(opts: LogOptions, append: impl FnOnce(&Path)) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log =
+            crate::LogWriter::create(dir.path(), 0, crate::Rotation::default()).expect("writer");
+        for i in 0..10 {
+            log.write(crate::Stream::Stdout, format!("line {i}\n").as_bytes());
+        }
+        let mut reader = Reader::open(dir.path().to_path_buf(), 0, opts, None).expect("open");
+        append(&log_path(dir.path(), 0, 0));
+        let mut out = Vec::new();
+        loop {
+            match reader.step().expect("step") {
+                Step::Data(data) => out.extend_from_slice(&data),
+                Step::End => break,
+                Step::Wait => panic!("a reader that does not follow never waits"),
+            }
+        }
+        log.close();
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    fn append_record(path: &Path) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .expect("open log");
+        file.write_all(b"2099-01-01T00:00:00.000000000Z stdout F late\n")
+            .expect("append");
+    }
+
+    #[test]
+    fn a_read_that_does_not_follow_stops_where_the_log_ended() {
+        let tail = LogOptions {
+            tail: Some(2),
+            ..LogOptions::default()
+        };
+        assert_eq!(read_after(tail, append_record), "line 8\nline 9\n");
+        let all = read_after(LogOptions::default(), append_record);
+        assert!(all.ends_with("line 9\n"), "{all:?}");
+        assert_eq!(all.lines().count(), 10, "{all:?}");
     }
 }
