@@ -8,6 +8,7 @@
 mod cron_job;
 mod daemon_set;
 mod job;
+mod job_policy;
 mod persistent_volume;
 mod pod;
 mod pod_log;
