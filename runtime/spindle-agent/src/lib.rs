@@ -166,6 +166,7 @@ pub async fn run(
     let wasm = Arc::new(runtime::WasmContainers::new(&paths.wasm_cache())?);
     let (listener, port) = server::bind(opts.listen).await?;
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
+    let local_path_root = paths.storage();
     let agent = Arc::new(Agent {
         events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name),
         client,
@@ -185,6 +186,7 @@ pub async fn run(
         host_paths: volumes::HostPolicy {
             protected: opts.protected_dirs(),
             allow_privileged: opts.containerd.allow_privileged,
+            local_path_root,
         },
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
