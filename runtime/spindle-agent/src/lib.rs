@@ -27,6 +27,7 @@ pub mod containers;
 pub mod env;
 pub mod exec;
 pub mod lifecycle;
+pub mod local_path;
 pub mod node;
 pub mod paths;
 pub mod podnet;
@@ -216,6 +217,7 @@ pub async fn run(
     tokio::spawn(server::serve(agent.clone(), listener, tls));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let routes = tokio::spawn(routes::run(agent.clone(), stop_rx.clone()));
+    tokio::spawn(local_path::run(agent.clone(), stop_rx.clone()));
     let services = tokio::spawn(services::run(agent.clone(), stop_rx));
     tokio::select! {
         r = pods::run(agent.clone()) => r,

@@ -140,31 +140,45 @@ fn mount_volume(
     )))
 }
 
-/// The local-path volume `name` under `root`, created on first use (mode 0777, as
-/// k3s's provisioner makes them, so a container running as any user can write).
+/// The local-path volume `name` under `root`, mounted at `target`.
 fn local_path(name: &str, target: &Path, root: &Path) -> Result<PathBuf, ConfigError> {
+    let fail = |e: &dyn std::fmt::Display| err(format!("local-path volume {name}: {e}"));
+    let dir = open_local_path(name, root).map_err(|e| fail(&e))?;
+    safe_mount::mount_fd(&dir, target, true).map_err(|e| fail(&e))?;
+    Ok(target.to_path_buf())
+}
+
+/// Make local-path volume `name` under `root` (the provisioner, before its PV exists);
+/// returns its path.
+pub fn make_local_path(name: &str, root: &Path) -> std::io::Result<PathBuf> {
+    open_local_path(name, root)?;
+    Ok(root.join(name))
+}
+
+/// Open, creating it if missing, the directory of local-path volume `name` (mode 0777
+/// when made, as k3s's provisioner makes them, so a container of any user can write).
+/// Never follows a link: the directory is the root's own child or nothing.
+fn open_local_path(name: &str, root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
     // A PV name is a DNS subdomain; refusing anything else keeps it one component.
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(err(format!(
-            "persistentvolume {name:?}: not a valid local-path volume name"
+        return Err(std::io::Error::other(format!(
+            "{name:?} is not a valid local-path volume name"
         )));
     }
-    let fail = |e: &dyn std::fmt::Display| err(format!("local-path volume {name}: {e}"));
-    std::fs::create_dir_all(root).map_err(|e| fail(&e))?;
-    let root_fd = safe_mount::open_root(root).map_err(|e| fail(&e))?;
+    std::fs::create_dir_all(root)?;
+    let root_fd = safe_mount::open_root(root)?;
     let fresh = !root.join(name).exists();
-    let dir = safe_mount::create_dirs(&root_fd, Path::new(name), name).map_err(|e| fail(&e))?;
+    let dir =
+        safe_mount::create_dirs(&root_fd, Path::new(name), name).map_err(std::io::Error::other)?;
     if fresh {
         // Through the descriptor (an O_PATH one, which fchmod refuses): the
         // directory just made, not whatever the name shows by now.
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::PermissionsExt;
         let by_fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        std::fs::set_permissions(by_fd, std::fs::Permissions::from_mode(0o777))
-            .map_err(|e| fail(&e))?;
+        std::fs::set_permissions(by_fd, std::fs::Permissions::from_mode(0o777))?;
     }
-    safe_mount::mount_fd(&dir, target, true).map_err(|e| fail(&e))?;
-    Ok(target.to_path_buf())
+    Ok(dir)
 }
 
 /// Remove local-path volume `name` below `root` (its PersistentVolume was deleted with
