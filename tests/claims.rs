@@ -30,11 +30,13 @@ fn jsonpath(c: &Cluster, args: &[&str], path: &str) -> String {
     let mut all = args.to_vec();
     let p = format!("jsonpath={path}");
     all.extend(["-o", &p]);
-    c.kubectl(KUBECTL_DEFAULT, &all)
-        .status
-        .success()
-        .then(|| c.ok(KUBECTL_DEFAULT, &all))
-        .unwrap_or_default()
+    // Empty while the object does not exist.
+    let out = c.kubectl(KUBECTL_DEFAULT, &all);
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// A pod that runs `args` once with claim `claim` at /data (and whatever `extra`
