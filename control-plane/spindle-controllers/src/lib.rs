@@ -18,6 +18,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
 pub mod ttlafterfinished;
+pub mod volume;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,6 +70,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let ephq = eph_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
+    let volume_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let (volumes, vq) = (
+        volume::caches(&client, volume_queue.clone()),
+        volume_queue.clone(),
+    );
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
         runtime::watch_config(),
@@ -83,6 +89,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             });
             runtime::contain("job", || job::on_pod_change(&jq, &ch));
             runtime::contain("ephemeral-volume", || ephemeral::on_pod_change(&ephq, &ch));
+            runtime::contain("volume", || volume::on_pod_change(&vq, &ch));
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -141,6 +148,17 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         let events = recorder(&c, ephemeral::COMPONENT);
         ephemeral::run(c.clone(), events, eph_queue.clone(), p.clone())
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let binder = supervise("persistentvolume-binder", move || {
+        let events = recorder(&c, volume::COMPONENT);
+        volume::run(
+            c.clone(),
+            events,
+            volume_queue.clone(),
+            volumes.clone(),
+            p.clone(),
+        )
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -161,7 +179,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         job,
         cronjob,
         ttl,
-        ephemeral
+        ephemeral,
+        binder
     );
     Ok(())
 }

@@ -56,6 +56,27 @@ pub fn class_of(obj: &Value) -> &str {
         .unwrap_or("")
 }
 
+fn typed_annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// [`class_of`] for a typed PersistentVolumeClaim.
+pub fn claim_class(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> &str {
+    typed_annotation(&pvc.metadata, BETA_CLASS_ANNOTATION)
+        .or_else(|| pvc.spec.as_ref()?.storage_class_name.as_deref())
+        .unwrap_or("")
+}
+
+/// [`class_of`] for a typed PersistentVolume.
+pub fn volume_class(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> &str {
+    typed_annotation(&pv.metadata, BETA_CLASS_ANNOTATION)
+        .or_else(|| pv.spec.as_ref()?.storage_class_name.as_deref())
+        .unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -34,6 +34,7 @@ pub enum Reason {
     ExistingAntiAffinity,
     PodAntiAffinity,
     PodAffinity,
+    VolumeNodeAffinity,
 }
 
 impl Reason {
@@ -45,6 +46,7 @@ impl Reason {
                 format!("node(s) had untolerated taint {{{key}: {value}}}")
             }
             Reason::NodeAffinity => "node(s) didn't match Pod's node affinity/selector".into(),
+            Reason::VolumeNodeAffinity => "node(s) had volume node affinity conflict".into(),
             Reason::Insufficient(r) => format!("Insufficient {r}"),
             Reason::TooManyPods => "Too many pods".into(),
             Reason::NoContainerRuntime => "node(s) had no container runtime (containerd)".into(),
@@ -155,6 +157,15 @@ pub fn filter(pod: &SchedPod, node: &NodeInfo, usage: &Usage, reasons: &mut Vec<
     }
     if !matches_node_affinity(pod, node) {
         reasons.push(Reason::NodeAffinity);
+        return false;
+    }
+    // VolumeBinding's filter: a bound local volume pins the pod to its node.
+    if !pod
+        .volume_required
+        .iter()
+        .all(|terms| terms.iter().any(|t| t.matches(node)))
+    {
+        reasons.push(Reason::VolumeNodeAffinity);
         return false;
     }
     if pod.needs_containers && node.labels.get(CONTAINERD_LABEL).map(String::as_str) != Some("true")

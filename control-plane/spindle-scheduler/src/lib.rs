@@ -15,6 +15,7 @@ mod cache;
 mod fit;
 mod model;
 mod queue;
+mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +84,12 @@ enum Msg {
     PodInit,
     PodInitApply(PodRecord),
     PodInitDone,
-    BindDone { key: String, ok: bool },
+    BindDone {
+        key: String,
+        ok: bool,
+    },
+    /// A claim, volume or class changed: pods waiting on volumes may fit now.
+    VolumesChanged,
 }
 
 /// Run the scheduler until the process ends.
@@ -165,6 +171,7 @@ struct Scheduler {
     in_flight: usize,
     reports: Arc<Semaphore>,
     events: EventQueue,
+    volumes: volumes::Volumes,
     nodes_synced: bool,
     pods_synced: bool,
     node_buf: Vec<NodeInfo>,
@@ -181,6 +188,7 @@ impl Scheduler {
         use rand::SeedableRng;
         let reports = Arc::new(Semaphore::new(opts.parallel_reports.max(1)));
         let events = EventQueue::start(client.clone());
+        let volumes = volumes::Volumes::start(&client, tx.clone(), || Msg::VolumesChanged);
         Scheduler {
             client,
             opts,
@@ -191,6 +199,7 @@ impl Scheduler {
             in_flight: 0,
             reports,
             events,
+            volumes,
             nodes_synced: false,
             pods_synced: false,
             node_buf: Vec::new(),
@@ -300,6 +309,7 @@ impl Scheduler {
             Msg::PodInit => self.pod_buf.clear(),
             Msg::PodInitApply(rec) => self.pod_buf.push(rec),
             Msg::PodInitDone => self.resync_pods(now),
+            Msg::VolumesChanged => self.queue.cluster_changed(now),
             Msg::BindDone { key, ok } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if ok {
@@ -367,6 +377,21 @@ impl Scheduler {
             let Some((key, pod)) = self.queue.pop(now) else {
                 return;
             };
+            let (pod, delayed) = match self.volumes.check(&pod) {
+                volumes::Check::Fits { required, delayed } => {
+                    (volumes::with_volume_affinity(&pod, required), delayed)
+                }
+                volumes::Check::Unschedulable(reason) => {
+                    let nodes = self.cache.node_count();
+                    self.not_placed(
+                        key,
+                        pod,
+                        format!("0/{nodes} nodes are available: {reason}."),
+                        now,
+                    );
+                    continue;
+                }
+            };
             match self.cache.decide(&pod, &mut self.rng) {
                 Ok(slot) => {
                     let Some(node) = self.cache.node_name(slot).map(str::to_string) else {
@@ -378,6 +403,7 @@ impl Scheduler {
                     self.cache.assume(&key, slot, &pod);
                     self.queue.pod_placed(now);
                     self.in_flight += 1;
+                    let volumes = (!delayed.is_empty()).then(|| (self.volumes.clone(), delayed));
                     tokio::spawn(bind(
                         self.client.clone(),
                         self.tx.clone(),
@@ -385,28 +411,32 @@ impl Scheduler {
                         key,
                         pod,
                         node,
+                        volumes,
                     ));
                 }
-                Err(diagnosis) => {
-                    self.unschedulable += 1;
-                    let message = diagnosis.message();
-                    tracing::debug!(pod = %pod.name, %message, "unschedulable");
-                    if self.queue.unschedulable(&key, &message, now) {
-                        tokio::spawn(report_unschedulable(
-                            self.client.clone(),
-                            self.reports.clone(),
-                            self.events.clone(),
-                            pod,
-                            message,
-                        ));
-                    }
-                }
+                Err(diagnosis) => self.not_placed(key, pod, diagnosis.message(), now),
             }
+        }
+    }
+
+    /// The pod fits nowhere: count it, and report it once per distinct reason.
+    fn not_placed(&mut self, key: String, pod: Arc<SchedPod>, message: String, now: Instant) {
+        self.unschedulable += 1;
+        tracing::debug!(pod = %pod.name, %message, "unschedulable");
+        if self.queue.unschedulable(&key, &message, now) {
+            tokio::spawn(report_unschedulable(
+                self.client.clone(),
+                self.reports.clone(),
+                self.events.clone(),
+                pod,
+                message,
+            ));
         }
     }
 }
 
 /// POST pods/{name}/binding, report the outcome to the loop, then record the event.
+/// Delayed claims are first bound on the node (VolumeBinding's PreBind).
 async fn bind(
     client: Client,
     tx: mpsc::UnboundedSender<Msg>,
@@ -414,7 +444,14 @@ async fn bind(
     key: String,
     pod: Arc<SchedPod>,
     node: String,
+    delayed: Option<(volumes::Volumes, Vec<String>)>,
 ) {
+    if let Some((volumes, claims)) = delayed {
+        if !volumes.bind_delayed(&client, &pod, &claims, &node).await {
+            let _ = tx.send(Msg::BindDone { key, ok: false });
+            return;
+        }
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
     let binding = Binding {
         metadata: ObjectMeta {

@@ -248,7 +248,7 @@ pub struct Term {
 }
 
 impl Term {
-    fn from_api(t: &NodeSelectorTerm) -> Term {
+    pub(crate) fn from_api(t: &NodeSelectorTerm) -> Term {
         let conv = |v: &Option<Vec<NodeSelectorRequirement>>| {
             v.iter()
                 .flatten()
@@ -573,6 +573,11 @@ pub struct SchedPod {
     pub meta: Arc<PodMeta>,
     /// The pod's own pod (anti-)affinity and topology spread constraints, if any.
     pub inter: Option<Box<InterPod>>,
+    /// The PersistentVolumeClaims the pod's volumes name.
+    pub claims: Vec<String>,
+    /// The node affinity of the volumes bound to those claims, each volume's terms
+    /// ORed, all volumes ANDed; filled in for one decision (`volumes.rs`).
+    pub volume_required: Vec<Vec<Term>>,
 }
 
 /// Where a pod is in its life, as far as scheduling cares.
@@ -699,9 +704,26 @@ impl PodRecord {
                 spread_key,
                 meta: Arc::new(pod_meta),
                 inter,
+                claims: pod_claims(pod),
+                volume_required: Vec::new(),
             }),
         }
     }
+}
+
+/// The claims a pod's volumes name: `persistentVolumeClaim` volumes, and the claims of
+/// generic ephemeral volumes (`<pod>-<volume>`).
+fn pod_claims(pod: &Pod) -> Vec<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+    vols.into_iter()
+        .flatten()
+        .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+            (Some(c), _) => Some(c.claim_name.clone()),
+            (None, Some(_)) => Some(format!("{name}-{}", v.name)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

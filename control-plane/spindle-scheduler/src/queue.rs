@@ -288,6 +288,8 @@ mod tests {
             spread_key: None,
             meta: Default::default(),
             inter: None,
+            claims: vec![],
+            volume_required: vec![],
         })
     }
 
