@@ -10,12 +10,14 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod history;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod statefulset;
 pub mod ttlafterfinished;
 
 use std::future::Future;
@@ -64,6 +66,9 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let dsq = ds_queue.clone();
+    let sts_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let (sets, stsq) = (statefulset::sets(&client, sts_queue.clone()), sts_queue.clone());
+    let sts_cache = sets.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
@@ -79,6 +84,9 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
                 replicas::on_pod_change(&rcq, &rcc, &ch)
             });
             runtime::contain("job", || job::on_pod_change(&jq, &ch));
+            runtime::contain("statefulset", || {
+                statefulset::on_pod_change(&stsq, &sts_cache, &ch)
+            });
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -132,6 +140,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let statefulsets = supervise("statefulset", move || {
+        let events = recorder(&c, statefulset::COMPONENT);
+        statefulset::run(c.clone(), events, sts_queue.clone(), sets.clone(), p.clone())
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -151,7 +164,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         nodes,
         job,
         cronjob,
-        ttl
+        ttl,
+        statefulsets
     );
     Ok(())
 }
