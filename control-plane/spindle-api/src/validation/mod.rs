@@ -12,6 +12,7 @@ mod pod;
 mod pod_log;
 mod policy;
 mod service;
+mod stateful_set;
 #[cfg(test)]
 mod tests;
 mod workload;
@@ -24,6 +25,7 @@ pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
+pub(crate) use stateful_set::{validate_stateful_set, validate_stateful_set_update};
 pub(crate) use workload::validate_workload;
 
 use serde::Serialize;
