@@ -196,9 +196,8 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
             .iter()
             .filter_map(|p| p.labels().get(HASH_LABEL).cloned())
             .collect();
-        let is_live = |r: &ControllerRevision| {
-            r.labels().get(HASH_LABEL).is_some_and(|h| live.contains(h))
-        };
+        let is_live =
+            |r: &ControllerRevision| r.labels().get(HASH_LABEL).is_some_and(|h| live.contains(h));
         history::cleanup(&ctx.client, ds.as_ref(), old, is_live).await?;
     }
     let status = status_of(&ds, &nodes, &fit, &by_node, &hash);

@@ -67,7 +67,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let dsq = ds_queue.clone();
     let sts_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
-    let (sets, stsq) = (statefulset::sets(&client, sts_queue.clone()), sts_queue.clone());
+    let (sets, stsq) = (
+        statefulset::sets(&client, sts_queue.clone()),
+        sts_queue.clone(),
+    );
     let sts_cache = sets.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
@@ -143,7 +146,13 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (c, p) = (client.clone(), pods.clone());
     let statefulsets = supervise("statefulset", move || {
         let events = recorder(&c, statefulset::COMPONENT);
-        statefulset::run(c.clone(), events, sts_queue.clone(), sets.clone(), p.clone())
+        statefulset::run(
+            c.clone(),
+            events,
+            sts_queue.clone(),
+            sets.clone(),
+            p.clone(),
+        )
     });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {

@@ -172,7 +172,11 @@ fn stateful_set_defaults(obj: &mut Value) {
         .get_mut("updateStrategy")
         .and_then(Value::as_object_mut)
     {
-        if st.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if st
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             st.insert("type".into(), json!("RollingUpdate"));
             set_default(st, "rollingUpdate", json!({}));
         }

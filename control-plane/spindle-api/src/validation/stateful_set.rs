@@ -109,7 +109,12 @@ fn update_strategy(strategy: Option<&Value>, errs: &mut Vec<FieldError>) {
         }
         Some("RollingUpdate") => {
             let Some(ru) = ru else { return };
-            non_negative(ru, "partition", &format!("{PATH}.rollingUpdate.partition"), errs);
+            non_negative(
+                ru,
+                "partition",
+                &format!("{PATH}.rollingUpdate.partition"),
+                errs,
+            );
             if let Some(mu) = ru.get("maxUnavailable").filter(|v| !v.is_null()) {
                 let field = format!("{PATH}.rollingUpdate.maxUnavailable");
                 int_or_percent(&field, mu, errs);
@@ -173,15 +178,25 @@ mod tests {
         let mut bad = valid();
         bad["podManagementPolicy"] = json!("Sometimes");
         let e = errors(bad);
-        assert!(e[0].contains("must be 'OrderedReady' or 'Parallel'"), "{e:?}");
+        assert!(
+            e[0].contains("must be 'OrderedReady' or 'Parallel'"),
+            "{e:?}"
+        );
         let mut bad = valid();
         bad["updateStrategy"] = json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
         let e = errors(bad);
-        assert!(e[0].contains("only allowed for updateStrategy 'RollingUpdate'"), "{e:?}");
+        assert!(
+            e[0].contains("only allowed for updateStrategy 'RollingUpdate'"),
+            "{e:?}"
+        );
         let mut bad = valid();
         bad["updateStrategy"]["rollingUpdate"] = json!({"partition": -1, "maxUnavailable": 0});
         let e = errors(bad);
-        assert!(e.iter().any(|e| e.contains("spec.updateStrategy.rollingUpdate.partition")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("spec.updateStrategy.rollingUpdate.partition")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|e| e.contains("cannot be 0")), "{e:?}");
         let mut bad = valid();
         bad["persistentVolumeClaimRetentionPolicy"]["whenScaled"] = json!("Keep");
@@ -203,6 +218,8 @@ mod tests {
         let renamed = json!({"spec": {"replicas": 1, "serviceName": "b", "template": {}}});
         validate_stateful_set_update(&old, &renamed, &mut errs);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].display().contains("spec: Forbidden: updates to statefulset spec"));
+        assert!(errs[0]
+            .display()
+            .contains("spec: Forbidden: updates to statefulset spec"));
     }
 }

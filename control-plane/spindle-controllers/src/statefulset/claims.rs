@@ -216,7 +216,10 @@ pub(super) async fn sync_retention(
     if claims_for(set, 0).is_empty() {
         return Ok(());
     }
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let Some(ord) = ordinal_of(pod) else { continue };
         let in_range = ord >= params.start && ord - params.start < params.replicas;
         sync_pod_retention(ctx, set, pod, !in_range).await?;
@@ -239,7 +242,11 @@ pub(super) async fn sync_pod_retention(
     if claims.is_empty() {
         return Ok(());
     }
-    let state = format!("{:?}/{}", wanted_owners(set, scaled_down), set.uid().unwrap_or_default());
+    let state = format!(
+        "{:?}/{}",
+        wanted_owners(set, scaled_down),
+        set.uid().unwrap_or_default()
+    );
     let uid = pod.uid().unwrap_or_default();
     let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
     if ctx.retention().get(&key).and_then(|m| m.get(&uid)) == Some(&state) {

@@ -50,12 +50,24 @@ pub enum Why {
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Create the pod of `ordinal` from the update revision (or else the current one).
-    Create { ordinal: i32, update: bool },
-    Delete { pod: Arc<Pod>, why: Why },
+    Create {
+        ordinal: i32,
+        update: bool,
+    },
+    Delete {
+        pod: Arc<Pod>,
+        why: Why,
+    },
     /// Put back the identity labels of a replica.
-    FixIdentity { pod: Arc<Pod>, ordinal: i32 },
+    FixIdentity {
+        pod: Arc<Pod>,
+        ordinal: i32,
+    },
     /// A replica is still Pending: make sure its claims exist.
-    CreateMissingClaims { pod: Arc<Pod>, ordinal: i32 },
+    CreateMissingClaims {
+        pod: Arc<Pod>,
+        ordinal: i32,
+    },
 }
 
 impl Step {
@@ -68,10 +80,7 @@ impl Step {
 
 /// The replicas in ordinal order (None: no pod yet) and the condemned pods, highest
 /// ordinal first. Pods without an ordinal are ignored.
-pub fn partition_pods(
-    p: &Params<'_>,
-    pods: &[Arc<Pod>],
-) -> (Vec<Option<Arc<Pod>>>, Vec<Arc<Pod>>) {
+pub fn partition_pods(p: &Params<'_>, pods: &[Arc<Pod>]) -> (Vec<Option<Arc<Pod>>>, Vec<Arc<Pod>>) {
     let mut replicas: Vec<Option<Arc<Pod>>> = vec![None; p.replicas.max(0) as usize];
     let mut condemned = Vec::new();
     for pod in pods {

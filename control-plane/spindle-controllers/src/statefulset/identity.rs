@@ -248,7 +248,10 @@ mod tests {
         assert_eq!(spec.hostname.as_deref(), Some("web-1"));
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let owner = &p.metadata.owner_references.clone().unwrap_or_default()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("StatefulSet", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("StatefulSet", Some(true))
+        );
         assert!(identity_matches(&p));
         let mut relabelled = p.clone();
         relabelled

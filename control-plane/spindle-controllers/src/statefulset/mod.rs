@@ -238,7 +238,12 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
         updated_replicas: Some(c.updated),
         current_revision: Some(current_name.clone()),
         update_revision: Some(update_name.clone()),
-        collision_count: Some(set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0)),
+        collision_count: Some(
+            set.status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0),
+        ),
         conditions: set.status.as_ref().and_then(|s| s.conditions.clone()),
     };
     // A finished rolling update makes the update revision the current one.
@@ -385,12 +390,24 @@ async fn step(
             let name = pod.name_any();
             claims::add_volumes(set, &mut pod, *ordinal);
             if let Err(e) = claims::ensure(ctx, set, &name, *ordinal).await {
-                publish(ctx, &oref, EventType::Warning, "FailedCreate", pod_msg("create", &name, &set_name, Some(&e)));
+                publish(
+                    ctx,
+                    &oref,
+                    EventType::Warning,
+                    "FailedCreate",
+                    pod_msg("create", &name, &set_name, Some(&e)),
+                );
                 return Err(e);
             }
             match api.create(&PostParams::default(), &pod).await {
                 Ok(_) => {
-                    publish(ctx, &oref, EventType::Normal, "SuccessfulCreate", pod_msg("create", &name, &set_name, None));
+                    publish(
+                        ctx,
+                        &oref,
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        pod_msg("create", &name, &set_name, None),
+                    );
                     Ok(())
                 }
                 // Kube sinks the event of a pod that already exists.
@@ -399,7 +416,13 @@ async fn step(
                 }
                 Err(e) => {
                     let e = anyhow::Error::from(e);
-                    publish(ctx, &oref, EventType::Warning, "FailedCreate", pod_msg("create", &name, &set_name, Some(&e)));
+                    publish(
+                        ctx,
+                        &oref,
+                        EventType::Warning,
+                        "FailedCreate",
+                        pod_msg("create", &name, &set_name, Some(&e)),
+                    );
                     Err(e)
                 }
             }
@@ -442,12 +465,24 @@ async fn step(
             };
             match r {
                 Ok(()) => {
-                    publish(ctx, &oref, EventType::Normal, "SuccessfulDelete", pod_msg("delete", &name, &set_name, None));
+                    publish(
+                        ctx,
+                        &oref,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        pod_msg("delete", &name, &set_name, None),
+                    );
                     Ok(())
                 }
                 Err(e) => {
                     let e = anyhow::Error::from(e);
-                    publish(ctx, &oref, EventType::Warning, "FailedDelete", pod_msg("delete", &name, &set_name, Some(&e)));
+                    publish(
+                        ctx,
+                        &oref,
+                        EventType::Warning,
+                        "FailedDelete",
+                        pod_msg("delete", &name, &set_name, Some(&e)),
+                    );
                     Err(e)
                 }
             }
@@ -463,9 +498,19 @@ async fn step(
                 .await;
             let (ty, reason, e) = match r {
                 Ok(_) => (EventType::Normal, "SuccessfulUpdate", None),
-                Err(e) => (EventType::Warning, "FailedUpdate", Some(anyhow::Error::from(e))),
+                Err(e) => (
+                    EventType::Warning,
+                    "FailedUpdate",
+                    Some(anyhow::Error::from(e)),
+                ),
             };
-            publish(ctx, &oref, ty, reason, pod_msg("update", &name, &set_name, e.as_ref()));
+            publish(
+                ctx,
+                &oref,
+                ty,
+                reason,
+                pod_msg("update", &name, &set_name, e.as_ref()),
+            );
             e.map_or(Ok(()), Err)
         }
         Step::CreateMissingClaims { pod, ordinal } => {
@@ -500,7 +545,11 @@ async fn write_status(
         Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
     let patch = json!({"status": status});
     match api
-        .patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
