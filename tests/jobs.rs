@@ -12,6 +12,8 @@ use serde_json::Value;
 use common::{kubectls, Cluster, Registry, KUBECTL_DEFAULT};
 
 const WAIT: Duration = Duration::from_secs(180);
+/// A finalizer the test puts on a pod to keep it while it looks at its owner.
+const HOLD: &str = "tests.spindle.dev/hold";
 
 fn job(name: &str, image: &str, spec: &str, args: &[&str]) -> String {
     let args = serde_json::to_string(args).expect("json");
@@ -200,6 +202,36 @@ fn most_active(c: &Cluster, label: String, done: usize) -> std::thread::JoinHand
     })
 }
 
+/// `kubectl describe` output with each run of spaces and tabs folded to one space, so
+/// a check reads as the line a user sees whatever the column widths.
+fn describe(c: &Cluster, k: &str, what: &[&str]) -> Vec<String> {
+    let mut args = vec!["describe"];
+    args.extend(what);
+    c.ok(k, &args)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn assert_line(lines: &[String], what: &str, fits: impl Fn(&str) -> bool) {
+    assert!(
+        lines.iter().any(|l| fits(l)),
+        "describe shows no {what}:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// `kubectl get jobs NAME`: the header and the row, split into columns.
+fn get_row(c: &Cluster, k: &str, name: &str) -> (Vec<String>, Vec<String>) {
+    let out = c.ok(k, &["get", "jobs", name]);
+    let mut lines = out
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>());
+    let head = lines.next().unwrap_or_default();
+    let row = lines.next().unwrap_or_default();
+    (head, row)
+}
+
 fn no_finalizers(pods: &[Value]) -> bool {
     pods.iter().all(|p| {
         p["metadata"]["finalizers"]
@@ -214,11 +246,11 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
     let image = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:p1");
     let c = Cluster::with_agent("job-node", &["--disable-containerd"]);
 
-    let watch = most_active(&c, "batch.kubernetes.io/job-name=many".into(), 20);
+    let watch = most_active(&c, "batch.kubernetes.io/job-name=many".into(), 50);
     c.apply(&job(
         "many",
         &image,
-        "  completions: 20\n  parallelism: 5",
+        "  completions: 50\n  parallelism: 5",
         &["echo", "done"],
     ));
     c.apply(&job(
@@ -234,14 +266,16 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         "  activeDeadlineSeconds: 3\n  parallelism: 2\n  completions: 2",
         &["sleep", "600"],
     ));
-    c.apply(&job(
-        "doomed",
-        &image,
-        "  parallelism: 2\n  completions: 2",
-        &["sleep", "600"],
-    ));
+    for i in 0..kubectls().len() {
+        c.apply(&job(
+            &format!("doomed-{i}"),
+            &image,
+            "  parallelism: 2\n  completions: 2",
+            &["sleep", "600"],
+        ));
+    }
 
-    // 20 completions, 5 at a time; `kubectl wait` sees it complete.
+    // 50 completions, 5 at a time; `kubectl wait` sees it complete.
     for k in kubectls() {
         c.ok(
             k,
@@ -254,7 +288,7 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         );
     }
     let st = job_status(&c, "many");
-    assert_eq!(st["succeeded"], 20, "{st:#}");
+    assert_eq!(st["succeeded"], 50, "{st:#}");
     assert_eq!(st["active"], 0, "{st:#}");
     assert!(st["completionTime"].is_string() && st["startTime"].is_string());
     assert_eq!(
@@ -266,8 +300,8 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         ("True".into(), "CompletionsReached".into())
     );
     let pods = pods_of(&c, "many");
-    assert_eq!(pods.len(), 20, "one pod per completion");
-    assert_eq!(count_phase(&pods, "Succeeded"), 20);
+    assert_eq!(pods.len(), 50, "one pod per completion");
+    assert_eq!(count_phase(&pods, "Succeeded"), 50);
     assert!(
         no_finalizers(&pods),
         "tracking finalizers left on counted pods"
@@ -289,6 +323,37 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         m.starts_with("Created pod: many-")
     });
     wait_event(&c, "many", "Completed", |m| m == "Job completed");
+    // What `kubectl describe` and `kubectl get` print of it. The columns are the
+    // server's Table, so kubectl 1.27 shows the STATUS column a 1.28+ server adds too.
+    for k in kubectls() {
+        let d = describe(&c, k, &["job", "many"]);
+        assert_line(&d, "Parallelism", |l| l == "Parallelism: 5");
+        assert_line(&d, "Completions", |l| l == "Completions: 50");
+        assert_line(&d, "Completion Mode", |l| {
+            l == "Completion Mode: NonIndexed"
+        });
+        assert_line(&d, "Pods Statuses", |l| {
+            l == "Pods Statuses: 0 Active (0 Ready) / 50 Succeeded / 0 Failed"
+        });
+        let events = d
+            .iter()
+            .position(|l| l == "Events:")
+            .map_or(&d[..0], |at| &d[at..]);
+        assert_line(events, "SuccessfulCreate event", |l| {
+            l.starts_with("Normal SuccessfulCreate ")
+                && l.contains(" job-controller Created pod: many-")
+        });
+        assert_line(events, "Completed event", |l| {
+            l.starts_with("Normal Completed ") && l.ends_with(" job-controller Job completed")
+        });
+        let (head, row) = get_row(&c, k, "many");
+        assert_eq!(
+            head,
+            ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            "{k} get jobs"
+        );
+        assert_eq!(row[..3], ["many", "Complete", "50/50"], "{k} get jobs");
+    }
 
     // Indexed: each index ran once, told its index, under its hostname.
     c.ok(
@@ -327,6 +392,9 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
     }
     let want: BTreeMap<String, usize> = (0..6).map(|i| (i.to_string(), 1)).collect();
     assert_eq!(logged, want, "every index logged exactly once");
+    let d = describe(&c, KUBECTL_DEFAULT, &["job", "indexed"]);
+    assert_line(&d, "Completion Mode", |l| l == "Completion Mode: Indexed");
+    assert_line(&d, "Completed Indexes", |l| l == "Completed Indexes: 0-5");
 
     // kubectl create job, with each kubectl. The command replaces the guest's argv
     // whole, argv[0] included, as for a process.
@@ -447,15 +515,77 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
         "back-off did not grow: {gap1} ms then {gap2} ms"
     );
 
-    // Deleting a running Job: the garbage collector takes its pods, the controller
-    // lets go of their finalizers.
-    wait_until("doomed runs 2 pods", || {
-        job_status(&c, "doomed")["active"] == 2
-    });
-    c.ok(KUBECTL_DEFAULT, &["delete", "job", "doomed"]);
-    wait_until("doomed's pods are gone", || {
-        pods_of(&c, "doomed").is_empty()
-    });
+    // `delete --cascade=foreground`: the Job stays, marked with the foregroundDeletion
+    // finalizer, until its pods are gone. A finalizer of the test's own holds one pod,
+    // so "pods first" is seen, not raced: its sibling goes, it waits, the Job waits.
+    for (i, k) in kubectls().into_iter().enumerate() {
+        let name = format!("doomed-{i}");
+        wait_until("doomed runs 2 pods", || {
+            job_status(&c, &name)["active"] == 2
+        });
+        let pods = pods_of(&c, &name);
+        let held = pods[0]["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let other = pods[1]["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "patch",
+                "pod",
+                &held,
+                "--type=json",
+                "-p",
+                &format!(r#"[{{"op":"add","path":"/metadata/finalizers/-","value":"{HOLD}"}}]"#),
+            ],
+        );
+        let out = c.ok(
+            k,
+            &[
+                "delete",
+                "job",
+                &name,
+                "--cascade=foreground",
+                "--wait=false",
+            ],
+        );
+        assert_eq!(out, format!("job.batch \"{name}\" deleted\n"));
+        wait_until("the unheld pod is gone and the held one is going", || {
+            let pods = pods_of(&c, &name);
+            pods.iter().all(|p| p["metadata"]["name"] != other.as_str())
+                && pods.iter().any(|p| {
+                    p["metadata"]["name"] == held.as_str()
+                        && p["metadata"]["deletionTimestamp"].is_string()
+                })
+        });
+        let j = get_json(&c, &["get", "job", &name]);
+        assert!(j["metadata"]["deletionTimestamp"].is_string(), "{j:#}");
+        assert_eq!(
+            j["metadata"]["finalizers"],
+            serde_json::json!(["foregroundDeletion"]),
+            "{k}: the Job went before its pods"
+        );
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "patch",
+                "pod",
+                &held,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+        );
+        wait_until("the doomed job is gone", || {
+            !c.ok(KUBECTL_DEFAULT, &["get", "jobs", "-o", "name"])
+                .contains(&format!("job.batch/{name}\n"))
+        });
+        assert!(pods_of(&c, &name).is_empty());
+    }
 }
 
 /// kill -9 of the server mid-Job: after the restart the Job counts every pod that
