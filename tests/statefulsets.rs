@@ -352,6 +352,7 @@ fn statefulsets_on_hollow_nodes() {
     parallel_and_ordinals(&c);
     max_unavailable(&c);
     on_delete(&c);
+    claims(&c);
 }
 
 fn validation(c: &Cluster) {
@@ -663,6 +664,173 @@ fn on_delete(c: &Cluster) {
         err.contains("rollout status is only available for RollingUpdate strategy type"),
         "{err}"
     );
+}
+
+/// A claim as a user sees it: (uid, being deleted, owners as `Kind/name/controller`).
+fn claim(c: &Cluster, name: &str) -> Option<(String, bool, String)> {
+    let out = c.kubectl(
+        K,
+        &[
+            "get",
+            "pvc",
+            name,
+            "-o",
+            "jsonpath={.metadata.uid} {.metadata.deletionTimestamp} {range .metadata.ownerReferences[*]}{.kind}/{.name}/{.controller} {end}",
+        ],
+    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("NotFound") || err.contains("not found"),
+            "{err}"
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    let uid = words.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = words.collect();
+    let deleting = rest
+        .first()
+        .is_some_and(|w| w.contains('T') && !w.contains('/'));
+    let owners = rest
+        .iter()
+        .filter(|w| w.contains('/'))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((uid, deleting, owners))
+}
+
+/// Gone, or being deleted (the pvc-protection finalizer holds a claim until no pod uses
+/// it): what the garbage collector does to a claim whose owner went.
+fn claim_going(c: &Cluster, name: &str) -> bool {
+    claim(c, name).is_none_or(|(_, deleting, _)| deleting)
+}
+
+fn claims(c: &Cluster) {
+    // --- One claim per template and pod, named <template>-<set>-<ordinal>, mounted by
+    // its pod; whenScaled Delete: a scaled-down pod owns its claims, which go with it,
+    // while the claims of the pods in range have no owner.
+    let templates = "  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Mi\n";
+    c.apply(&statefulset(
+        "db",
+        "registry.local/db:1",
+        &format!("  replicas: 2\n  persistentVolumeClaimRetentionPolicy:\n    whenScaled: Delete\n    whenDeleted: Retain\n{templates}"),
+        "",
+    ));
+    wait_settled(c, "db", 2);
+    let vols = pods_by(
+        c,
+        "db",
+        "{.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}",
+    );
+    assert_eq!(vols["db-0"], "data-db-0");
+    assert_eq!(vols["db-1"], "data-db-1");
+    let labels = c.ok(
+        K,
+        &[
+            "get",
+            "pvc",
+            "data-db-1",
+            "-o",
+            "jsonpath={.metadata.labels.app}",
+        ],
+    );
+    assert_eq!(labels, "db", "the selector's labels");
+    let events = c.ok(
+        K,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=db",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ],
+    );
+    assert!(
+        events.contains("create Claim data-db-1 Pod db-1 in StatefulSet db success"),
+        "{events}"
+    );
+    let (db0, deleting, owners) = claim(c, "data-db-0").expect("data-db-0");
+    assert!(!deleting && owners.is_empty(), "{owners}");
+    c.ok(K, &["scale", "sts", "db", "--replicas=1"]);
+    wait_for("data-db-1 to go with db-1", MINUTE, || {
+        claim_going(c, "data-db-1").then_some(())
+    });
+    wait_settled(c, "db", 1);
+    let (uid, deleting, owners) = claim(c, "data-db-0").expect("data-db-0");
+    assert!(
+        uid == db0 && !deleting && owners.is_empty(),
+        "data-db-0 stays: {owners}"
+    );
+    c.ok(K, &["delete", "sts", "db"]);
+
+    // --- whenDeleted Delete (set after creation), whenScaled Retain: the set owns the
+    // claims; scaling down keeps them and the pod that comes back mounts the same
+    // claim; deleting the set deletes them.
+    c.apply(&statefulset(
+        "db2",
+        "registry.local/db:1",
+        &format!("  replicas: 2\n{templates}"),
+        "",
+    ));
+    wait_settled(c, "db2", 2);
+    assert_eq!(claim(c, "data-db2-1").map(|c| c.2), Some(String::new()));
+    c.ok(
+        K,
+        &[
+            "patch",
+            "sts",
+            "db2",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Delete"}}}"#,
+        ],
+    );
+    wait_for("the set to own its claims", MINUTE, || {
+        let owned = |n: &str| claim(c, n).is_some_and(|(_, _, o)| o == "StatefulSet/db2/true");
+        (owned("data-db2-0") && owned("data-db2-1")).then_some(())
+    });
+    let before = claim(c, "data-db2-1").expect("data-db2-1");
+    c.ok(K, &["scale", "sts", "db2", "--replicas=1"]);
+    wait_settled(c, "db2", 1);
+    wait_for("db2-1 to go", MINUTE, || {
+        (names(c, "db2") == ["db2-0"]).then_some(())
+    });
+    assert_eq!(
+        claim(c, "data-db2-1"),
+        Some(before.clone()),
+        "Retain on scale-down"
+    );
+    c.ok(K, &["scale", "sts", "db2", "--replicas=2"]);
+    wait_settled(c, "db2", 2);
+    assert_eq!(
+        claim(c, "data-db2-1"),
+        Some(before),
+        "db2-1 is back on its claim"
+    );
+    c.ok(K, &["delete", "sts", "db2"]);
+    wait_for("the claims to go with the set", MINUTE, || {
+        (claim_going(c, "data-db2-0") && claim_going(c, "data-db2-1")).then_some(())
+    });
+
+    // --- Retain on both: the claims outlive the set.
+    c.apply(&statefulset(
+        "keep",
+        "registry.local/db:1",
+        &format!("  replicas: 1\n{templates}"),
+        "",
+    ));
+    wait_settled(c, "keep", 1);
+    let kept = claim(c, "data-keep-0");
+    c.ok(K, &["delete", "sts", "keep"]);
+    wait_for("keep-0 to go", MINUTE, || {
+        names(c, "keep").is_empty().then_some(())
+    });
+    assert_eq!(claim(c, "data-keep-0"), kept);
+    assert!(kept.is_some_and(|(_, deleting, owners)| !deleting && owners.is_empty()));
 }
 
 /// The real agent: http-hello Wasm pods as a StatefulSet behind a headless Service,

@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod ephemeral;
 pub mod history;
 pub mod job;
 pub mod nodelifecycle;
@@ -72,6 +73,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         sts_queue.clone(),
     );
     let sts_cache = sets.clone();
+    let eph_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ephq = eph_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
@@ -90,6 +93,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             runtime::contain("statefulset", || {
                 statefulset::on_pod_change(&stsq, &sts_cache, &ch)
             });
+            runtime::contain("ephemeral-volume", || ephemeral::on_pod_change(&ephq, &ch));
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -154,6 +158,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let ephemeral = supervise("ephemeral-volume", move || {
+        let events = recorder(&c, ephemeral::COMPONENT);
+        ephemeral::run(c.clone(), events, eph_queue.clone(), p.clone())
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -174,7 +183,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         job,
         cronjob,
         ttl,
-        statefulsets
+        statefulsets,
+        ephemeral
     );
     Ok(())
 }
