@@ -120,6 +120,19 @@ fn job_defaults(obj: &mut Value) {
         "Failed"
     };
     set_default(spec, "podReplacementPolicy", json!(replacement));
+    // A pod condition pattern matches the condition being True unless it says.
+    let patterns = spec
+        .get_mut("podFailurePolicy")
+        .and_then(|p| p.get_mut("rules"))
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get_mut("onPodConditions")?.as_array_mut())
+        .flatten()
+        .filter_map(Value::as_object_mut);
+    for pattern in patterns {
+        set_default(pattern, "status", json!("True"));
+    }
     if manual || uid.is_empty() {
         return;
     }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 use spindle_meta::selector::Matcher;
 
+use super::job_policy::{validate_pod_failure_policy, validate_success_policy};
 use super::FieldError;
 
 /// The largest Indexed Job kube-apiserver accepts (completions and parallelism).
@@ -40,11 +41,16 @@ pub(crate) fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldEr
     let present = |f: &str| spec.get(f).is_some_and(|v| !v.is_null());
     let mode = spec.get("completionMode").and_then(Value::as_str);
     let indexed = mode == Some("Indexed");
-    if present("backoffLimitPerIndex") && !indexed {
-        errs.push(FieldError::forbidden(
-            &format!("{path}.backoffLimitPerIndex"),
-            "requires indexed completion mode",
-        ));
+    if !indexed {
+        for f in ["backoffLimitPerIndex", "maxFailedIndexes"] {
+            if let Some(v) = spec.get(f).filter(|v| !v.is_null()) {
+                errs.push(FieldError::invalid(
+                    &format!("{path}.{f}"),
+                    v,
+                    "requires indexed completion mode",
+                ));
+            }
+        }
     }
     if present("maxFailedIndexes") && !present("backoffLimitPerIndex") {
         errs.push(FieldError::required_because(
@@ -74,12 +80,20 @@ pub(crate) fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldEr
                     ));
                 }
             }
-            if let (Some(c), Some(m)) = (completions, spec.get("maxFailedIndexes")) {
-                if m.as_i64().is_some_and(|m| m > c) {
+            if let Some(m) = spec.get("maxFailedIndexes").filter(|v| !v.is_null()) {
+                let n = m.as_i64().unwrap_or(0);
+                if completions.is_some_and(|c| n > c) {
                     errs.push(FieldError::invalid(
                         &format!("{path}.maxFailedIndexes"),
                         m,
                         "must be less than or equal to completions",
+                    ));
+                }
+                if n > MAX_INDEXED {
+                    errs.push(FieldError::invalid(
+                        &format!("{path}.maxFailedIndexes"),
+                        m,
+                        &format!("must be less than or equal to {MAX_INDEXED}"),
                     ));
                 }
             }
@@ -89,6 +103,32 @@ pub(crate) fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldEr
             &json!(other),
             &["NonIndexed", "Indexed"],
         )),
+    }
+    validate_pod_failure_policy(spec, path, errs);
+    validate_success_policy(spec, path, errs);
+    let policy = present("podFailurePolicy");
+    if let Some(r) = spec.get("podReplacementPolicy").and_then(Value::as_str) {
+        let allowed: &[&str] = if policy {
+            &["Failed"]
+        } else {
+            &["Failed", "TerminatingOrFailed"]
+        };
+        if !allowed.contains(&r) {
+            errs.push(FieldError::not_supported(
+                &format!("{path}.podReplacementPolicy"),
+                &json!(r),
+                allowed,
+            ));
+        }
+    }
+    // The restart policy itself (OnFailure or Never) is checked with the pod template.
+    let restart = spec.pointer("/template/spec/restartPolicy");
+    if policy && restart.and_then(Value::as_str) == Some("OnFailure") {
+        errs.push(FieldError::invalid(
+            &format!("{path}.template.spec.restartPolicy"),
+            restart.unwrap_or(&Value::Null),
+            "only \"Never\" is supported when podFailurePolicy is specified",
+        ));
     }
 }
 
@@ -135,7 +175,12 @@ pub(crate) fn validate_job_update(old: &Value, new: &Value, errs: &mut Vec<Field
         old.get("spec").unwrap_or(&Value::Null),
         new.get("spec").unwrap_or(&Value::Null),
     );
-    for f in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex"] {
+    for f in [
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "successPolicy",
+    ] {
         immutable(o, n, f, errs);
     }
     // An Indexed Job may be scaled: completions changed together with parallelism.
@@ -261,7 +306,7 @@ mod tests {
         );
         assert_eq!(
             errors(&job(json!({"backoffLimitPerIndex": 1}))),
-            ["spec.backoffLimitPerIndex: Forbidden: requires indexed completion mode"]
+            ["spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode"]
         );
         assert_eq!(
             errors(&job(json!({"parallelism": -1, "completions": 1}))),
@@ -324,5 +369,131 @@ mod tests {
         fewer["spec"]["parallelism"] = json!(0);
         fewer["spec"]["suspend"] = json!(true);
         assert!(update_errors(&old, &fewer).is_empty());
+    }
+
+    #[test]
+    fn pod_failure_policies_are_refused_with_kubes_words_and_paths() {
+        let with = |rules: Value| job(json!({"podFailurePolicy": {"rules": rules}}));
+        let good = with(json!([
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+        ]));
+        assert!(errors(&good).is_empty(), "{:?}", errors(&good));
+        // The pattern's status defaults to True, as kube-apiserver's.
+        assert_eq!(
+            good["spec"]["podFailurePolicy"]["rules"][1]["onPodConditions"][0]["status"],
+            "True"
+        );
+        assert_eq!(good["spec"]["podReplacementPolicy"], "Failed");
+        assert_eq!(
+            errors(&with(json!([{"action": "FailJob",
+                "onExitCodes": {"operator": "In", "values": [0, 3, 3, 1]}}]))),
+            [
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Duplicate value: 3",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values: Invalid value: []int32{0, 3, 3, 1}: must be ordered",
+            ]
+        );
+        assert_eq!(
+            errors(&with(json!([{"action": "FailJob"}]))),
+            ["spec.podFailurePolicy.rules[0]: Invalid value: specifying one of OnExitCodes and OnPodConditions is required"]
+        );
+        assert_eq!(
+            errors(&with(json!([{"action": "Count",
+                "onExitCodes": {"operator": "NotIn", "values": [1]},
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]))),
+            ["spec.podFailurePolicy.rules[0]: Invalid value: specifying both OnExitCodes and OnPodConditions is not supported"]
+        );
+        assert_eq!(
+            errors(&with(json!([{"action": "FailIndex",
+                "onExitCodes": {"containerName": "nope", "operator": "Within", "values": [1]}}]))),
+            [
+                "spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+                "spec.podFailurePolicy.rules[0].onExitCodes.operator: Unsupported value: \"Within\": supported values: \"In\", \"NotIn\"",
+                "spec.podFailurePolicy.rules[0].onExitCodes.containerName: Invalid value: \"nope\": must be one of the container or initContainer names in the pod template",
+            ]
+        );
+        assert_eq!(
+            errors(&with(json!([{"action": "Restart",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "Maybe"}]}]))),
+            [
+                "spec.podFailurePolicy.rules[0].action: Unsupported value: \"Restart\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\"",
+                "spec.podFailurePolicy.rules[0].onPodConditions[0].status: Unsupported value: \"Maybe\": supported values: \"False\", \"True\", \"Unknown\"",
+            ]
+        );
+        let many: Vec<i32> = (1..=256).collect();
+        assert_eq!(
+            errors(&with(json!([{"action": "Ignore", "onExitCodes": {"operator": "In", "values": many}}]))),
+            ["spec.podFailurePolicy.rules[0].onExitCodes.values: Too many: 256: must have at most 255 items"]
+        );
+        // FailIndex is fine with a per-index limit (which needs Indexed).
+        let mut per_index = job(json!({"completionMode": "Indexed", "completions": 2,
+            "backoffLimitPerIndex": 1, "podFailurePolicy": {"rules": [
+                {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [3]}}]}}));
+        assert!(errors(&per_index).is_empty(), "{:?}", errors(&per_index));
+        per_index["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        assert_eq!(
+            errors(&per_index),
+            ["spec.template.spec.restartPolicy: Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified"]
+        );
+        per_index["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        per_index["spec"]["podReplacementPolicy"] = json!("TerminatingOrFailed");
+        assert_eq!(
+            errors(&per_index),
+            ["spec.podReplacementPolicy: Unsupported value: \"TerminatingOrFailed\": supported values: \"Failed\""]
+        );
+    }
+
+    #[test]
+    fn per_index_limits_and_success_policies_are_checked_as_kube_does() {
+        assert_eq!(
+            errors(&job(json!({"completionMode": "Indexed", "completions": 3,
+                "backoffLimitPerIndex": 1, "maxFailedIndexes": 4}))),
+            ["spec.maxFailedIndexes: Invalid value: 4: must be less than or equal to completions"]
+        );
+        assert_eq!(
+            errors(&job(
+                json!({"completionMode": "Indexed", "completions": 3, "maxFailedIndexes": 1})
+            )),
+            ["spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified"]
+        );
+        let success = |rules: Value| {
+            job(json!({"completionMode": "Indexed", "completions": 5,
+                "successPolicy": {"rules": rules}}))
+        };
+        assert!(errors(&success(
+            json!([{"succeededIndexes": "0,2-4", "succeededCount": 2}])
+        ))
+        .is_empty());
+        assert_eq!(
+            errors(&success(json!([{"succeededIndexes": "0-1", "succeededCount": 3},
+                {"succeededCount": 6}, {}, {"succeededIndexes": "3,1"}]))),
+            [
+                "spec.successPolicy.rules[0].succeededCount: Invalid value: 3: must be less than or equal to 2 (the number of indexes in the specified succeededIndexes field)",
+                "spec.successPolicy.rules[1].succeededCount: Invalid value: 6: must be less than or equal to 5 (the number of specified completions)",
+                "spec.successPolicy.rules[2]: Required value: at least one of succeededCount or succeededIndexes must be specified",
+                "spec.successPolicy.rules[3].succeededIndexes: Invalid value: \"3,1\": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1",
+            ]
+        );
+        assert_eq!(
+            errors(&success(json!([]))),
+            ["spec.successPolicy.rules: Required value: at least one rules must be specified when the successPolicy is specified"]
+        );
+        let plain = job(json!({"successPolicy": {"rules": [{"succeededCount": 1}]}}));
+        let errs = errors(&plain);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.successPolicy: Invalid value: ")
+                && errs[0].ends_with(": requires indexed completion mode"),
+            "{errs:?}"
+        );
+        // Immutable once created.
+        let old = success(json!([{"succeededCount": 1}]));
+        let mut new = old.clone();
+        new["spec"]["successPolicy"]["rules"][0]["succeededCount"] = json!(2);
+        assert!(update_errors(&old, &new)
+            .iter()
+            .any(|e| e.starts_with("spec.successPolicy: Invalid value")
+                && e.ends_with("field is immutable")));
     }
 }

@@ -8,6 +8,7 @@
 mod cron_job;
 mod daemon_set;
 mod job;
+mod job_policy;
 mod pod;
 mod pod_log;
 mod policy;

@@ -20,6 +20,9 @@ pub const DEADLINE: (&str, &str) = (
     "DeadlineExceeded",
     "Job was active longer than specified deadline",
 );
+/// The reason of FailureTarget and Failed when a FailJob rule matched (the message
+/// is the rule's, see [`super::policy`]).
+pub const POD_FAILURE_POLICY: &str = "PodFailurePolicy";
 pub const COMPLETIONS_REACHED: (&str, &str) = (
     "CompletionsReached",
     "Reached expected number of succeeded pods",

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod indexes;
 mod pods;
+pub mod policy;
 mod state;
 mod sync;
 pub mod tracking;

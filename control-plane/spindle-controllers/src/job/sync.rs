@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobStatus, PodFailurePolicy};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -16,8 +16,8 @@ use spindle_meta::events::{object_ref, EventType, Recorder};
 
 use super::conditions::{self as cond, COMPLETE, FAILED};
 use super::state::Memory;
-use super::tracking::{self, has_finalizer, is_active, is_terminating};
-use super::{backoff, indexes, is_job, pods};
+use super::tracking::{self, has_finalizer, is_active, is_failed, is_terminating};
+use super::{backoff, indexes, is_job, pods, policy};
 use crate::controller_ref::controller_ref;
 use crate::replicaset::is_ready;
 use crate::runtime::{split_key, Action, Cache};
@@ -183,7 +183,14 @@ impl<'a> Pass<'a> {
         let indexed = self.indexed();
         let mut status = self.job.status.clone().unwrap_or_default();
         let removed = self.ctx.memory.removed();
-        let tally = tracking::tally(&status, indexed, &self.owned, &removed);
+        let policy = spec.pod_failure_policy.as_ref();
+        let ignored: HashSet<String> = self
+            .owned
+            .iter()
+            .filter(|p| is_failed(p) && !policy::counts(policy, p))
+            .filter_map(|p| p.uid())
+            .collect();
+        let tally = tracking::tally(&status, indexed, &self.owned, &removed, &ignored);
         status.uncounted_terminated_pods = Some(tally.uncounted.clone());
         if indexed.is_some() {
             status.completed_indexes = Some(indexes::format(&tally.completed));
@@ -261,12 +268,19 @@ impl<'a> Pass<'a> {
                 c.reason.clone().unwrap_or_default(),
                 c.message.clone().unwrap_or_default(),
             ))
-        } else if cond::is_true(&status, cond::SUCCESS_CRITERIA_MET) {
+        } else if let Some(c) =
+            cond::find(&status, cond::SUCCESS_CRITERIA_MET).filter(|c| c.status == "True")
+        {
             Some((
                 COMPLETE,
-                cond::COMPLETIONS_REACHED.0.into(),
-                cond::COMPLETIONS_REACHED.1.into(),
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
             ))
+        } else if let Some(msg) = self.fail_job_message(policy) {
+            // Recorded before any finalizer goes, so the reason survives the pods.
+            let why = (cond::POD_FAILURE_POLICY, msg.as_str());
+            cond::ensure(&mut status, cond::FAILURE_TARGET, "True", why, self.now);
+            Some((FAILED, why.0.into(), msg))
         } else {
             None
         };
@@ -364,6 +378,18 @@ impl<'a> Pass<'a> {
             return Err(e.into());
         }
         Ok(self.requeue.map_or(Action::Done, Action::RequeueAfter))
+    }
+
+    /// The message of the first failed pod that matches a FailJob rule, if any.
+    fn fail_job_message(&self, policy: Option<&PodFailurePolicy>) -> Option<String> {
+        policy?;
+        self.owned
+            .iter()
+            .filter(|p| is_failed(p))
+            .find_map(|p| match policy::matching(policy, p) {
+                Some(policy::Action::FailJob(msg)) => Some(msg),
+                _ => None,
+            })
     }
 
     /// Create or stop pods towards what the Job wants running now. Returns the number

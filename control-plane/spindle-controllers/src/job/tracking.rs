@@ -70,14 +70,17 @@ pub struct Tally {
     pub unfinalize: Vec<Arc<Pod>>,
 }
 
-/// Record the finished pods that still carry the finalizer. `removed` are uids whose
-/// finalizer this controller already removed (its pod cache may not show it yet);
-/// `indexed` is `Some(completions)` for an Indexed Job.
+/// Record the finished pods that still carry the finalizer. `skip` are uids whose
+/// finalizer this controller already removed (its pod cache may not show it yet) or
+/// keeps for now; `ignored` are failed pods whose failure the podFailurePolicy ignores:
+/// their finalizer goes, but they are not counted. `indexed` is `Some(completions)` for
+/// an Indexed Job.
 pub fn tally(
     status: &JobStatus,
     indexed: Option<i32>,
     pods: &[Arc<Pod>],
-    removed: &HashSet<String>,
+    skip: &HashSet<String>,
+    ignored: &HashSet<String>,
 ) -> Tally {
     let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
     let mut completed = indexed
@@ -86,7 +89,7 @@ pub fn tally(
     let mut unfinalize = Vec::new();
     for p in pods {
         let uid = p.metadata.uid.clone().unwrap_or_default();
-        if !has_finalizer(p) || removed.contains(&uid) {
+        if !has_finalizer(p) || skip.contains(&uid) {
             continue;
         }
         if is_succeeded(p) {
@@ -100,7 +103,9 @@ pub fn tally(
                 None => push_once(&mut uncounted.succeeded, uid),
             }
         } else if is_failed(p) {
-            push_once(&mut uncounted.failed, uid);
+            if !ignored.contains(&uid) {
+                push_once(&mut uncounted.failed, uid);
+            }
         } else {
             continue;
         }
@@ -198,14 +203,14 @@ mod tests {
         ];
         let none = HashSet::new();
         // Step 1: recorded as uncounted, finalizers still on.
-        let t = tally(&JobStatus::default(), None, &pods, &none);
+        let t = tally(&JobStatus::default(), None, &pods, &none, &none);
         assert_eq!(t.unfinalize.len(), 2);
         let mut stored = JobStatus {
             uncounted_terminated_pods: Some(t.uncounted),
             ..Default::default()
         };
         // Restart before any finalizer went: the same pods, nothing added twice.
-        let again = tally(&stored, None, &pods, &none);
+        let again = tally(&stored, None, &pods, &none, &none);
         assert_eq!(
             again.uncounted,
             stored.uncounted_terminated_pods.clone().unwrap()
@@ -219,7 +224,7 @@ mod tests {
         assert!(settle(&mut stored, &pods, &removed));
         assert_eq!(counts(&stored), (1, 1, 0));
         // A later pass over a stale cache that still shows the finalizers adds nothing.
-        let stale = tally(&stored, None, &pods, &removed);
+        let stale = tally(&stored, None, &pods, &removed, &none);
         assert_eq!(
             uncounted_len(&JobStatus {
                 uncounted_terminated_pods: Some(stale.uncounted),
@@ -232,7 +237,7 @@ mod tests {
             pod("a", "Succeeded", false, None),
             pod("b", "Failed", false, None),
         ];
-        let t = tally(&stored, None, &fresh, &none);
+        let t = tally(&stored, None, &fresh, &none, &none);
         assert!(t.unfinalize.is_empty());
         assert!(!settle(&mut stored, &fresh, &none));
         assert_eq!(counts(&stored), (1, 1, 0));
@@ -267,7 +272,8 @@ mod tests {
             pod("d", "Succeeded", true, Some(9)),
             pod("e", "Failed", true, Some(1)),
         ];
-        let t = tally(&JobStatus::default(), Some(3), &pods, &HashSet::new());
+        let none = HashSet::new();
+        let t = tally(&JobStatus::default(), Some(3), &pods, &none, &none);
         assert_eq!(indexes::format(&t.completed), "0,2");
         assert!(t.uncounted.succeeded.is_none());
         assert_eq!(t.uncounted.failed, Some(vec!["e".to_string()]));
@@ -279,5 +285,23 @@ mod tests {
         let mut p = (*pod("a", "Running", true, None)).clone();
         p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
         assert!(is_failed(&p) && is_terminating(&p) && !is_active(&p));
+    }
+
+    #[test]
+    fn an_ignored_failure_loses_its_finalizer_but_is_not_counted() {
+        let pods = vec![
+            pod("a", "Failed", true, None),
+            pod("b", "Failed", true, None),
+        ];
+        let ignored: HashSet<String> = ["a".to_string()].into();
+        let t = tally(
+            &JobStatus::default(),
+            None,
+            &pods,
+            &HashSet::new(),
+            &ignored,
+        );
+        assert_eq!(t.uncounted.failed, Some(vec!["b".to_string()]));
+        assert_eq!(t.unfinalize.len(), 2);
     }
 }
