@@ -345,8 +345,43 @@ pub async fn upgrade(
         let (Ok(client), Ok(agent)) = tokio::join!(client, agent) else {
             return;
         };
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(agent))
-            .await;
+        splice(TokioIo::new(client), TokioIo::new(agent)).await;
     });
     Ok(switch)
+}
+
+/// How long the client may take to finish (a WebSocket close reply) once the
+/// agent has sent everything.
+const SPLICE_LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Copies both directions of an upgraded stream until the agent is done.
+///
+/// Not `copy_bidirectional`: it stops both directions at the first error, so a
+/// failed write towards an agent that already closed (a client's ping after the
+/// command ended) would drop output still on its way to a slow client.
+async fn splice<C, A>(client: C, agent: A)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut agent_rx, mut agent_tx) = tokio::io::split(agent);
+    let down = async {
+        let _ = tokio::io::copy(&mut agent_rx, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+    };
+    let up = async {
+        let _ = tokio::io::copy(&mut client_rx, &mut agent_tx).await;
+        let _ = agent_tx.shutdown().await;
+    };
+    tokio::pin!(down, up);
+    tokio::select! {
+        () = &mut down => {
+            let _ = tokio::time::timeout(SPLICE_LINGER, &mut up).await;
+        }
+        // The client stopped sending (or the agent stopped taking it): the
+        // agent's output still goes out until the agent ends.
+        () = &mut up => (&mut down).await,
+    }
 }

@@ -46,6 +46,11 @@ const OUT_CHUNK: usize = 32 << 10;
 const STDIN_QUEUE: usize = 16;
 /// How long a SPDY client has to open the streams it asked for (the kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a finished WebSocket session waits for the client's close reply.
+/// Until then the client's frames (pings, its close) must be read: a socket
+/// closed with unread input is reset by the kernel, which throws away output
+/// still queued for a client that reads slowly.
+const CLOSE_LINGER: Duration = Duration::from_secs(30);
 
 /// What the exec or attach request asked for (its query).
 #[derive(Clone, Debug, Default)]
@@ -443,7 +448,13 @@ impl Session {
                 let _ = tx.send(close).await;
                 drop(tx);
                 let _ = writer.await;
-                reader.abort();
+                let mut reader = reader;
+                if tokio::time::timeout(CLOSE_LINGER, &mut reader)
+                    .await
+                    .is_err()
+                {
+                    reader.abort();
+                }
             }
             End::Spdy {
                 sender,

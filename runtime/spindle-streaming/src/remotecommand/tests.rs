@@ -82,7 +82,12 @@ async fn websocket_session_carries_each_channel() {
         Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Normal),
         other => panic!("expected a close with a code, got {other:?}"),
     }
-    done.await.expect("finished");
+    // Reading on sends the close reply, which ends the session.
+    assert!(client.next().await.is_none());
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("the session ends at the close reply")
+        .expect("finished");
 }
 
 /// With a TTY stderr goes to the terminal (stdout); terminal sizes come from channel 4.
@@ -182,4 +187,60 @@ async fn spdy_session_waits_for_its_streams() {
         fin: false,
     };
     assert_eq!(got, [out, fin(5), fin(1), Frame::GoAway]);
+}
+
+/// A client that sends a ping after the command ended but before it has read the
+/// output (client-go pings every few seconds) still gets all of it: the session
+/// reads the client's frames until its close reply instead of closing a socket
+/// with unread input, which the kernel would answer with a reset that discards
+/// the output still queued.
+#[tokio::test]
+async fn a_client_that_pings_while_behind_gets_all_output() {
+    const OUTPUT: usize = 1 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (io, _) = listener.accept().await.expect("accept");
+        let session = websocket(io, &request(false, true, false, false), true).await;
+        session
+            .output
+            .write(StdStream::Stdout, Bytes::from(vec![b'x'; OUTPUT]))
+            .await;
+        session.finish::<String>(&Ok(0)).await;
+    });
+    let io = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut client = WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    // The output fits the socket buffers, so the session ends while this client
+    // reads nothing; its ping arrives after that.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .send(Message::Ping(Bytes::from_static(b"hb")))
+        .await
+        .expect("ping");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stdout = 0;
+    let mut status = None;
+    loop {
+        match client.next().await {
+            Some(Ok(Message::Binary(m))) if m.first() == Some(&channel::STDOUT) => {
+                stdout += m.len() - 1
+            }
+            Some(Ok(Message::Binary(m))) if m.first() == Some(&channel::ERROR) => {
+                status = Some(String::from_utf8_lossy(&m[1..]).into_owned())
+            }
+            // Reading on after the server's close sends the reply.
+            Some(Ok(_)) => {}
+            None => break,
+            Some(Err(e)) => panic!("after {stdout} of {OUTPUT} bytes: {e}"),
+        }
+    }
+    assert_eq!(stdout, OUTPUT);
+    let status = status.expect("an exit status");
+    assert!(status.contains("Success"), "{status}");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the session ends after the close reply")
+        .expect("server task");
 }
