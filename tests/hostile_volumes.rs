@@ -402,7 +402,7 @@ spec:
   - name: scratch
     emptyDir: {{}}
   - name: data
-    persistentVolumeClaim: {{claimName: db}}
+    nfs: {{server: 192.0.2.1, path: /exports/db}}
   containers:
   - name: main
     image: {wasm}
@@ -417,7 +417,7 @@ spec:
         line,
         "FailedMount: Unable to attach or mount volumes: unmounted volumes=[data], \
          unattached volumes=[], failed to process volumes=[data]: \
-         volume \"data\" has an unsupported type \"persistentVolumeClaim\""
+         volume \"data\" has an unsupported type \"nfs\""
     );
     c.wait_pod_field(
         "claim",

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::Api;
 
 /// Why a container's config could not be built (reason CreateContainerConfigError).
@@ -76,6 +78,22 @@ impl Sources {
             }
             data
         }))
+    }
+
+    /// A PersistentVolumeClaim of the pod's namespace, None if it does not exist.
+    pub async fn claim(&self, name: &str) -> Result<Option<PersistentVolumeClaim>, ConfigError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.ns);
+        api.get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading persistentvolumeclaim {name:?}: {e}")))
+    }
+
+    /// A PersistentVolume, None if it does not exist.
+    pub async fn volume(&self, name: &str) -> Result<Option<PersistentVolume>, ConfigError> {
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        api.get_opt(name)
+            .await
+            .map_err(|e| ConfigError(format!("reading persistentvolume {name:?}: {e}")))
     }
 
     async fn secret(

@@ -27,6 +27,7 @@ pub mod containers;
 pub mod env;
 pub mod exec;
 pub mod lifecycle;
+pub mod local_path;
 pub mod node;
 pub mod paths;
 pub mod podnet;
@@ -166,6 +167,7 @@ pub async fn run(
     let wasm = Arc::new(runtime::WasmContainers::new(&paths.wasm_cache())?);
     let (listener, port) = server::bind(opts.listen).await?;
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
+    let local_path_root = paths.storage();
     let agent = Arc::new(Agent {
         events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name),
         client,
@@ -185,6 +187,7 @@ pub async fn run(
         host_paths: volumes::HostPolicy {
             protected: opts.protected_dirs(),
             allow_privileged: opts.containerd.allow_privileged,
+            local_path_root,
         },
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
@@ -214,6 +217,7 @@ pub async fn run(
     tokio::spawn(server::serve(agent.clone(), listener, tls));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let routes = tokio::spawn(routes::run(agent.clone(), stop_rx.clone()));
+    tokio::spawn(local_path::run(agent.clone(), stop_rx.clone()));
     let services = tokio::spawn(services::run(agent.clone(), stop_rx));
     tokio::select! {
         r = pods::run(agent.clone()) => r,

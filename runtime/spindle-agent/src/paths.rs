@@ -10,6 +10,7 @@
 //!   cni/net.d/         the pod network's CNI config
 //!   cni/state/         CNI plugins' state (IP allocations)
 //!   routes.json        routes to other nodes' pod CIDRs this agent installed
+//!   storage/           local-path volumes, one directory per PersistentVolume
 //!   pods/              one directory per pod, a nodev,nosuid mount
 //!     <uid>/           see [`PodPaths`]
 //! ```
@@ -33,6 +34,11 @@ impl AgentPaths {
 
     pub fn images(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    /// Where the local-path provisioner's volumes live on this node.
+    pub fn storage(&self) -> PathBuf {
+        self.root.join("storage")
     }
 
     pub fn wasm_cache(&self) -> PathBuf {

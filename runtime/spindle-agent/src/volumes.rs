@@ -1,20 +1,25 @@
 //! A pod's volumes as directories on the node, shared by all its containers: each volume
 //! is one directory under `<pod dir>/volumes/<name>`, which the runtimes mount (Wasm:
-//! preopen) at each container's mountPath. configMap, secret and downwardAPI volumes are
-//! files written by the agent and rewritten when their source changes.
+//! preopen) at each container's mountPath. configMap, secret, downwardAPI and projected
+//! volumes are files written by the agent and rewritten when their source changes;
+//! hostPath and claim volumes are bind mounts of directories outside the pod's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Volume,
+};
 
 use crate::env::{self, ConfigError, Sources};
 use crate::paths::PodPaths;
 use crate::runtime::Mount;
 use crate::safe_mount;
 
+mod claim;
 mod host_path;
+pub use claim::{make_local_path, remove_local_path, LOCAL_PATH_PROVISIONER};
 pub use host_path::HostPolicy;
 
 /// Where each volume of a pod lives on the node.
@@ -63,6 +68,11 @@ pub async fn prepare(
             out.dirs.insert(v.name.clone(), dir);
             continue;
         }
+        if let Some((claim, _)) = claim::claim_of(pod, v) {
+            let dir = claim::prepare(pod, v, &claim, &paths.volume(&v.name), src, hosts).await?;
+            out.dirs.insert(v.name.clone(), dir);
+            continue;
+        }
         let dir = volume_dir(pod, v, paths)?;
         write_contents(pod, v, &dir, src, host_ip).await?;
         out.dirs.insert(v.name.clone(), dir);
@@ -70,10 +80,19 @@ pub async fn prepare(
     Ok(out)
 }
 
-/// The volume types this agent implements. Any other (persistentVolumeClaim, projected,
-/// nfs, csi, ...) must never become a plain directory: data a user expects to persist
-/// would live in the pod's directory and go with the pod.
-const SUPPORTED: [&str; 5] = ["emptyDir", "hostPath", "configMap", "secret", "downwardAPI"];
+/// The volume types this agent implements. Any other (nfs, csi, ...) must never become a
+/// plain directory: data a user expects to persist would live in the pod's directory and
+/// go with the pod.
+const SUPPORTED: [&str; 8] = [
+    "emptyDir",
+    "hostPath",
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "persistentVolumeClaim",
+    "ephemeral",
+    "projected",
+];
 
 /// The pod's volumes of a type this agent does not implement, with their type, as the
 /// API spells it. A volume that names no source at all is an emptyDir, as the API
@@ -185,7 +204,8 @@ fn source_count(v: &Volume) -> usize {
         .unwrap_or(0)
 }
 
-/// Rewrite the generated volumes (configMap, secret, downwardAPI) from their sources.
+/// Rewrite the generated volumes (configMap, secret, downwardAPI, projected) from their
+/// sources.
 pub async fn refresh(
     pod: &Pod,
     vols: &PodVolumes,
@@ -209,8 +229,12 @@ pub fn has_generated(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
         .is_some_and(|vs| {
-            vs.iter()
-                .any(|v| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some())
+            vs.iter().any(|v| {
+                v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.downward_api.is_some()
+                    || v.projected.is_some()
+            })
         })
 }
 
@@ -442,43 +466,108 @@ async fn write_contents(
     src: &mut Sources,
     host_ip: &str,
 ) -> Result<(), ConfigError> {
-    if let Some(cm) = &v.config_map {
-        let mode = cm.default_mode.map(|m| m as u32).unwrap_or(0o644);
-        let optional = cm.optional.unwrap_or(false);
-        let data = match src.config_map(&cm.name).await? {
-            Some(d) => d
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect::<BTreeMap<_, _>>(),
-            None if optional => BTreeMap::new(),
-            None => return Err(err(format!("configmap {:?} not found", cm.name))),
-        };
-        let files = project(&data, cm.items.as_ref(), mode, "ConfigMap", optional)?;
-        return sync_files(dir, &files);
-    }
-    if let Some(s) = &v.secret {
+    let files = if let Some(cm) = &v.config_map {
+        let mode = mode_or_default(cm.default_mode);
+        config_map_files(src, &cm.name, cm.items.as_ref(), mode, cm.optional).await?
+    } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        let mode = s.default_mode.map(|m| m as u32).unwrap_or(0o644);
-        let optional = s.optional.unwrap_or(false);
-        let data = match src.secret_bytes(&name).await? {
-            Some(d) => d,
-            None if optional => BTreeMap::new(),
-            None => return Err(err(format!("secret {name:?} not found"))),
+        let mode = mode_or_default(s.default_mode);
+        secret_files(src, &name, s.items.as_ref(), mode, s.optional).await?
+    } else if let Some(d) = &v.downward_api {
+        let mode = mode_or_default(d.default_mode);
+        downward_files(pod, d.items.as_ref(), mode, host_ip)?
+    } else if let Some(p) = &v.projected {
+        projected_files(pod, p, src, host_ip).await?
+    } else {
+        return Ok(());
+    };
+    sync_files(dir, &files)
+}
+
+/// Files of each volume: relative path -> (bytes, mode).
+type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+fn mode_or_default(mode: Option<i32>) -> u32 {
+    mode.map(|m| m as u32).unwrap_or(0o644)
+}
+
+async fn config_map_files(
+    src: &mut Sources,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: Option<bool>,
+) -> Result<Files, ConfigError> {
+    let optional = optional.unwrap_or(false);
+    let data = match src.config_map(name).await? {
+        Some(d) => d
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect::<BTreeMap<_, _>>(),
+        None if optional => BTreeMap::new(),
+        None => return Err(err(format!("configmap {name:?} not found"))),
+    };
+    project(&data, items, mode, "ConfigMap", optional)
+}
+
+async fn secret_files(
+    src: &mut Sources,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: Option<bool>,
+) -> Result<Files, ConfigError> {
+    let optional = optional.unwrap_or(false);
+    let data = match src.secret_bytes(name).await? {
+        Some(d) => d,
+        None if optional => BTreeMap::new(),
+        None => return Err(err(format!("secret {name:?} not found"))),
+    };
+    project(&data, items, mode, "Secret", optional)
+}
+
+fn downward_files(
+    pod: &Pod,
+    items: Option<&Vec<DownwardAPIVolumeFile>>,
+    mode: u32,
+    host_ip: &str,
+) -> Result<Files, ConfigError> {
+    let mut files = BTreeMap::new();
+    for item in items.into_iter().flatten() {
+        let value = downward_item(pod, item, host_ip)?;
+        let m = item.mode.map(|m| m as u32).unwrap_or(mode);
+        files.insert(item.path.clone(), (value.into_bytes(), m));
+    }
+    Ok(files)
+}
+
+/// A projected volume: the files of each of its sources in one directory, the
+/// volume's defaultMode for those without their own.
+async fn projected_files(
+    pod: &Pod,
+    p: &ProjectedVolumeSource,
+    src: &mut Sources,
+    host_ip: &str,
+) -> Result<Files, ConfigError> {
+    let mode = mode_or_default(p.default_mode);
+    let mut files = Files::new();
+    for source in p.sources.iter().flatten() {
+        let more = if let Some(cm) = &source.config_map {
+            config_map_files(src, &cm.name, cm.items.as_ref(), mode, cm.optional).await?
+        } else if let Some(s) = &source.secret {
+            secret_files(src, &s.name, s.items.as_ref(), mode, s.optional).await?
+        } else if let Some(d) = &source.downward_api {
+            downward_files(pod, d.items.as_ref(), mode, host_ip)?
+        } else {
+            // serviceAccountToken and clusterTrustBundle need the cluster's identity
+            // issuer, which does not exist yet: refused, never an empty file.
+            return Err(err(
+                "projected volume: only configMap, secret and downwardAPI sources are supported on this node",
+            ));
         };
-        let files = project(&data, s.items.as_ref(), mode, "Secret", optional)?;
-        return sync_files(dir, &files);
+        files.extend(more);
     }
-    if let Some(d) = &v.downward_api {
-        let mode = d.default_mode.map(|m| m as u32).unwrap_or(0o644);
-        let mut files = BTreeMap::new();
-        for item in d.items.iter().flatten() {
-            let value = downward_item(pod, item, host_ip)?;
-            let m = item.mode.map(|m| m as u32).unwrap_or(mode);
-            files.insert(item.path.clone(), (value.into_bytes(), m));
-        }
-        return sync_files(dir, &files);
-    }
-    Ok(())
+    Ok(files)
 }
 
 fn downward_item(
@@ -526,9 +615,15 @@ pub fn container_mounts(
             .dirs
             .get(&m.name)
             .ok_or_else(|| err(format!("volumeMount {:?}: no volume of that name", m.name)))?;
+        // Generated volumes are always read-only, and so is a claim the pod
+        // mounts with `readOnly: true`.
         let generated = spec_vols.iter().any(|v| {
             v.name == m.name
-                && (v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some())
+                && (v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.downward_api.is_some()
+                    || v.projected.is_some()
+                    || claim::claim_of(pod, v).is_some_and(|(_, read_only)| read_only))
         });
         let mut host = dir.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
@@ -583,13 +678,13 @@ mod tests {
     async fn unsupported_types_are_refused_and_nothing_is_made() {
         let pod = pod(serde_json::json!([
             {"name": "scratch", "emptyDir": {}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": "db"}},
+            {"name": "data", "csi": {"driver": "x"}},
             {"name": "share", "nfs": {"server": "192.0.2.1", "path": "/x"}},
         ]));
         assert_eq!(
             unsupported(&pod),
             vec![
-                ("data".to_string(), "persistentVolumeClaim".to_string()),
+                ("data".to_string(), "csi".to_string()),
                 ("share".to_string(), "nfs".to_string())
             ]
         );
@@ -601,7 +696,7 @@ mod tests {
         assert_eq!(
             e.0,
             "unmounted volumes=[data share], unattached volumes=[], failed to process volumes=[data share]: \
-             volume \"data\" has an unsupported type \"persistentVolumeClaim\"; \
+             volume \"data\" has an unsupported type \"csi\"; \
              volume \"share\" has an unsupported type \"nfs\""
         );
         assert!(!paths.volumes().exists(), "no volume directory is made");

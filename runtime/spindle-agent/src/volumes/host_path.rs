@@ -63,6 +63,9 @@ pub struct HostPolicy {
     pub protected: Vec<PathBuf>,
     /// `--allow-privileged`: device nodes and the kernel's filesystems may be mounted.
     pub allow_privileged: bool,
+    /// Where local-path PersistentVolumes live (inside the agent's data, so no
+    /// hostPath reaches them; only their own claims do).
+    pub local_path_root: PathBuf,
 }
 
 /// Check and create (for the `...OrCreate` types) the host path of volume `name`, then
@@ -219,7 +222,7 @@ mod tests {
         let protected = vec![data.clone()];
         let policy = |p: &[PathBuf]| HostPolicy {
             protected: p.to_vec(),
-            allow_privileged: false,
+            ..HostPolicy::default()
         };
         let target = t.path().join("target");
         for p in [
