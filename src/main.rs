@@ -446,8 +446,11 @@ fn main() -> Result<()> {
                 {
                     let client = server.state.in_process_client("system:apiserver");
                     tokio::spawn(async move {
-                        if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client, cluster_dns).await {
+                        if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client.clone(), cluster_dns).await {
                             tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service");
+                        }
+                        if let Err(e) = spindle_controllers::bootstrap::ensure_default_storage_class(client).await {
+                            tracing::warn!(error = format!("{e:#}"), "creating the local-path StorageClass");
                         }
                     });
                 }

@@ -1,6 +1,6 @@
 //! The one table of kinds.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, storage};
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
@@ -330,6 +330,26 @@ impl Registry {
                     ..NONE
                 },
             ),
+            entry::<core::v1::PersistentVolume>(
+                "persistentvolume",
+                false,
+                Opts {
+                    strategy: &strategy::PersistentVolumes,
+                    short_names: &["pv"],
+                    status: true,
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::PersistentVolumeClaim>(
+                "persistentvolumeclaim",
+                true,
+                Opts {
+                    strategy: &strategy::PersistentVolumeClaims,
+                    short_names: &["pvc"],
+                    status: true,
+                    ..NONE
+                },
+            ),
             entry::<core::v1::ReplicationController>(
                 "replicationcontroller",
                 true,
@@ -428,6 +448,15 @@ impl Registry {
                     strategy: &strategy::PodDisruptionBudgets,
                     short_names: &["pdb"],
                     status: true,
+                    ..NONE
+                },
+            ),
+            entry::<storage::v1::StorageClass>(
+                "storageclass",
+                false,
+                Opts {
+                    strategy: &strategy::StorageClasses,
+                    short_names: &["sc"],
                     ..NONE
                 },
             ),

@@ -31,3 +31,31 @@ pub async fn ensure_dns_service(
         Err(e) => Err(e),
     }
 }
+
+/// The built-in StorageClass `local-path` (as k3s ships one): the cluster's default, so a
+/// claim without a class is provisioned as a directory on the node its first pod is
+/// scheduled to. Created once; a class the user changed or annotated is left alone.
+pub async fn ensure_default_storage_class(client: kube::Client) -> Result<(), kube::Error> {
+    use spindle_meta::storage::{
+        DEFAULT_CLASS_ANNOTATION, LOCAL_PATH_CLASS, LOCAL_PATH_PROVISIONER,
+    };
+    let api: kube::Api<k8s_openapi::api::storage::v1::StorageClass> = kube::Api::all(client);
+    if api.get_opt(LOCAL_PATH_CLASS).await?.is_some() {
+        return Ok(());
+    }
+    let class = serde_json::from_value(serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": LOCAL_PATH_CLASS,
+                     "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    match api.create(&Default::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

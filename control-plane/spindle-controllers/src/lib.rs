@@ -10,6 +10,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod ephemeral;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicas;
@@ -64,6 +65,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let dsq = ds_queue.clone();
+    let eph_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let ephq = eph_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
     let pods = runtime::informer(
@@ -79,6 +82,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
                 replicas::on_pod_change(&rcq, &rcc, &ch)
             });
             runtime::contain("job", || job::on_pod_change(&jq, &ch));
+            runtime::contain("ephemeral-volume", || ephemeral::on_pod_change(&ephq, &ch));
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -132,6 +136,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, p) = (client.clone(), pods.clone());
+    let ephemeral = supervise("ephemeral-volume", move || {
+        let events = recorder(&c, ephemeral::COMPONENT);
+        ephemeral::run(c.clone(), events, eph_queue.clone(), p.clone())
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -151,7 +160,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         nodes,
         job,
         cronjob,
-        ttl
+        ttl,
+        ephemeral
     );
     Ok(())
 }

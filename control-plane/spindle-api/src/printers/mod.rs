@@ -29,6 +29,7 @@ mod obj;
 mod pod;
 mod policy;
 mod service;
+mod storage;
 #[cfg(test)]
 mod tests;
 

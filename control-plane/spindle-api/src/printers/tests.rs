@@ -29,6 +29,9 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("batch", "CronJob") => &batch::CRON_JOB,
         ("coordination.k8s.io", "Lease") => &cluster::LEASE,
         ("policy", "PodDisruptionBudget") => &policy::POD_DISRUPTION_BUDGET,
+        ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
+        ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
+        ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
         _ => &DEFAULT,
     }
 }
@@ -71,6 +74,9 @@ const KINDS: &[(&str, &str)] = &[
     ("batch", "CronJob"),
     ("coordination.k8s.io", "Lease"),
     ("policy", "PodDisruptionBudget"),
+    ("", "PersistentVolume"),
+    ("", "PersistentVolumeClaim"),
+    ("storage.k8s.io", "StorageClass"),
     ("example.com", "Widget"),
 ];
 
@@ -130,6 +136,17 @@ fn realistic(group: &str, kind: &str) -> Value {
         ("coordination.k8s.io", "Lease") => json!({"spec": {"holderIdentity": "node-1"}}),
         ("policy", "PodDisruptionBudget") => json!({"spec": {"maxUnavailable": "25%"},
             "status": {"disruptionsAllowed": 1}}),
+        ("", "PersistentVolume") => json!({"spec": {"capacity": {"storage": "1024Mi"},
+            "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "manual",
+            "volumeMode": "Filesystem", "claimRef": {"namespace": "default", "name": "data"}},
+            "status": {"phase": "Bound"}}),
+        ("", "PersistentVolumeClaim") => json!({"spec": {"volumeName": "pv1",
+            "storageClassName": "manual", "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "2Gi"},
+                "accessModes": ["ReadWriteOnce"]}}),
+        ("storage.k8s.io", "StorageClass") => json!({"provisioner": "spindle.dev/local-path",
+            "volumeBindingMode": "WaitForFirstConsumer"}),
         _ => json!({}),
     };
     if let Some(m) = o.as_object_mut() {
@@ -152,6 +169,8 @@ fn check_types(cols: &[Column], row: &[Value], what: &str) {
     for (c, v) in cols.iter().zip(row) {
         match c.type_ {
             "integer" => assert!(v.is_i64() || v.is_u64(), "{what} {}: {v}", c.name),
+            // kube-apiserver sends this "string" column's cell as the Go bool it is.
+            _ if c.name == "AllowVolumeExpansion" => assert!(v.is_boolean(), "{what}: {v}"),
             _ => assert!(v.is_string(), "{what} {}: {v}", c.name),
         }
     }
@@ -295,6 +314,82 @@ fn table_realistic_rows() {
     assert_eq!(
         cells("x", "Y", &json!({}), now())[1],
         json!("0001-01-01T00:00:00Z")
+    );
+}
+
+#[test]
+fn table_storage_rows() {
+    let row = |g: &str, k: &str| cells(g, k, &realistic(g, k), now());
+    let names: Vec<&str> = columns("", "PersistentVolume")
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Capacity",
+            "Access Modes",
+            "Reclaim Policy",
+            "Status",
+            "Claim",
+            "StorageClass",
+            "VolumeAttributesClass",
+            "Reason",
+            "Age",
+            "VolumeMode"
+        ]
+    );
+    assert_eq!(
+        row("", "PersistentVolume"),
+        [
+            json!("x"),
+            json!("1Gi"),
+            json!("RWO,RWX"),
+            json!("Retain"),
+            json!("Bound"),
+            json!("default/data"),
+            json!("manual"),
+            json!("<unset>"),
+            json!(""),
+            json!("5m"),
+            json!("Filesystem")
+        ]
+    );
+    assert_eq!(
+        row("", "PersistentVolumeClaim"),
+        [
+            json!("x"),
+            json!("Bound"),
+            json!("pv1"),
+            json!("2Gi"),
+            json!("RWO"),
+            json!("manual"),
+            json!("<unset>"),
+            json!("5m"),
+            json!("<unset>")
+        ]
+    );
+    // Unbound, a claim shows neither capacity nor access modes; deleted, it is Terminating.
+    let pending = json!({"metadata": {"name": "c", "deletionTimestamp": ago(1)},
+        "spec": {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": ["ReadWriteOnce"]},
+        "status": {"phase": "Pending"}});
+    assert_eq!(
+        cells("", "PersistentVolumeClaim", &pending, now())[1..5],
+        [json!("Terminating"), json!(""), json!(""), json!("")]
+    );
+    let mut sc = realistic("storage.k8s.io", "StorageClass");
+    sc["metadata"]["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
+    assert_eq!(
+        cells("storage.k8s.io", "StorageClass", &sc, now()),
+        [
+            json!("x (default)"),
+            json!("spindle.dev/local-path"),
+            json!("Delete"),
+            json!("WaitForFirstConsumer"),
+            json!(false),
+            json!("5m")
+        ]
     );
 }
 

@@ -17,6 +17,7 @@ mod policy;
 mod replication_controller;
 mod service;
 mod service_account;
+mod storage;
 
 pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
 pub use batch::{CronJobs, JOBS};
@@ -30,6 +31,7 @@ pub use policy::PodDisruptionBudgets;
 pub use replication_controller::ReplicationControllers;
 pub use service::Services;
 pub use service_account::ServiceAccounts;
+pub use storage::{PersistentVolumeClaims, PersistentVolumes, StorageClasses};
 
 use serde_json::{Map, Value};
 

@@ -1,5 +1,5 @@
 //! Kubernetes-style validation on the JSON form of objects: field errors, names and
-//! metadata here; the checks of pod specs, workloads, Services and budgets in the
+//! metadata here; the checks of pod specs, workloads, Services, budgets and storage in the
 //! submodules, which the kinds' strategies ([`crate::strategy`]) put together.
 //!
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
@@ -9,10 +9,12 @@ mod cron_job;
 mod daemon_set;
 mod job;
 mod job_policy;
+mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
 mod service;
+mod storage_class;
 #[cfg(test)]
 mod tests;
 mod workload;
@@ -20,11 +22,16 @@ mod workload;
 pub(crate) use cron_job::validate_cron_job;
 pub(crate) use daemon_set::validate_daemon_set;
 pub(crate) use job::{validate_job, validate_job_update};
+pub(crate) use persistent_volume::{
+    validate_persistent_volume, validate_persistent_volume_claim,
+    validate_persistent_volume_claim_update, validate_persistent_volume_update,
+};
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
+pub(crate) use storage_class::{validate_storage_class, validate_storage_class_update};
 pub(crate) use workload::validate_workload;
 
 use serde::Serialize;

@@ -269,7 +269,7 @@ fn validate_volume_source(vol: &Value, field: &str, errs: &mut Vec<FieldError>) 
 }
 
 /// Kubernetes' `validateHostPathVolumeSource`: a path, without `..` steps, and a known type.
-fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
     let path = hp.get("path").and_then(Value::as_str).unwrap_or("");
     if path.is_empty() {
         errs.push(FieldError::required(&format!("{field}.path")));
@@ -288,7 +288,7 @@ fn validate_host_path(hp: &Value, field: &str, errs: &mut Vec<FieldError>) {
 }
 
 /// Kubernetes' `validatePathNoBacksteps`: no `..` step anywhere in the path.
-fn validate_no_backsteps(path: &str, field: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn validate_no_backsteps(path: &str, field: &str, errs: &mut Vec<FieldError>) {
     if path.split('/').any(|step| step == "..") {
         errs.push(FieldError::invalid(
             field,

@@ -16,7 +16,7 @@ fn selector_is_empty(sel: &Value) -> bool {
             .is_none_or(|a| a.is_empty())
 }
 
-fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<FieldError>) {
+pub(super) fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<FieldError>) {
     validate_labels(
         sel.get("matchLabels"),
         &format!("{field}.matchLabels"),

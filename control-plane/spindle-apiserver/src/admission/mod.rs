@@ -6,6 +6,7 @@
 
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod storage;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -16,6 +17,7 @@ use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use namespace_lifecycle::NamespaceLifecycle;
+pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};
 
 /// What a request does, as admission plugins are told (deletions and connections join
 /// when a plugin needs them).
@@ -67,9 +69,16 @@ pub trait Admission: Send + Sync {
 }
 
 /// The enabled plugins in kube-apiserver's default order (NamespaceLifecycle,
-/// LimitRanger, ServiceAccount, ..., DefaultTolerationSeconds, ..., ResourceQuota); the
-/// ones Spindle implements.
-pub const PLUGINS: &[&dyn Admission] = &[&NamespaceLifecycle, &DefaultTolerationSeconds];
+/// LimitRanger, ServiceAccount, ..., DefaultTolerationSeconds, ..., DefaultStorageClass,
+/// StorageObjectInUseProtection, ..., PersistentVolumeClaimResize, ..., ResourceQuota);
+/// the ones Spindle implements.
+pub const PLUGINS: &[&dyn Admission] = &[
+    &NamespaceLifecycle,
+    &DefaultTolerationSeconds,
+    &DefaultStorageClass,
+    &StorageObjectInUseProtection,
+    &PersistentVolumeClaimResize,
+];
 
 /// Run the mutating phase of every plugin that handles the operation, in order.
 pub async fn admit(st: &AppState, a: &Attributes<'_>, obj: &mut Value) -> ApiResult<()> {
