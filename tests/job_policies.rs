@@ -197,3 +197,222 @@ fn pod_failure_policy_fails_the_job_at_once_or_ignores_the_failure() {
         "{err}"
     );
 }
+
+/// Waits until the Job has condition `ty` True; returns its status.
+fn wait_condition(c: &Cluster, name: &str, ty: &str) -> Value {
+    wait_for(&format!("{name} {ty}"), || {
+        let st = status(c, name);
+        if condition(&st, ty).0 == "True" {
+            Ok(st)
+        } else {
+            Err(format!("{st:#}"))
+        }
+    })
+}
+
+fn index_of(p: &Value) -> String {
+    p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn millis(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("no timestamp: {v}"));
+    s.parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .as_millisecond()
+}
+
+const STRAY: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stray\n  labels:\n    app: strays\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: IMAGE\n    args: [\"sleep\", \"0\"]\n";
+
+const ADOPTER: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: adopter\nspec:\n  manualSelector: true\n  selector:\n    matchLabels:\n      app: strays\n  template:\n    metadata:\n      labels:\n        app: strays\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: IMAGE\n        args: [\"echo\", \"mine\"]\n";
+
+#[test]
+fn indexes_fail_and_succeed_by_their_own_rules_and_a_manual_selector_adopts() {
+    let (c, image, _reg) = start();
+    let by_index = ["exit", "$(JOB_COMPLETION_INDEX)"];
+    // Index 0 succeeds; 1 and 2 fail twice (one retry each); 3 matches FailIndex.
+    c.apply(&job(
+        "per-index",
+        &image,
+        "  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n  backoffLimitPerIndex: 1\n  podFailurePolicy:\n    rules:\n    - action: FailIndex\n      onExitCodes:\n        operator: In\n        values: [3]",
+        &by_index,
+    ));
+    // No retries and at most one failed index: the second one fails the Job.
+    c.apply(&job(
+        "max-failed",
+        &image,
+        "  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n  backoffLimitPerIndex: 0\n  maxFailedIndexes: 1",
+        &by_index,
+    ));
+    // Index i sleeps i seconds (0: for ever); two successes are enough.
+    c.apply(&job(
+        "enough",
+        &image,
+        "  completionMode: Indexed\n  completions: 4\n  parallelism: 4\n  successPolicy:\n    rules:\n    - succeededIndexes: \"0\"\n    - succeededCount: 2",
+        &["sleep", "$(JOB_COMPLETION_INDEX)"],
+    ));
+    c.apply(&STRAY.replace("IMAGE", &image));
+
+    // successPolicy: SuccessCriteriaMet, the rest stopped, then Complete.
+    for k in kubectls() {
+        c.ok(
+            k,
+            &[
+                "wait",
+                "--for=condition=complete",
+                "job/enough",
+                "--timeout=180s",
+            ],
+        );
+    }
+    let st = status(&c, "enough");
+    let met = (
+        "True".to_string(),
+        "SuccessPolicy".to_string(),
+        "Matched rules at index 1".to_string(),
+    );
+    assert_eq!(condition(&st, "SuccessCriteriaMet"), met, "{st:#}");
+    assert_eq!(condition(&st, "Complete"), met, "{st:#}");
+    assert_eq!(st["active"], 0, "{st:#}");
+    let done = st["completedIndexes"].as_str().unwrap_or_default();
+    assert!(done.starts_with("1,2") || done == "1-3", "{st:#}");
+    wait_for("index 0 of enough stopped", || {
+        let ps = pods(&c, "enough");
+        let zero: Vec<&Value> = ps.iter().filter(|p| index_of(p) == "0").collect();
+        let stopped = zero
+            .iter()
+            .all(|p| p["metadata"]["deletionTimestamp"].is_string() || phase(p) == "Failed");
+        if stopped {
+            Ok(())
+        } else {
+            Err(format!("{zero:#?}"))
+        }
+    });
+
+    // backoffLimitPerIndex: the failed indexes and the per-index failure counts.
+    for k in kubectls() {
+        c.ok(
+            k,
+            &[
+                "wait",
+                "--for=condition=failed",
+                "job/per-index",
+                "--timeout=180s",
+            ],
+        );
+    }
+    let st = status(&c, "per-index");
+    let failed = (
+        "True".to_string(),
+        "FailedIndexes".to_string(),
+        "Job has failed indexes".to_string(),
+    );
+    assert_eq!(condition(&st, "FailureTarget"), failed, "{st:#}");
+    assert_eq!(condition(&st, "Failed"), failed, "{st:#}");
+    assert_eq!(
+        (&st["completedIndexes"], &st["failedIndexes"], &st["failed"]),
+        (&Value::from("0"), &Value::from("1-3"), &Value::from(5)),
+        "{st:#}"
+    );
+    let ps = pods(&c, "per-index");
+    for (ix, tries) in [("0", 1), ("1", 2), ("2", 2), ("3", 1)] {
+        let mut mine: Vec<&Value> = ps.iter().filter(|p| index_of(p) == ix).collect();
+        assert_eq!(mine.len(), tries, "index {ix}: {mine:#?}");
+        mine.sort_by_key(|p| millis(&p["metadata"]["creationTimestamp"]));
+        let counts: Vec<&str> = mine
+            .iter()
+            .map(|p| {
+                p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"]
+                    .as_str()
+                    .unwrap_or("none")
+            })
+            .collect();
+        let want: Vec<String> = (0..tries).map(|n| n.to_string()).collect();
+        assert_eq!(counts, want, "index {ix}");
+        if tries == 2 {
+            // The index's own back-off: 10 s after its first failure.
+            let ended = millis(
+                &mine[0]["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"],
+            );
+            let gap = millis(&mine[1]["metadata"]["creationTimestamp"]) - ended / 1000 * 1000;
+            assert!(gap >= 9_000, "index {ix} retried after {gap} ms");
+        }
+    }
+
+    // maxFailedIndexes: no index is retried; more than one failed fails the Job.
+    let st = wait_condition(&c, "max-failed", "Failed");
+    assert_eq!(
+        condition(&st, "Failed"),
+        (
+            "True".to_string(),
+            "MaxFailedIndexesExceeded".to_string(),
+            "Job has exceeded the specified maximal number of failed indexes".to_string()
+        ),
+        "{st:#}"
+    );
+    let shown = st["failedIndexes"].as_str().unwrap_or_default();
+    assert!(
+        ["1,2", "1-3", "1,3", "2,3"].contains(&shown),
+        "failedIndexes {shown}"
+    );
+    let ps = pods(&c, "max-failed");
+    let mut seen: Vec<String> = ps.iter().map(index_of).collect();
+    seen.sort();
+    let n = seen.len();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "an index was retried: {seen:?}");
+
+    // manualSelector: the running orphan is adopted (and counted as the Job's pod)...
+    c.wait_pod_field("stray", "{.status.phase}", "Running", WAIT);
+    c.apply(&ADOPTER.replace("IMAGE", &image));
+    let owner = |c: &Cluster| c.pod_field("stray", "{.metadata.ownerReferences[0].name}");
+    let held = |c: &Cluster| c.pod_field("stray", "{.metadata.finalizers}");
+    wait_for("stray adopted", || {
+        let (o, f) = (owner(&c), held(&c));
+        if o == "adopter" && f.contains("batch.kubernetes.io/job-tracking") {
+            Ok(())
+        } else {
+            Err(format!("owner {o:?}, finalizers {f:?}"))
+        }
+    });
+    assert_eq!(
+        c.pod_field("stray", "{.metadata.ownerReferences[0].controller}"),
+        "true"
+    );
+    wait_for("adopter counts stray as active", || {
+        let st = status(&c, "adopter");
+        (st["active"] == 1).then_some(()).ok_or(format!("{st:#}"))
+    });
+    let sel = "app=strays";
+    let list = json_of(&c, &["get", "pods", "-l", sel]);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["stray"],
+        "the Job started a pod beside the adopted one"
+    );
+    // ...and released, finalizer and all, once relabelled; the Job then runs its own.
+    c.ok(
+        common::KUBECTL_OLDEST,
+        &["label", "pod", "stray", "app=loose", "--overwrite"],
+    );
+    wait_for("stray released", || {
+        let (o, f) = (owner(&c), held(&c));
+        if o.is_empty() && !f.contains("job-tracking") {
+            Ok(())
+        } else {
+            Err(format!("owner {o:?}, finalizers {f:?}"))
+        }
+    });
+    let st = wait_condition(&c, "adopter", "Complete");
+    assert_eq!(st["succeeded"], 1, "{st:#}");
+    assert_eq!(c.pod_field("stray", "{.status.phase}"), "Running");
+    assert_eq!(c.ok(K, &["logs", "job/adopter"]), "mine\n");
+}

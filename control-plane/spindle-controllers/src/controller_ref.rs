@@ -82,6 +82,9 @@ pub struct RefManager<'a, C> {
     client: &'a Client,
     owner: &'a C,
     can_adopt: OnceCell<Result<(), String>>,
+    /// A finalizer the owner keeps on what it owns (the Job's tracking finalizer): put
+    /// on with adoption, taken off with release.
+    finalizer: Option<&'static str>,
 }
 
 impl<'a, C> RefManager<'a, C>
@@ -96,7 +99,14 @@ where
             client,
             owner,
             can_adopt: OnceCell::new(),
+            finalizer: None,
         }
+    }
+
+    /// Adopt with `finalizer` added, release with it removed.
+    pub fn with_finalizer(mut self, finalizer: &'static str) -> Self {
+        self.finalizer = Some(finalizer);
+        self
     }
 
     fn owner_uid(&self) -> String {
@@ -168,7 +178,7 @@ where
             });
         }
         let owner = self.owner_reference();
-        let patch = json!({
+        let mut patch = json!({
             "metadata": {
                 "ownerReferences": [{
                     "apiVersion": owner.api_version,
@@ -181,6 +191,9 @@ where
                 "uid": obj.uid(),
             }
         });
+        if let Some(f) = self.finalizer {
+            patch["metadata"]["finalizers"] = json!([f]);
+        }
         match self
             .api(&**obj)
             .patch(
@@ -211,12 +224,15 @@ where
             owner = %self.owner.name_any(),
             "releasing: its labels no longer match the owner's selector"
         );
-        let patch = json!({
+        let mut patch = json!({
             "metadata": {
                 "ownerReferences": [{"$patch": "delete", "uid": self.owner_uid()}],
                 "uid": obj.uid(),
             }
         });
+        if let Some(f) = self.finalizer {
+            patch["metadata"]["$deleteFromPrimitiveList/finalizers"] = json!([f]);
+        }
         match self
             .api(obj)
             .patch(

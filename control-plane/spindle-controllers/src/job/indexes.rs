@@ -23,15 +23,16 @@ pub fn parse(s: Option<&str>, completions: i32) -> BTreeSet<i32> {
     out
 }
 
-/// The compressed form: consecutive indexes become "a-b", single ones stay alone.
+/// The compressed form: three or more consecutive indexes become "a-b".
 pub fn format(set: &BTreeSet<i32>) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut run: Option<(i32, i32)> = None;
+    // Two neighbours stay a list ("4,5"), as kube-controller-manager writes them.
     let flush = |parts: &mut Vec<String>, (a, b): (i32, i32)| {
-        parts.push(if a == b {
-            a.to_string()
-        } else {
-            format!("{a}-{b}")
+        parts.push(match b - a {
+            0 => a.to_string(),
+            1 => format!("{a},{b}"),
+            _ => format!("{a}-{b}"),
         })
     };
     for &i in set {
@@ -61,7 +62,8 @@ mod tests {
         assert_eq!(parse(Some("0-3,5,7-9"), 10), set);
         assert_eq!(format(&BTreeSet::new()), "");
         assert_eq!(format(&[4].into_iter().collect()), "4");
-        assert_eq!(format(&[4, 5].into_iter().collect()), "4-5");
+        assert_eq!(format(&[4, 5].into_iter().collect()), "4,5");
+        assert_eq!(format(&[1, 2, 4, 5, 6].into_iter().collect()), "1,2,4-6");
     }
 
     #[test]

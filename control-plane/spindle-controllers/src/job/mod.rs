@@ -8,9 +8,11 @@
 pub mod backoff;
 pub mod conditions;
 pub mod indexes;
+mod per_index;
 mod pods;
 pub mod policy;
 mod state;
+mod success;
 mod sync;
 pub mod tracking;
 

@@ -13,12 +13,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use spindle_meta::events::{object_ref, EventType, Recorder};
+use spindle_meta::selector::Matcher;
 
 use super::conditions::{self as cond, COMPLETE, FAILED};
+use super::per_index::{self, PerIndex};
 use super::state::Memory;
 use super::tracking::{self, has_finalizer, is_active, is_failed, is_terminating};
-use super::{backoff, indexes, is_job, pods, policy};
-use crate::controller_ref::controller_ref;
+use super::{backoff, indexes, is_job, pods, policy, success};
+use crate::controller_ref::{controller_ref, RefManager};
 use crate::replicaset::is_ready;
 use crate::runtime::{split_key, Action, Cache};
 
@@ -90,9 +92,13 @@ pub async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     };
     let job = ctx.freshest(key, cached);
     let uid = job.uid().unwrap_or_default();
-    let owned = ctx.pods.by_index(&format!("owner/{uid}"));
+    let mut owned = ctx.pods.by_index(&format!("owner/{uid}"));
     ctx.memory.observe(key, &owned);
     let status = job.status.clone().unwrap_or_default();
+    let manual = job.spec.as_ref().and_then(|s| s.manual_selector) == Some(true);
+    if manual && job.metadata.deletion_timestamp.is_none() && !cond::is_finished(&status) {
+        owned = claim(ctx, &ns, &job).await?;
+    }
     if job.metadata.deletion_timestamp.is_some() || cond::is_finished(&status) {
         // Nothing more is counted: the pods only lose their finalizers.
         let removed = ctx.memory.removed();
@@ -134,6 +140,26 @@ async fn release_orphans(
     let (done, err) = pods::unfinalize(&ctx.client, &orphans).await;
     ctx.memory.unfinalized(done);
     err.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// With `manualSelector`, the Job owns the pods its selector picks, as a ReplicaSet
+/// does: it adopts matching orphans (adding the tracking finalizer, so they are counted)
+/// and releases its pods that stop matching (taking the finalizer off). A generated
+/// selector names the Job's uid, which no other pod carries, so only a manual one
+/// needs this.
+async fn claim(ctx: &Ctx, ns: &str, job: &Arc<Job>) -> anyhow::Result<Vec<Arc<Pod>>> {
+    let uid = job.uid().unwrap_or_default();
+    let selector = Matcher::for_controller(job.spec.as_ref().and_then(|s| s.selector.as_ref()));
+    let candidates = ctx
+        .pods
+        .by_index(&format!("ns/{ns}"))
+        .into_iter()
+        .filter(|p| controller_ref(&p.metadata).is_none_or(|r| r.uid == uid));
+    let claimed = RefManager::new(&ctx.client, job.as_ref())
+        .with_finalizer(tracking::FINALIZER)
+        .claim(candidates, |p: &Pod| selector.matches(p.labels()))
+        .await?;
+    Ok(claimed)
 }
 
 struct Pass<'a> {
@@ -190,11 +216,17 @@ impl<'a> Pass<'a> {
             .filter(|p| is_failed(p) && !policy::counts(policy, p))
             .filter_map(|p| p.uid())
             .collect();
-        let tally = tracking::tally(&status, indexed, &self.owned, &removed, &ignored);
+        let per_index = self.per_index(&status, indexed, &removed);
+        let mut skip = removed.clone();
+        skip.extend(per_index.iter().flat_map(PerIndex::held_uids));
+        let tally = tracking::tally(&status, indexed, &self.owned, &skip, &ignored);
         status.uncounted_terminated_pods = Some(tally.uncounted.clone());
         if indexed.is_some() {
             status.completed_indexes = Some(indexes::format(&tally.completed));
             status.succeeded = Some(tally.completed.len() as i32);
+        }
+        if let Some(pi) = &per_index {
+            status.failed_indexes = Some(indexes::format(&pi.failed));
         }
         let deleting = self.ctx.memory.deleting();
         let gone = |p: &Pod| p.uid().is_some_and(|u| deleting.contains(&u));
@@ -290,26 +322,37 @@ impl<'a> Pass<'a> {
             } else {
                 cond::deadline(&self.job, status.start_time.as_ref(), self.now)
             };
+            let n = indexed.unwrap_or(0);
+            let indexes_verdict = per_index
+                .as_ref()
+                .and_then(|pi| pi.verdict(spec.max_failed_indexes, n, tally.completed.len()));
+            let success_met = indexed
+                .and_then(|n| success::matching(spec.success_policy.as_ref(), n, &tally.completed));
+            let owned = |(a, b): (&str, &str)| (a.to_string(), b.to_string());
             let target = if failed > spec.backoff_limit.unwrap_or(6) {
-                Some((cond::FAILURE_TARGET, cond::BACKOFF_LIMIT))
+                Some((cond::FAILURE_TARGET, owned(cond::BACKOFF_LIMIT)))
             } else if matches!(deadline, Some(Ok(()))) {
-                Some((cond::FAILURE_TARGET, cond::DEADLINE))
+                Some((cond::FAILURE_TARGET, owned(cond::DEADLINE)))
+            } else if let Some(why) = indexes_verdict {
+                Some((cond::FAILURE_TARGET, owned(why)))
+            } else if let Some(msg) = success_met {
+                Some((cond::SUCCESS_CRITERIA_MET, (success::REASON.into(), msg)))
             } else if reached(indexed, spec.completions, succeeded, active.len()) {
-                Some((cond::SUCCESS_CRITERIA_MET, cond::COMPLETIONS_REACHED))
+                Some((cond::SUCCESS_CRITERIA_MET, owned(cond::COMPLETIONS_REACHED)))
             } else {
                 if let Some(Err(left)) = deadline {
                     self.requeue_after(left);
                 }
                 None
             };
-            if let Some((ty, why)) = target {
-                cond::ensure(&mut status, ty, "True", why, self.now);
+            if let Some((ty, (reason, message))) = target {
+                cond::ensure(&mut status, ty, "True", (&reason, &message), self.now);
                 let terminal = if ty == cond::FAILURE_TARGET {
                     FAILED
                 } else {
                     COMPLETE
                 };
-                ending = Some((terminal, why.0.into(), why.1.into()));
+                ending = Some((terminal, reason, message));
             }
         }
 
@@ -320,7 +363,14 @@ impl<'a> Pass<'a> {
             active.clear();
         } else {
             let (made, stopped) = self
-                .manage(&spec, indexed, &tally.completed, succeeded, &active)
+                .manage(
+                    &spec,
+                    indexed,
+                    &tally.completed,
+                    per_index.as_ref(),
+                    succeeded,
+                    &active,
+                )
                 .await;
             created = made;
             active.retain(|p| !stopped.contains(&p.name_any()));
@@ -350,8 +400,12 @@ impl<'a> Pass<'a> {
         }
         let removed = self.ctx.memory.removed();
         tracking::settle(&mut status, &self.owned, &removed);
-        let idle =
-            status.active == Some(0) && terminating == 0 && tracking::uncounted_len(&status) == 0;
+        // A held pod is counted once the Job ends (the next pass): not finished before.
+        let held = per_index.as_ref().is_some_and(|pi| !pi.held.is_empty());
+        let idle = status.active == Some(0)
+            && terminating == 0
+            && tracking::uncounted_len(&status) == 0
+            && !held;
         let mut finished = None;
         if let (Some((ty, reason, message)), true) = (&ending, idle) {
             cond::ensure(&mut status, ty, "True", (reason, message), self.now);
@@ -380,6 +434,39 @@ impl<'a> Pass<'a> {
         Ok(self.requeue.map_or(Action::Done, Action::RequeueAfter))
     }
 
+    /// backoffLimitPerIndex's view of an Indexed Job that has one.
+    fn per_index(
+        &self,
+        status: &JobStatus,
+        indexed: Option<i32>,
+        removed: &HashSet<String>,
+    ) -> Option<PerIndex> {
+        let spec = self.job.spec.as_ref()?;
+        let (n, limit) = (indexed?, spec.backoff_limit_per_index?);
+        let mut succeeded = indexes::parse(status.completed_indexes.as_deref(), n);
+        succeeded.extend(
+            self.owned
+                .iter()
+                .filter(|p| tracking::is_succeeded(p))
+                .filter_map(|p| tracking::completion_index(p)),
+        );
+        let ending = cond::is_true(status, cond::FAILURE_TARGET)
+            || cond::is_true(status, cond::SUCCESS_CRITERIA_MET);
+        let rules = per_index::Rules {
+            completions: n,
+            limit,
+            policy: spec.pod_failure_policy.as_ref(),
+        };
+        Some(per_index::assess(
+            &rules,
+            status,
+            &self.owned,
+            removed,
+            &succeeded,
+            ending,
+        ))
+    }
+
     /// The message of the first failed pod that matches a FailJob rule, if any.
     fn fail_job_message(&self, policy: Option<&PodFailurePolicy>) -> Option<String> {
         policy?;
@@ -399,14 +486,18 @@ impl<'a> Pass<'a> {
         spec: &k8s_openapi::api::batch::v1::JobSpec,
         indexed: Option<i32>,
         completed: &BTreeSet<i32>,
+        per_index: Option<&PerIndex>,
         succeeded: i32,
         active: &[Arc<Pod>],
     ) -> (i32, HashSet<String>) {
+        let failed_ix = per_index.map(|pi| &pi.failed);
+        let done = |i: &i32| completed.contains(i) || failed_ix.is_some_and(|f| f.contains(i));
+        let undone = indexed.map_or(0, |n| (0..n).filter(|i| !done(i)).count() as i32);
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let pending = self.ctx.memory.pending_creates(self.key);
         let mut stop: Vec<Arc<Pod>> = Vec::new();
         let want: i32 = match (indexed, spec.completions) {
-            (Some(n), _) => parallelism.min(n - completed.len() as i32),
+            (Some(_), _) => parallelism.min(undone),
             (None, Some(c)) => parallelism.min(c - succeeded),
             // Without completions, once one pod succeeded no new one starts.
             (None, None) if succeeded > 0 => active.len() as i32,
@@ -416,11 +507,12 @@ impl<'a> Pass<'a> {
         let mut to_make: Vec<Option<i32>> = Vec::new();
         let mut running = active.to_vec();
         if let Some(n) = indexed {
-            // A pod whose index is done (or out of range) or duplicated has no work left.
+            // A pod whose index is done or failed (or out of range) or duplicated has no
+            // work left.
             let mut seen = HashSet::new();
             running.retain(|p| {
                 let keep = tracking::completion_index(p)
-                    .is_some_and(|i| i < n && !completed.contains(&i) && seen.insert(i));
+                    .is_some_and(|i| i < n && !done(&i) && seen.insert(i));
                 if !keep {
                     stop.push(p.clone());
                 }
@@ -431,11 +523,25 @@ impl<'a> Pass<'a> {
                 .chain(pending.iter().flatten().copied())
                 .collect();
             let room = (want - running.len() as i32 - pending.len() as i32).max(0) as usize;
+            // Under backoffLimitPerIndex each index waits out its own back-off.
+            let mut wait = Duration::ZERO;
+            let now = self.now;
+            let ready = |i: &i32| {
+                let w = per_index.map_or(Duration::ZERO, |pi| pi.wait(*i, now));
+                if !w.is_zero() {
+                    wait = if wait.is_zero() { w } else { wait.min(w) };
+                }
+                w.is_zero()
+            };
             to_make = (0..n)
-                .filter(|i| !completed.contains(i) && !busy.contains(i))
+                .filter(|i| !done(i) && !busy.contains(i))
+                .filter(ready)
                 .take(room)
                 .map(Some)
                 .collect();
+            if !wait.is_zero() {
+                self.requeue_after(wait);
+            }
         } else {
             let have = running.len() as i32 + pending.len() as i32;
             if have < want {
@@ -460,15 +566,18 @@ impl<'a> Pass<'a> {
         if to_make.is_empty() {
             return (0, stopped);
         }
-        let wait = backoff::remaining(self.owned.iter().map(|p| p.as_ref()), self.now);
-        if !wait.is_zero() {
-            self.requeue_after(wait);
-            return (0, stopped);
+        if per_index.is_none() {
+            let wait = backoff::remaining(self.owned.iter().map(|p| p.as_ref()), self.now);
+            if !wait.is_zero() {
+                self.requeue_after(wait);
+                return (0, stopped);
+            }
         }
-        (self.create(to_make).await, stopped)
+        (self.create(to_make, per_index).await, stopped)
     }
 
-    async fn create(&mut self, indexes: Vec<Option<i32>>) -> i32 {
+    async fn create(&mut self, indexes: Vec<Option<i32>>, per_index: Option<&PerIndex>) -> i32 {
+        let policy = self.spec().pod_failure_policy;
         let job_name = self.job.name_any();
         let named: Vec<(String, Option<i32>)> = indexes
             .into_iter()
@@ -483,7 +592,17 @@ impl<'a> Pass<'a> {
         self.ctx.memory.expect_creates(self.key, &named);
         let built = named
             .iter()
-            .map(|(n, i)| pods::build(&self.job, n, *i))
+            .map(|(n, i)| {
+                let mut pod = pods::build(&self.job, n, *i);
+                if let (Some(pi), Some(ix)) = (per_index, i) {
+                    let ann = pod
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default);
+                    ann.extend(pi.annotations(*ix, policy.as_ref()));
+                }
+                pod
+            })
             .collect();
         let mut made = 0;
         for (name, r) in pods::create(&self.ctx.client, self.ns, built).await {
