@@ -12,8 +12,6 @@
 
 #[path = "daemonset_backoff.rs"]
 mod backoff;
-#[path = "daemonset_history.rs"]
-mod history;
 #[path = "daemonset_util.rs"]
 pub mod util;
 
@@ -33,6 +31,7 @@ use spindle_meta::selector::Matcher;
 use spindle_scheduler::PodFit;
 
 use crate::controller_ref::{controller_ref, owner_reference, RefManager};
+use crate::history;
 use crate::replicaset::{is_available, is_ready};
 use crate::runtime::{informer, key_of, watch_config, Action, Cache, Change, Queue};
 use util::*;
@@ -186,8 +185,8 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let pods = RefManager::new(&ctx.client, ds.as_ref())
         .claim(candidates, |p: &Pod| matcher.matches(p.labels()))
         .await?;
-    let (cur, old) = history::construct(&ctx.client, &ctx.revisions, &ds).await?;
-    let hash = history::hash_of(&cur);
+    let (cur, old) = history::construct(&ctx.client, &ctx.revisions, ds.as_ref()).await?;
+    let hash = history::hash_of(&cur, HASH_LABEL);
     let by_node = by_node(&pods);
     let nodes = ctx.nodes.list();
     let fit = fit_of(&spec);
@@ -202,7 +201,9 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
             .iter()
             .filter_map(|p| p.labels().get(HASH_LABEL).cloned())
             .collect();
-        history::cleanup(&ctx.client, &ds, old, &live).await?;
+        let is_live =
+            |r: &ControllerRevision| r.labels().get(HASH_LABEL).is_some_and(|h| live.contains(h));
+        history::cleanup(&ctx.client, ds.as_ref(), old, is_live).await?;
     }
     let status = status_of(&ds, &nodes, &fit, &by_node, &hash);
     let min_ready = spec.min_ready_seconds.unwrap_or(0);

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::deployment::util::scaled_value;
 
 /// The label naming the ControllerRevision a daemon pod was made from.
-pub const HASH_LABEL: &str = "controller-revision-hash";
+pub use crate::history::HASH_LABEL;
 /// The label kube still sets with the DaemonSet's template generation.
 pub const GENERATION_LABEL: &str = "pod-template-generation";
 

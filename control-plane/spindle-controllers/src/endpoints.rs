@@ -57,6 +57,18 @@ fn target_port(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Opt
     }
 }
 
+/// The hostname an endpoint carries, so that the cluster DNS answers
+/// `<hostname>.<svc>.<ns>.svc.<domain>`: the pod's `spec.hostname` when its
+/// `spec.subdomain` names this Service (as StatefulSet pods' do), as kube's endpoint
+/// controllers decide it.
+fn dns_hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let host = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    let same = spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.metadata.namespace == svc.metadata.namespace;
+    same.then(|| host.to_string())
+}
+
 /// (name, target port, protocol) of one Service port for one pod.
 type ResolvedPort = (String, i32, String);
 
@@ -142,14 +154,18 @@ async fn reconcile(
         let target = json!({
             "kind": "Pod", "namespace": ns, "name": p.name_any(), "uid": p.metadata.uid,
         });
-        let addr = json!({"ip": ip, "nodeName": node, "targetRef": target});
+        let hostname = dns_hostname(&svc, p);
+        let mut addr = json!({"ip": ip, "nodeName": node, "targetRef": target});
+        if let Some(h) = &hostname {
+            addr["hostname"] = json!(h);
+        }
         let entry = subsets.entry(resolved.clone()).or_default();
         if ready {
             entry.0.push(addr);
         } else {
             entry.1.push(addr);
         }
-        slice_endpoints.push(json!({
+        let mut endpoint = json!({
             "addresses": [ip],
             "conditions": {
                 "ready": ready,
@@ -158,7 +174,11 @@ async fn reconcile(
             },
             "nodeName": node,
             "targetRef": target,
-        }));
+        });
+        if let Some(h) = hostname {
+            endpoint["hostname"] = json!(h);
+        }
+        slice_endpoints.push(endpoint);
         if slice_ports.is_none() {
             slice_ports = Some(
                 resolved
@@ -247,4 +267,43 @@ pub fn services(client: &Client, queue: Arc<Queue<String>>) -> Arc<Cache<Service
             Change::Delete(o) => queue.add(key_of(o.as_ref())),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use kube::api::ObjectMeta;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_in_the_services_subdomain_gets_its_hostname() {
+        let svc = Service {
+            metadata: meta("nginx"),
+            ..Default::default()
+        };
+        let pod = |hostname: Option<&str>, subdomain: Option<&str>| Pod {
+            metadata: meta("web-0"),
+            spec: Some(PodSpec {
+                hostname: hostname.map(Into::into),
+                subdomain: subdomain.map(Into::into),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let named = pod(Some("web-0"), Some("nginx"));
+        assert_eq!(dns_hostname(&svc, &named).as_deref(), Some("web-0"));
+        assert_eq!(dns_hostname(&svc, &pod(Some("web-0"), Some("other"))), None);
+        assert_eq!(dns_hostname(&svc, &pod(None, Some("nginx"))), None);
+        let mut elsewhere = named.clone();
+        elsewhere.metadata.namespace = Some("other".into());
+        assert_eq!(dns_hostname(&svc, &elsewhere), None);
+    }
 }

@@ -11,12 +11,14 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod ephemeral;
+pub mod history;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod statefulset;
 pub mod ttlafterfinished;
 
 use std::future::Future;
@@ -65,6 +67,12 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let (eq, svcs) = (ep_queue.clone(), services.clone());
     let (dq, pdbs) = (pdb_queue.clone(), budgets.clone());
     let dsq = ds_queue.clone();
+    let sts_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let (sets, stsq) = (
+        statefulset::sets(&client, sts_queue.clone()),
+        sts_queue.clone(),
+    );
+    let sts_cache = sets.clone();
     let eph_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ephq = eph_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
@@ -82,6 +90,9 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
                 replicas::on_pod_change(&rcq, &rcc, &ch)
             });
             runtime::contain("job", || job::on_pod_change(&jq, &ch));
+            runtime::contain("statefulset", || {
+                statefulset::on_pod_change(&stsq, &sts_cache, &ch)
+            });
             runtime::contain("ephemeral-volume", || ephemeral::on_pod_change(&ephq, &ch));
         },
     );
@@ -137,6 +148,17 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         )
     });
     let (c, p) = (client.clone(), pods.clone());
+    let statefulsets = supervise("statefulset", move || {
+        let events = recorder(&c, statefulset::COMPONENT);
+        statefulset::run(
+            c.clone(),
+            events,
+            sts_queue.clone(),
+            sets.clone(),
+            p.clone(),
+        )
+    });
+    let (c, p) = (client.clone(), pods.clone());
     let ephemeral = supervise("ephemeral-volume", move || {
         let events = recorder(&c, ephemeral::COMPONENT);
         ephemeral::run(c.clone(), events, eph_queue.clone(), p.clone())
@@ -161,6 +183,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         job,
         cronjob,
         ttl,
+        statefulsets,
         ephemeral
     );
     Ok(())

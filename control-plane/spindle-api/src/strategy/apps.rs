@@ -5,7 +5,10 @@ use serde_json::{json, Map, Value};
 
 use super::{reset_status, selector_immutable, Strategy};
 use crate::defaults::{default_template, obj_mut, set_default};
-use crate::validation::{validate_daemon_set, validate_workload, FieldError};
+use crate::validation::{
+    validate_daemon_set, validate_stateful_set, validate_stateful_set_update, validate_workload,
+    FieldError,
+};
 
 /// A kind that runs pods from a template under a selector: its defaults, the restart
 /// policies its pods may have, and whether the selector must be given (a Job generates
@@ -17,6 +20,8 @@ pub struct Workload {
     initial_status: fn() -> Value,
     /// Rules of the kind beyond the workload's.
     extra_validation: fn(&Value, &mut Vec<FieldError>),
+    /// What an update may not change (the selector, unless the kind says more).
+    update_validation: fn(&Value, &Value, &mut Vec<FieldError>),
 }
 
 impl Workload {
@@ -31,6 +36,7 @@ impl Workload {
             selector_required,
             initial_status: || json!({}),
             extra_validation: |_, _| {},
+            update_validation: selector_immutable,
         }
     }
 
@@ -43,6 +49,14 @@ impl Workload {
 
     const fn with_validation(mut self, f: fn(&Value, &mut Vec<FieldError>)) -> Workload {
         self.extra_validation = f;
+        self
+    }
+
+    const fn with_update_validation(
+        mut self,
+        f: fn(&Value, &Value, &mut Vec<FieldError>),
+    ) -> Workload {
+        self.update_validation = f;
         self
     }
 }
@@ -67,7 +81,7 @@ impl Strategy for Workload {
     }
 
     fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
-        selector_immutable(old, new, errs);
+        (self.update_validation)(old, new, errs);
     }
 }
 
@@ -78,7 +92,9 @@ pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, 
 pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true)
     .with_initial_status(daemon_set_status)
     .with_validation(validate_daemon_set);
-pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true);
+pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true)
+    .with_validation(validate_stateful_set)
+    .with_update_validation(validate_stateful_set_update);
 
 fn deployment_defaults(obj: &mut Value) {
     let Some(spec) = obj_mut(obj, "spec") else {
@@ -142,6 +158,8 @@ fn daemon_set_status() -> Value {
     })
 }
 
+/// Field by field, as kube's SetDefaults_StatefulSet: a strategy without a type becomes
+/// RollingUpdate with partition 0; a retention policy gets Retain for what it leaves out.
 fn stateful_set_defaults(obj: &mut Value) {
     let Some(spec) = obj_mut(obj, "spec") else {
         return;
@@ -149,14 +167,31 @@ fn stateful_set_defaults(obj: &mut Value) {
     set_default(spec, "replicas", json!(1));
     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
     set_default(spec, "revisionHistoryLimit", json!(10));
-    set_default(
-        spec,
-        "updateStrategy",
-        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-    );
-    set_default(
-        spec,
-        "persistentVolumeClaimRetentionPolicy",
-        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-    );
+    set_default(spec, "updateStrategy", json!({}));
+    if let Some(st) = spec
+        .get_mut("updateStrategy")
+        .and_then(Value::as_object_mut)
+    {
+        if st
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            st.insert("type".into(), json!("RollingUpdate"));
+            set_default(st, "rollingUpdate", json!({}));
+        }
+        if st.get("type") == Some(&json!("RollingUpdate")) {
+            if let Some(ru) = st.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                set_default(ru, "partition", json!(0));
+            }
+        }
+    }
+    set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({}));
+    if let Some(p) = spec
+        .get_mut("persistentVolumeClaimRetentionPolicy")
+        .and_then(Value::as_object_mut)
+    {
+        set_default(p, "whenDeleted", json!("Retain"));
+        set_default(p, "whenScaled", json!("Retain"));
+    }
 }

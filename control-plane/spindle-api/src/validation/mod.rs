@@ -14,6 +14,7 @@ mod pod;
 mod pod_log;
 mod policy;
 mod service;
+mod stateful_set;
 mod storage_class;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
+pub(crate) use stateful_set::{validate_stateful_set, validate_stateful_set_update};
 pub(crate) use storage_class::{validate_storage_class, validate_storage_class_update};
 pub(crate) use workload::validate_workload;
 

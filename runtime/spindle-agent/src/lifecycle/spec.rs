@@ -126,10 +126,16 @@ pub(super) fn for_run(
         .collect();
     spec.meta = RunMeta {
         id: run_id(&h.uid, &c.name, parts.run),
+        // As the kubelet: the node's name on the host network, else `spec.hostname`
+        // (a StatefulSet pod's) or the pod's name.
         hostname: if host_network {
             agent.opts.node_name.clone()
         } else {
-            h.name.clone()
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| h.name.clone())
         },
         paths: h.paths.clone(),
         pod: format!("{}_{}({})", h.name, h.namespace, h.uid),
