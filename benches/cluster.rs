@@ -10,9 +10,8 @@
 //! 2. Deployments at scale: BENCH_SCALE pods (default "7500,15000,30000") on the same
 //!    number of hollow nodes, through Deployments of 1000 replicas; time from apply to
 //!    all Running and the server's resident memory, one fresh server per size.
-//! 3. DaemonSet rollout: one DaemonSet over the same BENCH_NODES hollow nodes; time from
-//!    apply to every node's pod available, then from `set image` (maxUnavailable 10 %) to
-//!    the update complete as `kubectl rollout status` judges it.
+//!
+//! The DaemonSet rollout over hollow nodes is `benches/daemonsets.rs`.
 //!
 //! Under `cargo test` (no `--bench`) every size is small (`benches/common/size.rs`).
 
@@ -30,16 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
-    RollingUpdateDaemonSet,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Binding, Container, Node, ObjectReference, Pod, PodSpec, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 struct Server {
@@ -476,66 +471,6 @@ async fn scale_bench(nodes: usize, total: usize) -> anyhow::Result<(f64, f64)> {
     Ok((secs, rss))
 }
 
-/// Whether the DaemonSet's status says `rollout status` would succeed on `nodes` nodes.
-async fn daemonset_done(api: &Api<DaemonSet>, nodes: i32) -> anyhow::Result<bool> {
-    let ds = api.get("bench").await?;
-    let s = ds.status.unwrap_or_default();
-    Ok(s.observed_generation >= ds.metadata.generation
-        && s.desired_number_scheduled == nodes
-        && s.updated_number_scheduled == Some(nodes)
-        && s.number_available == Some(nodes))
-}
-
-async fn wait_daemonset(api: &Api<DaemonSet>, nodes: i32) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    while !daemonset_done(api, nodes).await? {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(600),
-            "DaemonSet not rolled out after 10 min"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok(t.elapsed().as_secs_f64())
-}
-
-async fn daemonset_bench(nodes: usize) -> anyhow::Result<()> {
-    let s = start_server(&[]).await?;
-    let _h = hollow(&s, nodes)?;
-    wait_nodes_ready(&s.client, nodes).await?;
-    let api: Api<DaemonSet> = Api::namespaced(s.client.clone(), "default");
-    let d = deployment("bench", 1).spec.unwrap_or_default();
-    let ds = DaemonSet {
-        metadata: ObjectMeta {
-            name: Some("bench".into()),
-            ..Default::default()
-        },
-        spec: Some(DaemonSetSpec {
-            selector: d.selector,
-            template: d.template,
-            update_strategy: Some(DaemonSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(IntOrString::String("10%".into())),
-                    max_surge: Some(IntOrString::Int(0)),
-                }),
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    };
-    let n = nodes as i32;
-    api.create(&PostParams::default(), &ds).await?;
-    let create = wait_daemonset(&api, n).await?;
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "image": "registry.local/app:v2"}]}}}});
-    api.patch("bench", &PatchParams::default(), &Patch::Strategic(&patch))
-        .await?;
-    let update = wait_daemonset(&api, n).await?;
-    println!("\n== DaemonSet on {nodes} hollow nodes ==");
-    println!("apply -> all pods available {create:>7.1} s; image update (maxUnavailable 10%) -> complete {update:>7.1} s");
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     common::announce("cluster");
     let nodes = size("BENCH_NODES", 1000, 3);
@@ -561,7 +496,6 @@ fn main() -> anyhow::Result<()> {
             println!("{total:>6} pods: apply -> all Running {secs:>7.1} s ({:>6.0} pods/s), server RSS {rss:>6.0} MiB{growth}", total as f64 / secs);
             prev = Some((total, secs, rss));
         }
-        daemonset_bench(nodes).await?;
         anyhow::Ok(())
     })
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
 use super::tracking::has_finalizer;
 
@@ -39,27 +38,36 @@ impl Memory {
 
     /// Forget what the cache now shows for this Job's `pods`, and what is too old.
     pub fn observe(&self, key: &str, pods: &[Arc<Pod>]) {
-        let names: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
-        let held: HashSet<String> = pods
+        // Borrowed, not copied: a Job keeps its finished pods, so a pass over a large
+        // one sees thousands, every pass.
+        fn uid(p: &Arc<Pod>) -> Option<&str> {
+            p.metadata.uid.as_deref()
+        }
+        let names: HashSet<&str> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        let held: HashSet<&str> = pods
             .iter()
             .filter(|p| has_finalizer(p))
-            .filter_map(|p| p.uid())
+            .filter_map(uid)
             .collect();
-        let present: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-        let marked: HashSet<String> = pods
+        let present: HashSet<&str> = pods.iter().filter_map(uid).collect();
+        let marked: HashSet<&str> = pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .filter_map(|p| p.uid())
+            .filter_map(uid)
             .collect();
         let mut st = self.lock();
         if let Some(c) = st.creates.get_mut(key) {
-            c.retain(|n, (_, at)| !names.contains(n) && at.elapsed() < TTL);
+            c.retain(|n, (_, at)| !names.contains(n.as_str()) && at.elapsed() < TTL);
         }
         // Entries of other Jobs' pods are not `present` here and stay until their TTL.
-        st.removed
-            .retain(|u, at| (held.contains(u) || !present.contains(u)) && at.elapsed() < TTL);
+        st.removed.retain(|u, at| {
+            (held.contains(u.as_str()) || !present.contains(u.as_str())) && at.elapsed() < TTL
+        });
         st.deletes
-            .retain(|u, at| !marked.contains(u) && at.elapsed() < TTL);
+            .retain(|u, at| !marked.contains(u.as_str()) && at.elapsed() < TTL);
     }
 
     pub fn forget_job(&self, key: &str) {

@@ -88,8 +88,12 @@ pub fn tally(
         .unwrap_or_default();
     let mut unfinalize = Vec::new();
     for p in pods {
+        // Most pods of a long Job are counted already (no finalizer): skip them first.
+        if !has_finalizer(p) {
+            continue;
+        }
         let uid = p.metadata.uid.clone().unwrap_or_default();
-        if !has_finalizer(p) || skip.contains(&uid) {
+        if skip.contains(&uid) {
             continue;
         }
         if is_succeeded(p) {

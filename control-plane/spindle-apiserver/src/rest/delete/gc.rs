@@ -53,12 +53,20 @@ fn owned_by(obj: &Value, uid: &str) -> bool {
 /// cluster-scoped owner.
 async fn dependents(st: &AppState, ns: Option<&str>, uid: &str) -> ApiResult<Vec<Target>> {
     let mut out = Vec::new();
+    // Every deletion asks this, and most objects own nothing: parsing every object of the
+    // namespace each time made rollouts quadratic (a DaemonSet update over 1,000 nodes
+    // spent most of its CPU here). The stored JSON names an owner's uid verbatim (a uid
+    // has nothing to escape), so bytes without it cannot name that owner.
+    let finder = memchr::memmem::Finder::new(uid.as_bytes());
     for kind in st.reg.kinds() {
         if ns.is_some() && !kind.namespaced {
             continue;
         }
         let (items, _) = st.store.list(&key(kind, ns, None)).await?;
         for kv in items {
+            if uid.is_empty() || finder.find(&kv.value).is_none() {
+                continue;
+            }
             let obj = decode_stored(&kv)?;
             if owned_by(&obj, uid) {
                 out.push(Target {
