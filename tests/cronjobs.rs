@@ -110,6 +110,30 @@ fn events(c: &Cluster, name: &str, reason: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
+/// `<type> <message>` of the events of `reason` about `name`.
+fn typed_events(c: &Cluster, name: &str, reason: &str) -> Vec<String> {
+    let sel = format!("involvedObject.name={name},reason={reason}");
+    let out = c.ok(
+        K,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &sel,
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+        ],
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+fn now_minute() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 / 60)
+        .unwrap_or(0)
+}
+
 fn field(c: &Cluster, kind_name: &str, path: &str) -> String {
     c.ok(K, &["get", kind_name, "-o", &format!("jsonpath={path}")])
         .trim()
@@ -180,6 +204,29 @@ fn cronjobs_through_two_minute_boundaries() {
         "Allow",
         "  suspend: true\n  successfulJobsHistoryLimit: 1\n  failedJobsHistoryLimit: 1\n",
     ));
+
+    // Two CronJobs whose last run was years ago, as after a controller that was away
+    // (the status subresource is how such a controller's record reads).
+    c.apply(&cronjob("late", "Allow", ""));
+    c.apply(&cronjob(
+        "late-bounded",
+        "Allow",
+        "  startingDeadlineSeconds: 300\n",
+    ));
+    for cj in ["late", "late-bounded"] {
+        c.ok(
+            K,
+            &[
+                "patch",
+                "cronjob",
+                cj,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"lastScheduleTime":"2020-01-01T00:00:00Z"}}"#,
+            ],
+        );
+    }
 
     // Defaults, as kube-apiserver sets them.
     assert_eq!(
@@ -344,6 +391,35 @@ spec:
             .then_some(())
     });
 
+    // More than 100 missed start times: only the latest runs, with kube's warning. With
+    // startingDeadlineSeconds the look back ends at the deadline, so the same gap is a
+    // few missed times, the latest runs, and no warning. (kube's MissSchedule event
+    // cannot happen: the deadline also bounds the times looked at, kubernetes#111223.)
+    for cj in ["late", "late-bounded"] {
+        let run = wait_until(&c, &format!("{cj}'s catch-up run"), TICK, || {
+            scheduled(&c, cj).first().cloned()
+        });
+        let m = minute_of(&run);
+        assert!(
+            m >= now_minute() - 2,
+            "{cj} started {run}, not the latest missed time"
+        );
+        assert!(scheduled(&c, cj).len() <= 2, "{:?}", scheduled(&c, cj));
+        assert!(events(&c, cj, "SuccessfulCreate").contains(&format!("Created job {run}")));
+        let want = "Warning too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check clock skew";
+        if cj == "late" {
+            wait_until(&c, "TooManyMissedTimes", TICK, || {
+                (typed_events(&c, cj, "TooManyMissedTimes") == [want]).then_some(())
+            });
+        } else {
+            // Recorded before the Job is created, had it been.
+            assert_eq!(
+                typed_events(&c, cj, "TooManyMissedTimes"),
+                Vec::<String>::new()
+            );
+        }
+    }
+
     // First minute boundary: one Job per CronJob, named by the scheduled minute, with
     // the scheduled time annotated and listed as active. (Each CronJob's own minute:
     // their creations may straddle a boundary.)
@@ -445,12 +521,6 @@ spec:
     // boundary, and on its return the missed run starts, once.
     let mut c = c;
     c.stop();
-    let now_minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64 / 60)
-            .unwrap_or(0)
-    };
     let missed = m_every + 2;
     let deadline = Instant::now() + TICK;
     while now_minute() < missed {

@@ -281,8 +281,128 @@ async fn daemonsets_on_hollow_nodes() {
         );
     }
 
+    failed_pods_back_off(&c, &client).await;
     rolling_update(&c, &client).await;
     on_delete(&c);
+}
+
+/// `<type> <message>` of the events of `reason` about `name`.
+fn typed_events(c: &Cluster, name: &str, reason: &str) -> Vec<String> {
+    let sel = format!("involvedObject.name={name},reason={reason}");
+    let out = c.ok(
+        K,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &sel,
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+        ],
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+/// A daemon pod that ends Failed (a kubelet that rejects or evicts it posts that status;
+/// here the test does) is deleted with kube's warning and replaced, but each deletion on
+/// a node waits twice as long after the previous one as the one before (kube's
+/// failedPodsBackoff, 1 s doubling): a pod the node keeps failing is not a hot loop. A
+/// pod that Succeeded goes at once.
+async fn failed_pods_back_off(c: &Cluster, client: &kube::Client) {
+    use kube::api::{Patch, PatchParams};
+    use kube::ResourceExt;
+    c.ok(K, &["label", "node", "hollow-0", "crash=yes"]);
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut stream = watcher(
+        pods.clone(),
+        watcher::Config::default().labels("app=crashy"),
+    )
+    .boxed();
+    c.apply(&daemonset(
+        "crashy",
+        "registry.local/x:1",
+        "",
+        "      nodeSelector:\n        crash: \"yes\"\n",
+    ));
+    // Each round: the pod runs, the test fails it, the controller deletes it (seen as
+    // its deletionTimestamp). The last round's pod Succeeds instead.
+    const ROUNDS: usize = 6;
+    let mut ended: Vec<String> = Vec::new();
+    let mut gone: Vec<Instant> = Vec::new();
+    let deadline = tokio::time::Instant::now() + 2 * MINUTE;
+    while gone.len() < ROUNDS {
+        let ev = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("crashy: only {} of {ROUNDS} pods replaced", gone.len()))
+            .expect("pod watch ended")
+            .expect("pod watch");
+        let (p, removed) = match ev {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+            watcher::Event::Delete(p) => (p, true),
+            _ => continue,
+        };
+        let name = p.name_any();
+        let leaving = removed || p.metadata.deletion_timestamp.is_some();
+        if ended.contains(&name) {
+            if leaving && ended.len() > gone.len() && ended.last() == Some(&name) {
+                gone.push(Instant::now());
+            }
+            continue;
+        }
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if running && !leaving && ended.len() == gone.len() {
+            let end = if ended.len() + 1 < ROUNDS {
+                "Failed"
+            } else {
+                "Succeeded"
+            };
+            let status = serde_json::json!({"status": {"phase": end}});
+            pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("end the pod");
+            ended.push(name);
+        }
+    }
+    let gaps: Vec<f64> = gone
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    // Failures 2..5 waited 1, 2, 4 and 8 s after the deletion before them.
+    for w in gaps[..4].windows(2) {
+        assert!(
+            w[1] >= 1.5 * w[0],
+            "the back-off did not double: gaps between deletions {gaps:?} s"
+        );
+    }
+    // The pod that Succeeded went without the 16 s the next failure would wait.
+    assert!(
+        gaps[4] < gaps[3] / 2.0,
+        "a succeeded pod waited: {gaps:?} s"
+    );
+    for (i, pod) in ended.iter().enumerate() {
+        let (reason, want) = if i + 1 < ROUNDS {
+            (
+                "FailedDaemonPod",
+                format!(
+                    "Warning Found failed daemon pod default/{pod} on node hollow-0, will try to kill it"
+                ),
+            )
+        } else {
+            (
+                "SucceededDaemonPod",
+                format!(
+                    "Normal Found succeeded daemon pod default/{pod} on node hollow-0, will try to delete it"
+                ),
+            )
+        };
+        wait_for(&format!("{reason} event about {pod}"), MINUTE, || {
+            typed_events(c, "crashy", reason)
+                .contains(&want)
+                .then_some(())
+        });
+    }
+    c.ok(K, &["delete", "ds", "crashy"]);
+    c.ok(K, &["label", "node", "hollow-0", "crash-"]);
 }
 
 /// How many of `nodes` have no Ready pod that is not being deleted, at worst, while

@@ -562,7 +562,13 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
                         && p["metadata"]["deletionTimestamp"].is_string()
                 })
         });
-        let j = get_json(&c, &["get", "job", &name]);
+        let out = c.kubectl(KUBECTL_DEFAULT, &["get", "job", &name, "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{k}: the Job went before its held pod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).expect("job json");
         assert!(j["metadata"]["deletionTimestamp"].is_string(), "{j:#}");
         assert_eq!(
             j["metadata"]["finalizers"],

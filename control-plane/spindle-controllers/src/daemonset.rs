@@ -10,6 +10,8 @@
 //! has not shown yet ("expectations") and changes nothing more until they show, so a pass
 //! racing its own writes never makes two pods for one node.
 
+#[path = "daemonset_backoff.rs"]
+mod backoff;
 #[path = "daemonset_util.rs"]
 pub mod util;
 
@@ -61,6 +63,7 @@ struct Ctx {
     pods: Arc<Cache<Pod>>,
     recorder: Recorder,
     expectations: Mutex<HashMap<String, Expectations>>,
+    failed_backoff: backoff::FailedPodBackoff,
 }
 
 impl Ctx {
@@ -150,6 +153,7 @@ pub async fn run(
         pods,
         recorder,
         expectations: Mutex::new(HashMap::new()),
+        failed_backoff: Default::default(),
     });
     queue
         .run(WORKERS, "daemonset", move |key: String| {
@@ -187,8 +191,9 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let nodes = ctx.nodes.list();
     let fit = fit_of(&spec);
     let settled = expectations_met(ctx, key, &pods);
+    let mut backing_off = None;
     if settled && ds.metadata.deletion_timestamp.is_none() {
-        manage(ctx, key, &ds, &nodes, &fit, &by_node, &hash).await?;
+        backing_off = manage(ctx, key, &ds, &nodes, &fit, &by_node, &hash).await?;
         if is_rolling(&spec) && expectations_met(ctx, key, &pods) {
             rolling_update(ctx, key, &ds, &nodes, &fit, &by_node, &hash).await?;
         }
@@ -204,10 +209,11 @@ async fn reconcile(ctx: &Ctx, key: &str) -> anyhow::Result<Action> {
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let waiting = status.number_ready > status.number_available.unwrap_or(0) && min_ready > 0;
     write_status(ctx, &ds, status).await?;
-    if waiting {
-        return Ok(Action::RequeueAfter(Duration::from_secs(min_ready as u64)));
+    let ready_check = waiting.then(|| Duration::from_secs(min_ready as u64));
+    match ready_check.into_iter().chain(backing_off).min() {
+        Some(after) => Ok(Action::RequeueAfter(after)),
+        None => Ok(Action::Done),
     }
-    Ok(Action::Done)
 }
 
 fn fit_of(spec: &k8s_openapi::api::apps::v1::DaemonSetSpec) -> PodFit {
@@ -255,7 +261,8 @@ fn expectations_met(ctx: &Ctx, key: &str, pods: &[Arc<Pod>]) -> bool {
 }
 
 /// Create the missing daemon pods and delete those on nodes that may not keep them (or
-/// gone nodes), failed ones, and extra ones.
+/// gone nodes), finished ones, and extra ones. A failed pod is deleted only once its
+/// node's back-off allows; the answer is then how long until the next one may go.
 async fn manage(
     ctx: &Ctx,
     key: &str,
@@ -264,7 +271,7 @@ async fn manage(
     fit: &PodFit,
     by_node: &NodePodMap,
     hash: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Duration>> {
     let surge = ds
         .spec
         .as_ref()
@@ -273,6 +280,9 @@ async fn manage(
         .is_some_and(|(s, _)| s > 0);
     let (mut create, mut delete) = (Vec::new(), Vec::new());
     let mut known = HashSet::new();
+    let mut backing_off: Option<Duration> = None;
+    let oref = object_ref(ds);
+    let now = Instant::now();
     for n in nodes {
         let name = n.name_any();
         let (run, stay) = should_run(fit.on(n));
@@ -283,8 +293,27 @@ async fn manage(
         } else if stay {
             let mut running: Vec<&Arc<Pod>> = Vec::new();
             for p in pods.iter().filter(|p| !deleting(p)) {
+                let pod = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
                 match phase(p) {
-                    Some("Failed" | "Succeeded") => delete.push(p.clone()),
+                    Some("Failed") => {
+                        let key = backoff::key(ds, &name);
+                        if let Some(wait) = ctx.failed_backoff.try_step(&key, now) {
+                            backing_off = Some(backing_off.map_or(wait, |b| b.min(wait)));
+                            continue;
+                        }
+                        let msg = format!(
+                            "Found failed daemon pod {pod} on node {name}, will try to kill it"
+                        );
+                        publish(ctx, &oref, EventType::Warning, "FailedDaemonPod", msg);
+                        delete.push(p.clone());
+                    }
+                    Some("Succeeded") => {
+                        let msg = format!(
+                            "Found succeeded daemon pod {pod} on node {name}, will try to delete it"
+                        );
+                        publish(ctx, &oref, EventType::Normal, "SucceededDaemonPod", msg);
+                        delete.push(p.clone());
+                    }
                     _ => running.push(p),
                 }
             }
@@ -299,7 +328,8 @@ async fn manage(
             delete.extend(pods.iter().filter(|p| !deleting(p)).cloned());
         }
     }
-    sync_nodes(ctx, key, ds, &delete, &create, hash).await
+    sync_nodes(ctx, key, ds, &delete, &create, hash).await?;
+    Ok(backing_off)
 }
 
 /// Of a node's running pods, those beyond one (the oldest stays); with surge, the
