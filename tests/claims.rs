@@ -312,7 +312,7 @@ spec:
         c.pod_field("eph", "{.status.phase}") == "Succeeded"
     });
     assert_eq!(
-        c.ok(KUBECTL_DEFAULT, &["logs", "eph"]),
+        c.ok(KUBECTL_DEFAULT, &["logs", "eph"]).trim_end(),
         "fasttier=\"batch\""
     );
     let owner = jsonpath(

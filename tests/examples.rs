@@ -2,7 +2,8 @@
 //! component as a Deployment, the job module as a pod that ends Succeeded, as an Indexed
 //! Job whose every index logs its slice and as a CronJob that starts Jobs, the web
 //! component behind its Service answering on the ClusterIP from every pod, and the mixed
-//! pod (a container sidecar and a Wasm component) answering through both.
+//! pod (a container sidecar and a Wasm component) answering through both, and the counter
+//! StatefulSet keeping its count on its claims across a pod's deletion.
 
 mod common;
 
@@ -21,6 +22,8 @@ fn examples_run() {
     reg.push(&web, "examples/web:v1");
     let mixed = common::build_guest("examples/Cargo.toml", "mixed", "wasm32-wasip2");
     reg.push(&mixed, "examples/mixed:v1");
+    let counter = common::build_guest("examples/Cargo.toml", "counter", "wasm32-wasip2");
+    reg.push(&counter, "examples/counter:v1");
     reg.push_busybox("examples/busybox:v1");
     let c = Cluster::with_agent("examples-node", &[]);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -32,6 +35,7 @@ fn examples_run() {
         "job/cronjob.yaml",
         "web/app.yaml",
         "mixed/app.yaml",
+        "counter/app.yaml",
     ] {
         let text = std::fs::read_to_string(root.join(file))
             .expect("example manifest")
@@ -179,9 +183,110 @@ fn examples_run() {
         "{body:?}"
     );
 
+    counter_keeps_its_count(&c);
+
     // Last: the CronJob waits for a minute boundary, and the hello pods' logs above
     // are checked before their heartbeats start.
     indexed_job_and_cronjob(&c);
+}
+
+/// The counter StatefulSet: its pods count on POST and keep the count on their claims,
+/// so a deleted pod comes back under its name with its count.
+fn counter_keeps_its_count(c: &Cluster) {
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "counter",
+            "statefulset/counter",
+            "--timeout=180s",
+        ],
+    );
+    let curl = |method: &str, ip: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "--max-time",
+                "5",
+                "--retry",
+                "10",
+                "--retry-all-errors",
+            ])
+            .args(["-X", method, &format!("http://{ip}:8080/")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ip = |pod: &str| {
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "counter",
+                pod,
+                "-o",
+                "jsonpath={.status.podIP}",
+            ],
+        )
+    };
+    let first = ip("counter-0");
+    assert_eq!(curl("POST", &first), "counter-0: 1\n");
+    assert_eq!(curl("POST", &first), "counter-0: 2\n");
+    assert_eq!(curl("GET", &ip("counter-1")), "counter-1: 0\n");
+    let uid = |pod: &str| {
+        c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pod",
+                "-n",
+                "counter",
+                pod,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        )
+    };
+    let old = uid("counter-0");
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "delete",
+            "pod",
+            "-n",
+            "counter",
+            "counter-0",
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = c.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "counter",
+                "-o",
+                "jsonpath={range .items[?(@.metadata.name==\"counter-0\")]}{.metadata.uid} {.status.conditions[?(@.type==\"Ready\")].status}{end}",
+            ],
+        );
+        if ready.ends_with(" True") && !ready.starts_with(&old) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter-0 did not come back Ready: {ready:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(curl("GET", &ip("counter-0")), "counter-0: 2\n");
 }
 
 /// The Indexed Job completes, each index having logged its own slice once, the slices

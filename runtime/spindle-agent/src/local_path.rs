@@ -25,13 +25,11 @@ use kube::runtime::reflector::{self, reflector, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use spindle_meta::events::{object_ref, EventType};
+use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY, SELECTED_NODE};
 
-use crate::volumes::{self, LOCAL_PATH_PROVISIONER};
+use crate::volumes;
 use crate::Agent;
 
-/// Where the scheduler names the node a WaitForFirstConsumer claim is for.
-const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// How long a burst of changes is gathered into one pass.
 const SETTLE: Duration = Duration::from_millis(50);
 

@@ -16,11 +16,7 @@ use k8s_openapi::api::core::v1::{
 use super::host_path::{self, HostPolicy};
 use crate::env::{ConfigError, Sources};
 use crate::safe_mount;
-
-/// The provisioner name of the built-in local-path StorageClass.
-pub const LOCAL_PATH_PROVISIONER: &str = "spindle.dev/local-path";
-/// The annotation a provisioner puts on the PersistentVolumes it makes.
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY};
 
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
