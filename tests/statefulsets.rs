@@ -712,7 +712,18 @@ fn claims(c: &Cluster) {
     // --- One claim per template and pod, named <template>-<set>-<ordinal>, mounted by
     // its pod; whenScaled Delete: a scaled-down pod owns its claims, which go with it,
     // while the claims of the pods in range have no owner.
-    let templates = "  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Mi\n";
+    // Hollow nodes run no provisioner: the claims bind at once to static volumes of a
+    // class without one (the built-in local-path class would wait for a node's agent).
+    let mut volumes = String::from(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: manual\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n",
+    );
+    for i in 0..6 {
+        volumes.push_str(&format!(
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: sts-pv-{i}\nspec:\n  storageClassName: manual\n  capacity: {{storage: 1Mi}}\n  accessModes: [ReadWriteOnce]\n  hostPath: {{path: /var/tmp/sts-pv-{i}}}\n"
+        ));
+    }
+    c.apply(&volumes);
+    let templates = "  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      storageClassName: manual\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Mi\n";
     c.apply(&statefulset(
         "db",
         "registry.local/db:1",
