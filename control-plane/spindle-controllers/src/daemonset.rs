@@ -128,19 +128,7 @@ pub async fn run(
             }
         },
     );
-    let q = queue.clone();
-    let revisions = informer(
-        Api::<ControllerRevision>::all(client.clone()),
-        watch_config(),
-        Some(Box::new(history::index)),
-        move |ch| {
-            for r in ch.states() {
-                if let Some(o) = controller_ref(&r.metadata).filter(|o| o.kind == "DaemonSet") {
-                    q.add(format!("{}/{}", r.namespace().unwrap_or_default(), o.name));
-                }
-            }
-        },
-    );
+    let revisions = history::revisions(&client, queue.clone(), "DaemonSet");
     sets.wait_synced().await;
     nodes.wait_synced().await;
     revisions.wait_synced().await;

@@ -20,13 +20,34 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use spindle_meta::selector::Matcher;
 
-use crate::controller_ref::{owner_reference, RefManager};
+use crate::controller_ref::{controller_ref, owner_reference, RefManager};
 use crate::deployment::util::{equal_ignore_hash, pod_template_hash};
-use crate::runtime::Cache;
+use crate::runtime::{informer, watch_config, Cache, Queue};
 
 /// The label a DaemonSet's revisions and pods carry with the template's hash, and a
 /// StatefulSet's pods with the name of their revision.
 pub const HASH_LABEL: &str = "controller-revision-hash";
+
+/// The ControllerRevision informer of owners of `kind`: a change to a revision queues
+/// its owner (`<ns>/<name>`), and revisions are indexed by owner for [`index`] lookups.
+pub fn revisions(
+    client: &Client,
+    queue: Arc<Queue<String>>,
+    kind: &'static str,
+) -> Arc<Cache<ControllerRevision>> {
+    informer(
+        Api::<ControllerRevision>::all(client.clone()),
+        watch_config(),
+        Some(Box::new(index)),
+        move |ch| {
+            for r in ch.states() {
+                if let Some(o) = controller_ref(&r.metadata).filter(|o| o.kind == kind) {
+                    queue.add(format!("{}/{}", r.namespace().unwrap_or_default(), o.name));
+                }
+            }
+        },
+    )
+}
 
 /// An owner of ControllerRevisions: a pod template under a selector.
 pub trait Revisioned:

@@ -92,16 +92,17 @@ async fn pass(
         .filter(|pv| is_ours(pv, node))
         .filter_map(|pv| Some((pv.metadata.name.clone()?, pv)))
         .collect();
+    let existing: std::collections::HashSet<String> = pvs
+        .state()
+        .iter()
+        .filter_map(|pv| pv.metadata.name.clone())
+        .collect();
+    let classes = classes.state();
     for pvc in claims.state() {
-        if let Some(class) = wants_volume(&pvc, node, classes) {
+        if let Some(class) = wants_volume(&pvc, node, &classes) {
             let name = volume_name(&pvc);
-            if !name.is_empty()
-                && !pvs
-                    .state()
-                    .iter()
-                    .any(|pv| pv.metadata.name.as_deref() == Some(&name))
-            {
-                provision(agent, &pvc, &class, &name, &ours).await;
+            if !name.is_empty() && !existing.contains(&name) {
+                provision(agent, &pvc, class, &name, &ours).await;
             }
         }
     }
@@ -143,11 +144,11 @@ fn node_of(pv: &PersistentVolume) -> Option<&str> {
 
 /// The StorageClass of a claim this node should provision now: one of ours, placed on
 /// this node, not bound, not being deleted.
-fn wants_volume(
+fn wants_volume<'a>(
     pvc: &PersistentVolumeClaim,
     node: &str,
-    classes: &Store<StorageClass>,
-) -> Option<Arc<StorageClass>> {
+    classes: &'a [Arc<StorageClass>],
+) -> Option<&'a StorageClass> {
     let selected = pvc.metadata.annotations.as_ref()?.get(SELECTED_NODE)?;
     let spec = pvc.spec.as_ref()?;
     if selected != node
@@ -158,10 +159,9 @@ fn wants_volume(
     }
     let class_name = spec.storage_class_name.as_deref()?;
     let class = classes
-        .state()
-        .into_iter()
+        .iter()
         .find(|c| c.metadata.name.as_deref() == Some(class_name))?;
-    (class.provisioner == LOCAL_PATH_PROVISIONER).then_some(class)
+    (class.provisioner == LOCAL_PATH_PROVISIONER).then_some(class.as_ref())
 }
 
 /// `pvc-<claim uid>`, as Kubernetes' external provisioners name their volumes.

@@ -121,19 +121,7 @@ pub async fn run(
     sets: Arc<Cache<StatefulSet>>,
     pods: Arc<Cache<Pod>>,
 ) -> anyhow::Result<()> {
-    let q = queue.clone();
-    let revisions = informer(
-        Api::<ControllerRevision>::all(client.clone()),
-        watch_config(),
-        Some(Box::new(history::index)),
-        move |ch| {
-            for r in ch.states() {
-                if let Some(o) = controller_ref(&r.metadata).filter(|o| o.kind == "StatefulSet") {
-                    q.add(format!("{}/{}", r.namespace().unwrap_or_default(), o.name));
-                }
-            }
-        },
-    );
+    let revisions = history::revisions(&client, queue.clone(), "StatefulSet");
     sets.wait_synced().await;
     revisions.wait_synced().await;
     pods.wait_synced().await;

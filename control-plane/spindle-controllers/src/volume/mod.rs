@@ -240,18 +240,7 @@ async fn patch_claim(
     status: bool,
 ) -> Result<(), kube::Error> {
     let (ns, name) = ns_name(claim);
-    let api = claims_api(ctx, ns);
-    let pp = PatchParams::default();
-    let res = if status {
-        api.patch_status(name, &pp, &Patch::Merge(&patch)).await
-    } else {
-        api.patch(name, &pp, &Patch::Merge(&patch)).await
-    };
-    match res {
-        Ok(_) => Ok(()),
-        Err(e) if gone_or_conflict(&e) => Ok(()),
-        Err(e) => Err(e),
-    }
+    merge_patch(claims_api(ctx, ns), name, patch, status).await
 }
 
 async fn patch_volume(
@@ -261,7 +250,20 @@ async fn patch_volume(
     status: bool,
 ) -> Result<(), kube::Error> {
     let name = pv.metadata.name.as_deref().unwrap_or("");
-    let api = volumes_api(ctx);
+    merge_patch(volumes_api(ctx), name, patch, status).await
+}
+
+/// A merge patch of the object or its status; an object gone or changed meanwhile is
+/// left to the next sync.
+async fn merge_patch<K>(
+    api: Api<K>,
+    name: &str,
+    patch: Value,
+    status: bool,
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let pp = PatchParams::default();
     let res = if status {
         api.patch_status(name, &pp, &Patch::Merge(&patch)).await

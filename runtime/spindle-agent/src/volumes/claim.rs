@@ -155,12 +155,7 @@ pub fn make_local_path(name: &str, root: &Path) -> std::io::Result<PathBuf> {
 /// when made, as k3s's provisioner makes them, so a container of any user can write).
 /// Never follows a link: the directory is the root's own child or nothing.
 fn open_local_path(name: &str, root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-    // A PV name is a DNS subdomain; refusing anything else keeps it one component.
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(std::io::Error::other(format!(
-            "{name:?} is not a valid local-path volume name"
-        )));
-    }
+    check_name(name)?;
     std::fs::create_dir_all(root)?;
     let root_fd = safe_mount::open_root(root)?;
     let fresh = !root.join(name).exists();
@@ -177,12 +172,21 @@ fn open_local_path(name: &str, root: &Path) -> std::io::Result<std::os::fd::Owne
     Ok(dir)
 }
 
+/// A PV name is a DNS subdomain; refusing anything else keeps a local-path volume one
+/// component below its root.
+fn check_name(name: &str) -> std::io::Result<()> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(std::io::Error::other(format!(
+            "{name:?} is not a valid local-path volume name"
+        )));
+    }
+    Ok(())
+}
+
 /// Remove local-path volume `name` below `root` (its PersistentVolume was deleted with
 /// reclaim policy Delete). Never follows a link out of the root.
 pub fn remove_local_path(name: &str, root: &Path) -> std::io::Result<()> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(std::io::Error::other("not a local-path volume name"));
-    }
+    check_name(name)?;
     let path = root.join(name);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
