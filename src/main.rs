@@ -167,6 +167,11 @@ struct ServerArgs {
     https_listen_port: u16,
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
+    /// The address pods reach the API server at, published as the endpoint of the
+    /// `kubernetes` Service (default: the bind address, or this host's address when
+    /// binding all addresses; none when binding loopback only).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Where to write the admin kubeconfig (default <data-dir>/kubeconfig.yaml).
     #[arg(long)]
     write_kubeconfig: Option<PathBuf>,
@@ -383,6 +388,20 @@ fn main() -> Result<()> {
             let net = net_ranges(&a)?;
             let service_dns = std::net::Ipv4Addr::from(u32::from(net.service_cidr.0) + 10);
             let cluster_dns = a.node.cluster_dns.unwrap_or(service_dns);
+            // The `kubernetes` Service takes the first address of the Service CIDR, and
+            // the serving certificate names it, so in-cluster clients can verify it.
+            let api_service_ip = std::net::Ipv4Addr::from(u32::from(net.service_cidr.0) + 1);
+            let mut tls_sans = a.tls_san.clone();
+            tls_sans.push(api_service_ip.to_string());
+            let advertise = match a.advertise_address {
+                Some(ip) => Some(ip),
+                None if a.bind_address.is_loopback() => None,
+                None if a.bind_address.is_unspecified() => Some(match a.node.node_ip {
+                    Some(ip) => ip,
+                    None => spindle_agent::node::default_ip()?,
+                }),
+                None => Some(a.bind_address),
+            };
             if let Some(ep) = a.datastore_endpoint {
                 bail!("--datastore-endpoint {ep}: external datastores (etcd) are not supported yet; run without it to use the embedded store");
             }
@@ -400,7 +419,7 @@ fn main() -> Result<()> {
                 port: a.https_listen_port,
                 kubeconfig,
                 token: a.token,
-                tls_sans: a.tls_san,
+                tls_sans,
                 watch_history: a.watch_history,
                 default_toleration_seconds: a.default_not_ready_toleration.as_secs(),
                 net,
@@ -417,6 +436,7 @@ fn main() -> Result<()> {
             let ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,
                 default_not_ready_toleration: a.default_not_ready_toleration,
+                root_ca: None,
             };
             let disable_controllers = a.disable_controllers;
             let disable_agent = a.disable_agent;
@@ -427,6 +447,8 @@ fn main() -> Result<()> {
                 let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
                 if !disable_controllers {
                     let state = server.state.clone();
+                    let mut ctrl_opts = ctrl_opts;
+                    ctrl_opts.root_ca = Some(state.ca_pem.to_string());
                     tokio::spawn(async move {
                         let client = state.in_process_client("system:kube-controller-manager");
                         if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
@@ -445,7 +467,11 @@ fn main() -> Result<()> {
                 }
                 {
                     let client = server.state.in_process_client("system:apiserver");
+                    let api_port = server.addr.port();
                     tokio::spawn(async move {
+                        if let Err(e) = spindle_controllers::bootstrap::ensure_kubernetes_service(client.clone(), api_service_ip, advertise, api_port).await {
+                            tracing::warn!(error = format!("{e:#}"), "creating the kubernetes Service");
+                        }
                         if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client.clone(), cluster_dns).await {
                             tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service");
                         }

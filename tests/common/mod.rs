@@ -130,14 +130,13 @@ impl Cluster {
         } else {
             cmd.args(self.net.args());
         }
+        // Loopback unless the test asks for another address (pods reaching the API
+        // server through the `kubernetes` Service need one they can route to).
+        if !self.extra_args.iter().any(|a| a == "--bind-address") {
+            cmd.args(["--bind-address", "127.0.0.1"]);
+        }
         let child = cmd
-            .args([
-                "--https-listen-port",
-                "0",
-                "--bind-address",
-                "127.0.0.1",
-                "--data-dir",
-            ])
+            .args(["--https-listen-port", "0", "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
             .stdout(Stdio::null())

@@ -1,5 +1,5 @@
 //! Authentication, as a layer in front of every API route: client certificates (from the
-//! TLS handshake) and bearer tokens. The next layer, authorization, sees the [`User`] this
+//! TLS handshake) and bearer tokens (static ones, and ServiceAccount JWTs: `sa_token.rs`). The next layer, authorization, sees the [`User`] this
 //! one leaves in the request's extensions.
 
 use std::net::SocketAddr;
@@ -41,7 +41,14 @@ pub(crate) async fn authenticate(
     let conn = req.extensions().get::<ConnInfo>();
     let user = match conn.and_then(|c| c.internal_user.clone()) {
         Some(u) => Some(u),
-        None => identify(&st, conn.and_then(|c| c.cert_user.clone()), &req),
+        None => {
+            let bearer = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            identify(&st, conn.and_then(|c| c.cert_user.clone()), bearer).await
+        }
     };
     match user {
         Some(u) => {
@@ -53,21 +60,25 @@ pub(crate) async fn authenticate(
 }
 
 /// A bearer token wins over the client certificate; a token that matches nothing is
-/// refused even when a certificate came along.
-fn identify(st: &AppState, cert_user: Option<User>, req: &Request) -> Option<User> {
-    if let Some(auth) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+/// refused even when a certificate came along. Tokens are the static ones, then
+/// ServiceAccount JWTs.
+async fn identify(st: &AppState, cert_user: Option<User>, auth: Option<String>) -> Option<User> {
+    if let Some(auth) = auth {
         let tok = auth.strip_prefix("Bearer ")?.trim();
-        return st
-            .tokens
-            .iter()
-            .find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes()))
-            .map(|(_, u)| u.clone());
+        return match static_token(st, tok) {
+            Some(u) => Some(u),
+            None => crate::sa_token::authenticate(st, tok).await,
+        };
     }
     cert_user
+}
+
+/// The user of one of the server's static tokens.
+pub(crate) fn static_token(st: &AppState, tok: &str) -> Option<User> {
+    st.tokens
+        .iter()
+        .find(|(t, _)| constant_time_eq(t.as_bytes(), tok.as_bytes()))
+        .map(|(_, u)| u.clone())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -16,6 +16,8 @@ mod request;
 pub use request::decode_body;
 pub mod rest;
 mod router;
+mod sa_endpoints;
+pub mod sa_token;
 mod selectors;
 mod state;
 mod status;
@@ -182,6 +184,9 @@ pub async fn start(
             (pki.token.to_string(), node_user.clone()),
             (pki.token.secret().to_string(), node_user),
         ]),
+        sa_signer: Arc::new(sa_token::Signer::load_or_create(
+            &cfg.data_dir.join("server/tls/service.key"),
+        )?),
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),

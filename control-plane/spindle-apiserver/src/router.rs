@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use crate::auth::{authenticate, ConnInfo, User};
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
-use crate::{discovery, proxy, rest, stored, AppState};
+use crate::{discovery, proxy, rest, sa_endpoints, stored, AppState};
 
 /// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
 const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
@@ -54,7 +54,16 @@ fn api(st: AppState) -> Router {
         .route("/apis/{group}/{version}", any(group_version))
         .route("/openapi/v2", any(openapi_v2))
         .route("/openapi/v3", any(openapi_v3))
-        .route("/openapi/v3/{*path}", any(openapi_v3));
+        .route("/openapi/v3/{*path}", any(openapi_v3))
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            any(sa_endpoints::token_review),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(sa_endpoints::openid_configuration),
+        )
+        .route("/openid/v1/jwks", get(sa_endpoints::jwks));
     // Discovery paths answer with or without a trailing slash.
     let slashed = Router::new()
         .route("/version/", any(version))
@@ -229,6 +238,7 @@ mod tests {
             store: Arc::new(store),
             openapi: Arc::new(openapi),
             tokens: Arc::new(vec![("secret".into(), node)]),
+            sa_signer: Arc::new(crate::sa_token::Signer::generate().expect("signer")),
             ca_pem: Arc::from("PEM"),
             default_toleration_seconds: 300,
             event_cache: Arc::new(watch::EventCache::default()),

@@ -19,6 +19,8 @@ pub struct AppState {
     pub openapi: Arc<OpenApi>,
     /// Bearer tokens and who they authenticate as.
     pub tokens: Arc<Vec<(String, User)>>,
+    /// Signs and verifies ServiceAccount tokens.
+    pub sa_signer: Arc<crate::sa_token::Signer>,
     pub ca_pem: Arc<str>,
     pub default_toleration_seconds: i64,
     pub event_cache: Arc<watch::EventCache>,

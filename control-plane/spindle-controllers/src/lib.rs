@@ -18,6 +18,7 @@ pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod volume;
@@ -39,6 +40,9 @@ pub struct Options {
     /// Default toleration of node.kubernetes.io/{not-ready,unreachable}:NoExecute added to
     /// pods (Kubernetes: 300 s).
     pub default_not_ready_toleration: Duration,
+    /// The cluster CA (PEM) the root CA publisher puts in every namespace's
+    /// `kube-root-ca.crt`; None publishes nothing.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +50,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
+            root_ca: None,
         }
     }
 }
@@ -181,6 +186,17 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
+    let (c, sa_queue) = (client.clone(), runtime::Queue::new());
+    let sa_caches = serviceaccount::caches(&client, sa_queue.clone());
+    let root_ca = opts.root_ca.clone();
+    let serviceaccounts = supervise("serviceaccount", move || {
+        serviceaccount::run(
+            c.clone(),
+            sa_queue.clone(),
+            sa_caches.clone(),
+            root_ca.clone(),
+        )
+    });
     let c = client.clone();
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
@@ -203,7 +219,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         ttl,
         statefulsets,
         ephemeral,
-        binder
+        binder,
+        serviceaccounts
     );
     Ok(())
 }

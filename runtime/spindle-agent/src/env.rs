@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use kube::Api;
 
@@ -20,6 +20,8 @@ pub struct Sources {
     ns: String,
     config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+    /// The node's ServiceAccount tokens, for projected volumes.
+    tokens: Option<std::sync::Arc<crate::tokens::TokenManager>>,
 }
 
 impl Sources {
@@ -29,7 +31,27 @@ impl Sources {
             ns: ns.to_string(),
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
+            tokens: None,
         }
+    }
+
+    /// Sources that can also give the pod's ServiceAccount tokens.
+    pub fn with_tokens(mut self, tokens: std::sync::Arc<crate::tokens::TokenManager>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// A ServiceAccount token bound to `pod` (see [`crate::tokens`]).
+    pub async fn service_account_token(
+        &self,
+        pod: &Pod,
+        audience: &str,
+        seconds: Option<i64>,
+    ) -> Result<String, ConfigError> {
+        let tokens = self.tokens.as_ref().ok_or_else(|| {
+            ConfigError("no token manager for serviceAccountToken volumes".into())
+        })?;
+        tokens.token(&self.client, pod, audience, seconds).await
     }
 
     /// The data of a ConfigMap (binaryData as lossy text), None if it does not exist.
@@ -94,6 +116,21 @@ impl Sources {
         api.get_opt(name)
             .await
             .map_err(|e| ConfigError(format!("reading persistentvolume {name:?}: {e}")))
+    }
+
+    /// The variables of the `kubernetes` Service in `default`, which the kubelet gives
+    /// every container (whatever `enableServiceLinks` says) so in-cluster clients find
+    /// the API server. None when the Service does not exist or cannot be read.
+    async fn api_server_env(&self) -> Vec<(String, String)> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        match api.get_opt("kubernetes").await {
+            Ok(Some(svc)) => service_env(&svc),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the kubernetes Service for the pod's environment");
+                Vec::new()
+            }
+        }
     }
 
     async fn secret(
@@ -196,6 +233,69 @@ fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
     .unwrap_or_default()
 }
 
+/// A Service's variables as the kubelet writes them, in the docker-links style:
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (and one per named port), and
+/// `<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`. Headless Services
+/// have none.
+pub fn service_env(svc: &Service) -> Vec<(String, String)> {
+    let name = svc
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+        .replace('-', "_");
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    let Some(ip) = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+    else {
+        return Vec::new();
+    };
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    let Some(first) = ports.first() else {
+        return Vec::new();
+    };
+    let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+        p.protocol.as_deref().unwrap_or("TCP").to_string()
+    };
+    let mut out = vec![
+        (format!("{name}_SERVICE_HOST"), ip.to_string()),
+        (format!("{name}_SERVICE_PORT"), first.port.to_string()),
+    ];
+    for p in ports {
+        if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            out.push((
+                format!(
+                    "{name}_SERVICE_PORT_{}",
+                    n.to_ascii_uppercase().replace('-', "_")
+                ),
+                p.port.to_string(),
+            ));
+        }
+    }
+    out.push((
+        format!("{name}_PORT"),
+        format!(
+            "{}://{ip}:{}",
+            proto(first).to_ascii_lowercase(),
+            first.port
+        ),
+    ));
+    for p in ports {
+        let (upper, lower) = (proto(p).to_ascii_uppercase(), proto(p).to_ascii_lowercase());
+        let prefix = format!("{name}_PORT_{}_{upper}", p.port);
+        out.push((prefix.clone(), format!("{lower}://{ip}:{}", p.port)));
+        out.push((format!("{prefix}_PROTO"), lower));
+        out.push((format!("{prefix}_PORT"), p.port.to_string()));
+        out.push((format!("{prefix}_ADDR"), ip.to_string()));
+    }
+    out
+}
+
 /// Build a container's environment.
 pub async fn build(
     pod: &Pod,
@@ -204,7 +304,9 @@ pub async fn build(
     pod_ip: &str,
     host_ip: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut vars: Vec<(String, String)> = Vec::new();
+    // The Service variables come first: the container's own may refer to them and
+    // override them.
+    let mut vars: Vec<(String, String)> = src.api_server_env().await;
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(slot) = vars.iter_mut().find(|(n, _)| *n == k) {
             slot.1 = v;
@@ -309,6 +411,29 @@ pub async fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_variables_are_the_kubelets() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.1",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+        }))
+        .expect("service");
+        let vars = service_env(&svc);
+        let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let want = [
+            ("KUBERNETES_SERVICE_HOST", "10.43.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://10.43.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.43.0.1"),
+        ];
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn expands_references() {

@@ -42,6 +42,7 @@ pub mod server;
 pub mod services;
 pub mod status;
 pub mod stream;
+pub mod tokens;
 pub mod volumes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -123,6 +124,8 @@ pub struct Agent {
     /// What hostPath volumes may reach: not [`AgentOptions::protected_dirs`] (resolved
     /// once at start), devices and kernel filesystems only with `--allow-privileged`.
     pub host_paths: volumes::HostPolicy,
+    /// ServiceAccount tokens of the pods' projected volumes.
+    pub tokens: Arc<tokens::TokenManager>,
 }
 
 /// Every pod's volumes live below `pods`: make it a nodev, nosuid mount, so a device node
@@ -189,6 +192,7 @@ pub async fn run(
             allow_privileged: opts.containerd.allow_privileged,
             local_path_root,
         },
+        tokens: Arc::default(),
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),

@@ -558,11 +558,16 @@ async fn projected_files(
             secret_files(src, &s.name, s.items.as_ref(), mode, s.optional).await?
         } else if let Some(d) = &source.downward_api {
             downward_files(pod, d.items.as_ref(), mode, host_ip)?
+        } else if let Some(t) = &source.service_account_token {
+            let audience = t.audience.as_deref().unwrap_or("");
+            let token = src
+                .service_account_token(pod, audience, t.expiration_seconds)
+                .await?;
+            Files::from([(t.path.clone(), (token.into_bytes(), mode))])
         } else {
-            // serviceAccountToken and clusterTrustBundle need the cluster's identity
-            // issuer, which does not exist yet: refused, never an empty file.
+            // clusterTrustBundle: refused, never an empty file.
             return Err(err(
-                "projected volume: only configMap, secret and downwardAPI sources are supported on this node",
+                "projected volume: only configMap, secret, downwardAPI and serviceAccountToken sources are supported on this node",
             ));
         };
         files.extend(more);

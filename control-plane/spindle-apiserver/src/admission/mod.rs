@@ -6,6 +6,7 @@
 
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod service_account;
 mod storage;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use namespace_lifecycle::NamespaceLifecycle;
+pub use service_account::ServiceAccount;
 pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};
 
 /// What a request does, as admission plugins are told (deletions and connections join
@@ -74,6 +76,7 @@ pub trait Admission: Send + Sync {
 /// the ones Spindle implements.
 pub const PLUGINS: &[&dyn Admission] = &[
     &NamespaceLifecycle,
+    &ServiceAccount,
     &DefaultTolerationSeconds,
     &DefaultStorageClass,
     &StorageObjectInUseProtection,

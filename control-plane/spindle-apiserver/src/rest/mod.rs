@@ -1,6 +1,6 @@
 //! The one generic REST path for every kind in the registry: get, list, watch, create,
 //! update, patch (JSON, merge, strategic, apply), delete, deletecollection, and the
-//! status, scale, binding and eviction subresources. What differs between kinds comes
+//! status, scale, binding, eviction and token subresources. What differs between kinds comes
 //! from the kind's strategy (`spindle_api::strategy`) and the admission chain
 //! ([`crate::admission`]); this module only routes a request to its verb.
 //!
@@ -8,7 +8,7 @@
 //! - [`handlers`]: the verbs (get, list, create, update, patch, apply);
 //! - [`write`]: the pipeline they share (decode checks, defaults, admission, validation);
 //! - [`delete`]: deletion, finalizers and garbage collection;
-//! - [`scale`], [`binding`], [`eviction`]: the subresources.
+//! - [`scale`], [`binding`], [`eviction`], [`token`]: the subresources.
 
 mod binding;
 mod delete;
@@ -16,6 +16,7 @@ mod eviction;
 mod handlers;
 mod scale;
 mod storage;
+mod token;
 mod write;
 
 use axum::body::Bytes;
@@ -83,6 +84,7 @@ pub async fn handle(
         ("GET", true, Some("log")) => crate::proxy::pod_logs(&st, &t, &q).await,
         ("POST", true, Some("binding")) => binding::bind(rq, &body).await,
         ("POST", true, Some("eviction")) => eviction::evict(rq, &body).await,
+        ("POST", true, Some("token")) => token::create(rq, &body).await,
         ("PUT", true, None | Some("status")) => handlers::update(rq, &body).await,
         ("PATCH", true, None | Some("status")) => handlers::patch(rq, &body).await,
         ("PUT" | "PATCH", true, Some("scale")) => {

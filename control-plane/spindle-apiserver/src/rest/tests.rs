@@ -31,6 +31,7 @@ impl Api {
             store: Arc::new(store),
             openapi: Arc::new(openapi),
             tokens: Arc::new(Vec::new()),
+            sa_signer: Arc::new(crate::sa_token::Signer::generate().expect("signer")),
             ca_pem: Arc::from(""),
             default_toleration_seconds: TOLERATION_SECONDS,
             event_cache: Arc::new(watch::EventCache::default()),
@@ -38,7 +39,17 @@ impl Api {
             net: alloc::NetRanges::default(),
         };
         crate::bootstrap(&st).await.expect("bootstrap");
-        Api { st, _dir: dir }
+        let api = Api { st, _dir: dir };
+        // What the ServiceAccount controller makes in every namespace.
+        let sa =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+        api.ok(
+            Method::POST,
+            "/api/v1/namespaces/default/serviceaccounts",
+            Some(sa),
+        )
+        .await;
+        api
     }
 
     /// Send one request; the status code and the JSON body.
@@ -475,4 +486,157 @@ async fn subresources_a_kind_lacks_are_not_found_and_wrong_methods_not_allowed()
             "{method} {path}"
         );
     }
+}
+
+#[tokio::test]
+async fn service_account_admission_defaults_mounts_and_refuses() {
+    let api = Api::new().await;
+    let created = api.ok(Method::POST, PODS, Some(pod("p", json!({})))).await;
+    assert_eq!(created["spec"]["serviceAccountName"], "default");
+    assert_eq!(created["spec"]["serviceAccount"], "default");
+    let vol = &created["spec"]["volumes"][0];
+    let vname = vol["name"].as_str().expect("volume name");
+    assert!(vname.starts_with("kube-api-access-"), "{vname}");
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"],
+        json!({"expirationSeconds": 3607, "path": "token"})
+    );
+    assert_eq!(
+        created["spec"]["containers"][0]["volumeMounts"],
+        json!([{"name": vname, "readOnly": true,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}])
+    );
+
+    // automountServiceAccountToken: false on the pod, or on its account, mounts nothing.
+    let mut off = pod("off", json!({}));
+    off["spec"]["automountServiceAccountToken"] = json!(false);
+    let created = api.ok(Method::POST, PODS, Some(off)).await;
+    assert!(created["spec"].get("volumes").is_none(), "{created}");
+    let sas = "/api/v1/namespaces/default/serviceaccounts";
+    api.ok(
+        Method::POST,
+        sas,
+        Some(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "quiet"}, "automountServiceAccountToken": false})),
+    )
+    .await;
+    let mut quiet = pod("quiet", json!({}));
+    quiet["spec"]["serviceAccountName"] = json!("quiet");
+    let created = api.ok(Method::POST, PODS, Some(quiet)).await;
+    assert!(created["spec"].get("volumes").is_none(), "{created}");
+
+    // A missing account is refused in Kubernetes' words.
+    let mut ghost = pod("ghost", json!({}));
+    ghost["spec"]["serviceAccountName"] = json!("nobody");
+    let (code, body) = api.call(Method::POST, PODS, Some(ghost)).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "pods \"ghost\" is forbidden: error looking up service account default/nobody: serviceaccount \"nobody\" not found"
+    );
+}
+
+#[tokio::test]
+async fn token_requests_mint_tokens_that_die_with_their_pod() {
+    let api = Api::new().await;
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let tr = |spec: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+    let out = api.ok(Method::POST, token_path, Some(tr(json!({})))).await;
+    assert_eq!(out["kind"], "TokenRequest");
+    assert_eq!(out["spec"]["expirationSeconds"], 3600);
+    assert_eq!(out["spec"]["audiences"], json!([crate::sa_token::ISSUER]));
+    let token = out["status"]["token"].as_str().expect("token").to_string();
+    let user = crate::sa_token::authenticate(&api.st, &token)
+        .await
+        .expect("a user");
+    assert_eq!(user.name, "system:serviceaccount:default:default");
+    assert_eq!(
+        user.groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:default",
+            "system:authenticated"
+        ]
+    );
+
+    // Too short a lifetime, an account that does not exist.
+    let (code, body) = api
+        .call(
+            Method::POST,
+            token_path,
+            Some(tr(json!({"expirationSeconds": 60}))),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not specify a duration less than 10 minutes"),
+        "{body}"
+    );
+    let (code, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/serviceaccounts/nobody/token",
+            Some(tr(json!({}))),
+        )
+        .await;
+    assert_eq!(code, 404);
+
+    // Bound to a pod: dies with the pod.
+    let p = api
+        .ok(Method::POST, PODS, Some(pod("holder", json!({}))))
+        .await;
+    let bound = api
+        .ok(
+            Method::POST,
+            token_path,
+            Some(tr(json!({"audiences": ["vault"],
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "holder"}}))),
+        )
+        .await;
+    assert_eq!(bound["spec"]["boundObjectRef"]["uid"], p["metadata"]["uid"]);
+    let btok = bound["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    // For another audience than the API server's, it does not authenticate here...
+    assert!(crate::sa_token::authenticate(&api.st, &btok)
+        .await
+        .is_none());
+    // ...but a review for its audience accepts it while the pod lives.
+    let claims = crate::sa_token::review(&api.st, &btok, &["vault".into()])
+        .await
+        .expect("valid");
+    assert_eq!(claims.kubernetes.pod.map(|p| p.name), Some("holder".into()));
+    api.ok(
+        Method::DELETE,
+        &format!("{PODS}/holder?gracePeriodSeconds=0"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        crate::sa_token::review(&api.st, &btok, &["vault".into()]).await,
+        Err(crate::sa_token::TokenError::Invalidated)
+    );
+    // A wrong uid in the reference is a conflict; the account's token dies with it.
+    let (code, _) = api
+        .call(
+            Method::POST,
+            token_path,
+            Some(tr(json!({"boundObjectRef":
+            {"kind": "Pod", "apiVersion": "v1", "name": "p2", "uid": "x"}}))),
+        )
+        .await;
+    assert_eq!(code, 404);
+    api.ok(
+        Method::DELETE,
+        "/api/v1/namespaces/default/serviceaccounts/default",
+        None,
+    )
+    .await;
+    assert!(crate::sa_token::authenticate(&api.st, &token)
+        .await
+        .is_none());
 }

@@ -42,7 +42,8 @@ pub(super) async fn prepare(
                 format!("Unable to attach or mount volumes: {msg}"),
             ),
             None => {
-                let mut src = Sources::new(agent.client.clone(), &h.namespace);
+                let mut src = Sources::new(agent.client.clone(), &h.namespace)
+                    .with_tokens(agent.tokens.clone());
                 match volumes::prepare(pod, &h.paths, &mut src, &host_ip, &agent.host_paths).await {
                     Ok(v) => break v,
                     Err(e) => (e.0.clone(), format!("MountVolume.SetUp failed: {}", e.0)),
@@ -131,7 +132,8 @@ async fn refresh_volumes(
     let host_ip = agent.node_ip.to_string();
     while !sleep_or_stop(&stop, VOLUME_REFRESH).await {
         let pod = h.pod();
-        let mut src = Sources::new(agent.client.clone(), &h.namespace);
+        let mut src =
+            Sources::new(agent.client.clone(), &h.namespace).with_tokens(agent.tokens.clone());
         if let Err(e) = volumes::refresh(&pod, &vols, &mut src, &host_ip).await {
             tracing::debug!(pod = %h.name, error = %e, "refreshing volumes");
         }
