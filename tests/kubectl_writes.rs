@@ -309,13 +309,15 @@ fn typed_create_label_annotate_patch_edit_and_formats() {
             ],
         );
         assert_eq!(labels.trim(), "configmap/cm");
+        // `!=` also selects objects without the label: the namespace's CA ConfigMap,
+        // which the root CA publisher puts in every namespace.
         assert_eq!(
             c.ok(
                 k,
                 &["get", "cm", "-n", &ns, "-l", "tier!=backend", "-o", "name"]
             )
             .trim(),
-            ""
+            "configmap/kube-root-ca.crt"
         );
         assert_eq!(
             c.ok(

@@ -223,18 +223,33 @@ pub async fn refresh(
     Ok(())
 }
 
+/// Whether the volume's files are generated from API objects (configMap, secret,
+/// downwardAPI, projected): written by the agent, refreshed, always read-only.
+fn is_generated(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+}
+
 /// Whether any volume is generated from API objects (and so worth refreshing).
 pub fn has_generated(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vs| vs.iter().any(is_generated))
+}
+
+/// Whether every generated volume of the pod is one the ServiceAccount admission plugin
+/// added (`kube-api-access-<suffix>`).
+pub fn only_service_account_volumes(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
         .is_some_and(|vs| {
-            vs.iter().any(|v| {
-                v.config_map.is_some()
-                    || v.secret.is_some()
-                    || v.downward_api.is_some()
-                    || v.projected.is_some()
-            })
+            vs.iter()
+                .filter(|v| is_generated(v))
+                .all(|v| v.name.starts_with("kube-api-access-") && v.projected.is_some())
         })
 }
 
@@ -624,10 +639,7 @@ pub fn container_mounts(
         // mounts with `readOnly: true`.
         let generated = spec_vols.iter().any(|v| {
             v.name == m.name
-                && (v.config_map.is_some()
-                    || v.secret.is_some()
-                    || v.downward_api.is_some()
-                    || v.projected.is_some()
+                && (is_generated(v)
                     || claim::claim_of(pod, v).is_some_and(|(_, read_only)| read_only))
         });
         let mut host = dir.clone();

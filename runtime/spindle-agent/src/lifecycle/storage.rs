@@ -19,6 +19,10 @@ use crate::Agent;
 /// How often configMap/secret/downwardAPI volumes are re-read (the kubelet re-syncs each
 /// minute; a ConfigMap edit shows sooner here).
 const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+/// The period for pods whose only generated volume is the ServiceAccount's (its token
+/// is renewed at 80% of an hour, the CA and namespace hardly change): the kubelet's
+/// minute, so thousands of idle pods do not each read the CA ConfigMap every 10 s.
+const TOKEN_VOLUME_REFRESH: Duration = Duration::from_secs(60);
 /// How often disk emptyDirs with a sizeLimit are measured (the kubelet's eviction manager
 /// looks every 10 s).
 const DISK_CHECK: Duration = Duration::from_secs(5);
@@ -130,7 +134,12 @@ async fn refresh_volumes(
     stop: watch::Receiver<bool>,
 ) {
     let host_ip = agent.node_ip.to_string();
-    while !sleep_or_stop(&stop, VOLUME_REFRESH).await {
+    let period = if volumes::only_service_account_volumes(&h.pod()) {
+        TOKEN_VOLUME_REFRESH
+    } else {
+        VOLUME_REFRESH
+    };
+    while !sleep_or_stop(&stop, period).await {
         let pod = h.pod();
         let mut src =
             Sources::new(agent.client.clone(), &h.namespace).with_tokens(agent.tokens.clone());
