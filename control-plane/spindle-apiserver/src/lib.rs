@@ -170,9 +170,15 @@ pub async fn start(
     .with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
+    // system:bootstrappers is the group of Kubernetes' bootstrap tokens: the CSR approver
+    // approves node client certificates its members ask for.
     let node_user = User {
         name: "system:node-bootstrap".into(),
-        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        groups: vec![
+            "system:bootstrappers".into(),
+            "system:nodes".into(),
+            "system:authenticated".into(),
+        ],
     };
     let state = AppState {
         reg: Arc::new(reg),
