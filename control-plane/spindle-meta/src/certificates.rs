@@ -61,6 +61,7 @@ pub const ALL_USAGES: &[&str] = &[
     "netscape sgc",
     "ocsp signing",
     "s/mime",
+    "server auth",
     "signing",
     "timestamping",
 ];

@@ -99,7 +99,7 @@ fn validate_signer_name(field: &str, signer: &str, errs: &mut Vec<FieldError>) {
     if domain.len() > 253 {
         errs.push(FieldError {
             reason: "FieldValueTooLong".into(),
-            message: format!("Too long: may not be more than 253 bytes"),
+            message: "Too long: may not be more than 253 bytes".into(),
             field: field.into(),
         });
     }
