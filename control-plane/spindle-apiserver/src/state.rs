@@ -9,7 +9,7 @@ use spindle_api::Registry;
 use spindle_store::Store;
 
 use crate::auth::{ConnInfo, User};
-use crate::{alloc, router, watch, ConnLimits};
+use crate::{alloc, authz, router, watch, ConnLimits};
 
 /// Shared state of the API server; cheap to clone.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub node_secret: Arc<str>,
     /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
     pub net: alloc::NetRanges,
+    /// Who may do what: RBAC over the indexed roles and bindings.
+    pub authz: Arc<authz::Authorizer>,
 }
 
 impl AppState {

@@ -4,6 +4,7 @@
 //! any client (in-process, see `AppState::in_process_client`).
 
 pub mod bootstrap;
+pub mod clusterrole_aggregation;
 pub mod controller_ref;
 pub mod cronjob;
 pub mod daemonset;
@@ -185,6 +186,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
     });
+    let c = client.clone();
+    let aggregation = supervise("clusterrole-aggregation", move || {
+        clusterrole_aggregation::run(c.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -203,7 +208,8 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         ttl,
         statefulsets,
         ephemeral,
-        binder
+        binder,
+        aggregation
     );
     Ok(())
 }

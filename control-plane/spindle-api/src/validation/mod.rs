@@ -13,6 +13,7 @@ mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
+mod rbac;
 mod service;
 mod stateful_set;
 mod storage_class;
@@ -30,6 +31,10 @@ pub(crate) use persistent_volume::{
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
+pub(crate) use rbac::{
+    validate_aggregation_rule, validate_binding, validate_binding_update, validate_rules,
+    RBAC_GROUP,
+};
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
 pub(crate) use stateful_set::{validate_stateful_set, validate_stateful_set_update};
@@ -213,6 +218,8 @@ pub(crate) fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 pub enum NameRule {
     Subdomain,
     Label,
+    /// Any path segment (RBAC kinds: `system:node`), kube's IsValidPathSegmentName.
+    PathSegment,
 }
 
 pub fn validate_metadata(
@@ -237,11 +244,13 @@ pub fn validate_metadata(
             }
         }
         Some(name) => {
-            let (ok, msg) = match rule {
-                NameRule::Subdomain => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
-                NameRule::Label => (is_dns1123_label(name), LABEL_MSG),
+            let msgs = match rule {
+                NameRule::Subdomain if !is_dns1123_subdomain(name) => vec![SUBDOMAIN_MSG],
+                NameRule::Label if !is_dns1123_label(name) => vec![LABEL_MSG],
+                NameRule::PathSegment => rbac::path_segment_name_errors(name),
+                _ => Vec::new(),
             };
-            if !ok {
+            for msg in msgs {
                 errs.push(FieldError::invalid("metadata.name", &json!(name), msg));
             }
         }
