@@ -428,7 +428,13 @@ fn main() -> Result<()> {
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {
-                        let client = state.in_process_client("system:kube-controller-manager");
+                        // Still in system:masters: the controllers share one client, and
+                        // per-controller identities (kube's
+                        // --use-service-account-credentials) are not done yet.
+                        let client = state.in_process_client(
+                            "system:kube-controller-manager",
+                            &["system:masters"],
+                        );
                         if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
                             tracing::error!(error = %e, "controllers stopped");
                         }
@@ -439,12 +445,17 @@ fn main() -> Result<()> {
                     // Supervised like each controller: a panic restarts the scheduler
                     // (its watches end with it) instead of ending scheduling for good.
                     tokio::spawn(spindle_controllers::supervise("scheduler", move || {
-                        let client = state.in_process_client("system:kube-scheduler");
+                        // Only its bootstrap roles: system:kube-scheduler and
+                        // system:volume-scheduler.
+                        let client = state.in_process_client("system:kube-scheduler", &[]);
                         spindle_scheduler::run(client, spindle_scheduler::SchedulerOptions::default())
                     }));
                 }
                 {
-                    let client = server.state.in_process_client("system:apiserver");
+                    // kube-apiserver's own loopback identity is in system:masters too.
+                    let client = server
+                        .state
+                        .in_process_client("system:apiserver", &["system:masters"]);
                     tokio::spawn(async move {
                         if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client.clone(), cluster_dns).await {
                             tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service");
@@ -469,7 +480,10 @@ fn main() -> Result<()> {
                     )?;
                     agent_task = Some(tokio::spawn(async move {
                         let client =
-                            state.in_process_client(&format!("system:node:{}", opts.node_name));
+                            state.in_process_client(
+                                &format!("system:node:{}", opts.node_name),
+                                &["system:nodes"],
+                            );
                         if let Err(e) =
                             spindle_agent::run(client, opts, stopped(stop_rx)).await
                         {

@@ -400,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn the_in_process_client_goes_through_the_same_router() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client = state(dir.path()).in_process_client("system:test");
+        let client = state(dir.path()).in_process_client("system:test", &["system:masters"]);
         let v = client.apiserver_version().await.expect("version");
         assert_eq!(v.major, "1");
         let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
