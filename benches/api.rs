@@ -123,7 +123,12 @@ struct Run {
 
 /// GET /version, then ConfigMap creates (named `<prefix>-<i>`), then gets of those, as
 /// `client`.
-async fn latency_run(client: &kube::Client, prefix: &str, rate: u64, secs: u64) -> anyhow::Result<Run> {
+async fn latency_run(
+    client: &kube::Client,
+    prefix: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Run> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     // Warm up connections and caches.
     for _ in 0..50 {
@@ -196,7 +201,10 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     println!("== API latency at {rate} req/s for {secs} s per phase (kube-rs client, HTTP/2 over TLS, loopback) ==");
     println!("-- as the admin (system:masters)");
     let admin = latency_run(&client, "bench", rate, secs).await?;
-    println!("-- as {} through RBAC, {roles} other Roles and RoleBindings in the cluster", rbac::USER);
+    println!(
+        "-- as {} through RBAC, {roles} other Roles and RoleBindings in the cluster",
+        rbac::USER
+    );
     let rbac = latency_run(&user, "rbac", rate, secs).await?;
     let mut within = true;
     for (name, a, r) in [
@@ -228,8 +236,12 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     server.proc.ensure_alive("spindle server")?;
     drop(server);
     // In quick mode a failed request is a broken benchmark, not a figure.
-    let errors =
-        base.errors + create.errors + get.errors + rbac.base.errors + rbac.create.errors + rbac.get.errors;
+    let errors = base.errors
+        + create.errors
+        + get.errors
+        + rbac.base.errors
+        + rbac.create.errors
+        + rbac.get.errors;
     anyhow::ensure!(!common::quick() || errors == 0, "{errors} requests failed");
     Ok(())
 }

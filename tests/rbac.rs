@@ -55,7 +55,12 @@ fn user_kubeconfig(c: &Cluster, name: &str, groups: &[&str]) -> PathBuf {
 }
 
 /// kubectl as the user of `kubeconfig` (the later `--kubeconfig` wins over the admin's).
-fn run_as(c: &Cluster, kubectl: &str, kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+fn run_as(
+    c: &Cluster,
+    kubectl: &str,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
     let flag = format!("--kubeconfig={}", kubeconfig.display());
     let mut all = vec![flag.as_str()];
     all.extend_from_slice(args);
@@ -129,31 +134,87 @@ fn users_roles_and_bindings() {
             "{err}"
         );
 
-        admin_ok(k, &["create", "role", &role, "--verb=get,list,watch", "--resource=pods", "-n", "default"]);
-        admin_ok(k, &["create", "rolebinding", &format!("{jane}-pods"), &format!("--role={role}"), &format!("--user={jane}"), "--serviceaccount=default:robot", "-n", "default"]);
-        admin_ok(k, &["run", &format!("web-{i}"), "--image=registry.invalid/web:1", "-n", "default"]);
+        admin_ok(
+            k,
+            &[
+                "create",
+                "role",
+                &role,
+                "--verb=get,list,watch",
+                "--resource=pods",
+                "-n",
+                "default",
+            ],
+        );
+        admin_ok(
+            k,
+            &[
+                "create",
+                "rolebinding",
+                &format!("{jane}-pods"),
+                &format!("--role={role}"),
+                &format!("--user={jane}"),
+                "--serviceaccount=default:robot",
+                "-n",
+                "default",
+            ],
+        );
+        admin_ok(
+            k,
+            &[
+                "run",
+                &format!("web-{i}"),
+                "--image=registry.invalid/web:1",
+                "-n",
+                "default",
+            ],
+        );
 
         // The tables kubectl shows.
-        let table = admin_ok(k, &["get", "role,rolebinding", "-o", "wide", "-n", "default"]);
-        assert!(table.contains(&format!("role.rbac.authorization.k8s.io/{role}")), "{table}");
+        let table = admin_ok(
+            k,
+            &["get", "role,rolebinding", "-o", "wide", "-n", "default"],
+        );
+        assert!(
+            table.contains(&format!("role.rbac.authorization.k8s.io/{role}")),
+            "{table}"
+        );
         let header = table
             .lines()
             .find(|l| l.contains("ROLE") && l.contains("USERS"))
             .unwrap_or_else(|| panic!("no binding header in {table}"));
         let cols: Vec<&str> = header.split_whitespace().collect();
-        assert_eq!(cols, ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"], "{table}");
+        assert_eq!(
+            cols,
+            ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
+            "{table}"
+        );
         let row = table
             .lines()
-            .find(|l| l.contains(&format!("rolebinding.rbac.authorization.k8s.io/{jane}-pods")))
+            .find(|l| {
+                l.contains(&format!(
+                    "rolebinding.rbac.authorization.k8s.io/{jane}-pods"
+                ))
+            })
             .unwrap_or_else(|| panic!("no binding row in {table}"));
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells[1], format!("Role/{role}"), "{row}");
         assert_eq!(&cells[3..], [jane.as_str(), "default/robot"], "{row}");
 
         // jane reads pods, and nothing else.
-        let pods = wait_allowed(&c, k, &jane_kc, &["get", "pods", "-n", "default", "-o", "name"]);
+        let pods = wait_allowed(
+            &c,
+            k,
+            &jane_kc,
+            &["get", "pods", "-n", "default", "-o", "name"],
+        );
         assert!(pods.contains(&format!("pod/web-{i}")), "{pods}");
-        let err = refused(&c, k, &jane_kc, &["delete", "pod", &format!("web-{i}"), "-n", "default"]);
+        let err = refused(
+            &c,
+            k,
+            &jane_kc,
+            &["delete", "pod", &format!("web-{i}"), "-n", "default"],
+        );
         assert!(
             err.contains(&format!("Error from server (Forbidden): pods \"web-{i}\" is forbidden: User \"{jane}\" cannot delete resource \"pods\" in API group \"\" in the namespace \"default\"")),
             "{err}"
@@ -171,11 +232,51 @@ fn users_roles_and_bindings() {
             let out = c.kubectl(k, args);
             (out.status.success(), text(&out.stdout))
         };
-        assert_eq!(can(&["auth", "can-i", "get", "pods", "-n", "default", &format!("--as={jane}")]), (true, "yes".into()));
-        assert_eq!(can(&["auth", "can-i", "delete", "pods", "-n", "default", &format!("--as={jane}")]), (false, "no".into()));
-        let out = run_as(&c, k, &jane_kc, &["auth", "can-i", "list", "secrets", "-n", "default"]);
-        assert_eq!((out.status.success(), text(&out.stdout)), (false, "no".into()));
-        let list = admin_ok(k, &["auth", "can-i", "--list", &format!("--as={jane}"), "-n", "default"]);
+        assert_eq!(
+            can(&[
+                "auth",
+                "can-i",
+                "get",
+                "pods",
+                "-n",
+                "default",
+                &format!("--as={jane}")
+            ]),
+            (true, "yes".into())
+        );
+        assert_eq!(
+            can(&[
+                "auth",
+                "can-i",
+                "delete",
+                "pods",
+                "-n",
+                "default",
+                &format!("--as={jane}")
+            ]),
+            (false, "no".into())
+        );
+        let out = run_as(
+            &c,
+            k,
+            &jane_kc,
+            &["auth", "can-i", "list", "secrets", "-n", "default"],
+        );
+        assert_eq!(
+            (out.status.success(), text(&out.stdout)),
+            (false, "no".into())
+        );
+        let list = admin_ok(
+            k,
+            &[
+                "auth",
+                "can-i",
+                "--list",
+                &format!("--as={jane}"),
+                "-n",
+                "default",
+            ],
+        );
         let rows = resource_rows(&list);
         let want: Vec<(String, String)> = [
             ("pods", "[get list watch]"),
@@ -191,14 +292,47 @@ fn users_roles_and_bindings() {
 
         // A ClusterRole bound cluster-wide: bob reads secrets in every namespace.
         let sr = format!("secret-reader-{i}");
-        admin_ok(k, &["create", "clusterrole", &sr, "--verb=get,list,watch", "--resource=secrets"]);
-        admin_ok(k, &["create", "clusterrolebinding", &format!("{bob}-secrets"), &format!("--clusterrole={sr}"), &format!("--user={bob}")]);
+        admin_ok(
+            k,
+            &[
+                "create",
+                "clusterrole",
+                &sr,
+                "--verb=get,list,watch",
+                "--resource=secrets",
+            ],
+        );
+        admin_ok(
+            k,
+            &[
+                "create",
+                "clusterrolebinding",
+                &format!("{bob}-secrets"),
+                &format!("--clusterrole={sr}"),
+                &format!("--user={bob}"),
+            ],
+        );
         wait_allowed(&c, k, &bob_kc, &["get", "secrets", "-A"]);
         wait_allowed(&c, k, &bob_kc, &["get", "secrets", "-n", "kube-system"]);
         let err = refused(&c, k, &bob_kc, &["get", "pods", "-n", "default"]);
-        assert!(err.contains(&format!("User \"{bob}\" cannot list resource \"pods\"")), "{err}");
-        let crb = admin_ok(k, &["get", "clusterrolebinding", &format!("{bob}-secrets"), "-o", "wide"]);
-        assert!(crb.contains(&format!("ClusterRole/{sr}")) && crb.contains(&bob), "{crb}");
+        assert!(
+            err.contains(&format!("User \"{bob}\" cannot list resource \"pods\"")),
+            "{err}"
+        );
+        let crb = admin_ok(
+            k,
+            &[
+                "get",
+                "clusterrolebinding",
+                &format!("{bob}-secrets"),
+                "-o",
+                "wide",
+            ],
+        );
+        assert!(
+            crb.contains(&format!("ClusterRole/{sr}")) && crb.contains(&bob),
+            "{crb}"
+        );
 
         // whoami: the admin's certificate, and jane's.
         let who = admin_ok(k, &["auth", "whoami"]);
@@ -209,7 +343,11 @@ fn users_roles_and_bindings() {
                 .unwrap_or_else(|| panic!("no {key} in {who}"))
         };
         assert_eq!(line(&who, "Username"), "system:admin", "{who}");
-        assert_eq!(line(&who, "Groups"), "[system:masters system:authenticated]", "{who}");
+        assert_eq!(
+            line(&who, "Groups"),
+            "[system:masters system:authenticated]",
+            "{who}"
+        );
         let out = run_as(&c, k, &jane_kc, &["auth", "whoami"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let who = text(&out.stdout);
@@ -246,30 +384,105 @@ subjects:
     let lead = user_kubeconfig(&c, "lead", &[]);
     for (i, k) in kubectls().into_iter().enumerate() {
         // A role within the lead's own rights is fine; one beyond them is refused.
-        wait_allowed(&c, k, &lead, &["create", "role", &format!("pods-{i}"), "--verb=get", "--resource=pods", "-n", "team"]);
-        let err = refused(&c, k, &lead, &["create", "role", &format!("secrets-{i}"), "--verb=get,list", "--resource=secrets", "-n", "team"]);
+        wait_allowed(
+            &c,
+            k,
+            &lead,
+            &[
+                "create",
+                "role",
+                &format!("pods-{i}"),
+                "--verb=get",
+                "--resource=pods",
+                "-n",
+                "team",
+            ],
+        );
+        let err = refused(
+            &c,
+            k,
+            &lead,
+            &[
+                "create",
+                "role",
+                &format!("secrets-{i}"),
+                "--verb=get,list",
+                "--resource=secrets",
+                "-n",
+                "team",
+            ],
+        );
         assert!(
             err.contains(&format!("roles.rbac.authorization.k8s.io \"secrets-{i}\" is forbidden: user \"lead\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:")),
             "{err}"
         );
-        assert!(err.contains(r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get" "list"]}"#), "{err}");
+        assert!(
+            err.contains(r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get" "list"]}"#),
+            "{err}"
+        );
         // Binding a role whose rules the lead holds works; binding `edit` does not.
         c.ok(k, &["get", "clusterrole", "edit"]);
-        let out = run_as(&c, k, &lead, &["create", "rolebinding", &format!("dev-pods-{i}"), &format!("--role=pods-{i}"), "--user=dev", "-n", "team"]);
+        let out = run_as(
+            &c,
+            k,
+            &lead,
+            &[
+                "create",
+                "rolebinding",
+                &format!("dev-pods-{i}"),
+                &format!("--role=pods-{i}"),
+                "--user=dev",
+                "-n",
+                "team",
+            ],
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let err = refused(&c, k, &lead, &["create", "rolebinding", &format!("dev-edit-{i}"), "--clusterrole=edit", "--user=dev", "-n", "team"]);
+        let err = refused(
+            &c,
+            k,
+            &lead,
+            &[
+                "create",
+                "rolebinding",
+                &format!("dev-edit-{i}"),
+                "--clusterrole=edit",
+                "--user=dev",
+                "-n",
+                "team",
+            ],
+        );
         assert!(
             err.contains(&format!("rolebindings.rbac.authorization.k8s.io \"dev-edit-{i}\" is forbidden: user \"lead\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:")),
             "{err}"
         );
         // Impersonation needs the impersonate verb.
-        let err = refused(&c, k, &lead, &["get", "pods", "-n", "team", "--as=admin-wannabe"]);
+        let err = refused(
+            &c,
+            k,
+            &lead,
+            &["get", "pods", "-n", "team", "--as=admin-wannabe"],
+        );
         assert!(
             err.contains(r#"Error from server (Forbidden): users "admin-wannabe" is forbidden: User "lead" cannot impersonate resource "users" in API group "" at the cluster scope"#),
             "{err}"
         );
-        let err = refused(&c, k, &lead, &["get", "pods", "-n", "team", "--as=lead", "--as-group=system:masters"]);
-        assert!(err.contains(r#"cannot impersonate resource "users""#), "{err}");
+        let err = refused(
+            &c,
+            k,
+            &lead,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "team",
+                "--as=lead",
+                "--as-group=system:masters",
+            ],
+        );
+        assert!(
+            err.contains(r#"cannot impersonate resource "users""#),
+            "{err}"
+        );
 
         // The system's namespaces may not be deleted; others may.
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -280,10 +493,30 @@ subjects:
             );
         }
         c.ok(k, &["create", "namespace", &format!("scratch-{i}")]);
-        c.ok(k, &["delete", "namespace", &format!("scratch-{i}"), "--wait=false"]);
+        c.ok(
+            k,
+            &[
+                "delete",
+                "namespace",
+                &format!("scratch-{i}"),
+                "--wait=false",
+            ],
+        );
 
         // Bad input: a changed roleRef, an unknown subject kind.
-        let err = c.fails(k, &["patch", "rolebinding", &format!("dev-pods-{i}"), "-n", "team", "--type=merge", "-p", r#"{"roleRef":{"name":"rbac-manager"}}"#]);
+        let err = c.fails(
+            k,
+            &[
+                "patch",
+                "rolebinding",
+                &format!("dev-pods-{i}"),
+                "-n",
+                "team",
+                "--type=merge",
+                "-p",
+                r#"{"roleRef":{"name":"rbac-manager"}}"#,
+            ],
+        );
         assert!(
             err.contains(&format!("The RoleBinding \"dev-pods-{i}\" is invalid: roleRef: Invalid value: rbac.RoleRef{{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", Name:\"rbac-manager\"}}: cannot change roleRef")),
             "{err}"
@@ -292,7 +525,12 @@ subjects:
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: robots-{i}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: x}}\nsubjects:\n- {{kind: Robot, name: r2}}\n"
         ));
         let err = text(&out.stderr);
-        assert!(err.contains(r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#), "{err}");
+        assert!(
+            err.contains(
+                r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#
+            ),
+            "{err}"
+        );
         assert!(err.contains(r#"subjects[0].kind: Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group""#), "{err}");
     }
     // Aggregation: a ClusterRole labelled for `view` adds its rules to view, edit and admin.
@@ -308,7 +546,13 @@ rules:
     );
     for role in ["view", "edit", "admin"] {
         c.wait_for_output(
-            &["get", "clusterrole", role, "-o", "jsonpath={.rules[?(@.resources[0]==\"widgets\")].verbs}"],
+            &[
+                "get",
+                "clusterrole",
+                role,
+                "-o",
+                "jsonpath={.rules[?(@.resources[0]==\"widgets\")].verbs}",
+            ],
             r#"["get","list"]"#,
             Duration::from_secs(30),
         );

@@ -58,16 +58,24 @@ pub async fn populate(client: &Client, n: usize) -> anyhow::Result<()> {
             let (roles, bindings, pp) = (roles.clone(), bindings.clone(), pp.clone());
             async move {
                 let r = format!("other-{i}");
-                roles.create(&pp, &role(&r, &["configmaps", "secrets"], &["get", "list"])).await?;
-                bindings.create(&pp, &binding(&r, &r, &format!("user-{i}"))).await?;
+                roles
+                    .create(&pp, &role(&r, &["configmaps", "secrets"], &["get", "list"]))
+                    .await?;
+                bindings
+                    .create(&pp, &binding(&r, &r, &format!("user-{i}")))
+                    .await?;
                 anyhow::Ok(())
             }
         })
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
-    roles.create(&pp, &role("bench", &["configmaps"], &["create", "get"])).await?;
-    bindings.create(&pp, &binding("bench", "bench", USER)).await?;
+    roles
+        .create(&pp, &role("bench", &["configmaps"], &["create", "get"]))
+        .await?;
+    bindings
+        .create(&pp, &binding("bench", "bench", USER))
+        .await?;
     Ok(())
 }
 
@@ -81,7 +89,9 @@ pub async fn user_client(data: &Path, work: &Path) -> anyhow::Result<Client> {
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, USER);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, USER);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &issuer)?;
     let (crt_path, key_path) = (work.join("bench-user.crt"), work.join("bench-user.key"));
@@ -96,11 +106,16 @@ pub async fn user_client(data: &Path, work: &Path) -> anyhow::Result<Client> {
             info.client_key = Some(key_path.display().to_string());
         }
     }
-    let client = Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
-    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)?;
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while let Err(e) = api.get_opt("none").await {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "{USER} never allowed: {e}");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{USER} never allowed: {e}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(client)

@@ -52,7 +52,11 @@ async fn reconcile(client: Client, roles: Arc<Cache<ClusterRole>>) -> Result<Act
         let patch = serde_json::json!({"rules": want});
         tracing::info!(clusterrole = %role.name_any(), rules = want.len(), "aggregating ClusterRole rules");
         match api
-            .patch(&role.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &role.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -66,9 +70,12 @@ async fn reconcile(client: Client, roles: Arc<Cache<ClusterRole>>) -> Result<Act
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let queue: Arc<Queue<String>> = Queue::new();
     let q = queue.clone();
-    let roles = informer(Api::<ClusterRole>::all(client.clone()), watch_config(), None, move |_| {
-        q.add(ALL.to_string())
-    });
+    let roles = informer(
+        Api::<ClusterRole>::all(client.clone()),
+        watch_config(),
+        None,
+        move |_| q.add(ALL.to_string()),
+    );
     roles.wait_synced().await;
     queue.add(ALL.to_string());
     queue

@@ -730,7 +730,10 @@ fn bindings_print_their_role_and_subjects_by_kind() {
         .iter()
         .map(|c| c.name)
         .collect();
-    assert_eq!(names, ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]);
+    assert_eq!(
+        names,
+        ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+    );
     let b = json!({
         "metadata": {"name": "b", "namespace": "dev"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
@@ -743,9 +746,20 @@ fn bindings_print_their_role_and_subjects_by_kind() {
     });
     let row = cells("rbac.authorization.k8s.io", "ClusterRoleBinding", &b, now());
     assert_eq!(row[1], json!("ClusterRole/view"));
-    assert_eq!(&row[3..], [json!("jane, joe"), json!("devs"), json!("ci/robot, bare")]);
-    let empty = cells("rbac.authorization.k8s.io", "RoleBinding", &json!({"metadata": {"name": "e"}}), now());
+    assert_eq!(
+        &row[3..],
+        [json!("jane, joe"), json!("devs"), json!("ci/robot, bare")]
+    );
+    let empty = cells(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        &json!({"metadata": {"name": "e"}}),
+        now(),
+    );
     assert_eq!(&empty[3..], [json!(""), json!(""), json!("")]);
-    let role: Vec<&str> = columns("rbac.authorization.k8s.io", "Role").iter().map(|c| c.name).collect();
+    let role: Vec<&str> = columns("rbac.authorization.k8s.io", "Role")
+        .iter()
+        .map(|c| c.name)
+        .collect();
     assert_eq!(role, ["Name", "Created At"]);
 }

@@ -48,7 +48,11 @@ impl Strategy for Bindings {
     /// role reference and for User and Group subjects.
     fn default(&self, obj: &mut Value) {
         if let Some(r) = obj.get_mut("roleRef").and_then(Value::as_object_mut) {
-            if r.get("apiGroup").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if r.get("apiGroup")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 r.insert("apiGroup".into(), json!(RBAC_GROUP));
             }
         }
@@ -57,7 +61,11 @@ impl Strategy for Bindings {
         };
         for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
             let kind = s.get("kind").and_then(Value::as_str).unwrap_or("");
-            let empty = s.get("apiGroup").and_then(Value::as_str).unwrap_or("").is_empty();
+            let empty = s
+                .get("apiGroup")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty();
             if empty && matches!(kind, "User" | "Group") {
                 s.insert("apiGroup".into(), json!(RBAC_GROUP));
             }

@@ -122,7 +122,11 @@ pub(crate) fn validate_binding(obj: &Value, namespaced: bool, errs: &mut Vec<Fie
     };
     let kind = text(&role_ref, "kind");
     if !kinds.contains(&kind.as_str()) {
-        errs.push(FieldError::not_supported("roleRef.kind", &json!(kind), kinds));
+        errs.push(FieldError::not_supported(
+            "roleRef.kind",
+            &json!(kind),
+            kinds,
+        ));
     }
     let name = text(&role_ref, "name");
     if name.is_empty() {

@@ -161,24 +161,62 @@ mod tests {
     fn verbs_and_targets_come_from_method_and_path() {
         let list = a(Method::GET, "/api/v1/namespaces/default/pods");
         assert_eq!(
-            (list.verb.as_str(), list.resource.as_str(), list.namespace.as_str(), list.name.as_str()),
+            (
+                list.verb.as_str(),
+                list.resource.as_str(),
+                list.namespace.as_str(),
+                list.name.as_str()
+            ),
             ("list", "pods", "default", "")
         );
-        assert_eq!(Attributes::from_request(&Method::GET, "/api/v1/pods", true).verb, "watch");
-        assert_eq!(a(Method::GET, "/api/v1/watch/namespaces/a/pods").verb, "watch");
-        assert_eq!(a(Method::DELETE, "/api/v1/namespaces/a/pods").verb, "deletecollection");
-        assert_eq!(a(Method::PATCH, "/apis/apps/v1/namespaces/a/deployments/d").verb, "patch");
+        assert_eq!(
+            Attributes::from_request(&Method::GET, "/api/v1/pods", true).verb,
+            "watch"
+        );
+        assert_eq!(
+            a(Method::GET, "/api/v1/watch/namespaces/a/pods").verb,
+            "watch"
+        );
+        assert_eq!(
+            a(Method::DELETE, "/api/v1/namespaces/a/pods").verb,
+            "deletecollection"
+        );
+        assert_eq!(
+            a(Method::PATCH, "/apis/apps/v1/namespaces/a/deployments/d").verb,
+            "patch"
+        );
         let log = a(Method::GET, "/api/v1/namespaces/a/pods/p/log");
-        assert_eq!((log.verb.as_str(), log.full_resource(), log.name.as_str()), ("get", "pods/log".into(), "p"));
+        assert_eq!(
+            (log.verb.as_str(), log.full_resource(), log.name.as_str()),
+            ("get", "pods/log".into(), "p")
+        );
         let ns = a(Method::DELETE, "/api/v1/namespaces/kube-system");
         assert_eq!(
-            (ns.verb.as_str(), ns.resource.as_str(), ns.name.as_str(), ns.namespace.as_str()),
+            (
+                ns.verb.as_str(),
+                ns.resource.as_str(),
+                ns.name.as_str(),
+                ns.namespace.as_str()
+            ),
             ("delete", "namespaces", "kube-system", "kube-system")
         );
         let fin = a(Method::PUT, "/api/v1/namespaces/x/finalize");
-        assert_eq!((fin.resource.as_str(), fin.subresource.as_str()), ("namespaces", "finalize"));
-        let crb = a(Method::POST, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings");
-        assert_eq!((crb.group.as_str(), crb.verb.as_str(), crb.namespace.as_str()), ("rbac.authorization.k8s.io", "create", ""));
+        assert_eq!(
+            (fin.resource.as_str(), fin.subresource.as_str()),
+            ("namespaces", "finalize")
+        );
+        let crb = a(
+            Method::POST,
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        );
+        assert_eq!(
+            (
+                crb.group.as_str(),
+                crb.verb.as_str(),
+                crb.namespace.as_str()
+            ),
+            ("rbac.authorization.k8s.io", "create", "")
+        );
         for path in ["/apis", "/apis/apps/v1", "/api/v1", "/healthz", "/version"] {
             let n = a(Method::GET, path);
             assert!(!n.resource_request, "{path}");
@@ -188,17 +226,40 @@ mod tests {
 
     #[test]
     fn forbidden_answers_in_kubernetes_words() {
-        let jane = User { name: "jane".into(), groups: vec![] };
+        let jane = User {
+            name: "jane".into(),
+            groups: vec![],
+        };
         let e = a(Method::GET, "/api/v1/namespaces/default/pods").forbidden(&jane, "");
-        assert_eq!(e.message, r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#);
+        assert_eq!(
+            e.message,
+            r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#
+        );
         let e = a(Method::DELETE, "/api/v1/namespaces/default/pods/web").forbidden(&jane, "");
-        assert_eq!(e.message, r#"pods "web" is forbidden: User "jane" cannot delete resource "pods" in API group "" in the namespace "default""#);
+        assert_eq!(
+            e.message,
+            r#"pods "web" is forbidden: User "jane" cannot delete resource "pods" in API group "" in the namespace "default""#
+        );
         let e = a(Method::GET, "/apis/apps/v1/deployments").forbidden(&jane, "");
-        assert_eq!(e.message, r#"deployments.apps is forbidden: User "jane" cannot list resource "deployments" in API group "apps" at the cluster scope"#);
+        assert_eq!(
+            e.message,
+            r#"deployments.apps is forbidden: User "jane" cannot list resource "deployments" in API group "apps" at the cluster scope"#
+        );
         let e = a(Method::GET, "/metrics").forbidden(&jane, "");
-        assert_eq!(e.message, r#"forbidden: User "jane" cannot get path "/metrics""#);
-        let body = a(Method::GET, "/api/v1/namespaces/d/pods/p/log").forbidden(&jane, "").status_body();
-        assert_eq!(body["details"], serde_json::json!({"name": "p", "kind": "pods"}));
-        assert_eq!((body["code"].as_u64(), body["reason"].as_str()), (Some(403), Some("Forbidden")));
+        assert_eq!(
+            e.message,
+            r#"forbidden: User "jane" cannot get path "/metrics""#
+        );
+        let body = a(Method::GET, "/api/v1/namespaces/d/pods/p/log")
+            .forbidden(&jane, "")
+            .status_body();
+        assert_eq!(
+            body["details"],
+            serde_json::json!({"name": "p", "kind": "pods"})
+        );
+        assert_eq!(
+            (body["code"].as_u64(), body["reason"].as_str()),
+            (Some(403), Some("Forbidden"))
+        );
     }
 }

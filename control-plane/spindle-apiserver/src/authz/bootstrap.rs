@@ -15,11 +15,16 @@ pub const GROUP: &str = "rbac.authorization.k8s.io";
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 const READ: &[&str] = &["get", "list", "watch"];
-const WRITE: &[&str] = &[
-    "create", "delete", "deletecollection", "patch", "update",
-];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const READ_WRITE: &[&str] = &[
-    "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 const EVENTS: &[&str] = &["create", "patch", "update"];
 
@@ -80,13 +85,29 @@ const TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 /// The bootstrap ClusterRoles, for the kinds Spindle serves and the ones clients expect.
 pub fn cluster_roles() -> Vec<Value> {
     vec![
-        role("cluster-admin", &[], vec![r(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
+        role(
+            "cluster-admin",
+            &[],
+            vec![r(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+        ),
         role(
             "system:discovery",
             &[],
             vec![urls(
                 &["get"],
-                &["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"],
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
             )],
         ),
         role(
@@ -94,21 +115,41 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![urls(
                 &["get"],
-                &["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/metrics/slis", "/readyz", "/readyz/*"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
             )],
         ),
         role(
             "system:basic-user",
             &[],
             vec![
-                r(&["create"], &["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
-                r(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                r(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
             ],
         ),
         role(
             "system:public-info-viewer",
             &[],
-            vec![urls(&["get"], &["/healthz", "/livez", "/readyz", "/version", "/version/"])],
+            vec![urls(
+                &["get"],
+                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+            )],
         ),
         aggregated("admin", &[], TO_ADMIN),
         aggregated("edit", &[(TO_ADMIN, "true")], TO_EDIT),
@@ -117,7 +158,11 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:aggregate-to-admin",
             &[(TO_ADMIN, "true")],
             vec![
-                r(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                ),
                 r(READ_WRITE, &[GROUP], &["rolebindings", "roles"]),
             ],
         ),
@@ -126,15 +171,56 @@ pub fn cluster_roles() -> Vec<Value> {
             &[(TO_EDIT, "true")],
             vec![
                 r(&["impersonate"], &[""], &["serviceaccounts"]),
-                r(WRITE, &[""], &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/exec",
+                        "pods/portforward",
+                        "pods/proxy",
+                    ],
+                ),
                 r(&["create"], &[""], &["pods/eviction"]),
-                r(WRITE, &[""], &["configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "secrets",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                    ],
+                ),
                 r(&["create"], &[""], &["serviceaccounts/token"]),
-                r(WRITE, &["apps"], &["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"]),
+                r(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/scale",
+                        "statefulsets",
+                        "statefulsets/scale",
+                    ],
+                ),
                 r(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
                 r(WRITE, &["batch"], &["cronjobs", "jobs"]),
                 r(WRITE, &["policy"], &["poddisruptionbudgets"]),
-                r(WRITE, &["networking.k8s.io"], &["ingresses", "networkpolicies"]),
+                r(
+                    WRITE,
+                    &["networking.k8s.io"],
+                    &["ingresses", "networkpolicies"],
+                ),
                 r(READ_WRITE, &["coordination.k8s.io"], &["leases"]),
             ],
         ),
@@ -142,15 +228,80 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:aggregate-to-view",
             &[(TO_VIEW, "true")],
             vec![
-                r(READ, &[""], &["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services", "services/status"]),
-                r(READ, &[""], &["bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status", "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"]),
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "bindings",
+                        "events",
+                        "limitranges",
+                        "namespaces/status",
+                        "pods/log",
+                        "pods/status",
+                        "replicationcontrollers/status",
+                        "resourcequotas",
+                        "resourcequotas/status",
+                    ],
+                ),
                 r(READ, &[""], &["namespaces"]),
                 r(READ, &["discovery.k8s.io"], &["endpointslices"]),
-                r(READ, &["apps"], &["controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status"]),
-                r(READ, &["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
-                r(READ, &["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
-                r(READ, &["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"]),
-                r(READ, &["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"]),
+                r(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "statefulsets/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["autoscaling"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["batch"],
+                    &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+                ),
+                r(
+                    READ,
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                r(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingresses/status", "networkpolicies"],
+                ),
             ],
         ),
         role(
@@ -159,7 +310,12 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 r(EVENTS, &["", "events.k8s.io"], &["events"]),
                 r(&["create"], &["coordination.k8s.io"], &["leases"]),
-                named(&["get", "update"], &["coordination.k8s.io"], &["leases"], &["kube-scheduler"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-scheduler"],
+                ),
                 r(READ, &[""], &["nodes"]),
                 r(&["delete", "get", "list", "watch"], &[""], &["pods"]),
                 r(&["create"], &[""], &["bindings", "pods/binding"]),
@@ -168,21 +324,41 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(READ, &["apps", "extensions"], &["replicasets"]),
                 r(READ, &["apps"], &["statefulsets"]),
                 r(READ, &["policy"], &["poddisruptionbudgets"]),
-                r(READ, &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+                r(
+                    READ,
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
                 r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-                r(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
                 r(READ, &["storage.k8s.io"], &["csinodes"]),
                 r(READ, &[""], &["namespaces"]),
-                r(READ, &["storage.k8s.io"], &["csidrivers", "csistoragecapacities"]),
+                r(
+                    READ,
+                    &["storage.k8s.io"],
+                    &["csidrivers", "csistoragecapacities"],
+                ),
             ],
         ),
         role(
             "system:volume-scheduler",
             &[],
             vec![
-                r(&["get", "list", "patch", "update", "watch"], &[""], &["persistentvolumes"]),
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
                 r(READ, &["storage.k8s.io"], &["storageclasses"]),
-                r(&["get", "list", "patch", "update", "watch"], &[""], &["persistentvolumeclaims"]),
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
             ],
         ),
         role(
@@ -191,13 +367,22 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![
                 r(EVENTS, &["", "events.k8s.io"], &["events"]),
                 r(&["create"], &["coordination.k8s.io"], &["leases"]),
-                named(&["get", "update"], &["coordination.k8s.io"], &["leases"], &["kube-controller-manager"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-controller-manager"],
+                ),
                 r(&["create"], &[""], &["secrets", "serviceaccounts"]),
                 r(&["delete"], &[""], &["secrets"]),
                 r(READ, &["*"], &["*"]),
                 r(&["create"], &[""], &["serviceaccounts/token"]),
                 r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-                r(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
             ],
         ),
         // kube's placeholder: the Node authorizer, not this role, grants nodes their
@@ -207,7 +392,11 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![
                 r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-                r(&["create"], &["authorization.k8s.io"], &["localsubjectaccessreviews", "subjectaccessreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews", "subjectaccessreviews"],
+                ),
                 r(READ, &[""], &["services"]),
                 r(&["create", "get", "list", "watch"], &[""], &["nodes"]),
                 r(&["patch", "update"], &[""], &["nodes/status"]),
@@ -218,13 +407,29 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(&["patch", "update"], &[""], &["pods/status"]),
                 r(&["create"], &[""], &["pods/eviction"]),
                 r(&["get"], &[""], &["configmaps", "secrets"]),
-                r(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes"]),
+                r(
+                    &["get"],
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
                 r(&["get"], &[""], &["endpoints"]),
-                r(&["create", "get", "list", "watch"], &["certificates.k8s.io"], &["certificatesigningrequests"]),
-                r(&["create", "delete", "get", "patch", "update"], &["coordination.k8s.io"], &["leases"]),
+                r(
+                    &["create", "get", "list", "watch"],
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                ),
+                r(
+                    &["create", "delete", "get", "patch", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
                 r(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
                 r(&["create"], &[""], &["serviceaccounts/token"]),
-                r(&["get", "patch", "update"], &[""], &["persistentvolumeclaims/status"]),
+                r(
+                    &["get", "patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims/status"],
+                ),
                 r(READ, &["storage.k8s.io"], &["csidrivers"]),
                 r(READ, &["node.k8s.io"], &["runtimeclasses"]),
             ],
@@ -248,23 +453,58 @@ fn user(name: &str) -> Value {
 /// The bootstrap ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
-        binding("cluster-admin", "cluster-admin", vec![group("system:masters")]),
-        binding("system:monitoring", "system:monitoring", vec![group("system:monitoring")]),
-        binding("system:discovery", "system:discovery", vec![group("system:authenticated")]),
-        binding("system:basic-user", "system:basic-user", vec![group("system:authenticated")]),
+        binding(
+            "cluster-admin",
+            "cluster-admin",
+            vec![group("system:masters")],
+        ),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            vec![group("system:monitoring")],
+        ),
+        binding(
+            "system:discovery",
+            "system:discovery",
+            vec![group("system:authenticated")],
+        ),
+        binding(
+            "system:basic-user",
+            "system:basic-user",
+            vec![group("system:authenticated")],
+        ),
         binding(
             "system:public-info-viewer",
             "system:public-info-viewer",
-            vec![group("system:authenticated"), group("system:unauthenticated")],
+            vec![
+                group("system:authenticated"),
+                group("system:unauthenticated"),
+            ],
         ),
-        binding("system:kube-controller-manager", "system:kube-controller-manager", vec![user("system:kube-controller-manager")]),
-        binding("system:kube-scheduler", "system:kube-scheduler", vec![user("system:kube-scheduler")]),
-        binding("system:volume-scheduler", "system:volume-scheduler", vec![user("system:kube-scheduler")]),
+        binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            vec![user("system:kube-controller-manager")],
+        ),
+        binding(
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
+        binding(
+            "system:volume-scheduler",
+            "system:volume-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
         binding("system:node", "system:node", vec![]),
         // Spindle's stopgap until nodes have identities of their own (issue 15, item 5):
         // agents authenticate with the join token as group system:nodes and keep the
         // rights they had before authorization existed.
-        binding("spindle:node-agents", "cluster-admin", vec![group("system:nodes")]),
+        binding(
+            "spindle:node-agents",
+            "cluster-admin",
+            vec![group("system:nodes")],
+        ),
     ]
 }
 
@@ -276,7 +516,10 @@ fn union(have: &mut Value, want: &Value, field: &str) -> bool {
         .and_then(Value::as_array)
         .map(|w| {
             let h = have.get(field).and_then(Value::as_array);
-            w.iter().filter(|x| !h.is_some_and(|h| h.contains(x))).cloned().collect()
+            w.iter()
+                .filter(|x| !h.is_some_and(|h| h.contains(x)))
+                .cloned()
+                .collect()
         })
         .unwrap_or_default();
     if add.is_empty() {
@@ -314,17 +557,24 @@ pub async fn reconcile(st: &AppState) -> Result<()> {
                 }
                 Some(kv) => {
                     let mut have: Value = serde_json::from_slice(&kv.value)?;
-                    let pinned = have.pointer(&format!("/metadata/annotations/{}", AUTOUPDATE.replace('/', "~1")))
-                        == Some(&json!("false"));
+                    let pinned = have.pointer(&format!(
+                        "/metadata/annotations/{}",
+                        AUTOUPDATE.replace('/', "~1")
+                    )) == Some(&json!("false"));
                     // Aggregated roles' rules belong to the aggregation controller.
                     let aggregated = have.get("aggregationRule").is_some_and(|a| !a.is_null());
-                    if pinned || (aggregated && field == "rules") || !union(&mut have, &want, field) {
+                    if pinned || (aggregated && field == "rules") || !union(&mut have, &want, field)
+                    {
                         continue;
                     }
                     if let Some(m) = have.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
-                    match st.store.update(&k, serde_json::to_vec(&have)?, Some(kv.mod_revision)).await {
+                    match st
+                        .store
+                        .update(&k, serde_json::to_vec(&have)?, Some(kv.mod_revision))
+                        .await
+                    {
                         Ok(_) | Err(spindle_store::StoreError::Conflict { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }

@@ -58,10 +58,16 @@ pub fn check(
     let forbidden = |err: &str| forbidden_error(bootstrap::GROUP, resource, name, err);
     match resource {
         "roles" | "clusterroles" => {
-            if old.is_some_and(|o| o.get("rules") == obj.get("rules") && o.get("aggregationRule") == obj.get("aggregationRule")) {
+            if old.is_some_and(|o| {
+                o.get("rules") == obj.get("rules")
+                    && o.get("aggregationRule") == obj.get("aggregationRule")
+            }) {
                 return Ok(());
             }
-            if st.authz.allows(user, &verb_on("escalate", resource, ns, name)) {
+            if st
+                .authz
+                .allows(user, &verb_on("escalate", resource, ns, name))
+            {
                 return Ok(());
             }
             let (owner, errors) = st.authz.rules_for(user, ns);
@@ -72,21 +78,37 @@ pub fn check(
             let aggregates = obj.get("aggregationRule").is_some_and(|r| !r.is_null());
             let full = [bootstrap::all_rule(true), bootstrap::all_rule(false)];
             if aggregates && !uncovered(&owner, &full).is_empty() {
-                return Err(forbidden("must have cluster-admin privileges to use the aggregationRule"));
+                return Err(forbidden(
+                    "must have cluster-admin privileges to use the aggregationRule",
+                ));
             }
             Ok(())
         }
         "rolebindings" | "clusterrolebindings" => {
-            if old.is_some_and(|o| o.get("subjects") == obj.get("subjects") && o.get("roleRef") == obj.get("roleRef")) {
+            if old.is_some_and(|o| {
+                o.get("subjects") == obj.get("subjects") && o.get("roleRef") == obj.get("roleRef")
+            }) {
                 return Ok(());
             }
-            let text = |k: &str| obj.pointer(&format!("/roleRef/{k}")).and_then(Value::as_str).unwrap_or("").to_string();
+            let text = |k: &str| {
+                obj.pointer(&format!("/roleRef/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             let role_ref = RoleRef {
                 kind: text("kind"),
                 name: text("name"),
             };
-            let role_resource = if role_ref.kind == "Role" { "roles" } else { "clusterroles" };
-            if st.authz.allows(user, &verb_on("bind", role_resource, ns, &role_ref.name)) {
+            let role_resource = if role_ref.kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
+            if st
+                .authz
+                .allows(user, &verb_on("bind", role_resource, ns, &role_ref.name))
+            {
                 return Ok(());
             }
             let rules = st.authz.index().role_rules(&role_ref, ns).map_err(|_| {

@@ -77,10 +77,7 @@ pub(super) fn resolve(
         )));
     };
     let mut new_groups = groups.clone();
-    match name
-        .strip_prefix(SA_PREFIX)
-        .and_then(|r| r.split_once(':'))
-    {
+    match name.strip_prefix(SA_PREFIX).and_then(|r| r.split_once(':')) {
         Some((ns, sa)) => {
             check(st, caller, impersonate("", "serviceaccounts", "", ns, sa))?;
             if groups.is_empty() {
@@ -96,10 +93,18 @@ pub(super) fn resolve(
         check(st, caller, impersonate("", "groups", "", "", g))?;
     }
     for (k, v) in &extras {
-        check(st, caller, impersonate("authentication.k8s.io", "userextras", k, "", v))?;
+        check(
+            st,
+            caller,
+            impersonate("authentication.k8s.io", "userextras", k, "", v),
+        )?;
     }
     for u in &uid {
-        check(st, caller, impersonate("authentication.k8s.io", "uids", "", "", u))?;
+        check(
+            st,
+            caller,
+            impersonate("authentication.k8s.io", "uids", "", "", u),
+        )?;
     }
     if name != "system:anonymous"
         && !new_groups

@@ -112,7 +112,10 @@ fn binding_of(obj: &Value, ns: &str) -> Binding {
                         "Group" => Subject::Group(name),
                         "ServiceAccount" => {
                             let sns = text(s, "namespace");
-                            Subject::ServiceAccount(if sns.is_empty() { ns.into() } else { sns }, name)
+                            Subject::ServiceAccount(
+                                if sns.is_empty() { ns.into() } else { sns },
+                                name,
+                            )
                         }
                         _ => return None,
                     })
@@ -209,7 +212,11 @@ impl Index {
             _ => None,
         };
         found.cloned().ok_or_else(|| {
-            let res = if r.kind == "Role" { "roles" } else { "clusterroles" };
+            let res = if r.kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
             format!("{res}.rbac.authorization.k8s.io {:?} not found", r.name)
         })
     }
@@ -251,7 +258,11 @@ impl Index {
         }
         let mut rbs: Vec<(&String, &Subject)> = subjects
             .iter()
-            .filter_map(|s| self.rb_by_subject.get(&(ns.to_string(), s.clone())).map(|set| (set, s)))
+            .filter_map(|s| {
+                self.rb_by_subject
+                    .get(&(ns.to_string(), s.clone()))
+                    .map(|set| (set, s))
+            })
             .flat_map(|(set, s)| set.iter().map(move |n| (n, s)))
             .collect();
         rbs.sort();
@@ -329,10 +340,6 @@ impl Index {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.roles.len() + self.cluster_roles.len() + self.role_bindings.len() + self.cluster_role_bindings.len()
-    }
 }
 
 /// utilerrors.NewAggregate's text: one error as is, several as `[a, b]`.
@@ -341,5 +348,154 @@ pub fn aggregate(errors: &[String]) -> String {
         errors[0].clone()
     } else {
         format!("[{}]", errors.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(name: &str, groups: &[&str]) -> User {
+        User {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn req(verb: &str, resource: &str, ns: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            resource_request: true,
+            resource: resource.into(),
+            namespace: ns.into(),
+            ..Attributes::default()
+        }
+    }
+
+    fn index() -> Index {
+        let mut idx = Index::default();
+        let rule =
+            |r: &str| json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": [r]}]);
+        idx.apply(
+            RbacKind::Role,
+            &json!({"metadata": {"name": "pods", "namespace": "a"}, "rules": rule("pods")}),
+            true,
+        );
+        idx.apply(
+            RbacKind::ClusterRole,
+            &json!({"metadata": {"name": "secrets"}, "rules": rule("secrets")}),
+            true,
+        );
+        idx.apply(
+            RbacKind::ClusterRole,
+            &json!({"metadata": {"name": "cms"}, "rules": rule("configmaps")}),
+            true,
+        );
+        idx.apply(RbacKind::RoleBinding, &json!({"metadata": {"name": "jane-pods", "namespace": "a"},
+            "roleRef": {"kind": "Role", "name": "pods"},
+            "subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "bot"}]}), true);
+        // A ClusterRole bound in one namespace grants it there only.
+        idx.apply(
+            RbacKind::RoleBinding,
+            &json!({"metadata": {"name": "devs-cms", "namespace": "b"},
+            "roleRef": {"kind": "ClusterRole", "name": "cms"},
+            "subjects": [{"kind": "Group", "name": "devs"}]}),
+            true,
+        );
+        idx.apply(
+            RbacKind::ClusterRoleBinding,
+            &json!({"metadata": {"name": "ops-secrets"},
+            "roleRef": {"kind": "ClusterRole", "name": "secrets"},
+            "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": "kube-system"}]}),
+            true,
+        );
+        idx
+    }
+
+    #[test]
+    fn bindings_grant_their_role_to_their_subjects_where_they_apply() {
+        let idx = index();
+        let jane = user("jane", &["devs"]);
+        let d = idx.authorize(&jane, &req("list", "pods", "a"));
+        assert_eq!(
+            d,
+            Decision {
+                allowed: true,
+                reason:
+                    r#"RBAC: allowed by RoleBinding "jane-pods/a" of Role "pods" to User "jane""#
+                        .into()
+            }
+        );
+        assert!(!idx.authorize(&jane, &req("list", "pods", "b")).allowed);
+        assert!(!idx.authorize(&jane, &req("delete", "pods", "a")).allowed);
+        assert!(!idx.authorize(&jane, &req("list", "pods", "")).allowed);
+        // Through a group, in the binding's namespace only.
+        assert!(idx.authorize(&jane, &req("get", "configmaps", "b")).allowed);
+        assert!(!idx.authorize(&jane, &req("get", "configmaps", "a")).allowed);
+        // ServiceAccounts: a RoleBinding's subject without namespace is in the binding's.
+        let bot = user("system:serviceaccount:a:bot", &["system:serviceaccounts"]);
+        assert!(idx.authorize(&bot, &req("get", "pods", "a")).allowed);
+        let other_bot = user("system:serviceaccount:b:bot", &[]);
+        assert!(!idx.authorize(&other_bot, &req("get", "pods", "a")).allowed);
+        // A ClusterRoleBinding grants in every namespace and at the cluster scope.
+        let ops = user("system:serviceaccount:kube-system:ops", &[]);
+        for ns in ["a", "b", ""] {
+            let d = idx.authorize(&ops, &req("list", "secrets", ns));
+            assert!(d.allowed, "{ns}");
+            assert_eq!(
+                d.reason,
+                r#"RBAC: allowed by ClusterRoleBinding "ops-secrets" of ClusterRole "secrets" to ServiceAccount "ops/kube-system""#
+            );
+        }
+        assert_eq!(idx.rules_for(&jane, "a").0.len(), 1);
+        assert_eq!(idx.rules_for(&jane, "b").0.len(), 1);
+    }
+
+    #[test]
+    fn removals_and_missing_roles_are_followed() {
+        let mut idx = index();
+        let jane = user("jane", &[]);
+        // The role goes: the binding stays, and a denial says why.
+        idx.apply(
+            RbacKind::Role,
+            &json!({"metadata": {"name": "pods", "namespace": "a"}}),
+            false,
+        );
+        let d = idx.authorize(&jane, &req("get", "pods", "a"));
+        assert_eq!(
+            d,
+            Decision {
+                allowed: false,
+                reason: r#"RBAC: roles.rbac.authorization.k8s.io "pods" not found"#.into()
+            }
+        );
+        // A binding's update replaces its subjects in the index.
+        idx.apply(
+            RbacKind::Role,
+            &json!({"metadata": {"name": "pods", "namespace": "a"},
+            "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]}),
+            true,
+        );
+        idx.apply(RbacKind::RoleBinding, &json!({"metadata": {"name": "jane-pods", "namespace": "a"},
+            "roleRef": {"kind": "Role", "name": "pods"}, "subjects": [{"kind": "User", "name": "joe"}]}), true);
+        assert!(!idx.authorize(&jane, &req("get", "pods", "a")).allowed);
+        assert!(
+            idx.authorize(&user("joe", &[]), &req("get", "pods", "a"))
+                .allowed
+        );
+        idx.apply(
+            RbacKind::RoleBinding,
+            &json!({"metadata": {"name": "jane-pods", "namespace": "a"}}),
+            false,
+        );
+        assert!(
+            !idx.authorize(&user("joe", &[]), &req("get", "pods", "a"))
+                .allowed
+        );
+        idx.clear(RbacKind::ClusterRoleBinding);
+        let ops = user("system:serviceaccount:kube-system:ops", &[]);
+        assert!(!idx.authorize(&ops, &req("list", "secrets", "a")).allowed);
     }
 }

@@ -154,7 +154,11 @@ fn watch_flag(query: Option<&str>) -> bool {
 
 /// The authorization layer: the impersonated user replaces the caller when the caller
 /// may impersonate; then the request is allowed or answered 403.
-pub(crate) async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authorize(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(caller) = req.extensions().get::<User>().cloned() else {
         return crate::status::ApiError::unauthorized().into_response();
     };
@@ -166,7 +170,11 @@ pub(crate) async fn authorize(State(st): State<AppState>, mut req: Request, next
         Ok(None) => caller,
         Err(e) => return e.into_response(),
     };
-    let a = Attributes::from_request(req.method(), req.uri().path(), watch_flag(req.uri().query()));
+    let a = Attributes::from_request(
+        req.method(),
+        req.uri().path(),
+        watch_flag(req.uri().query()),
+    );
     let d = st.authz.authorize(&user, &a);
     if !d.allowed {
         tracing::debug!(user = %user.name, verb = %a.verb, resource = %a.full_resource(), path = %a.path, "forbidden");

@@ -54,7 +54,10 @@ pub fn route(path: &str) -> Option<ReviewPath> {
 }
 
 fn text(v: &Value, p: &str) -> String {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string()
+    v.pointer(p)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The request's attributes from a review's spec.

@@ -61,9 +61,7 @@ impl PolicyRule {
     /// An exact path, `*`, or a prefix ending in `*`.
     fn url_matches(&self, path: &str) -> bool {
         self.non_resource_urls.iter().any(|u| {
-            u == "*"
-                || u == path
-                || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+            u == "*" || u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
         })
     }
 
@@ -76,20 +74,25 @@ impl PolicyRule {
                 o == "*" || o == u || o.strip_suffix('*').is_some_and(|p| u.starts_with(p))
             })
         });
-        let groups = other.api_groups.iter().all(|g| has_or_all(&self.api_groups, g));
+        let groups = other
+            .api_groups
+            .iter()
+            .all(|g| has_or_all(&self.api_groups, g));
         let resources = other.resources.iter().all(|r| {
             self.resources.iter().any(|o| {
                 o == "*"
                     || o == r
-                    || (o.starts_with("*/")
-                        && r.split_once('/').is_some_and(|(_, s)| o[2..] == *s))
+                    || (o.starts_with("*/") && r.split_once('/').is_some_and(|(_, s)| o[2..] == *s))
             })
         });
         let names = if other.resource_names.is_empty() {
             self.resource_names.is_empty()
         } else {
             self.resource_names.is_empty()
-                || other.resource_names.iter().all(|n| has(&self.resource_names, n))
+                || other
+                    .resource_names
+                    .iter()
+                    .all(|n| has(&self.resource_names, n))
         };
         verbs && urls && groups && resources && names
     }
@@ -175,11 +178,10 @@ pub fn uncovered(owner: &[PolicyRule], servant: &[PolicyRule]) -> Vec<PolicyRule
                     && m.resources == atom.resources
             });
             match same {
-                Some(i) => {
-                    if !has(&missing[i].verbs, &atom.verbs[0]) {
-                        missing[i].verbs.push(atom.verbs[0].clone());
-                    }
+                Some(i) if !has(&missing[i].verbs, &atom.verbs[0]) => {
+                    missing[i].verbs.push(atom.verbs[0].clone());
                 }
+                Some(_) => {}
                 None if !missing.contains(&atom) => missing.push(atom),
                 None => {}
             }
@@ -267,7 +269,12 @@ mod tests {
         assert!(uncovered(&owner, &[rule(&["get"], &[""], &["pods"], &["a"])]).is_empty());
         let missing = uncovered(
             &owner,
-            &[rule(&["get", "list", "delete"], &[""], &["pods", "secrets"], &[])],
+            &[rule(
+                &["get", "list", "delete"],
+                &[""],
+                &["pods", "secrets"],
+                &[],
+            )],
         );
         let text: Vec<String> = missing.iter().map(PolicyRule::compact_string).collect();
         assert_eq!(
@@ -279,8 +286,15 @@ mod tests {
         );
         // A named grant does not cover the whole resource.
         let named = [rule(&["get"], &[""], &["pods"], &["a"])];
-        assert_eq!(uncovered(&named, &[rule(&["get"], &[""], &["pods"], &[])]).len(), 1);
+        assert_eq!(
+            uncovered(&named, &[rule(&["get"], &[""], &["pods"], &[])]).len(),
+            1
+        );
         let star = [rule(&["*"], &["*"], &["*"], &[])];
-        assert!(uncovered(&star, &[rule(&["get"], &["apps"], &["deployments/scale"], &[])]).is_empty());
+        assert!(uncovered(
+            &star,
+            &[rule(&["get"], &["apps"], &["deployments/scale"], &[])]
+        )
+        .is_empty());
     }
 }
