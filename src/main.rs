@@ -194,6 +194,10 @@ struct ServerArgs {
     /// How long pods tolerate a NotReady/unreachable node by default before eviction.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     default_not_ready_toleration: std::time::Duration,
+    /// The longest certificate the CSR signer issues (kube-controller-manager's
+    /// --cluster-signing-duration).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     /// Run without the controllers and the scheduler (API server and store only).
     #[arg(long)]
     disable_controllers: bool,
@@ -414,10 +418,12 @@ fn main() -> Result<()> {
                     body_read_timeout: a.api_body_read_timeout.unwrap_or(d.body_read_timeout),
                 },
             };
-            let ctrl_opts = spindle_controllers::Options {
+            let mut ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,
                 default_not_ready_toleration: a.default_not_ready_toleration,
+                signing: None,
             };
+            let cluster_signing_duration = a.cluster_signing_duration;
             let disable_controllers = a.disable_controllers;
             let disable_agent = a.disable_agent;
             let node_name = a.node_name.clone();
@@ -425,6 +431,13 @@ fn main() -> Result<()> {
             let disable_scheduler = a.disable_scheduler || a.disable_controllers;
             rt.block_on(async move {
                 let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
+                ctrl_opts.signing = Some(spindle_controllers::certificates::Signing {
+                    ca: std::sync::Arc::new(spindle_meta::certificates::SigningCa::from_pem(
+                        &server.pki.ca_pem,
+                        &server.pki.ca_key_pem,
+                    )?),
+                    max_duration: cluster_signing_duration,
+                });
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {

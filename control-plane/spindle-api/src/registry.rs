@@ -1,6 +1,8 @@
 //! The one table of kinds.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, rbac, storage};
+use k8s_openapi::api::{
+    apps, batch, certificates, coordination, core, discovery, policy, rbac, storage,
+};
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
@@ -89,6 +91,15 @@ impl Kind {
             .subresources()
             .iter()
             .any(|s| s.name == subresource)
+    }
+
+    /// Whether the kind's strategy lists the named subresource with `verb` (a CSR's
+    /// `approval` is read and updated like the object itself).
+    pub fn serves_verb(&self, subresource: &str, verb: &str) -> bool {
+        self.strategy
+            .subresources()
+            .iter()
+            .any(|s| s.name == subresource && !s.connect && s.verbs.contains(&verb))
     }
 
     /// Whether the kind serves the named subresource at all: `status` and `scale` as its
@@ -436,6 +447,17 @@ impl Registry {
                     short_names: &["cj"],
                     categories: ALL,
                     status: true,
+                    ..NONE
+                },
+            ),
+            entry::<certificates::v1::CertificateSigningRequest>(
+                "certificatesigningrequest",
+                false,
+                Opts {
+                    strategy: &strategy::CertificateSigningRequests,
+                    short_names: &["csr"],
+                    status: true,
+                    field_labels: &["spec.signerName"],
                     ..NONE
                 },
             ),

@@ -4,6 +4,7 @@
 //! any client (in-process, see `AppState::in_process_client`).
 
 pub mod bootstrap;
+pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod controller_ref;
 pub mod cronjob;
@@ -40,6 +41,8 @@ pub struct Options {
     /// Default toleration of node.kubernetes.io/{not-ready,unreachable}:NoExecute added to
     /// pods (Kubernetes: 300 s).
     pub default_not_ready_toleration: Duration,
+    /// The CA the CSR signer signs with; None: approved requests wait for another signer.
+    pub signing: Option<certificates::Signing>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
+            signing: None,
         }
     }
 }
@@ -186,6 +190,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
     });
+    let (c, signing) = (client.clone(), opts.signing.clone());
+    let csrs = supervise("certificates", move || {
+        certificates::run(c.clone(), signing.clone())
+    });
     let c = client.clone();
     let aggregation = supervise("clusterrole-aggregation", move || {
         clusterrole_aggregation::run(c.clone())
@@ -206,6 +214,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         job,
         cronjob,
         ttl,
+        csrs,
         statefulsets,
         ephemeral,
         binder,

@@ -21,6 +21,7 @@ macro_rules! printed {
 
 mod apps;
 mod batch;
+mod certificates;
 mod cluster;
 mod config;
 mod event;

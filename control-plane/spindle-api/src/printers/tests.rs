@@ -33,6 +33,9 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
         ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &certificates::CERTIFICATE_SIGNING_REQUEST
+        }
         _ => &DEFAULT,
     }
 }
@@ -762,4 +765,48 @@ fn bindings_print_their_role_and_subjects_by_kind() {
         .map(|c| c.name)
         .collect();
     assert_eq!(role, ["Name", "Created At"]);
+}
+
+#[test]
+fn csr_rows_show_signer_requestor_duration_and_condition_as_kubectl_does() {
+    let csr = |spec: serde_json::Value, status: serde_json::Value| {
+        cells(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            &json!({"metadata": {"name": "c"}, "spec": spec, "status": status}),
+            now(),
+        )
+    };
+    let pending = csr(
+        json!({"signerName": "example.com/x", "username": "jane"}),
+        json!({}),
+    );
+    assert_eq!(
+        pending[2..],
+        [
+            json!("example.com/x"),
+            json!("jane"),
+            json!("<none>"),
+            json!("Pending")
+        ]
+    );
+    let issued = csr(
+        json!({"expirationSeconds": 86400}),
+        json!({"conditions": [{"type": "Approved", "status": "True"}], "certificate": "Zm9v"}),
+    );
+    assert_eq!(
+        issued[2..],
+        [
+            json!("<none>"),
+            json!(""),
+            json!("24h"),
+            json!("Approved,Issued")
+        ]
+    );
+    // Denied wins over Approved; Failed is added.
+    let both = csr(
+        json!({"expirationSeconds": 600}),
+        json!({"conditions": [{"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}, {"type": "Failed", "status": "True"}]}),
+    );
+    assert_eq!(both[4..], [json!("10m"), json!("Denied,Failed")]);
 }

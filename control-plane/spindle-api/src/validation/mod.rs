@@ -5,6 +5,7 @@
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
+mod certificates;
 mod cron_job;
 mod daemon_set;
 mod job;
@@ -21,6 +22,9 @@ mod storage_class;
 mod tests;
 mod workload;
 
+pub(crate) use certificates::{
+    validate_certificate_signing_request, validate_certificate_signing_request_update,
+};
 pub(crate) use cron_job::validate_cron_job;
 pub(crate) use daemon_set::validate_daemon_set;
 pub(crate) use job::{validate_job, validate_job_update};
@@ -218,8 +222,20 @@ pub(crate) fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 pub enum NameRule {
     Subdomain,
     Label,
-    /// Any path segment (RBAC kinds: `system:node`), kube's IsValidPathSegmentName.
+    /// Anything usable as one URL path segment (`IsValidPathSegmentName`): names
+    /// Kubernetes otherwise does not check (CertificateSigningRequests).
     PathSegment,
+}
+
+/// `IsValidPathSegmentName`'s complaints about a name, if any.
+pub(crate) fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        n if n.contains('/') => Some("may not contain '/'"),
+        n if n.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
 }
 
 pub fn validate_metadata(
@@ -244,13 +260,15 @@ pub fn validate_metadata(
             }
         }
         Some(name) => {
-            let msgs = match rule {
-                NameRule::Subdomain if !is_dns1123_subdomain(name) => vec![SUBDOMAIN_MSG],
-                NameRule::Label if !is_dns1123_label(name) => vec![LABEL_MSG],
-                NameRule::PathSegment => rbac::path_segment_name_errors(name),
-                _ => Vec::new(),
+            let (ok, msg) = match rule {
+                NameRule::Subdomain => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
+                NameRule::Label => (is_dns1123_label(name), LABEL_MSG),
+                NameRule::PathSegment => match path_segment_problem(name) {
+                    Some(m) => (false, m),
+                    None => (true, ""),
+                },
             };
-            for msg in msgs {
+            if !ok {
                 errs.push(FieldError::invalid("metadata.name", &json!(name), msg));
             }
         }

@@ -5,28 +5,9 @@
 use serde_json::{json, Value};
 
 use super::workload::validate_label_selector;
-use super::{idx, is_dns1123_subdomain, FieldError, SUBDOMAIN_MSG};
+use super::{idx, is_dns1123_subdomain, path_segment_problem, FieldError, SUBDOMAIN_MSG};
 
 pub(crate) const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
-
-/// RBAC names are path segments (`system:node` is one): kube's IsValidPathSegmentName.
-pub(crate) fn path_segment_name_errors(name: &str) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if name == "." || name == ".." {
-        out.push(if name == "." {
-            "may not be '.'"
-        } else {
-            "may not be '..'"
-        });
-    }
-    if name.contains('/') {
-        out.push("may not contain '/'");
-    }
-    if name.contains('%') {
-        out.push("may not contain '%'");
-    }
-    out
-}
 
 fn strings(v: Option<&Value>) -> usize {
     v.and_then(Value::as_array).map_or(0, Vec::len)
@@ -132,7 +113,7 @@ pub(crate) fn validate_binding(obj: &Value, namespaced: bool, errs: &mut Vec<Fie
     if name.is_empty() {
         errs.push(FieldError::required("roleRef.name"));
     }
-    for msg in path_segment_name_errors(&name) {
+    if let Some(msg) = path_segment_problem(&name) {
         errs.push(FieldError::invalid("roleRef.name", &json!(name), msg));
     }
     let subjects = obj
