@@ -50,9 +50,12 @@ struct HollowArgs {
     /// API server URL, e.g. https://127.0.0.1:6443
     #[arg(long)]
     server: String,
-    /// Join token (from <data-dir>/server/token).
-    #[arg(long, env = "SPINDLE_TOKEN")]
-    token: String,
+    /// Join token (from <data-dir>/server/token); or --token-file, or the environment.
+    #[arg(long, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "SPINDLE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     count: usize,
     #[arg(long, default_value = "hollow")]
@@ -129,9 +132,13 @@ struct AgentArgs {
     /// API server URL, e.g. https://10.0.0.1:6443
     #[arg(long, env = "SPINDLE_URL")]
     server: String,
-    /// Join token (from <server data-dir>/server/token).
-    #[arg(long, env = "SPINDLE_TOKEN")]
-    token: String,
+    /// Join token (from <server data-dir>/server/token). Prefer --token-file or the
+    /// environment: a command line is visible to every local user.
+    #[arg(long, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "SPINDLE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Name of this node (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -345,6 +352,20 @@ fn agent_options(
     })
 }
 
+/// The join token from the flag or SPINDLE_TOKEN, else from the file (--token-file or
+/// SPINDLE_TOKEN_FILE).
+fn join_token(token: Option<String>, file: Option<&std::path::Path>) -> Result<String> {
+    match (token, file) {
+        (Some(t), _) => Ok(t),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", f.display())),
+        (None, None) => bail!(
+            "a join token is required: --token-file FILE, or SPINDLE_TOKEN in the environment"
+        ),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -462,7 +483,13 @@ fn main() -> Result<()> {
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {
-                        let client = state.in_process_client("system:kube-controller-manager");
+                        // Still in system:masters: the controllers share one client, and
+                        // per-controller identities (kube's
+                        // --use-service-account-credentials) are not done yet.
+                        let client = state.in_process_client(
+                            "system:kube-controller-manager",
+                            &["system:masters"],
+                        );
                         if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
                             tracing::error!(error = %e, "controllers stopped");
                         }
@@ -473,12 +500,17 @@ fn main() -> Result<()> {
                     // Supervised like each controller: a panic restarts the scheduler
                     // (its watches end with it) instead of ending scheduling for good.
                     tokio::spawn(spindle_controllers::supervise("scheduler", move || {
-                        let client = state.in_process_client("system:kube-scheduler");
+                        // Only its bootstrap roles: system:kube-scheduler and
+                        // system:volume-scheduler.
+                        let client = state.in_process_client("system:kube-scheduler", &[]);
                         spindle_scheduler::run(client, spindle_scheduler::SchedulerOptions::default())
                     }));
                 }
                 {
-                    let client = server.state.in_process_client("system:apiserver");
+                    // kube-apiserver's own loopback identity is in system:masters too.
+                    let client = server
+                        .state
+                        .in_process_client("system:apiserver", &["system:masters"]);
                     let api_port = server.addr.port();
                     tokio::spawn(async move {
                         if let Err(e) = spindle_controllers::bootstrap::ensure_kubernetes_service(client.clone(), api_service_ip, advertise, api_port).await {
@@ -507,7 +539,10 @@ fn main() -> Result<()> {
                     )?;
                     agent_task = Some(tokio::spawn(async move {
                         let client =
-                            state.in_process_client(&format!("system:node:{}", opts.node_name));
+                            state.in_process_client(
+                                &format!("system:node:{}", opts.node_name),
+                                &["system:nodes"],
+                            );
                         if let Err(e) =
                             spindle_agent::run(client, opts, stopped(stop_rx)).await
                         {
@@ -532,7 +567,8 @@ fn main() -> Result<()> {
             let data_dir = a
                 .data_dir
                 .unwrap_or_else(|| default_data_dir().join("agent"));
-            let secret = spindle_meta::token::JoinToken::parse(&a.token)
+            let token = join_token(a.token, a.token_file.as_deref())?;
+            let secret = spindle_meta::token::JoinToken::parse(&token)
                 .map_err(|e| anyhow::anyhow!("--token: {e}"))?
                 .secret()
                 .to_string();
@@ -548,7 +584,15 @@ fn main() -> Result<()> {
                 vec![default_data_dir()],
             )?;
             rt.block_on(async move {
-                let client = spindle_meta::token::connect(&a.server, &a.token).await?;
+                // The token only bootstraps: the agent talks to the API server with a
+                // client certificate of its own (system:node:<name>).
+                let client = spindle_agent::credentials::node_client(
+                    &a.server,
+                    Some(&token),
+                    &opts.node_name,
+                    &opts.data_dir,
+                )
+                .await?;
                 spindle_agent::run(client, opts, terminated()).await
             })
         }
@@ -563,8 +607,8 @@ fn main() -> Result<()> {
             Ok(())
         }),
         Cmd::HollowNodes(h) => rt.block_on(spindle_hollow::run(spindle_hollow::HollowOptions {
+            token: join_token(h.token, h.token_file.as_deref())?,
             server: h.server,
-            token: h.token,
             count: h.count,
             prefix: h.prefix,
             cpu: h.cpu,

@@ -268,8 +268,41 @@ fn a_user_made_through_a_csr_approved_with_kubectl_logs_in_as_that_user() {
         );
 
         // jane logs in with it: the server sees user jane in group dev, as the CSR she
-        // makes herself records.
+        // makes herself records. Like any user she needs a grant to make CSRs (RBAC).
         let jane = user_kubeconfig(&c, &name, &cert, &key);
+        if i == 0 {
+            c.ok(
+                kubectl,
+                &[
+                    "create",
+                    "clusterrole",
+                    "csr-maker",
+                    "--verb=create,get",
+                    "--resource=certificatesigningrequests",
+                ],
+            );
+            c.ok(
+                kubectl,
+                &[
+                    "create",
+                    "clusterrolebinding",
+                    "jane-makes-csrs",
+                    "--clusterrole=csr-maker",
+                    "--user=jane",
+                ],
+            );
+            c.wait_for_output(
+                &[
+                    "auth",
+                    "can-i",
+                    "create",
+                    "certificatesigningrequests",
+                    "--as=jane",
+                ],
+                "yes",
+                Duration::from_secs(30),
+            );
+        }
         let (_, own) = key_and_request(c.dir.path(), &format!("{name}-own"), "/CN=whatever");
         let own_manifest = csr_manifest(
             &format!("{name}-own"),
@@ -514,4 +547,183 @@ fn bad_denied_and_misfit_requests_issue_nothing_and_foreign_certificates_get_401
             "{kubectl}: {err}"
         );
     }
+}
+/// `spindle agent` with its token in a file, killed at the end (SIGTERM, then SIGKILL).
+struct Agent(std::process::Child);
+
+/// Removes the agents' host-global network names when the test ends.
+struct NetGuard(NetNames);
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        self.0.cleanup();
+    }
+}
+
+impl Agent {
+    fn start(c: &Cluster, node: &str, token_file: &Path, net: &NetNames) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(c.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(spindle_bin())
+            .args(["agent", "--server", &c.server_url(), "--node-name", node])
+            .args([
+                "--node-ip",
+                "127.0.0.1",
+                "--agent-port",
+                "0",
+                "--disable-containerd",
+            ])
+            .args(net.agent_args())
+            .arg("--data-dir")
+            .arg(c.dir.path().join("agent-data"))
+            .arg("--token-file")
+            .arg(token_file)
+            .env_remove("SPINDLE_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spindle agent");
+        Agent(child)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .output();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lease_renewed(c: &Cluster, node: &str) -> String {
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ],
+    )
+}
+
+#[test]
+fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
+    let c = Cluster::start();
+    let guard = NetGuard(NetNames::fresh());
+    let net = &guard.0;
+    let token_file = c.data_dir().join("server/token");
+    let mut agent = Agent::start(&c, "n1", &token_file, net);
+    c.wait_for_output(
+        &[
+            "get",
+            "node",
+            "n1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+        Duration::from_secs(90),
+    );
+    // One request, from the token's user, for system:node:n1, approved by the controller
+    // and issued.
+    let csrs = c.ok(KUBECTL_DEFAULT, &["get", "csr", "-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.username} {.spec.signerName} {.status.conditions[0].reason}{\"\\n\"}{end}"]);
+    let rows: Vec<&str> = csrs.lines().collect();
+    assert_eq!(rows.len(), 1, "{csrs}");
+    let f: Vec<&str> = rows[0].split_whitespace().collect();
+    assert!(f[0].starts_with("node-csr-"), "{csrs}");
+    assert_eq!(
+        &f[1..],
+        [
+            "system:node-bootstrap",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            "AutoApproved"
+        ]
+    );
+    for kubectl in kubectls() {
+        let table = c.ok(kubectl, &["get", "csr", f[0]]);
+        assert!(
+            table.contains("system:node-bootstrap") && table.contains("Approved,Issued"),
+            "{table}"
+        );
+    }
+    // The agent's credential, as its kubeconfig names it, is user system:node:n1 in
+    // system:nodes: a request made with it records so.
+    let pki = c.dir.path().join("agent-data/pki");
+    let mode = std::fs::metadata(pki.join("client.key"))
+        .expect("key")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let (_, own) = key_and_request(c.dir.path(), "by-node", "/CN=system:node:n1/O=system:nodes");
+    let m = csr_manifest(
+        "by-node",
+        &own,
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+        "",
+    );
+    let mut cmd = Command::new(KUBECTL_DEFAULT);
+    cmd.arg("--kubeconfig").arg(pki.join("kubeconfig")).args([
+        "--request-timeout=30s",
+        "create",
+        "-f",
+        "-",
+    ]);
+    let out = output_within(&mut cmd, Some(m.as_bytes()), Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(csr_field(&c, "by-node", ".spec.username"), "system:node:n1");
+    assert_eq!(csr_field(&c, "by-node", ".spec.groups[0]"), "system:nodes");
+    // A node renewing its own certificate is approved too (selfnodeclient).
+    wait_condition(&c, KUBECTL_DEFAULT, "by-node", "Approved,Issued");
+    assert_eq!(
+        csr_field(&c, "by-node", ".status.conditions[0].message"),
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    );
+
+    // Restarted with a token that is no longer any good, the agent carries on with its
+    // certificate: its Lease keeps being renewed, and it asks for nothing new.
+    agent.stop();
+    let before = lease_renewed(&c, "n1");
+    let bogus = c.write_file("bogus-token", "K10::server:not-the-secret\n");
+    let _agent = Agent::start(&c, "n1", &bogus, net);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while lease_renewed(&c, "n1") == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted agent never renewed its Lease\n{}",
+            std::fs::read_to_string(c.dir.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let count = c
+        .ok(KUBECTL_DEFAULT, &["get", "csr", "-o", "name"])
+        .lines()
+        .count();
+    assert_eq!(count, 2, "the restarted agent made no new request");
 }

@@ -1,6 +1,8 @@
 //! The one table of kinds.
 
-use k8s_openapi::api::{apps, batch, certificates, coordination, core, discovery, policy, storage};
+use k8s_openapi::api::{
+    apps, batch, certificates, coordination, core, discovery, policy, rbac, storage,
+};
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
@@ -468,6 +470,38 @@ impl Registry {
                     strategy: &strategy::PodDisruptionBudgets,
                     short_names: &["pdb"],
                     status: true,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::Role>(
+                "role",
+                true,
+                Opts {
+                    strategy: &strategy::ROLES,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::ClusterRole>(
+                "clusterrole",
+                false,
+                Opts {
+                    strategy: &strategy::CLUSTER_ROLES,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::RoleBinding>(
+                "rolebinding",
+                true,
+                Opts {
+                    strategy: &strategy::ROLE_BINDINGS,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::ClusterRoleBinding>(
+                "clusterrolebinding",
+                false,
+                Opts {
+                    strategy: &strategy::CLUSTER_ROLE_BINDINGS,
                     ..NONE
                 },
             ),

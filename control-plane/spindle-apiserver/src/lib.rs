@@ -6,6 +6,7 @@
 mod admission;
 pub mod alloc;
 mod auth;
+pub mod authz;
 mod client_certs;
 mod discovery;
 mod idle;
@@ -201,8 +202,13 @@ pub async fn start(
         event_cache: Arc::new(watch::EventCache::default()),
         node_secret: Arc::from(pki.token.secret()),
         net: cfg.net,
+        authz: Arc::default(),
     };
     bootstrap(&state).await?;
+    authz::bootstrap::reconcile(&state)
+        .await
+        .context("reconciling the bootstrap RBAC policy")?;
+    state.authz.start(&state).await?;
     let (tls, client_certs) = tls_config(&pki)?;
     let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);

@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod certificates;
+pub mod clusterrole_aggregation;
 pub mod controller_ref;
 pub mod cronjob;
 pub mod daemonset;
@@ -209,6 +210,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let csrs = supervise("certificates", move || {
         certificates::run(c.clone(), signing.clone())
     });
+    let c = client.clone();
+    let aggregation = supervise("clusterrole-aggregation", move || {
+        clusterrole_aggregation::run(c.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -229,6 +234,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         statefulsets,
         ephemeral,
         binder,
+        aggregation,
         serviceaccounts
     );
     Ok(())

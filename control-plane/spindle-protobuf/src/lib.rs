@@ -21,13 +21,15 @@
 //! Namespace, ServiceAccount, Service, Pod, ResourceQuota; apps/v1
 //! Deployment; batch/v1 Job, CronJob; policy/v1 Eviction,
 //! PodDisruptionBudget; rbac.authorization.k8s.io/v1 Role, ClusterRole,
-//! RoleBinding, ClusterRoleBinding; certificates.k8s.io/v1
+//! RoleBinding, ClusterRoleBinding; the authorization.k8s.io/v1 access reviews
+//! and authentication.k8s.io SelfSubjectReview; certificates.k8s.io/v1
 //! CertificateSigningRequest (with its status, which approval writes);
-//! authentication.k8s.io/v1 TokenRequest; and DeleteOptions under any group
-//! version. Anything else yields [`DecodeError::Unsupported`]. Status
-//! sub-objects are dropped, since clients cannot set them on create.
+//! authentication.k8s.io/v1 TokenRequest; and DeleteOptions under any group version. Anything else yields
+//! [`DecodeError::Unsupported`]. Status sub-objects are dropped, since clients cannot
+//! set them on create.
 
 mod authentication;
+mod authorization;
 mod certificates;
 mod core;
 mod json;
@@ -152,6 +154,24 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
         }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             convert::<authn::TokenRequest>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::SelfSubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::SubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::LocalSubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            convert::<k8s_pb::api::authorization::v1::SelfSubjectRulesReview>(&kind, &raw)?
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            convert::<k8s_pb::api::authentication::v1::SelfSubjectReview>(&kind, &raw)?
+        }
+        ("authentication.k8s.io/v1beta1", "SelfSubjectReview") => {
+            convert::<k8s_pb::api::authentication::v1beta1::SelfSubjectReview>(&kind, &raw)?
         }
         // DeleteOptions is registered in every group version, so client-go
         // stamps it with whichever version the calling client uses.

@@ -29,6 +29,7 @@ mod format;
 mod obj;
 mod pod;
 mod policy;
+mod rbac;
 mod service;
 mod storage;
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
+mod rbac;
 mod service;
 mod stateful_set;
 mod storage_class;
@@ -34,6 +35,10 @@ pub(crate) use persistent_volume::{
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
+pub(crate) use rbac::{
+    validate_aggregation_rule, validate_binding, validate_binding_update, validate_rules,
+    RBAC_GROUP,
+};
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
 pub(crate) use stateful_set::{validate_stateful_set, validate_stateful_set_update};
@@ -223,7 +228,7 @@ pub enum NameRule {
 }
 
 /// `IsValidPathSegmentName`'s complaints about a name, if any.
-fn path_segment_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn path_segment_problem(name: &str) -> Option<&'static str> {
     match name {
         "." => Some("may not be '.'"),
         ".." => Some("may not be '..'"),
