@@ -169,11 +169,12 @@ impl Recorder {
 impl Inner {
     async fn record(&self, p: Pending, bucket: Option<&mut TokenBucket>) {
         let draft = Draft {
-            object: p
-                .regarding
-                .uid
-                .clone()
-                .unwrap_or_else(|| format!("{:?}", (&p.regarding.kind, &p.regarding.namespace, &p.regarding.name))),
+            object: p.regarding.uid.clone().unwrap_or_else(|| {
+                format!(
+                    "{:?}",
+                    (&p.regarding.kind, &p.regarding.namespace, &p.regarding.name)
+                )
+            }),
             type_: p.ty.as_str(),
             reason: p.reason.clone(),
             message: p.message.clone(),

@@ -208,12 +208,19 @@ mod tests {
         let t = Instant::now();
         let mut decisions = Vec::new();
         for i in 0..12 {
-            let d = draft("job-uid", "SuccessfulCreate", &format!("Created pod: p-{i}"));
+            let d = draft(
+                "job-uid",
+                "SuccessfulCreate",
+                &format!("Created pod: p-{i}"),
+            );
             decisions.push(c.correlate(&d, t));
         }
         // Nine events of their own, then one combined event bumped from there on.
         for d in &decisions[..9] {
-            assert!(matches!(d, Decision::Create { message, .. } if !message.starts_with(COMBINED_PREFIX)), "{d:?}");
+            assert!(
+                matches!(d, Decision::Create { message, .. } if !message.starts_with(COMBINED_PREFIX)),
+                "{d:?}"
+            );
         }
         assert_eq!(
             decisions[9],
@@ -222,7 +229,9 @@ mod tests {
                 message: format!("{COMBINED_PREFIX}Created pod: p-9")
             }
         );
-        assert!(matches!(&decisions[10], Decision::Patch { count: 2, message, .. } if message.ends_with("p-10")));
+        assert!(
+            matches!(&decisions[10], Decision::Patch { count: 2, message, .. } if message.ends_with("p-10"))
+        );
         assert!(matches!(&decisions[11], Decision::Patch { count: 3, .. }));
     }
 

@@ -158,8 +158,13 @@ async fn a_rate_limited_recorder_writes_at_its_rate_and_drops_what_its_queue_can
     let rec = Recorder::on_host(client, "kubelet", "node-a").rate_limited(50.0, 100);
     // Published faster than written: only the queue's worth survives.
     for i in 0..1200 {
-        rec.publish(&object(i), EventType::Normal, "Started", "Started container main")
-            .await;
+        rec.publish(
+            &object(i),
+            EventType::Normal,
+            "Started",
+            "Started container main",
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(requests(&log).len(), 100, "the burst at once");
@@ -171,7 +176,10 @@ async fn a_rate_limited_recorder_writes_at_its_rate_and_drops_what_its_queue_can
     assert_eq!(reqs.len(), QUEUE_LEN, "the rest dropped");
     // In the order published: the first ones were kept.
     assert_eq!(reqs[0].2["involvedObject"]["name"], "p-0");
-    assert_eq!(reqs[QUEUE_LEN - 1].2["involvedObject"]["name"], format!("p-{}", QUEUE_LEN - 1));
+    assert_eq!(
+        reqs[QUEUE_LEN - 1].2["involvedObject"]["name"],
+        format!("p-{}", QUEUE_LEN - 1)
+    );
 }
 
 #[tokio::test]
@@ -179,14 +187,25 @@ async fn a_chatty_controller_is_combined_then_throttled_per_object() {
     let (client, log) = fake_client(0);
     let rec = Recorder::new(client, "job-controller");
     for i in 0..60 {
-        rec.publish(&pod_ref(), EventType::Normal, "SuccessfulCreate", &format!("Created pod: j-{i}"))
-            .await;
+        rec.publish(
+            &pod_ref(),
+            EventType::Normal,
+            "SuccessfulCreate",
+            &format!("Created pod: j-{i}"),
+        )
+        .await;
     }
     let reqs = requests(&log);
     let methods: Vec<_> = reqs.iter().map(|(m, _, _)| m.as_str()).collect();
     assert_eq!(methods.len(), 25, "{methods:?}");
     assert_eq!(methods.iter().filter(|m| **m == "POST").count(), 10);
-    assert_eq!(reqs[9].2["message"], format!("{}Created pod: j-9", correlator::COMBINED_PREFIX));
+    assert_eq!(
+        reqs[9].2["message"],
+        format!("{}Created pod: j-9", correlator::COMBINED_PREFIX)
+    );
     assert_eq!(reqs[24].2["count"], 16);
-    assert_eq!(reqs[24].2["message"], format!("{}Created pod: j-24", correlator::COMBINED_PREFIX));
+    assert_eq!(
+        reqs[24].2["message"],
+        format!("{}Created pod: j-24", correlator::COMBINED_PREFIX)
+    );
 }
