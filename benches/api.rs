@@ -6,7 +6,11 @@
 //!    ConfigMap creates and gets. Latency is measured from each request's scheduled send
 //!    time, so a stall counts against every request it delays.
 //!    A request whose task panics counts as an error; the GETs read only names whose
-//!    create succeeded.
+//!    create succeeded. The same three phases run twice in one server, first as the
+//!    admin (system:masters, which skips RBAC), then as a user with a client
+//!    certificate whose rights come from a Role and RoleBinding, with 1,000 other Roles
+//!    and RoleBindings (for 1,000 other users) in the cluster: the cost of RBAC is the
+//!    second run's p99 over the first's (target: within 1.2x).
 //! 2. Measures the store's durable write throughput in-process: one writer and 64
 //!    concurrent writers through `SledStore` (group commit), each against a baseline of
 //!    raw sled insert + flush per write with the same number of writers (sled coalesces
@@ -19,6 +23,8 @@
 //! `cargo test` (no `--bench`) every size is small (`benches/common/size.rs`).
 
 mod common;
+#[path = "common/rbac.rs"]
+mod rbac;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,19 +114,26 @@ fn print_row(name: &str, s: &Stats, baseline: Option<&Stats>) {
     );
 }
 
-async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    // A guard: the server stops on error paths too (declared after `dir`, dropped first).
-    let mut server =
-        common::start_server(dir.path(), "server", &["--disable-agent".into()]).await?;
-    let client = server.client.clone();
+/// The three phases of one latency run.
+struct Run {
+    base: Stats,
+    create: Stats,
+    get: Stats,
+}
+
+/// GET /version, then ConfigMap creates (named `<prefix>-<i>`), then gets of those, as
+/// `client`.
+async fn latency_run(
+    client: &kube::Client,
+    prefix: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<Run> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     // Warm up connections and caches.
     for _ in 0..50 {
         client.apiserver_version().await?;
     }
-
-    println!("== API latency at {rate} req/s for {secs} s per phase (kube-rs client, HTTP/2 over TLS, loopback) ==");
     let c = client.clone();
     let base = open_loop(rate, secs, move |_| {
         let c = c.clone();
@@ -132,13 +145,15 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     let a = api.clone();
     let created = Arc::new(std::sync::Mutex::new(Vec::new()));
     let names = created.clone();
+    let pre = prefix.to_string();
     let create = open_loop(rate, secs, move |i| {
         let a = a.clone();
         let names = names.clone();
+        let name = format!("{pre}-{i}");
         async move {
             let cm = ConfigMap {
                 metadata: kube::api::ObjectMeta {
-                    name: Some(format!("bench-{i}")),
+                    name: Some(name),
                     labels: Some(BTreeMap::from([("bench".into(), "yes".into())])),
                     ..Default::default()
                 },
@@ -161,13 +176,54 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     ));
     anyhow::ensure!(!names.is_empty(), "no ConfigMap create succeeded");
     let a = api.clone();
+    let pre = prefix.to_string();
     let get = open_loop(rate, secs, move |i| {
         let a = a.clone();
-        let name = format!("bench-{}", names[i as usize % names.len()]);
+        let name = format!("{pre}-{}", names[i as usize % names.len()]);
         async move { a.get(&name).await.is_ok() }
     })
     .await;
     print_row("GET configmap", &get, Some(&base));
+    Ok(Run { base, create, get })
+}
+
+async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A guard: the server stops on error paths too (declared after `dir`, dropped first).
+    let mut server =
+        common::start_server(dir.path(), "server", &["--disable-agent".into()]).await?;
+    let client = server.client.clone();
+    let data = dir.path().join("server");
+    let roles = common::size("BENCH_RBAC_OBJECTS", 1000, 50);
+    rbac::populate(&client, roles).await?;
+    let user = rbac::user_client(&data, dir.path()).await?;
+
+    println!("== API latency at {rate} req/s for {secs} s per phase (kube-rs client, HTTP/2 over TLS, loopback) ==");
+    println!("-- as the admin (system:masters)");
+    let admin = latency_run(&client, "bench", rate, secs).await?;
+    println!(
+        "-- as {} through RBAC, {roles} other Roles and RoleBindings in the cluster",
+        rbac::USER
+    );
+    let rbac = latency_run(&user, "rbac", rate, secs).await?;
+    let mut within = true;
+    for (name, a, r) in [
+        ("GET /version", &admin.base, &rbac.base),
+        ("POST configmaps", &admin.create, &rbac.create),
+        ("GET configmap", &admin.get, &rbac.get),
+    ] {
+        let ratio = r.p99 / a.p99;
+        within &= ratio <= 1.2 && r.errors == 0;
+        println!(
+            "RBAC vs admin {name:<18} p50 {:>6.2} / {:>6.2} ms  p99 {:>6.2} / {:>6.2} ms  p99 ratio {ratio:.2}x",
+            r.p50, a.p50, r.p99, a.p99
+        );
+    }
+    println!(
+        "target: RBAC p99 within 1.2x of the admin's -> {}",
+        if within { "MET" } else { "NOT MET" }
+    );
+    let (base, create, get) = (admin.base, admin.create, admin.get);
     println!(
         "target: create p99 <= 25 ms at 500/s (this run {rate}/s) -> {}",
         if create.p99 <= 25.0 && create.errors == 0 {
@@ -180,7 +236,12 @@ async fn api_bench(rate: u64, secs: u64) -> anyhow::Result<()> {
     server.proc.ensure_alive("spindle server")?;
     drop(server);
     // In quick mode a failed request is a broken benchmark, not a figure.
-    let errors = base.errors + create.errors + get.errors;
+    let errors = base.errors
+        + create.errors
+        + get.errors
+        + rbac.base.errors
+        + rbac.create.errors
+        + rbac.get.errors;
     anyhow::ensure!(!common::quick() || errors == 0, "{errors} requests failed");
     Ok(())
 }

@@ -50,9 +50,12 @@ struct HollowArgs {
     /// API server URL, e.g. https://127.0.0.1:6443
     #[arg(long)]
     server: String,
-    /// Join token (from <data-dir>/server/token).
-    #[arg(long, env = "SPINDLE_TOKEN")]
-    token: String,
+    /// Join token (from <data-dir>/server/token); or --token-file, or the environment.
+    #[arg(long, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "SPINDLE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     count: usize,
     #[arg(long, default_value = "hollow")]
@@ -129,9 +132,13 @@ struct AgentArgs {
     /// API server URL, e.g. https://10.0.0.1:6443
     #[arg(long, env = "SPINDLE_URL")]
     server: String,
-    /// Join token (from <server data-dir>/server/token).
-    #[arg(long, env = "SPINDLE_TOKEN")]
-    token: String,
+    /// Join token (from <server data-dir>/server/token). Prefer --token-file or the
+    /// environment: a command line is visible to every local user.
+    #[arg(long, env = "SPINDLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "SPINDLE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Name of this node (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -194,6 +201,10 @@ struct ServerArgs {
     /// How long pods tolerate a NotReady/unreachable node by default before eviction.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     default_not_ready_toleration: std::time::Duration,
+    /// The longest certificate the CSR signer issues (kube-controller-manager's
+    /// --cluster-signing-duration).
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     /// Run without the controllers and the scheduler (API server and store only).
     #[arg(long)]
     disable_controllers: bool,
@@ -336,6 +347,20 @@ fn agent_options(
     })
 }
 
+/// The join token from the flag or SPINDLE_TOKEN, else from the file (--token-file or
+/// SPINDLE_TOKEN_FILE).
+fn join_token(token: Option<String>, file: Option<&std::path::Path>) -> Result<String> {
+    match (token, file) {
+        (Some(t), _) => Ok(t),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", f.display())),
+        (None, None) => bail!(
+            "a join token is required: --token-file FILE, or SPINDLE_TOKEN in the environment"
+        ),
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPINDLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -414,10 +439,12 @@ fn main() -> Result<()> {
                     body_read_timeout: a.api_body_read_timeout.unwrap_or(d.body_read_timeout),
                 },
             };
-            let ctrl_opts = spindle_controllers::Options {
+            let mut ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,
                 default_not_ready_toleration: a.default_not_ready_toleration,
+                signing: None,
             };
+            let cluster_signing_duration = a.cluster_signing_duration;
             let disable_controllers = a.disable_controllers;
             let disable_agent = a.disable_agent;
             let node_name = a.node_name.clone();
@@ -425,10 +452,23 @@ fn main() -> Result<()> {
             let disable_scheduler = a.disable_scheduler || a.disable_controllers;
             rt.block_on(async move {
                 let (server, listener, acceptor) = spindle_apiserver::start(&cfg).await?;
+                ctrl_opts.signing = Some(spindle_controllers::certificates::Signing {
+                    ca: std::sync::Arc::new(spindle_meta::certificates::SigningCa::from_pem(
+                        &server.pki.ca_pem,
+                        &server.pki.ca_key_pem,
+                    )?),
+                    max_duration: cluster_signing_duration,
+                });
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {
-                        let client = state.in_process_client("system:kube-controller-manager");
+                        // Still in system:masters: the controllers share one client, and
+                        // per-controller identities (kube's
+                        // --use-service-account-credentials) are not done yet.
+                        let client = state.in_process_client(
+                            "system:kube-controller-manager",
+                            &["system:masters"],
+                        );
                         if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
                             tracing::error!(error = %e, "controllers stopped");
                         }
@@ -439,12 +479,17 @@ fn main() -> Result<()> {
                     // Supervised like each controller: a panic restarts the scheduler
                     // (its watches end with it) instead of ending scheduling for good.
                     tokio::spawn(spindle_controllers::supervise("scheduler", move || {
-                        let client = state.in_process_client("system:kube-scheduler");
+                        // Only its bootstrap roles: system:kube-scheduler and
+                        // system:volume-scheduler.
+                        let client = state.in_process_client("system:kube-scheduler", &[]);
                         spindle_scheduler::run(client, spindle_scheduler::SchedulerOptions::default())
                     }));
                 }
                 {
-                    let client = server.state.in_process_client("system:apiserver");
+                    // kube-apiserver's own loopback identity is in system:masters too.
+                    let client = server
+                        .state
+                        .in_process_client("system:apiserver", &["system:masters"]);
                     tokio::spawn(async move {
                         if let Err(e) = spindle_controllers::bootstrap::ensure_dns_service(client.clone(), cluster_dns).await {
                             tracing::warn!(error = format!("{e:#}"), "creating the kube-dns Service");
@@ -469,7 +514,10 @@ fn main() -> Result<()> {
                     )?;
                     agent_task = Some(tokio::spawn(async move {
                         let client =
-                            state.in_process_client(&format!("system:node:{}", opts.node_name));
+                            state.in_process_client(
+                                &format!("system:node:{}", opts.node_name),
+                                &["system:nodes"],
+                            );
                         if let Err(e) =
                             spindle_agent::run(client, opts, stopped(stop_rx)).await
                         {
@@ -494,7 +542,8 @@ fn main() -> Result<()> {
             let data_dir = a
                 .data_dir
                 .unwrap_or_else(|| default_data_dir().join("agent"));
-            let secret = spindle_meta::token::JoinToken::parse(&a.token)
+            let token = join_token(a.token, a.token_file.as_deref())?;
+            let secret = spindle_meta::token::JoinToken::parse(&token)
                 .map_err(|e| anyhow::anyhow!("--token: {e}"))?
                 .secret()
                 .to_string();
@@ -510,7 +559,15 @@ fn main() -> Result<()> {
                 vec![default_data_dir()],
             )?;
             rt.block_on(async move {
-                let client = spindle_meta::token::connect(&a.server, &a.token).await?;
+                // The token only bootstraps: the agent talks to the API server with a
+                // client certificate of its own (system:node:<name>).
+                let client = spindle_agent::credentials::node_client(
+                    &a.server,
+                    Some(&token),
+                    &opts.node_name,
+                    &opts.data_dir,
+                )
+                .await?;
                 spindle_agent::run(client, opts, terminated()).await
             })
         }
@@ -525,8 +582,8 @@ fn main() -> Result<()> {
             Ok(())
         }),
         Cmd::HollowNodes(h) => rt.block_on(spindle_hollow::run(spindle_hollow::HollowOptions {
+            token: join_token(h.token, h.token_file.as_deref())?,
             server: h.server,
-            token: h.token,
             count: h.count,
             prefix: h.prefix,
             cpu: h.cpu,

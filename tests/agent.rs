@@ -30,7 +30,7 @@ impl AgentProc {
             .append(true)
             .open(c.dir.path().join("agent.log"))
             .expect("agent log");
-        let child = Command::new(env!("CARGO_BIN_EXE_spindle"))
+        let child = Command::new(common::spindle_bin())
             .args(["agent", "--server", &c.server_url(), "--node-name", node])
             .args(["--node-ip", "127.0.0.1", "--agent-port", "0"])
             .args(net.agent_args())

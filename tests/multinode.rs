@@ -183,7 +183,7 @@ impl Agent {
         let child = Command::new("nsenter")
             .arg(ns)
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_spindle"))
+            .arg(common::spindle_bin())
             .args(["agent", "--server", &c.server_url()])
             .args(["--node-name", &format!("node-{i}")])
             .args(["--node-ip", &lab.host_ip(i).to_string()])

@@ -1,6 +1,8 @@
 //! The one table of kinds.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, storage};
+use k8s_openapi::api::{
+    apps, batch, certificates, coordination, core, discovery, policy, rbac, storage,
+};
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
@@ -89,6 +91,15 @@ impl Kind {
             .subresources()
             .iter()
             .any(|s| s.name == subresource)
+    }
+
+    /// Whether the kind's strategy lists the named subresource with `verb` (a CSR's
+    /// `approval` is read and updated like the object itself).
+    pub fn serves_verb(&self, subresource: &str, verb: &str) -> bool {
+        self.strategy
+            .subresources()
+            .iter()
+            .any(|s| s.name == subresource && !s.connect && s.verbs.contains(&verb))
     }
 
     /// Whether the kind serves the named subresource at all: `status` and `scale` as its
@@ -439,6 +450,17 @@ impl Registry {
                     ..NONE
                 },
             ),
+            entry::<certificates::v1::CertificateSigningRequest>(
+                "certificatesigningrequest",
+                false,
+                Opts {
+                    strategy: &strategy::CertificateSigningRequests,
+                    short_names: &["csr"],
+                    status: true,
+                    field_labels: &["spec.signerName"],
+                    ..NONE
+                },
+            ),
             entry::<coordination::v1::Lease>("lease", true, NONE),
             entry::<discovery::v1::EndpointSlice>("endpointslice", true, NONE),
             entry::<policy::v1::PodDisruptionBudget>(
@@ -448,6 +470,38 @@ impl Registry {
                     strategy: &strategy::PodDisruptionBudgets,
                     short_names: &["pdb"],
                     status: true,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::Role>(
+                "role",
+                true,
+                Opts {
+                    strategy: &strategy::ROLES,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::ClusterRole>(
+                "clusterrole",
+                false,
+                Opts {
+                    strategy: &strategy::CLUSTER_ROLES,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::RoleBinding>(
+                "rolebinding",
+                true,
+                Opts {
+                    strategy: &strategy::ROLE_BINDINGS,
+                    ..NONE
+                },
+            ),
+            entry::<rbac::v1::ClusterRoleBinding>(
+                "clusterrolebinding",
+                false,
+                Opts {
+                    strategy: &strategy::CLUSTER_ROLE_BINDINGS,
                     ..NONE
                 },
             ),

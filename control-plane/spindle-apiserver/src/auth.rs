@@ -44,7 +44,11 @@ pub(crate) async fn authenticate(
         None => identify(&st, conn.and_then(|c| c.cert_user.clone()), &req),
     };
     match user {
-        Some(u) => {
+        Some(mut u) => {
+            // As kube-apiserver's authenticator does for every authenticated user.
+            if !u.groups.iter().any(|g| g == crate::authz::AUTHENTICATED) {
+                u.groups.push(crate::authz::AUTHENTICATED.into());
+            }
             req.extensions_mut().insert(u);
             next.run(req).await
         }

@@ -6,6 +6,8 @@
 mod admission;
 pub mod alloc;
 mod auth;
+pub mod authz;
+mod client_certs;
 mod discovery;
 mod idle;
 pub mod pki;
@@ -99,7 +101,7 @@ impl Default for ConnLimits {
     }
 }
 
-fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
+fn tls_config(pki: &pki::Pki) -> Result<(rustls::ServerConfig, Arc<client_certs::ClientCerts>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
@@ -113,16 +115,17 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
     )
     .allow_unauthenticated()
     .build()?;
+    let verifier = Arc::new(client_certs::ClientCerts::new(verifier));
     let certs: Vec<_> =
         rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
     let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?
         .context("no serving key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+    Ok((cfg, verifier))
 }
 
 /// Namespaces every cluster has.
@@ -152,6 +155,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub pki: pki::Pki,
     pub limits: ConnLimits,
+    client_certs: Arc<client_certs::ClientCerts>,
 }
 
 /// Prepare PKI and store, bind the port and write the kubeconfig; then [`Server::serve`].
@@ -170,9 +174,15 @@ pub async fn start(
     .with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
+    // system:bootstrappers is the group of Kubernetes' bootstrap tokens: the CSR approver
+    // approves node client certificates its members ask for.
     let node_user = User {
         name: "system:node-bootstrap".into(),
-        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        groups: vec![
+            "system:bootstrappers".into(),
+            "system:nodes".into(),
+            "system:authenticated".into(),
+        ],
     };
     let state = AppState {
         reg: Arc::new(reg),
@@ -187,9 +197,15 @@ pub async fn start(
         event_cache: Arc::new(watch::EventCache::default()),
         node_secret: Arc::from(pki.token.secret()),
         net: cfg.net,
+        authz: Arc::default(),
     };
     bootstrap(&state).await?;
-    let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?)));
+    authz::bootstrap::reconcile(&state)
+        .await
+        .context("reconciling the bootstrap RBAC policy")?;
+    state.authz.start(&state).await?;
+    let (tls, client_certs) = tls_config(&pki)?;
+    let acceptor = Arc::new(tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -218,6 +234,7 @@ pub async fn start(
             addr,
             pki,
             limits,
+            client_certs,
         },
         listener,
         acceptor,
@@ -252,9 +269,10 @@ impl Server {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let st = self.state.clone();
+            let certs = self.client_certs.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                serve_connection(st, acceptor, tcp, peer, limits).await;
+                serve_connection(st, acceptor, &certs, tcp, peer, limits).await;
             });
         }
     }
@@ -287,6 +305,7 @@ impl AcceptBackoff {
 async fn serve_connection(
     st: AppState,
     acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    certs: &client_certs::ClientCerts,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     limits: ConnLimits,
@@ -305,7 +324,11 @@ async fn serve_connection(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let conn = ConnInfo {
-        cert_user: cert_user(&tls),
+        cert_user: if certs.verified(&tls) {
+            cert_user(&tls)
+        } else {
+            None
+        },
         internal_user: None,
         local,
         body_read_timeout: limits.body_read_timeout,

@@ -17,6 +17,8 @@ use spindle_meta::token::JoinToken;
 
 pub struct Pki {
     pub ca_pem: String,
+    /// The CA's key, for the controllers' CSR signer.
+    pub ca_key_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
@@ -192,6 +194,7 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
     }
     Ok(Pki {
         ca_pem,
+        ca_key_pem,
         serving_cert_pem,
         serving_key_pem,
         admin_cert_pem,

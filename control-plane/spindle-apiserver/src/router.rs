@@ -5,8 +5,8 @@
 //! everything else → authentication → body limit → discovery, OpenAPI, or a resource path
 //! ```
 //!
-//! Authorization (RBAC, Node) goes in as the layer after authentication; it finds the
-//! caller as the [`User`] extension.
+//! Authorization ([`authz`]: impersonation, then RBAC) is the layer after
+//! authentication; it finds the caller as the [`User`] extension.
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use crate::auth::{authenticate, ConnInfo, User};
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
-use crate::{discovery, proxy, rest, stored, AppState};
+use crate::{authz, discovery, proxy, rest, stored, AppState};
 
 /// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
 const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
@@ -69,7 +69,8 @@ fn api(st: AppState) -> Router {
         .merge(slashed)
         .fallback(resource)
         .layer(middleware::from_fn(limit_body))
-        // Authorization goes here, inside authentication.
+        // Authorization (and impersonation), inside authentication.
+        .layer(middleware::from_fn_with_state(st.clone(), authz::authorize))
         .layer(middleware::from_fn_with_state(st.clone(), authenticate))
         .with_state(st)
 }
@@ -143,6 +144,9 @@ async fn resource(
     req: Request,
 ) -> Response {
     let path = req.uri().path().to_string();
+    if let Some(review) = authz::reviews::route(&path) {
+        return review_request(&st, &user, &review, conn, req).await;
+    }
     let target = match parse_path(&st.reg, &path) {
         Ok(Some(t)) => t,
         Ok(None) => return ApiError::path_not_found().into_response(),
@@ -171,6 +175,39 @@ async fn resource(
     };
     let q = Query::parse(parts.uri.query());
     rest::handle(st, user, parts.method, target, q, parts.headers, body).await
+}
+
+/// An access review or SelfSubjectReview: POST only, answered without storing anything.
+async fn review_request(
+    st: &AppState,
+    user: &User,
+    review: &authz::reviews::ReviewPath,
+    conn: Option<Extension<ConnInfo>>,
+    req: Request,
+) -> Response {
+    if req.method() != Method::POST {
+        return ApiError::method_not_supported(
+            "the server does not allow this method on the requested resource",
+        )
+        .into_response();
+    }
+    let timeout = conn.map_or(crate::ConnLimits::default().body_read_timeout, |c| {
+        c.0.body_read_timeout
+    });
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, timeout, parts.version).await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let ct = crate::request::content_type(&parts.headers);
+    let decoded = if body.is_empty() {
+        Ok(serde_json::json!({}))
+    } else {
+        crate::request::decode_body(&ct, &body).map(|b| b.value)
+    };
+    decoded
+        .and_then(|v| authz::reviews::handle(st, user, review, &v))
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The request body, within `timeout`: a client trickling a body would otherwise hold its
@@ -222,7 +259,7 @@ mod tests {
         let store = SledStore::open(dir, SledStoreOptions::default()).expect("store");
         let node = User {
             name: "node".into(),
-            groups: vec![],
+            groups: vec!["system:masters".into()],
         };
         AppState {
             reg: Arc::new(reg),
@@ -234,6 +271,7 @@ mod tests {
             event_cache: Arc::new(watch::EventCache::default()),
             node_secret: Arc::from("n"),
             net: alloc::NetRanges::default(),
+            authz: Arc::default(),
         }
     }
 
@@ -362,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn the_in_process_client_goes_through_the_same_router() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client = state(dir.path()).in_process_client("system:test");
+        let client = state(dir.path()).in_process_client("system:test", &["system:masters"]);
         let v = client.apiserver_version().await.expect("version");
         assert_eq!(v.major, "1");
         let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =

@@ -9,7 +9,7 @@ use spindle_api::Registry;
 use spindle_store::Store;
 
 use crate::auth::{ConnInfo, User};
-use crate::{alloc, router, watch, ConnLimits};
+use crate::{alloc, authz, router, watch, ConnLimits};
 
 /// Shared state of the API server; cheap to clone.
 #[derive(Clone)]
@@ -26,18 +26,21 @@ pub struct AppState {
     pub node_secret: Arc<str>,
     /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
     pub net: alloc::NetRanges,
+    /// Who may do what: RBAC over the indexed roles and bindings.
+    pub authz: Arc<authz::Authorizer>,
 }
 
 impl AppState {
     /// A kube-rs client that calls this API server in-process: the same router, layers,
     /// validation and admission as external clients, without TLS or sockets. The
-    /// controllers and the scheduler use it.
-    pub fn in_process_client(&self, user: &str) -> kube::Client {
+    /// controllers and the scheduler use it, each as its own user in its own groups,
+    /// authorized like any other client.
+    pub fn in_process_client(&self, user: &str, groups: &[&str]) -> kube::Client {
         let conn = ConnInfo {
             cert_user: None,
             internal_user: Some(User {
                 name: user.to_string(),
-                groups: vec!["system:masters".into()],
+                groups: groups.iter().map(|g| g.to_string()).collect(),
             }),
             local: SocketAddr::from(([127, 0, 0, 1], 0)),
             body_read_timeout: ConnLimits::default().body_read_timeout,

@@ -4,6 +4,8 @@
 //! any client (in-process, see `AppState::in_process_client`).
 
 pub mod bootstrap;
+pub mod certificates;
+pub mod clusterrole_aggregation;
 pub mod controller_ref;
 pub mod cronjob;
 pub mod daemonset;
@@ -39,6 +41,8 @@ pub struct Options {
     /// Default toleration of node.kubernetes.io/{not-ready,unreachable}:NoExecute added to
     /// pods (Kubernetes: 300 s).
     pub default_not_ready_toleration: Duration,
+    /// The CA the CSR signer signs with; None: approved requests wait for another signer.
+    pub signing: Option<certificates::Signing>,
 }
 
 impl Default for Options {
@@ -46,6 +50,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
+            signing: None,
         }
     }
 }
@@ -185,6 +190,14 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
     });
+    let (c, signing) = (client.clone(), opts.signing.clone());
+    let csrs = supervise("certificates", move || {
+        certificates::run(c.clone(), signing.clone())
+    });
+    let c = client.clone();
+    let aggregation = supervise("clusterrole-aggregation", move || {
+        clusterrole_aggregation::run(c.clone())
+    });
     let c = client;
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
@@ -201,9 +214,11 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         job,
         cronjob,
         ttl,
+        csrs,
         statefulsets,
         ephemeral,
-        binder
+        binder,
+        aggregation
     );
     Ok(())
 }

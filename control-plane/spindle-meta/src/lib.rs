@@ -4,6 +4,7 @@
 //! controllers, the scheduler and the node agents can all use it without depending on
 //! each other.
 
+pub mod certificates;
 pub mod cron;
 pub mod events;
 pub mod lease;

@@ -172,6 +172,14 @@ pub fn pem_to_der(ca_pem: &[u8]) -> Result<Vec<Vec<u8>>, JoinError> {
 /// Connect to the API server at `server` with a join token: fetch and pin the CA, then
 /// build a client that authenticates with the token as bearer token.
 pub async fn connect(server: &str, token: &str) -> Result<kube::Client, JoinError> {
+    let cfg = bootstrap_config(server, token).await?;
+    kube::Client::try_from(cfg).map_err(JoinError::Client)
+}
+
+/// The client configuration of [`connect`]: the server's URL, its CA (fetched from
+/// `/cacerts` and checked against the token's hash) as the only root, and the token as
+/// bearer token. Agents start from it and swap the token for their own certificate.
+pub async fn bootstrap_config(server: &str, token: &str) -> Result<kube::Config, JoinError> {
     let parsed = JoinToken::parse(token)?;
     let uri: Uri = server
         .trim_end_matches('/')
@@ -198,7 +206,7 @@ pub async fn connect(server: &str, token: &str) -> Result<kube::Client, JoinErro
     cfg.root_cert = Some(pem_to_der(&ca_pem)?);
     // The token as given: the API server accepts the full token and its bare secret.
     cfg.auth_info.token = Some(secrecy::SecretString::from(token.trim().to_string()));
-    kube::Client::try_from(cfg).map_err(JoinError::Client)
+    Ok(cfg)
 }
 
 /// `GET <server>/cacerts` over TLS without verifying the server: at this point we do not

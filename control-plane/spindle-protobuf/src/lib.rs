@@ -21,10 +21,15 @@
 //! Namespace, ServiceAccount, Service, Pod, ResourceQuota; apps/v1
 //! Deployment; batch/v1 Job, CronJob; policy/v1 Eviction,
 //! PodDisruptionBudget; rbac.authorization.k8s.io/v1 Role, ClusterRole,
-//! RoleBinding, ClusterRoleBinding; and DeleteOptions under any group
-//! version. Anything else yields [`DecodeError::Unsupported`]. Status
-//! sub-objects are dropped, since clients cannot set them on create.
+//! RoleBinding, ClusterRoleBinding; the authorization.k8s.io/v1 access reviews
+//! and authentication.k8s.io SelfSubjectReview; certificates.k8s.io/v1
+//! CertificateSigningRequest (with its status, which approval writes); and
+//! DeleteOptions under any group version. Anything else yields
+//! [`DecodeError::Unsupported`]. Status sub-objects are dropped, since clients cannot
+//! set them on create.
 
+mod authorization;
+mod certificates;
 mod core;
 mod json;
 mod meta;
@@ -116,8 +121,8 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
     let raw = unknown.raw.unwrap_or_default();
 
     use k8s_pb::api::{
-        apps::v1 as apps, batch::v1 as batch, core::v1 as core, policy::v1 as policy,
-        rbac::v1 as rbac,
+        apps::v1 as apps, batch::v1 as batch, certificates::v1 as certificates, core::v1 as core,
+        policy::v1 as policy, rbac::v1 as rbac,
     };
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as metav1;
     let fields = match (api_version.as_str(), kind.as_str()) {
@@ -146,8 +151,29 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             convert::<rbac::ClusterRoleBinding>(&kind, &raw)?
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::SelfSubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::SubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            convert::<k8s_pb::api::authorization::v1::LocalSubjectAccessReview>(&kind, &raw)?
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            convert::<k8s_pb::api::authorization::v1::SelfSubjectRulesReview>(&kind, &raw)?
+        }
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            convert::<k8s_pb::api::authentication::v1::SelfSubjectReview>(&kind, &raw)?
+        }
+        ("authentication.k8s.io/v1beta1", "SelfSubjectReview") => {
+            convert::<k8s_pb::api::authentication::v1beta1::SelfSubjectReview>(&kind, &raw)?
+        }
         // DeleteOptions is registered in every group version, so client-go
         // stamps it with whichever version the calling client uses.
+        ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
+            convert::<certificates::CertificateSigningRequest>(&kind, &raw)?
+        }
         (_, "DeleteOptions") => convert::<metav1::DeleteOptions>(&kind, &raw)?,
         _ => return Err(DecodeError::Unsupported { api_version, kind }),
     };

@@ -21,9 +21,11 @@
 //!   three to the containers, over the protocols of `spindle-streaming`.
 //!
 //! The agent runs embedded in `spindle server` (with an in-process API client) or alone as
-//! `spindle agent` (joining with a URL and token); the code is the same.
+//! `spindle agent` (joining with a URL and token, which [`credentials`] exchanges for a
+//! client certificate of the node's own); the code is the same.
 
 pub mod containers;
+pub mod credentials;
 pub mod env;
 pub mod exec;
 pub mod lifecycle;

@@ -10,6 +10,8 @@
 //!   cni/net.d/         the pod network's CNI config
 //!   cni/state/         CNI plugins' state (IP allocations)
 //!   routes.json        routes to other nodes' pod CIDRs this agent installed
+//!   pki/               the node's client certificate and key, the cluster CA and a
+//!                      kubeconfig naming them (credentials.rs)
 //!   storage/           local-path volumes, one directory per PersistentVolume
 //!   pods/              one directory per pod, a nodev,nosuid mount
 //!     <uid>/           see [`PodPaths`]
@@ -59,6 +61,11 @@ impl AgentPaths {
 
     pub fn cni_state(&self) -> PathBuf {
         self.root.join("cni").join("state")
+    }
+
+    /// The node's own API credential (`spindle agent`; the embedded agent needs none).
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
     }
 
     pub fn routes(&self) -> PathBuf {

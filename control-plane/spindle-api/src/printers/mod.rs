@@ -21,6 +21,7 @@ macro_rules! printed {
 
 mod apps;
 mod batch;
+mod certificates;
 mod cluster;
 mod config;
 mod event;
@@ -28,6 +29,7 @@ mod format;
 mod obj;
 mod pod;
 mod policy;
+mod rbac;
 mod service;
 mod storage;
 #[cfg(test)]

@@ -32,6 +32,10 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
         ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
         ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &certificates::CERTIFICATE_SIGNING_REQUEST
+        }
         _ => &DEFAULT,
     }
 }
@@ -721,4 +725,88 @@ fn table_printers_come_with_their_registry_entries() {
             k.kind
         );
     }
+}
+
+#[test]
+fn bindings_print_their_role_and_subjects_by_kind() {
+    let names: Vec<&str> = columns("rbac.authorization.k8s.io", "RoleBinding")
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+    );
+    let b = json!({
+        "metadata": {"name": "b", "namespace": "dev"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [
+            {"kind": "User", "name": "jane"}, {"kind": "User", "name": "joe"},
+            {"kind": "Group", "name": "devs"},
+            {"kind": "ServiceAccount", "name": "robot", "namespace": "ci"},
+            {"kind": "ServiceAccount", "name": "bare"}
+        ]
+    });
+    let row = cells("rbac.authorization.k8s.io", "ClusterRoleBinding", &b, now());
+    assert_eq!(row[1], json!("ClusterRole/view"));
+    assert_eq!(
+        &row[3..],
+        [json!("jane, joe"), json!("devs"), json!("ci/robot, bare")]
+    );
+    let empty = cells(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        &json!({"metadata": {"name": "e"}}),
+        now(),
+    );
+    assert_eq!(&empty[3..], [json!(""), json!(""), json!("")]);
+    let role: Vec<&str> = columns("rbac.authorization.k8s.io", "Role")
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(role, ["Name", "Created At"]);
+}
+
+#[test]
+fn csr_rows_show_signer_requestor_duration_and_condition_as_kubectl_does() {
+    let csr = |spec: serde_json::Value, status: serde_json::Value| {
+        cells(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            &json!({"metadata": {"name": "c"}, "spec": spec, "status": status}),
+            now(),
+        )
+    };
+    let pending = csr(
+        json!({"signerName": "example.com/x", "username": "jane"}),
+        json!({}),
+    );
+    assert_eq!(
+        pending[2..],
+        [
+            json!("example.com/x"),
+            json!("jane"),
+            json!("<none>"),
+            json!("Pending")
+        ]
+    );
+    let issued = csr(
+        json!({"expirationSeconds": 86400}),
+        json!({"conditions": [{"type": "Approved", "status": "True"}], "certificate": "Zm9v"}),
+    );
+    assert_eq!(
+        issued[2..],
+        [
+            json!("<none>"),
+            json!(""),
+            json!("24h"),
+            json!("Approved,Issued")
+        ]
+    );
+    // Denied wins over Approved; Failed is added.
+    let both = csr(
+        json!({"expirationSeconds": 600}),
+        json!({"conditions": [{"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}, {"type": "Failed", "status": "True"}]}),
+    );
+    assert_eq!(both[4..], [json!("10m"), json!("Denied,Failed")]);
 }

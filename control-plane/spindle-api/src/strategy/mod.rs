@@ -7,6 +7,7 @@
 
 mod apps;
 mod batch;
+mod certificates;
 mod config;
 mod controller_revision;
 mod namespace;
@@ -14,6 +15,7 @@ mod node;
 mod plain;
 mod pod;
 mod policy;
+mod rbac;
 mod replication_controller;
 mod service;
 mod service_account;
@@ -21,6 +23,7 @@ mod storage;
 
 pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
 pub use batch::{CronJobs, JOBS};
+pub use certificates::CertificateSigningRequests;
 pub use config::{ConfigMaps, Secrets};
 pub use controller_revision::ControllerRevisions;
 pub use namespace::Namespaces;
@@ -28,6 +31,7 @@ pub use node::Nodes;
 pub use plain::Plain;
 pub use pod::{qos_class, Pods};
 pub use policy::PodDisruptionBudgets;
+pub use rbac::{Bindings, Roles, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLES, ROLE_BINDINGS};
 pub use replication_controller::ReplicationControllers;
 pub use service::Services;
 pub use service_account::ServiceAccounts;
@@ -70,6 +74,15 @@ pub struct Subresource {
     pub connect: bool,
 }
 
+/// The authenticated user behind a request, for kinds that record who asked
+/// (CertificateSigningRequests).
+#[derive(Clone, Copy, Debug)]
+pub struct UserInfo<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub groups: &'a [String],
+}
+
 /// One kind's behaviour. Every method has the behaviour of a kind without rules of its
 /// own, so a strategy says only what is particular to its kind.
 pub trait Strategy: Send + Sync {
@@ -93,6 +106,25 @@ pub trait Strategy: Send + Sync {
 
     /// Server-set parts of a new object beyond metadata (the initial status above all).
     fn prepare_for_create(&self, _obj: &mut Map<String, Value>) {}
+
+    /// What a new object records of the user who creates it (after
+    /// [`Strategy::prepare_for_create`]).
+    fn set_requestor(&self, _obj: &mut Map<String, Value>, _user: &UserInfo<'_>) {}
+
+    /// What an update through a subresource (`status`, or one the kind lists in
+    /// [`Strategy::subresources`] that updates the object, such as a CSR's `approval`)
+    /// takes from the stored object, after the generic status split for `status`.
+    fn prepare_for_subresource_update(&self, _sub: &str, _old: &Value, _new: &mut Value) {}
+
+    /// What an update through the subresource `sub` may not change.
+    fn validate_subresource_update(
+        &self,
+        _sub: &str,
+        _old: &Value,
+        _new: &Value,
+        _errs: &mut Vec<FieldError>,
+    ) {
+    }
 
     /// What an update of the main resource takes from the stored object (after the
     /// stored status has been kept for kinds with a status subresource).

@@ -5,6 +5,7 @@
 //! Messages follow Kubernetes' field errors (`Required value`, `Invalid value: …`,
 //! `Unsupported value: …`) so users see what they would see on a real cluster.
 
+mod certificates;
 mod cron_job;
 mod daemon_set;
 mod job;
@@ -13,6 +14,7 @@ mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
+mod rbac;
 mod service;
 mod stateful_set;
 mod storage_class;
@@ -20,6 +22,9 @@ mod storage_class;
 mod tests;
 mod workload;
 
+pub(crate) use certificates::{
+    validate_certificate_signing_request, validate_certificate_signing_request_update,
+};
 pub(crate) use cron_job::validate_cron_job;
 pub(crate) use daemon_set::validate_daemon_set;
 pub(crate) use job::{validate_job, validate_job_update};
@@ -30,6 +35,10 @@ pub(crate) use persistent_volume::{
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
+pub(crate) use rbac::{
+    validate_aggregation_rule, validate_binding, validate_binding_update, validate_rules,
+    RBAC_GROUP,
+};
 pub(crate) use service::validate_service;
 pub use service::{cluster_ips, is_external_name, validate_service_update};
 pub(crate) use stateful_set::{validate_stateful_set, validate_stateful_set_update};
@@ -213,6 +222,20 @@ pub(crate) fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 pub enum NameRule {
     Subdomain,
     Label,
+    /// Anything usable as one URL path segment (`IsValidPathSegmentName`): names
+    /// Kubernetes otherwise does not check (CertificateSigningRequests).
+    PathSegment,
+}
+
+/// `IsValidPathSegmentName`'s complaints about a name, if any.
+pub(crate) fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        n if n.contains('/') => Some("may not contain '/'"),
+        n if n.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
 }
 
 pub fn validate_metadata(
@@ -240,6 +263,10 @@ pub fn validate_metadata(
             let (ok, msg) = match rule {
                 NameRule::Subdomain => (is_dns1123_subdomain(name), SUBDOMAIN_MSG),
                 NameRule::Label => (is_dns1123_label(name), LABEL_MSG),
+                NameRule::PathSegment => match path_segment_problem(name) {
+                    Some(m) => (false, m),
+                    None => (true, ""),
+                },
             };
             if !ok {
                 errs.push(FieldError::invalid("metadata.name", &json!(name), msg));

@@ -317,3 +317,71 @@ fn replication_controller_defaults_and_validation() {
         .collect();
     assert_eq!(fields, ["spec.replicas", "spec.selector", "spec.template"]);
 }
+
+#[test]
+fn rbac_rules_names_role_refs_and_subjects() {
+    let msgs = |errs: Vec<FieldError>| errs.iter().map(FieldError::display).collect::<Vec<_>>();
+    // Path-segment names: `system:` names are fine, slashes are not.
+    let role = json!({"metadata": {"name": "system:reader", "namespace": "d"},
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]});
+    assert_eq!(msgs(validate("Role", true, &role)), Vec::<String>::new());
+    let bad = json!({"metadata": {"name": "a/b", "namespace": "d"}, "rules": [
+        {"verbs": [], "apiGroups": [""], "resources": ["pods"]},
+        {"verbs": ["get"], "nonResourceURLs": ["/healthz"]},
+        {"verbs": ["get"]}]});
+    assert_eq!(
+        msgs(validate("Role", true, &bad)),
+        [
+            r#"metadata.name: Invalid value: "a/b": may not contain '/'"#,
+            "rules[0].verbs: Required value: verbs must contain at least one value",
+            r#"rules[1].nonResourceURLs: Invalid value: []string{"/healthz"}: namespaced rules cannot apply to non-resource URLs"#,
+            "rules[2].apiGroups: Required value: resource rules must supply at least one api group",
+            "rules[2].resources: Required value: resource rules must supply at least one resource",
+        ]
+    );
+    let agg = json!({"metadata": {"name": "x"}, "aggregationRule": {"clusterRoleSelectors": []}});
+    assert_eq!(
+        msgs(validate("ClusterRole", false, &agg)),
+        ["aggregationRule.clusterRoleSelectors: Required value: at least one clusterRoleSelector required if aggregationRule is non-nil"]
+    );
+    // Bindings: defaults fill the groups; a ClusterRoleBinding names only ClusterRoles;
+    // ServiceAccounts of a ClusterRoleBinding need a namespace.
+    let mut b = json!({"metadata": {"name": "b", "namespace": "d"},
+        "roleRef": {"kind": "Role", "name": "r"},
+        "subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "sa"}]});
+    default_object("RoleBinding", &mut b);
+    assert_eq!(b["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+    assert_eq!(b["subjects"][0]["apiGroup"], "rbac.authorization.k8s.io");
+    assert!(b["subjects"][1].get("apiGroup").is_none());
+    assert_eq!(
+        msgs(validate("RoleBinding", true, &b)),
+        Vec::<String>::new()
+    );
+    let crb = json!({"metadata": {"name": "c"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ""},
+        "subjects": [{"kind": "ServiceAccount", "name": "sa"}, {"kind": "Robot", "name": "r2"},
+                     {"kind": "Group", "name": "g", "apiGroup": "x"}]});
+    assert_eq!(
+        msgs(validate("ClusterRoleBinding", false, &crb)),
+        [
+            r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#,
+            "roleRef.name: Required value",
+            "subjects[0].namespace: Required value",
+            r#"subjects[1].kind: Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group""#,
+            r#"subjects[2].apiGroup: Unsupported value: "x": supported values: "rbac.authorization.k8s.io""#,
+        ]
+    );
+    // roleRef may not change.
+    let mut changed = b.clone();
+    changed["roleRef"]["name"] = json!("other");
+    let mut errs = Vec::new();
+    kind("RoleBinding")
+        .strategy
+        .validate_update(&b, &changed, &mut errs);
+    assert_eq!(
+        msgs(errs),
+        [
+            r#"roleRef: Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"other"}: cannot change roleRef"#
+        ]
+    );
+}

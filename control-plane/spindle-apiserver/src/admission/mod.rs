@@ -6,6 +6,7 @@
 
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod rbac_escalation;
 mod storage;
 
 use async_trait::async_trait;
@@ -16,7 +17,8 @@ use crate::status::{ApiError, ApiResult};
 use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
-pub use namespace_lifecycle::NamespaceLifecycle;
+pub use namespace_lifecycle::{refuse_immortal, NamespaceLifecycle};
+pub use rbac_escalation::RbacEscalation;
 pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};
 
 /// What a request does, as admission plugins are told (deletions and connections join
@@ -78,6 +80,7 @@ pub const PLUGINS: &[&dyn Admission] = &[
     &DefaultStorageClass,
     &StorageObjectInUseProtection,
     &PersistentVolumeClaimResize,
+    &RbacEscalation,
 ];
 
 /// Run the mutating phase of every plugin that handles the operation, in order.

@@ -1,5 +1,5 @@
 //! NamespaceLifecycle: nothing is created in a namespace that does not exist or is
-//! being terminated.
+//! being terminated, and the namespaces the system needs are never deleted.
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -10,6 +10,23 @@ use crate::status::{ApiError, ApiResult};
 use crate::AppState;
 
 pub struct NamespaceLifecycle;
+
+/// kube-apiserver's immortal namespaces.
+const IMMORTAL: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The plugin's deletion check (kube runs it before the namespace is even looked up):
+/// `namespaces "default" is forbidden: this namespace may not be deleted`.
+pub fn refuse_immortal(kind: &spindle_api::Kind, name: &str) -> ApiResult<()> {
+    if kind.group.is_empty() && kind.plural == "namespaces" && IMMORTAL.contains(&name) {
+        return Err(crate::authz::attributes::forbidden_error(
+            "",
+            "namespaces",
+            name,
+            "this namespace may not be deleted",
+        ));
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl Admission for NamespaceLifecycle {

@@ -88,6 +88,14 @@ pub async fn handle(
         ("PUT" | "PATCH", true, Some("scale")) => {
             scale::write(rq, &body, method == Method::PATCH).await
         }
+        // A kind's own subresources that read and write the object (a CSR's approval).
+        ("GET", true, Some(s)) if t.kind.serves_verb(s, "get") => handlers::get(rq).await,
+        ("PUT", true, Some(s)) if t.kind.serves_verb(s, "update") => {
+            handlers::update(rq, &body).await
+        }
+        ("PATCH", true, Some(s)) if t.kind.serves_verb(s, "patch") => {
+            handlers::patch(rq, &body).await
+        }
         ("DELETE", true, None) => delete::delete(rq, &body).await,
         ("DELETE", false, None) => delete::delete_collection(rq, &body).await,
         // kube-apiserver's router words every 405 alike, naming no resource.

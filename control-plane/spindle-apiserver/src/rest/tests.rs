@@ -36,6 +36,7 @@ impl Api {
             event_cache: Arc::new(watch::EventCache::default()),
             node_secret: Arc::from(""),
             net: alloc::NetRanges::default(),
+            authz: Arc::default(),
         };
         crate::bootstrap(&st).await.expect("bootstrap");
         Api { st, _dir: dir }

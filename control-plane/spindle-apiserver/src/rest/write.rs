@@ -134,7 +134,12 @@ fn validate_or_reject(kind: &Kind, obj: &Value, old: Option<&Value>) -> ApiResul
 
 /// Server-set fields of a new object: name, uid, timestamps, generation, and what the
 /// kind's strategy sets (its initial status).
-fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> {
+fn prepare_new(
+    kind: &Kind,
+    obj: &mut Value,
+    ns: Option<&str>,
+    user: &crate::User,
+) -> ApiResult<()> {
     let meta = meta_mut(obj)?;
     if kind.namespaced {
         match (meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()), ns) {
@@ -177,6 +182,14 @@ fn prepare_new(kind: &Kind, obj: &mut Value, ns: Option<&str>) -> ApiResult<()> 
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
     kind.strategy.prepare_for_create(o);
+    kind.strategy.set_requestor(
+        o,
+        &spindle_api::strategy::UserInfo {
+            name: &user.name,
+            uid: "",
+            groups: &user.groups,
+        },
+    );
     Ok(())
 }
 
@@ -252,6 +265,10 @@ fn merge_update(kind: &Kind, old: &Value, new: &mut Value, sub: Option<&str>) ->
             merged.insert("status".into(), s);
         }
         *new = Value::Object(merged);
+        kind.strategy
+            .prepare_for_subresource_update("status", old, new);
+    } else if let Some(sub) = sub {
+        kind.strategy.prepare_for_subresource_update(sub, old, new);
     } else {
         if kind.status_subresource {
             if let Some(m) = new.as_object_mut() {
@@ -328,7 +345,7 @@ pub(super) async fn create_object(
     warnings: Vec<String>,
 ) -> ApiResult<Response> {
     let (st, kind, q) = (rq.st, &rq.t.kind, rq.q);
-    prepare_new(kind, &mut obj, rq.t.namespace.as_deref())?;
+    prepare_new(kind, &mut obj, rq.t.namespace.as_deref(), rq.user)?;
     kind.default_object(&mut obj);
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let ns = if kind.namespaced {
@@ -406,7 +423,7 @@ pub(super) async fn finish_update(
     };
     admission::admit(st, &attrs, &mut obj).await?;
     validate_or_reject(kind, &obj, Some(&old))?;
-    validate_update(kind, &old, &obj)?;
+    validate_update(kind, t.sub.as_deref(), &old, &obj)?;
     admission::validate(st, &attrs, &obj).await?;
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     if obj == old {
@@ -428,9 +445,13 @@ pub(super) async fn finish_update(
 }
 
 /// What the kind's strategy says an update may not change.
-fn validate_update(kind: &Kind, old: &Value, new: &Value) -> ApiResult<()> {
+fn validate_update(kind: &Kind, sub: Option<&str>, old: &Value, new: &Value) -> ApiResult<()> {
     let mut errs = Vec::new();
     kind.strategy.validate_update(old, new, &mut errs);
+    if let Some(sub) = sub {
+        kind.strategy
+            .validate_subresource_update(sub, old, new, &mut errs);
+    }
     if errs.is_empty() {
         return Ok(());
     }

@@ -96,6 +96,7 @@ fn delete_opts(q: &Query, headers: &HeaderMap, raw: &Bytes) -> ApiResult<DeleteO
 pub(super) async fn delete(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     let (st, t, q, headers) = (rq.st, rq.t, rq.q, rq.headers);
     let opts = delete_opts(q, headers, raw)?;
+    crate::admission::refuse_immortal(&t.kind, t.name.as_deref().unwrap_or(""))?;
     let deletion = delete_one(st, t, &opts).await?;
     Ok(deletion_response(&t.kind, &opts, deletion))
 }

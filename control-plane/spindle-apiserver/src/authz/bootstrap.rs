@@ -1,0 +1,586 @@
+//! The roles and bindings every cluster has (kube-apiserver's bootstrap policy,
+//! `plugin/pkg/auth/authorizer/rbac/bootstrappolicy`), reconciled at every start as its
+//! `rbac/bootstrap-roles` post-start hook does: missing objects are created, missing rules
+//! and subjects added, unless the object is annotated
+//! `rbac.authorization.kubernetes.io/autoupdate: "false"`.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::rules::PolicyRule;
+use crate::rest;
+use crate::AppState;
+
+pub const GROUP: &str = "rbac.authorization.k8s.io";
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const READ_WRITE: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const EVENTS: &[&str] = &["create", "patch", "update"];
+
+/// `*` on every resource (`resources`) or every path: cluster-admin's two rules.
+pub fn all_rule(resources: bool) -> PolicyRule {
+    let all = vec!["*".to_string()];
+    if resources {
+        PolicyRule {
+            verbs: all.clone(),
+            api_groups: all.clone(),
+            resources: all,
+            ..PolicyRule::default()
+        }
+    } else {
+        PolicyRule {
+            verbs: all.clone(),
+            non_resource_urls: all,
+            ..PolicyRule::default()
+        }
+    }
+}
+
+fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
+}
+
+fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
+}
+
+fn urls(verbs: &[&str], urls: &[&str]) -> Value {
+    json!({"verbs": verbs, "nonResourceURLs": urls})
+}
+
+fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut l = serde_json::Map::new();
+    l.insert("kubernetes.io/bootstrapping".into(), json!("rbac-defaults"));
+    for (k, v) in labels {
+        l.insert((*k).into(), json!(v));
+    }
+    json!({"name": name, "labels": l, "annotations": {AUTOUPDATE: "true"}})
+}
+
+fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(name, labels), "rules": rules})
+}
+
+fn aggregated(name: &str, labels: &[(&str, &str)], selector: &str) -> Value {
+    let mut v = role(name, labels, vec![]);
+    v["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {selector: "true"}}]});
+    v
+}
+
+const TO_ADMIN: &str = "rbac.authorization.k8s.io/aggregate-to-admin";
+const TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
+const TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
+
+/// The bootstrap ClusterRoles, for the kinds Spindle serves and the ones clients expect.
+pub fn cluster_roles() -> Vec<Value> {
+    vec![
+        role(
+            "cluster-admin",
+            &[],
+            vec![r(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+        ),
+        role(
+            "system:discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+            )],
+        ),
+        role(
+            "system:monitoring",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
+        role(
+            "system:basic-user",
+            &[],
+            vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                r(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
+            ],
+        ),
+        role(
+            "system:public-info-viewer",
+            &[],
+            vec![urls(
+                &["get"],
+                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+            )],
+        ),
+        aggregated("admin", &[], TO_ADMIN),
+        aggregated("edit", &[(TO_ADMIN, "true")], TO_EDIT),
+        aggregated("view", &[(TO_EDIT, "true")], TO_VIEW),
+        role(
+            "system:aggregate-to-admin",
+            &[(TO_ADMIN, "true")],
+            vec![
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews"],
+                ),
+                r(READ_WRITE, &[GROUP], &["rolebindings", "roles"]),
+            ],
+        ),
+        role(
+            "system:aggregate-to-edit",
+            &[(TO_EDIT, "true")],
+            vec![
+                r(&["impersonate"], &[""], &["serviceaccounts"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/exec",
+                        "pods/portforward",
+                        "pods/proxy",
+                    ],
+                ),
+                r(&["create"], &[""], &["pods/eviction"]),
+                r(
+                    WRITE,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "secrets",
+                        "serviceaccounts",
+                        "services",
+                        "services/proxy",
+                    ],
+                ),
+                r(&["create"], &[""], &["serviceaccounts/token"]),
+                r(
+                    WRITE,
+                    &["apps"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "replicasets",
+                        "replicasets/scale",
+                        "statefulsets",
+                        "statefulsets/scale",
+                    ],
+                ),
+                r(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+                r(WRITE, &["batch"], &["cronjobs", "jobs"]),
+                r(WRITE, &["policy"], &["poddisruptionbudgets"]),
+                r(
+                    WRITE,
+                    &["networking.k8s.io"],
+                    &["ingresses", "networkpolicies"],
+                ),
+                r(READ_WRITE, &["coordination.k8s.io"], &["leases"]),
+            ],
+        ),
+        role(
+            "system:aggregate-to-view",
+            &[(TO_VIEW, "true")],
+            vec![
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "configmaps",
+                        "endpoints",
+                        "persistentvolumeclaims",
+                        "persistentvolumeclaims/status",
+                        "pods",
+                        "replicationcontrollers",
+                        "replicationcontrollers/scale",
+                        "serviceaccounts",
+                        "services",
+                        "services/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &[""],
+                    &[
+                        "bindings",
+                        "events",
+                        "limitranges",
+                        "namespaces/status",
+                        "pods/log",
+                        "pods/status",
+                        "replicationcontrollers/status",
+                        "resourcequotas",
+                        "resourcequotas/status",
+                    ],
+                ),
+                r(READ, &[""], &["namespaces"]),
+                r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                r(
+                    READ,
+                    &["apps"],
+                    &[
+                        "controllerrevisions",
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "statefulsets",
+                        "statefulsets/scale",
+                        "statefulsets/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["autoscaling"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
+                ),
+                r(
+                    READ,
+                    &["batch"],
+                    &["cronjobs", "cronjobs/status", "jobs", "jobs/status"],
+                ),
+                r(
+                    READ,
+                    &["policy"],
+                    &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+                ),
+                r(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingresses/status", "networkpolicies"],
+                ),
+            ],
+        ),
+        role(
+            "system:kube-scheduler",
+            &[],
+            vec![
+                r(EVENTS, &["", "events.k8s.io"], &["events"]),
+                r(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-scheduler"],
+                ),
+                r(READ, &[""], &["nodes"]),
+                r(&["delete", "get", "list", "watch"], &[""], &["pods"]),
+                r(&["create"], &[""], &["bindings", "pods/binding"]),
+                r(&["patch", "update"], &[""], &["pods/status"]),
+                r(READ, &[""], &["replicationcontrollers", "services"]),
+                r(READ, &["apps", "extensions"], &["replicasets"]),
+                r(READ, &["apps"], &["statefulsets"]),
+                r(READ, &["policy"], &["poddisruptionbudgets"]),
+                r(
+                    READ,
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+                r(READ, &["storage.k8s.io"], &["csinodes"]),
+                r(READ, &[""], &["namespaces"]),
+                r(
+                    READ,
+                    &["storage.k8s.io"],
+                    &["csidrivers", "csistoragecapacities"],
+                ),
+            ],
+        ),
+        role(
+            "system:volume-scheduler",
+            &[],
+            vec![
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(
+                    &["get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+            ],
+        ),
+        role(
+            "system:kube-controller-manager",
+            &[],
+            vec![
+                r(EVENTS, &["", "events.k8s.io"], &["events"]),
+                r(&["create"], &["coordination.k8s.io"], &["leases"]),
+                named(
+                    &["get", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["kube-controller-manager"],
+                ),
+                r(&["create"], &[""], &["secrets", "serviceaccounts"]),
+                r(&["delete"], &[""], &["secrets"]),
+                r(READ, &["*"], &["*"]),
+                r(&["create"], &[""], &["serviceaccounts/token"]),
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
+        // kube's placeholder: the Node authorizer, not this role, grants nodes their
+        // rights; the role is kept for compatibility and bound to nobody.
+        role(
+            "system:node",
+            &[],
+            vec![
+                r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                r(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["localsubjectaccessreviews", "subjectaccessreviews"],
+                ),
+                r(READ, &[""], &["services"]),
+                r(&["create", "get", "list", "watch"], &[""], &["nodes"]),
+                r(&["patch", "update"], &[""], &["nodes/status"]),
+                r(&["patch", "update"], &[""], &["nodes"]),
+                r(EVENTS, &["", "events.k8s.io"], &["events"]),
+                r(READ, &[""], &["pods"]),
+                r(&["create", "delete"], &[""], &["pods"]),
+                r(&["patch", "update"], &[""], &["pods/status"]),
+                r(&["create"], &[""], &["pods/eviction"]),
+                r(&["get"], &[""], &["configmaps", "secrets"]),
+                r(
+                    &["get"],
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
+                r(&["get"], &[""], &["endpoints"]),
+                r(
+                    &["create", "get", "list", "watch"],
+                    &["certificates.k8s.io"],
+                    &["certificatesigningrequests"],
+                ),
+                r(
+                    &["create", "delete", "get", "patch", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
+                r(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+                r(&["create"], &[""], &["serviceaccounts/token"]),
+                r(
+                    &["get", "patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims/status"],
+                ),
+                r(READ, &["storage.k8s.io"], &["csidrivers"]),
+                r(READ, &["node.k8s.io"], &["runtimeclasses"]),
+            ],
+        ),
+    ]
+}
+
+fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(name, &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects})
+}
+
+fn group(name: &str) -> Value {
+    json!({"apiGroup": GROUP, "kind": "Group", "name": name})
+}
+
+fn user(name: &str) -> Value {
+    json!({"apiGroup": GROUP, "kind": "User", "name": name})
+}
+
+/// The bootstrap ClusterRoleBindings.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    vec![
+        binding(
+            "cluster-admin",
+            "cluster-admin",
+            vec![group("system:masters")],
+        ),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            vec![group("system:monitoring")],
+        ),
+        binding(
+            "system:discovery",
+            "system:discovery",
+            vec![group("system:authenticated")],
+        ),
+        binding(
+            "system:basic-user",
+            "system:basic-user",
+            vec![group("system:authenticated")],
+        ),
+        binding(
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            vec![
+                group("system:authenticated"),
+                group("system:unauthenticated"),
+            ],
+        ),
+        binding(
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            vec![user("system:kube-controller-manager")],
+        ),
+        binding(
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
+        binding(
+            "system:volume-scheduler",
+            "system:volume-scheduler",
+            vec![user("system:kube-scheduler")],
+        ),
+        binding("system:node", "system:node", vec![]),
+        // Spindle's stopgap until nodes have identities of their own (issue 15, item 5):
+        // agents authenticate with the join token as group system:nodes and keep the
+        // rights they had before authorization existed.
+        binding(
+            "spindle:node-agents",
+            "cluster-admin",
+            vec![group("system:nodes")],
+        ),
+    ]
+}
+
+/// Rules or subjects of `want` missing from `have`, appended (kube's reconciliation
+/// adds, never removes).
+fn union(have: &mut Value, want: &Value, field: &str) -> bool {
+    let add: Vec<Value> = want
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|w| {
+            let h = have.get(field).and_then(Value::as_array);
+            w.iter()
+                .filter(|x| !h.is_some_and(|h| h.contains(x)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if add.is_empty() {
+        return false;
+    }
+    match have.get_mut(field).and_then(Value::as_array_mut) {
+        Some(list) => list.extend(add),
+        None => have[field] = Value::Array(add),
+    }
+    true
+}
+
+/// Create or reconcile the bootstrap policy in the store.
+pub async fn reconcile(st: &AppState) -> Result<()> {
+    let pairs = [
+        ("clusterroles", cluster_roles(), "rules"),
+        ("clusterrolebindings", cluster_role_bindings(), "subjects"),
+    ];
+    for (plural, objs, field) in pairs {
+        let Some(kind) = st.reg.by_resource(GROUP, "v1", plural) else {
+            continue;
+        };
+        for mut want in objs {
+            let name = want["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let k = rest::key(kind, None, Some(&name));
+            match st.store.get(&k).await? {
+                None => {
+                    want["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                    want["metadata"]["creationTimestamp"] = json!(rest::now_rfc3339());
+                    kind.default_object(&mut want);
+                    match st.store.create(&k, serde_json::to_vec(&want)?).await {
+                        Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Some(kv) => {
+                    let mut have: Value = serde_json::from_slice(&kv.value)?;
+                    let pinned = have.pointer(&format!(
+                        "/metadata/annotations/{}",
+                        AUTOUPDATE.replace('/', "~1")
+                    )) == Some(&json!("false"));
+                    // Aggregated roles' rules belong to the aggregation controller.
+                    let aggregated = have.get("aggregationRule").is_some_and(|a| !a.is_null());
+                    if pinned || (aggregated && field == "rules") || !union(&mut have, &want, field)
+                    {
+                        continue;
+                    }
+                    if let Some(m) = have.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    match st
+                        .store
+                        .update(&k, serde_json::to_vec(&have)?, Some(kv.mod_revision))
+                        .await
+                    {
+                        Ok(_) | Err(spindle_store::StoreError::Conflict { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
