@@ -382,6 +382,18 @@ fn validation(c: &Cluster) {
             !out.status.success() && err.contains("`selector` does not match template `labels`"),
             "{k}: {err}"
         );
+        let empty = statefulset("bad", "registry.local/web:1", "", "").replace(
+            "  selector:\n    matchLabels:\n      app: bad\n",
+            "  selector: {}\n",
+        );
+        let out = c.apply_stdin(k, &["create", "-f", "-"], &empty);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("spec.selector: Invalid value: ")
+                && err.contains(": empty selector is invalid for statefulset"),
+            "{k}: {err}"
+        );
     }
     c.apply(&statefulset(
         "fixed",

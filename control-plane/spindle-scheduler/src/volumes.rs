@@ -16,7 +16,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use spindle_meta::storage::SELECTED_NODE;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::model::{SchedPod, Term};
 
@@ -24,7 +24,6 @@ use crate::model::{SchedPod, Term};
 /// before it is tried again (kube-scheduler's --bind-timeout is 600 s; the local-path
 /// provisioner needs far less).
 const BIND_WAIT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(50);
 
 /// The claims, volumes and classes, as reflector stores the scheduling loop reads.
 #[derive(Clone)]
@@ -32,6 +31,9 @@ pub struct Volumes {
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
+    /// Ticks after every change of a claim: a binding waiting for its claims looks
+    /// again at once, not on a poll.
+    claims_changed: watch::Receiver<()>,
 }
 
 /// What the volumes say about a pod.
@@ -88,10 +90,16 @@ impl Volumes {
                 let _ = tx.send(msg());
             }
         };
+        let (changed_tx, claims_changed) = watch::channel(());
+        let claim_changed = notify(tx.clone());
         Volumes {
-            claims: reflect(client, notify(tx.clone())),
+            claims: reflect(client, move || {
+                changed_tx.send_replace(());
+                claim_changed();
+            }),
             volumes: reflect(client, notify(tx.clone())),
             classes: reflect(client, notify(tx)),
+            claims_changed,
         }
     }
 
@@ -169,7 +177,10 @@ impl Volumes {
             }
         }
         let deadline = tokio::time::Instant::now() + BIND_WAIT;
+        let mut changed = self.claims_changed.clone();
         loop {
+            // Seen before the look, so a change during it wakes the wait below.
+            changed.borrow_and_update();
             let all_bound = claims.iter().all(|name| {
                 self.claims
                     .get(&ObjectRef::new(name).within(&pod.namespace))
@@ -179,10 +190,12 @@ impl Volumes {
             if all_bound {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+            tokio::select! {
+                res = changed.changed() => if res.is_err() {
+                    return false;
+                },
+                _ = tokio::time::sleep_until(deadline) => return false,
             }
-            tokio::time::sleep(POLL).await;
         }
     }
 }

@@ -478,16 +478,26 @@ fn stream_of(is_err: bool) -> Stream {
     }
 }
 
+/// The pod's /etc/hosts: localhost, and the pod's own address under its hostname, first
+/// by its full name when it has a domain (`web-0.nginx.default.svc.cluster.local
+/// web-0`), as the kubelet writes it.
+fn hosts_file(host: &str, domain: Option<&str>, ip: Option<std::net::IpAddr>) -> String {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    match (ip, domain) {
+        (Some(ip), Some(domain)) => hosts.push_str(&format!("{ip}\t{host}.{domain}\t{host}\n")),
+        (Some(ip), None) => hosts.push_str(&format!("{ip}\t{host}\n")),
+        (None, _) => {}
+    }
+    hosts
+}
+
 /// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf for its containers.
 fn etc_binds(spec: &ContainerSpec, ip: Option<std::net::IpAddr>) -> Result<Vec<Bind>, String> {
     let dir = spec.meta.paths.etc();
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let host = &spec.meta.hostname;
-    let mut hosts =
-        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if let Some(ip) = ip {
-        hosts.push_str(&format!("{ip}\t{host}\n"));
-    }
+    let hosts = hosts_file(host, spec.meta.domain.as_deref(), ip);
     let write = |name: &str, text: &str| {
         let p = dir.join(name);
         std::fs::write(&p, text)
@@ -903,6 +913,19 @@ mod tests {
         assert_eq!(image_user(Some("nobody")), ImageUser::Name("nobody"));
         assert_eq!(image_user(Some("app:app")), ImageUser::Name("app"));
         assert_eq!(image_user(None), ImageUser::Id(0, None));
+    }
+
+    #[test]
+    fn hosts_name_a_pod_with_a_subdomain_by_its_full_name() {
+        let ip = Some("10.42.0.7".parse().expect("ip"));
+        let domain = Some("nginx.default.svc.cluster.local");
+        let own = |text: String| text.lines().last().unwrap_or_default().to_string();
+        assert_eq!(
+            own(hosts_file("web-0", domain, ip)),
+            "10.42.0.7\tweb-0.nginx.default.svc.cluster.local\tweb-0"
+        );
+        assert_eq!(own(hosts_file("web-0", None, ip)), "10.42.0.7\tweb-0");
+        assert!(!hosts_file("web-0", domain, None).contains("web-0"));
     }
 
     fn meta(security: Security) -> RunMeta {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
@@ -30,8 +30,12 @@ use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY, SELECTED_NOD
 use crate::volumes;
 use crate::Agent;
 
-/// How long a burst of changes is gathered into one pass.
-const SETTLE: Duration = Duration::from_millis(50);
+/// How long a burst of changes is gathered into one pass: short, as a pod waits for
+/// its claim's volume, yet long enough that a StatefulSet's claims, placed one after
+/// another by the scheduler, are provisioned in a few passes rather than one each.
+const SETTLE: Duration = Duration::from_millis(5);
+/// Volumes provisioned at once in a pass (each is a directory and a few API writes).
+const CONCURRENCY: usize = 16;
 
 /// Tags each event of a store's stream with the store's index and whether the store
 /// now holds a whole list.
@@ -49,8 +53,8 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
     let c = reflector(claims_w, watcher(Api::all(client.clone()), cfg())).default_backoff();
     let p = reflector(pvs_w, watcher(Api::all(client.clone()), cfg())).default_backoff();
     let s = reflector(classes_w, watcher(Api::all(client), cfg())).default_backoff();
-    // Every change leads to one pass over everything: level-triggered, so a pass that
-    // failed is retried by the next change or the periodic one.
+    // Every burst of changes leads to one pass over everything: level-triggered, so a
+    // pass that failed is retried by the next change or the periodic one.
     // Each event says which store it came from and whether that store now holds a
     // whole list.
     let mut changes = futures::stream::select_all([
@@ -59,6 +63,7 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
         s.map(listed(2)).boxed(),
     ]);
     let mut ready = [false; 3];
+    let mut made = Made::default();
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
@@ -69,21 +74,38 @@ pub async fn run(agent: Arc<Agent>, mut stop: tokio::sync::watch::Receiver<bool>
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        tokio::time::sleep(SETTLE).await;
+        // The changes that came meanwhile are part of this pass, not one pass each.
+        while let Some(ev) = changes.next().now_or_never() {
+            match ev {
+                Some((i, done)) => ready[i] |= done,
+                None => return,
+            }
+        }
         // Only once every store has its first list: a claim must not be provisioned
         // twice because the PV it already has was not listed yet.
         if !ready.iter().all(|r| *r) {
             continue;
         }
-        tokio::time::sleep(SETTLE).await;
-        pass(&agent, &claims, &pvs, &classes).await;
+        pass(&agent, &claims, &pvs, &classes, &mut made).await;
     }
 }
+
+/// The volumes this provisioner created that its PV store may not show yet: a pass
+/// that comes before the watch brings the new PV must not provision its claim again.
+/// Forgotten once the store has the PV, or after [`MADE_TTL`] (a PV deleted before the
+/// watch showed it may be provisioned again).
+#[derive(Default)]
+struct Made(std::collections::HashMap<String, std::time::Instant>);
+
+const MADE_TTL: Duration = Duration::from_secs(60);
 
 async fn pass(
     agent: &Agent,
     claims: &Store<PersistentVolumeClaim>,
     pvs: &Store<PersistentVolume>,
     classes: &Store<StorageClass>,
+    made: &mut Made,
 ) {
     let node = agent.opts.node_name.as_str();
     let ours: BTreeMap<String, Arc<PersistentVolume>> = pvs
@@ -97,15 +119,41 @@ async fn pass(
         .iter()
         .filter_map(|pv| pv.metadata.name.clone())
         .collect();
+    made.0
+        .retain(|name, at| !existing.contains(name) && at.elapsed() < MADE_TTL);
     let classes = classes.state();
+    let mut todo = Vec::new();
     for pvc in claims.state() {
         if let Some(class) = wants_volume(&pvc, node, &classes) {
             let name = volume_name(&pvc);
-            if !name.is_empty() && !existing.contains(&name) {
-                provision(agent, &pvc, class, &name, &ours).await;
+            if !name.is_empty() && !existing.contains(&name) && !made.0.contains_key(&name) {
+                todo.push((pvc, class.clone(), name));
             }
         }
     }
+    // Disk accounting counts what this pass provisions too, so claims provisioned at
+    // once cannot together promise more than the node holds.
+    let mut promised = promised(&ours);
+    let mut admitted = Vec::new();
+    for (pvc, class, name) in todo {
+        match admit(agent, &pvc, promised) {
+            Ok(want) => {
+                promised = promised.saturating_add(want);
+                admitted.push((pvc, class, name));
+            }
+            Err(e) => failed(agent, &pvc, &class, e).await,
+        }
+    }
+    let created: Vec<Option<String>> = futures::stream::iter(admitted)
+        .map(|(pvc, class, name)| async move {
+            provision(agent, &pvc, &class, &name).await.then_some(name)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let now = std::time::Instant::now();
+    made.0
+        .extend(created.into_iter().flatten().map(|name| (name, now)));
     for pv in ours.values() {
         if released_for_deletion(pv) {
             delete(agent, pv).await;
@@ -148,7 +196,7 @@ fn wants_volume<'a>(
     pvc: &PersistentVolumeClaim,
     node: &str,
     classes: &'a [Arc<StorageClass>],
-) -> Option<&'a StorageClass> {
+) -> Option<&'a Arc<StorageClass>> {
     let selected = pvc.metadata.annotations.as_ref()?.get(SELECTED_NODE)?;
     let spec = pvc.spec.as_ref()?;
     if selected != node
@@ -161,7 +209,7 @@ fn wants_volume<'a>(
     let class = classes
         .iter()
         .find(|c| c.metadata.name.as_deref() == Some(class_name))?;
-    (class.provisioner == LOCAL_PATH_PROVISIONER).then_some(class.as_ref())
+    (class.provisioner == LOCAL_PATH_PROVISIONER).then_some(class)
 }
 
 /// `pvc-<claim uid>`, as Kubernetes' external provisioners name their volumes.
@@ -184,94 +232,107 @@ fn requested(pvc: &PersistentVolumeClaim) -> Option<Quantity> {
         .cloned()
 }
 
+/// What a claim asks for, if the node's disk can hold it beside the `promised` bytes of
+/// its other local-path volumes.
+fn admit(agent: &Agent, pvc: &PersistentVolumeClaim, promised: u64) -> Result<u64, String> {
+    let size = requested(pvc).ok_or_else(|| "the claim requests no storage".to_string())?;
+    fits(&agent.host_paths.local_path_root, &size, promised)
+}
+
+/// A claim could not be provisioned: a warning on it, as external provisioners word it.
+async fn failed(agent: &Agent, pvc: &PersistentVolumeClaim, class: &StorageClass, e: String) {
+    let ns = pvc.metadata.namespace.as_deref().unwrap_or("default");
+    let claim = format!("{ns}/{}", pvc.metadata.name.as_deref().unwrap_or_default());
+    let class_name = class.metadata.name.as_deref().unwrap_or_default();
+    tracing::warn!(%claim, error = %e, "local-path provisioning failed");
+    agent
+        .events
+        .publish(
+            &object_ref(pvc),
+            EventType::Warning,
+            "ProvisioningFailed",
+            &format!("failed to provision volume with StorageClass {class_name:?}: {e}"),
+        )
+        .await;
+}
+
+/// Make the claim's directory and its PV; true once the PV exists.
 async fn provision(
     agent: &Agent,
     pvc: &PersistentVolumeClaim,
     class: &StorageClass,
     name: &str,
-    ours: &BTreeMap<String, Arc<PersistentVolume>>,
-) {
+) -> bool {
     let ns = pvc.metadata.namespace.as_deref().unwrap_or("default");
     let claim = format!("{ns}/{}", pvc.metadata.name.as_deref().unwrap_or_default());
-    let pvc_name = claim.clone();
-    let class_name = class.metadata.name.as_deref().unwrap_or_default();
-    let regarding = object_ref(pvc);
-    let failed = |e: String| async move {
-        tracing::warn!(%pvc_name, error = %e, "local-path provisioning failed");
-        agent
-            .events
-            .publish(
-                &regarding,
-                EventType::Warning,
-                "ProvisioningFailed",
-                &format!("failed to provision volume with StorageClass {class_name:?}: {e}"),
-            )
-            .await;
-    };
     let Some(size) = requested(pvc) else {
-        return failed("the claim requests no storage".into()).await;
+        return false;
     };
-    let root = agent.host_paths.local_path_root.clone();
-    if let Err(e) = fits(&root, &size, ours) {
-        return failed(e).await;
-    }
-    agent
+    let root = &agent.host_paths.local_path_root;
+    let regarding = object_ref(pvc);
+    let message = format!("External provisioner is provisioning volume for claim {claim:?}");
+    let announce = agent
         .events
-        .publish(
-            &object_ref(pvc),
-            EventType::Normal,
-            "Provisioning",
-            &format!("External provisioner is provisioning volume for claim {claim:?}"),
-        )
-        .await;
-    let dir = match volumes::make_local_path(name, &root) {
-        Ok(dir) => dir,
-        Err(e) => return failed(e.to_string()).await,
+        .publish(&regarding, EventType::Normal, "Provisioning", &message);
+    // The pod waits for the volume, not for the event: both go at once.
+    let make = async {
+        let dir = volumes::make_local_path(name, root).map_err(|e| e.to_string())?;
+        let pv = volume(pvc, class, name, size, &dir, &agent.opts.node_name);
+        let api: Api<PersistentVolume> = Api::all(agent.client.clone());
+        match api.create(&PostParams::default(), &pv).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    let pv = volume(pvc, class, name, size, &dir, &agent.opts.node_name);
-    let api: Api<PersistentVolume> = Api::all(agent.client.clone());
-    match api.create(&PostParams::default(), &pv).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => return,
-        Err(e) => return failed(e.to_string()).await,
+    let ((), made) = tokio::join!(announce, make);
+    match made {
+        Ok(false) => true,
+        Ok(true) => {
+            tracing::info!(claim, volume = name, "provisioned a local-path volume");
+            agent
+                .events
+                .publish(
+                    &object_ref(pvc),
+                    EventType::Normal,
+                    "ProvisioningSucceeded",
+                    &format!("Successfully provisioned volume {name}"),
+                )
+                .await;
+            true
+        }
+        Err(e) => {
+            failed(agent, pvc, class, e).await;
+            false
+        }
     }
-    tracing::info!(claim, volume = name, "provisioned a local-path volume");
-    agent
-        .events
-        .publish(
-            &object_ref(pvc),
-            EventType::Normal,
-            "ProvisioningSucceeded",
-            &format!("Successfully provisioned volume {name}"),
-        )
-        .await;
+}
+
+/// The bytes promised to the node's local-path volumes.
+fn promised(ours: &BTreeMap<String, Arc<PersistentVolume>>) -> u64 {
+    ours.values()
+        .filter_map(|pv| {
+            crate::resources::bytes(pv.spec.as_ref()?.capacity.as_ref()?.get("storage")?)
+        })
+        .sum()
 }
 
 /// Whether the node's disk can hold `size` more: no more than it has free now, and,
 /// with what the node's other local-path volumes were promised, no more than it holds.
-fn fits(
-    root: &std::path::Path,
-    size: &Quantity,
-    ours: &BTreeMap<String, Arc<PersistentVolume>>,
-) -> Result<(), String> {
+/// The size in bytes if so.
+fn fits(root: &std::path::Path, size: &Quantity, promised: u64) -> Result<u64, String> {
     let want = crate::resources::bytes(size).ok_or_else(|| format!("invalid size {:?}", size.0))?;
     std::fs::create_dir_all(root).map_err(|e| e.to_string())?;
     let st = rustix::fs::statvfs(root).map_err(|e| e.to_string())?;
     let total = st.f_blocks.saturating_mul(st.f_frsize);
     let free = st.f_bavail.saturating_mul(st.f_frsize);
-    let promised: u64 = ours
-        .values()
-        .filter_map(|pv| {
-            crate::resources::bytes(pv.spec.as_ref()?.capacity.as_ref()?.get("storage")?)
-        })
-        .sum();
     if want > free || promised.saturating_add(want) > total {
         return Err(format!(
             "node has not enough disk for {}: {free} bytes free, {promised} of {total} bytes already promised to local-path volumes",
             size.0
         ));
     }
-    Ok(())
+    Ok(want)
 }
 
 fn volume(

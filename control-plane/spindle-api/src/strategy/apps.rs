@@ -17,6 +17,8 @@ pub struct Workload {
     defaults: fn(&mut Value),
     restart_policies: &'static [&'static str],
     selector_required: bool,
+    /// The kind as the empty selector's message names it.
+    selector_kind: &'static str,
     initial_status: fn() -> Value,
     /// Rules of the kind beyond the workload's.
     extra_validation: fn(&Value, &mut Vec<FieldError>),
@@ -34,6 +36,7 @@ impl Workload {
             defaults,
             restart_policies,
             selector_required,
+            selector_kind: "deployment",
             initial_status: || json!({}),
             extra_validation: |_, _| {},
             update_validation: selector_immutable,
@@ -44,6 +47,11 @@ impl Workload {
     /// that clients insist on decoding (a typed client refuses a DaemonSet without them).
     const fn with_initial_status(mut self, initial_status: fn() -> Value) -> Workload {
         self.initial_status = initial_status;
+        self
+    }
+
+    const fn with_selector_kind(mut self, kind: &'static str) -> Workload {
+        self.selector_kind = kind;
         self
     }
 
@@ -68,7 +76,13 @@ impl Strategy for Workload {
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-        validate_workload(obj, errs, self.restart_policies, self.selector_required);
+        validate_workload(
+            obj,
+            errs,
+            self.restart_policies,
+            self.selector_required,
+            self.selector_kind,
+        );
         (self.extra_validation)(obj, errs);
     }
 
@@ -91,8 +105,10 @@ pub static DEPLOYMENTS: Workload = Workload::new(deployment_defaults, ALWAYS, tr
 pub static REPLICA_SETS: Workload = Workload::new(replica_set_defaults, ALWAYS, true);
 pub static DAEMON_SETS: Workload = Workload::new(daemon_set_defaults, ALWAYS, true)
     .with_initial_status(daemon_set_status)
+    .with_selector_kind("daemonset")
     .with_validation(validate_daemon_set);
 pub static STATEFUL_SETS: Workload = Workload::new(stateful_set_defaults, ALWAYS, true)
+    .with_selector_kind("statefulset")
     .with_validation(validate_stateful_set)
     .with_update_validation(validate_stateful_set_update);
 

@@ -26,7 +26,7 @@ impl Strategy for Jobs {
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
-        validate_workload(obj, errs, JOB_RESTART, false);
+        validate_workload(obj, errs, JOB_RESTART, false, "deployment");
         validate_job(obj, errs);
     }
 

@@ -121,6 +121,27 @@ fn selector_must_match_template() {
         .contains("`selector` does not match template `labels`"));
 }
 
+/// An empty selector would select every pod of the namespace; kube-apiserver names the
+/// kind in its message (and says "deployment" for a ReplicaSet too).
+#[test]
+fn empty_selectors_name_the_kind() {
+    for (kind_name, word) in [
+        ("Deployment", "deployment"),
+        ("ReplicaSet", "deployment"),
+        ("DaemonSet", "daemonset"),
+        ("StatefulSet", "statefulset"),
+    ] {
+        let obj = json!({"metadata":{"name":"web","namespace":"default"},"spec":{"serviceName":"web","selector":{},"template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}});
+        let errs = validate(kind_name, true, &obj);
+        let want = format!("empty selector is invalid for {word}");
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "spec.selector" && e.message.ends_with(&want)),
+            "{kind_name}: {errs:?}"
+        );
+    }
+}
+
 #[test]
 fn disruption_budgets() {
     let pdb =

@@ -51,11 +51,14 @@ pub(super) fn validate_label_selector(sel: &Value, field: &str, errs: &mut Vec<F
 }
 
 /// Workload: selector required, non-empty, and must select the template's labels.
+/// `kind` names the workload in the empty selector's message, as kube-apiserver words
+/// it ("deployment" for a ReplicaSet too).
 pub(crate) fn validate_workload(
     obj: &Value,
     errs: &mut Vec<FieldError>,
     restart_policies: &[&str],
     selector_required: bool,
+    kind: &str,
 ) {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     if let Some(r) = spec.get("replicas") {
@@ -82,7 +85,7 @@ pub(crate) fn validate_workload(
                 errs.push(FieldError::invalid(
                     "spec.selector",
                     sel,
-                    "empty selector is invalid for deployment",
+                    &format!("empty selector is invalid for {kind}"),
                 ));
             } else if Matcher::try_from_json(Some(sel))
                 .is_ok_and(|m| !m.matches_json(Some(&Value::Object(tpl_labels.clone()))))

@@ -33,7 +33,9 @@ pub use matching::{best_match, bound_to, claim_class, node_fits, satisfies, ForN
 pub const COMPONENT: &str = "persistentvolume-controller";
 /// kube-controller-manager's --pvclaimbinder-sync-period.
 const RESYNC: Duration = Duration::from_secs(15);
-const WORKERS: usize = 4;
+/// A StatefulSet's claims come in a burst and each binding is a few writes that its
+/// pod waits for; the queue keeps one key on one worker at a time.
+const WORKERS: usize = 16;
 
 /// The binder's caches.
 #[derive(Clone)]

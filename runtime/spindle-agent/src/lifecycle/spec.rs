@@ -137,6 +137,12 @@ pub(super) fn for_run(
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| h.name.clone())
         },
+        domain: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.subdomain.as_deref())
+            .filter(|d| !d.is_empty() && !host_network)
+            .map(|d| format!("{d}.{}.svc.{}", h.namespace, agent.opts.net.cluster_domain)),
         paths: h.paths.clone(),
         pod: format!("{}_{}({})", h.name, h.namespace, h.uid),
         container: c.name.clone(),

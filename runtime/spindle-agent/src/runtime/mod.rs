@@ -56,6 +56,9 @@ pub struct RunMeta {
     /// Unique per pod, container and run (64 hex digits).
     pub id: String,
     pub hostname: String,
+    /// The pod's domain when it has a `subdomain` (`<subdomain>.<namespace>.svc.<cluster
+    /// domain>`): /etc/hosts then names the pod by its full name too, as the kubelet's.
+    pub domain: Option<String>,
     /// The pod's directory (its /etc files and resolv.conf).
     pub paths: PodPaths,
     /// The pod as the kubelet names it in messages (`name_namespace(uid)`) and the

@@ -35,6 +35,19 @@ pub fn claim_of(pod: &Pod, v: &Volume) -> Option<(String, bool)> {
     })
 }
 
+/// How long a claim found not yet bound (or its volume not yet visible) is looked at
+/// again before the pod is failed: the scheduler binds a pod once the claim names its
+/// volume, and the binder writes the claim's Bound phase just after, so a pod may well
+/// get here first. The kubelet too waits for its volumes rather than fail the pod.
+const BIND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Why a claim cannot be mounted: for now, or for good.
+enum Unready {
+    NotYet(ConfigError),
+    Refused(ConfigError),
+}
+
 /// Mount the volume behind claim `name` onto `target`; returns the path runtimes mount.
 pub async fn prepare(
     pod: &Pod,
@@ -44,23 +57,47 @@ pub async fn prepare(
     src: &Sources,
     policy: &HostPolicy,
 ) -> Result<PathBuf, ConfigError> {
+    let deadline = tokio::time::Instant::now() + BIND_WAIT;
+    loop {
+        match bound_volume(pod, v, name, src).await {
+            Ok(pv) => return mount_volume(&pv, target, policy),
+            Err(Unready::NotYet(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(RECHECK).await
+            }
+            Err(Unready::NotYet(e) | Unready::Refused(e)) => return Err(e),
+        }
+    }
+}
+
+/// The volume claim `name` is bound to.
+async fn bound_volume(
+    pod: &Pod,
+    v: &Volume,
+    name: &str,
+    src: &Sources,
+) -> Result<PersistentVolume, Unready> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let pvc = src
         .claim(name)
-        .await?
-        .ok_or_else(|| err(format!("persistentvolumeclaim {name:?} not found")))?;
+        .await
+        .map_err(Unready::Refused)?
+        .ok_or_else(|| {
+            Unready::Refused(err(format!("persistentvolumeclaim {name:?} not found")))
+        })?;
     check_claim(pod, v, ns, name, &pvc)?;
     let pv_name = pvc
         .spec
         .as_ref()
         .and_then(|s| s.volume_name.clone())
         .unwrap_or_default();
-    let pv = src.volume(&pv_name).await?.ok_or_else(|| {
-        err(format!(
-            "error processing PVC {ns}/{name}: persistentvolume {pv_name:?} not found"
-        ))
-    })?;
-    mount_volume(&pv, target, policy)
+    src.volume(&pv_name)
+        .await
+        .map_err(Unready::Refused)?
+        .ok_or_else(|| {
+            Unready::NotYet(err(format!(
+                "error processing PVC {ns}/{name}: persistentvolume {pv_name:?} not found"
+            )))
+        })
 }
 
 /// What the kubelet checks of a claim before it mounts it (its wording).
@@ -70,7 +107,7 @@ fn check_claim(
     ns: &str,
     name: &str,
     pvc: &PersistentVolumeClaim,
-) -> Result<(), ConfigError> {
+) -> Result<(), Unready> {
     if v.ephemeral.is_some() {
         let owned = pvc
             .metadata
@@ -80,22 +117,22 @@ fn check_claim(
             .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref() && o.controller == Some(true));
         if !owned {
             let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-            return Err(err(format!(
+            return Err(Unready::Refused(err(format!(
                 "PVC {ns}/{name} was not created for pod {ns}/{pod_name} (pod is not owner)"
-            )));
+            ))));
         }
     }
     if pvc.metadata.deletion_timestamp.is_some() {
-        return Err(err(format!(
+        return Err(Unready::Refused(err(format!(
             "error processing PVC {ns}/{name}: PVC is being deleted"
-        )));
+        ))));
     }
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
     if !bound || volume.is_none_or(str::is_empty) {
-        return Err(err(format!(
+        return Err(Unready::NotYet(err(format!(
             "error processing PVC {ns}/{name}: PVC is not bound"
-        )));
+        ))));
     }
     Ok(())
 }
