@@ -322,7 +322,17 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
     wait_event(&c, "many", "SuccessfulCreate", |m| {
         m.starts_with("Created pod: many-")
     });
-    wait_event(&c, "many", "Completed", |m| m == "Job completed");
+    // 50 "Created pod" events go through the event correlator as in Kubernetes: nine
+    // of their own, then one combined event whose count goes up, and no more writes
+    // once the controller used its burst of 25 on this Job.
+    wait_event(&c, "many", "SuccessfulCreate", |m| {
+        m.starts_with("(combined from similar events): Created pod: many-")
+    });
+    let created = events(&c, "many")
+        .into_iter()
+        .filter(|(reason, _)| reason == "SuccessfulCreate")
+        .count();
+    assert_eq!(created, 10, "nine events and a combined one");
     // What `kubectl describe` and `kubectl get` print of it. The columns are the
     // server's Table, so kubectl 1.27 shows the STATUS column a 1.28+ server adds too.
     for k in kubectls() {
@@ -343,8 +353,9 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
             l.starts_with("Normal SuccessfulCreate ")
                 && l.contains(" job-controller Created pod: many-")
         });
-        assert_line(events, "Completed event", |l| {
-            l.starts_with("Normal Completed ") && l.ends_with(" job-controller Job completed")
+        assert_line(events, "combined SuccessfulCreate event", |l| {
+            l.starts_with("Normal SuccessfulCreate ")
+                && l.contains(" job-controller (combined from similar events): Created pod: many-")
         });
         let (head, row) = get_row(&c, k, "many");
         assert_eq!(
@@ -395,6 +406,11 @@ fn jobs_run_complete_fail_and_stop_as_kubernetes_does() {
     let d = describe(&c, KUBECTL_DEFAULT, &["job", "indexed"]);
     assert_line(&d, "Completion Mode", |l| l == "Completion Mode: Indexed");
     assert_line(&d, "Completed Indexes", |l| l == "Completed Indexes: 0-5");
+    wait_event(&c, "indexed", "Completed", |m| m == "Job completed");
+    let d = describe(&c, KUBECTL_DEFAULT, &["job", "indexed"]);
+    assert_line(&d, "Completed event", |l| {
+        l.starts_with("Normal Completed ") && l.ends_with(" job-controller Job completed")
+    });
 
     // kubectl create job, with each kubectl. The command replaces the guest's argv
     // whole, argv[0] included, as for a process.

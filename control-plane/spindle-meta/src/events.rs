@@ -1,15 +1,21 @@
-//! Events (core/v1) for `kubectl describe`, aggregated like Kubernetes' recorder: a
-//! repeat of the same reason and message on the same object bumps `count` instead of
-//! creating another Event.
+//! Events (core/v1) for `kubectl describe`, recorded as Kubernetes' components record
+//! them: through client-go's correlator (repeats bump `count`, similar events are combined,
+//! a source is throttled per object: see [`correlator`]), and for a node agent at the
+//! kubelet's event rate, dropping what its queue cannot hold.
+
+pub mod correlator;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::Mutex;
+use tokio::sync::mpsc;
+
+use correlator::{Correlator, Decision, Draft, TokenBucket};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -26,19 +32,47 @@ impl EventType {
     }
 }
 
-/// Most distinct (object, reason, message) keys remembered for aggregation.
-const MAX_KEYS: usize = 4096;
-
-/// (object uid, reason, message) -> (event name, event namespace, count).
-type Seen = HashMap<(String, String, String), (String, String, i32)>;
+/// Events a rate-limited recorder holds before it drops new ones (client-go's
+/// maxQueuedEvents).
+const QUEUE_LEN: usize = 1000;
+/// Names of the Events written, remembered for count patches.
+const MAX_WRITTEN: usize = 4096;
 
 #[derive(Clone)]
 pub struct Recorder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Client,
     component: String,
     /// The node a kubelet-like reporter runs on (EventSource.host, reportingInstance).
     host: Option<String>,
-    seen: Arc<Mutex<Seen>>,
+    state: Mutex<State>,
+    /// Writes per second and burst, for a recorder that queues (the kubelet's
+    /// eventRecordQPS and eventBurst); None writes at once.
+    rate: Option<(f64, f64)>,
+    queue: OnceLock<mpsc::Sender<Pending>>,
+}
+
+#[derive(Default)]
+struct State {
+    correlator: Correlator,
+    /// Correlator key -> (Event name, namespace).
+    written: HashMap<String, (String, String)>,
+}
+
+/// An event waiting in a rate-limited recorder's queue.
+struct Pending {
+    regarding: ObjectReference,
+    ty: EventType,
+    reason: String,
+    message: String,
+}
+
+/// Tokio's clock, so that tests with paused time drive the correlator and the rate.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// An ObjectReference for any typed object.
@@ -51,23 +85,47 @@ where
 
 impl Recorder {
     pub fn new(client: Client, component: &str) -> Self {
-        Recorder {
-            client,
-            component: component.to_string(),
-            host: None,
-            seen: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self::build(client, component, None, None)
     }
 
     /// A recorder for a per-node component such as the node agent ("kubelet" on `host`).
     pub fn on_host(client: Client, component: &str, host: &str) -> Self {
+        Self::build(client, component, Some(host.to_string()), None)
+    }
+
+    /// The same recorder writing at most `qps` events per second (bursts of `burst`)
+    /// from a queue of [`QUEUE_LEN`]; events that find the queue full are dropped, as the
+    /// kubelet's are.
+    pub fn rate_limited(self, qps: f64, burst: u32) -> Self {
+        let i = &self.inner;
+        Self::build(
+            i.client.clone(),
+            &i.component,
+            i.host.clone(),
+            Some((qps, f64::from(burst.max(1)))),
+        )
+    }
+
+    fn build(
+        client: Client,
+        component: &str,
+        host: Option<String>,
+        rate: Option<(f64, f64)>,
+    ) -> Self {
         Recorder {
-            host: Some(host.to_string()),
-            ..Recorder::new(client, component)
+            inner: Arc::new(Inner {
+                client,
+                component: component.to_string(),
+                host,
+                state: Mutex::new(State::default()),
+                rate,
+                queue: OnceLock::new(),
+            }),
         }
     }
 
-    /// Record an event; failures are logged, never fatal to the caller's reconcile.
+    /// Record an event; failures are logged, never fatal to the caller's reconcile. A
+    /// rate-limited recorder only queues it.
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -75,42 +133,123 @@ impl Recorder {
         reason: &str,
         message: &str,
     ) {
-        if let Err(e) = self.try_publish(regarding, ty, reason, message).await {
-            tracing::debug!(reason, error = %e, "could not record event");
+        let p = Pending {
+            regarding: regarding.clone(),
+            ty,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        match self.inner.rate {
+            Some(rate) => self.enqueue(p, rate),
+            None => self.inner.record(p, None).await,
         }
     }
 
-    async fn try_publish(
+    fn enqueue(&self, p: Pending, (qps, burst): (f64, f64)) {
+        let tx = self.inner.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE_LEN);
+            // The writer holds the recorder's state only: it ends when every Recorder
+            // clone (and so the sender) is gone.
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut bucket = TokenBucket::new(qps, burst, now());
+                while let Some(p) = rx.recv().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.record(p, Some(&mut bucket)).await;
+                }
+            });
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Full(p)) = tx.try_send(p) {
+            tracing::debug!(reason = %p.reason, "event queue full; event dropped");
+        }
+    }
+}
+
+impl Inner {
+    async fn record(&self, p: Pending, bucket: Option<&mut TokenBucket>) {
+        let draft = Draft {
+            object: p.regarding.uid.clone().unwrap_or_else(|| {
+                format!(
+                    "{:?}",
+                    (&p.regarding.kind, &p.regarding.namespace, &p.regarding.name)
+                )
+            }),
+            type_: p.ty.as_str(),
+            reason: p.reason.clone(),
+            message: p.message.clone(),
+        };
+        let decision = self.lock().correlator.correlate(&draft, now());
+        let (key, count, message) = match decision {
+            Decision::Skip => return,
+            Decision::Create { key, message } => (key, 1, message),
+            Decision::Patch {
+                key,
+                count,
+                message,
+            } => (key, count, message),
+        };
+        if let Some(b) = bucket {
+            let wait = b.take(now());
+            if wait > Duration::ZERO {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let prior = self.lock().written.get(&key).cloned();
+        let result = match prior {
+            Some((name, ns)) if count > 1 => {
+                match self.patch(&name, &ns, count, &message).await {
+                    Ok(()) => Ok((name, ns)),
+                    // Gone (expired or deleted): a new Event carries the count on.
+                    Err(_) => self.create(&p, count, &message).await,
+                }
+            }
+            _ => self.create(&p, count, &message).await,
+        };
+        let mut st = self.lock();
+        match result {
+            Ok(written) => {
+                if st.written.len() >= MAX_WRITTEN {
+                    st.written.clear();
+                }
+                st.written.insert(key, written);
+            }
+            Err(e) => {
+                tracing::debug!(reason = %p.reason, error = %e, "could not record event");
+                st.correlator.forget(&key);
+                st.written.remove(&key);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain maps: one poisoned by a panicking writer is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn patch(&self, name: &str, ns: &str, count: i32, message: &str) -> kube::Result<()> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let patch = serde_json::json!({"count": count, "lastTimestamp": now, "message": message});
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Create the Event; Ok((name, namespace)).
+    async fn create(
         &self,
-        regarding: &ObjectReference,
-        ty: EventType,
-        reason: &str,
+        p: &Pending,
+        count: i32,
         message: &str,
-    ) -> kube::Result<()> {
+    ) -> kube::Result<(String, String)> {
+        let regarding = &p.regarding;
         let ns = regarding
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_string());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let key = (
-            regarding.uid.clone().unwrap_or_default(),
-            reason.to_string(),
-            message.to_string(),
-        );
-        let prior = self.seen.lock().await.get(&key).cloned();
-        if let Some((name, evns, count)) = prior {
-            let patch = serde_json::json!({"count": count + 1, "lastTimestamp": now});
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &evns);
-            if api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .is_ok()
-            {
-                self.seen.lock().await.insert(key, (name, evns, count + 1));
-                return Ok(());
-            }
-        }
         let base = regarding.name.clone().unwrap_or_else(|| "object".into());
         // Named as Kubernetes' recorder names them, "<object>.<unix nanos in hex>": a list
         // is in name order, so an object's events list in the order they happened, and
@@ -125,16 +264,16 @@ impl Recorder {
                 ..Default::default()
             },
             involved_object: regarding.clone(),
-            reason: Some(reason.to_string()),
+            reason: Some(p.reason.clone()),
             message: Some(message.to_string()),
-            type_: Some(ty.as_str().to_string()),
-            count: Some(1),
+            type_: Some(p.ty.as_str().to_string()),
+            count: Some(count),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
             event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
-            action: Some(reason.to_string()),
+            action: Some(p.reason.clone()),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
                 host: self.host.clone(),
@@ -153,12 +292,7 @@ impl Recorder {
             ev.metadata.name = Some(name.clone());
             api.create(&PostParams::default(), &ev).await?;
         }
-        let mut seen = self.seen.lock().await;
-        if seen.len() >= MAX_KEYS {
-            seen.clear();
-        }
-        seen.insert(key, (name, ns, 1));
-        Ok(())
+        Ok((name, ns))
     }
 }
 

@@ -53,6 +53,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+/// Events the agent writes per second, and in a burst: the kubelet's defaults
+/// (`--event-qps`, `--event-burst`). A node starting a thousand pods a second would
+/// otherwise spend most of the API server's writes on Pulled/Created/Started events;
+/// beyond the queue they are dropped, as the kubelet's are.
+const EVENT_QPS: f64 = 50.0;
+const EVENT_BURST: u32 = 100;
+
 /// What an agent is told at start.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -174,7 +181,8 @@ pub async fn run(
     let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
     let local_path_root = paths.storage();
     let agent = Arc::new(Agent {
-        events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name),
+        events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name)
+            .rate_limited(EVENT_QPS, EVENT_BURST),
         client,
         paths,
         node_ip,

@@ -30,7 +30,13 @@ fn parse_name(name: &str) -> Option<(u32, usize)> {
 /// Rotation indexes present for one run, ascending (newest first).
 pub(crate) fn list_indexes(dir: &Path, restart: u32) -> io::Result<Vec<usize>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(dir)? {
+    // No directory yet: the run has printed nothing (the writer makes it lazily).
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
         if let Some((r, index)) = entry.file_name().to_str().and_then(parse_name) {
             if r == restart {

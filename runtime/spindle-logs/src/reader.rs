@@ -38,8 +38,9 @@ const MAX_SCAN_LINE: usize = 1024 * 1024;
 /// the stream keeps going with new records, across rotations, until the
 /// writer closes. Otherwise it ends at the end of the files.
 ///
-/// A run without a file yet gives an empty stream if `dir` exists, and a
-/// `NotFound` error otherwise. File access runs on tokio's blocking pool,
+/// A run without a file yet (or without even its directory: the writer makes
+/// both at the first output) gives an empty stream; whether the run exists at all
+/// is the caller's to know. File access runs on tokio's blocking pool,
 /// so the stream has to be polled within a tokio runtime.
 pub fn read(
     dir: &Path,
@@ -157,7 +158,7 @@ impl Reader {
             // The writer's lock keeps rotation out while the files are
             // opened, and tells which generation the newest one is.
             Some(live) => {
-                let (opened, gen, closed) = live.shared.open_all().map_err(|e| missing(e, &dir))?;
+                let (opened, gen, closed) = live.shared.open_all()?;
                 let follow = (opts.follow && !closed).then(|| Follow {
                     changes: live.shared.subscribe(),
                     shared: live.shared,
@@ -166,7 +167,7 @@ impl Reader {
                 });
                 (opened, follow)
             }
-            None => (open_all(&dir, restart).map_err(|e| missing(e, &dir))?, None),
+            None => (open_all(&dir, restart)?, None),
         };
         let mut files: Vec<File> = opened.into_iter().map(|Opened { file, .. }| file).collect();
         // A read that does not follow shows the log as it was when asked:
@@ -314,18 +315,6 @@ impl Reader {
                 self.follow = None;
             }
         }
-    }
-}
-
-/// The error for a run whose files cannot be listed.
-fn missing(e: io::Error, dir: &Path) -> io::Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("log directory {} not found", dir.display()),
-        )
-    } else {
-        e
     }
 }
 

@@ -278,14 +278,31 @@ async fn tail_since_timestamps_limit() {
 async fn missing_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(read_all(dir.path(), LogOptions::default(), None).await, "");
+    // The writer makes the directory at the first output: until then a run reads as
+    // empty, as a silent container's log does.
     let gone = dir.path().join("gone");
-    let mut stream = Box::pin(read(&gone, 0, LogOptions::default(), None));
-    let first = stream.next().await.expect("an item");
-    assert_eq!(
-        first.expect_err("missing dir").kind(),
-        std::io::ErrorKind::NotFound
-    );
-    assert!(stream.next().await.is_none());
+    assert_eq!(read_all(&gone, LogOptions::default(), None).await, "");
+}
+
+#[tokio::test]
+async fn a_silent_run_makes_no_file_and_a_follower_still_sees_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("main");
+    let log = writer(&logs, Rotation::default());
+    assert!(!logs.exists(), "nothing printed, nothing made");
+    let follow = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = Box::pin(read(&logs, 0, follow, Some(log.live())));
+    log.write(Stream::Stdout, b"first words\n");
+    log.close();
+    let mut out = String::new();
+    while let Some(chunk) = stream.next().await {
+        out.push_str(std::str::from_utf8(&chunk.expect("read")).expect("utf-8"));
+    }
+    assert_eq!(out, "first words\n");
+    assert!(logs.join("0.log").exists());
 }
 
 #[tokio::test]

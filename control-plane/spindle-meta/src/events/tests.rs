@@ -143,3 +143,69 @@ async fn a_name_collision_takes_the_next_nanosecond() {
         format!("/api/v1/namespaces/web/events/{}", names[1])
     );
 }
+
+fn object(i: usize) -> ObjectReference {
+    ObjectReference {
+        name: Some(format!("p-{i}")),
+        uid: Some(format!("u-{i}")),
+        ..pod_ref()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_recorder_writes_at_its_rate_and_drops_what_its_queue_cannot_hold() {
+    let (client, log) = fake_client(0);
+    let rec = Recorder::on_host(client, "kubelet", "node-a").rate_limited(50.0, 100);
+    // Published faster than written: only the queue's worth survives.
+    for i in 0..1200 {
+        rec.publish(
+            &object(i),
+            EventType::Normal,
+            "Started",
+            "Started container main",
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(requests(&log).len(), 100, "the burst at once");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_a_second = requests(&log).len();
+    assert!((149..=151).contains(&after_a_second), "{after_a_second}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let reqs = requests(&log);
+    assert_eq!(reqs.len(), QUEUE_LEN, "the rest dropped");
+    // In the order published: the first ones were kept.
+    assert_eq!(reqs[0].2["involvedObject"]["name"], "p-0");
+    assert_eq!(
+        reqs[QUEUE_LEN - 1].2["involvedObject"]["name"],
+        format!("p-{}", QUEUE_LEN - 1)
+    );
+}
+
+#[tokio::test]
+async fn a_chatty_controller_is_combined_then_throttled_per_object() {
+    let (client, log) = fake_client(0);
+    let rec = Recorder::new(client, "job-controller");
+    for i in 0..60 {
+        rec.publish(
+            &pod_ref(),
+            EventType::Normal,
+            "SuccessfulCreate",
+            &format!("Created pod: j-{i}"),
+        )
+        .await;
+    }
+    let reqs = requests(&log);
+    let methods: Vec<_> = reqs.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert_eq!(methods.len(), 25, "{methods:?}");
+    assert_eq!(methods.iter().filter(|m| **m == "POST").count(), 10);
+    assert_eq!(
+        reqs[9].2["message"],
+        format!("{}Created pod: j-9", correlator::COMBINED_PREFIX)
+    );
+    assert_eq!(reqs[24].2["count"], 16);
+    assert_eq!(
+        reqs[24].2["message"],
+        format!("{}Created pod: j-24", correlator::COMBINED_PREFIX)
+    );
+}
