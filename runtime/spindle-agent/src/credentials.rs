@@ -64,7 +64,8 @@ fn unix_now() -> i64 {
 /// `nextRotationDeadline`.
 pub fn renewal_time(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     let life = (not_after - not_before).max(0) as f64;
-    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))) as i64
+    // Rounded, not truncated: 0.7 + 0.2 is 0.8999… in binary floating point.
+    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
 }
 
 /// The node's credential: the client the agent uses, whose certificate renewal swaps.
