@@ -64,7 +64,10 @@ fn node_ok(c: &Cluster, kubectl: &str, data: &str, args: &[&str]) -> String {
 fn node_forbidden(c: &Cluster, kubectl: &str, data: &str, args: &[&str], message: &str) {
     let out = as_node(c, kubectl, data, args);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{kubectl} as {data} {args:?} succeeded");
+    assert!(
+        !out.status.success(),
+        "{kubectl} as {data} {args:?} succeeded"
+    );
     assert!(
         err.contains(&format!("Error from server (Forbidden): {message}")),
         "{kubectl} as {data} {args:?}: {err}"
@@ -139,11 +142,26 @@ fn a_node_reaches_only_what_its_own_pods_use() {
     };
     for kubectl in kubectls() {
         // Each node reads what its own pod uses...
-        let s1 = node_ok(&c, kubectl, "n1-data", &["get", "secret", "s1", "-o", "jsonpath={.data.k}"]);
+        let s1 = node_ok(
+            &c,
+            kubectl,
+            "n1-data",
+            &["get", "secret", "s1", "-o", "jsonpath={.data.k}"],
+        );
         assert_eq!(decoded(&s1), "one");
-        let cm1 = node_ok(&c, kubectl, "n1-data", &["get", "configmap", "cm1", "-o", "jsonpath={.data.k}"]);
+        let cm1 = node_ok(
+            &c,
+            kubectl,
+            "n1-data",
+            &["get", "configmap", "cm1", "-o", "jsonpath={.data.k}"],
+        );
         assert_eq!(cm1, "conf");
-        let s2 = node_ok(&c, kubectl, "n2-data", &["get", "secret", "s2", "-o", "jsonpath={.data.k}"]);
+        let s2 = node_ok(
+            &c,
+            kubectl,
+            "n2-data",
+            &["get", "secret", "s2", "-o", "jsonpath={.data.k}"],
+        );
         assert_eq!(decoded(&s2), "two");
         // ...and nothing used only on the other node, nor a list of everything.
         node_forbidden(
@@ -168,12 +186,23 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             r#"secrets is forbidden: User "system:node:n1" cannot list resource "secrets" in API group "" in the namespace "default""#,
         );
         // A node changes its own Node, not another's.
-        node_ok(&c, kubectl, "n1-data", &["label", "node", "n1", "--overwrite", "example.com/own=yes"]);
+        node_ok(
+            &c,
+            kubectl,
+            "n1-data",
+            &["label", "node", "n1", "--overwrite", "example.com/own=yes"],
+        );
         node_forbidden(
             &c,
             kubectl,
             "n1-data",
-            &["label", "node", "n2", "--overwrite", "example.com/taken=yes"],
+            &[
+                "label",
+                "node",
+                "n2",
+                "--overwrite",
+                "example.com/taken=yes",
+            ],
             r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#,
         );
         // Nothing cluster-wide.
@@ -188,7 +217,13 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             &c,
             kubectl,
             "n1-data",
-            &["create", "clusterrole", "from-a-node", "--verb=get", "--resource=secrets"],
+            &[
+                "create",
+                "clusterrole",
+                "from-a-node",
+                "--verb=get",
+                "--resource=secrets",
+            ],
             r#"clusterroles.rbac.authorization.k8s.io is forbidden: User "system:node:n1" cannot create resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope"#,
         );
     }
@@ -197,19 +232,31 @@ fn a_node_reaches_only_what_its_own_pods_use() {
     let status_patch = |pod: &str, message: &str| {
         let pki = c.dir.path().join("n1-data/pki");
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "--max-time", "30", "-X", "PATCH", "-w", "\n%{http_code}"])
-            .arg("--cacert")
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("client.crt"))
-            .arg("--key")
-            .arg(pki.join("client.key"))
-            .args(["-H", "Content-Type: application/merge-patch+json", "--data-binary"])
-            .arg(format!(r#"{{"status":{{"message":"{message}"}}}}"#))
-            .arg(format!(
-                "{}/api/v1/namespaces/default/pods/{pod}/status",
-                c.server_url()
-            ));
+        cmd.args([
+            "-s",
+            "--max-time",
+            "30",
+            "-X",
+            "PATCH",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("client.crt"))
+        .arg("--key")
+        .arg(pki.join("client.key"))
+        .args([
+            "-H",
+            "Content-Type: application/merge-patch+json",
+            "--data-binary",
+        ])
+        .arg(format!(r#"{{"status":{{"message":"{message}"}}}}"#))
+        .arg(format!(
+            "{}/api/v1/namespaces/default/pods/{pod}/status",
+            c.server_url()
+        ));
         let out = output_within(&mut cmd, None, Duration::from_secs(60));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));

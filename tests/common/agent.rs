@@ -70,4 +70,3 @@ impl Drop for Agent {
         self.stop();
     }
 }
-

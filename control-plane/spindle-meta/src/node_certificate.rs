@@ -13,7 +13,9 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
-use crate::certificates::{new_request, KUBE_APISERVER_CLIENT_KUBELET, NODES_GROUP, NODE_USER_PREFIX};
+use crate::certificates::{
+    new_request, KUBE_APISERVER_CLIENT_KUBELET, NODES_GROUP, NODE_USER_PREFIX,
+};
 
 /// The first wait between looks at the request; doubled up to [`MAX_POLL`]. Approval
 /// and signing take a few milliseconds on an idle control plane, and many nodes may be

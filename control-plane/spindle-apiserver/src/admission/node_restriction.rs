@@ -77,7 +77,13 @@ impl Admission for NodeRestriction {
                 }
             }
             ("", "pods", None) if a.operation == Operation::Create => {
-                if obj.pointer(&format!("/metadata/annotations/{}", MIRROR_ANNOTATION.replace('/', "~1"))).is_none() {
+                if obj
+                    .pointer(&format!(
+                        "/metadata/annotations/{}",
+                        MIRROR_ANNOTATION.replace('/', "~1")
+                    ))
+                    .is_none()
+                {
                     return Err(forbidden(
                         group,
                         plural,
@@ -90,7 +96,9 @@ impl Admission for NodeRestriction {
                         group,
                         plural,
                         a.name,
-                        format!("node {node:?} can only create pods with spec.nodeName set to itself"),
+                        format!(
+                            "node {node:?} can only create pods with spec.nodeName set to itself"
+                        ),
                     ));
                 }
             }
@@ -177,14 +185,7 @@ pub async fn check_token(
     let Some(node) = node_name(user) else {
         return Ok(());
     };
-    let refuse = |why: &str| {
-        Err(forbidden(
-            "",
-            "serviceaccounts",
-            account,
-            why.to_string(),
-        ))
-    };
+    let refuse = |why: &str| Err(forbidden("", "serviceaccounts", account, why.to_string()));
     let bound = spec.get("boundObjectRef").filter(|r| !r.is_null());
     let Some(r) = bound.filter(|r| text(r, "/kind") == "Pod") else {
         return refuse("node requested token not bound to a pod");

@@ -444,7 +444,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(&["list", "watch"], &[""], &["endpoints", "services"]),
                 r(READ, &[""], &["nodes"]),
                 r(EVENTS, &["", "events.k8s.io"], &["events"]),
-                r(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+                r(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
             ],
         ),
         // Each agent runs the local-path provisioner for its own node (as k3s ships
@@ -454,7 +458,11 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![
                 r(READ, &[""], &["persistentvolumeclaims"]),
-                r(&["create", "delete", "get", "list", "watch"], &[""], &["persistentvolumes"]),
+                r(
+                    &["create", "delete", "get", "list", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
                 r(READ, &["storage.k8s.io"], &["storageclasses"]),
                 r(EVENTS, &[""], &["events"]),
             ],
@@ -629,7 +637,10 @@ async fn remove_obsolete(st: &AppState) -> Result<()> {
         {
             continue;
         }
-        tracing::info!(binding = name, "removing an obsolete bootstrap ClusterRoleBinding");
+        tracing::info!(
+            binding = name,
+            "removing an obsolete bootstrap ClusterRoleBinding"
+        );
         match st.store.delete(&k, Some(kv.mod_revision)).await {
             Ok(_) | Err(spindle_store::StoreError::NotFound(_)) => {}
             Err(spindle_store::StoreError::Conflict { .. }) => {}

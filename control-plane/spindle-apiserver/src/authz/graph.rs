@@ -55,7 +55,10 @@ pub fn references(pod: &Value) -> Vec<Ref> {
     let pod_name = text(pod, "/metadata/name");
     let mut out: Vec<(Vertex, &str)> = Vec::new();
     let sa = text(pod, "/spec/serviceAccountName");
-    out.push((Vertex::ServiceAccount, if sa.is_empty() { "default" } else { sa }));
+    out.push((
+        Vertex::ServiceAccount,
+        if sa.is_empty() { "default" } else { sa },
+    ));
     for s in items(pod, "/spec/imagePullSecrets") {
         out.push((Vertex::Secret, text(s, "/name")));
     }
@@ -63,7 +66,10 @@ pub fn references(pod: &Value) -> Vec<Ref> {
         for c in items(pod, &format!("/spec/{list}")) {
             for e in items(c, "/env") {
                 out.push((Vertex::Secret, text(e, "/valueFrom/secretKeyRef/name")));
-                out.push((Vertex::ConfigMap, text(e, "/valueFrom/configMapKeyRef/name")));
+                out.push((
+                    Vertex::ConfigMap,
+                    text(e, "/valueFrom/configMapKeyRef/name"),
+                ));
             }
             for e in items(c, "/envFrom") {
                 out.push((Vertex::Secret, text(e, "/secretRef/name")));
@@ -256,11 +262,17 @@ mod tests {
         ] {
             assert!(g.references("a", Vertex::Secret, "ns", s), "{s}");
             assert!(!g.references("b", Vertex::Secret, "ns", s), "{s} from b");
-            assert!(!g.references("a", Vertex::Secret, "other", s), "{s} in other");
+            assert!(
+                !g.references("a", Vertex::Secret, "other", s),
+                "{s} in other"
+            );
         }
         for c in ["init-cm", "env-cm", "vol-cm", "proj-cm"] {
             assert!(g.references("a", Vertex::ConfigMap, "ns", c), "{c}");
-            assert!(!g.references("a", Vertex::Secret, "ns", c), "{c} as a secret");
+            assert!(
+                !g.references("a", Vertex::Secret, "ns", c),
+                "{c} as a secret"
+            );
         }
         assert!(g.references("a", Vertex::Claim, "ns", "data"));
         assert!(g.references("a", Vertex::Claim, "ns", "web-scratch"));
@@ -306,7 +318,8 @@ mod tests {
     #[test]
     fn volumes_are_reached_through_bound_claims() {
         let mut g = Graph::default();
-        let spec = json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]});
+        let spec =
+            json!({"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]});
         g.apply_pod(&pod("p", "a", spec), true);
         let claim = |vol: &str| json!({"metadata": {"namespace": "ns", "name": "data"}, "spec": {"volumeName": vol}});
         assert!(!g.reaches_volume("a", "pv-1"), "claim not bound yet");

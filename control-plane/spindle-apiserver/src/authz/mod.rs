@@ -132,8 +132,16 @@ impl Authorizer {
     pub async fn start(self: &Arc<Self>, st: &AppState) -> anyhow::Result<()> {
         for (feed, group, plural) in [
             (Feed::Rbac(RbacKind::Role), bootstrap::GROUP, "roles"),
-            (Feed::Rbac(RbacKind::ClusterRole), bootstrap::GROUP, "clusterroles"),
-            (Feed::Rbac(RbacKind::RoleBinding), bootstrap::GROUP, "rolebindings"),
+            (
+                Feed::Rbac(RbacKind::ClusterRole),
+                bootstrap::GROUP,
+                "clusterroles",
+            ),
+            (
+                Feed::Rbac(RbacKind::RoleBinding),
+                bootstrap::GROUP,
+                "rolebindings",
+            ),
             (
                 Feed::Rbac(RbacKind::ClusterRoleBinding),
                 bootstrap::GROUP,

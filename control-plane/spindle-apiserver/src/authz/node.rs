@@ -61,11 +61,17 @@ pub fn authorize(
                 if !matches!(a.verb.as_str(), "update" | "patch") {
                     return Err("can only get or update persistentvolumeclaim status".into());
                 }
-                return related(graph.references(node, Vertex::Claim, &a.namespace, &a.name), node);
+                return related(
+                    graph.references(node, Vertex::Claim, &a.namespace, &a.name),
+                    node,
+                );
             }
             ("", "persistentvolumeclaims") => {
                 only_get(a)?;
-                return related(graph.references(node, Vertex::Claim, &a.namespace, &a.name), node);
+                return related(
+                    graph.references(node, Vertex::Claim, &a.namespace, &a.name),
+                    node,
+                );
             }
             ("", "persistentvolumes") => {
                 only_get(a)?;
@@ -230,7 +236,13 @@ mod tests {
             Some("fieldSelector=metadata.name%3Dother")
         )
         .is_err());
-        assert!(ask(&g, Method::DELETE, "/api/v1/namespaces/ns/secrets/mine", None).is_err());
+        assert!(ask(
+            &g,
+            Method::DELETE,
+            "/api/v1/namespaces/ns/secrets/mine",
+            None
+        )
+        .is_err());
         assert!(ask(&g, Method::GET, "/api/v1/secrets", None).is_err());
         assert!(ask(&g, Method::GET, "/api/v1/persistentvolumes/pv1", None).is_ok());
         assert!(ask(&g, Method::GET, "/api/v1/persistentvolumes/pv2", None).is_err());
@@ -255,7 +267,13 @@ mod tests {
             None
         )
         .is_err());
-        assert!(ask(&g, Method::GET, "/api/v1/namespaces/ns/serviceaccounts/default", None).is_err());
+        assert!(ask(
+            &g,
+            Method::GET,
+            "/api/v1/namespaces/ns/serviceaccounts/default",
+            None
+        )
+        .is_err());
     }
 
     #[test]
