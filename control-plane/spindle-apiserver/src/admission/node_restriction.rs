@@ -72,15 +72,13 @@ fn restrict(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
                 }
             }
         }
-        ("", "pods", Some("status")) => {
-            if a.old.map(|o| text(o, "/spec/nodeName")) != Some(node) {
-                return Err(forbidden(
-                    group,
-                    plural,
-                    a.name,
-                    format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"),
-                ));
-            }
+        ("", "pods", Some("status")) if a.old.map(|o| text(o, "/spec/nodeName")) != Some(node) => {
+            return Err(forbidden(
+                group,
+                plural,
+                a.name,
+                format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"),
+            ));
         }
         ("", "pods", None) if a.operation == Operation::Create => {
             if obj
@@ -106,15 +104,15 @@ fn restrict(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
                 ));
             }
         }
-        ("coordination.k8s.io", "leases", _) => {
-            if a.namespace != Some("kube-node-lease") || a.name != node {
-                return Err(forbidden(
-                    group,
-                    plural,
-                    a.name,
-                    "can only access node lease with the same name as the requesting node".into(),
-                ));
-            }
+        ("coordination.k8s.io", "leases", _)
+            if a.namespace != Some("kube-node-lease") || a.name != node =>
+        {
+            return Err(forbidden(
+                group,
+                plural,
+                a.name,
+                "can only access node lease with the same name as the requesting node".into(),
+            ));
         }
         _ => {}
     }
