@@ -483,14 +483,21 @@ fn main() -> Result<()> {
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {
-                        // Still in system:masters: the controllers share one client, and
-                        // per-controller identities (kube's
-                        // --use-service-account-credentials) are not done yet.
-                        let client = state.in_process_client(
-                            "system:kube-controller-manager",
-                            &["system:masters"],
-                        );
-                        if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
+                        // As kube-controller-manager with --use-service-account-credentials:
+                        // the shared informers read as system:kube-controller-manager, each
+                        // controller works as its own ServiceAccount in kube-system, all
+                        // with only their bootstrap roles.
+                        let informers =
+                            state.in_process_client("system:kube-controller-manager", &[]);
+                        let client_for = move |name: &str| {
+                            state.service_account_client(
+                                spindle_controllers::identity::NAMESPACE,
+                                name,
+                            )
+                        };
+                        if let Err(e) =
+                            spindle_controllers::run_all(informers, client_for, ctrl_opts).await
+                        {
                             tracing::error!(error = %e, "controllers stopped");
                         }
                     });
