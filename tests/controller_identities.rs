@@ -60,9 +60,12 @@ spec:
 }
 
 fn pods_of_replica_set(c: &Cluster) -> usize {
-    c.ok(KUBECTL_DEFAULT, &["get", "pods", "-l", "app=idle", "-o", "name"])
-        .lines()
-        .count()
+    c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "pods", "-l", "app=idle", "-o", "name"],
+    )
+    .lines()
+    .count()
 }
 
 #[test]
@@ -83,7 +86,9 @@ fn controllers_work_as_their_own_service_accounts() {
         "endpointslice-controller",
     ] {
         assert!(
-            roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/system:controller:{name}\n")),
+            roles.contains(&format!(
+                "clusterrole.rbac.authorization.k8s.io/system:controller:{name}\n"
+            )),
             "no role for {name} in:\n{roles}"
         );
     }
@@ -103,7 +108,15 @@ fn controllers_work_as_their_own_service_accounts() {
     );
     // The controller manager makes its controllers' accounts, as Kubernetes' does.
     c.wait_for_output(
-        &["get", "serviceaccount", "-n", "kube-system", "job-controller", "-o", "name"],
+        &[
+            "get",
+            "serviceaccount",
+            "-n",
+            "kube-system",
+            "job-controller",
+            "-o",
+            "name",
+        ],
         "serviceaccount/job-controller",
         WAIT,
     );
@@ -111,16 +124,45 @@ fn controllers_work_as_their_own_service_accounts() {
     // Each identity holds its role and nothing more; the informers' identity reads all
     // and writes nothing but its own few kinds.
     for k in kubectls() {
-        assert_eq!(can_i(&c, k, JOB_CONTROLLER, &["create", "pods"]), "yes", "{k}");
-        assert_eq!(can_i(&c, k, JOB_CONTROLLER, &["update", "jobs.batch/status"]), "yes", "{k}");
-        assert_eq!(can_i(&c, k, JOB_CONTROLLER, &["get", "secrets", "-A"]), "no", "{k}");
-        assert_eq!(can_i(&c, k, JOB_CONTROLLER, &["create", "deployments.apps"]), "no", "{k}");
-        assert_eq!(can_i(&c, k, JOB_CONTROLLER, &["delete", "nodes"]), "no", "{k}");
-        assert_eq!(can_i(&c, k, RS_CONTROLLER, &["create", "pods"]), "yes", "{k}");
-        assert_eq!(can_i(&c, k, RS_CONTROLLER, &["create", "jobs.batch"]), "no", "{k}");
+        assert_eq!(
+            can_i(&c, k, JOB_CONTROLLER, &["create", "pods"]),
+            "yes",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, JOB_CONTROLLER, &["update", "jobs.batch/status"]),
+            "yes",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, JOB_CONTROLLER, &["get", "secrets", "-A"]),
+            "no",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, JOB_CONTROLLER, &["create", "deployments.apps"]),
+            "no",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, JOB_CONTROLLER, &["delete", "nodes"]),
+            "no",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, RS_CONTROLLER, &["create", "pods"]),
+            "yes",
+            "{k}"
+        );
+        assert_eq!(
+            can_i(&c, k, RS_CONTROLLER, &["create", "jobs.batch"]),
+            "no",
+            "{k}"
+        );
         let kcm = "system:kube-controller-manager";
         assert_eq!(can_i(&c, k, kcm, &["list", "secrets", "-A"]), "yes", "{k}");
         assert_eq!(can_i(&c, k, kcm, &["create", "pods"]), "no", "{k}");
+        assert_eq!(can_i(&c, k, kcm, &["get", "deployments.apps"]), "no", "{k}");
     }
     let list = c.ok(
         KUBECTL_DEFAULT,
@@ -160,7 +202,13 @@ spec:
 "#,
     );
     c.wait_for_output(
-        &["get", "job", "short", "-o", "jsonpath={.status.succeeded}/{.status.conditions[?(@.type==\"Complete\")].status}"],
+        &[
+            "get",
+            "job",
+            "short",
+            "-o",
+            "jsonpath={.status.succeeded}/{.status.conditions[?(@.type==\"Complete\")].status}",
+        ],
         "2/True",
         WAIT,
     );
@@ -173,13 +221,20 @@ spec:
         (pods_of_replica_set(&c) == 1).then_some(())
     });
     let role = "system:controller:replicaset-controller";
-    let rules = c.ok(KUBECTL_DEFAULT, &["get", "clusterrole", role, "-o", "jsonpath={.rules}"]);
+    let rules = c.ok(
+        KUBECTL_DEFAULT,
+        &["get", "clusterrole", role, "-o", "jsonpath={.rules}"],
+    );
     let rules: serde_json::Value = serde_json::from_str(&rules).expect("rules");
     let without_pods: Vec<serde_json::Value> = rules
         .as_array()
         .expect("a list of rules")
         .iter()
-        .filter(|r| !r["resources"].as_array().is_some_and(|x| x.contains(&"pods".into())))
+        .filter(|r| {
+            !r["resources"]
+                .as_array()
+                .is_some_and(|x| x.contains(&"pods".into()))
+        })
         .cloned()
         .collect();
     assert!(without_pods.len() < rules.as_array().map_or(0, Vec::len));
@@ -192,7 +247,14 @@ spec:
     };
     c.ok(
         KUBECTL_DEFAULT,
-        &["patch", "clusterrole", role, "--type=merge", "-p", &pin(&without_pods.into())],
+        &[
+            "patch",
+            "clusterrole",
+            role,
+            "--type=merge",
+            "-p",
+            &pin(&without_pods.into()),
+        ],
     );
     wait_until("the replicaset controller to lose the right", WAIT, || {
         (can_i(&c, KUBECTL_DEFAULT, RS_CONTROLLER, &["create", "pods"]) == "no").then_some(())
@@ -201,29 +263,46 @@ spec:
     let refused = format!(
         "User \"{RS_CONTROLLER}\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""
     );
-    wait_until("the FailedCreate event naming the controller's account", WAIT, || {
-        let events = c.ok(
-            KUBECTL_DEFAULT,
-            &[
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=idle,reason=FailedCreate",
-                "-o",
-                "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
-            ],
-        );
-        events
-            .lines()
-            .any(|l| l.starts_with("Warning ") && l.contains(&refused))
-            .then_some(())
-    });
-    assert_eq!(pods_of_replica_set(&c), 1, "no pod is made without the right");
+    wait_until(
+        "the FailedCreate event naming the controller's account",
+        WAIT,
+        || {
+            let events = c.ok(
+                KUBECTL_DEFAULT,
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=idle,reason=FailedCreate",
+                    "-o",
+                    "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+                ],
+            );
+            events
+                .lines()
+                .any(|l| l.starts_with("Warning ") && l.contains(&refused))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        pods_of_replica_set(&c),
+        1,
+        "no pod is made without the right"
+    );
     c.ok(
         KUBECTL_DEFAULT,
-        &["patch", "clusterrole", role, "--type=merge", "-p", &pin(&rules)],
+        &[
+            "patch",
+            "clusterrole",
+            role,
+            "--type=merge",
+            "-p",
+            &pin(&rules),
+        ],
     );
-    wait_until("the ReplicaSet's three pods once the rule is back", WAIT, || {
-        (pods_of_replica_set(&c) == 3).then_some(())
-    });
+    wait_until(
+        "the ReplicaSet's three pods once the rule is back",
+        WAIT,
+        || (pods_of_replica_set(&c) == 3).then_some(()),
+    );
 }

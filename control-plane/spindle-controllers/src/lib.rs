@@ -21,6 +21,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod serviceaccount_token;
 pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod volume;
@@ -47,6 +48,9 @@ pub struct Options {
     pub root_ca: Option<String>,
     /// The CA the CSR signer signs with; None: approved requests wait for another signer.
     pub signing: Option<certificates::Signing>,
+    /// Signs legacy ServiceAccount tokens for the token controller; None leaves token
+    /// Secrets unfilled.
+    pub legacy_tokens: Option<serviceaccount_token::Signer>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             default_not_ready_toleration: Duration::from_secs(300),
             root_ca: None,
             signing: None,
+            legacy_tokens: None,
         }
     }
 }
@@ -188,7 +193,12 @@ where
     };
     let p = pods.clone();
     let endpoints = supervise("endpoints", move || {
-        endpoints::run(writers.clone(), ep_queue.clone(), services.clone(), p.clone())
+        endpoints::run(
+            writers.clone(),
+            ep_queue.clone(),
+            services.clone(),
+            p.clone(),
+        )
     });
     let (c, p) = (client_for(identity::DISRUPTION), pods.clone());
     let disruption = supervise("disruption", move || {
@@ -201,7 +211,10 @@ where
             p.clone(),
         )
     });
-    let (c, ttl_queue) = (client_for(identity::TTL_AFTER_FINISHED), runtime::Queue::new());
+    let (c, ttl_queue) = (
+        client_for(identity::TTL_AFTER_FINISHED),
+        runtime::Queue::new(),
+    );
     let ttl_jobs = ttlafterfinished::jobs(client, ttl_queue.clone());
     let ttl = supervise("ttl-after-finished", move || {
         ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
@@ -276,12 +289,40 @@ where
     let aggregation = supervise("clusterrole-aggregation", move || {
         clusterrole_aggregation::run(c.clone())
     });
-    let (c, leases) = (client_for(identity::NODE), nodelifecycle::leases(client));
+    // Kubernetes runs the token controller as the controller manager itself.
+    let tokens = opts.legacy_tokens.clone().map(|sign| {
+        let (c, queue) = (informers.clone(), runtime::Queue::new());
+        let caches = serviceaccount_token::caches(&c, queue.clone());
+        let root_ca = opts.root_ca.clone();
+        supervise("serviceaccount-token", move || {
+            serviceaccount_token::run(
+                c.clone(),
+                queue.clone(),
+                caches.clone(),
+                root_ca.clone(),
+                sign.clone(),
+            )
+        })
+    });
+    let tokens = async move {
+        if let Some(t) = tokens {
+            t.await
+        }
+    };
+    let c = client_for(identity::NODE);
+    let leases = nodelifecycle::leases(client, &c);
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
-        nodelifecycle::run(c.clone(), events, opts.clone(), pods.clone(), leases.clone())
+        nodelifecycle::run(
+            c.clone(),
+            events,
+            opts.clone(),
+            pods.clone(),
+            leases.clone(),
+        )
     });
     let accounts = ensure_service_accounts(informers.clone());
+
     tokio::join!(
         deployment,
         replicaset,
@@ -299,7 +340,8 @@ where
         binder,
         aggregation,
         serviceaccounts,
-        accounts
+        accounts,
+        tokens
     );
     Ok(())
 }

@@ -35,13 +35,13 @@ struct Ctx {
     opts: Options,
 }
 
-/// The node Leases, read (listed, watched, and read afresh before a node is declared
-/// dead) through `client`, the shared informers' identity: Kubernetes' node controller
-/// reads them from the shared informer and its own role grants no Lease.
-pub fn leases(client: &Client) -> Leases {
+/// The node Leases: listed and watched through `informers`, the shared informers'
+/// identity (as Kubernetes' node controller reads them from the shared informer), and
+/// read afresh before a node is declared dead through `client`, the controller's own.
+pub fn leases(informers: &Client, client: &Client) -> Leases {
     Leases {
         cache: informer(
-            Api::<Lease>::namespaced(client.clone(), NODE_LEASES),
+            Api::<Lease>::namespaced(informers.clone(), NODE_LEASES),
             watch_config(),
             None,
             |_| {},
@@ -118,7 +118,10 @@ fn ready_condition(n: &Node) -> Option<String> {
 
 /// Last sign of life: the Lease's renewTime, else the Ready condition's heartbeat.
 fn last_heartbeat(ctx: &Ctx, n: &Node) -> Option<Timestamp> {
-    let lease = ctx.leases.cache.get(&format!("kube-node-lease/{}", n.name_any()));
+    let lease = ctx
+        .leases
+        .cache
+        .get(&format!("kube-node-lease/{}", n.name_any()));
     let from_lease = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
     let from_status = n
         .status

@@ -375,7 +375,15 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 r(&["create"], &[""], &["secrets", "serviceaccounts"]),
                 r(&["delete"], &[""], &["secrets"]),
-                r(READ, &["*"], &["*"]),
+                r(
+                    &["get"],
+                    &[""],
+                    &["configmaps", "namespaces", "secrets", "serviceaccounts"],
+                ),
+                r(&["update"], &[""], &["secrets", "serviceaccounts"]),
+                // The shared informers; the controllers' own reads and writes are
+                // theirs (controller_roles.rs).
+                r(&["list", "watch"], &["*"], &["*"]),
                 r(&["create"], &[""], &["serviceaccounts/token"]),
                 r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
                 r(

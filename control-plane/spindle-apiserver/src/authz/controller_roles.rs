@@ -18,10 +18,16 @@ pub const ROLE_PREFIX: &str = "system:controller:";
 /// The namespace the controllers' ServiceAccounts live in.
 pub const NAMESPACE: &str = "kube-system";
 
-const RW: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const RW: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 fn events() -> Value {
-    r(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"])
+    r(
+        &["create", "patch", "update"],
+        &["", "events.k8s.io"],
+        &["events"],
+    )
 }
 
 fn controller(name: &str, mut rules: Vec<Value>) -> Value {
@@ -44,7 +50,11 @@ pub fn roles() -> Vec<Value> {
         controller(
             "cronjob-controller",
             vec![
-                r(&["get", "list", "update", "watch"], &["batch"], &["cronjobs"]),
+                r(
+                    &["get", "list", "update", "watch"],
+                    &["batch"],
+                    &["cronjobs"],
+                ),
                 r(RW, &["batch"], &["jobs"]),
                 r(
                     &["update"],
@@ -102,7 +112,9 @@ pub fn roles() -> Vec<Value> {
                 r(READ, &[""], &["pods", "services"]),
                 // Spindle: written by server-side apply (patch).
                 r(
-                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
                     &[""],
                     &["endpoints"],
                 ),
@@ -116,7 +128,9 @@ pub fn roles() -> Vec<Value> {
                 r(&["update"], &[""], &["services/finalizers"]),
                 // Spindle: written by server-side apply (patch).
                 r(
-                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
                     &["discovery.k8s.io"],
                     &["endpointslices"],
                 ),
@@ -161,6 +175,9 @@ pub fn roles() -> Vec<Value> {
                 r(&["patch", "update"], &[""], &["nodes/status"]),
                 r(&["patch", "update"], &[""], &["pods/status"]),
                 r(&["delete", "get", "list", "watch"], &[""], &["pods"]),
+                // Spindle: a node's Lease is read afresh before the node is declared
+                // dead (the cache may lag).
+                r(&["get"], &["coordination.k8s.io"], &["leases"]),
             ],
         ),
         controller(
@@ -169,7 +186,9 @@ pub fn roles() -> Vec<Value> {
                 // Spindle: the binder writes with merge patches, and does the
                 // pv-protection and pvc-protection controllers' work too.
                 r(
-                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &[
+                        "create", "delete", "get", "list", "patch", "update", "watch",
+                    ],
                     &[""],
                     &["persistentvolumes"],
                 ),
@@ -269,7 +288,11 @@ pub fn roles() -> Vec<Value> {
         ),
         controller(
             "ttl-after-finished-controller",
-            vec![r(&["delete", "get", "list", "watch"], &["batch"], &["jobs"])],
+            vec![r(
+                &["delete", "get", "list", "watch"],
+                &["batch"],
+                &["jobs"],
+            )],
         ),
         controller(
             "certificate-controller",
