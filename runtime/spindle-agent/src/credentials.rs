@@ -19,18 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::PostParams;
-use kube::Api;
-use serde_json::json;
-use spindle_meta::certificates::{
-    new_request, KUBE_APISERVER_CLIENT_KUBELET, NODES_GROUP, NODE_USER_PREFIX,
-};
+use spindle_meta::certificates::NODE_USER_PREFIX;
+use spindle_meta::node_certificate::{self, Issued};
 
 /// How long the agent waits for its request to be approved and signed before it
 /// gives up (and, as a process, is restarted by whoever runs it).
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-const POLL: Duration = Duration::from_millis(500);
 /// A failed renewal is tried again after this long.
 const RENEW_RETRY: Duration = Duration::from_secs(30);
 
@@ -78,13 +72,11 @@ pub struct NodeCredential {
 
 impl NodeCredential {
     fn client_for(&self, cert_pem: &str, key_pem: &str) -> Result<kube::Client> {
-        let mut cfg = self.base.clone();
-        cfg.auth_info.token = None;
-        cfg.auth_info.token_file = None;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        cfg.auth_info.client_certificate_data = Some(b64(cert_pem));
-        cfg.auth_info.client_key_data = Some(b64(key_pem).into());
-        kube::Client::try_from(cfg).context("building the node's API client")
+        let issued = Issued {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        };
+        Ok(node_certificate::client(&self.base, &issued)?)
     }
 
     fn client(&self) -> kube::Client {
@@ -96,49 +88,10 @@ impl NodeCredential {
 
     /// Ask for a certificate through `client` and wait until it is issued; keep it.
     async fn request(&self, client: kube::Client) -> Result<(String, String)> {
-        let cn = format!("{NODE_USER_PREFIX}{}", self.node_name);
-        let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], &[], &[])?;
-        let api: Api<CertificateSigningRequest> = Api::all(client);
-        let csr: CertificateSigningRequest = serde_json::from_value(json!({
-            "metadata": {"generateName": "node-csr-"},
-            "spec": {
-                "request": base64::engine::general_purpose::STANDARD.encode(&csr_pem),
-                "signerName": KUBE_APISERVER_CLIENT_KUBELET,
-                // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
-                "usages": ["digital signature", "client auth"],
-            }
-        }))?;
-        let created = api
-            .create(&PostParams::default(), &csr)
-            .await
-            .context("creating the node's certificate signing request")?;
-        let name = created.metadata.name.clone().unwrap_or_default();
-        tracing::info!(csr = %name, user = %cn, "waiting for the node's client certificate");
-        let deadline = tokio::time::Instant::now() + ISSUE_TIMEOUT;
-        loop {
-            let got = api.get(&name).await?;
-            let status = got.status.unwrap_or_default();
-            for c in status.conditions.iter().flatten() {
-                if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
-                    bail!(
-                        "certificate signing request {name} {}: {}",
-                        c.type_.to_lowercase(),
-                        c.message.clone().unwrap_or_default()
-                    );
-                }
-            }
-            if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-                let cert =
-                    String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
-                self.keep(&cert, &key_pem)?;
-                tracing::info!(csr = %name, "node client certificate issued");
-                return Ok((cert, key_pem));
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("certificate signing request {name} was not signed within {ISSUE_TIMEOUT:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let issued = node_certificate::request(client, &self.node_name, ISSUE_TIMEOUT).await?;
+        self.keep(&issued.cert_pem, &issued.key_pem)?;
+        tracing::info!(node = %self.node_name, "node client certificate issued");
+        Ok((issued.cert_pem, issued.key_pem))
     }
 
     fn keep(&self, cert: &str, key: &str) -> Result<()> {
