@@ -37,7 +37,9 @@ pub struct TokenFor<'a> {
 /// Signs a legacy token: the API server's key stays with the API server, the controller
 /// gets only this capability (`Options::legacy_tokens`).
 #[derive(Clone)]
-pub struct Signer(pub Arc<dyn Fn(&TokenFor<'_>) -> anyhow::Result<String> + Send + Sync>);
+pub struct Signer(pub Arc<SignFn>);
+
+pub type SignFn = dyn Fn(&TokenFor<'_>) -> anyhow::Result<String> + Send + Sync;
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
