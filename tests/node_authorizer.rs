@@ -226,6 +226,31 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             ],
             r#"clusterroles.rbac.authorization.k8s.io is forbidden: User "system:node:n1" cannot create resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope"#,
         );
+        // Volumes only as its local-path provisioner makes them: on itself, for a claim
+        // the scheduler placed on it. Not the host's root for anyone, nor a volume that
+        // would pull a pending claim's pod onto this node.
+        let host_root = c.write_file(
+            "pv-root.yaml",
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: from-a-node\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n",
+        );
+        node_forbidden(
+            &c,
+            kubectl,
+            "n1-data",
+            &["create", "-f", host_root.to_str().expect("utf-8 path")],
+            r#"persistentvolumes "from-a-node" is forbidden: node "n1" can only create spindle.dev/local-path volumes with node affinity to itself"#,
+        );
+        let grab = c.write_file(
+            "pv-grab.yaml",
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: grab\n  annotations: {pv.kubernetes.io/provisioned-by: spindle.dev/local-path}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n  claimRef: {namespace: default, name: pending}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - {key: kubernetes.io/hostname, operator: In, values: [n1]}\n",
+        );
+        node_forbidden(
+            &c,
+            kubectl,
+            "n1-data",
+            &["create", "-f", grab.to_str().expect("utf-8 path")],
+            r#"persistentvolumes "grab" is forbidden: node "n1" can only create volumes for claims placed on it"#,
+        );
     }
     // Pod status: its own pod's, not the other node's. As the agent writes it, a merge
     // patch of pods/status (kubectl would read pods/status first, which no node may).

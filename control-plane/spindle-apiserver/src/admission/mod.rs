@@ -20,7 +20,7 @@ use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use namespace_lifecycle::{refuse_immortal, NamespaceLifecycle};
-pub use node_restriction::{check_eviction, check_pod_delete, check_token, NodeRestriction};
+pub use node_restriction::{check_delete, check_eviction, check_token, NodeRestriction};
 pub use rbac_escalation::RbacEscalation;
 pub use service_account::ServiceAccount;
 pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};

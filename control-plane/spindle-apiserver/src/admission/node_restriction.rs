@@ -15,6 +15,7 @@ use crate::authz::node::node_name;
 use crate::rest::{decode_stored, key};
 use crate::status::{ApiError, ApiResult};
 use crate::{AppState, User};
+use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY, SELECTED_NODE};
 
 pub struct NodeRestriction;
 
@@ -39,8 +40,14 @@ impl Admission for NodeRestriction {
         true
     }
 
-    async fn validate(&self, _st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
-        restrict(a, obj)
+    async fn validate(&self, st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+        restrict(a, obj)?;
+        match node_name(a.user) {
+            Some(node) if a.is_resource("", "persistentvolumes") => {
+                check_volume_create(st, node, a, obj).await
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -119,19 +126,88 @@ fn restrict(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// The stored pod, if any.
-async fn pod(st: &AppState, ns: &str, name: &str) -> ApiResult<Option<Value>> {
-    let Some(kind) = st.reg.by_resource("", "v1", "pods") else {
+/// The stored object of a core/v1 resource, if any.
+async fn stored(
+    st: &AppState,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> ApiResult<Option<Value>> {
+    let Some(kind) = st.reg.by_resource("", "v1", plural) else {
         return Ok(None);
     };
-    match st.store.get(&key(kind, Some(ns), Some(name))).await? {
+    match st.store.get(&key(kind, ns, Some(name))).await? {
         Some(kv) => Ok(Some(decode_stored(&kv)?)),
         None => Ok(None),
     }
 }
 
-/// A node deletes only pods bound to it (the kubelet removes them once stopped).
-pub async fn check_pod_delete(
+/// The stored pod, if any.
+async fn pod(st: &AppState, ns: &str, name: &str) -> ApiResult<Option<Value>> {
+    stored(st, "pods", Some(ns), name).await
+}
+
+/// Whether `pv` is a local-path volume on exactly `node`: provisioned by Spindle's
+/// local-path provisioner, with one required node-affinity term naming only this node.
+fn local_volume_of(pv: &Value, node: &str) -> bool {
+    let by = PROVISIONED_BY.replace('/', "~1");
+    let ours = text(pv, &format!("/metadata/annotations/{by}")) == LOCAL_PATH_PROVISIONER;
+    let terms = pv
+        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    let only_this_node = terms.is_some_and(|terms| {
+        terms.len() == 1
+            && terms[0].get("matchFields").is_none_or(Value::is_null)
+            && terms[0]
+                .pointer("/matchExpressions")
+                .and_then(Value::as_array)
+                .is_some_and(|e| {
+                    e.len() == 1
+                        && e[0]["key"] == "kubernetes.io/hostname"
+                        && e[0]["operator"] == "In"
+                        && e[0]["values"] == serde_json::json!([node])
+                })
+    });
+    ours && only_this_node
+}
+
+/// Each agent runs the local-path provisioner for its own node, so nodes may create
+/// PersistentVolumes, which no kubelet may. A node may create only a local-path volume
+/// on itself, for a claim the scheduler placed on it: a volume elsewhere, or one
+/// pre-bound to another node's claim, would let a node pull pods (and their secrets) to
+/// itself or hand a pod another host's files.
+async fn check_volume_create(
+    st: &AppState,
+    node: &str,
+    a: &Attributes<'_>,
+    pv: &Value,
+) -> ApiResult<()> {
+    let refuse = |why: String| Err(forbidden("", "persistentvolumes", a.name, why));
+    if a.operation != Operation::Create {
+        return refuse(format!(
+            "node {node:?} may only create and delete persistentvolumes"
+        ));
+    }
+    if !local_volume_of(pv, node) {
+        return refuse(format!("node {node:?} can only create {LOCAL_PATH_PROVISIONER} volumes with node affinity to itself"));
+    }
+    let (ns, claim) = (
+        text(pv, "/spec/claimRef/namespace"),
+        text(pv, "/spec/claimRef/name"),
+    );
+    let claim = stored(st, "persistentvolumeclaims", Some(ns), claim).await?;
+    let selected = SELECTED_NODE.replace('/', "~1");
+    match claim {
+        Some(c) if text(&c, &format!("/metadata/annotations/{selected}")) == node => Ok(()),
+        _ => refuse(format!(
+            "node {node:?} can only create volumes for claims placed on it"
+        )),
+    }
+}
+
+/// A node deletes only pods bound to it (the kubelet removes them once stopped), and
+/// only the local-path volumes on itself (its provisioner reclaims them).
+pub async fn check_delete(
     st: &AppState,
     user: &User,
     kind: &spindle_api::Kind,
@@ -141,7 +217,21 @@ pub async fn check_pod_delete(
     let Some(node) = node_name(user) else {
         return Ok(());
     };
-    if !(kind.group.is_empty() && kind.plural == "pods") {
+    if !kind.group.is_empty() {
+        return Ok(());
+    }
+    if kind.plural == "persistentvolumes" {
+        return match stored(st, "persistentvolumes", None, name).await? {
+            Some(pv) if !local_volume_of(&pv, node) => Err(forbidden(
+                "",
+                "persistentvolumes",
+                name,
+                format!("node {node:?} can only delete {LOCAL_PATH_PROVISIONER} volumes with node affinity to itself"),
+            )),
+            _ => Ok(()),
+        };
+    }
+    if kind.plural != "pods" {
         return Ok(());
     }
     match pod(st, ns, name).await? {
@@ -351,5 +441,26 @@ mod tests {
             &lease("n2")
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_node_owns_only_local_path_volumes_on_itself() {
+        let pv = |by: &str, terms: Value| {
+            json!({"metadata": {"name": "v", "annotations": {"pv.kubernetes.io/provisioned-by": by}},
+                   "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": terms}}}})
+        };
+        let on = |node: &str| json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]);
+        assert!(local_volume_of(&pv(LOCAL_PATH_PROVISIONER, on("n1")), "n1"));
+        assert!(!local_volume_of(
+            &pv(LOCAL_PATH_PROVISIONER, on("n2")),
+            "n1"
+        ));
+        assert!(!local_volume_of(&pv("example.com/other", on("n1")), "n1"));
+        // A second term (or a second node) would let the volume, and its pod, go elsewhere.
+        let two = json!([on("n1")[0], on("n2")[0]]);
+        assert!(!local_volume_of(&pv(LOCAL_PATH_PROVISIONER, two), "n1"));
+        let both = json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1", "n2"]}]}]);
+        assert!(!local_volume_of(&pv(LOCAL_PATH_PROVISIONER, both), "n1"));
+        assert!(!local_volume_of(&json!({"metadata": {"name": "v"}}), "n1"));
     }
 }

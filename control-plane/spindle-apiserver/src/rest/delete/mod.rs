@@ -97,7 +97,7 @@ pub(super) async fn delete(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     let (st, t, q, headers) = (rq.st, rq.t, rq.q, rq.headers);
     let opts = delete_opts(q, headers, raw)?;
     crate::admission::refuse_immortal(&t.kind, t.name.as_deref().unwrap_or(""))?;
-    crate::admission::check_pod_delete(
+    crate::admission::check_delete(
         st,
         rq.user,
         &t.kind,
