@@ -9,7 +9,9 @@
 //! the new certificate.
 //!
 //! A kept certificate that is still valid is used without the token at all, as the
-//! kubelet does with its `kubelet-client-current.pem`.
+//! kubelet does with its `kubelet-client-current.pem`. [`issue`] (a request and the
+//! wait for its certificate) serves the node's serving certificate too
+//! ([`crate::serving`]).
 
 use std::path::{Path, PathBuf};
 
@@ -32,10 +34,10 @@ use spindle_meta::certificates::{
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const POLL: Duration = Duration::from_millis(500);
 /// A failed renewal is tried again after this long.
-const RENEW_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const RENEW_RETRY: Duration = Duration::from_secs(30);
 
 /// The validity of a PEM certificate, as Unix seconds, and its subject's CN.
-fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
+pub(crate) fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem).ok()?;
     let cert = pem.parse_x509().ok()?;
     let cn = cert
@@ -52,7 +54,7 @@ fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
     ))
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -66,6 +68,60 @@ pub fn renewal_time(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     let life = (not_after - not_before).max(0) as f64;
     // Rounded, not truncated: 0.7 + 0.2 is 0.8999… in binary floating point.
     not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
+}
+
+/// A certificate a node asks for: `system:node:<name>` in `system:nodes`, for `signer`.
+pub(crate) struct Wanted<'a> {
+    pub signer: &'a str,
+    pub node_name: &'a str,
+    pub usages: &'a [&'a str],
+    pub dns_names: &'a [String],
+    pub ips: &'a [std::net::IpAddr],
+}
+
+/// Make a key and a CertificateSigningRequest for `want` through `client`, and wait
+/// until the request is issued: `(certificate PEM, key PEM)`.
+pub(crate) async fn issue(client: kube::Client, want: &Wanted<'_>) -> Result<(String, String)> {
+    let cn = format!("{NODE_USER_PREFIX}{}", want.node_name);
+    let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], want.dns_names, want.ips)?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let csr: CertificateSigningRequest = serde_json::from_value(json!({
+        "metadata": {"generateName": "node-csr-"},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(&csr_pem),
+            "signerName": want.signer,
+            "usages": want.usages,
+        }
+    }))?;
+    let created = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .with_context(|| format!("creating a certificate signing request for {}", want.signer))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    tracing::info!(csr = %name, user = %cn, signer = want.signer, "waiting for a node certificate");
+    let deadline = tokio::time::Instant::now() + ISSUE_TIMEOUT;
+    loop {
+        let got = api.get(&name).await?;
+        let status = got.status.unwrap_or_default();
+        for c in status.conditions.iter().flatten() {
+            if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
+                bail!(
+                    "certificate signing request {name} {}: {}",
+                    c.type_.to_lowercase(),
+                    c.message.clone().unwrap_or_default()
+                );
+            }
+        }
+        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
+            let cert = String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
+            tracing::info!(csr = %name, signer = want.signer, "node certificate issued");
+            return Ok((cert, key_pem));
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("certificate signing request {name} was not signed within {ISSUE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The node's credential: the client the agent uses, whose certificate renewal swaps.
@@ -94,51 +150,22 @@ impl NodeCredential {
             .clone()
     }
 
-    /// Ask for a certificate through `client` and wait until it is issued; keep it.
+    /// Ask for a client certificate through `client` and wait until it is issued; keep it.
     async fn request(&self, client: kube::Client) -> Result<(String, String)> {
-        let cn = format!("{NODE_USER_PREFIX}{}", self.node_name);
-        let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], &[], &[])?;
-        let api: Api<CertificateSigningRequest> = Api::all(client);
-        let csr: CertificateSigningRequest = serde_json::from_value(json!({
-            "metadata": {"generateName": "node-csr-"},
-            "spec": {
-                "request": base64::engine::general_purpose::STANDARD.encode(&csr_pem),
-                "signerName": KUBE_APISERVER_CLIENT_KUBELET,
+        let (cert, key) = issue(
+            client,
+            &Wanted {
+                signer: KUBE_APISERVER_CLIENT_KUBELET,
+                node_name: &self.node_name,
                 // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
-                "usages": ["digital signature", "client auth"],
-            }
-        }))?;
-        let created = api
-            .create(&PostParams::default(), &csr)
-            .await
-            .context("creating the node's certificate signing request")?;
-        let name = created.metadata.name.clone().unwrap_or_default();
-        tracing::info!(csr = %name, user = %cn, "waiting for the node's client certificate");
-        let deadline = tokio::time::Instant::now() + ISSUE_TIMEOUT;
-        loop {
-            let got = api.get(&name).await?;
-            let status = got.status.unwrap_or_default();
-            for c in status.conditions.iter().flatten() {
-                if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
-                    bail!(
-                        "certificate signing request {name} {}: {}",
-                        c.type_.to_lowercase(),
-                        c.message.clone().unwrap_or_default()
-                    );
-                }
-            }
-            if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-                let cert =
-                    String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
-                self.keep(&cert, &key_pem)?;
-                tracing::info!(csr = %name, "node client certificate issued");
-                return Ok((cert, key_pem));
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("certificate signing request {name} was not signed within {ISSUE_TIMEOUT:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+                usages: &["digital signature", "client auth"],
+                dns_names: &[],
+                ips: &[],
+            },
+        )
+        .await?;
+        self.keep(&cert, &key)?;
+        Ok((cert, key))
     }
 
     fn keep(&self, cert: &str, key: &str) -> Result<()> {
@@ -181,7 +208,7 @@ impl NodeCredential {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -271,6 +298,13 @@ pub async fn node_client(
         async move { client.send(req).await }
     });
     Ok(kube::Client::new(svc, "default"))
+}
+
+/// The cluster CA (PEM) as [`node_client`] keeps it: what the agent's streaming
+/// endpoint trusts its callers' certificates to.
+pub fn cluster_ca(data_dir: &Path) -> Result<String> {
+    let path = AgentPaths::new(data_dir).pki().join("ca.crt");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {
