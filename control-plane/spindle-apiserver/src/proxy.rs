@@ -192,6 +192,8 @@ async fn agent_error(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
     match code {
         400 => ApiError::bad_request(msg),
         404 => ApiError::new(404, "NotFound", msg),
+        // The agent's own authorization refused the API server (as a kubelet would).
+        403 => ApiError::new(403, "Forbidden", msg),
         code => ApiError::new(code, "InternalError", msg),
     }
 }
