@@ -339,7 +339,7 @@ async fn daemonset_rollout(client: &Client, nodes: usize) -> anyhow::Result<Roll
 fn main() -> anyhow::Result<()> {
     announce("daemonsets");
     let nodes = size("BENCH_DS_NODES", 1000usize, 5);
-    let work = tempfile::tempdir()?;
+    let work = common::Work::new()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -20,7 +20,7 @@
 
 mod common;
 use common::{
-    announce, build_guest, cpu_secs, create_namespace, push, size, start_registry, start_server,
+    announce, cpu_secs, create_namespace, size, start_registry, start_server, testbox,
     wait_node_ready, Net, Proc, Server,
 };
 
@@ -295,49 +295,28 @@ async fn measure(
     Ok(r)
 }
 
-fn tail_logs(work: &Path) {
-    for sub in ["hollow", "agent"] {
-        let Ok(rd) = std::fs::read_dir(work.join(sub)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if e.path().extension().is_none_or(|x| x != "log") {
-                continue;
-            }
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- tail of {} ---", e.path().display());
-            for line in &lines[lines.len().saturating_sub(15)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     announce("jobs");
     let n = size("BENCH_JOB_COMPLETIONS", 10_000, 50);
     let parallelism = size("BENCH_JOB_PARALLELISM", 100, 100);
-    let work = tempfile::tempdir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(async {
-        let p1_wasm = build_guest(
-            "tests/guests/testbox/Cargo.toml",
-            "testbox",
-            "wasm32-wasip1",
-        )?;
-        let reg = start_registry(work.path())?;
-        let p1 = push(&reg, &p1_wasm, "bench/testbox:p1")?;
+    common::run_in_work(|work| async move {
+        let reg = start_registry(&work)?;
+        let p1 = testbox(&reg, "wasm32-wasip1", "p1")?;
         println!(
             "== Job throughput: Indexed Job, {n} completions, parallelism {parallelism}, p1 module `exit 0` =="
         );
-        let floor = measure(work.path(), Node::Hollow, &p1, n, parallelism).await?;
-        let wasm = measure(work.path(), Node::Agent, &p1, n, parallelism).await?;
+        let floor = measure(&work, Node::Hollow, &p1, n, parallelism).await?;
+        let wasm = measure(&work, Node::Agent, &p1, n, parallelism).await?;
         println!(
             "{:<44} {:>10} {:>14} {:>11} {:>11} {:>13} {:>11} {:>8}",
-            "", "time s", "completions/s", "pod p50 ms", "pod p99 ms", "server CPU ms", "node CPU ms", "writes"
+            "",
+            "time s",
+            "completions/s",
+            "pod p50 ms",
+            "pod p99 ms",
+            "server CPU ms",
+            "node CPU ms",
+            "writes"
         );
         for (what, r) in [
             ("hollow node, pods finish at once (floor)", &floor),
@@ -367,11 +346,5 @@ fn main() -> anyhow::Result<()> {
             verdict(wasm.rate() >= TARGET_COMPLETIONS_PER_SEC)
         );
         anyhow::Ok(())
-    });
-    if result.is_err() {
-        tail_logs(work.path());
-    }
-    drop(rt);
-    drop(work);
-    result
+    })
 }

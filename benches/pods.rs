@@ -35,8 +35,8 @@
 
 mod common;
 use common::{
-    announce, build_guest, create_namespace, pss_kib, push, quick, rss_kib, size, start_registry,
-    start_server, wait_node_ready, Net, Proc, Server,
+    announce, create_namespace, pss_kib, quick, rss_kib, size, start_registry, start_server,
+    testbox, wait_node_ready, Net, Proc, Server,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -832,30 +832,6 @@ async fn containers_bench(
     Ok(())
 }
 
-fn tail_logs(work: &Path) {
-    let mut logs = Vec::new();
-    for sub in ["", "latency", "density", "density-sandbox", "containers"] {
-        if let Ok(rd) = std::fs::read_dir(work.join(sub)) {
-            for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
-                    logs.push(e.path());
-                }
-            }
-        }
-    }
-    for l in logs {
-        let text = std::fs::read_to_string(&l).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.is_empty() {
-            continue;
-        }
-        eprintln!("--- tail of {} ---", l.display());
-        for line in &lines[lines.len().saturating_sub(15)..] {
-            eprintln!("{line}");
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     announce("pods");
     let starts = size("BENCH_STARTS", 200, 3);
@@ -863,32 +839,18 @@ fn main() -> anyhow::Result<()> {
     let density_sandbox = size("BENCH_DENSITY_SANDBOX", 240, 4);
     let container_starts = size("BENCH_CONTAINER_STARTS", 100, 2);
     let idle = size("BENCH_IDLE", 50, 2);
-    let work = tempfile::tempdir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(async {
-        let p1_wasm = build_guest(
-            "tests/guests/testbox/Cargo.toml",
-            "testbox",
-            "wasm32-wasip1",
-        )?;
-        let p2_wasm = build_guest(
-            "tests/guests/testbox/Cargo.toml",
-            "testbox",
-            "wasm32-wasip2",
-        )?;
-        let reg = start_registry(work.path())?;
-        let p1 = push(&reg, &p1_wasm, "bench/testbox:p1")?;
-        let p2 = push(&reg, &p2_wasm, "bench/testbox:p2")?;
+    common::run_in_work(|work| async move {
+        let reg = start_registry(&work)?;
+        let p1 = testbox(&reg, "wasm32-wasip1", "p1")?;
+        let p2 = testbox(&reg, "wasm32-wasip2", "p2")?;
         if starts > 0 {
-            latency_bench(work.path(), &p1, &p2, starts).await?;
+            latency_bench(&work, &p1, &p2, starts).await?;
         }
         if density > 0 {
-            density_bench(work.path(), &p1, &p2, density, Sandbox::HostNetwork).await?;
+            density_bench(&work, &p1, &p2, density, Sandbox::HostNetwork).await?;
         }
         if density_sandbox > 0 {
-            density_bench(work.path(), &p1, &p2, density_sandbox, Sandbox::PerPod).await?;
+            density_bench(&work, &p1, &p2, density_sandbox, Sandbox::PerPod).await?;
         }
         let have_containerd = ["containerd", "runc", "umoci", "skopeo"].iter().all(|b| {
             Command::new("sh")
@@ -901,21 +863,13 @@ fn main() -> anyhow::Result<()> {
             let st = Command::new("bash")
                 .arg("scripts/busybox-image")
                 .arg(&busybox)
-                .arg(work.path().join("busybox-image"))
+                .arg(work.join("busybox-image"))
                 .status()?;
             anyhow::ensure!(st.success(), "scripts/busybox-image failed");
-            containers_bench(work.path(), &p2, &busybox, container_starts, idle).await?;
+            containers_bench(&work, &p2, &busybox, container_starts, idle).await?;
         } else if container_starts > 0 {
             println!("\n(containers section skipped: containerd, runc, umoci or skopeo missing)");
         }
         anyhow::Ok(())
-    });
-    if result.is_err() {
-        tail_logs(work.path());
-    }
-    // Child processes are gone by now (their guards dropped inside block_on); the runtime
-    // goes before the temp dir so nothing writes into it while it is removed.
-    drop(rt);
-    drop(work);
-    result
+    })
 }

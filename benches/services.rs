@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     let secs: f64 = size("SPINDLE_BENCH_SECS", 10.0, 0.5);
     let n_rounds: usize = size("SPINDLE_BENCH_ROUNDS", 5, 2);
     let client_threads: usize = size("SPINDLE_BENCH_CLIENT_THREADS", 1, 1);
-    let work = tempfile::tempdir()?;
+    let work = common::Work::new()?;
     let wasm = build_guest(
         "runtime/spindle-wasm/tests/guests/http-hello/Cargo.toml",
         "http-hello",

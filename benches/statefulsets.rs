@@ -24,7 +24,7 @@
 
 mod common;
 use common::{
-    announce, build_guest, cpu_secs, create_namespace, push, size, start_registry, start_server,
+    announce, cpu_secs, create_namespace, size, start_registry, start_server, testbox,
     wait_node_ready, Net, Proc, Server,
 };
 
@@ -263,17 +263,6 @@ async fn clean_up(client: &Client, name: &str) -> anyhow::Result<()> {
     .await
 }
 
-fn tail_logs(work: &Path) {
-    for log in ["server.log", "agent.log"] {
-        let text = std::fs::read_to_string(work.join(log)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("--- tail of {log} ---");
-        for line in &lines[lines.len().saturating_sub(15)..] {
-            eprintln!("{line}");
-        }
-    }
-}
-
 fn row(what: &str, n: usize, elapsed: Duration, pods: &[Duration], server: f64, agent: f64) {
     println!(
         "{what:<22} {:>9.2} {:>11.1} {:>11.1} {:>15.3} {:>14.3}",
@@ -376,27 +365,12 @@ fn main() -> anyhow::Result<()> {
     announce("statefulsets");
     let n = size("BENCH_STS_REPLICAS", 100, 5);
     let rounds = size("BENCH_STS_ROUNDS", 3, 1);
-    let work = tempfile::tempdir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(async {
-        let p1_wasm = build_guest(
-            "tests/guests/testbox/Cargo.toml",
-            "testbox",
-            "wasm32-wasip1",
-        )?;
-        let reg = start_registry(work.path())?;
-        let p1 = push(&reg, &p1_wasm, "bench/testbox:p1")?;
+    common::run_in_work(|work| async move {
+        let reg = start_registry(&work)?;
+        let p1 = testbox(&reg, "wasm32-wasip1", "p1")?;
         println!(
             "== StatefulSet of {n}, Parallel, on one real agent, p1 module `sleep 0`: local-path claims vs none, {rounds} round(s) =="
         );
-        bench(work.path(), &p1, n, rounds).await
-    });
-    if result.is_err() {
-        tail_logs(work.path());
-    }
-    drop(rt);
-    drop(work);
-    result
+        bench(&work, &p1, n, rounds).await
+    })
 }

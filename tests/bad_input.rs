@@ -249,7 +249,7 @@ fn unknown_resources_and_bad_selectors() {
 /// and the body's exact bytes. Not curl's own user agent, to which kube-apiserver answers
 /// with indented JSON.
 fn raw(c: &Cluster, method: &str, path: &str, body: &str) -> (u16, String) {
-    let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token");
+    let tls = c.data_dir().join("server/tls");
     let out = std::process::Command::new("curl")
         .args([
             "-sk",
@@ -261,8 +261,10 @@ fn raw(c: &Cluster, method: &str, path: &str, body: &str) -> (u16, String) {
             "\n%{http_code}",
         ])
         .args(["-A", "OpenAPI-Generator/33.1.0/python"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg("--cert")
+        .arg(tls.join("client-admin.crt"))
+        .arg("--key")
+        .arg(tls.join("client-admin.key"))
         .args(["-H", "Content-Type: application/json"])
         .args(if body.is_empty() {
             vec![]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::agent::{Agent, NetGuard};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -548,69 +549,6 @@ fn bad_denied_and_misfit_requests_issue_nothing_and_foreign_certificates_get_401
         );
     }
 }
-/// `spindle agent` with its token in a file, killed at the end (SIGTERM, then SIGKILL).
-struct Agent(std::process::Child);
-
-/// Removes the agents' host-global network names when the test ends.
-struct NetGuard(NetNames);
-
-impl Drop for NetGuard {
-    fn drop(&mut self) {
-        self.0.cleanup();
-    }
-}
-
-impl Agent {
-    fn start(c: &Cluster, node: &str, token_file: &Path, net: &NetNames) -> Agent {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(c.dir.path().join("agent.log"))
-            .expect("agent log");
-        let child = Command::new(spindle_bin())
-            .args(["agent", "--server", &c.server_url(), "--node-name", node])
-            .args([
-                "--node-ip",
-                "127.0.0.1",
-                "--agent-port",
-                "0",
-                "--disable-containerd",
-            ])
-            .args(net.agent_args())
-            .arg("--data-dir")
-            .arg(c.dir.path().join("agent-data"))
-            .arg("--token-file")
-            .arg(token_file)
-            .env_remove("SPINDLE_TOKEN")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start spindle agent");
-        Agent(child)
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .output();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn lease_renewed(c: &Cluster, node: &str) -> String {
     c.ok(
         KUBECTL_DEFAULT,
@@ -632,7 +570,7 @@ fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
     let guard = NetGuard(NetNames::fresh());
     let net = &guard.0;
     let token_file = c.data_dir().join("server/token");
-    let mut agent = Agent::start(&c, "n1", &token_file, net);
+    let mut agent = Agent::start(&c, "n1", "agent-data", &token_file, net);
     c.wait_for_output(
         &[
             "get",
@@ -746,13 +684,13 @@ fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
     agent.stop();
     let before = lease_renewed(&c, "n1");
     let bogus = c.write_file("bogus-token", "K10::server:not-the-secret\n");
-    let _agent = Agent::start(&c, "n1", &bogus, net);
+    let _agent = Agent::start(&c, "n1", "agent-data", &bogus, net);
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while lease_renewed(&c, "n1") == before {
         assert!(
             std::time::Instant::now() < deadline,
             "the restarted agent never renewed its Lease\n{}",
-            std::fs::read_to_string(c.dir.path().join("agent.log")).unwrap_or_default()
+            std::fs::read_to_string(c.dir.path().join("agent-data.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -52,20 +52,22 @@ fn hostile_requests_are_refused_and_the_server_keeps_answering() {
     descriptor_exhaustion(&c, &api);
 }
 
-/// Raw HTTPS requests with the node token (curl), for bodies and content types kubectl
-/// will not send.
+/// Raw HTTPS requests as the admin (its client certificate, with curl), for bodies and
+/// content types kubectl will not send.
 struct Api {
     url: String,
-    token: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
     dir: std::path::PathBuf,
 }
 
 impl Api {
     fn new(c: &Cluster) -> Api {
-        let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token");
+        let tls = c.data_dir().join("server/tls");
         Api {
             url: c.server_url(),
-            token: token.trim().to_string(),
+            cert: tls.join("client-admin.crt"),
+            key: tls.join("client-admin.key"),
             dir: c.dir.path().to_path_buf(),
         }
     }
@@ -86,8 +88,10 @@ impl Api {
                 "-w",
                 "\n%{http_code}",
             ])
-            .arg("-H")
-            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg("--cert")
+            .arg(&self.cert)
+            .arg("--key")
+            .arg(&self.key)
             .arg("-H")
             .arg(format!("Content-Type: {content_type}"))
             .arg("--data-binary")
@@ -603,7 +607,11 @@ fn stalled_connections(c: &Cluster, api: &Api) {
 fn s_client(api: &Api, proto: &str) -> std::process::Child {
     Command::new("openssl")
         // -nocommands: stdin goes to the server as it is, even a line starting with Q.
-        .args(["s_client", "-nocommands", "-alpn", proto, "-connect"])
+        .args(["s_client", "-nocommands", "-alpn", proto, "-cert"])
+        .arg(&api.cert)
+        .arg("-key")
+        .arg(&api.key)
+        .arg("-connect")
         .arg(api.addr().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -687,8 +695,10 @@ fn trickled_bodies(c: &Cluster, api: &Api) {
     std::fs::write(&file, big_configmap("trickled", 1000)).expect("body file");
     let h2 = Command::new("curl")
         .args(["-sSk", "--http2", "--limit-rate", "20", "--max-time", "60"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {}", api.token))
+        .arg("--cert")
+        .arg(&api.cert)
+        .arg("--key")
+        .arg(&api.key)
         .args(["-H", "Content-Type: application/json", "--data-binary"])
         .arg(format!("@{}", file.display()))
         .arg(format!("{}/api/v1/namespaces/default/configmaps", api.url))
@@ -698,10 +708,7 @@ fn trickled_bodies(c: &Cluster, api: &Api) {
         .expect("curl");
     let mut h1 = s_client(api, "http/1.1");
     let mut stdin = h1.stdin.take().expect("stdin");
-    let head = format!(
-        "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
-        api.token
-    );
+    let head = "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
     stdin.write_all(head.as_bytes()).expect("headers");
     let bound = BODY_TIMEOUT + Duration::from_secs(15);
     // One byte every 200 ms, until the server closes the connection.

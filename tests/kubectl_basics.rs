@@ -168,8 +168,17 @@ fn bearer_token_authenticates_and_anonymous_is_refused() {
         common::curl_status(args)
     };
     assert_eq!(curl(&[], "/api/v1/namespaces"), "401");
+    // The join token authenticates, and only bootstraps: it may ask for certificates,
+    // nothing else.
     let auth = format!("Authorization: Bearer {}", token.trim());
-    assert_eq!(curl(&["-H", &auth], "/api/v1/namespaces"), "200");
+    assert_eq!(
+        curl(
+            &["-H", &auth],
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+        ),
+        "200"
+    );
+    assert_eq!(curl(&["-H", &auth], "/api/v1/namespaces"), "403");
     assert_eq!(
         curl(&["-H", "Authorization: Bearer wrong"], "/api/v1/namespaces"),
         "401"

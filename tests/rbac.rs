@@ -502,6 +502,84 @@ subjects:
                 "--wait=false",
             ],
         );
+        // Namespaces offer no deletecollection (as kube-apiserver's storage), so no
+        // single request empties the cluster's namespaces past the check above.
+        let err = c.fails(k, &["delete", "--raw", "/api/v1/namespaces"]);
+        assert!(
+            err.contains("the server does not allow this method on the requested resource"),
+            "{err}"
+        );
+        let verbs = c.ok(k, &["get", "--raw", "/api/v1"]);
+        let verbs: serde_json::Value = serde_json::from_str(&verbs).expect("discovery json");
+        let ns_verbs = verbs["resources"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "namespaces"))
+            .map(|r| r["verbs"].clone());
+        assert_eq!(
+            ns_verbs,
+            Some(serde_json::json!([
+                "create", "delete", "get", "list", "patch", "update", "watch"
+            ]))
+        );
+
+        // The review resources are in discovery, so kubectl can create one from a file.
+        let names = c.ok(
+            k,
+            &[
+                "api-resources",
+                "--api-group=authorization.k8s.io",
+                "-o",
+                "name",
+            ],
+        );
+        for r in [
+            "selfsubjectaccessreviews",
+            "subjectaccessreviews",
+            "localsubjectaccessreviews",
+            "selfsubjectrulesreviews",
+        ] {
+            assert!(
+                names
+                    .lines()
+                    .any(|l| l == format!("{r}.authorization.k8s.io")),
+                "{names}"
+            );
+        }
+        let names = c.ok(
+            k,
+            &[
+                "api-resources",
+                "--api-group=authentication.k8s.io",
+                "-o",
+                "name",
+            ],
+        );
+        assert!(
+            names.contains("tokenreviews.authentication.k8s.io"),
+            "{names}"
+        );
+        let review = c.write_file(
+            "ssar.yaml",
+            "apiVersion: authorization.k8s.io/v1\nkind: SelfSubjectAccessReview\nspec:\n  resourceAttributes:\n    verb: delete\n    resource: pods\n    namespace: team\n",
+        );
+        let review = review.to_str().expect("utf-8 path");
+        let allowed = c.ok(
+            k,
+            &["create", "-f", review, "-o", "jsonpath={.status.allowed}"],
+        );
+        assert_eq!(allowed.trim(), "true", "the admin may delete pods");
+        let allowed = c.ok(
+            k,
+            &[
+                "create",
+                "-f",
+                review,
+                "--as=jane",
+                "-o",
+                "jsonpath={.status.allowed}",
+            ],
+        );
+        assert_eq!(allowed.trim(), "false", "jane may not delete pods");
 
         // Bad input: a changed roleRef, an unknown subject kind.
         let err = c.fails(

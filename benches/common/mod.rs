@@ -20,6 +20,92 @@ pub mod size;
 #[allow(unused_imports)] // each bench uses some
 pub use size::{announce, quick, size};
 
+/// A bench's scratch directory. Dropped last (declare it first), it detaches every mount
+/// an agent left below it before the directory goes: an agent bind-mounts its pods
+/// directory onto itself (nodev, nosuid) and pods' volumes are mounts too, and a stopped
+/// agent leaves them for the agent started next, as the kubelet does.
+pub struct Work(tempfile::TempDir);
+
+impl Work {
+    pub fn new() -> anyhow::Result<Work> {
+        Ok(Work(tempfile::tempdir()?))
+    }
+}
+
+impl std::ops::Deref for Work {
+    type Target = tempfile::TempDir;
+    fn deref(&self) -> &tempfile::TempDir {
+        &self.0
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let root = self.0.path().display().to_string();
+        let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut below: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        below.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in below {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+}
+
+/// Runs a bench's `body` on a multi-threaded runtime in a fresh [`Work`] dir, and prints
+/// the tail of every log in it when the bench fails. The runtime (and so every child
+/// process guard made in it) goes before the dir, so nothing writes into it while it is
+/// removed.
+pub fn run_in_work<F, Fut>(body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let work = Work::new()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(body(work.path().to_path_buf()));
+    if result.is_err() {
+        tail_logs(work.path());
+    }
+    drop(rt);
+    result
+}
+
+/// The last lines of every non-empty log in `work` and the directories just below it.
+pub fn tail_logs(work: &Path) {
+    let mut dirs = vec![work.to_path_buf()];
+    let below = std::fs::read_dir(work).into_iter().flatten().flatten();
+    dirs.extend(below.map(|e| e.path()).filter(|p| p.is_dir()));
+    for dir in dirs {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_none_or(|x| x != "log") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.is_empty() {
+                continue;
+            }
+            eprintln!("--- tail of {} ---", e.path().display());
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The test guest `tests/guests/testbox` built for `target` and pushed to `reg` as
+/// `bench/testbox:<tag>`: the image reference.
+pub fn testbox(reg: &Registry, target: &str, tag: &str) -> anyhow::Result<String> {
+    let wasm = build_guest("tests/guests/testbox/Cargo.toml", "testbox", target)?;
+    push(reg, &wasm, &format!("bench/testbox:{tag}"))
+}
+
 /// A child process, stopped (and reaped) when dropped, on success and error paths alike.
 pub struct Proc(pub Child);
 

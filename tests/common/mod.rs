@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 mod bounded;
 mod listen;
 pub mod net;

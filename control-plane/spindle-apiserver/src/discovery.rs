@@ -20,6 +20,85 @@ const VERBS_ALL: &[&str] = &[
     "watch",
 ];
 
+/// The verbs a kind serves on its main resource.
+fn verbs(k: &Kind) -> Vec<&'static str> {
+    VERBS_ALL
+        .iter()
+        .copied()
+        .filter(|v| *v != "deletecollection" || k.strategy.deletes_collections())
+        .collect()
+}
+
+/// The create-only review resources, which are answered by their own routes
+/// (`authz::reviews`, `sa_endpoints`) instead of the store, so the registry does not know
+/// them. kube-apiserver lists them in discovery all the same, and kubectl needs that to
+/// `kubectl create -f` one: (group, version, plural, kind, namespaced).
+const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+];
+
+fn reviews_in<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str, bool)> + 'a
+{
+    REVIEWS
+        .iter()
+        .filter(move |(g, v, ..)| *g == group && *v == version)
+}
+
+/// The group versions served: the registry's, then the review groups.
+fn group_versions(reg: &Registry) -> Vec<(&'static str, &'static str)> {
+    let mut out = reg.group_versions();
+    for (g, v, ..) in REVIEWS {
+        if !out.contains(&(*g, *v)) {
+            out.push((*g, *v));
+        }
+    }
+    out
+}
+
 /// Subresources per kind: (name, group, version, kind, verbs).
 fn subresources(
     k: &Kind,
@@ -60,7 +139,7 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
     for k in reg.kinds_in(group, version) {
         let mut r = json!({
             "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-            "verbs": VERBS_ALL,
+            "verbs": verbs(k),
         });
         if !k.short_names.is_empty() {
             r["shortNames"] = json!(k.short_names);
@@ -78,6 +157,9 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
             resources.push(s);
         }
     }
+    for (_, _, plural, kind, namespaced) in reviews_in(group, version) {
+        resources.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["create"]}));
+    }
     let gv = if group.is_empty() {
         version.to_string()
     } else {
@@ -88,17 +170,17 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
 
 fn aggregated(reg: &Registry, core: bool, api_version: &str) -> Value {
     let mut items = Vec::new();
-    for (g, v) in reg.group_versions() {
+    for (g, v) in group_versions(reg) {
         if g.is_empty() != core {
             continue;
         }
-        let resources: Vec<Value> = reg
+        let mut resources: Vec<Value> = reg
             .kinds_in(g, v)
             .map(|k| {
                 let mut r = json!({
                     "resource": k.plural, "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
                     "scope": if k.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": k.singular,
-                    "verbs": VERBS_ALL,
+                    "verbs": verbs(k),
                     "subresources": subresources(k).into_iter().map(|(s, g, v, kind, verbs)| json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})).collect::<Vec<_>>(),
                 });
                 if !k.short_names.is_empty() {
@@ -110,6 +192,13 @@ fn aggregated(reg: &Registry, core: bool, api_version: &str) -> Value {
                 r
             })
             .collect();
+        resources.extend(reviews_in(g, v).map(|(g, v, plural, kind, namespaced)| {
+            json!({
+                "resource": plural, "responseKind": {"group": g, "version": v, "kind": kind},
+                "scope": if *namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "",
+                "verbs": ["create"],
+            })
+        }));
         items.push(json!({"metadata": {"name": g}, "versions": [{"version": v, "freshness": "Current", "resources": resources}]}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
@@ -164,9 +253,7 @@ pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
             v,
         );
     }
-    let groups: Vec<Value> = st
-        .reg
-        .group_versions()
+    let groups: Vec<Value> = group_versions(&st.reg)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| {
@@ -182,9 +269,7 @@ pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
 }
 
 pub fn group(st: &AppState, group: &str) -> Response {
-    let Some((_, v)) = st
-        .reg
-        .group_versions()
+    let Some((_, v)) = group_versions(&st.reg)
         .into_iter()
         .find(|(g, _)| *g == group)
     else {
@@ -199,7 +284,9 @@ pub fn group(st: &AppState, group: &str) -> Response {
 }
 
 pub fn group_version(st: &AppState, group: &str, version: &str) -> Response {
-    if st.reg.kinds_in(group, version).next().is_none() {
+    if st.reg.kinds_in(group, version).next().is_none()
+        && reviews_in(group, version).next().is_none()
+    {
         return ApiError::path_not_found().into_response();
     }
     json_response(StatusCode::OK, &resource_list(&st.reg, group, version), &[])

@@ -166,13 +166,13 @@ pub async fn start(
     .with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
-    // system:bootstrappers is the group of Kubernetes' bootstrap tokens: the CSR approver
-    // approves node client certificates its members ask for.
+    // The join token only bootstraps: its user is a bootstrap token's, in
+    // system:bootstrappers, which may ask for node client certificates (approved
+    // automatically) and nothing more; nodes then act under their own certificates.
     let node_user = User {
         name: "system:node-bootstrap".into(),
         groups: vec![
-            "system:bootstrappers".into(),
-            "system:nodes".into(),
+            authz::bootstrap::BOOTSTRAPPERS.into(),
             "system:authenticated".into(),
         ],
     };

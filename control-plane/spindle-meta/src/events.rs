@@ -5,7 +5,6 @@
 
 pub mod correlator;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,8 +34,6 @@ impl EventType {
 /// Events a rate-limited recorder holds before it drops new ones (client-go's
 /// maxQueuedEvents).
 const QUEUE_LEN: usize = 1000;
-/// Names of the Events written, remembered for count patches.
-const MAX_WRITTEN: usize = 4096;
 
 #[derive(Clone)]
 pub struct Recorder {
@@ -48,18 +45,11 @@ struct Inner {
     component: String,
     /// The node a kubelet-like reporter runs on (EventSource.host, reportingInstance).
     host: Option<String>,
-    state: Mutex<State>,
+    correlator: Mutex<Correlator>,
     /// Writes per second and burst, for a recorder that queues (the kubelet's
     /// eventRecordQPS and eventBurst); None writes at once.
     rate: Option<(f64, f64)>,
     queue: OnceLock<mpsc::Sender<Pending>>,
-}
-
-#[derive(Default)]
-struct State {
-    correlator: Correlator,
-    /// Correlator key -> (Event name, namespace).
-    written: HashMap<String, (String, String)>,
 }
 
 /// An event waiting in a rate-limited recorder's queue.
@@ -117,7 +107,7 @@ impl Recorder {
                 client,
                 component: component.to_string(),
                 host,
-                state: Mutex::new(State::default()),
+                correlator: Mutex::default(),
                 rate,
                 queue: OnceLock::new(),
             }),
@@ -179,7 +169,7 @@ impl Inner {
             reason: p.reason.clone(),
             message: p.message.clone(),
         };
-        let decision = self.lock().correlator.correlate(&draft, now());
+        let decision = self.lock().correlate(&draft, now());
         let (key, count, message) = match decision {
             Decision::Skip => return,
             Decision::Create { key, message } => (key, 1, message),
@@ -195,7 +185,7 @@ impl Inner {
                 tokio::time::sleep(wait).await;
             }
         }
-        let prior = self.lock().written.get(&key).cloned();
+        let prior = self.lock().event(&key);
         let result = match prior {
             Some((name, ns)) if count > 1 => {
                 match self.patch(&name, &ns, count, &message).await {
@@ -206,25 +196,18 @@ impl Inner {
             }
             _ => self.create(&p, count, &message).await,
         };
-        let mut st = self.lock();
         match result {
-            Ok(written) => {
-                if st.written.len() >= MAX_WRITTEN {
-                    st.written.clear();
-                }
-                st.written.insert(key, written);
-            }
+            Ok(event) => self.lock().wrote(&key, event),
             Err(e) => {
                 tracing::debug!(reason = %p.reason, error = %e, "could not record event");
-                st.correlator.forget(&key);
-                st.written.remove(&key);
+                self.lock().forget(&key);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is plain maps: one poisoned by a panicking writer is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Correlator> {
+        // The correlator is plain maps: one poisoned by a panicking writer is still usable.
+        self.correlator.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn patch(&self, name: &str, ns: &str, count: i32, message: &str) -> kube::Result<()> {

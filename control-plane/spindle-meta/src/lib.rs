@@ -9,6 +9,7 @@ pub mod cron;
 pub mod events;
 pub mod lease;
 pub mod names;
+pub mod node_certificate;
 pub mod quantity;
 pub mod selector;
 pub mod storage;

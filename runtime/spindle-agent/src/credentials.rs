@@ -9,9 +9,8 @@
 //! the new certificate.
 //!
 //! A kept certificate that is still valid is used without the token at all, as the
-//! kubelet does with its `kubelet-client-current.pem`. [`issue`] (a request and the
-//! wait for its certificate) serves the node's serving certificate too
-//! ([`crate::serving`]).
+//! kubelet does with its `kubelet-client-current.pem`. The node's serving certificate
+//! ([`crate::serving`]) is kept and renewed the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -21,18 +20,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::PostParams;
-use kube::Api;
-use serde_json::json;
-use spindle_meta::certificates::{
-    new_request, KUBE_APISERVER_CLIENT_KUBELET, NODES_GROUP, NODE_USER_PREFIX,
-};
+use spindle_meta::certificates::NODE_USER_PREFIX;
+use spindle_meta::node_certificate::{self, Issued};
 
 /// How long the agent waits for its request to be approved and signed before it
 /// gives up (and, as a process, is restarted by whoever runs it).
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-const POLL: Duration = Duration::from_millis(500);
 /// A failed renewal is tried again after this long.
 pub(crate) const RENEW_RETRY: Duration = Duration::from_secs(30);
 
@@ -70,60 +63,6 @@ pub fn renewal_time(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
 }
 
-/// A certificate a node asks for: `system:node:<name>` in `system:nodes`, for `signer`.
-pub(crate) struct Wanted<'a> {
-    pub signer: &'a str,
-    pub node_name: &'a str,
-    pub usages: &'a [&'a str],
-    pub dns_names: &'a [String],
-    pub ips: &'a [std::net::IpAddr],
-}
-
-/// Make a key and a CertificateSigningRequest for `want` through `client`, and wait
-/// until the request is issued: `(certificate PEM, key PEM)`.
-pub(crate) async fn issue(client: kube::Client, want: &Wanted<'_>) -> Result<(String, String)> {
-    let cn = format!("{NODE_USER_PREFIX}{}", want.node_name);
-    let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], want.dns_names, want.ips)?;
-    let api: Api<CertificateSigningRequest> = Api::all(client);
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"generateName": "node-csr-"},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&csr_pem),
-            "signerName": want.signer,
-            "usages": want.usages,
-        }
-    }))?;
-    let created = api
-        .create(&PostParams::default(), &csr)
-        .await
-        .with_context(|| format!("creating a certificate signing request for {}", want.signer))?;
-    let name = created.metadata.name.clone().unwrap_or_default();
-    tracing::info!(csr = %name, user = %cn, signer = want.signer, "waiting for a node certificate");
-    let deadline = tokio::time::Instant::now() + ISSUE_TIMEOUT;
-    loop {
-        let got = api.get(&name).await?;
-        let status = got.status.unwrap_or_default();
-        for c in status.conditions.iter().flatten() {
-            if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
-                bail!(
-                    "certificate signing request {name} {}: {}",
-                    c.type_.to_lowercase(),
-                    c.message.clone().unwrap_or_default()
-                );
-            }
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let cert = String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
-            tracing::info!(csr = %name, signer = want.signer, "node certificate issued");
-            return Ok((cert, key_pem));
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("certificate signing request {name} was not signed within {ISSUE_TIMEOUT:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// The node's credential: the client the agent uses, whose certificate renewal swaps.
 pub struct NodeCredential {
     base: kube::Config,
@@ -134,13 +73,11 @@ pub struct NodeCredential {
 
 impl NodeCredential {
     fn client_for(&self, cert_pem: &str, key_pem: &str) -> Result<kube::Client> {
-        let mut cfg = self.base.clone();
-        cfg.auth_info.token = None;
-        cfg.auth_info.token_file = None;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        cfg.auth_info.client_certificate_data = Some(b64(cert_pem));
-        cfg.auth_info.client_key_data = Some(b64(key_pem).into());
-        kube::Client::try_from(cfg).context("building the node's API client")
+        let issued = Issued {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        };
+        Ok(node_certificate::client(&self.base, &issued)?)
     }
 
     fn client(&self) -> kube::Client {
@@ -150,22 +87,12 @@ impl NodeCredential {
             .clone()
     }
 
-    /// Ask for a client certificate through `client` and wait until it is issued; keep it.
+    /// Ask for a certificate through `client` and wait until it is issued; keep it.
     async fn request(&self, client: kube::Client) -> Result<(String, String)> {
-        let (cert, key) = issue(
-            client,
-            &Wanted {
-                signer: KUBE_APISERVER_CLIENT_KUBELET,
-                node_name: &self.node_name,
-                // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
-                usages: &["digital signature", "client auth"],
-                dns_names: &[],
-                ips: &[],
-            },
-        )
-        .await?;
-        self.keep(&cert, &key)?;
-        Ok((cert, key))
+        let issued = node_certificate::request(client, &self.node_name, ISSUE_TIMEOUT).await?;
+        self.keep(&issued.cert_pem, &issued.key_pem)?;
+        tracing::info!(node = %self.node_name, "node client certificate issued");
+        Ok((issued.cert_pem, issued.key_pem))
     }
 
     fn keep(&self, cert: &str, key: &str) -> Result<()> {

@@ -21,8 +21,12 @@ use rustls::sign::CertifiedKey;
 use spindle_meta::certificates::{KUBELET_SERVING, NODE_USER_PREFIX};
 use x509_parser::extensions::GeneralName;
 
-use crate::credentials::{self, issue, renewal_time, unix_now, validity, Wanted};
+use spindle_meta::node_certificate::{request_for, Wanted};
 
+use crate::credentials::{self, renewal_time, unix_now, validity};
+
+/// How long one request may wait for approval before it is made again.
+const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const CERT_FILE: &str = "server.crt";
 const KEY_FILE: &str = "server.key";
 
@@ -168,18 +172,17 @@ async fn obtain(serving: &ServingCert, client: &kube::Client, id: &Identity) -> 
 }
 
 async fn request(serving: &ServingCert, client: &kube::Client, id: &Identity) -> Result<String> {
-    let (cert, key) = issue(
-        client.clone(),
-        &Wanted {
-            signer: KUBELET_SERVING,
-            node_name: &id.node_name,
-            // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
-            usages: &["digital signature", "server auth"],
-            dns_names: &id.dns_names(),
-            ips: &[id.node_ip],
-        },
-    )
-    .await?;
+    let want = Wanted {
+        signer: KUBELET_SERVING,
+        node_name: &id.node_name,
+        // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
+        usages: &["digital signature", "server auth"],
+        dns_names: &id.dns_names(),
+        ips: &[id.node_ip],
+    };
+    let issued = request_for(client.clone(), &want, ISSUE_TIMEOUT).await?;
+    tracing::info!(node = %id.node_name, "node serving certificate issued");
+    let (cert, key) = (issued.cert_pem, issued.key_pem);
     serving.set(&cert, &key)?;
     credentials::write_private(&id.dir.join(KEY_FILE), &key)?;
     credentials::write_private(&id.dir.join(CERT_FILE), &cert)?;

@@ -7,8 +7,11 @@
 //! Stopping the process just stops the heartbeats; the control plane then marks the nodes
 //! NotReady as it would for real kubelets. Nodes are not deleted on exit.
 //!
-//! Joining the cluster (URL and k3s-style token) and the Lease and node-condition
-//! heartbeat are spindle-meta's, shared with the real node agent.
+//! Joining the cluster (URL and k3s-style token), each node's own client certificate
+//! (asked for with the token, as a kubelet's TLS bootstrap) and the Lease and
+//! node-condition heartbeat are spindle-meta's, shared with the real node agent. Each
+//! node writes its Node, Lease and pods as itself (`system:node:<name>`); the watches
+//! shared by all nodes run as the first one.
 
 pub mod finish;
 mod ipam;
@@ -61,7 +64,12 @@ pub(crate) struct Stats {
 
 /// State shared by all tasks of the process.
 pub(crate) struct Hollow {
+    /// The first node's client, for the watches all nodes share.
     client: kube::Client,
+    /// The join token's client configuration and client, to ask for each node's
+    /// certificate (one connection for all of them).
+    bootstrap: kube::Config,
+    token_client: kube::Client,
     opts: HollowOptions,
     /// One boot per process start, as a rebooted machine would report.
     boot_id: String,
@@ -96,7 +104,11 @@ pub async fn run(opts: HollowOptions) -> Result<()> {
     let nodes = (0..opts.count)
         .map(|i| node::NodeIdentity::new(&opts.prefix, i, opts.pods).map(node::NodeState::new))
         .collect::<Result<Vec<_>>>()?;
-    let client = spindle_meta::token::connect(&opts.server, &opts.token).await?;
+    let bootstrap = spindle_meta::token::bootstrap_config(&opts.server, &opts.token).await?;
+    let token_client =
+        kube::Client::try_from(bootstrap.clone()).context("building the bootstrap client")?;
+    let first = sign_up(&bootstrap, &token_client, &nodes[0].id.name).await?;
+    let _ = nodes[0].client.set(first.clone());
     let by_name = nodes
         .iter()
         .enumerate()
@@ -104,7 +116,9 @@ pub async fn run(opts: HollowOptions) -> Result<()> {
         .collect();
     tracing::info!(count = opts.count, prefix = %opts.prefix, server = %opts.server, "starting hollow nodes");
     let h = Arc::new(Hollow {
-        client,
+        client: first,
+        bootstrap,
+        token_client,
         opts,
         boot_id: random_boot_id(),
         started: tokio::time::Instant::now(),
@@ -134,6 +148,33 @@ pub async fn run(opts: HollowOptions) -> Result<()> {
     tracing::info!("stopping; the nodes will go NotReady once their leases expire");
     tasks.abort_all();
     Ok(())
+}
+
+/// How long a node waits for its certificate before registration is tried again.
+const ISSUE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client certificate for node `name`, asked for with the join token.
+async fn sign_up(
+    bootstrap: &kube::Config,
+    token_client: &kube::Client,
+    name: &str,
+) -> Result<kube::Client> {
+    use spindle_meta::node_certificate;
+    let issued = node_certificate::request(token_client.clone(), name, ISSUE_TIMEOUT)
+        .await
+        .with_context(|| format!("getting node {name}'s client certificate"))?;
+    Ok(node_certificate::client(bootstrap, &issued)?)
+}
+
+impl Hollow {
+    pub(crate) async fn sign_up(&self, name: &str) -> Result<kube::Client> {
+        sign_up(&self.bootstrap, &self.token_client, name).await
+    }
+
+    /// Node `i`'s own client (the shared one until it has registered).
+    pub(crate) fn node_client(&self, i: usize) -> kube::Client {
+        self.nodes[i].client(self)
+    }
 }
 
 async fn summary(h: Arc<Hollow>, pods: Arc<pods::PodSim>) {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -76,6 +76,8 @@ pub struct NodeState {
     pub wake: Notify,
     /// Set once the Node and its Lease exist.
     pub registered: AtomicBool,
+    /// The node's own API client (its client certificate), once issued.
+    pub client: OnceLock<kube::Client>,
     /// lastTransitionTime of our Ready=True: kept across status writes, reset when the
     /// control plane had set Ready to something else.
     ready_since: Mutex<Timestamp>,
@@ -87,8 +89,15 @@ impl NodeState {
             id,
             wake: Notify::new(),
             registered: AtomicBool::new(false),
+            client: OnceLock::new(),
             ready_since: Mutex::new(Timestamp::now()),
         }
+    }
+
+    /// The node's client; the shared one before registration has issued its own (no
+    /// write is made as the node before then).
+    pub fn client(&self, h: &Hollow) -> kube::Client {
+        self.client.get().unwrap_or(&h.client).clone()
     }
 
     fn ready_since(&self) -> Timestamp {
@@ -207,7 +216,14 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 /// status at once so it is Ready without waiting for the next heartbeat, and make sure
 /// its Lease exists.
 async fn register(h: &Hollow, n: &NodeState) -> Result<()> {
-    let nodes: Api<Node> = Api::all(h.client.clone());
+    let client = match n.client.get() {
+        Some(c) => c.clone(),
+        None => {
+            let c = h.sign_up(&n.id.name).await?;
+            n.client.get_or_init(|| c).clone()
+        }
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
     let now = Timestamp::now();
     let node = build_node(&n.id, &h.opts, &h.boot_id, now);
     let uid = match nodes.create(&PostParams::default(), &node).await {
@@ -227,7 +243,7 @@ async fn register(h: &Hollow, n: &NodeState) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    ensure_lease(&h.client, &n.id.name, uid.as_deref()).await?;
+    ensure_lease(&client, &n.id.name, uid.as_deref()).await?;
     n.registered.store(true, Ordering::Relaxed);
     h.stats.nodes_registered.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(node = %n.id.name, "registered");
@@ -237,7 +253,7 @@ async fn register(h: &Hollow, n: &NodeState) -> Result<()> {
 /// Write the node's whole status. A merge patch replaces the conditions list, which
 /// also puts Ready back to True if the node lifecycle controller had set it Unknown.
 async fn write_status(h: &Hollow, n: &NodeState) -> Result<(), kube::Error> {
-    let nodes: Api<Node> = Api::all(h.client.clone());
+    let nodes: Api<Node> = Api::all(n.client(h));
     let status = node_status(
         &n.id,
         &h.opts,
@@ -312,7 +328,7 @@ pub async fn heartbeat(h: Arc<Hollow>, idx: usize) {
     let mut last_status = Instant::now();
     loop {
         tokio::select! {
-            _ = lease_tick.tick() => match renew_lease(&h.client, &n.id.name).await {
+            _ = lease_tick.tick() => match renew_lease(&n.client(&h), &n.id.name).await {
                 Ok(()) => { h.stats.lease_renewals.fetch_add(1, Ordering::Relaxed); }
                 Err(e) if is_status(&e, 404) => {
                     tracing::info!(node = %n.id.name, "lease or node gone; registering again");

@@ -533,7 +533,11 @@ impl PodSim {
 
     async fn execute(self: &Arc<Self>, uid: String, job: Job) {
         // Replies are read as the light view too (they are whole Pods).
-        let api: Api<PodView> = Api::namespaced(self.h.client.clone(), &job.ns);
+        // Each pod is written as its node: NodeRestriction lets a node change only the
+        // pods bound to it.
+        let node = lock(&self.tracker).pods.get(&uid).map(|e| e.node);
+        let client = node.map_or_else(|| self.h.client.clone(), |i| self.h.node_client(i));
+        let api: Api<PodView> = Api::namespaced(client, &job.ns);
         let stats = &self.h.stats;
         let res = match &job.action {
             Action::Start(spec) => {

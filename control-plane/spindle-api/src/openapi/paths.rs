@@ -175,19 +175,21 @@ pub(super) fn kind_paths(k: &Kind, item: &str, list: &str) -> Vec<PathSpec> {
             &[("200", item), ("201", item), ("202", item)],
         ),
     ];
-    collection_ops.push(with(
-        op(
-            "delete",
-            "deletecollection",
-            "deleteCollection",
-            &one,
-            format!("delete collection of {kind}"),
-            DELETE_COLLECTION_Q,
-            Some((format!("{META}DeleteOptions"), WRITE_TYPES)),
-            PRODUCES,
-        ),
-        &[("200", &status)],
-    ));
+    if k.strategy.deletes_collections() {
+        collection_ops.push(with(
+            op(
+                "delete",
+                "deletecollection",
+                "deleteCollection",
+                &one,
+                format!("delete collection of {kind}"),
+                DELETE_COLLECTION_Q,
+                Some((format!("{META}DeleteOptions"), WRITE_TYPES)),
+                PRODUCES,
+            ),
+            &[("200", &status)],
+        ));
+    }
 
     let mut item_params = scope_params.clone();
     item_params.insert(0, "name");

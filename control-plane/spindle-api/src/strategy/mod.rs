@@ -159,6 +159,13 @@ pub trait Strategy: Send + Sync {
     fn subresources(&self) -> &'static [Subresource] {
         &[]
     }
+
+    /// Whether DELETE on the collection is served. kube-apiserver's storage of a few
+    /// kinds (namespaces) does not offer it: the verb is absent from discovery and the
+    /// request gets 405.
+    fn deletes_collections(&self) -> bool {
+        true
+    }
 }
 
 /// Replace the status of a new object: clients do not set a status on creation.

@@ -40,4 +40,11 @@ impl Strategy for Namespaces {
     fn returns_deleted_object(&self) -> bool {
         true
     }
+
+    /// Namespace storage has no DeleteCollection in kube-apiserver, so
+    /// `kubectl delete ns --all` deletes one by one and meets the immortal-namespace check
+    /// for each.
+    fn deletes_collections(&self) -> bool {
+        false
+    }
 }

@@ -6,6 +6,7 @@
 
 mod default_toleration_seconds;
 mod namespace_lifecycle;
+mod node_restriction;
 mod rbac_escalation;
 mod service_account;
 mod storage;
@@ -19,6 +20,7 @@ use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use namespace_lifecycle::{refuse_immortal, NamespaceLifecycle};
+pub use node_restriction::{check_eviction, check_pod_delete, check_token, NodeRestriction};
 pub use rbac_escalation::RbacEscalation;
 pub use service_account::ServiceAccount;
 pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};
@@ -73,12 +75,13 @@ pub trait Admission: Send + Sync {
 }
 
 /// The enabled plugins in kube-apiserver's default order (NamespaceLifecycle,
-/// LimitRanger, ServiceAccount, ..., DefaultTolerationSeconds, ..., DefaultStorageClass,
+/// LimitRanger, ServiceAccount, NodeRestriction, ..., DefaultTolerationSeconds, ..., DefaultStorageClass,
 /// StorageObjectInUseProtection, ..., PersistentVolumeClaimResize, ..., ResourceQuota);
 /// the ones Spindle implements.
 pub const PLUGINS: &[&dyn Admission] = &[
     &NamespaceLifecycle,
     &ServiceAccount,
+    &NodeRestriction,
     &DefaultTolerationSeconds,
     &DefaultStorageClass,
     &StorageObjectInUseProtection,

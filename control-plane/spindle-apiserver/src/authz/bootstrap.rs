@@ -400,8 +400,10 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        // kube's placeholder: the Node authorizer, not this role, grants nodes their
-        // rights; the role is kept for compatibility and bound to nobody.
+        // The rules every node holds by being one (kube's NodeRules): the Node
+        // authorizer judges nodes against them (and against its graph for Secrets,
+        // ConfigMaps, claims, volumes, tokens and leases); the role itself is bound to
+        // nobody, as on Kubernetes.
         role(
             "system:node",
             &[],
@@ -421,7 +423,7 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(&["create", "delete"], &[""], &["pods"]),
                 r(&["patch", "update"], &[""], &["pods/status"]),
                 r(&["create"], &[""], &["pods/eviction"]),
-                r(&["get"], &[""], &["configmaps", "secrets"]),
+                r(READ, &[""], &["configmaps", "secrets"]),
                 r(
                     &["get"],
                     &[""],
@@ -449,6 +451,65 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(READ, &["node.k8s.io"], &["runtimeclasses"]),
             ],
         ),
+        // kube-proxy's role; Spindle's agent is its node's service proxy and DNS.
+        role(
+            "system:node-proxier",
+            &[],
+            vec![
+                r(&["list", "watch"], &[""], &["endpoints", "services"]),
+                r(READ, &[""], &["nodes"]),
+                r(EVENTS, &["", "events.k8s.io"], &["events"]),
+                r(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+        ),
+        // Each agent runs the local-path provisioner for its own node (as k3s ships
+        // one): it watches claims, volumes and classes and makes and removes volumes.
+        role(
+            "spindle:local-path-provisioner",
+            &[],
+            vec![
+                r(READ, &[""], &["persistentvolumeclaims"]),
+                r(
+                    &["create", "delete", "get", "list", "watch"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+                r(EVENTS, &[""], &["events"]),
+            ],
+        ),
+        // What a bootstrap token may do: ask for a certificate and watch it being issued.
+        role(
+            "system:node-bootstrapper",
+            &[],
+            vec![r(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![r(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![r(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
     ]
 }
 
@@ -456,6 +517,14 @@ fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(name, &[]),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects})
 }
+
+const NODES: &str = "system:nodes";
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+
+/// Bootstrap objects earlier versions made and this one must not keep: the binding that
+/// made every node cluster-admin until nodes had identities of their own. Removed at
+/// start when it still carries the bootstrap label (an admin's own object is left).
+const OBSOLETE_BINDINGS: &[&str] = &["spindle:node-agents"];
 
 fn group(name: &str) -> Value {
     json!({"apiGroup": GROUP, "kind": "Group", "name": name})
@@ -519,13 +588,33 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             vec![user(crate::pki::KUBELET_CLIENT_USER)],
         ),
         binding("system:node", "system:node", vec![]),
-        // Spindle's stopgap until nodes have identities of their own (issue 15, item 5):
-        // agents authenticate with the join token as group system:nodes and keep the
-        // rights they had before authorization existed.
         binding(
-            "spindle:node-agents",
-            "cluster-admin",
-            vec![group("system:nodes")],
+            "system:node-proxier",
+            "system:node-proxier",
+            vec![user("system:kube-proxy"), group(NODES)],
+        ),
+        binding(
+            "spindle:local-path-provisioner",
+            "spindle:local-path-provisioner",
+            vec![group(NODES)],
+        ),
+        // The join token's user is a bootstrap token's (kubeadm's bindings): it may ask
+        // for node client certificates, which are then approved automatically, and so
+        // may nodes renewing their own.
+        binding(
+            "spindle:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            vec![group(BOOTSTRAPPERS)],
+        ),
+        binding(
+            "spindle:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![group(BOOTSTRAPPERS)],
+        ),
+        binding(
+            "spindle:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![group(NODES)],
         ),
     ]
 }
@@ -554,8 +643,38 @@ fn union(have: &mut Value, want: &Value, field: &str) -> bool {
     true
 }
 
+/// Delete the [`OBSOLETE_BINDINGS`] an older data directory holds.
+async fn remove_obsolete(st: &AppState) -> Result<()> {
+    let Some(kind) = st.reg.by_resource(GROUP, "v1", "clusterrolebindings") else {
+        return Ok(());
+    };
+    for name in OBSOLETE_BINDINGS {
+        let k = rest::key(kind, None, Some(name));
+        let Some(kv) = st.store.get(&k).await? else {
+            continue;
+        };
+        let have: Value = serde_json::from_slice(&kv.value)?;
+        if have.pointer("/metadata/labels/kubernetes.io~1bootstrapping")
+            != Some(&json!("rbac-defaults"))
+        {
+            continue;
+        }
+        tracing::info!(
+            binding = name,
+            "removing an obsolete bootstrap ClusterRoleBinding"
+        );
+        match st.store.delete(&k, Some(kv.mod_revision)).await {
+            Ok(_) | Err(spindle_store::StoreError::NotFound(_)) => {}
+            Err(spindle_store::StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Create or reconcile the bootstrap policy in the store.
 pub async fn reconcile(st: &AppState) -> Result<()> {
+    remove_obsolete(st).await?;
     let pairs = [
         ("clusterroles", cluster_roles(), "rules"),
         ("clusterrolebindings", cluster_role_bindings(), "subjects"),

@@ -205,6 +205,13 @@ async fn admit_eviction(st: &AppState, t: &Target, dry_run: bool) -> ApiResult<O
 
 pub(super) async fn evict(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     let (st, t, headers) = (rq.st, rq.t, rq.headers);
+    crate::admission::check_eviction(
+        st,
+        rq.user,
+        t.namespace.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+    )
+    .await?;
     let b = if raw.is_empty() {
         json!({})
     } else {

@@ -99,7 +99,9 @@ pub async fn handle(
             handlers::patch(rq, &body).await
         }
         ("DELETE", true, None) => delete::delete(rq, &body).await,
-        ("DELETE", false, None) => delete::delete_collection(rq, &body).await,
+        ("DELETE", false, None) if t.kind.strategy.deletes_collections() => {
+            delete::delete_collection(rq, &body).await
+        }
         // kube-apiserver's router words every 405 alike, naming no resource.
         _ => Err(ApiError::method_not_supported(
             "the server does not allow this method on the requested resource",

@@ -144,6 +144,7 @@ pub(super) async fn create(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     if audiences.is_empty() {
         audiences = vec![ISSUER.to_string()];
     }
+    crate::admission::check_token(rq.st, rq.user, &ns, &name, &spec).await?;
     let (sa, _) = load(rq.st, rq.t).await?;
     let sa_ref = ObjectRef {
         name: name.clone(),

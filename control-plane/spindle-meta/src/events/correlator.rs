@@ -104,11 +104,18 @@ struct Similar {
     last: Instant,
 }
 
+/// One event key: its occurrences so far, and the Event (name, namespace) holding them
+/// once written, which later occurrences patch.
+#[derive(Default)]
+struct Seen {
+    count: i32,
+    event: Option<(String, String)>,
+}
+
 #[derive(Default)]
 pub struct Correlator {
     similar: HashMap<String, Similar>,
-    /// Event key -> count written (or counted) so far.
-    counts: HashMap<String, i32>,
+    seen: HashMap<String, Seen>,
     spam: HashMap<String, TokenBucket>,
 }
 
@@ -122,11 +129,14 @@ impl Correlator {
     /// client-go's EventCorrelate: aggregate, then observe (dedupe), then filter.
     pub fn correlate(&mut self, d: &Draft, now: Instant) -> Decision {
         let (key, message) = self.aggregate(d, now);
-        let count = self.counts.get(&key).map_or(1, |c| c + 1);
-        bounded(&mut self.counts);
+        if !self.seen.contains_key(&key) {
+            bounded(&mut self.seen);
+        }
         // Counted even when the write is skipped below, as client-go does: a later patch
         // carries the true number of occurrences.
-        self.counts.insert(key.clone(), count);
+        let seen = self.seen.entry(key.clone()).or_default();
+        seen.count += 1;
+        let count = seen.count;
         bounded(&mut self.spam);
         let bucket = self
             .spam
@@ -171,9 +181,21 @@ impl Correlator {
         (agg_key, format!("{COMBINED_PREFIX}{}", d.message))
     }
 
+    /// The Event written under `key`: (name, namespace).
+    pub fn event(&self, key: &str) -> Option<(String, String)> {
+        self.seen.get(key).and_then(|s| s.event.clone())
+    }
+
+    /// The write under `key` made or updated this Event.
+    pub fn wrote(&mut self, key: &str, event: (String, String)) {
+        if let Some(s) = self.seen.get_mut(key) {
+            s.event = Some(event);
+        }
+    }
+
     /// A write under `key` failed for good: forget it, so the next one creates anew.
     pub fn forget(&mut self, key: &str) {
-        self.counts.remove(key);
+        self.seen.remove(key);
     }
 }
 

@@ -97,6 +97,14 @@ pub(super) async fn delete(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     let (st, t, q, headers) = (rq.st, rq.t, rq.q, rq.headers);
     let opts = delete_opts(q, headers, raw)?;
     crate::admission::refuse_immortal(&t.kind, t.name.as_deref().unwrap_or(""))?;
+    crate::admission::check_pod_delete(
+        st,
+        rq.user,
+        &t.kind,
+        t.namespace.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+    )
+    .await?;
     let deletion = delete_one(st, t, &opts).await?;
     Ok(deletion_response(&t.kind, &opts, deletion))
 }

@@ -1,0 +1,199 @@
+//! NodeRestriction (kube's `plugin/pkg/admission/noderestriction`): the `system:node`
+//! rules let every node write any Node, Lease and pod status; this narrows a node to its
+//! own. A node may create and update only its own Node (and not change its taints, which
+//! would let it draw workloads meant for others), only its own Lease, the status of pods
+//! bound to it, and only mirror pods bound to it. Deletions, evictions and tokens, which
+//! do not pass the admission chain here, ask [`check_pod_delete`], [`check_eviction`]
+//! and [`check_token`].
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{Admission, Attributes, Operation};
+use crate::authz::attributes::forbidden_error;
+use crate::authz::node::node_name;
+use crate::rest::{decode_stored, key};
+use crate::status::{ApiError, ApiResult};
+use crate::{AppState, User};
+
+pub struct NodeRestriction;
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// kube's admission.NewForbidden: `<resource> "<name>" is forbidden: <why>`.
+fn forbidden(group: &str, resource: &str, name: &str, why: String) -> ApiError {
+    forbidden_error(group, resource, name, &why)
+}
+
+#[async_trait]
+impl Admission for NodeRestriction {
+    fn name(&self) -> &'static str {
+        "NodeRestriction"
+    }
+
+    fn handles(&self, _op: Operation) -> bool {
+        true
+    }
+
+    async fn validate(&self, _st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+        let Some(node) = node_name(a.user) else {
+            return Ok(());
+        };
+        let (group, plural) = (a.kind.group, a.kind.plural);
+        match (group, plural, a.subresource) {
+            ("", "nodes", _) => {
+                if a.name != node {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        format!("node {node:?} is not allowed to modify node {:?}", a.name),
+                    ));
+                }
+                if let Some(old) = a.old {
+                    let taints = |v: &Value| v.pointer("/spec/taints").cloned().unwrap_or_default();
+                    if taints(old) != taints(obj) {
+                        return Err(forbidden(
+                            group,
+                            plural,
+                            a.name,
+                            format!("node {node:?} is not allowed to modify taints"),
+                        ));
+                    }
+                }
+            }
+            ("", "pods", Some("status")) => {
+                if a.old.map(|o| text(o, "/spec/nodeName")) != Some(node) {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"),
+                    ));
+                }
+            }
+            ("", "pods", None) if a.operation == Operation::Create => {
+                if obj
+                    .pointer(&format!(
+                        "/metadata/annotations/{}",
+                        MIRROR_ANNOTATION.replace('/', "~1")
+                    ))
+                    .is_none()
+                {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        format!("pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {node:?} can only create mirror pods"),
+                    ));
+                }
+                if text(obj, "/spec/nodeName") != node {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        format!(
+                            "node {node:?} can only create pods with spec.nodeName set to itself"
+                        ),
+                    ));
+                }
+            }
+            ("coordination.k8s.io", "leases", _) => {
+                if a.namespace != Some("kube-node-lease") || a.name != node {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        "can only access node lease with the same name as the requesting node"
+                            .into(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The stored pod, if any.
+async fn pod(st: &AppState, ns: &str, name: &str) -> ApiResult<Option<Value>> {
+    let Some(kind) = st.reg.by_resource("", "v1", "pods") else {
+        return Ok(None);
+    };
+    match st.store.get(&key(kind, Some(ns), Some(name))).await? {
+        Some(kv) => Ok(Some(decode_stored(&kv)?)),
+        None => Ok(None),
+    }
+}
+
+/// A node deletes only pods bound to it (the kubelet removes them once stopped).
+pub async fn check_pod_delete(
+    st: &AppState,
+    user: &User,
+    kind: &spindle_api::Kind,
+    ns: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let Some(node) = node_name(user) else {
+        return Ok(());
+    };
+    if !(kind.group.is_empty() && kind.plural == "pods") {
+        return Ok(());
+    }
+    match pod(st, ns, name).await? {
+        // Let the deletion say the pod is not there.
+        None => Ok(()),
+        Some(p) if text(&p, "/spec/nodeName") == node => Ok(()),
+        Some(_) => Err(forbidden(
+            "",
+            "pods",
+            name,
+            format!("node {node:?} can only delete pods with spec.nodeName set to itself"),
+        )),
+    }
+}
+
+/// A node evicts only pods bound to it.
+pub async fn check_eviction(st: &AppState, user: &User, ns: &str, name: &str) -> ApiResult<()> {
+    let Some(node) = node_name(user) else {
+        return Ok(());
+    };
+    match pod(st, ns, name).await? {
+        None => Ok(()),
+        Some(p) if text(&p, "/spec/nodeName") == node => Ok(()),
+        Some(_) => Err(forbidden(
+            "",
+            "pods",
+            name,
+            format!("node {node:?} can only evict pods with spec.nodeName set to itself"),
+        )),
+    }
+}
+
+/// A node asks for ServiceAccount tokens only bound to a pod bound to it.
+pub async fn check_token(
+    st: &AppState,
+    user: &User,
+    ns: &str,
+    account: &str,
+    spec: &Value,
+) -> ApiResult<()> {
+    let Some(node) = node_name(user) else {
+        return Ok(());
+    };
+    let refuse = |why: &str| Err(forbidden("", "serviceaccounts", account, why.to_string()));
+    let bound = spec.get("boundObjectRef").filter(|r| !r.is_null());
+    let Some(r) = bound.filter(|r| text(r, "/kind") == "Pod") else {
+        return refuse("node requested token not bound to a pod");
+    };
+    match pod(st, ns, text(r, "/name")).await? {
+        Some(p) if text(&p, "/spec/nodeName") == node => Ok(()),
+        Some(_) => refuse("node requested token bound to a pod scheduled on a different node"),
+        // The token request says the pod is not there.
+        None => Ok(()),
+    }
+}
