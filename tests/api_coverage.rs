@@ -438,7 +438,7 @@ fn serve_one(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
+async fn tls_names_anonymous_health_and_the_agent_certificate_of_the_ca() {
     let c = Cluster::start_with(&["--tls-san", "some.name", "--tls-san", "10.1.2.3"]);
     let url = c.server_url();
     let port = url.rsplit(':').next().expect("port").to_string();

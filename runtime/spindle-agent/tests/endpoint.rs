@@ -207,11 +207,9 @@ async fn idle_and_excess_connections_are_closed() {
 /// A raw TLS connection upgraded to SPDY port-forwarding through the endpoint.
 async fn spdy_session(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tls = tls_connect(addr).await.unwrap();
-    let head = format!(
-        "POST /portForward/default/pod HTTP/1.1\r\nHost: localhost\r\n\
+    let head = "POST /portForward/default/pod HTTP/1.1\r\nHost: localhost\r\n\
          Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
-    );
+         X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n";
     tls.write_all(head.as_bytes()).await.unwrap();
     // Read the 101 response up to the blank line, byte by byte so no SPDY is eaten.
     let mut resp = Vec::new();
