@@ -463,6 +463,7 @@ fn main() -> Result<()> {
                 default_not_ready_toleration: a.default_not_ready_toleration,
                 root_ca: None,
                 signing: None,
+                legacy_tokens: None,
             };
             let cluster_signing_duration = a.cluster_signing_duration;
             let disable_controllers = a.disable_controllers;
@@ -480,17 +481,38 @@ fn main() -> Result<()> {
                     max_duration: cluster_signing_duration,
                 });
                 ctrl_opts.root_ca = Some(server.state.ca_pem.to_string());
+                // The token controller signs legacy tokens with the API server's
+                // ServiceAccount key, which stays in the API server.
+                let key = server.state.sa_signer.clone();
+                ctrl_opts.legacy_tokens = Some(spindle_controllers::serviceaccount_token::Signer(
+                    std::sync::Arc::new(move |t| {
+                        let claims = spindle_apiserver::sa_legacy::LegacyClaims::new(
+                            t.namespace,
+                            t.secret,
+                            t.account,
+                            t.account_uid,
+                        );
+                        Ok(spindle_apiserver::sa_legacy::sign(&key, &claims)?)
+                    }),
+                ));
                 if !disable_controllers {
                     let state = server.state.clone();
                     tokio::spawn(async move {
-                        // Still in system:masters: the controllers share one client, and
-                        // per-controller identities (kube's
-                        // --use-service-account-credentials) are not done yet.
-                        let client = state.in_process_client(
-                            "system:kube-controller-manager",
-                            &["system:masters"],
-                        );
-                        if let Err(e) = spindle_controllers::run_all(client, ctrl_opts).await {
+                        // As kube-controller-manager with --use-service-account-credentials:
+                        // the shared informers read as system:kube-controller-manager, each
+                        // controller works as its own ServiceAccount in kube-system, all
+                        // with only their bootstrap roles.
+                        let informers =
+                            state.in_process_client("system:kube-controller-manager", &[]);
+                        let client_for = move |name: &str| {
+                            state.service_account_client(
+                                spindle_controllers::identity::NAMESPACE,
+                                name,
+                            )
+                        };
+                        if let Err(e) =
+                            spindle_controllers::run_all(informers, client_for, ctrl_opts).await
+                        {
                             tracing::error!(error = %e, "controllers stopped");
                         }
                     });

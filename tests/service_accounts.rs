@@ -720,3 +720,202 @@ spec:
     c.ok(k, &["delete", "pod", "guest", "--wait=true"]);
     unauthorized(as_token(&c, k, &wasm_token, &["get", "pods"]));
 }
+
+/// Legacy token Secrets, only when asked for: nothing makes one unasked; a Secret of type
+/// `kubernetes.io/service-account-token` naming an account gets a non-expiring token (the
+/// legacy claims), the CA and the namespace, and the account's uid; the token works with
+/// `kubectl --token` while the Secret and the account exist; deleting the Secret kills
+/// it, and a Secret whose account is gone is deleted by the controller.
+#[test]
+fn legacy_token_secrets_are_filled_only_when_asked_and_die_with_their_secret() {
+    let c = Cluster::start();
+    let k = KUBECTL_DEFAULT;
+    c.ok(k, &["create", "namespace", "legacy"]);
+    c.ok(k, &["create", "serviceaccount", "builder", "-n", "legacy"]);
+    let token_secrets = || {
+        c.ok(
+            k,
+            &[
+                "get",
+                "secrets",
+                "-A",
+                "--field-selector",
+                "type=kubernetes.io/service-account-token",
+                "-o",
+                "name",
+            ],
+        )
+    };
+    assert_eq!(token_secrets(), "", "no token Secret is made unasked");
+
+    let secret = |name: &str, account: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: legacy\n  annotations:\n    kubernetes.io/service-account.name: {account}\ntype: kubernetes.io/service-account-token\n"
+        )
+    };
+    c.apply(&secret("builder-token", "builder"));
+    let field = |path: &str| {
+        c.ok(
+            k,
+            &[
+                "get",
+                "secret",
+                "builder-token",
+                "-n",
+                "legacy",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while field("{.data.token}").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token was never filled in"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let b64 = |s: String| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let token = b64(field("{.data.token}"));
+    assert_eq!(b64(field("{.data.namespace}")), "legacy");
+    assert_eq!(b64(field("{.data.ca\\.crt}")), ca_pem(&c));
+    let uid = c.ok(
+        k,
+        &[
+            "get",
+            "sa",
+            "builder",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    assert_eq!(
+        field("{.metadata.annotations.kubernetes\\.io/service-account\\.uid}"),
+        uid
+    );
+    let cl = claims(&token);
+    assert_eq!(cl["iss"], "kubernetes/serviceaccount", "{cl}");
+    assert_eq!(cl["sub"], "system:serviceaccount:legacy:builder", "{cl}");
+    assert_eq!(
+        cl["kubernetes.io/serviceaccount/namespace"], "legacy",
+        "{cl}"
+    );
+    assert_eq!(
+        cl["kubernetes.io/serviceaccount/secret.name"], "builder-token",
+        "{cl}"
+    );
+    assert_eq!(
+        cl["kubernetes.io/serviceaccount/service-account.name"], "builder",
+        "{cl}"
+    );
+    assert_eq!(
+        cl["kubernetes.io/serviceaccount/service-account.uid"],
+        uid.as_str(),
+        "{cl}"
+    );
+    assert!(
+        cl.get("exp").is_none(),
+        "a legacy token does not expire: {cl}"
+    );
+
+    // kubectl --token: the account, with its groups (the admin kubeconfig's certificate
+    // comes along and the bearer token wins, as on kube-apiserver).
+    let whoami = |token: &str| {
+        c.kubectl(
+            k,
+            &[
+                "--token",
+                token,
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+            ],
+        )
+    };
+    let out = whoami(&token);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"system:serviceaccount:legacy:builder ["system:serviceaccounts","system:serviceaccounts:legacy","system:authenticated"]"#
+    );
+    for kubectl in kubectls() {
+        authenticated(
+            as_token(&c, kubectl, &token, &["get", "pods", "-n", "legacy"]),
+            kubectl,
+        );
+    }
+    // A second Secret for the same account: a token of its own, which outlives the first.
+    c.apply(&secret("second-token", "builder"));
+    let second_deadline = std::time::Instant::now() + WAIT;
+    let second = loop {
+        let t = c.ok(
+            k,
+            &[
+                "get",
+                "secret",
+                "second-token",
+                "-n",
+                "legacy",
+                "-o",
+                "jsonpath={.data.token}",
+            ],
+        );
+        if !t.is_empty() {
+            break b64(t);
+        }
+        assert!(
+            std::time::Instant::now() < second_deadline,
+            "second token never filled"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(second, token);
+
+    // Deleting the Secret kills its token: 401.
+    c.ok(k, &["delete", "secret", "builder-token", "-n", "legacy"]);
+    let (code, body) = raw_with_token(&c, &token, "/api/v1/namespaces/legacy/pods");
+    assert_eq!(code, "401", "{body}");
+    unauthorized(as_token(
+        &c,
+        KUBECTL_DEFAULT,
+        &token,
+        &["get", "pods", "-n", "legacy"],
+    ));
+    authenticated(
+        as_token(&c, k, &second, &["get", "pods", "-n", "legacy"]),
+        "second",
+    );
+
+    // The account goes: its remaining token Secret is deleted, and its token dies.
+    c.ok(k, &["delete", "serviceaccount", "builder", "-n", "legacy"]);
+    let gone_deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let out = c.kubectl(k, &["get", "secret", "second-token", "-n", "legacy"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && err.contains("NotFound") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < gone_deadline,
+            "the Secret of a deleted account was kept: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = raw_with_token(&c, &second, "/api/v1/namespaces/legacy/pods");
+    assert_eq!(code, "401", "{body}");
+}

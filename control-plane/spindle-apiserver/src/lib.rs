@@ -18,6 +18,7 @@ pub use request::decode_body;
 pub mod rest;
 mod router;
 mod sa_endpoints;
+pub mod sa_legacy;
 pub mod sa_token;
 mod selectors;
 mod state;

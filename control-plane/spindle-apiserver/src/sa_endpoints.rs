@@ -68,6 +68,20 @@ pub(crate) async fn token_review(
     let status = if let Some(u) = crate::auth::static_token(&st, &token) {
         json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups},
                "audiences": audiences})
+    } else if crate::sa_legacy::is_legacy(&token) {
+        // Legacy tokens name no audience: they are good for the API server's own only.
+        match crate::sa_legacy::review(&st, &token).await {
+            Ok(c) if audiences.iter().any(|a| a == ISSUER) => {
+                let u = sa_token::service_account_user(&c.namespace, &c.account);
+                json!({"authenticated": true,
+                       "user": {"username": u.name, "uid": c.account_uid, "groups": u.groups},
+                       "audiences": [ISSUER]})
+            }
+            Ok(_) => json!({"authenticated": false, "user": {},
+                            "error": "[invalid bearer token, token audiences is invalid for the target audiences]"}),
+            Err(e) => json!({"authenticated": false, "user": {},
+                             "error": format!("[invalid bearer token, {e}]")}),
+        }
     } else {
         match sa_token::review(&st, &token, &audiences).await {
             Ok(c) => {

@@ -58,4 +58,12 @@ impl AppState {
             .service(router::router(self.clone()));
         kube::Client::new(svc, "default")
     }
+
+    /// A client working as ServiceAccount `namespace/name`, with a ServiceAccount's
+    /// groups (how kube-controller-manager's controllers each hold their own identity).
+    pub fn service_account_client(&self, namespace: &str, name: &str) -> kube::Client {
+        let user = crate::sa_token::service_account_user(namespace, name);
+        let groups: Vec<&str> = user.groups.iter().map(String::as_str).collect();
+        self.in_process_client(&user.name, &groups)
+    }
 }

@@ -83,15 +83,23 @@ fn slice_name(svc: &Service) -> String {
     format!("{}-{suffix}", svc.name_any())
 }
 
+/// The clients the two controllers write with: Kubernetes' endpoint controller and
+/// endpointslice controller are two identities, though here one reconcile does both.
+#[derive(Clone)]
+pub struct Writers {
+    pub endpoints: Client,
+    pub slices: Client,
+}
+
 async fn reconcile(
-    client: Client,
+    clients: Writers,
     services: Arc<Cache<Service>>,
     pods: Arc<Cache<Pod>>,
     key: String,
 ) -> Result<Action, kube::Error> {
     let (ns, name) = split_key(&key);
     let ns = ns.unwrap_or("default");
-    let eps: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let eps: Api<Endpoints> = Api::namespaced(clients.endpoints, ns);
     let Some(svc) = services.get(&key) else {
         // The Service is gone: its Endpoints go too (slices follow their owner).
         match eps.delete(name, &DeleteParams::default()).await {
@@ -230,7 +238,7 @@ async fn reconcile(
         "endpoints": slice_endpoints,
         "ports": slice_ports.unwrap_or_default(),
     });
-    let slices: Api<EndpointSlice> = Api::namespaced(client, ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(clients.slices, ns);
     slices.patch(&sname, &pp, &Patch::Apply(&slice)).await?;
     Ok(Action::Done)
 }
@@ -238,7 +246,7 @@ async fn reconcile(
 /// Run the controller; `queue` is the one the shared pod informer feeds through
 /// [`on_pod_change`].
 pub async fn run(
-    client: Client,
+    clients: Writers,
     queue: Arc<Queue<String>>,
     services: Arc<Cache<Service>>,
     pods: Arc<Cache<Pod>>,
@@ -250,7 +258,7 @@ pub async fn run(
     }
     queue
         .run(4, "endpoints", move |key| {
-            reconcile(client.clone(), services.clone(), pods.clone(), key)
+            reconcile(clients.clone(), services.clone(), pods.clone(), key)
         })
         .await;
     Ok(())

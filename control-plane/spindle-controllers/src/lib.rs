@@ -21,6 +21,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod serviceaccount_token;
 pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod volume;
@@ -47,6 +48,9 @@ pub struct Options {
     pub root_ca: Option<String>,
     /// The CA the CSR signer signs with; None: approved requests wait for another signer.
     pub signing: Option<certificates::Signing>,
+    /// Signs legacy ServiceAccount tokens for the token controller; None leaves token
+    /// Secrets unfilled.
+    pub legacy_tokens: Option<serviceaccount_token::Signer>,
 }
 
 impl Default for Options {
@@ -56,12 +60,67 @@ impl Default for Options {
             default_not_ready_toleration: Duration::from_secs(300),
             root_ca: None,
             signing: None,
+            legacy_tokens: None,
         }
     }
 }
 
+/// The identity each controller works under, as kube-controller-manager's
+/// `--use-service-account-credentials` names them: ServiceAccounts in `kube-system`, each
+/// holding the bootstrap ClusterRole `system:controller:<name>`.
+pub mod identity {
+    pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
+    pub const CRONJOB: &str = "cronjob-controller";
+    pub const DAEMONSET: &str = "daemon-set-controller";
+    pub const DEPLOYMENT: &str = "deployment-controller";
+    pub const DISRUPTION: &str = "disruption-controller";
+    pub const ENDPOINT: &str = "endpoint-controller";
+    pub const ENDPOINTSLICE: &str = "endpointslice-controller";
+    pub const EPHEMERAL_VOLUME: &str = "ephemeral-volume-controller";
+    pub const JOB: &str = "job-controller";
+    pub const NODE: &str = "node-controller";
+    pub const PERSISTENT_VOLUME_BINDER: &str = "persistent-volume-binder";
+    pub const REPLICASET: &str = "replicaset-controller";
+    pub const REPLICATION: &str = "replication-controller";
+    pub const ROOT_CA_CERT_PUBLISHER: &str = "root-ca-cert-publisher";
+    pub const SERVICE_ACCOUNT: &str = "service-account-controller";
+    pub const STATEFULSET: &str = "statefulset-controller";
+    pub const TTL_AFTER_FINISHED: &str = "ttl-after-finished-controller";
+    pub const CERTIFICATE: &str = "certificate-controller";
+    /// The namespace of their ServiceAccounts.
+    pub const NAMESPACE: &str = "kube-system";
+
+    pub const ALL: &[&str] = &[
+        CLUSTERROLE_AGGREGATION,
+        CRONJOB,
+        DAEMONSET,
+        DEPLOYMENT,
+        DISRUPTION,
+        ENDPOINT,
+        ENDPOINTSLICE,
+        EPHEMERAL_VOLUME,
+        JOB,
+        NODE,
+        PERSISTENT_VOLUME_BINDER,
+        REPLICASET,
+        REPLICATION,
+        ROOT_CA_CERT_PUBLISHER,
+        SERVICE_ACCOUNT,
+        STATEFULSET,
+        TTL_AFTER_FINISHED,
+        CERTIFICATE,
+    ];
+}
+
 /// Start every controller, each in its own task under [`supervise`]; runs for ever.
-pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> {
+/// The shared informers list and watch through `informers` (the controller manager's own
+/// identity); each controller reads and writes through `client_for(<its identity>)`
+/// (see [`identity`]), and records its events with that client too.
+pub async fn run_all<F>(informers: kube::Client, client_for: F, opts: Options) -> anyhow::Result<()>
+where
+    F: Fn(&str) -> kube::Client,
+{
+    let client = &informers;
     // One pod cache for every controller: at tens of thousands of pods a copy per
     // controller is most of the control plane's memory.
     let rs_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
@@ -69,10 +128,10 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let ep_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let pdb_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ds_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
-    let services = endpoints::services(&client, ep_queue.clone());
-    let budgets = disruption::budgets(&client, pdb_queue.clone());
-    let rss = replicas::owners::<ReplicaSet>(&client, rs_queue.clone());
-    let rcs = replicas::owners::<ReplicationController>(&client, rc_queue.clone());
+    let services = endpoints::services(client, ep_queue.clone());
+    let budgets = disruption::budgets(client, pdb_queue.clone());
+    let rss = replicas::owners::<ReplicaSet>(client, rs_queue.clone());
+    let rcs = replicas::owners::<ReplicationController>(client, rc_queue.clone());
     let (rsq, rcq) = (rs_queue.clone(), rc_queue.clone());
     let (rsc, rcc) = (rss.clone(), rcs.clone());
     let (eq, svcs) = (ep_queue.clone(), services.clone());
@@ -80,21 +139,21 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
     let dsq = ds_queue.clone();
     let sts_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (sets, stsq) = (
-        statefulset::sets(&client, sts_queue.clone()),
+        statefulset::sets(client, sts_queue.clone()),
         sts_queue.clone(),
     );
     let sts_cache = sets.clone();
     let eph_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let ephq = eph_queue.clone();
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
-    let (jobs, jq) = (job::jobs(&client, job_queue.clone()), job_queue.clone());
+    let (jobs, jq) = (job::jobs(client, job_queue.clone()), job_queue.clone());
     let volume_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (volumes, vq) = (
-        volume::caches(&client, volume_queue.clone()),
+        volume::caches(client, volume_queue.clone()),
         volume_queue.clone(),
     );
     let pods = runtime::informer(
-        kube::Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+        kube::Api::<k8s_openapi::api::core::v1::Pod>::all(informers.clone()),
         runtime::watch_config(),
         Some(Box::new(replicaset::pod_index)),
         move |ch| {
@@ -114,25 +173,34 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::DEPLOYMENT), pods.clone());
     let deployment = supervise("deployment", move || {
         deployment::run(c.clone(), recorder(&c, "deployment-controller"), p.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::REPLICASET), pods.clone());
     let replicaset = supervise("replicaset", move || {
         let events = recorder(&c, ReplicaSet::COMPONENT);
         replicas::run(c.clone(), events, rs_queue.clone(), rss.clone(), p.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::REPLICATION), pods.clone());
     let replicationcontroller = supervise("replicationcontroller", move || {
         let events = recorder(&c, ReplicationController::COMPONENT);
         replicas::run(c.clone(), events, rc_queue.clone(), rcs.clone(), p.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let writers = endpoints::Writers {
+        endpoints: client_for(identity::ENDPOINT),
+        slices: client_for(identity::ENDPOINTSLICE),
+    };
+    let p = pods.clone();
     let endpoints = supervise("endpoints", move || {
-        endpoints::run(c.clone(), ep_queue.clone(), services.clone(), p.clone())
+        endpoints::run(
+            writers.clone(),
+            ep_queue.clone(),
+            services.clone(),
+            p.clone(),
+        )
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::DISRUPTION), pods.clone());
     let disruption = supervise("disruption", move || {
         let events = recorder(&c, "controllermanager");
         disruption::run(
@@ -143,17 +211,20 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
-    let (c, ttl_queue) = (client.clone(), runtime::Queue::new());
-    let ttl_jobs = ttlafterfinished::jobs(&client, ttl_queue.clone());
+    let (c, ttl_queue) = (
+        client_for(identity::TTL_AFTER_FINISHED),
+        runtime::Queue::new(),
+    );
+    let ttl_jobs = ttlafterfinished::jobs(client, ttl_queue.clone());
     let ttl = supervise("ttl-after-finished", move || {
         ttlafterfinished::run(c.clone(), ttl_queue.clone(), ttl_jobs.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::DAEMONSET), pods.clone());
     let daemonsets = supervise("daemonset", move || {
         let events = recorder(&c, daemonset::COMPONENT);
         daemonset::run(c.clone(), events, ds_queue.clone(), p.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::JOB), pods.clone());
     let job = supervise("job", move || {
         let events = recorder(&c, job::COMPONENT);
         job::run(
@@ -164,7 +235,7 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::STATEFULSET), pods.clone());
     let statefulsets = supervise("statefulset", move || {
         let events = recorder(&c, statefulset::COMPONENT);
         statefulset::run(
@@ -175,12 +246,12 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::EPHEMERAL_VOLUME), pods.clone());
     let ephemeral = supervise("ephemeral-volume", move || {
         let events = recorder(&c, ephemeral::COMPONENT);
         ephemeral::run(c.clone(), events, eph_queue.clone(), p.clone())
     });
-    let (c, p) = (client.clone(), pods.clone());
+    let (c, p) = (client_for(identity::PERSISTENT_VOLUME_BINDER), pods.clone());
     let binder = supervise("persistentvolume-binder", move || {
         let events = recorder(&c, volume::COMPONENT);
         volume::run(
@@ -191,34 +262,67 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
             p.clone(),
         )
     });
-    let (c, sa_queue) = (client.clone(), runtime::Queue::new());
-    let sa_caches = serviceaccount::caches(&client, sa_queue.clone());
+    let sa_queue = runtime::Queue::new();
+    let sa_caches = serviceaccount::caches(client, sa_queue.clone());
+    let sa_writers = serviceaccount::Writers {
+        accounts: client_for(identity::SERVICE_ACCOUNT),
+        root_ca: client_for(identity::ROOT_CA_CERT_PUBLISHER),
+    };
     let root_ca = opts.root_ca.clone();
     let serviceaccounts = supervise("serviceaccount", move || {
         serviceaccount::run(
-            c.clone(),
+            sa_writers.clone(),
             sa_queue.clone(),
             sa_caches.clone(),
             root_ca.clone(),
         )
     });
-    let c = client.clone();
+    let c = client_for(identity::CRONJOB);
     let cronjob = supervise("cronjob", move || {
         cronjob::run(c.clone(), recorder(&c, "cronjob-controller"))
     });
-    let (c, signing) = (client.clone(), opts.signing.clone());
+    let (c, signing) = (client_for(identity::CERTIFICATE), opts.signing.clone());
     let csrs = supervise("certificates", move || {
         certificates::run(c.clone(), signing.clone())
     });
-    let c = client.clone();
+    let c = client_for(identity::CLUSTERROLE_AGGREGATION);
     let aggregation = supervise("clusterrole-aggregation", move || {
         clusterrole_aggregation::run(c.clone())
     });
-    let c = client;
+    // Kubernetes runs the token controller as the controller manager itself.
+    let tokens = opts.legacy_tokens.clone().map(|sign| {
+        let (c, queue) = (informers.clone(), runtime::Queue::new());
+        let caches = serviceaccount_token::caches(&c, queue.clone());
+        let root_ca = opts.root_ca.clone();
+        supervise("serviceaccount-token", move || {
+            serviceaccount_token::run(
+                c.clone(),
+                queue.clone(),
+                caches.clone(),
+                root_ca.clone(),
+                sign.clone(),
+            )
+        })
+    });
+    let tokens = async move {
+        if let Some(t) = tokens {
+            t.await
+        }
+    };
+    let c = client_for(identity::NODE);
+    let leases = nodelifecycle::leases(client, &c);
     let nodes = supervise("node-lifecycle", move || {
         let events = recorder(&c, "node-controller");
-        nodelifecycle::run(c.clone(), events, opts.clone(), pods.clone())
+        nodelifecycle::run(
+            c.clone(),
+            events,
+            opts.clone(),
+            pods.clone(),
+            leases.clone(),
+        )
     });
+    let accounts = ensure_service_accounts(informers.clone());
+
     tokio::join!(
         deployment,
         replicaset,
@@ -235,9 +339,46 @@ pub async fn run_all(client: kube::Client, opts: Options) -> anyhow::Result<()> 
         ephemeral,
         binder,
         aggregation,
-        serviceaccounts
+        serviceaccounts,
+        accounts,
+        tokens
     );
     Ok(())
+}
+
+/// The controllers' ServiceAccounts in `kube-system`, made once when missing, as
+/// kube-controller-manager makes them for its service-account credentials (the
+/// identities work without them; the objects show who the controllers are).
+async fn ensure_service_accounts(client: kube::Client) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client, identity::NAMESPACE);
+    let mut pending: Vec<&str> = identity::ALL.to_vec();
+    let mut pause = RESTART_PAUSE_MIN;
+    while !pending.is_empty() {
+        let mut left = Vec::new();
+        for name in pending {
+            let sa = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match api.create(&kube::api::PostParams::default(), &sa).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    tracing::debug!(account = name, error = %e, "creating a controller's ServiceAccount");
+                    left.push(name);
+                }
+            }
+        }
+        pending = left;
+        if !pending.is_empty() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RESTART_PAUSE_MAX);
+        }
+    }
 }
 
 /// Run the controller (or scheduler) `start` makes in a task of its own, for ever: when it fails or

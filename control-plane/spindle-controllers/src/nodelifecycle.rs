@@ -29,10 +29,33 @@ const POD_GC_PERIOD: Duration = Duration::from_secs(10);
 struct Ctx {
     client: Client,
     nodes: Arc<Cache<Node>>,
-    leases: Arc<Cache<Lease>>,
+    leases: Leases,
     pods: Arc<Cache<Pod>>,
     recorder: Recorder,
     opts: Options,
+}
+
+/// The node Leases: listed and watched through `informers`, the shared informers'
+/// identity (as Kubernetes' node controller reads them from the shared informer), and
+/// read afresh before a node is declared dead through `client`, the controller's own.
+pub fn leases(informers: &Client, client: &Client) -> Leases {
+    Leases {
+        cache: informer(
+            Api::<Lease>::namespaced(informers.clone(), NODE_LEASES),
+            watch_config(),
+            None,
+            |_| {},
+        ),
+        api: Api::namespaced(client.clone(), NODE_LEASES),
+    }
+}
+
+const NODE_LEASES: &str = "kube-node-lease";
+
+#[derive(Clone)]
+pub struct Leases {
+    cache: Arc<Cache<Lease>>,
+    api: Api<Lease>,
 }
 
 pub async fn run(
@@ -40,6 +63,7 @@ pub async fn run(
     recorder: Recorder,
     opts: Options,
     pods: Arc<Cache<Pod>>,
+    leases: Leases,
 ) -> anyhow::Result<()> {
     let nodes = informer(
         Api::<Node>::all(client.clone()),
@@ -47,14 +71,8 @@ pub async fn run(
         None,
         |_| {},
     );
-    let leases = informer(
-        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
-        watch_config(),
-        None,
-        |_| {},
-    );
     nodes.wait_synced().await;
-    leases.wait_synced().await;
+    leases.cache.wait_synced().await;
     pods.wait_synced().await;
     let ctx = Ctx {
         client,
@@ -100,7 +118,10 @@ fn ready_condition(n: &Node) -> Option<String> {
 
 /// Last sign of life: the Lease's renewTime, else the Ready condition's heartbeat.
 fn last_heartbeat(ctx: &Ctx, n: &Node) -> Option<Timestamp> {
-    let lease = ctx.leases.get(&format!("kube-node-lease/{}", n.name_any()));
+    let lease = ctx
+        .leases
+        .cache
+        .get(&format!("kube-node-lease/{}", n.name_any()));
     let from_lease = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
     let from_status = n
         .status
@@ -233,8 +254,9 @@ async fn monitor_nodes(ctx: &Ctx, started: Timestamp) -> anyhow::Result<()> {
             if ready.as_deref() != Some("Unknown") {
                 // The cache may lag under load: confirm with a fresh read before
                 // declaring a node dead.
-                let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
-                let fresh = leases
+                let fresh = ctx
+                    .leases
+                    .api
                     .get_opt(&n.name_any())
                     .await?
                     .and_then(|l| l.spec?.renew_time.map(|t| t.0));

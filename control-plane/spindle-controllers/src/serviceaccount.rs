@@ -80,8 +80,17 @@ fn by_namespace<K: kube::Resource>(queue: Arc<Queue<String>>) -> impl Fn(Change<
     }
 }
 
+/// The clients of the two controllers: Kubernetes runs them as two identities.
+#[derive(Clone)]
+pub struct Writers {
+    /// The service-account controller's (makes `default`).
+    pub accounts: Client,
+    /// The root CA publisher's.
+    pub root_ca: Client,
+}
+
 struct Ctx {
-    client: Client,
+    clients: Writers,
     caches: Arc<Caches>,
     /// The cluster CA (PEM); None leaves the ConfigMaps alone.
     root_ca: Option<String>,
@@ -101,7 +110,7 @@ async fn reconcile(ctx: Arc<Ctx>, ns: String) -> Result<Action, kube::Error> {
     }
     let key = format!("{ns}/{DEFAULT_ACCOUNT}");
     if ctx.caches.accounts.get(&key).is_none() {
-        let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<ServiceAccount> = Api::namespaced(ctx.clients.accounts.clone(), &ns);
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some(DEFAULT_ACCOUNT.into()),
@@ -122,7 +131,7 @@ async fn reconcile(ctx: Arc<Ctx>, ns: String) -> Result<Action, kube::Error> {
 }
 
 async fn publish_root_ca(ctx: &Ctx, ns: &str, ca: &str) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<ConfigMap> = Api::namespaced(ctx.clients.root_ca.clone(), ns);
     let data = BTreeMap::from([(ROOT_CA_KEY.to_string(), ca.to_string())]);
     let annotations = BTreeMap::from([(
         "kubernetes.io/description".to_string(),
@@ -173,7 +182,7 @@ async fn publish_root_ca(ctx: &Ctx, ns: &str, ca: &str) -> Result<(), kube::Erro
 
 /// Run both controllers: every namespace once after the first lists, then on changes.
 pub async fn run(
-    client: Client,
+    clients: Writers,
     queue: Arc<Queue<String>>,
     caches: Arc<Caches>,
     root_ca: Option<String>,
@@ -187,7 +196,7 @@ pub async fn run(
         }
     }
     let ctx = Arc::new(Ctx {
-        client,
+        clients,
         caches,
         root_ca,
     });

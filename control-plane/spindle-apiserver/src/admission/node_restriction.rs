@@ -40,83 +40,83 @@ impl Admission for NodeRestriction {
     }
 
     async fn validate(&self, _st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
-        let Some(node) = node_name(a.user) else {
-            return Ok(());
-        };
-        let (group, plural) = (a.kind.group, a.kind.plural);
-        match (group, plural, a.subresource) {
-            ("", "nodes", _) => {
-                if a.name != node {
-                    return Err(forbidden(
-                        group,
-                        plural,
-                        a.name,
-                        format!("node {node:?} is not allowed to modify node {:?}", a.name),
-                    ));
-                }
-                if let Some(old) = a.old {
-                    let taints = |v: &Value| v.pointer("/spec/taints").cloned().unwrap_or_default();
-                    if taints(old) != taints(obj) {
-                        return Err(forbidden(
-                            group,
-                            plural,
-                            a.name,
-                            format!("node {node:?} is not allowed to modify taints"),
-                        ));
-                    }
-                }
-            }
-            ("", "pods", Some("status")) => {
-                if a.old.map(|o| text(o, "/spec/nodeName")) != Some(node) {
-                    return Err(forbidden(
-                        group,
-                        plural,
-                        a.name,
-                        format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"),
-                    ));
-                }
-            }
-            ("", "pods", None) if a.operation == Operation::Create => {
-                if obj
-                    .pointer(&format!(
-                        "/metadata/annotations/{}",
-                        MIRROR_ANNOTATION.replace('/', "~1")
-                    ))
-                    .is_none()
-                {
-                    return Err(forbidden(
-                        group,
-                        plural,
-                        a.name,
-                        format!("pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {node:?} can only create mirror pods"),
-                    ));
-                }
-                if text(obj, "/spec/nodeName") != node {
-                    return Err(forbidden(
-                        group,
-                        plural,
-                        a.name,
-                        format!(
-                            "node {node:?} can only create pods with spec.nodeName set to itself"
-                        ),
-                    ));
-                }
-            }
-            ("coordination.k8s.io", "leases", _) => {
-                if a.namespace != Some("kube-node-lease") || a.name != node {
-                    return Err(forbidden(
-                        group,
-                        plural,
-                        a.name,
-                        "can only access node lease with the same name as the requesting node"
-                            .into(),
-                    ));
-                }
-            }
-            _ => {}
-        }
-        Ok(())
+        restrict(a, obj)
     }
+}
+
+/// The plugin's decision on a create or update.
+fn restrict(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+    let Some(node) = node_name(a.user) else {
+        return Ok(());
+    };
+    let (group, plural) = (a.kind.group, a.kind.plural);
+    match (group, plural, a.subresource) {
+        ("", "nodes", _) => {
+            if a.name != node {
+                return Err(forbidden(
+                    group,
+                    plural,
+                    a.name,
+                    format!("node {node:?} is not allowed to modify node {:?}", a.name),
+                ));
+            }
+            if let Some(old) = a.old {
+                let taints = |v: &Value| v.pointer("/spec/taints").cloned().unwrap_or_default();
+                if taints(old) != taints(obj) {
+                    return Err(forbidden(
+                        group,
+                        plural,
+                        a.name,
+                        format!("node {node:?} is not allowed to modify taints"),
+                    ));
+                }
+            }
+        }
+        ("", "pods", Some("status")) if a.old.map(|o| text(o, "/spec/nodeName")) != Some(node) => {
+            return Err(forbidden(
+                group,
+                plural,
+                a.name,
+                format!("node {node:?} can only update pod status for pods with spec.nodeName set to itself"),
+            ));
+        }
+        ("", "pods", None) if a.operation == Operation::Create => {
+            if obj
+                .pointer(&format!(
+                    "/metadata/annotations/{}",
+                    MIRROR_ANNOTATION.replace('/', "~1")
+                ))
+                .is_none()
+            {
+                return Err(forbidden(
+                    group,
+                    plural,
+                    a.name,
+                    format!("pod does not have \"{MIRROR_ANNOTATION}\" annotation, node {node:?} can only create mirror pods"),
+                ));
+            }
+            if text(obj, "/spec/nodeName") != node {
+                return Err(forbidden(
+                    group,
+                    plural,
+                    a.name,
+                    format!("node {node:?} can only create pods with spec.nodeName set to itself"),
+                ));
+            }
+        }
+        ("coordination.k8s.io", "leases", _)
+            if a.namespace != Some("kube-node-lease") || a.name != node =>
+        {
+            return Err(forbidden(
+                group,
+                plural,
+                a.name,
+                "can only access node lease with the same name as the requesting node".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The stored pod, if any.
@@ -195,5 +195,161 @@ pub async fn check_token(
         Some(_) => refuse("node requested token bound to a pod scheduled on a different node"),
         // The token request says the pod is not there.
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use spindle_api::Registry;
+
+    fn user(name: &str) -> User {
+        User {
+            name: name.into(),
+            groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        }
+    }
+
+    /// `restrict` for `user` writing `obj` over `old` (None: a create).
+    fn check(
+        user: &User,
+        resource: (&str, &str),
+        sub: Option<&str>,
+        (ns, name): (Option<&str>, &str),
+        old: Option<&Value>,
+        obj: &Value,
+    ) -> Result<(), String> {
+        let reg = Registry::new();
+        let kind = reg.by_resource(resource.0, "v1", resource.1).expect("kind");
+        let a = Attributes {
+            operation: if old.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            },
+            kind,
+            subresource: sub,
+            namespace: ns,
+            name,
+            user,
+            dry_run: false,
+            old,
+        };
+        restrict(&a, obj).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_node_writes_only_its_own_node_and_not_its_taints() {
+        let n1 = user("system:node:n1");
+        let node = |name: &str, taints: Value| json!({"metadata": {"name": name}, "spec": {"taints": taints}});
+        let plain = node("n1", json!([]));
+        assert_eq!(
+            check(&n1, ("", "nodes"), None, (None, "n1"), None, &plain),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &n1,
+                ("", "nodes"),
+                Some("status"),
+                (None, "n2"),
+                Some(&node("n2", json!([]))),
+                &node("n2", json!([]))
+            ),
+            Err(r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#.into())
+        );
+        assert_eq!(
+            check(
+                &n1,
+                ("", "nodes"),
+                None,
+                (None, "n2"),
+                None,
+                &node("n2", json!([]))
+            ),
+            Err(r#"nodes "n2" is forbidden: node "n1" is not allowed to modify node "n2""#.into())
+        );
+        let tainted = node("n1", json!([{"key": "k", "effect": "NoSchedule"}]));
+        assert_eq!(
+            check(
+                &n1,
+                ("", "nodes"),
+                None,
+                (None, "n1"),
+                Some(&tainted),
+                &plain
+            ),
+            Err(r#"nodes "n1" is forbidden: node "n1" is not allowed to modify taints"#.into())
+        );
+        assert_eq!(
+            check(
+                &n1,
+                ("", "nodes"),
+                None,
+                (None, "n1"),
+                Some(&tainted),
+                &tainted
+            ),
+            Ok(())
+        );
+        // Not a node: no opinion here (RBAC decided).
+        let admin = User {
+            name: "admin".into(),
+            groups: vec![],
+        };
+        assert_eq!(
+            check(&admin, ("", "nodes"), None, (None, "n2"), None, &plain),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_node_writes_only_its_pods_status_and_its_lease() {
+        let n1 = user("system:node:n1");
+        let pod = |node: &str| json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"nodeName": node}});
+        let at = (Some("d"), "p");
+        assert_eq!(
+            check(
+                &n1,
+                ("", "pods"),
+                Some("status"),
+                at,
+                Some(&pod("n1")),
+                &pod("n1")
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(&n1, ("", "pods"), Some("status"), at, Some(&pod("n2")), &pod("n2")),
+            Err(r#"pods "p" is forbidden: node "n1" can only update pod status for pods with spec.nodeName set to itself"#.into())
+        );
+        assert!(
+            check(&n1, ("", "pods"), None, at, None, &pod("n1")).is_err(),
+            "not a mirror pod"
+        );
+        let lease =
+            |name: &str| json!({"metadata": {"name": name, "namespace": "kube-node-lease"}});
+        let in_leases = |name| (Some("kube-node-lease"), name);
+        assert_eq!(
+            check(
+                &n1,
+                ("coordination.k8s.io", "leases"),
+                None,
+                in_leases("n1"),
+                None,
+                &lease("n1")
+            ),
+            Ok(())
+        );
+        assert!(check(
+            &n1,
+            ("coordination.k8s.io", "leases"),
+            None,
+            in_leases("n2"),
+            None,
+            &lease("n2")
+        )
+        .is_err());
     }
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-const READ: &[&str] = &["get", "list", "watch"];
+pub(super) const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const READ_WRITE: &[&str] = &[
     "create",
@@ -47,11 +47,11 @@ pub fn all_rule(resources: bool) -> PolicyRule {
     }
 }
 
-fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
+pub(super) fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
-fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+pub(super) fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources, "resourceNames": names})
 }
 
@@ -68,7 +68,7 @@ fn meta(name: &str, labels: &[(&str, &str)]) -> Value {
     json!({"name": name, "labels": l, "annotations": {AUTOUPDATE: "true"}})
 }
 
-fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+pub(super) fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(name, labels), "rules": rules})
 }
 
@@ -390,7 +390,15 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 r(&["create"], &[""], &["secrets", "serviceaccounts"]),
                 r(&["delete"], &[""], &["secrets"]),
-                r(READ, &["*"], &["*"]),
+                r(
+                    &["get"],
+                    &[""],
+                    &["configmaps", "namespaces", "secrets", "serviceaccounts"],
+                ),
+                r(&["update"], &[""], &["secrets", "serviceaccounts"]),
+                // The shared informers; the controllers' own reads and writes are
+                // theirs (controller_roles.rs).
+                r(&["list", "watch"], &["*"], &["*"]),
                 r(&["create"], &[""], &["serviceaccounts/token"]),
                 r(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
                 r(
@@ -513,7 +521,7 @@ pub fn cluster_roles() -> Vec<Value> {
     ]
 }
 
-fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
+pub(super) fn binding(name: &str, role: &str, subjects: Vec<Value>) -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(name, &[]),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects})
 }
@@ -675,9 +683,13 @@ async fn remove_obsolete(st: &AppState) -> Result<()> {
 /// Create or reconcile the bootstrap policy in the store.
 pub async fn reconcile(st: &AppState) -> Result<()> {
     remove_obsolete(st).await?;
+    let mut roles = cluster_roles();
+    roles.extend(super::controller_roles::roles());
+    let mut bindings = cluster_role_bindings();
+    bindings.extend(super::controller_roles::bindings());
     let pairs = [
-        ("clusterroles", cluster_roles(), "rules"),
-        ("clusterrolebindings", cluster_role_bindings(), "subjects"),
+        ("clusterroles", roles, "rules"),
+        ("clusterrolebindings", bindings, "subjects"),
     ];
     for (plural, objs, field) in pairs {
         let Some(kind) = st.reg.by_resource(GROUP, "v1", plural) else {

@@ -10,10 +10,12 @@
 //! - [`node`]: the Node authorizer over that graph and the `system:node` rules;
 //! - [`escalation`]: a user may grant only what they hold (unless `escalate`/`bind`);
 //! - [`reviews`]: the access reviews and SelfSubjectReview;
-//! - [`bootstrap`]: the roles and bindings every cluster has, reconciled at start.
+//! - [`bootstrap`]: the roles and bindings every cluster has, reconciled at start;
+//! - [`controller_roles`]: the controllers' own roles, part of the bootstrap policy.
 
 pub mod attributes;
 pub mod bootstrap;
+pub mod controller_roles;
 pub mod escalation;
 pub mod graph;
 mod impersonate;
