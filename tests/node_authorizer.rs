@@ -90,7 +90,7 @@ fn ready(c: &Cluster, node: &str) {
 
 #[test]
 fn a_node_reaches_only_what_its_own_pods_use() {
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let (g1, g2) = (NetGuard(NetNames::fresh()), NetGuard(NetNames::fresh()));
     let token = c.data_dir().join("server/token");
     let _a1 = Agent::start(&c, "n1", "n1-data", &token, &g1.0);
@@ -283,4 +283,32 @@ fn a_node_reaches_only_what_its_own_pods_use() {
         c.pod_field("p2", "{.status.message}"),
         "written by another node"
     );
+
+    // A data dir from before nodes had identities holds the stopgap binding that made
+    // every node cluster-admin: the server removes it at start.
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: spindle:node-agents
+  labels:
+    kubernetes.io/bootstrapping: rbac-defaults
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: cluster-admin
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: Group
+  name: system:nodes
+"#,
+    );
+    node_ok(&c, KUBECTL_DEFAULT, "n1-data", &["get", "secret", "s2"]);
+    c.stop();
+    c.launch();
+    let gone = c.fails(
+        KUBECTL_DEFAULT,
+        &["get", "clusterrolebinding", "spindle:node-agents"],
+    );
+    assert!(gone.contains("NotFound"), "{gone}");
 }
