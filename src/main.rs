@@ -309,7 +309,7 @@ fn agent_options(
     node_name: Option<String>,
     data_dir: PathBuf,
     flags: NodeFlags,
-    stream_secret: String,
+    cluster_ca_pem: String,
     control_plane: bool,
     cluster_dns: std::net::Ipv4Addr,
     protected_paths: Vec<PathBuf>,
@@ -330,7 +330,7 @@ fn agent_options(
             flags.agent_port,
         ),
         node_ip: flags.node_ip,
-        stream_secret,
+        cluster_ca_pem,
         labels,
         control_plane,
         net: spindle_agent::podnet::NetOptions {
@@ -554,7 +554,7 @@ fn main() -> Result<()> {
                         node_name,
                         agent_data_dir,
                         node_flags,
-                        state.node_secret.to_string(),
+                        state.ca_pem.to_string(),
                         true,
                         cluster_dns,
                         protected,
@@ -590,16 +590,15 @@ fn main() -> Result<()> {
                 .data_dir
                 .unwrap_or_else(|| default_data_dir().join("agent"));
             let token = join_token(a.token, a.token_file.as_deref())?;
-            let secret = spindle_meta::token::JoinToken::parse(&token)
-                .map_err(|e| anyhow::anyhow!("--token: {e}"))?
-                .secret()
-                .to_string();
+            spindle_meta::token::JoinToken::parse(&token)
+                .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
             // k3s's default service CIDR 10.43.0.0/16 gives 10.43.0.10.
-            let opts = agent_options(
+            let mut opts = agent_options(
                 a.node_name,
                 data_dir,
                 a.node,
-                secret,
+                // Known once the token has fetched (and verified) it, below.
+                String::new(),
                 false,
                 std::net::Ipv4Addr::new(10, 43, 0, 10),
                 // A server may share this host: its default data dir stays out of reach.
@@ -615,6 +614,7 @@ fn main() -> Result<()> {
                     &opts.data_dir,
                 )
                 .await?;
+                opts.cluster_ca_pem = spindle_agent::credentials::cluster_ca(&opts.data_dir)?;
                 spindle_agent::run(client, opts, terminated()).await
             })
         }

@@ -339,19 +339,22 @@ fn curl(args: &[&str]) -> (i32, String) {
 }
 
 /// A TLS endpoint standing in for a node agent: it answers any request with a fixed body
-/// and records the request heads it received, with whichever certificate is current.
+/// and records the request heads it received, with whichever certificate is current,
+/// each followed by an `x-client-user:` line naming the client certificate's CN if the
+/// cluster CA issued it.
 struct StandIn {
     port: u16,
     config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
     heads: Arc<Mutex<Vec<String>>>,
 }
 
-fn server_config(cert_der: Vec<u8>, key_der: Vec<u8>) -> Arc<rustls::ServerConfig> {
+fn server_config(cert_der: Vec<u8>, key_der: Vec<u8>, ca_pem: &str) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let clients = spindle_meta::tls::client_certs::ClientCerts::for_ca(ca_pem).expect("CA");
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(clients))
         .with_single_cert(
             vec![cert_der.into()],
             rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
@@ -361,7 +364,9 @@ fn server_config(cert_der: Vec<u8>, key_der: Vec<u8>) -> Arc<rustls::ServerConfi
 }
 
 impl StandIn {
-    fn start(first: Arc<rustls::ServerConfig>) -> StandIn {
+    fn start(first: Arc<rustls::ServerConfig>, ca_pem: &str) -> StandIn {
+        let clients =
+            Arc::new(spindle_meta::tls::client_certs::ClientCerts::for_ca(ca_pem).expect("CA"));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let config = Arc::new(Mutex::new(first));
@@ -371,8 +376,8 @@ impl StandIn {
         std::thread::spawn(move || {
             for tcp in listener.incoming().flatten() {
                 let cfg = cfg.lock().expect("config").clone();
-                let hs = hs.clone();
-                std::thread::spawn(move || serve_one(tcp, cfg, hs));
+                let (hs, clients) = (hs.clone(), clients.clone());
+                std::thread::spawn(move || serve_one(tcp, cfg, hs, clients));
             }
         });
         StandIn {
@@ -395,6 +400,7 @@ fn serve_one(
     tcp: std::net::TcpStream,
     cfg: Arc<rustls::ServerConfig>,
     heads: Arc<Mutex<Vec<String>>>,
+    clients: Arc<spindle_meta::tls::client_certs::ClientCerts>,
 ) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(20)));
     let Ok(conn) = rustls::ServerConnection::new(cfg) else {
@@ -410,10 +416,17 @@ fn serve_one(
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    heads
-        .lock()
-        .expect("heads")
-        .push(String::from_utf8_lossy(&head).into_owned());
+    let peer = tls.conn.peer_certificates().unwrap_or_default().to_vec();
+    let user = peer
+        .first()
+        .filter(|_| clients.verified(&peer))
+        .and_then(|c| spindle_meta::tls::client_certs::subject(c))
+        .map(|(name, _)| name)
+        .unwrap_or_default();
+    heads.lock().expect("heads").push(format!(
+        "{}x-client-user: {user}\r\n",
+        String::from_utf8_lossy(&head)
+    ));
     let body = "hello from the stand-in agent\n";
     let _ = write!(
         tls,
@@ -425,7 +438,7 @@ fn serve_one(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
+async fn tls_names_anonymous_health_and_the_agent_certificate_of_the_ca() {
     let c = Cluster::start_with(&["--tls-san", "some.name", "--tls-san", "10.1.2.3"]);
     let url = c.server_url();
     let port = url.rsplit(':').next().expect("port").to_string();
@@ -506,35 +519,44 @@ async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
         "{err}"
     );
 
-    // --- pods/log goes only to the agent certificate whose fingerprint the Node carries.
+    // --- pods/log goes only to an agent whose certificate the cluster CA issued for the
+    // Node's InternalIP, as kube-apiserver verifies kubelets; the fingerprint annotation
+    // older agents published is no longer trusted.
     let node = "stand-in";
-    let names = vec![
-        node.to_string(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ];
-    let genuine = rcgen::generate_simple_self_signed(names.clone()).expect("cert");
-    let genuine_der = genuine.cert.der().to_vec();
-    let genuine_cfg = server_config(genuine_der.clone(), genuine.signing_key.serialize_der());
-    // Same names, another key.
-    let twin = rcgen::generate_simple_self_signed(names.clone()).expect("cert");
-    let twin_cfg = server_config(twin.cert.der().to_vec(), twin.signing_key.serialize_der());
-    // Same names, issued by the cluster's own CA: valid for anyone trusting the CA.
     let ca_pem = std::fs::read_to_string(tls_dir.join("server-ca.crt")).expect("ca");
     let ca_key = std::fs::read_to_string(tls_dir.join("server-ca.key")).expect("ca key");
     let issuer =
         rcgen::Issuer::from_ca_cert_pem(&ca_pem, rcgen::KeyPair::from_pem(&ca_key).expect("key"))
             .expect("issuer");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let signed = rcgen::CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("sign");
-    let ca_signed_cfg = server_config(signed.der().to_vec(), key.serialize_der());
+    let issued = |names: &[&str]| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("sign");
+        server_config(cert.der().to_vec(), key.serialize_der(), &ca_pem)
+    };
+    let genuine_cfg = issued(&[node, "127.0.0.1"]);
+    // Issued by the cluster CA, for another node's name and address.
+    let other_cfg = issued(&["other-node", "10.9.9.9"]);
+    // Right names, self-signed: what agents served before, pinned by the annotation.
+    let self_signed =
+        rcgen::generate_simple_self_signed(vec![node.to_string(), "127.0.0.1".to_string()])
+            .expect("cert");
+    let self_signed_der = self_signed.cert.der().to_vec();
+    let self_signed_cfg = server_config(
+        self_signed_der.clone(),
+        self_signed.signing_key.serialize_der(),
+        &ca_pem,
+    );
 
-    let agent = StandIn::start(twin_cfg.clone());
+    let agent = StandIn::start(self_signed_cfg.clone(), &ca_pem);
     let client = c.kube_client().await;
-    let fingerprint = spindle_meta::tls::fingerprint(&genuine_der);
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&self_signed_der))
+    };
     let (code, v) = call(
         &client,
         "POST",
@@ -568,14 +590,18 @@ async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
     .await;
     assert_eq!(code, 201, "{v}");
 
-    for (what, cfg) in [
-        ("self-signed twin", twin_cfg),
-        ("CA-signed twin", ca_signed_cfg),
+    for (what, cfg, why) in [
+        (
+            "self-signed, pinned by the old annotation",
+            self_signed_cfg,
+            "UnknownIssuer",
+        ),
+        ("issued for another node", other_cfg, "not valid for name"),
     ] {
         agent.present(cfg);
         let err = c.fails(K, &["logs", "logged", "--request-timeout=30s"]);
         assert!(
-            err.contains("does not match the pinned SHA-256 fingerprint"),
+            err.contains("invalid peer certificate") && err.contains(why),
             "{what}: {err}"
         );
         assert!(
@@ -593,14 +619,15 @@ async fn tls_names_anonymous_health_and_the_pinned_agent_certificate() {
         heads[0].starts_with("GET /containerLogs/default/logged/main?"),
         "{heads:?}"
     );
-    let token = std::fs::read_to_string(c.data_dir().join("server/token")).expect("token");
-    let secret = token.trim().rsplit(':').next().expect("secret");
+    // The API server's own client certificate from the cluster CA, and no bearer
+    // secret: the join token's secret never leaves the server.
     assert!(
-        heads[0].to_ascii_lowercase().contains(&format!(
-            "authorization: bearer {}",
-            secret.to_ascii_lowercase()
-        )),
-        "the genuine agent gets the cluster secret: {heads:?}"
+        heads[0].ends_with("\r\nx-client-user: kube-apiserver-kubelet-client\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        !heads[0].to_ascii_lowercase().contains("authorization:"),
+        "{heads:?}"
     );
 }
 

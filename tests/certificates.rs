@@ -585,7 +585,11 @@ fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
     // One request, from the token's user, for system:node:n1, approved by the controller
     // and issued.
     let csrs = c.ok(KUBECTL_DEFAULT, &["get", "csr", "-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.username} {.spec.signerName} {.status.conditions[0].reason}{\"\\n\"}{end}"]);
-    let rows: Vec<&str> = csrs.lines().collect();
+    // (The serving certificate's request is looked at below.)
+    let rows: Vec<&str> = csrs
+        .lines()
+        .filter(|r| !r.contains("kubernetes.io/kubelet-serving"))
+        .collect();
     assert_eq!(rows.len(), 1, "{csrs}");
     let f: Vec<&str> = rows[0].split_whitespace().collect();
     assert!(f[0].starts_with("node-csr-"), "{csrs}");
@@ -644,6 +648,37 @@ fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
         "Auto approving self kubelet client certificate after SubjectAccessReview."
     );
 
+    // The serving certificate: asked for by the node itself, approved for its own name
+    // and address, kept beside the client certificate.
+    let serving = |c: &Cluster| {
+        c.ok(KUBECTL_DEFAULT, &["get", "csr", "-o", "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.metadata.name} {.spec.username} {.status.conditions[0].reason}{\"\\n\"}{end}"])
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !serving(&c).contains("system:node:n1 AutoApproved") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no approved serving request: {}",
+            serving(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(serving(&c).lines().count(), 1, "{}", serving(&c));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !pki.join("server.crt").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kept serving certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mode = std::fs::metadata(pki.join("server.key"))
+        .expect("key")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
     // Restarted with a token that is no longer any good, the agent carries on with its
     // certificate: its Lease keeps being renewed, and it asks for nothing new.
     agent.stop();
@@ -663,5 +698,5 @@ fn an_agent_swaps_the_join_token_for_a_node_certificate_of_its_own() {
         .ok(KUBECTL_DEFAULT, &["get", "csr", "-o", "name"])
         .lines()
         .count();
-    assert_eq!(count, 2, "the restarted agent made no new request");
+    assert_eq!(count, 3, "the restarted agent made no new request");
 }

@@ -7,7 +7,6 @@ mod admission;
 pub mod alloc;
 mod auth;
 pub mod authz;
-mod client_certs;
 mod discovery;
 mod idle;
 pub mod pki;
@@ -47,6 +46,7 @@ use tower::ServiceExt;
 pub use crate::auth::User;
 use crate::auth::{cert_user, ConnInfo};
 pub use crate::state::AppState;
+use spindle_meta::tls::client_certs::ClientCerts;
 
 /// HTTP/2 keep-alive pings on the API port: every 30 s, and a peer that does not answer
 /// within 20 s (hyper's default) is gone.
@@ -104,21 +104,11 @@ impl Default for ConnLimits {
     }
 }
 
-fn tls_config(pki: &pki::Pki) -> Result<(rustls::ServerConfig, Arc<client_certs::ClientCerts>)> {
+fn tls_config(pki: &pki::Pki) -> Result<(rustls::ServerConfig, Arc<ClientCerts>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
-        roots.add(c?)?;
-    }
     // Client certificates are optional so bearer-token users still get in; requests with
     // neither are refused with 401 at the HTTP layer.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
-    let verifier = Arc::new(client_certs::ClientCerts::new(verifier));
+    let verifier = Arc::new(ClientCerts::for_ca(&pki.ca_pem)?);
     let certs: Vec<_> =
         rustls_pemfile::certs(&mut pki.serving_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
     let key = rustls_pemfile::private_key(&mut pki.serving_key_pem.as_bytes())?
@@ -158,7 +148,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub pki: pki::Pki,
     pub limits: ConnLimits,
-    client_certs: Arc<client_certs::ClientCerts>,
+    client_certs: Arc<ClientCerts>,
 }
 
 /// Prepare PKI and store, bind the port and write the kubeconfig; then [`Server::serve`].
@@ -201,7 +191,11 @@ pub async fn start(
         ca_pem: Arc::from(pki.ca_pem.as_str()),
         default_toleration_seconds: cfg.default_toleration_seconds as i64,
         event_cache: Arc::new(watch::EventCache::default()),
-        node_secret: Arc::from(pki.token.secret()),
+        kubelet_client: Some(Arc::new(spindle_meta::tls::ca_client_config(
+            &pki.ca_pem,
+            &pki.kubelet_client_cert_pem,
+            &pki.kubelet_client_key_pem,
+        )?)),
         net: cfg.net,
         authz: Arc::default(),
     };
@@ -311,7 +305,7 @@ impl AcceptBackoff {
 async fn serve_connection(
     st: AppState,
     acceptor: Arc<tokio_rustls::TlsAcceptor>,
-    certs: &client_certs::ClientCerts,
+    certs: &ClientCerts,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     limits: ConnLimits,
@@ -330,7 +324,7 @@ async fn serve_connection(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let conn = ConnInfo {
-        cert_user: if certs.verified(&tls) {
+        cert_user: if certs.verified(tls.get_ref().1.peer_certificates().unwrap_or_default()) {
             cert_user(&tls)
         } else {
             None

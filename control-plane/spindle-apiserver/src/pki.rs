@@ -1,6 +1,8 @@
 //! The cluster's certificates and credentials, created on first start and reused after:
 //! a self-signed CA, the serving certificate, the admin client identity (system:admin in
-//! system:masters, as k3s does), the node join token and the kubeconfig.
+//! system:masters, as k3s does), the API server's own client identity towards node agents
+//! (`kube-apiserver-kubelet-client`, kube-apiserver's `--kubelet-client-certificate`), the
+//! node join token and the kubeconfig.
 
 use std::fs;
 use std::net::IpAddr;
@@ -15,6 +17,9 @@ use rcgen::{
 };
 use spindle_meta::token::JoinToken;
 
+/// The user of the API server's client certificate towards agents (kubeadm's name).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 pub struct Pki {
     pub ca_pem: String,
     /// The CA's key, for the controllers' CSR signer.
@@ -23,6 +28,10 @@ pub struct Pki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// What the API server presents to agents: only the bootstrap binding of
+    /// `system:kubelet-api-admin` gives this user anything, and no group does.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
     /// The join token, pinning this cluster's CA (`K10<ca hash>::server:<secret>`).
     pub token: JoinToken,
 }
@@ -176,6 +185,26 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
             (c, k)
         }
     };
+    let (kc_crt, kc_key) = (
+        tls.join("client-kubelet.crt"),
+        tls.join("client-kubelet.key"),
+    );
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match (read(&kc_crt), read(&kc_key)) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let (c, k) = leaf(
+                &ca_pem,
+                &ca_key_pem,
+                KUBELET_CLIENT_USER,
+                &[],
+                vec![],
+                false,
+            )?;
+            write_private(&kc_key, &k)?;
+            write_private(&kc_crt, &c)?;
+            (c, k)
+        }
+    };
     // Join tokens carry the CA's hash, as k3s's do, so an agent holding only the token can
     // fetch /cacerts and verify it is talking to this cluster: K10<sha256(ca)>::server:<secret>.
     let token_path = data_dir.join("server/token");
@@ -199,6 +228,8 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
         serving_key_pem,
         admin_cert_pem,
         admin_key_pem,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
         token,
     })
 }

@@ -5,12 +5,12 @@
 //! into the framing.
 //!
 //! The API server calls the agent's endpoint (Node `status.daemonEndpoints.kubeletEndpoint`
-//! on its InternalIP) over HTTPS with the cluster token's secret as bearer token. The
-//! agent's certificate is self-signed; the agent publishes its SHA-256 fingerprint in a
-//! Node annotation and the API server accepts only that certificate, so the secret never
-//! goes to anyone else.
-
-use std::sync::Arc;
+//! on its InternalIP) over HTTPS, as kube-apiserver calls kubelets: the agent's serving
+//! certificate must chain to the cluster CA and name that address (the signer issues it
+//! only for the node's own name and addresses), and the API server presents its own
+//! client certificate (`kube-apiserver-kubelet-client`), which the agent authorizes
+//! with a SubjectAccessReview like any other caller. Nothing written on the Node is
+//! trusted beyond where to dial.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -26,9 +26,6 @@ use crate::request::{Query, Target};
 use crate::rest::load;
 use crate::status::{ApiError, ApiResult};
 use crate::AppState;
-
-/// Node annotation holding the hex SHA-256 of the agent's serving certificate (DER).
-pub const CERT_ANNOTATION: &str = "spindle.dev/agent-cert-sha256";
 
 /// Options of PodLogOptions the agent understands; anything else is not forwarded.
 const LOG_OPTIONS: &[&str] = &[
@@ -59,7 +56,7 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
     let (pod, _) = load(st, t).await?;
     let ns = t.namespace.as_deref().unwrap_or_default();
     let container = pick_container(&pod, q, name)?;
-    let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
+    let (addr, port) = agent_endpoint(st, &pod, name).await?;
     let query = {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for k in LOG_OPTIONS {
@@ -76,15 +73,13 @@ pub async fn pod_logs(st: &AppState, t: &Target, q: &Query) -> ApiResult<Respons
         enc(&container),
         query
     );
-    let resp = call_agent(&addr, port, &fingerprint, &path, &st.node_secret)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                502,
-                "InternalError",
-                format!("Get \"https://{addr}:{port}{path}\": {e}"),
-            )
-        })?;
+    let resp = call_agent(st, &addr, port, &path).await.map_err(|e| {
+        ApiError::new(
+            502,
+            "InternalError",
+            format!("Get \"https://{addr}:{port}{path}\": {e}"),
+        )
+    })?;
     if !resp.status().is_success() {
         return Err(agent_error(resp).await);
     }
@@ -147,12 +142,8 @@ fn pick_container(pod: &Value, q: &Query, name: &str) -> ApiResult<String> {
     }
 }
 
-/// Where the agent of the pod's node listens, and its certificate's fingerprint.
-async fn agent_endpoint(
-    st: &AppState,
-    pod: &Value,
-    name: &str,
-) -> ApiResult<(String, u16, String)> {
+/// Where the agent of the pod's node listens: its InternalIP and port.
+async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(String, u16)> {
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) else {
         return Err(ApiError::bad_request(format!(
             "pod {name} does not have a host assigned"
@@ -185,15 +176,7 @@ async fn agent_endpoint(
         .as_u64()
         .filter(|p| *p > 0)
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name} has no agent endpoint")))?;
-    let fingerprint = node["metadata"]["annotations"][CERT_ANNOTATION]
-        .as_str()
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "node {node_name} has not published its agent certificate"
-            ))
-        })?
-        .to_string();
-    Ok((addr, port as u16, fingerprint))
+    Ok((addr, port as u16))
 }
 
 /// The agent's refusal as a Kubernetes error (its body is the message).
@@ -209,6 +192,8 @@ async fn agent_error(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
     match code {
         400 => ApiError::bad_request(msg),
         404 => ApiError::new(404, "NotFound", msg),
+        // The agent's own authorization refused the API server (as a kubelet would).
+        403 => ApiError::new(403, "Forbidden", msg),
         code => ApiError::new(code, "InternalError", msg),
     }
 }
@@ -217,17 +202,20 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// An HTTP/1.1 connection to an agent (upgrades allowed), its certificate pinned.
+/// An HTTP/1.1 connection to an agent (upgrades allowed): its certificate verified
+/// against the cluster CA for `addr`, the API server's client certificate presented.
 async fn connect_agent(
+    st: &AppState,
     addr: &str,
     port: u16,
-    fingerprint: &str,
 ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
-    // Exactly the certificate whose SHA-256 the agent published on its Node.
-    let tls = spindle_meta::tls::pinned_config(fingerprint)?;
+    let tls = st
+        .kubelet_client
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no client credential for node agents"))?;
     let tcp = tokio::net::TcpStream::connect((addr, port)).await?;
     let name = ServerName::try_from(addr.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+    let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -238,16 +226,14 @@ async fn connect_agent(
 }
 
 async fn call_agent(
+    st: &AppState,
     addr: &str,
     port: u16,
-    fingerprint: &str,
     path: &str,
-    secret: &str,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    let mut sender = connect_agent(addr, port, fingerprint).await?;
+    let mut sender = connect_agent(st, addr, port).await?;
     let req = hyper::Request::get(path)
         .header(header::HOST, format!("{addr}:{port}"))
-        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
         .body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(req).await?)
 }
@@ -301,7 +287,7 @@ pub async fn upgrade(
         "portforward" => format!("/portForward/{}/{}?{raw_query}", enc(ns), enc(name)),
         _ => return Err(ApiError::bad_request(format!("{sub} is not supported"))),
     };
-    let (addr, port, fingerprint) = agent_endpoint(st, &pod, name).await?;
+    let (addr, port) = agent_endpoint(st, &pod, name).await?;
     let unreachable = |e: String| {
         ApiError::new(
             502,
@@ -309,14 +295,13 @@ pub async fn upgrade(
             format!("error dialing backend: https://{addr}:{port}{path}: {e}"),
         )
     };
-    let mut sender = connect_agent(&addr, port, &fingerprint)
+    let mut sender = connect_agent(st, &addr, port)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let mut out = hyper::Request::builder()
         .method(req.method().clone())
         .uri(&path)
-        .header(header::HOST, format!("{addr}:{port}"))
-        .header(header::AUTHORIZATION, format!("Bearer {}", st.node_secret));
+        .header(header::HOST, format!("{addr}:{port}"));
     for h in UPGRADE_HEADERS {
         for v in req.headers().get_all(*h) {
             out = out.header(*h, v);

@@ -279,7 +279,7 @@ mod tests {
             ca_pem: Arc::from("PEM"),
             default_toleration_seconds: 300,
             event_cache: Arc::new(watch::EventCache::default()),
-            node_secret: Arc::from("n"),
+            kubelet_client: None,
             net: alloc::NetRanges::default(),
             authz: Arc::default(),
         }

@@ -24,8 +24,10 @@ pub struct AppState {
     pub ca_pem: Arc<str>,
     pub default_toleration_seconds: i64,
     pub event_cache: Arc<watch::EventCache>,
-    /// The token secret node agents accept from the API server on their endpoints.
-    pub node_secret: Arc<str>,
+    /// How the API server reaches agents' endpoints: their serving certificates verified
+    /// against the cluster CA, its own client certificate presented (`None`: agents
+    /// cannot be reached, as in unit tests).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
     /// Service CIDR, cluster (pod) CIDR and NodePort range the server allocates from.
     pub net: alloc::NetRanges,
     /// Who may do what: RBAC over the indexed roles and bindings.

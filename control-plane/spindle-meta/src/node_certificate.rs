@@ -2,7 +2,8 @@
 //! bootstrap): a new key and a request for `system:node:<name>` in `system:nodes` to
 //! `kubernetes.io/kube-apiserver-client-kubelet`, which the controllers approve for
 //! join-token holders (and for nodes renewing their own) and sign; then a client that
-//! authenticates with the issued certificate. Shared by the node agent, which keeps and
+//! authenticates with the issued certificate. [`request_for`] serves the node's serving
+//! certificate (`kubernetes.io/kubelet-serving`) too. Shared by the node agent, which keeps and
 //! renews the certificate, and hollow nodes, which get one per simulated node.
 
 use std::time::Duration;
@@ -63,16 +64,43 @@ pub async fn request(
     node_name: &str,
     timeout: Duration,
 ) -> Result<Issued, NodeCertError> {
-    let cn = format!("{NODE_USER_PREFIX}{node_name}");
-    let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], &[], &[])?;
+    let want = Wanted {
+        signer: KUBE_APISERVER_CLIENT_KUBELET,
+        node_name,
+        // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
+        usages: &["digital signature", "client auth"],
+        dns_names: &[],
+        ips: &[],
+    };
+    request_for(client, &want, timeout).await
+}
+
+/// A certificate a node asks for: `system:node:<name>` in `system:nodes`, from `signer`
+/// (its client certificate, or its serving certificate for `dns_names` and `ips`).
+pub struct Wanted<'a> {
+    pub signer: &'a str,
+    pub node_name: &'a str,
+    pub usages: &'a [&'a str],
+    pub dns_names: &'a [String],
+    pub ips: &'a [std::net::IpAddr],
+}
+
+/// Make a key and a request for `want` through `client`, and wait up to `timeout`
+/// for the certificate.
+pub async fn request_for(
+    client: kube::Client,
+    want: &Wanted<'_>,
+    timeout: Duration,
+) -> Result<Issued, NodeCertError> {
+    let cn = format!("{NODE_USER_PREFIX}{}", want.node_name);
+    let (csr_pem, key_pem) = new_request(&cn, &[NODES_GROUP], want.dns_names, want.ips)?;
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let csr: CertificateSigningRequest = serde_json::from_value(json!({
         "metadata": {"generateName": "node-csr-"},
         "spec": {
             "request": base64::engine::general_purpose::STANDARD.encode(&csr_pem),
-            "signerName": KUBE_APISERVER_CLIENT_KUBELET,
-            // An ECDSA key: no key encipherment (the kubelet's usages for such keys).
-            "usages": ["digital signature", "client auth"],
+            "signerName": want.signer,
+            "usages": want.usages,
         }
     }))
     .map_err(|e| NodeCertError::Create(kube::Error::SerdeError(e)))?;

@@ -9,7 +9,8 @@
 //! the new certificate.
 //!
 //! A kept certificate that is still valid is used without the token at all, as the
-//! kubelet does with its `kubelet-client-current.pem`.
+//! kubelet does with its `kubelet-client-current.pem`. The node's serving certificate
+//! ([`crate::serving`]) is kept and renewed the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -26,10 +27,10 @@ use spindle_meta::node_certificate::{self, Issued};
 /// gives up (and, as a process, is restarted by whoever runs it).
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// A failed renewal is tried again after this long.
-const RENEW_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const RENEW_RETRY: Duration = Duration::from_secs(30);
 
 /// The validity of a PEM certificate, as Unix seconds, and its subject's CN.
-fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
+pub(crate) fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem).ok()?;
     let cert = pem.parse_x509().ok()?;
     let cn = cert
@@ -46,7 +47,7 @@ fn validity(cert_pem: &[u8]) -> Option<(i64, i64, String)> {
     ))
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -134,7 +135,7 @@ impl NodeCredential {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
@@ -224,6 +225,13 @@ pub async fn node_client(
         async move { client.send(req).await }
     });
     Ok(kube::Client::new(svc, "default"))
+}
+
+/// The cluster CA (PEM) as [`node_client`] keeps it: what the agent's streaming
+/// endpoint trusts its callers' certificates to.
+pub fn cluster_ca(data_dir: &Path) -> Result<String> {
+    let path = AgentPaths::new(data_dir).pki().join("ca.crt");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -16,9 +16,11 @@
 //! - [`volumes`], [`env`], [`resources`]: the pod's volume directories, container
 //!   environments, and resource quantities as the node uses them.
 //! - [`paths`]: the data directory's layout, the one place its paths are named.
-//! - [`server`]: the authenticated HTTPS endpoint (axum routes) the API server proxies
-//!   `kubectl logs`, `exec`, `attach` and `port-forward` to; [`stream`] joins the latter
-//!   three to the containers, over the protocols of `spindle-streaming`.
+//! - [`server`]: the HTTPS endpoint (axum routes; callers authenticated by client
+//!   certificate and authorized by SubjectAccessReview) the API server proxies
+//!   `kubectl logs`, `exec`, `attach` and `port-forward` to, with [`serving`]'s
+//!   certificate from the cluster CA; [`stream`] joins the latter three to the
+//!   containers, over the protocols of `spindle-streaming`.
 //!
 //! The agent runs embedded in `spindle server` (with an in-process API client) or alone as
 //! `spindle agent` (joining with a URL and token, which [`credentials`] exchanges for a
@@ -42,6 +44,7 @@ pub mod runtime;
 pub mod safe_mount;
 pub mod server;
 pub mod services;
+pub mod serving;
 pub mod status;
 pub mod stream;
 pub mod tokens;
@@ -73,9 +76,9 @@ pub struct AgentOptions {
     pub listen: SocketAddr,
     /// The address reported as the node's InternalIP (default: the host's first address).
     pub node_ip: Option<IpAddr>,
-    /// Bearer secret the API server presents to the streaming endpoint (the cluster token's
-    /// secret part).
-    pub stream_secret: String,
+    /// The cluster CA (PEM): the streaming endpoint's callers must present a client
+    /// certificate it signed, and it signs the endpoint's serving certificate.
+    pub cluster_ca_pem: String,
     /// Extra node labels (`key=value`).
     pub labels: Vec<(String, String)>,
     /// Labels of a server node (control-plane role), as k3s sets them.
@@ -117,8 +120,6 @@ pub struct Agent {
     pub stopping: std::sync::atomic::AtomicBool,
     pub events: spindle_meta::events::Recorder,
     pub streaming_port: u16,
-    /// SHA-256 of the streaming endpoint's certificate, published on the Node.
-    pub cert_sha256: String,
     pub pods: pods::PodTable,
     /// The node's pod network; `None` when it could not be set up (pods that need a
     /// network then wait in ContainerCreating with [`Agent::net_unavailable`] as reason).
@@ -178,7 +179,10 @@ pub async fn run(
         .context("opening the image cache")?;
     let wasm = Arc::new(runtime::WasmContainers::new(&paths.wasm_cache())?);
     let (listener, port) = server::bind(opts.listen).await?;
-    let (tls, cert_sha256) = server::tls_config(&opts.node_name, node_ip)?;
+    let serving = Arc::new(serving::ServingCert::default());
+    let client_certs = spindle_meta::tls::client_certs::ClientCerts::for_ca(&opts.cluster_ca_pem)
+        .context("the cluster CA")?;
+    let tls = server::tls_config(serving.clone(), &client_certs)?;
     let local_path_root = paths.storage();
     let agent = Arc::new(Agent {
         events: spindle_meta::events::Recorder::on_host(client.clone(), "kubelet", &opts.node_name)
@@ -191,7 +195,6 @@ pub async fn run(
         containers,
         stopping: std::sync::atomic::AtomicBool::new(false),
         streaming_port: port,
-        cert_sha256,
         pods: pods::PodTable::default(),
         net: std::sync::OnceLock::new(),
         net_unavailable: std::sync::OnceLock::new(),
@@ -228,7 +231,17 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "no cluster DNS on this node"),
     }
     tokio::spawn(node::heartbeat(agent.clone()));
-    tokio::spawn(server::serve(agent.clone(), listener, tls));
+    // After registration: the approver checks the names asked for against the Node.
+    tokio::spawn(serving::run(
+        serving,
+        agent.client.clone(),
+        serving::Identity {
+            node_name: agent.opts.node_name.clone(),
+            node_ip: agent.node_ip,
+            dir: agent.paths.pki(),
+        },
+    ));
+    tokio::spawn(server::serve(agent.clone(), listener, tls, client_certs));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let routes = tokio::spawn(routes::run(agent.clone(), stop_rx.clone()));
     tokio::spawn(local_path::run(agent.clone(), stop_rx.clone()));

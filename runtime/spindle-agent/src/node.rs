@@ -19,8 +19,6 @@ use spindle_meta::lease;
 
 use crate::Agent;
 
-/// Must match the API server's `proxy::CERT_ANNOTATION`.
-pub const CERT_ANNOTATION: &str = "spindle.dev/agent-cert-sha256";
 pub const RUNTIMES_LABEL: &str = "spindle.dev/runtimes";
 /// One label per runtime, for nodeSelectors; the scheduler reads the containerd one
 /// (must match `spindle_scheduler`'s `CONTAINERD_LABEL`).
@@ -143,13 +141,6 @@ pub fn labels(agent: &Agent) -> BTreeMap<String, String> {
     l
 }
 
-/// The agent's certificate fingerprint, which the API server pins when proxying to it.
-fn annotations(agent: &Agent) -> BTreeMap<String, String> {
-    [(CERT_ANNOTATION.to_string(), agent.cert_sha256.clone())]
-        .into_iter()
-        .collect()
-}
-
 fn status(agent: &Agent, ready_since: Timestamp) -> NodeStatus {
     let cap = capacity(agent);
     let arch = if std::env::consts::ARCH == "x86_64" {
@@ -205,7 +196,6 @@ pub async fn register(agent: &Agent) -> Result<()> {
         metadata: ObjectMeta {
             name: Some(agent.opts.node_name.clone()),
             labels: Some(labels(agent)),
-            annotations: Some(annotations(agent)),
             ..Default::default()
         },
         spec: None,
@@ -215,10 +205,9 @@ pub async fn register(agent: &Agent) -> Result<()> {
         Ok(n) => n.metadata.uid,
         Err(e) if is_status(&e, 409) => {
             // A merge patch keeps labels and taints others set (kubectl label, cordon).
-            let patch = json!({"metadata": {
-                "labels": labels(agent),
-                "annotations": annotations(agent),
-            }});
+            // The certificate fingerprint annotation older agents wrote is left alone:
+            // nothing reads it any more (the API server verifies agents against the CA).
+            let patch = json!({"metadata": {"labels": labels(agent)}});
             nodes
                 .patch(
                     &agent.opts.node_name,

@@ -1,8 +1,11 @@
-//! The agent's streaming endpoint (the kubelet's port 10250): HTTPS with a self-signed
-//! certificate, served as an axum [`Router`] within [`Limits`]. Only the API server may
-//! call it: the [`auth`] layer admits a request that carries the cluster's token secret
-//! as its bearer token. `kubectl logs`, `exec`, `attach` and `port-forward` reach it
-//! through the API server's proxy.
+//! The agent's streaming endpoint (the kubelet's port 10250): HTTPS with the node's
+//! serving certificate from the cluster CA ([`crate::serving`]), served as an axum
+//! [`Router`] within [`Limits`]. The [`auth`] layer admits callers with a client
+//! certificate of the cluster CA and asks the API server whether they may
+//! ([`authz`]: SubjectAccessReviews on `nodes/proxy` and the like, cached), as the
+//! kubelet does. `kubectl logs`, `exec`, `attach` and `port-forward` reach it through
+//! the API server's proxy, which calls with its own certificate
+//! (`kube-apiserver-kubelet-client`, bound to `system:kubelet-api-admin`).
 //!
 //! Routes: `GET /containerLogs/{namespace}/{pod}/{container}?follow&previous&tailLines&
 //! sinceSeconds&sinceTime&timestamps&limitBytes` ([`logs`]); `GET|POST /exec/{namespace}/
@@ -11,6 +14,7 @@
 //! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `/healthz`.
 
 mod auth;
+pub mod authz;
 mod logs;
 
 use std::convert::Infallible;
@@ -26,7 +30,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use auth::{authenticated, Caller};
+pub use auth::{authorized, Attributes, Caller, Reviewer};
+use spindle_meta::tls::client_certs::ClientCerts;
 pub use spindle_streaming::serve::Limits;
 
 use crate::Agent;
@@ -39,37 +44,27 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, u16)> {
     Ok((l, port))
 }
 
-/// A fresh self-signed serving certificate, and its SHA-256 (hex, of the DER) that the
-/// Node publishes so the API server can pin it.
+/// The endpoint's TLS: the node's current serving certificate, and client certificates
+/// asked for (optional in the handshake; [`auth`] answers 401 without a good one).
 pub fn tls_config(
-    node_name: &str,
-    node_ip: std::net::IpAddr,
-) -> Result<(Arc<rustls::ServerConfig>, String)> {
-    let names = vec![
-        node_name.to_string(),
-        "localhost".to_string(),
-        node_ip.to_string(),
-    ];
-    let cert = rcgen::generate_simple_self_signed(names).context("self-signed certificate")?;
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    serving: Arc<crate::serving::ServingCert>,
+    certs: &ClientCerts,
+) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)?;
+        .with_client_cert_verifier(Arc::new(certs.clone()))
+        .with_cert_resolver(serving);
     // HTTP/1.1 only: the API server is the only client and speaks it (upgrades need it),
     // and an idle HTTP/2 connection would escape the header read timeout.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let fingerprint = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(cert.cert.der().as_ref()))
-    };
-    Ok((Arc::new(cfg), fingerprint))
+    Ok(Arc::new(cfg))
 }
 
-/// The endpoint's routes, behind authentication.
-pub fn router(agent: Arc<Agent>) -> Router {
-    let secret = agent.opts.stream_secret.clone();
+/// The endpoint's routes, behind authentication (callers of `certs`) and authorization
+/// (SubjectAccessReviews through the node's client).
+pub fn router(agent: Arc<Agent>, certs: ClientCerts) -> Router {
+    let reviewer = authz::reviewer(agent.client.clone(), &agent.opts.node_name);
     let routes = Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -90,11 +85,16 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/healthz", any(healthz))
         .fallback(not_found)
         .with_state(agent);
-    authenticated(routes, &secret)
+    authorized(routes, certs, reviewer)
 }
 
-pub async fn serve(agent: Arc<Agent>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
-    serve_with(listener, tls, Limits::default(), router(agent)).await
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    certs: ClientCerts,
+) {
+    serve_with(listener, tls, Limits::default(), router(agent, certs)).await
 }
 
 /// The accept loop, TLS and HTTP/1.1 of the endpoint, with `limits`, serving `app`.

@@ -1,6 +1,6 @@
 //! Attacks on the agent's streaming endpoint (port 10250), run against its real accept
-//! loop, TLS, HTTP/1.1 server, token check and port-forward upgrade
-//! (`server::serve_with`, `server::authenticated`, `stream::port_forward_upgrade`) on
+//! loop, TLS, HTTP/1.1 server, client certificate check and port-forward upgrade
+//! (`server::serve_with`, `server::authorized`, `stream::port_forward_upgrade`) on
 //! 127.0.0.1, with short limits so the test need not wait long. Only the route lookup, which needs a running
 //! pod, is left out: port-forward goes to a TCP server of the test standing in for the
 //! pod.
@@ -24,29 +24,80 @@ use spindle_streaming::spdy::{self, Deflater, Frame, Inflater};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const SECRET: &str = "s3cret-token";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// A cluster CA of the test: its PEM, the endpoint's serving certificate and key
+/// (for `localhost`), and a client certificate and key.
+struct Pki {
+    ca: String,
+    serving: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> &'static Pki {
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(params, key);
+        let leaf = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            (
+                p.signed_by(&key, &issuer).unwrap().pem(),
+                key.serialize_pem(),
+            )
+        };
+        Pki {
+            serving: leaf("localhost"),
+            client: leaf("kube-apiserver-kubelet-client"),
+            ca,
+        }
+    })
+}
+
+/// Allows everyone the CA vouches for: authorization is not what this test is about.
+struct AllowAll;
+
+impl server::Reviewer for AllowAll {
+    async fn review(&self, _: &server::Attributes) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
 /// The endpoint with `limits`, its only route the port-forward upgrade into 127.0.0.1
-/// (plus `/healthz`), behind the token check.
+/// (plus `/healthz`), behind the client certificate check.
 async fn endpoint(limits: Limits) -> SocketAddr {
     let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tls, _) = server::tls_config("node-a", LOCALHOST).unwrap();
+    let serving = Arc::new(spindle_agent::serving::ServingCert::default());
+    serving.set(&pki().serving.0, &pki().serving.1).unwrap();
+    let certs = spindle_meta::tls::client_certs::ClientCerts::for_ca(&pki().ca).unwrap();
+    let tls = server::tls_config(serving, &certs).unwrap();
     let routes = Router::new()
         .route("/healthz", any(server::healthz))
         .fallback(|req: Request<Body>| async move { stream::port_forward_upgrade(req, LOCALHOST) });
-    let app = server::authenticated(routes, SECRET);
+    let app = server::authorized(routes, certs, AllowAll);
     tokio::spawn(server::serve_with(listener, tls, limits, app));
     addr
 }
 
+/// A TLS connection with the client certificate.
 async fn tls_connect(
     addr: SocketAddr,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    // The endpoint's certificate is self-signed; the test checks its limits, not its
-    // identity.
-    let cfg = spindle_meta::tls::accept_any_config().unwrap();
+    let p = pki();
+    let cfg = spindle_meta::tls::ca_client_config(&p.ca, &p.client.0, &p.client.1).unwrap();
+    tls_connect_with(addr, cfg).await
+}
+
+async fn tls_connect_with(
+    addr: SocketAddr,
+    cfg: rustls::ClientConfig,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
@@ -54,7 +105,7 @@ async fn tls_connect(
         .await
 }
 
-/// `GET /healthz` with the token; the status, or an error if the endpoint did not serve.
+/// `GET /healthz` with the client certificate; the status, or an error if the endpoint did not serve.
 async fn healthz(addr: SocketAddr) -> Result<StatusCode, String> {
     let work = async {
         let tls = tls_connect(addr).await.map_err(|e| e.to_string())?;
@@ -64,7 +115,6 @@ async fn healthz(addr: SocketAddr) -> Result<StatusCode, String> {
         tokio::spawn(conn);
         let req = Request::get("/healthz")
             .header("host", "localhost")
-            .header("authorization", format!("Bearer {SECRET}"))
             .body(Empty::<Bytes>::new())
             .unwrap();
         let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
@@ -137,8 +187,9 @@ async fn idle_and_excess_connections_are_closed() {
     let took = closed_within(&mut quiet, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(1400), "closed after {took:?}");
 
-    // Without the token: 401, and the endpoint still answers.
-    let tls = tls_connect(addr).await.unwrap();
+    // Without a client certificate: 401, and the endpoint still answers.
+    let anonymous = spindle_meta::tls::accept_any_config().unwrap();
+    let tls = tls_connect_with(addr, anonymous).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -156,11 +207,9 @@ async fn idle_and_excess_connections_are_closed() {
 /// A raw TLS connection upgraded to SPDY port-forwarding through the endpoint.
 async fn spdy_session(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tls = tls_connect(addr).await.unwrap();
-    let head = format!(
-        "POST /portForward/default/pod HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {SECRET}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-         X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
-    );
+    let head = "POST /portForward/default/pod HTTP/1.1\r\nHost: localhost\r\n\
+         Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n";
     tls.write_all(head.as_bytes()).await.unwrap();
     // Read the 101 response up to the blank line, byte by byte so no SPDY is eaten.
     let mut resp = Vec::new();

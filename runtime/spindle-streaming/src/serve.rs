@@ -109,8 +109,14 @@ where
     }
 }
 
+/// The client's certificate chain as the TLS handshake received it (end entity first;
+/// empty without one), in every request's extensions. Nothing is verified beyond the
+/// handshake's proof that the client holds the key: whoever reads it checks the chain.
+#[derive(Clone, Debug, Default)]
+pub struct PeerCertificates(pub Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
+
 /// Serves `service` on `listener`: TLS with `tls`, then HTTP/1.1 (upgrades allowed),
-/// within `limits`.
+/// within `limits`; each request carries [`PeerCertificates`].
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -149,6 +155,18 @@ async fn serve_connection<S, B>(
     else {
         return;
     };
+    let peer = PeerCertificates(Arc::new(
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    ));
+    let service = tower::ServiceExt::map_request(service, move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        req
+    });
     // Without a timer hyper silently ignores header_read_timeout.
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -361,6 +361,21 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // Full use of the agents' (kubelets') API: what the API server's own client
+        // certificate towards agents is bound to, and nothing more.
+        role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                r(READ, &[""], &["nodes"]),
+                r(&["proxy"], &[""], &["nodes"]),
+                r(
+                    &["*"],
+                    &[""],
+                    &["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"],
+                ),
+            ],
+        ),
         role(
             "system:kube-controller-manager",
             &[],
@@ -572,6 +587,13 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:volume-scheduler",
             "system:volume-scheduler",
             vec![user("system:kube-scheduler")],
+        ),
+        // As k3s binds its API server's kubelet client (Kubernetes leaves it to the
+        // installer): the user of `pki::KUBELET_CLIENT_USER`.
+        binding(
+            "kube-apiserver-kubelet-admin",
+            "system:kubelet-api-admin",
+            vec![user(crate::pki::KUBELET_CLIENT_USER)],
         ),
         binding("system:node", "system:node", vec![]),
         binding(

@@ -310,12 +310,18 @@ pub fn roles() -> Vec<Value> {
                         "certificatesigningrequests/status",
                     ],
                 ),
+                // Spindle's approver also approves nodes' own serving certificates,
+                // checking the names against the Node (certificates/approver.rs).
                 named(
                     &["approve"],
                     &["certificates.k8s.io"],
                     &["signers"],
-                    &["kubernetes.io/kube-apiserver-client-kubelet"],
+                    &[
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                    ],
                 ),
+                r(&["get"], &[""], &["nodes"]),
                 named(
                     &["sign"],
                     &["certificates.k8s.io"],

@@ -35,7 +35,7 @@ impl Api {
             ca_pem: Arc::from(""),
             default_toleration_seconds: TOLERATION_SECONDS,
             event_cache: Arc::new(watch::EventCache::default()),
-            node_secret: Arc::from(""),
+            kubelet_client: None,
             net: alloc::NetRanges::default(),
             authz: Arc::default(),
         };

@@ -1,130 +1,143 @@
-//! Authentication of the endpoint's callers, as a tower layer in front of every route
-//! (unknown paths included, so a stranger learns nothing of the routes). It says who
-//! called by putting a [`Caller`] in the request's extensions; authorization, when it
-//! comes (the kubelet asks the API server with a SubjectAccessReview per request), is
-//! one more layer that reads it.
+//! Authentication and authorization of the endpoint's callers, as a tower layer in front
+//! of every route (unknown paths included, so a stranger learns nothing of the routes),
+//! as the kubelet's `--authentication-*`/`--authorization-mode=Webhook` filter does it:
+//! the caller is the user a client certificate chained to the cluster CA names (CN, and
+//! each O as a group), anyone else gets 401; the request is then mapped to attributes
+//! on the node (`nodes/proxy` for everything but `/stats`, `/metrics`, `/logs`, `/spec`,
+//! the verb from the method) and allowed or refused (403) by a [`Reviewer`], in the
+//! agent the API server's SubjectAccessReview ([`super::authz`]). An allowed request
+//! carries its [`Caller`] in its extensions.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use spindle_meta::tls::client_certs::{subject, ClientCerts};
+use spindle_streaming::serve::PeerCertificates;
 
 use super::text;
 
-/// Who made the request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// The API server, which proves itself with the cluster's token secret.
-    ApiServer,
+/// Who made the request: the user its client certificate names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Caller {
+    pub name: String,
+    pub groups: Vec<String>,
 }
 
-/// `routes`, answering 401 to a request that does not carry the cluster's token
-/// `secret` as its bearer token.
-pub fn authenticated(routes: Router, secret: &str) -> Router {
-    let secret: Arc<str> = Arc::from(secret);
-    routes.layer(middleware::from_fn_with_state(secret, authenticate))
+/// What a request asks of this node, as the kubelet's authorizer attributes (resource
+/// `nodes` in the core group, named after the node).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Attributes {
+    pub user: Caller,
+    pub verb: &'static str,
+    pub subresource: &'static str,
 }
 
-async fn authenticate(State(secret): State<Arc<str>>, mut req: Request, next: Next) -> Response {
-    if !bearer_matches(&secret, &req) {
-        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+impl Attributes {
+    /// The kubelet's mapping of a request: the verb from the method, `nodes/proxy`
+    /// unless the path is one of the finer subresources.
+    pub fn of(user: Caller, method: &Method, path: &str) -> Attributes {
+        let verb = match *method {
+            Method::POST => "create",
+            Method::GET => "get",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "",
+        };
+        let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+        let subresource = if under("/stats") {
+            "stats"
+        } else if under("/metrics") {
+            "metrics"
+        } else if under("/logs") {
+            // "log", as the other log subresources (pods/log).
+            "log"
+        } else if under("/spec") {
+            "spec"
+        } else {
+            "proxy"
+        };
+        Attributes {
+            user,
+            verb,
+            subresource,
+        }
     }
-    req.extensions_mut().insert(Caller::ApiServer);
+
+    /// The kubelet's words for the attributes, in its 403 and 500 answers.
+    fn describe(&self) -> String {
+        format!(
+            "user={}, verb={}, resource=nodes, subresource={}",
+            self.user.name, self.verb, self.subresource
+        )
+    }
+}
+
+/// Whether a caller may do what it asks: `Ok(true)` allowed, `Ok(false)` refused, `Err`
+/// when no decision could be had (the API server unreachable).
+pub trait Reviewer: Send + Sync + 'static {
+    fn review(
+        &self,
+        attrs: &Attributes,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send;
+}
+
+struct Gate<R> {
+    certs: ClientCerts,
+    reviewer: R,
+}
+
+/// `routes` behind the check: callers authenticated against `certs` (the cluster CA),
+/// requests authorized by `reviewer`.
+pub fn authorized<R: Reviewer>(routes: Router, certs: ClientCerts, reviewer: R) -> Router {
+    let gate = Arc::new(Gate { certs, reviewer });
+    routes.layer(middleware::from_fn_with_state(gate, check::<R>))
+}
+
+/// The caller a request's client certificate proves, if it chains to the CA.
+fn authenticate(certs: &ClientCerts, req: &Request) -> Option<Caller> {
+    let peer = req.extensions().get::<PeerCertificates>()?;
+    let end = peer.0.first()?;
+    if !certs.verified(&peer.0) {
+        return None;
+    }
+    let (name, groups) = subject(end)?;
+    Some(Caller { name, groups })
+}
+
+async fn check<R: Reviewer>(
+    State(gate): State<Arc<Gate<R>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = authenticate(&gate.certs, &req) else {
+        return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let attrs = Attributes::of(caller, req.method(), req.uri().path());
+    match gate.reviewer.review(&attrs).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(attrs = attrs.describe(), "request to the node refused");
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("Forbidden ({})", attrs.describe()),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, attrs = attrs.describe(), "authorizing a request to the node");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Authorization error ({})", attrs.describe()),
+            );
+        }
+    }
+    req.extensions_mut().insert(attrs.user);
     next.run(req).await
 }
 
-/// Whether `req` carries `secret` as its bearer token, compared in constant time.
-fn bearer_matches(secret: &str, req: &Request) -> bool {
-    let Some(v) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(token) = v.strip_prefix("Bearer ") else {
-        return false;
-    };
-    let secret = secret.as_bytes();
-    // The full join token carries the secret after the last ':'.
-    let given = token.rsplit(':').next().unwrap_or(token).as_bytes();
-    !secret.is_empty()
-        && given.len() == secret.len()
-        && given
-            .iter()
-            .zip(secret)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::routing::get;
-    use axum::Extension;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    fn app(secret: &str) -> Router {
-        let routes = Router::new()
-            .route(
-                "/whoami",
-                get(|Extension(c): Extension<Caller>| async move { format!("{c:?}") }),
-            )
-            .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") });
-        authenticated(routes, secret)
-    }
-
-    async fn call(app: Router, path: &str, auth: Option<&str>) -> (StatusCode, String) {
-        let mut req = Request::get(path);
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        let resp = app
-            .oneshot(req.body(Body::empty()).expect("request"))
-            .await
-            .expect("infallible");
-        let status = resp.status();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[tokio::test]
-    async fn the_token_secret_admits_the_api_server() {
-        let ok = (StatusCode::OK, "ApiServer".to_string());
-        assert_eq!(
-            call(app("s3cret"), "/whoami", Some("Bearer s3cret")).await,
-            ok
-        );
-        // The whole join token (`K10<ca hash>::server:<secret>`) is accepted too.
-        let join = "Bearer K10abc::server:s3cret";
-        assert_eq!(call(app("s3cret"), "/whoami", Some(join)).await, ok);
-    }
-
-    #[tokio::test]
-    async fn everything_else_is_unauthorized_even_unknown_paths() {
-        let denied = (StatusCode::UNAUTHORIZED, "Unauthorized".to_string());
-        for auth in [
-            None,
-            Some("Bearer wrong!"),
-            Some("Bearer s3cre"),
-            Some("Basic s3cret"),
-            Some("Bearer "),
-        ] {
-            assert_eq!(
-                call(app("s3cret"), "/whoami", auth).await,
-                denied,
-                "{auth:?}"
-            );
-            assert_eq!(call(app("s3cret"), "/nope", auth).await, denied, "{auth:?}");
-        }
-        // No secret configured: nobody gets in, not even with an empty token.
-        assert_eq!(call(app(""), "/whoami", Some("Bearer ")).await, denied);
-        let found = call(app("s3cret"), "/nope", Some("Bearer s3cret")).await;
-        assert_eq!(found.0, StatusCode::NOT_FOUND);
-    }
-}
+mod tests;
