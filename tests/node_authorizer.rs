@@ -74,6 +74,21 @@ fn node_forbidden(c: &Cluster, kubectl: &str, data: &str, args: &[&str], message
     );
 }
 
+/// `kubectl create -f file` as node n1 is refused with 403 and `message` (kubectl
+/// prints it after "Error from server (Forbidden): error when creating <file>: ").
+fn file_forbidden(c: &Cluster, kubectl: &str, file: &std::path::Path, message: &str) {
+    let file = file.to_str().expect("utf-8 path");
+    let out = as_node(c, kubectl, "n1-data", &["create", "-f", file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{kubectl} as n1 created {file}");
+    assert!(
+        err.contains(&format!(
+            "Error from server (Forbidden): error when creating \"{file}\": {message}"
+        )),
+        "{kubectl} as n1 create -f {file}: {err}"
+    );
+}
+
 fn ready(c: &Cluster, node: &str) {
     c.wait_for_output(
         &[
@@ -233,22 +248,20 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             "pv-root.yaml",
             "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: from-a-node\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n",
         );
-        node_forbidden(
+        file_forbidden(
             &c,
             kubectl,
-            "n1-data",
-            &["create", "-f", host_root.to_str().expect("utf-8 path")],
+            &host_root,
             r#"persistentvolumes "from-a-node" is forbidden: node "n1" can only create spindle.dev/local-path volumes with node affinity to itself"#,
         );
         let grab = c.write_file(
             "pv-grab.yaml",
             "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: grab\n  annotations: {pv.kubernetes.io/provisioned-by: spindle.dev/local-path}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n  claimRef: {namespace: default, name: pending}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - {key: kubernetes.io/hostname, operator: In, values: [n1]}\n",
         );
-        node_forbidden(
+        file_forbidden(
             &c,
             kubectl,
-            "n1-data",
-            &["create", "-f", grab.to_str().expect("utf-8 path")],
+            &grab,
             r#"persistentvolumes "grab" is forbidden: node "n1" can only create volumes for claims placed on it"#,
         );
     }
