@@ -753,6 +753,16 @@ fn legacy_token_secrets_are_filled_only_when_asked_and_die_with_their_secret() {
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: legacy\n  annotations:\n    kubernetes.io/service-account.name: {account}\ntype: kubernetes.io/service-account-token\n"
         )
     };
+    // One that names no account is refused, as kube-apiserver refuses it.
+    let unnamed = c.write_file(
+        "unnamed-token.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: unnamed\n  namespace: legacy\ntype: kubernetes.io/service-account-token\n",
+    );
+    let err = c.fails(k, &["create", "-f", unnamed.to_str().expect("utf-8 path")]);
+    assert!(
+        err.contains(r#"Secret "unnamed" is invalid: metadata.annotations[kubernetes.io/service-account.name]: Required value"#),
+        "{err}"
+    );
     c.apply(&secret("builder-token", "builder"));
     let field = |path: &str| {
         c.ok(

@@ -120,6 +120,63 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The names the serving certificate carries: the `kubernetes` Service's DNS names,
+/// loopback, the host's name and addresses, and `extra` (--tls-san, the Service address).
+fn serving_sans(extra: &[String]) -> Result<Vec<SanType>> {
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::DnsName("kubernetes".try_into()?),
+        SanType::DnsName("kubernetes.default".try_into()?),
+        SanType::DnsName("kubernetes.default.svc".try_into()?),
+        SanType::DnsName("kubernetes.default.svc.cluster.local".try_into()?),
+        SanType::IpAddress("127.0.0.1".parse()?),
+    ];
+    if let Ok(h) = hostname() {
+        if let Ok(d) = h.as_str().try_into() {
+            sans.push(SanType::DnsName(d));
+        }
+    }
+    for ip in host_addresses() {
+        if !ip.is_loopback() || ip.is_ipv6() {
+            sans.push(SanType::IpAddress(ip));
+        }
+    }
+    for s in extra {
+        match s.parse::<IpAddr>() {
+            Ok(ip) => sans.push(SanType::IpAddress(ip)),
+            Err(_) => sans.push(SanType::DnsName(s.as_str().try_into()?)),
+        }
+    }
+    Ok(sans)
+}
+
+/// Whether the PEM certificate names every one of `want` (false when it cannot be read).
+fn names_all(cert_pem: &str, want: &[SanType]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let has = |w: &SanType| {
+        san.value.general_names.iter().any(|g| match (w, g) {
+            (SanType::DnsName(d), GeneralName::DNSName(n)) => d.as_str() == *n,
+            (SanType::IpAddress(IpAddr::V4(ip)), GeneralName::IPAddress(b)) => {
+                *b == ip.octets().as_slice()
+            }
+            (SanType::IpAddress(IpAddr::V6(ip)), GeneralName::IPAddress(b)) => {
+                *b == ip.octets().as_slice()
+            }
+            _ => false,
+        })
+    };
+    want.iter().all(has)
+}
+
 /// Load the PKI under `<data_dir>/server`, creating what is missing.
 pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) -> Result<Pki> {
     let tls = data_dir.join("server/tls");
@@ -135,33 +192,12 @@ pub fn ensure(data_dir: &Path, token_flag: Option<&str>, extra_sans: &[String]) 
         }
     };
     let (srv_crt, srv_key) = (tls.join("serving.crt"), tls.join("serving.key"));
+    let sans = serving_sans(extra_sans)?;
     let (serving_cert_pem, serving_key_pem) = match (read(&srv_crt), read(&srv_key)) {
-        (Some(c), Some(k)) => (c, k),
+        // A kept certificate must still name every address: a new --tls-san or Service
+        // range, or a new host address, gets a new one, as k3s regenerates its listener's.
+        (Some(c), Some(k)) if names_all(&c, &sans) => (c, k),
         _ => {
-            let mut sans = vec![
-                SanType::DnsName("localhost".try_into()?),
-                SanType::DnsName("kubernetes".try_into()?),
-                SanType::DnsName("kubernetes.default".try_into()?),
-                SanType::DnsName("kubernetes.default.svc".try_into()?),
-                SanType::DnsName("kubernetes.default.svc.cluster.local".try_into()?),
-                SanType::IpAddress("127.0.0.1".parse()?),
-            ];
-            if let Ok(h) = hostname() {
-                if let Ok(d) = h.as_str().try_into() {
-                    sans.push(SanType::DnsName(d));
-                }
-            }
-            for ip in host_addresses() {
-                if !ip.is_loopback() || ip.is_ipv6() {
-                    sans.push(SanType::IpAddress(ip));
-                }
-            }
-            for s in extra_sans {
-                match s.parse::<IpAddr>() {
-                    Ok(ip) => sans.push(SanType::IpAddress(ip)),
-                    Err(_) => sans.push(SanType::DnsName(s.as_str().try_into()?)),
-                }
-            }
             let (c, k) = leaf(&ca_pem, &ca_key_pem, "spindle-apiserver", &[], sans, true)?;
             write_private(&srv_key, &k)?;
             write_private(&srv_crt, &c)?;
@@ -251,4 +287,24 @@ pub fn write_kubeconfig(path: &Path, server_url: &str, pki: &Pki) -> Result<()> 
         b64(&pki.admin_key_pem),
     );
     write_private(path, &cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_serving_certificate_must_name_every_address() {
+        let (ca, ca_key) = new_ca().expect("ca");
+        let sans = serving_sans(&["10.43.0.1".into(), "api.example.com".into()]).expect("sans");
+        let (cert, _) =
+            leaf(&ca, &ca_key, "spindle-apiserver", &[], sans.clone(), true).expect("certificate");
+        assert!(names_all(&cert, &sans));
+        // A new Service range, or a new --tls-san, is not in the kept certificate.
+        let moved = serving_sans(&["10.99.0.1".into()]).expect("sans");
+        assert!(!names_all(&cert, &moved));
+        let renamed = serving_sans(&["other.example.com".into()]).expect("sans");
+        assert!(!names_all(&cert, &renamed));
+        assert!(!names_all("not a certificate", &sans));
+    }
 }

@@ -46,10 +46,32 @@ impl Strategy for Secrets {
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
         validate_keys(obj, errs);
+        validate_account_token(obj, errs);
     }
 
     fn validate_update(&self, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
         immutable_data(old, new, errs);
+    }
+}
+
+/// The annotation a ServiceAccount token Secret names its account with.
+const SERVICE_ACCOUNT_NAME: &str = "kubernetes.io/service-account.name";
+
+/// kube-apiserver's ValidateSecret: a `kubernetes.io/service-account-token` Secret must
+/// name its account, or the token controller would have nothing to sign for.
+fn validate_account_token(obj: &Value, errs: &mut Vec<FieldError>) {
+    if obj.get("type").and_then(Value::as_str) != Some("kubernetes.io/service-account-token") {
+        return;
+    }
+    let named = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(SERVICE_ACCOUNT_NAME))
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !named {
+        errs.push(FieldError::required(&format!(
+            "metadata.annotations[{SERVICE_ACCOUNT_NAME}]"
+        )));
     }
 }
 
