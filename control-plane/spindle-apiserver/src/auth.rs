@@ -85,7 +85,8 @@ pub(crate) fn static_token(st: &AppState, tok: &str) -> Option<User> {
         .map(|(_, u)| u.clone())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equal bytes, compared in time independent of where they differ (for secrets).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -94,18 +95,6 @@ pub(crate) fn cert_user(
     conn: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
 ) -> Option<User> {
     let certs = conn.get_ref().1.peer_certificates()?;
-    let der = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
+    let (name, groups) = spindle_meta::tls::client_certs::subject(certs.first()?.as_ref())?;
     Some(User { name, groups })
 }

@@ -57,17 +57,12 @@ pub fn is_legacy(token: &str) -> bool {
 
 /// The stored object `plural/name` in `ns`, unless it is being deleted.
 async fn live(st: &AppState, plural: &str, ns: &str, name: &str) -> Option<Value> {
-    let kind = st.reg.by_resource("", "v1", plural)?;
-    let key = crate::rest::key(kind, Some(ns), Some(name));
-    let kv = st.store.get(&key).await.ok()??;
-    let obj = crate::rest::decode_stored(&kv).ok()?;
+    let obj = crate::rest::stored_core(st, plural, Some(ns), name)
+        .await
+        .ok()??;
     obj.pointer("/metadata/deletionTimestamp")
         .is_none_or(Value::is_null)
         .then_some(obj)
-}
-
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Verify a legacy token: our signature, its Secret still holding this very token, its
@@ -88,7 +83,7 @@ pub async fn review(st: &AppState, token: &str) -> Result<LegacyClaims, TokenErr
         .and_then(Value::as_str)
         .and_then(|b| STANDARD.decode(b).ok())
         .unwrap_or_default();
-    if !same_bytes(&held, token.as_bytes()) {
+    if !crate::auth::constant_time_eq(&held, token.as_bytes()) {
         return Err(TokenError::Invalidated);
     }
     let account = live(st, "serviceaccounts", &c.namespace, &c.account)

@@ -281,14 +281,7 @@ pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
 /// caches. A pod being deleted still has a grace period: its token works for 60 s
 /// after the deletion started, as kube-apiserver allows.
 pub(crate) async fn object_alive(st: &AppState, plural: &str, ns: &str, r: &ObjectRef) -> bool {
-    let Some(kind) = st.reg.by_resource("", "v1", plural) else {
-        return false;
-    };
-    let key = crate::rest::key(kind, Some(ns), Some(&r.name));
-    let Ok(Some(kv)) = st.store.get(&key).await else {
-        return false;
-    };
-    let Ok(obj) = crate::rest::decode_stored(&kv) else {
+    let Ok(Some(obj)) = crate::rest::stored_core(st, plural, Some(ns), &r.name).await else {
         return false;
     };
     if obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(r.uid.as_str()) {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Admission, Attributes, Operation};
 use crate::authz::attributes::forbidden_error;
 use crate::authz::node::node_name;
-use crate::rest::{decode_stored, key};
+use crate::rest::stored_core;
 use crate::status::{ApiError, ApiResult};
 use crate::{AppState, User};
 use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY, SELECTED_NODE};
@@ -126,25 +126,9 @@ fn restrict(a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// The stored object of a core/v1 resource, if any.
-async fn stored(
-    st: &AppState,
-    plural: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> ApiResult<Option<Value>> {
-    let Some(kind) = st.reg.by_resource("", "v1", plural) else {
-        return Ok(None);
-    };
-    match st.store.get(&key(kind, ns, Some(name))).await? {
-        Some(kv) => Ok(Some(decode_stored(&kv)?)),
-        None => Ok(None),
-    }
-}
-
 /// The stored pod, if any.
 async fn pod(st: &AppState, ns: &str, name: &str) -> ApiResult<Option<Value>> {
-    stored(st, "pods", Some(ns), name).await
+    stored_core(st, "pods", Some(ns), name).await
 }
 
 /// Whether `pv` is a local-path volume on exactly `node`: provisioned by Spindle's
@@ -195,7 +179,7 @@ async fn check_volume_create(
         text(pv, "/spec/claimRef/namespace"),
         text(pv, "/spec/claimRef/name"),
     );
-    let claim = stored(st, "persistentvolumeclaims", Some(ns), claim).await?;
+    let claim = stored_core(st, "persistentvolumeclaims", Some(ns), claim).await?;
     let selected = SELECTED_NODE.replace('/', "~1");
     match claim {
         Some(c) if text(&c, &format!("/metadata/annotations/{selected}")) == node => Ok(()),
@@ -221,7 +205,7 @@ pub async fn check_delete(
         return Ok(());
     }
     if kind.plural == "persistentvolumes" {
-        return match stored(st, "persistentvolumes", None, name).await? {
+        return match stored_core(st, "persistentvolumes", None, name).await? {
             Some(pv) if !local_volume_of(&pv, node) => Err(forbidden(
                 "",
                 "persistentvolumes",

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{Admission, Attributes, Operation};
-use crate::rest::{decode_stored, key};
+use crate::rest::stored_core;
 use crate::status::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -42,29 +42,14 @@ pub fn token_volume_source() -> Value {
     })
 }
 
-async fn exists(
-    st: &AppState,
-    plural: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> ApiResult<Option<Value>> {
-    let Some(kind) = st.reg.by_resource("", "v1", plural) else {
-        return Ok(None);
-    };
-    match st.store.get(&key(kind, ns, Some(name))).await? {
-        Some(kv) => Ok(Some(decode_stored(&kv)?)),
-        None => Ok(None),
-    }
-}
-
 /// The account, waiting a little for a namespace's `default` one.
 async fn account(st: &AppState, ns: &str, name: &str) -> ApiResult<Option<Value>> {
     let deadline = tokio::time::Instant::now() + DEFAULT_ACCOUNT_WAIT;
     loop {
-        if let Some(sa) = exists(st, "serviceaccounts", Some(ns), name).await? {
+        if let Some(sa) = stored_core(st, "serviceaccounts", Some(ns), name).await? {
             return Ok(Some(sa));
         }
-        let live_ns = exists(st, "namespaces", None, ns)
+        let live_ns = stored_core(st, "namespaces", None, ns)
             .await?
             .is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_none());
         if name != DEFAULT_ACCOUNT || !live_ns || tokio::time::Instant::now() >= deadline {
@@ -141,7 +126,7 @@ impl Admission for ServiceAccount {
             return Ok(());
         }
         let name = account_name(pod);
-        if exists(st, "serviceaccounts", Some(ns), &name)
+        if stored_core(st, "serviceaccounts", Some(ns), &name)
             .await?
             .is_some()
         {

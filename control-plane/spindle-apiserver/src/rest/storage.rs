@@ -38,6 +38,23 @@ pub fn key(kind: &Kind, ns: Option<&str>, name: Option<&str>) -> String {
     k
 }
 
+/// The stored object of a core/v1 resource (`plural`, e.g. "pods"), if any: for the
+/// admission plugins and authenticators that look up one object by name.
+pub(crate) async fn stored_core(
+    st: &crate::AppState,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> ApiResult<Option<Value>> {
+    let Some(kind) = st.reg.by_resource("", "v1", plural) else {
+        return Ok(None);
+    };
+    match st.store.get(&key(kind, ns, Some(name))).await? {
+        Some(kv) => Ok(Some(decode_stored(&kv)?)),
+        None => Ok(None),
+    }
+}
+
 /// Decode a stored object and stamp its resourceVersion from the store revision.
 pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&kv.value)
