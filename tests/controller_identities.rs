@@ -123,46 +123,23 @@ fn controllers_work_as_their_own_service_accounts() {
 
     // Each identity holds its role and nothing more; the informers' identity reads all
     // and writes nothing but its own few kinds.
+    let kcm = "system:kube-controller-manager";
+    let expected: [(&str, &[&str], &str); 10] = [
+        (JOB_CONTROLLER, &["create", "pods"], "yes"),
+        (JOB_CONTROLLER, &["update", "jobs.batch/status"], "yes"),
+        (JOB_CONTROLLER, &["get", "secrets", "-A"], "no"),
+        (JOB_CONTROLLER, &["create", "deployments.apps"], "no"),
+        (JOB_CONTROLLER, &["delete", "nodes"], "no"),
+        (RS_CONTROLLER, &["create", "pods"], "yes"),
+        (RS_CONTROLLER, &["create", "jobs.batch"], "no"),
+        (kcm, &["list", "secrets", "-A"], "yes"),
+        (kcm, &["create", "pods"], "no"),
+        (kcm, &["get", "deployments.apps"], "no"),
+    ];
     for k in kubectls() {
-        assert_eq!(
-            can_i(&c, k, JOB_CONTROLLER, &["create", "pods"]),
-            "yes",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, JOB_CONTROLLER, &["update", "jobs.batch/status"]),
-            "yes",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, JOB_CONTROLLER, &["get", "secrets", "-A"]),
-            "no",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, JOB_CONTROLLER, &["create", "deployments.apps"]),
-            "no",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, JOB_CONTROLLER, &["delete", "nodes"]),
-            "no",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, RS_CONTROLLER, &["create", "pods"]),
-            "yes",
-            "{k}"
-        );
-        assert_eq!(
-            can_i(&c, k, RS_CONTROLLER, &["create", "jobs.batch"]),
-            "no",
-            "{k}"
-        );
-        let kcm = "system:kube-controller-manager";
-        assert_eq!(can_i(&c, k, kcm, &["list", "secrets", "-A"]), "yes", "{k}");
-        assert_eq!(can_i(&c, k, kcm, &["create", "pods"]), "no", "{k}");
-        assert_eq!(can_i(&c, k, kcm, &["get", "deployments.apps"]), "no", "{k}");
+        for (user, args, answer) in expected {
+            assert_eq!(can_i(&c, k, user, args), answer, "{k} {user} {args:?}");
+        }
     }
     let list = c.ok(
         KUBECTL_DEFAULT,

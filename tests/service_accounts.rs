@@ -103,6 +103,26 @@ fn unauthorized(result: Result<String, String>) {
     );
 }
 
+/// The `default` account's name in `team`, and the CA its root-CA ConfigMap holds.
+const DEFAULT_ACCOUNT: [&str; 7] = [
+    "get",
+    "serviceaccount",
+    "default",
+    "-n",
+    "team",
+    "-o",
+    "jsonpath={.metadata.name}",
+];
+const ROOT_CA: [&str; 7] = [
+    "get",
+    "configmap",
+    "kube-root-ca.crt",
+    "-n",
+    "team",
+    "-o",
+    "jsonpath={.data.ca\\.crt}",
+];
+
 #[test]
 fn tokens_are_minted_authenticate_and_die() {
     let c = Cluster::start();
@@ -110,47 +130,11 @@ fn tokens_are_minted_authenticate_and_die() {
 
     // A new namespace gets its default account and the cluster CA.
     c.ok(k, &["create", "namespace", "team"]);
-    c.wait_for_output(
-        &[
-            "get",
-            "serviceaccount",
-            "default",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.metadata.name}",
-        ],
-        "default",
-        WAIT,
-    );
-    c.wait_for_output(
-        &[
-            "get",
-            "configmap",
-            "kube-root-ca.crt",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.data.ca\\.crt}",
-        ],
-        ca_pem(&c).trim(),
-        WAIT,
-    );
+    c.wait_for_output(&DEFAULT_ACCOUNT, "default", WAIT);
+    c.wait_for_output(&ROOT_CA, ca_pem(&c).trim(), WAIT);
     // ...and gets them back when they are deleted or edited.
     c.ok(k, &["delete", "serviceaccount", "default", "-n", "team"]);
-    c.wait_for_output(
-        &[
-            "get",
-            "serviceaccount",
-            "default",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.metadata.name}",
-        ],
-        "default",
-        WAIT,
-    );
+    c.wait_for_output(&DEFAULT_ACCOUNT, "default", WAIT);
     c.ok(
         k,
         &[
@@ -163,19 +147,7 @@ fn tokens_are_minted_authenticate_and_die() {
             r#"{"data":{"ca.crt":"forged"}}"#,
         ],
     );
-    c.wait_for_output(
-        &[
-            "get",
-            "configmap",
-            "kube-root-ca.crt",
-            "-n",
-            "team",
-            "-o",
-            "jsonpath={.data.ca\\.crt}",
-        ],
-        ca_pem(&c).trim(),
-        WAIT,
-    );
+    c.wait_for_output(&ROOT_CA, ca_pem(&c).trim(), WAIT);
 
     for kubectl in kubectls() {
         // `kubectl create token`: a JWT for the account, an hour by default, that
