@@ -146,6 +146,20 @@ async fn watch_bookmarks_resume_and_delete_preconditions() {
     .await;
     assert_eq!(code, 201, "{v}");
     let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    // The root-CA publisher adds kube-root-ca.crt to every new namespace on its own time; let
+    // it land first so the watches below see only this test's ConfigMaps.
+    let published = Instant::now();
+    while call(&client, "GET", &format!("{cms}/kube-root-ca.crt"), None)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            published.elapsed() < MINUTE,
+            "kube-root-ca.crt never appeared in {ns}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // --- Bookmarks: a watch that allows them gets one, carrying only a resourceVersion.
     let a = create_cm(&client, ns, "a").await;

@@ -241,19 +241,9 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             ],
             r#"clusterroles.rbac.authorization.k8s.io is forbidden: User "system:node:n1" cannot create resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope"#,
         );
-        // Volumes only as its local-path provisioner makes them: on itself, for a claim
-        // the scheduler placed on it. Not the host's root for anyone, nor a volume that
-        // would pull a pending claim's pod onto this node.
-        let host_root = c.write_file(
-            "pv-root.yaml",
-            "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: from-a-node\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n",
-        );
-        file_forbidden(
-            &c,
-            kubectl,
-            &host_root,
-            r#"persistentvolumes "from-a-node" is forbidden: node "n1" can only create spindle.dev/local-path volumes with node affinity to itself"#,
-        );
+        // No volumes: the control plane provisions local-path volumes, so a node cannot
+        // make one that hands a pod the host's root or pulls a pending claim's pod (and
+        // its secrets) onto itself, even one shaped as the provisioner makes them.
         let grab = c.write_file(
             "pv-grab.yaml",
             "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: grab\n  annotations: {pv.kubernetes.io/provisioned-by: spindle.dev/local-path}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n  claimRef: {namespace: default, name: pending}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - {key: kubernetes.io/hostname, operator: In, values: [n1]}\n",
@@ -262,7 +252,7 @@ fn a_node_reaches_only_what_its_own_pods_use() {
             &c,
             kubectl,
             &grab,
-            r#"persistentvolumes "grab" is forbidden: node "n1" can only create volumes for claims placed on it"#,
+            r#"persistentvolumes is forbidden: User "system:node:n1" cannot create resource "persistentvolumes" in API group "" at the cluster scope"#,
         );
     }
     // Pod status: its own pod's, not the other node's. As the agent writes it, a merge

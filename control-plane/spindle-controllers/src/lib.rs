@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod ephemeral;
 pub mod history;
 pub mod job;
+pub mod local_path;
 pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
@@ -78,6 +79,9 @@ pub mod identity {
     pub const ENDPOINTSLICE: &str = "endpointslice-controller";
     pub const EPHEMERAL_VOLUME: &str = "ephemeral-volume-controller";
     pub const JOB: &str = "job-controller";
+    /// Spindle's own: the built-in local-path provisioner (k3s runs its as
+    /// `local-path-provisioner-service-account`).
+    pub const LOCAL_PATH_PROVISIONER: &str = "local-path-provisioner";
     pub const NODE: &str = "node-controller";
     pub const PERSISTENT_VOLUME_BINDER: &str = "persistent-volume-binder";
     pub const REPLICASET: &str = "replicaset-controller";
@@ -100,6 +104,7 @@ pub mod identity {
         ENDPOINTSLICE,
         EPHEMERAL_VOLUME,
         JOB,
+        LOCAL_PATH_PROVISIONER,
         NODE,
         PERSISTENT_VOLUME_BINDER,
         REPLICASET,
@@ -148,10 +153,12 @@ where
     let job_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (jobs, jq) = (job::jobs(client, job_queue.clone()), job_queue.clone());
     let volume_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let provision_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
     let (volumes, vq) = (
-        volume::caches(client, volume_queue.clone()),
+        volume::caches(client, volume_queue.clone(), provision_queue.clone()),
         volume_queue.clone(),
     );
+    let provisioned = volumes.clone();
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(informers.clone()),
         runtime::watch_config(),
@@ -262,6 +269,11 @@ where
             p.clone(),
         )
     });
+    let (c, v) = (client_for(identity::LOCAL_PATH_PROVISIONER), provisioned);
+    let local_path = supervise("local-path-provisioner", move || {
+        let events = recorder(&c, local_path::COMPONENT);
+        local_path::run(c.clone(), events, provision_queue.clone(), v.clone())
+    });
     let sa_queue = runtime::Queue::new();
     let sa_caches = serviceaccount::caches(client, sa_queue.clone());
     let sa_writers = serviceaccount::Writers {
@@ -338,6 +350,7 @@ where
         statefulsets,
         ephemeral,
         binder,
+        local_path,
         aggregation,
         serviceaccounts,
         accounts,

@@ -31,6 +31,9 @@ pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 /// The built-in StorageClass and its provisioner.
 pub const LOCAL_PATH_CLASS: &str = "local-path";
 pub const LOCAL_PATH_PROVISIONER: &str = "spindle.dev/local-path";
+/// On a Node: the directory its agent keeps local-path volumes in, one per volume named
+/// after it (the provisioner writes it into the volumes it makes for the node).
+pub const LOCAL_PATH_ROOT: &str = "spindle.dev/local-path-root";
 
 fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     obj.pointer("/metadata/annotations")
@@ -75,6 +78,29 @@ pub fn volume_class(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> &str {
     typed_annotation(&pv.metadata, BETA_CLASS_ANNOTATION)
         .or_else(|| pv.spec.as_ref()?.storage_class_name.as_deref())
         .unwrap_or("")
+}
+
+/// The node a volume of the built-in local-path provisioner lives on: the one its
+/// required node affinity names. None for any other volume.
+pub fn local_path_node(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> Option<&str> {
+    if typed_annotation(&pv.metadata, PROVISIONED_BY) != Some(LOCAL_PATH_PROVISIONER) {
+        return None;
+    }
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    terms.iter().find_map(|t| {
+        t.match_expressions.iter().flatten().find_map(|e| {
+            (e.key == "kubernetes.io/hostname" && e.operator == "In")
+                .then(|| e.values.as_ref()?.first().map(String::as_str))
+                .flatten()
+        })
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use spindle_meta::lease;
+use spindle_meta::storage::LOCAL_PATH_ROOT;
 
 use crate::Agent;
 
@@ -141,6 +142,13 @@ pub fn labels(agent: &Agent) -> BTreeMap<String, String> {
     l
 }
 
+/// Where this node keeps its local-path volumes, for the provisioner that writes the
+/// path into the volumes it makes for the node.
+fn annotations(agent: &Agent) -> BTreeMap<String, String> {
+    let root = agent.host_paths.local_path_root.to_string_lossy();
+    BTreeMap::from([(LOCAL_PATH_ROOT.to_string(), root.into_owned())])
+}
+
 fn status(agent: &Agent, ready_since: Timestamp) -> NodeStatus {
     let cap = capacity(agent);
     let arch = if std::env::consts::ARCH == "x86_64" {
@@ -196,6 +204,7 @@ pub async fn register(agent: &Agent) -> Result<()> {
         metadata: ObjectMeta {
             name: Some(agent.opts.node_name.clone()),
             labels: Some(labels(agent)),
+            annotations: Some(annotations(agent)),
             ..Default::default()
         },
         spec: None,
@@ -207,7 +216,8 @@ pub async fn register(agent: &Agent) -> Result<()> {
             // A merge patch keeps labels and taints others set (kubectl label, cordon).
             // The certificate fingerprint annotation older agents wrote is left alone:
             // nothing reads it any more (the API server verifies agents against the CA).
-            let patch = json!({"metadata": {"labels": labels(agent)}});
+            let patch =
+                json!({"metadata": {"labels": labels(agent), "annotations": annotations(agent)}});
             nodes
                 .patch(
                     &agent.opts.node_name,

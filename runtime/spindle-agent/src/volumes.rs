@@ -19,7 +19,7 @@ use crate::safe_mount;
 
 mod claim;
 mod host_path;
-pub use claim::{make_local_path, remove_local_path};
+pub use claim::remove_local_path;
 pub use host_path::HostPolicy;
 
 /// Where each volume of a pod lives on the node.

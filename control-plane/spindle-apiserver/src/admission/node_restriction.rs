@@ -15,7 +15,7 @@ use crate::authz::node::node_name;
 use crate::rest::stored_core;
 use crate::status::{ApiError, ApiResult};
 use crate::{AppState, User};
-use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY, SELECTED_NODE};
+use spindle_meta::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY};
 
 pub struct NodeRestriction;
 
@@ -40,14 +40,8 @@ impl Admission for NodeRestriction {
         true
     }
 
-    async fn validate(&self, st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
-        restrict(a, obj)?;
-        match node_name(a.user) {
-            Some(node) if a.is_resource("", "persistentvolumes") => {
-                check_volume_create(st, node, a, obj).await
-            }
-            _ => Ok(()),
-        }
+    async fn validate(&self, _st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
+        restrict(a, obj)
     }
 }
 
@@ -155,42 +149,8 @@ fn local_volume_of(pv: &Value, node: &str) -> bool {
     ours && only_this_node
 }
 
-/// Each agent runs the local-path provisioner for its own node, so nodes may create
-/// PersistentVolumes, which no kubelet may. A node may create only a local-path volume
-/// on itself, for a claim the scheduler placed on it: a volume elsewhere, or one
-/// pre-bound to another node's claim, would let a node pull pods (and their secrets) to
-/// itself or hand a pod another host's files.
-async fn check_volume_create(
-    st: &AppState,
-    node: &str,
-    a: &Attributes<'_>,
-    pv: &Value,
-) -> ApiResult<()> {
-    let refuse = |why: String| Err(forbidden("", "persistentvolumes", a.name, why));
-    if a.operation != Operation::Create {
-        return refuse(format!(
-            "node {node:?} may only create and delete persistentvolumes"
-        ));
-    }
-    if !local_volume_of(pv, node) {
-        return refuse(format!("node {node:?} can only create {LOCAL_PATH_PROVISIONER} volumes with node affinity to itself"));
-    }
-    let (ns, claim) = (
-        text(pv, "/spec/claimRef/namespace"),
-        text(pv, "/spec/claimRef/name"),
-    );
-    let claim = stored_core(st, "persistentvolumeclaims", Some(ns), claim).await?;
-    let selected = SELECTED_NODE.replace('/', "~1");
-    match claim {
-        Some(c) if text(&c, &format!("/metadata/annotations/{selected}")) == node => Ok(()),
-        _ => refuse(format!(
-            "node {node:?} can only create volumes for claims placed on it"
-        )),
-    }
-}
-
 /// A node deletes only pods bound to it (the kubelet removes them once stopped), and
-/// only the local-path volumes on itself (its provisioner reclaims them).
+/// only the local-path volumes on itself (its agent reclaims them once Released).
 pub async fn check_delete(
     st: &AppState,
     user: &User,

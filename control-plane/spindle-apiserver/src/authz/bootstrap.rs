@@ -474,21 +474,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        // Each agent runs the local-path provisioner for its own node (as k3s ships
-        // one): it watches claims, volumes and classes and makes and removes volumes.
+        // Each agent reclaims the local-path volumes on its own node: it watches
+        // volumes, removes a Released one's directory, then the volume (NodeRestriction
+        // lets a node delete only those). The control plane provisions them.
         role(
-            "spindle:local-path-provisioner",
+            "spindle:local-path-reclaimer",
             &[],
-            vec![
-                r(READ, &[""], &["persistentvolumeclaims"]),
-                r(
-                    &["create", "delete", "get", "list", "watch"],
-                    &[""],
-                    &["persistentvolumes"],
-                ),
-                r(READ, &["storage.k8s.io"], &["storageclasses"]),
-                r(EVENTS, &[""], &["events"]),
-            ],
+            vec![r(
+                &["delete", "get", "list", "watch"],
+                &[""],
+                &["persistentvolumes"],
+            )],
         ),
         // What a bootstrap token may do: ask for a certificate and watch it being issued.
         role(
@@ -530,9 +526,11 @@ const NODES: &str = "system:nodes";
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 
 /// Bootstrap objects earlier versions made and this one must not keep: the binding that
-/// made every node cluster-admin until nodes had identities of their own. Removed at
-/// start when it still carries the bootstrap label (an admin's own object is left).
-const OBSOLETE_BINDINGS: &[&str] = &["spindle:node-agents"];
+/// made every node cluster-admin until nodes had identities of their own, and the one
+/// that let every node create volumes while agents provisioned local-path volumes.
+/// Removed at start when they still carry the bootstrap label (an admin's own object
+/// is left).
+const OBSOLETE_BINDINGS: &[&str] = &["spindle:node-agents", "spindle:local-path-provisioner"];
 
 fn group(name: &str) -> Value {
     json!({"apiGroup": GROUP, "kind": "Group", "name": name})
@@ -602,8 +600,8 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             vec![user("system:kube-proxy"), group(NODES)],
         ),
         binding(
-            "spindle:local-path-provisioner",
-            "spindle:local-path-provisioner",
+            "spindle:local-path-reclaimer",
+            "spindle:local-path-reclaimer",
             vec![group(NODES)],
         ),
         // The join token's user is a bootstrap token's (kubeadm's bindings): it may ask

@@ -148,6 +148,12 @@ pub fn roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // Spindle's built-in local-path provisioner (k3s's local-path-provisioner-role):
+        // it reads through the shared informers and only creates volumes.
+        controller(
+            "local-path-provisioner",
+            vec![r(&["create"], &[""], &["persistentvolumes"])],
+        ),
         controller(
             "job-controller",
             vec![

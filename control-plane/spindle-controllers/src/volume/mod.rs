@@ -54,8 +54,13 @@ fn volume_key(name: &str) -> String {
     format!("pv/{name}")
 }
 
-/// The informers, each queueing what a change concerns.
-pub fn caches(client: &Client, queue: Arc<Queue<String>>) -> Caches {
+/// The informers, each queueing what a change concerns: the binder's `queue`, and the
+/// changed claims' keys on `provisioner` (the local-path provisioner's queue).
+pub fn caches(
+    client: &Client,
+    queue: Arc<Queue<String>>,
+    provisioner: Arc<Queue<String>>,
+) -> Caches {
     let q = queue.clone();
     let claims = informer(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -63,7 +68,9 @@ pub fn caches(client: &Client, queue: Arc<Queue<String>>) -> Caches {
         None,
         move |ch| {
             for c in ch.states() {
-                q.add(format!("pvc/{}", key_of(c.as_ref())));
+                let key = key_of(c.as_ref());
+                q.add(format!("pvc/{key}"));
+                provisioner.add(key);
                 if let Some(v) = c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) {
                     q.add(volume_key(v));
                 }

@@ -181,13 +181,6 @@ fn local_path(name: &str, target: &Path, root: &Path) -> Result<PathBuf, ConfigE
     Ok(target.to_path_buf())
 }
 
-/// Make local-path volume `name` under `root` (the provisioner, before its PV exists);
-/// returns its path.
-pub fn make_local_path(name: &str, root: &Path) -> std::io::Result<PathBuf> {
-    open_local_path(name, root)?;
-    Ok(root.join(name))
-}
-
 /// Open, creating it if missing, the directory of local-path volume `name` (mode 0777
 /// when made, as k3s's provisioner makes them, so a container of any user can write).
 /// Never follows a link: the directory is the root's own child or nothing.
