@@ -600,7 +600,7 @@ fn local_path_claims_wait_for_their_pod_and_are_protected() {
         format!("{}/{pv} pv-node Delete Bound", storage.display())
     );
     assert_eq!(
-        event(&c, "lp", "ExternalProvisioning"),
+        wait_event(&c, "lp", "ExternalProvisioning"),
         "Normal ExternalProvisioning: Waiting for a volume to be created either by the external provisioner 'spindle.dev/local-path' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."
     );
     assert_eq!(

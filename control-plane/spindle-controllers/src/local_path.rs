@@ -30,7 +30,8 @@ use kube::{Api, Client};
 use spindle_meta::events::{object_ref, EventType, Recorder};
 use spindle_meta::quantity::Quantity;
 use spindle_meta::storage::{
-    local_path_node, LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT, PROVISIONED_BY, SELECTED_NODE,
+    local_path_node, BETA_STORAGE_PROVISIONER, LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT,
+    PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER,
 };
 
 use crate::runtime::{Action, Queue};
@@ -129,14 +130,21 @@ async fn reconcile(ctx: Arc<Ctx>, key: String) -> Result<Action, kube::Error> {
 }
 
 /// The class and the selected node of a claim this provisioner should provision now:
-/// one of its class, placed on a node, not bound, not being deleted.
+/// one of its class, placed on a node, not bound, not being deleted, and handed to this
+/// provisioner by the PV binder (`volume.kubernetes.io/storage-provisioner`, which
+/// external provisioners wait for, so the binder has looked for a matching volume first).
 fn wants_volume<'a>(
     pvc: &'a PersistentVolumeClaim,
     classes: &'a [Arc<StorageClass>],
 ) -> Option<(&'a StorageClass, &'a str)> {
-    let selected = pvc.metadata.annotations.as_ref()?.get(SELECTED_NODE)?;
+    let annotations = pvc.metadata.annotations.as_ref()?;
+    let selected = annotations.get(SELECTED_NODE)?;
+    let handed = [STORAGE_PROVISIONER, BETA_STORAGE_PROVISIONER]
+        .iter()
+        .any(|k| annotations.get(*k).map(String::as_str) == Some(LOCAL_PATH_PROVISIONER));
     let spec = pvc.spec.as_ref()?;
     if selected.is_empty()
+        || !handed
         || pvc.metadata.deletion_timestamp.is_some()
         || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty())
     {
