@@ -313,30 +313,53 @@ fn a_node_reaches_only_what_its_own_pods_use() {
     );
 
     // A data dir from before nodes had identities holds the stopgap binding that made
-    // every node cluster-admin: the server removes it at start.
-    c.apply(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
+    // every node cluster-admin, and the one that let nodes create volumes while agents
+    // provisioned them: the server removes both at start.
+    let stale = |name: &str, role: &str| {
+        format!(
+            r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
-  name: spindle:node-agents
+  name: {name}
   labels:
     kubernetes.io/bootstrapping: rbac-defaults
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: ClusterRole
-  name: cluster-admin
+  name: {role}
 subjects:
 - apiGroup: rbac.authorization.k8s.io
   kind: Group
   name: system:nodes
-"#,
-    );
+"#
+        )
+    };
+    c.apply(&stale("spindle:node-agents", "cluster-admin"));
+    c.apply(&stale("spindle:local-path-provisioner", "cluster-admin"));
     node_ok(&c, KUBECTL_DEFAULT, "n1-data", &["get", "secret", "s2"]);
     c.stop();
     c.launch();
-    let gone = c.fails(
+    for name in ["spindle:node-agents", "spindle:local-path-provisioner"] {
+        let gone = c.fails(KUBECTL_DEFAULT, &["get", "clusterrolebinding", name]);
+        assert!(gone.contains("NotFound"), "{name}: {gone}");
+    }
+    // (The relaunched server listens on a new port, which the node's kubeconfig does not
+    // name: asked by impersonation.)
+    let can = c.kubectl(
         KUBECTL_DEFAULT,
-        &["get", "clusterrolebinding", "spindle:node-agents"],
+        &[
+            "auth",
+            "can-i",
+            "create",
+            "persistentvolumes",
+            "--as=system:node:n1",
+            "--as-group=system:nodes",
+        ],
     );
-    assert!(gone.contains("NotFound"), "{gone}");
+    let answer = String::from_utf8_lossy(&can.stdout);
+    assert!(
+        answer.starts_with("no"),
+        "{answer} {}",
+        String::from_utf8_lossy(&can.stderr)
+    );
 }
