@@ -9,7 +9,7 @@
 //! - `plain`: no claims;
 //! - `claims`: a volumeClaimTemplate on the default class (`local-path`,
 //!   WaitForFirstConsumer), mounted at /data: each pod's claim is placed on the node by
-//!   the scheduler, provisioned by the agent, bound by the PV binder, then the pod is
+//!   the scheduler, provisioned by the control plane's local-path provisioner, bound by the PV binder, then the pod is
 //!   bound and its directory mounted.
 //!
 //! Both run BENCH_STS_ROUNDS times (default 3), alternating which goes first, on the
@@ -210,6 +210,16 @@ async fn run_set(
         }
     }
     let elapsed = t.elapsed();
+    // Where the time went before a pod existed: its creation, not its start.
+    let appeared = seen.values().map(|at| at.saturating_duration_since(t));
+    let (first, last) = appeared.fold((Duration::MAX, Duration::ZERO), |(lo, hi), d| {
+        (lo.min(d), hi.max(d))
+    });
+    println!(
+        "  {name}: pods first seen {:.1} .. {:.1} ms after the create",
+        first.as_secs_f64() * 1e3,
+        last.as_secs_f64() * 1e3
+    );
     let cpu_after = (cpu_secs(s.proc.pid()), cpu_secs(agent.pid()));
     Ok(Run {
         variant,

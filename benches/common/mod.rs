@@ -131,7 +131,11 @@ impl Proc {
     pub fn spawn(mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<Proc> {
         let log = std::fs::File::create(log)?;
         let child = cmd
-            .env("SPINDLE_LOG", "warn")
+            // Quiet unless BENCH_SPINDLE_LOG asks for more (a SPINDLE_LOG filter).
+            .env(
+                "SPINDLE_LOG",
+                std::env::var("BENCH_SPINDLE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use spindle_meta::events::{object_ref, EventType};
 use tokio::sync::watch;
 
-use super::{sleep_or_stop, PodHandle, BACKOFF_BASE};
+use super::{sleep_or_stop, PodHandle};
 use crate::env::Sources;
 use crate::reason::Waiting;
 use crate::volumes::{self, PodVolumes};
@@ -23,6 +23,12 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 /// is renewed at 80% of an hour, the CA and namespace hardly change): the kubelet's
 /// minute, so thousands of idle pods do not each read the CA ConfigMap every 10 s.
 const TOKEN_VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// A pod whose volumes failed to set up is tried again after this, doubling up to
+/// [`MOUNT_RETRY_MAX`]: the kubelet's volume operations back-off (500 ms to 2m2s). Not
+/// the container restart back-off: a mount often fails only for a moment (a claim bound
+/// a moment after its pod, the node authorizer not yet knowing the pod's new objects).
+const MOUNT_RETRY_INITIAL: Duration = Duration::from_millis(500);
+const MOUNT_RETRY_MAX: Duration = Duration::from_secs(122);
 /// How often disk emptyDirs with a sizeLimit are measured (the kubelet's eviction manager
 /// looks every 10 s).
 const DISK_CHECK: Duration = Duration::from_secs(5);
@@ -36,6 +42,7 @@ pub(super) async fn prepare(
     stop: &watch::Receiver<bool>,
 ) -> Option<Arc<PodVolumes>> {
     let host_ip = agent.node_ip.to_string();
+    let mut retry = MOUNT_RETRY_INITIAL;
     let vols = loop {
         // (status message, event message)
         let (why, event) = match volumes::unsupported_message(pod) {
@@ -59,9 +66,10 @@ pub(super) async fn prepare(
             .events
             .publish(&object_ref(pod), EventType::Warning, "FailedMount", &event)
             .await;
-        if sleep_or_stop(stop, BACKOFF_BASE).await {
+        if sleep_or_stop(stop, retry).await {
             return None;
         }
+        retry = (retry * 2).min(MOUNT_RETRY_MAX);
     };
     let vols = Arc::new(vols);
     *h.vols.lock().unwrap_or_else(|p| p.into_inner()) = Some(vols.clone());

@@ -77,10 +77,13 @@ async fn bound_volume(
     src: &Sources,
 ) -> Result<PersistentVolume, Unready> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    // A read refused now may be allowed in a moment: the node authorizer learns of the
+    // pod's binding and the claim's volume from the same watch the agent saw the pod
+    // through, and may lag it. Retried within the bind wait, then reported.
     let pvc = src
         .claim(name)
         .await
-        .map_err(Unready::Refused)?
+        .map_err(Unready::NotYet)?
         .ok_or_else(|| {
             Unready::Refused(err(format!("persistentvolumeclaim {name:?} not found")))
         })?;
@@ -92,7 +95,7 @@ async fn bound_volume(
         .unwrap_or_default();
     src.volume(&pv_name)
         .await
-        .map_err(Unready::Refused)?
+        .map_err(Unready::NotYet)?
         .ok_or_else(|| {
             Unready::NotYet(err(format!(
                 "error processing PVC {ns}/{name}: persistentvolume {pv_name:?} not found"
