@@ -226,6 +226,29 @@ pub fn object_usage(group: &str, plural: &str, obj: &Value) -> ResourceList {
     out
 }
 
+/// The objects (group, plural) whose usage a quota resource counts: `count/<plural>` and
+/// `count/<plural>.<group>`, the core counts, and what pods, claims and Services charge.
+pub fn counted_objects(resource: &str) -> (String, String) {
+    let core = |p: &str| (String::new(), p.to_string());
+    if let Some(what) = resource.strip_prefix("count/") {
+        return match what.split_once('.') {
+            Some((plural, group)) => (group.to_string(), plural.to_string()),
+            None => core(what),
+        };
+    }
+    if resource.contains(".storageclass.storage.k8s.io/") || resource == "requests.storage" {
+        return core("persistentvolumeclaims");
+    }
+    if resource.starts_with("services") {
+        return core("services");
+    }
+    if LEGACY_COUNTS.contains(&resource) {
+        return core(resource);
+    }
+    // Compute resources: cpu, memory, requests.*, limits.*, hugepages, extended ones.
+    core("pods")
+}
+
 /// A quota's scopes as selector requirements: `spec.scopes` (each an `Exists`) and
 /// `spec.scopeSelector.matchExpressions`.
 fn scope_requirements(spec: &Value) -> Vec<(String, String, Vec<String>)> {
@@ -459,6 +482,18 @@ mod tests {
         let svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 1}, {"port": 2}]}});
         let u = object_usage("", "services", &svc);
         assert_eq!(u["services.nodeports"], q("2"));
+        assert_eq!(
+            counted_objects("count/deployments.apps"),
+            ("apps".to_string(), "deployments".to_string())
+        );
+        assert_eq!(
+            counted_objects("limits.cpu"),
+            (String::new(), "pods".to_string())
+        );
+        assert_eq!(
+            counted_objects("gold.storageclass.storage.k8s.io/requests.storage"),
+            (String::new(), "persistentvolumeclaims".to_string())
+        );
         let u = object_usage("apps", "deployments", &json!({}));
         assert_eq!(pretty(&u), "count/deployments.apps=1");
     }

@@ -112,16 +112,12 @@ fn limit_list(
     {
         let f = format!("{field}.{part}[{k}]");
         let name_err = if ty == "Pod" || ty == "Container" {
-            resource_name(k, &[], "", &f).or_else(|| {
-                (!k.contains('/') && !CONTAINER_RESOURCES.contains(&k.as_str()) && !is_hugepages(k))
-                    .then(|| {
-                        FieldError::invalid(
-                            &f,
-                            &json!(k),
-                            "must be a standard resource for containers",
-                        )
-                    })
-            })
+            resource_name(
+                k,
+                CONTAINER_RESOURCES,
+                "must be a standard resource for containers",
+                &f,
+            )
         } else {
             resource_name(
                 k,

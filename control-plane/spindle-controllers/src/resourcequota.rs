@@ -1,0 +1,209 @@
+//! The resourcequota controller (kube-controller-manager's `resourcequota`): keeps each
+//! ResourceQuota's `status.hard` equal to its spec and `status.used` equal to what the
+//! namespace's objects use, counted as the API server's ResourceQuota admission charges
+//! them (`spindle_meta::quota`). Admission charges a new object at once; this controller
+//! recomputes from what is stored, which also returns what deleted or finished objects
+//! held.
+//!
+//! The quota comes from the cache, the objects from a fresh list made after it, and the
+//! status write carries the cached resourceVersion: a charge admission made meanwhile
+//! makes the write conflict and the quota is recomputed, so a stale count never
+//! overwrites a newer charge.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Map, Value};
+use spindle_meta::quota::{
+    add, counted_objects, matching_resources, object_usage, resource_list, ResourceList,
+};
+use spindle_meta::Quantity;
+
+use crate::runtime::{informer, key_of, split_key, watch_config, Action, Cache, Change, Queue};
+
+/// Concurrent reconciles (kube-controller-manager's --concurrent-resource-quota-syncs).
+const WORKERS: usize = 5;
+
+/// How often every quota is recomputed, for the objects no informer here watches (the
+/// controller's `--resource-quota-sync-period`, shorter than kube's 5 minutes because
+/// Spindle has no per-resource monitors to replenish on deletion).
+const RESYNC: Duration = Duration::from_secs(15);
+
+fn quota_index(q: &ResourceQuota) -> Vec<String> {
+    vec![format!("ns/{}", q.namespace().unwrap_or_default())]
+}
+
+/// The quota informer, enqueueing every quota that changes.
+pub fn quotas(client: &Client, queue: Arc<Queue<String>>) -> Arc<Cache<ResourceQuota>> {
+    informer(
+        Api::<ResourceQuota>::all(client.clone()),
+        watch_config(),
+        Some(Box::new(quota_index)),
+        move |ch| {
+            if let Change::Upsert { new, .. } = ch {
+                queue.add(key_of(new.as_ref()));
+            }
+        },
+    )
+}
+
+/// A pod that appears, changes phase or goes changes the usage of its namespace's quotas.
+pub fn on_pod_change(q: &Queue<String>, quotas: &Cache<ResourceQuota>, ch: &Change<'_, Pod>) {
+    if quotas.is_empty() {
+        return;
+    }
+    let namespaces: BTreeSet<String> = ch
+        .states()
+        .iter()
+        .map(|p| p.namespace().unwrap_or_default())
+        .collect();
+    for ns in namespaces {
+        for quota in quotas.by_index(&format!("ns/{ns}")) {
+            q.add(key_of(quota.as_ref()));
+        }
+    }
+}
+
+pub async fn run(
+    client: Client,
+    queue: Arc<Queue<String>>,
+    quotas: Arc<Cache<ResourceQuota>>,
+) -> anyhow::Result<()> {
+    quotas.wait_synced().await;
+    let (q, cache) = (queue.clone(), quotas.clone());
+    let resync = tokio::spawn(async move {
+        loop {
+            for quota in cache.list() {
+                q.add(key_of(quota.as_ref()));
+            }
+            tokio::time::sleep(RESYNC).await;
+        }
+    });
+    queue
+        .run(WORKERS, "resourcequota", move |key| {
+            reconcile(client.clone(), quotas.clone(), key)
+        })
+        .await;
+    resync.abort();
+    Ok(())
+}
+
+async fn reconcile(
+    client: Client,
+    quotas: Arc<Cache<ResourceQuota>>,
+    key: String,
+) -> Result<Action, kube::Error> {
+    let Some(quota) = quotas.get(&key) else {
+        return Ok(Action::Done);
+    };
+    let (ns, name) = split_key(&key);
+    let ns = ns.unwrap_or_default();
+    let quota = serde_json::to_value(quota.as_ref()).map_err(kube::Error::SerdeError)?;
+    let spec = quota.get("spec").cloned().unwrap_or(Value::Null);
+    let hard = resource_list(spec.get("hard"));
+    let mut used: ResourceList = hard
+        .keys()
+        .map(|r| (r.clone(), Quantity::default()))
+        .collect();
+    let kinds: BTreeSet<(String, String)> = hard.keys().map(|r| counted_objects(r)).collect();
+    for (group, plural) in kinds {
+        for obj in list(&client, ns, &group, &plural).await? {
+            let Some(names) = matching_resources(&spec, &hard, &group, &plural, &obj) else {
+                continue;
+            };
+            let usage: ResourceList = object_usage(&group, &plural, &obj)
+                .into_iter()
+                .filter(|(r, _)| names.contains(r))
+                .collect();
+            add(&mut used, &usage);
+        }
+    }
+    let list_json = |l: &ResourceList| -> Value {
+        Value::Object(
+            l.iter()
+                .map(|(r, q)| (r.clone(), json!(q.to_string())))
+                .collect::<Map<String, Value>>(),
+        )
+    };
+    let status = json!({"hard": list_json(&hard), "used": list_json(&used)});
+    let current = quota.get("status").cloned().unwrap_or(Value::Null);
+    let same = resource_list(current.get("hard")) == hard
+        && resource_list(current.get("used")) == used
+        && current.get("hard").and_then(Value::as_object).map(Map::len) == Some(hard.len())
+        && current.get("used").and_then(Value::as_object).map(Map::len) == Some(used.len());
+    if same {
+        return Ok(Action::Done);
+    }
+    let mut updated = quota;
+    updated["status"] = status;
+    let updated: ResourceQuota =
+        serde_json::from_value(updated).map_err(kube::Error::SerdeError)?;
+    let api: Api<ResourceQuota> = Api::namespaced(client, ns);
+    match api
+        .replace_status(name, &PostParams::default(), &updated)
+        .await
+    {
+        Ok(_) => Ok(Action::Done),
+        // Gone, or changed since the cache saw it: the informer brings the news.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Action::Done),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every object of `plural` in `group` in the namespace, as JSON, read afresh.
+async fn list(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    plural: &str,
+) -> Result<Vec<Value>, kube::Error> {
+    let Some(ar) = resource(client, group, plural).await? else {
+        return Ok(Vec::new());
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let objects = api.list(&ListParams::default()).await?;
+    objects
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).map_err(kube::Error::SerdeError))
+        .collect()
+}
+
+/// The served resource a quota names, in its preferred version; None when the API
+/// server does not serve it (a quota may name resources that do not exist yet).
+async fn resource(
+    client: &Client,
+    group: &str,
+    plural: &str,
+) -> Result<Option<ApiResource>, kube::Error> {
+    if group.is_empty() {
+        let list = client.list_core_api_resources("v1").await?;
+        let found = list
+            .resources
+            .iter()
+            .any(|r| r.name == plural && r.namespaced);
+        return Ok(found.then(|| ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: String::new(),
+            plural: plural.to_string(),
+        }));
+    }
+    match kube::discovery::oneshot::group(client, group).await {
+        Ok(g) => Ok(g
+            .recommended_resources()
+            .into_iter()
+            .find(|(ar, caps)| {
+                ar.plural == plural && caps.scope == kube::discovery::Scope::Namespaced
+            })
+            .map(|(ar, _)| ar)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
