@@ -48,6 +48,24 @@ spec:
     )
 }
 
+/// `kubectl create -f -` of `manifest`: its stdout, or its stderr when refused.
+fn create(c: &Cluster, k: &str, manifest: &str) -> Result<String, String> {
+    let out = c.apply_stdin(k, &["create", "-f", "-"], manifest);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// A LimitRange `bad` of one Container limit whose bounds are `bounds` (YAML lines).
+fn bad_limit_range(ns: &str, bounds: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  limits:\n  - type: Container\n{bounds}"
+    )
+}
+
 /// Whether `text` has a line whose words are `words` (describe's aligned tables).
 fn has_row(text: &str, words: &[&str]) -> bool {
     text.lines()
@@ -60,20 +78,10 @@ fn limit_ranges_default_and_bound_containers() {
     for (i, k) in kubectls().into_iter().enumerate() {
         let ns = format!("lr{i}");
         c.ok(k, &["create", "namespace", &ns]);
-        let out = c.apply_stdin(k, &["apply", "-f", "-"], &limit_range(&ns));
-        assert!(
-            out.status.success(),
-            "{k}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create(&c, k, &limit_range(&ns)).expect("LimitRange");
 
         // A pod without resources gets the defaults, and says who set them.
-        let out = c.apply_stdin(k, &["create", "-f", "-"], &pod(&ns, "plain", ""));
-        assert!(
-            out.status.success(),
-            "{k}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create(&c, k, &pod(&ns, "plain", "")).expect("plain pod");
         let get = |path: &str| {
             c.ok(
                 k,
@@ -106,9 +114,7 @@ fn limit_ranges_default_and_bound_containers() {
 
         // A container over the maximum is refused in kube's words.
         let big = pod(&ns, "big", "    resources:\n      limits: {memory: 2Gi}\n");
-        let out = c.apply_stdin(k, &["create", "-f", "-"], &big);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{k}: big was admitted");
+        let err = create(&c, k, &big).expect_err("big admitted");
         assert!(
             err.contains(r#"Error from server (Forbidden): error when creating "STDIN": pods "big" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"#),
             "{k}: {err}"
@@ -139,12 +145,8 @@ fn limit_ranges_default_and_bound_containers() {
         );
 
         // Bad LimitRanges: bounds out of order, an unknown resource, a bad quantity.
-        let bad = format!(
-            "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  limits:\n  - type: Container\n    min: {{memory: 2Gi}}\n    max: {{memory: 1Gi}}\n"
-        );
-        let out = c.apply_stdin(k, &["create", "-f", "-"], &bad);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{k}: bad LimitRange created");
+        let order = "    min: {memory: 2Gi}\n    max: {memory: 1Gi}\n";
+        let err = create(&c, k, &bad_limit_range(&ns, order)).expect_err("bounds out of order");
         assert!(
             err.contains(r#"The LimitRange "bad" is invalid"#),
             "{k}: {err}"
@@ -153,12 +155,8 @@ fn limit_ranges_default_and_bound_containers() {
             err.contains(r#"spec.limits[0].min[memory]: Invalid value: "2Gi": min value 2Gi is greater than max value 1Gi"#),
             "{k}: {err}"
         );
-        let bad = format!(
-            "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\n  namespace: {ns}\nspec:\n  limits:\n  - type: Container\n    max: {{gpus: 1, memory: lots}}\n"
-        );
-        let out = c.apply_stdin(k, &["create", "-f", "-"], &bad);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{k}: bad LimitRange created");
+        let names = "    max: {gpus: 1, memory: lots}\n";
+        let err = create(&c, k, &bad_limit_range(&ns, names)).expect_err("bad names");
         assert!(
             err.contains(r#"spec.limits[0].max[gpus]: Invalid value: "gpus": must be a standard resource for containers"#),
             "{k}: {err}"
@@ -248,21 +246,14 @@ fn compute_quotas_require_and_count_requests_and_limits() {
         WAIT,
     );
 
-    let out = c.apply_stdin(k, &["create", "-f", "-"], &pod("compute", "bare", ""));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = create(&c, k, &pod("compute", "bare", "")).expect_err("bare admitted");
     assert!(
         err.contains(r#"pods "bare" is forbidden: failed quota: c: must specify limits.memory for: app; requests.cpu for: app"#),
         "{err}"
     );
     let sized = "    resources:\n      requests: {cpu: 600m}\n      limits: {memory: 512Mi}\n";
-    let out = c.apply_stdin(k, &["create", "-f", "-"], &pod("compute", "a", sized));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = c.apply_stdin(k, &["create", "-f", "-"], &pod("compute", "b", sized));
-    let err = String::from_utf8_lossy(&out.stderr);
+    create(&c, k, &pod("compute", "a", sized)).expect("a within quota");
+    let err = create(&c, k, &pod("compute", "b", sized)).expect_err("b admitted");
     assert!(
         err.contains(r#"pods "b" is forbidden: exceeded quota: c, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"#),
         "{err}"

@@ -12,20 +12,8 @@ use crate::Quantity;
 /// Resource name to amount, sorted by name as Kubernetes prints them.
 pub type ResourceList = BTreeMap<String, Quantity>;
 
-/// The resources a quota with scopes may name (Kubernetes' pod evaluator's
-/// MatchingResources for the Terminating and BestEffort families).
-const SCOPED: &[&str] = &[
-    "pods",
-    "cpu",
-    "memory",
-    "requests.cpu",
-    "requests.memory",
-    "limits.cpu",
-    "limits.memory",
-];
-
-/// The core resources quota knows by their bare plural besides `count/<plural>`.
-const LEGACY_COUNTS: &[&str] = &[
+/// The core objects quota counts by their bare plural besides `count/<plural>`.
+pub const CORE_COUNTS: &[&str] = &[
     "pods",
     "services",
     "replicationcontrollers",
@@ -33,6 +21,35 @@ const LEGACY_COUNTS: &[&str] = &[
     "secrets",
     "configmaps",
     "persistentvolumeclaims",
+];
+
+/// The counts of kinds of Service.
+pub const SERVICE_COUNTS: &[&str] = &["services.nodeports", "services.loadbalancers"];
+
+/// The compute and storage resources quota knows without a domain.
+pub const COMPUTE: &[&str] = &[
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.storage",
+    "requests.ephemeral-storage",
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+];
+
+/// The resources a container must name when a quota limits them, which are also what a
+/// quota with scopes may limit besides `pods` (the pod evaluator's
+/// `validationSet` and the Terminating and BestEffort families' resources).
+const MUST_NAME: &[&str] = &[
+    "cpu",
+    "memory",
+    "requests.cpu",
+    "requests.memory",
+    "limits.cpu",
+    "limits.memory",
 ];
 
 /// A quantity as JSON writes it: a string, or a bare number.
@@ -180,7 +197,7 @@ pub fn object_usage(group: &str, plural: &str, obj: &Value) -> ResourceList {
         format!("count/{plural}.{group}")
     };
     out.insert(count, one());
-    if !group.is_empty() || !LEGACY_COUNTS.contains(&plural) {
+    if !group.is_empty() || !CORE_COUNTS.contains(&plural) {
         return out;
     }
     out.insert(plural.to_string(), one());
@@ -242,7 +259,7 @@ pub fn counted_objects(resource: &str) -> (String, String) {
     if resource.starts_with("services") {
         return core("services");
     }
-    if LEGACY_COUNTS.contains(&resource) {
+    if CORE_COUNTS.contains(&resource) {
         return core(resource);
     }
     // Compute resources: cpu, memory, requests.*, limits.*, hugepages, extended ones.
@@ -336,24 +353,13 @@ pub fn matching_resources(
         }
         return Some(
             hard.keys()
-                .filter(|k| SCOPED.contains(&k.as_str()))
+                .filter(|k| *k == "pods" || MUST_NAME.contains(&k.as_str()))
                 .cloned()
                 .collect(),
         );
     }
     Some(hard.keys().cloned().collect())
 }
-
-/// The compute resources a pod's containers must each name when a quota limits them
-/// (Kubernetes' backward-compatible `Constraints` of the pod evaluator).
-const MUST_NAME: &[&str] = &[
-    "cpu",
-    "memory",
-    "requests.cpu",
-    "requests.memory",
-    "limits.cpu",
-    "limits.memory",
-];
 
 /// `must specify limits.cpu for: app; memory for: app,side` when a container of the pod
 /// does not set what the quota limits.

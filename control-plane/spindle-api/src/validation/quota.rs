@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
-use spindle_meta::quota::quantity;
+use spindle_meta::quota::{quantity, COMPUTE, CORE_COUNTS, SERVICE_COUNTS};
 use spindle_meta::Quantity;
 
 use super::{idx, is_qualified_name, FieldError};
@@ -13,63 +13,25 @@ const QUALIFIED_MSG: &str = "name part must consist of alphanumeric characters, 
 
 const LIMIT_TYPES: &[&str] = &["Pod", "Container", "PersistentVolumeClaim"];
 const CONTAINER_RESOURCES: &[&str] = &["cpu", "memory", "ephemeral-storage"];
-/// `IsStandardResourceName`: what a LimitRange of another type may name.
-const STANDARD_RESOURCES: &[&str] = &[
-    "cpu",
-    "memory",
-    "ephemeral-storage",
-    "storage",
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "configmaps",
-    "persistentvolumeclaims",
-    "services.nodeports",
-    "services.loadbalancers",
-    "requests.cpu",
-    "requests.memory",
-    "requests.storage",
-    "requests.ephemeral-storage",
-    "limits.cpu",
-    "limits.memory",
-    "limits.ephemeral-storage",
-];
 /// `IsStandardQuotaResourceName`.
-const QUOTA_RESOURCES: &[&str] = &[
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "configmaps",
-    "persistentvolumeclaims",
-    "services.nodeports",
-    "services.loadbalancers",
-    "cpu",
-    "memory",
-    "ephemeral-storage",
-    "requests.cpu",
-    "requests.memory",
-    "requests.storage",
-    "requests.ephemeral-storage",
-    "limits.cpu",
-    "limits.memory",
-    "limits.ephemeral-storage",
-];
+fn is_quota_resource(name: &str) -> bool {
+    is_count(name) || COMPUTE.contains(&name)
+}
+
+/// `IsStandardResourceName`: what a LimitRange of another type may name.
+fn is_standard_resource(name: &str) -> bool {
+    name == "storage" || is_quota_resource(name)
+}
+
+fn is_container_resource(name: &str) -> bool {
+    CONTAINER_RESOURCES.contains(&name)
+}
+
 /// `IsIntegerResourceName`: counts, which may not be fractional.
-const INTEGER_RESOURCES: &[&str] = &[
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "configmaps",
-    "persistentvolumeclaims",
-    "services.nodeports",
-    "services.loadbalancers",
-];
+fn is_count(name: &str) -> bool {
+    CORE_COUNTS.contains(&name) || SERVICE_COUNTS.contains(&name) || name.starts_with("count/")
+}
+
 const SCOPES: &[&str] = &[
     "Terminating",
     "NotTerminating",
@@ -85,11 +47,16 @@ fn is_hugepages(name: &str) -> bool {
 }
 
 /// `validateResourceName` with the list of names allowed without a domain.
-fn resource_name(name: &str, standard: &[&str], why: &str, field: &str) -> Option<FieldError> {
+fn resource_name(
+    name: &str,
+    standard: fn(&str) -> bool,
+    why: &str,
+    field: &str,
+) -> Option<FieldError> {
     if !is_qualified_name(name) {
         return Some(FieldError::invalid(field, &json!(name), QUALIFIED_MSG));
     }
-    if !name.contains('/') && !standard.contains(&name) && !is_hugepages(name) {
+    if !name.contains('/') && !standard(name) && !is_hugepages(name) {
         return Some(FieldError::invalid(field, &json!(name), why));
     }
     None
@@ -114,14 +81,14 @@ fn limit_list(
         let name_err = if ty == "Pod" || ty == "Container" {
             resource_name(
                 k,
-                CONTAINER_RESOURCES,
+                is_container_resource,
                 "must be a standard resource for containers",
                 &f,
             )
         } else {
             resource_name(
                 k,
-                STANDARD_RESOURCES,
+                is_standard_resource,
                 "must be a standard resource type or fully qualified",
                 &f,
             )
@@ -232,52 +199,41 @@ fn bounds_in_order(
             &msg,
         ));
     };
-    if let (Some(lo), Some(hi)) = (lo, hi) {
-        if lo > hi {
-            bad(
-                "min",
-                lo,
-                format!("min value {lo} is greater than max value {hi}"),
-            );
-        }
-    }
-    if let Some(req) = req {
-        if let Some(lo) = lo.filter(|lo| *lo > req) {
-            bad(
-                "defaultRequest",
-                req,
-                format!("min value {lo} is greater than default request value {req}"),
-            );
-        }
-        if let Some(hi) = hi.filter(|hi| req > *hi) {
-            bad(
-                "defaultRequest",
-                req,
-                format!("default request value {req} is greater than max value {hi}"),
-            );
-        }
-        if let Some(def) = def.filter(|def| req > *def) {
-            bad(
-                "defaultRequest",
-                req,
-                format!("default request value {req} is greater than default limit value {def}"),
-            );
-        }
-    }
-    if let Some(def) = def {
-        if let Some(lo) = lo.filter(|lo| *lo > def) {
-            bad(
-                "default",
-                lo,
-                format!("min value {lo} is greater than default value {def}"),
-            );
-        }
-        if let Some(hi) = hi.filter(|hi| def > *hi) {
-            bad(
-                "default",
-                hi,
-                format!("default value {def} is greater than max value {hi}"),
-            );
+    // Each pair that must be in order: the larger-named bound and its name, the other,
+    // the field blamed and whether the value shown is the first one, as kube reports it.
+    let pairs = [
+        (("min", lo), ("max", hi), "min", true),
+        (
+            ("min", lo),
+            ("default request", req),
+            "defaultRequest",
+            false,
+        ),
+        (
+            ("default request", req),
+            ("max", hi),
+            "defaultRequest",
+            true,
+        ),
+        (
+            ("default request", req),
+            ("default limit", def),
+            "defaultRequest",
+            true,
+        ),
+        (("min", lo), ("default", def), "default", true),
+        (("default", def), ("max", hi), "default", false),
+    ];
+    for ((an, a), (bn, b), part, show_a) in pairs {
+        if let (Some(a), Some(b)) = (a, b) {
+            if a > b {
+                let shown = if show_a { a } else { b };
+                bad(
+                    part,
+                    shown,
+                    format!("{an} value {a} is greater than {bn} value {b}"),
+                );
+            }
         }
     }
     if let Some(rat) = rat {
@@ -381,7 +337,7 @@ fn quota_list(list: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
         let f = format!("{field}[{k}]");
         errs.extend(resource_name(
             k,
-            QUOTA_RESOURCES,
+            is_quota_resource,
             "must be a standard resource for quota",
             &f,
         ));
@@ -398,8 +354,4 @@ fn quota_list(list: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
             Some(_) => {}
         }
     }
-}
-
-fn is_count(name: &str) -> bool {
-    INTEGER_RESOURCES.contains(&name) || name.starts_with("count/")
 }
