@@ -59,3 +59,60 @@ impl Strategy for ResourceQuotas {
         empty_status(obj);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn errors(s: &dyn Strategy, obj: &Value) -> Vec<String> {
+        let mut errs = Vec::new();
+        s.validate(obj, &mut errs);
+        errs.iter().map(FieldError::display).collect()
+    }
+
+    #[test]
+    fn a_container_limit_defaults_from_its_max_and_min() {
+        let mut lr = json!({"spec": {"limits": [
+            {"type": "Container", "max": {"memory": "1Gi"}, "min": {"cpu": "50m"}},
+            {"type": "Pod", "max": {"memory": "2Gi"}}
+        ]}});
+        LimitRanges.default(&mut lr);
+        assert_eq!(lr["spec"]["limits"][0]["default"], json!({"memory": "1Gi"}));
+        assert_eq!(
+            lr["spec"]["limits"][0]["defaultRequest"],
+            json!({"memory": "1Gi", "cpu": "50m"})
+        );
+        assert!(lr["spec"]["limits"][1].get("default").is_none());
+        assert_eq!(errors(&LimitRanges, &lr), Vec::<String>::new());
+    }
+
+    #[test]
+    fn limit_ranges_and_quotas_refuse_what_kube_refuses() {
+        let lr = json!({"spec": {"limits": [
+            {"type": "Pod", "default": {"cpu": "1"}},
+            {"type": "Pod"},
+            {"type": "PersistentVolumeClaim", "maxLimitRequestRatio": {"storage": "0.5"}}
+        ]}});
+        assert_eq!(
+            errors(&LimitRanges, &lr),
+            [
+                "spec.limits[0].default: Forbidden: may not be specified when `type` is 'Pod'",
+                "spec.limits[1].type: Duplicate value: \"Pod\"",
+                "spec.limits[2].limits: Required value: either minimum or maximum storage value is required, but neither was provided",
+                "spec.limits[2].maxLimitRequestRatio[storage]: Invalid value: \"500m\": ratio 500m is less than 1",
+            ]
+        );
+        let q = json!({"spec": {"hard": {"pods": "1.5", "count/deployments.apps": "2", "requests.cpu": "x"},
+            "scopes": ["BestEffort", "NotBestEffort"]}});
+        assert_eq!(
+            errors(&ResourceQuotas, &q),
+            [
+                "spec.hard[pods]: Invalid value: \"1500m\": must be an integer",
+                "spec.hard[requests.cpu]: Invalid value: \"x\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                "spec.scopes: Invalid value: []string{\"BestEffort\", \"NotBestEffort\"}: conflicting scopes",
+            ]
+        );
+    }
+}

@@ -298,3 +298,94 @@ fn claim_errors(limits: &[Value], claim: &Value) -> Vec<String> {
     }
     errs
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(resources: Value) -> Value {
+        json!({"spec": {"containers": [{"name": "app", "resources": resources}],
+            "initContainers": [{"name": "init"}]}})
+    }
+
+    #[test]
+    fn defaults_fill_only_what_a_container_lacks_and_are_noted() {
+        let mut p = pod(json!({"limits": {"cpu": "1"}}));
+        let requests = json!({"cpu": "100m", "memory": "64Mi"});
+        let limits = json!({"cpu": "500m", "memory": "128Mi"});
+        let (r, l) = (requests.as_object().unwrap(), limits.as_object().unwrap());
+        let mut notes = Vec::new();
+        for (field, what) in [
+            ("containers", "container"),
+            ("initContainers", "init container"),
+        ] {
+            for c in p["spec"][field].as_array_mut().into_iter().flatten() {
+                merge_defaults(c, r, l, what, &mut notes);
+            }
+        }
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"],
+            json!({"limits": {"cpu": "1", "memory": "128Mi"},
+                "requests": {"cpu": "100m", "memory": "64Mi"}})
+        );
+        assert_eq!(
+            notes,
+            [
+                "cpu, memory request for container app",
+                "memory limit for container app",
+                "cpu, memory request for init container init",
+                "cpu, memory limit for init container init",
+            ]
+        );
+    }
+
+    #[test]
+    fn containers_and_pods_are_held_to_min_max_and_ratio() {
+        let limits = [
+            json!({"type": "Container", "min": {"cpu": "100m"}, "max": {"memory": "1Gi"},
+                "maxLimitRequestRatio": {"cpu": "2"}}),
+            json!({"type": "Pod", "max": {"cpu": "2"}}),
+        ];
+        let ok = pod(json!({"requests": {"cpu": "500m"}, "limits": {"cpu": "1", "memory": "1Gi"}}));
+        let mut ok_init = ok.clone();
+        ok_init["spec"]["initContainers"][0]["resources"] =
+            ok["spec"]["containers"][0]["resources"].clone();
+        assert_eq!(pod_errors(&limits, &ok_init), Vec::<String>::new());
+        let bad = pod(json!({"requests": {"cpu": "50m"}, "limits": {"cpu": "3", "memory": "2Gi"}}));
+        assert_eq!(
+            pod_errors(&limits[..1], &bad),
+            [
+                "minimum cpu usage per Container is 100m, but request is 50m",
+                "maximum memory usage per Container is 1Gi, but limit is 2Gi",
+                "cpu max limit to request ratio per Container is 2, but provided ratio is 60.000000",
+                "minimum cpu usage per Container is 100m.  No request is specified",
+                "maximum memory usage per Container is 1Gi.  No limit is specified",
+                "cpu max limit to request ratio per Container is 2, but no request is specified or request is 0",
+            ]
+        );
+        assert_eq!(
+            pod_errors(&limits[1..], &bad),
+            ["maximum cpu usage per Pod is 2, but limit is 3"]
+        );
+    }
+
+    #[test]
+    fn claims_are_held_to_their_storage_bounds() {
+        let limits = [
+            json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"},
+            "max": {"storage": "10Gi"}}),
+        ];
+        let claim = |s: &str| json!({"spec": {"resources": {"requests": {"storage": s}}}});
+        assert_eq!(claim_errors(&limits, &claim("5Gi")), Vec::<String>::new());
+        assert_eq!(
+            claim_errors(&limits, &claim("20Gi")),
+            ["maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 20Gi"]
+        );
+        assert_eq!(
+            claim_errors(&limits, &claim("512Mi")),
+            ["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 512Mi"]
+        );
+    }
+}

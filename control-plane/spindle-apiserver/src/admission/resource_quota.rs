@@ -1,5 +1,5 @@
-//! ResourceQuota: a create that would take a namespace's usage past a quota's hard
-//! limits is refused, and one that fits is charged to the quota's `status.used` before
+//! ResourceQuota: a create (or a claim or Service that grows) that would take a
+//! namespace's usage past a quota's hard limits is refused, and one that fits is charged to the quota's `status.used` before
 //! it is stored (kube-apiserver's `plugin/pkg/admission/resourcequota`). The
 //! resourcequota controller recomputes the usage from what is stored.
 //!
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use spindle_meta::quota::{
     add, matching_resources, object_usage, pod_constraints, pretty, resource_list, ResourceList,
 };
+use spindle_meta::Quantity;
 use spindle_store::{KeyValue, StoreError};
 
 use super::{Admission, Attributes, Operation};
@@ -46,8 +47,8 @@ impl Admission for ResourceQuota {
         "ResourceQuota"
     }
 
-    fn handles(&self, op: Operation) -> bool {
-        op == Operation::Create
+    fn handles(&self, _op: Operation) -> bool {
+        true
     }
 
     async fn validate(&self, st: &AppState, a: &Attributes<'_>, obj: &Value) -> ApiResult<()> {
@@ -58,12 +59,16 @@ impl Admission for ResourceQuota {
         ) else {
             return Ok(());
         };
+        let usage = requested(a, obj);
+        if usage.values().all(|q| q.is_zero()) {
+            return Ok(());
+        }
         let prefix = key(kind, Some(ns), None);
         let lock = namespace_lock(ns);
         let _held = lock.lock().await;
         for _ in 0..ATTEMPTS {
             let (kvs, _) = st.store.list(&prefix).await?;
-            let charges = evaluate(a, obj, &kvs)?;
+            let charges = evaluate(a, obj, &usage, &kvs)?;
             if a.dry_run || charges.is_empty() {
                 return Ok(());
             }
@@ -88,11 +93,38 @@ struct Charge {
     quota: Value,
 }
 
-/// Every quota of the namespace the object fits, with its new usage; the first quota
-/// it does not fit refuses it.
-fn evaluate(a: &Attributes<'_>, obj: &Value, kvs: &[KeyValue]) -> ApiResult<Vec<Charge>> {
+/// What the write adds to the namespace's usage: a new object's usage; for an update,
+/// what grows (a claim's storage, a Service's node ports), as Kubernetes charges only
+/// claims and Services on update.
+fn requested(a: &Attributes<'_>, obj: &Value) -> ResourceList {
     let (group, plural) = (a.kind.group, a.kind.plural);
     let usage = object_usage(group, plural, obj);
+    let Some(old) = a.old else {
+        return usage;
+    };
+    if !group.is_empty() || !matches!(plural, "persistentvolumeclaims" | "services") {
+        return ResourceList::new();
+    }
+    let before = object_usage(group, plural, old);
+    usage
+        .into_iter()
+        .map(|(r, q)| match before.get(&r) {
+            Some(b) if *b >= q => (r, Quantity::default()),
+            Some(b) => (r, q.saturating_sub(*b)),
+            None => (r, q),
+        })
+        .collect()
+}
+
+/// Every quota of the namespace the object fits, with its new usage; the first quota
+/// it does not fit refuses it.
+fn evaluate(
+    a: &Attributes<'_>,
+    obj: &Value,
+    usage: &ResourceList,
+    kvs: &[KeyValue],
+) -> ApiResult<Vec<Charge>> {
+    let (group, plural) = (a.kind.group, a.kind.plural);
     let refuse = |msg: String| forbidden_error(group, plural, a.name, &msg);
     let mut charges = Vec::new();
     for kv in kvs {
@@ -110,7 +142,7 @@ fn evaluate(a: &Attributes<'_>, obj: &Value, kvs: &[KeyValue]) -> ApiResult<Vec<
         if matching.is_empty() {
             continue;
         }
-        if group.is_empty() && plural == "pods" {
+        if group.is_empty() && plural == "pods" && a.old.is_none() {
             pod_constraints(&matching, obj)
                 .map_err(|e| refuse(format!("failed quota: {name}: {e}")))?;
         }
