@@ -28,44 +28,66 @@ use crate::runtime::{informer, key_of, split_key, watch_config, Action, Cache, C
 /// Concurrent reconciles (kube-controller-manager's --concurrent-resource-quota-syncs).
 const WORKERS: usize = 5;
 
-/// How often every quota is recomputed, for the objects no informer here watches (the
-/// controller's `--resource-quota-sync-period`, shorter than kube's 5 minutes because
-/// Spindle has no per-resource monitors to replenish on deletion).
+/// How often quotas of other objects than pods are recomputed, for the objects no
+/// informer here watches (the controller's `--resource-quota-sync-period`, shorter than
+/// kube's 5 minutes because Spindle has no per-resource monitors to replenish on
+/// deletion). Pods are followed by their events alone.
 const RESYNC: Duration = Duration::from_secs(15);
 
 fn quota_index(q: &ResourceQuota) -> Vec<String> {
     vec![format!("ns/{}", q.namespace().unwrap_or_default())]
 }
 
-/// The quota informer, enqueueing every quota that changes.
+/// The quota informer. A quota is recomputed when it is new or its spec changed, not
+/// when admission charged it: a recount racing a create that admission has charged but
+/// not yet stored would take the charge back (kube's controller does the same).
 pub fn quotas(client: &Client, queue: Arc<Queue<String>>) -> Arc<Cache<ResourceQuota>> {
     informer(
         Api::<ResourceQuota>::all(client.clone()),
         watch_config(),
         Some(Box::new(quota_index)),
         move |ch| {
-            if let Change::Upsert { new, .. } = ch {
-                queue.add(key_of(new.as_ref()));
+            if let Change::Upsert { new, old } = ch {
+                let hard = |q: &ResourceQuota| q.spec.as_ref().and_then(|s| s.hard.clone());
+                let status_hard = new.status.as_ref().and_then(|s| s.hard.clone());
+                let changed = old.is_none_or(|o| o.spec != new.spec);
+                if changed || status_hard != hard(new) {
+                    queue.add(key_of(new.as_ref()));
+                }
             }
         },
     )
 }
 
-/// A pod that appears, changes phase or goes changes the usage of its namespace's quotas.
+/// Whether a pod no longer holds quota: finished, or going.
+fn released(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed")) || p.metadata.deletion_timestamp.is_some()
+}
+
+/// A pod that goes, finishes or starts terminating returns its share of its
+/// namespace's quotas (kube's replenishment); new pods are charged by admission.
 pub fn on_pod_change(q: &Queue<String>, quotas: &Cache<ResourceQuota>, ch: &Change<'_, Pod>) {
     if quotas.is_empty() {
         return;
     }
-    let namespaces: BTreeSet<String> = ch
-        .states()
-        .iter()
-        .map(|p| p.namespace().unwrap_or_default())
-        .collect();
-    for ns in namespaces {
-        for quota in quotas.by_index(&format!("ns/{ns}")) {
-            q.add(key_of(quota.as_ref()));
-        }
+    let pod = match ch {
+        Change::Delete(p) => p,
+        Change::Upsert { new, old } if released(new) && !old.is_some_and(|o| released(o)) => new,
+        Change::Upsert { .. } => return,
+    };
+    let ns = pod.namespace().unwrap_or_default();
+    for quota in quotas.by_index(&format!("ns/{ns}")) {
+        q.add(key_of(quota.as_ref()));
     }
+}
+
+/// Whether a quota counts objects other than pods, which only a periodic recount sees go.
+fn counts_other_objects(q: &ResourceQuota) -> bool {
+    let hard = q.spec.as_ref().and_then(|s| s.hard.as_ref());
+    hard.into_iter()
+        .flatten()
+        .any(|(r, _)| counted_objects(r) != (String::new(), "pods".to_string()))
 }
 
 pub async fn run(
@@ -74,13 +96,16 @@ pub async fn run(
     quotas: Arc<Cache<ResourceQuota>>,
 ) -> anyhow::Result<()> {
     quotas.wait_synced().await;
+    for quota in quotas.list() {
+        queue.add(key_of(quota.as_ref()));
+    }
     let (q, cache) = (queue.clone(), quotas.clone());
     let resync = tokio::spawn(async move {
         loop {
-            for quota in cache.list() {
+            tokio::time::sleep(RESYNC).await;
+            for quota in cache.list().iter().filter(|q| counts_other_objects(q)) {
                 q.add(key_of(quota.as_ref()));
             }
-            tokio::time::sleep(RESYNC).await;
         }
     });
     queue
