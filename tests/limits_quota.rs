@@ -327,6 +327,62 @@ fn compute_quotas_require_and_count_requests_and_limits() {
     }
 }
 
+/// Scoped quotas count only the pods they select; a claim LimitRange bounds storage.
+#[test]
+fn scoped_quotas_and_claim_limits() {
+    let c = Cluster::start();
+    for (i, k) in kubectls().into_iter().enumerate() {
+        let ns = format!("scoped{i}");
+        c.ok(k, &["create", "namespace", &ns]);
+        c.ok(
+            k,
+            &[
+                "create",
+                "quota",
+                "be",
+                "--hard=pods=1",
+                "--scopes=BestEffort",
+                "-n",
+                &ns,
+            ],
+        );
+        let used = [
+            "get",
+            "quota",
+            "be",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.used.pods}",
+        ];
+        c.wait_for_output(&used, "0", WAIT);
+        create(&c, k, &pod(&ns, "free1", "")).expect("first BestEffort pod");
+        let err = create(&c, k, &pod(&ns, "free2", "")).expect_err("second BestEffort pod");
+        assert!(
+            err.contains(r#"pods "free2" is forbidden: exceeded quota: be, requested: pods=1, used: pods=1, limited: pods=1"#),
+            "{k}: {err}"
+        );
+        let sized = "    resources:\n      requests: {cpu: 10m}\n";
+        create(&c, k, &pod(&ns, "burstable", sized)).expect("a Burstable pod is out of scope");
+
+        let claims = format!(
+            "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: storage\n  namespace: {ns}\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {{storage: 1Gi}}\n"
+        );
+        create(&c, k, &claims).expect("claim LimitRange");
+        let claim = |name: &str, size: &str| {
+            format!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests: {{storage: {size}}}\n"
+            )
+        };
+        create(&c, k, &claim("small", "512Mi")).expect("a claim within bounds");
+        let err = create(&c, k, &claim("big", "2Gi")).expect_err("a claim over max");
+        assert!(
+            err.contains(r#"persistentvolumeclaims "big" is forbidden: maximum storage usage per PersistentVolumeClaim is 1Gi, but request is 2Gi"#),
+            "{k}: {err}"
+        );
+    }
+}
+
 /// Parallel creates against a nearly full quota: exactly the room left is admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_creates_never_exceed_the_quota() {
