@@ -200,6 +200,9 @@ fn a_pod_quota_refuses_the_third_pod_until_one_goes() {
             "{k}: {described}"
         );
         assert!(has_row(&described, &["pods", "2", "2"]), "{k}: {described}");
+        let namespace = c.ok(k, &["describe", "namespace", &ns]);
+        assert!(namespace.contains("Resource Quotas"), "{k}: {namespace}");
+        assert!(has_row(&namespace, &["pods", "2", "2"]), "{k}: {namespace}");
         let table = c.ok(k, &["get", "quota", "-n", &ns]);
         assert!(
             has_row(&table, &["NAME", "AGE", "REQUEST", "LIMIT"]),
