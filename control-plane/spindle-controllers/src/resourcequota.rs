@@ -8,11 +8,13 @@
 //! The quota comes from the cache, the objects from a fresh list made after it, and the
 //! status write carries the cached resourceVersion: a charge admission made meanwhile
 //! makes the write conflict and the quota is recomputed, so a stale count never
-//! overwrites a newer charge.
+//! overwrites a newer charge. A recount lower than the charged usage is written only
+//! once it has held for [`SETTLE`] at the same resourceVersion, so a create admission
+//! charged but has not stored yet is not taken back.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
@@ -99,6 +101,7 @@ pub async fn run(
     for quota in quotas.list() {
         queue.add(key_of(quota.as_ref()));
     }
+    let settling: Arc<Settling> = Arc::default();
     let (q, cache) = (queue.clone(), quotas.clone());
     let resync = tokio::spawn(async move {
         loop {
@@ -110,19 +113,50 @@ pub async fn run(
     });
     queue
         .run(WORKERS, "resourcequota", move |key| {
-            reconcile(client.clone(), quotas.clone(), key)
+            reconcile(client.clone(), quotas.clone(), settling.clone(), key)
         })
         .await;
     resync.abort();
     Ok(())
 }
 
+/// How long a recount lower than the charged usage must hold before it is written: a
+/// create admission has charged is stored within it, so a recount that missed one in
+/// flight sees it on its second look (or the quota has changed and the wait restarts).
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Quotas whose recount came out lower than their usage: the resourceVersion it was
+/// seen at, and when.
+type Settling = Mutex<HashMap<String, (String, Instant)>>;
+
+/// Whether a lower recount of `key` at `rv` has held for [`SETTLE`]; starts the wait
+/// when it is new or the quota changed meanwhile.
+fn settled(settling: &Settling, key: &str, rv: &str) -> bool {
+    let mut pending = settling.lock().unwrap_or_else(|e| e.into_inner());
+    match pending.get(key) {
+        Some((seen, at)) if seen == rv && at.elapsed() >= SETTLE => {
+            pending.remove(key);
+            true
+        }
+        Some((seen, _)) if seen == rv => false,
+        _ => {
+            pending.insert(key.to_string(), (rv.to_string(), Instant::now()));
+            false
+        }
+    }
+}
+
 async fn reconcile(
     client: Client,
     quotas: Arc<Cache<ResourceQuota>>,
+    settling: Arc<Settling>,
     key: String,
 ) -> Result<Action, kube::Error> {
     let Some(quota) = quotas.get(&key) else {
+        settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         return Ok(Action::Done);
     };
     let (ns, name) = split_key(&key);
@@ -161,7 +195,22 @@ async fn reconcile(
         && current.get("hard").and_then(Value::as_object).map(Map::len) == Some(hard.len())
         && current.get("used").and_then(Value::as_object).map(Map::len) == Some(used.len());
     if same {
+        settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         return Ok(Action::Done);
+    }
+    let charged = resource_list(current.get("used"));
+    let lower = used
+        .iter()
+        .any(|(r, q)| charged.get(r).is_some_and(|c| q < c));
+    let rv = quota
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if lower && !settled(&settling, &key, rv) {
+        return Ok(Action::RequeueAfter(SETTLE));
     }
     let mut updated = quota;
     updated["status"] = status;
@@ -173,8 +222,10 @@ async fn reconcile(
         .await
     {
         Ok(_) => Ok(Action::Done),
-        // Gone, or changed since the cache saw it: the informer brings the news.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Action::Done),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::Done),
+        // Charged since the cache saw it: a charge does not requeue the quota, so look
+        // again once the cache has it.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Action::RequeueAfter(SETTLE)),
         Err(e) => Err(e),
     }
 }
