@@ -122,7 +122,12 @@ fn limit_ranges_default_and_bound_containers() {
         let out = c.kubectl(k, &["get", "pod", "big", "-n", &ns]);
         assert!(!out.status.success(), "{k}: big exists");
 
-        // The table and describe.
+        // The table, describe and explain.
+        let explained = c.ok(k, &["explain", "limitrange.spec.limits.defaultRequest"]);
+        assert!(
+            explained.contains("DefaultRequest is the default resource requirement request value"),
+            "{k}: {explained}"
+        );
         let table = c.ok(k, &["get", "limits", "-n", &ns]);
         assert!(
             table.starts_with("NAME") && table.contains("CREATED AT"),

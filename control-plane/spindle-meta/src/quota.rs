@@ -43,7 +43,7 @@ pub const COMPUTE: &[&str] = &[
 /// The resources a container must name when a quota limits them, which are also what a
 /// quota with scopes may limit besides `pods` (the pod evaluator's
 /// `validationSet` and the Terminating and BestEffort families' resources).
-const MUST_NAME: &[&str] = &[
+pub const MUST_NAME: &[&str] = &[
     "cpu",
     "memory",
     "requests.cpu",

@@ -111,6 +111,7 @@ mod tests {
             [
                 "spec.hard[pods]: Invalid value: \"1500m\": must be an integer",
                 "spec.hard[requests.cpu]: Invalid value: \"x\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                "spec.scopes: Invalid value: []string{\"BestEffort\", \"NotBestEffort\"}: unsupported scope applied to resource",
                 "spec.scopes: Invalid value: []string{\"BestEffort\", \"NotBestEffort\"}: conflicting scopes",
             ]
         );

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
-use spindle_meta::quota::{quantity, COMPUTE, CORE_COUNTS, SERVICE_COUNTS};
+use spindle_meta::quota::{quantity, COMPUTE, CORE_COUNTS, MUST_NAME, SERVICE_COUNTS};
 use spindle_meta::Quantity;
 
 use super::{idx, is_qualified_name, FieldError};
@@ -273,16 +273,38 @@ pub(crate) fn validate_resource_quota(obj: &Value, errs: &mut Vec<FieldError>) {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    if scopes.iter().any(|s| !SCOPES.contains(s)) {
-        errs.push(FieldError::invalid(
-            "spec.scopes",
-            &json!(scopes),
-            "unsupported scope",
-        ));
+    let hard: Vec<&str> = spec
+        .get("hard")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !k.contains('/') && is_quota_resource(k))
+        .collect();
+    for scope in &scopes {
+        if !SCOPES.contains(scope) {
+            errs.push(FieldError::invalid(
+                "spec.scopes",
+                &json!(scopes),
+                "unsupported scope",
+            ));
+        }
+        // `IsResourceQuotaScopeValidForResource`: scopes select pods, so they limit pod
+        // counts and compute; BestEffort pods have no compute to limit.
+        for r in &hard {
+            let valid = *r == "pods" || (*scope != "BestEffort" && MUST_NAME.contains(r));
+            if !valid {
+                errs.push(FieldError::invalid(
+                    "spec.scopes",
+                    &json!(scopes),
+                    "unsupported scope applied to resource",
+                ));
+            }
+        }
     }
     for (a, b) in [
-        ("Terminating", "NotTerminating"),
         ("BestEffort", "NotBestEffort"),
+        ("Terminating", "NotTerminating"),
     ] {
         if scopes.contains(&a) && scopes.contains(&b) {
             errs.push(FieldError::invalid(
