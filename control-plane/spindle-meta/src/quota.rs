@@ -308,6 +308,29 @@ fn best_effort(spec: &Value) -> bool {
     })
 }
 
+/// `usesCrossNamespacePodAffinity`: an affinity or anti-affinity term of the pod names
+/// other namespaces or selects them.
+fn cross_namespace_affinity(spec: &Value) -> bool {
+    let crosses = |t: &Value| {
+        let t = t.get("podAffinityTerm").unwrap_or(t);
+        t.get("namespaces")
+            .and_then(Value::as_array)
+            .is_some_and(|n| !n.is_empty())
+            || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
+    };
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let terms = [
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ];
+        terms.iter().any(|when| {
+            spec.pointer(&format!("/affinity/{kind}/{when}"))
+                .and_then(Value::as_array)
+                .is_some_and(|ts| ts.iter().any(crosses))
+        })
+    })
+}
+
 /// `podMatchesScopeFunc` for every scope of the quota.
 pub fn pod_matches_scopes(quota_spec: &Value, pod: &Value) -> bool {
     let spec = pod.get("spec").unwrap_or(&Value::Null);
@@ -326,6 +349,7 @@ pub fn pod_matches_scopes(quota_spec: &Value, pod: &Value) -> bool {
             "NotTerminating" => !terminating,
             "BestEffort" => best_effort(spec),
             "NotBestEffort" => !best_effort(spec),
+            "CrossNamespacePodAffinity" => cross_namespace_affinity(spec),
             "PriorityClass" => match op.as_str() {
                 "Exists" => !class.is_empty(),
                 "DoesNotExist" => class.is_empty(),
@@ -444,6 +468,12 @@ mod tests {
         let be = json!({"scopes": ["BestEffort"]});
         assert!(pod_matches_scopes(&be, &best));
         assert!(!pod_matches_scopes(&be, &burst));
+        let cross = json!({"spec": {"containers": [], "affinity": {"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                "podAffinityTerm": {"topologyKey": "k", "namespaceSelector": {}}}]}}}});
+        let xns = json!({"scopes": ["CrossNamespacePodAffinity"]});
+        assert!(pod_matches_scopes(&xns, &cross));
+        assert!(!pod_matches_scopes(&xns, &best));
         let term = json!({"scopes": ["NotBestEffort", "Terminating"]});
         assert!(pod_matches_scopes(&term, &burst));
         assert!(!pod_matches_scopes(&term, &best));
