@@ -124,7 +124,8 @@ fn controllers_work_as_their_own_service_accounts() {
     // Each identity holds its role and nothing more; the informers' identity reads all
     // and writes nothing but its own few kinds.
     let kcm = "system:kube-controller-manager";
-    let expected: [(&str, &[&str], &str); 10] = [
+    let quota = "system:serviceaccount:kube-system:resourcequota-controller";
+    let expected: [(&str, &[&str], &str); 14] = [
         (JOB_CONTROLLER, &["create", "pods"], "yes"),
         (JOB_CONTROLLER, &["update", "jobs.batch/status"], "yes"),
         (JOB_CONTROLLER, &["get", "secrets", "-A"], "no"),
@@ -132,6 +133,14 @@ fn controllers_work_as_their_own_service_accounts() {
         (JOB_CONTROLLER, &["delete", "nodes"], "no"),
         (RS_CONTROLLER, &["create", "pods"], "yes"),
         (RS_CONTROLLER, &["create", "jobs.batch"], "no"),
+        (
+            quota,
+            &["update", "resourcequotas", "--subresource=status"],
+            "yes",
+        ),
+        (quota, &["update", "resourcequotas"], "no"),
+        (quota, &["list", "deployments.apps", "-A"], "yes"),
+        (quota, &["get", "secrets", "-A"], "no"),
         (kcm, &["list", "secrets", "-A"], "yes"),
         (kcm, &["create", "pods"], "no"),
         (kcm, &["get", "deployments.apps"], "no"),

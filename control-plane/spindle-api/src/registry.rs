@@ -341,6 +341,25 @@ impl Registry {
                     ..NONE
                 },
             ),
+            entry::<core::v1::LimitRange>(
+                "limitrange",
+                true,
+                Opts {
+                    strategy: &strategy::LimitRanges,
+                    short_names: &["limits"],
+                    ..NONE
+                },
+            ),
+            entry::<core::v1::ResourceQuota>(
+                "resourcequota",
+                true,
+                Opts {
+                    strategy: &strategy::ResourceQuotas,
+                    short_names: &["quota"],
+                    status: true,
+                    ..NONE
+                },
+            ),
             entry::<core::v1::PersistentVolume>(
                 "persistentvolume",
                 false,

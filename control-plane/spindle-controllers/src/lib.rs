@@ -20,6 +20,7 @@ pub mod nodelifecycle;
 pub mod replicas;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod serviceaccount_token;
@@ -86,6 +87,7 @@ pub mod identity {
     pub const PERSISTENT_VOLUME_BINDER: &str = "persistent-volume-binder";
     pub const REPLICASET: &str = "replicaset-controller";
     pub const REPLICATION: &str = "replication-controller";
+    pub const RESOURCE_QUOTA: &str = "resourcequota-controller";
     pub const ROOT_CA_CERT_PUBLISHER: &str = "root-ca-cert-publisher";
     pub const SERVICE_ACCOUNT: &str = "service-account-controller";
     pub const STATEFULSET: &str = "statefulset-controller";
@@ -109,6 +111,7 @@ pub mod identity {
         PERSISTENT_VOLUME_BINDER,
         REPLICASET,
         REPLICATION,
+        RESOURCE_QUOTA,
         ROOT_CA_CERT_PUBLISHER,
         SERVICE_ACCOUNT,
         STATEFULSET,
@@ -159,6 +162,9 @@ where
         volume_queue.clone(),
     );
     let provisioned = volumes.clone();
+    let quota_queue: Arc<runtime::Queue<String>> = runtime::Queue::new();
+    let quotas = resourcequota::quotas(client, quota_queue.clone());
+    let (qq, quota_cache) = (quota_queue.clone(), quotas.clone());
     let pods = runtime::informer(
         kube::Api::<k8s_openapi::api::core::v1::Pod>::all(informers.clone()),
         runtime::watch_config(),
@@ -177,6 +183,9 @@ where
             });
             runtime::contain("ephemeral-volume", || ephemeral::on_pod_change(&ephq, &ch));
             runtime::contain("volume", || volume::on_pod_change(&vq, &ch));
+            runtime::contain("resourcequota", || {
+                resourcequota::on_pod_change(&qq, &quota_cache, &ch)
+            });
         },
     );
     let recorder = |c: &kube::Client, name| spindle_meta::events::Recorder::new(c.clone(), name);
@@ -274,6 +283,10 @@ where
         let events = recorder(&c, local_path::COMPONENT);
         local_path::run(c.clone(), events, provision_queue.clone(), v.clone())
     });
+    let c = client_for(identity::RESOURCE_QUOTA);
+    let resourcequota = supervise("resourcequota", move || {
+        resourcequota::run(c.clone(), quota_queue.clone(), quotas.clone())
+    });
     let sa_queue = runtime::Queue::new();
     let sa_caches = serviceaccount::caches(client, sa_queue.clone());
     let sa_writers = serviceaccount::Writers {
@@ -351,6 +364,7 @@ where
         ephemeral,
         binder,
         local_path,
+        resourcequota,
         aggregation,
         serviceaccounts,
         accounts,

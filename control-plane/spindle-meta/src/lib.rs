@@ -11,6 +11,7 @@ pub mod lease;
 pub mod names;
 pub mod node_certificate;
 pub mod quantity;
+pub mod quota;
 pub mod selector;
 pub mod storage;
 pub mod tls;

@@ -29,6 +29,7 @@ mod format;
 mod obj;
 mod pod;
 mod policy;
+mod quota;
 mod rbac;
 mod service;
 mod storage;

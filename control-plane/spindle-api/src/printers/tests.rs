@@ -32,6 +32,7 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
         ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
         ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
+        ("", "ResourceQuota") => &quota::RESOURCE_QUOTA,
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             &certificates::CERTIFICATE_SIGNING_REQUEST
@@ -81,6 +82,8 @@ const KINDS: &[(&str, &str)] = &[
     ("", "PersistentVolume"),
     ("", "PersistentVolumeClaim"),
     ("storage.k8s.io", "StorageClass"),
+    ("", "ResourceQuota"),
+    ("", "LimitRange"),
     ("example.com", "Widget"),
 ];
 
@@ -149,6 +152,9 @@ fn realistic(group: &str, kind: &str) -> Value {
             "storageClassName": "manual", "resources": {"requests": {"storage": "1Gi"}}},
             "status": {"phase": "Bound", "capacity": {"storage": "2Gi"},
                 "accessModes": ["ReadWriteOnce"]}}),
+        ("", "ResourceQuota") => json!({"spec": {"hard": {"pods": "2"}},
+            "status": {"hard": {"pods": "2", "limits.cpu": "2", "requests.memory": "1Gi"},
+                "used": {"pods": "1", "requests.memory": "536870912"}}}),
         ("storage.k8s.io", "StorageClass") => json!({"provisioner": "spindle.dev/local-path",
             "volumeBindingMode": "WaitForFirstConsumer"}),
         _ => json!({}),
@@ -809,4 +815,21 @@ fn csr_rows_show_signer_requestor_duration_and_condition_as_kubectl_does() {
         json!({"conditions": [{"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}, {"type": "Failed", "status": "True"}]}),
     );
     assert_eq!(both[4..], [json!("10m"), json!("Denied,Failed")]);
+}
+
+/// kubectl's `pods: 1/2` cells: requests and counts apart from limits, names sorted,
+/// quantities in canonical form, an absent usage as 0.
+#[test]
+fn resource_quota_cells_show_used_over_hard() {
+    let row = cells("", "ResourceQuota", &realistic("", "ResourceQuota"), now());
+    assert_eq!(row[1], json!("5m"));
+    assert_eq!(row[2], json!("pods: 1/2, requests.memory: 536870912/1Gi"));
+    assert_eq!(row[3], json!("limits.cpu: 0/2"));
+    let empty = cells(
+        "",
+        "ResourceQuota",
+        &json!({"metadata": {"name": "q"}}),
+        now(),
+    );
+    assert_eq!(empty[2], json!(""));
 }

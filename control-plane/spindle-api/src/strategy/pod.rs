@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
+use spindle_meta::quota::quantity;
 use spindle_meta::Quantity;
 
 use super::{reset_status, Strategy, Subresource};
@@ -63,6 +64,7 @@ impl Strategy for Pods {
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             default_pod_spec(spec);
+            requests_from_limits(spec);
         }
     }
 
@@ -121,6 +123,31 @@ impl Strategy for Pods {
     }
 }
 
+/// `SetDefaults_Pod`: a container's limit is its request where it names none (for pods
+/// only, not templates), before admission gives the LimitRange defaults.
+fn requests_from_limits(spec: &mut Value) {
+    for field in ["containers", "initContainers"] {
+        let containers = spec.get_mut(field).and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
+            let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            let requests = res.entry("requests").or_insert_with(|| json!({}));
+            if requests.is_null() {
+                *requests = json!({});
+            }
+            if let Some(requests) = requests.as_object_mut() {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
 /// A pod's QoS class from its spec, as Kubernetes' `GetPodQOS`: the CPU and memory
 /// requests and limits (a request defaults to its limit) summed over the containers and
 /// compared as exact quantities, so `1Gi` and `1024Mi` are equal.
@@ -162,16 +189,6 @@ pub fn qos_class(spec: &Value) -> &'static str {
 fn add<'a>(sums: &mut BTreeMap<&'a str, Quantity>, r: &'a str, q: Quantity) {
     let sum = sums.get(r).map_or(q, |s| s.saturating_add(q));
     sums.insert(r, sum);
-}
-
-/// A quantity as JSON writes it (a string, or a bare number); None when unreadable,
-/// which validation then refuses.
-fn quantity(v: &Value) -> Option<Quantity> {
-    match v {
-        Value::String(s) => Quantity::parse(s).ok(),
-        Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
+mod quota;
 mod rbac;
 mod service;
 mod stateful_set;
@@ -35,6 +36,7 @@ pub(crate) use persistent_volume::{
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
+pub(crate) use quota::{validate_limit_range, validate_resource_quota};
 pub(crate) use rbac::{
     validate_aggregation_rule, validate_binding, validate_binding_update, validate_rules,
     RBAC_GROUP,

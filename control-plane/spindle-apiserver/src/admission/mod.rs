@@ -5,9 +5,11 @@
 //! at the resource itself (plugins are about particular resources, the REST path is not).
 
 mod default_toleration_seconds;
+mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
 mod rbac_escalation;
+mod resource_quota;
 mod service_account;
 mod storage;
 
@@ -19,9 +21,11 @@ use crate::status::{ApiError, ApiResult};
 use crate::{AppState, User};
 
 pub use default_toleration_seconds::DefaultTolerationSeconds;
+pub use limit_ranger::LimitRanger;
 pub use namespace_lifecycle::{refuse_immortal, NamespaceLifecycle};
 pub use node_restriction::{check_delete, check_eviction, check_token, NodeRestriction};
 pub use rbac_escalation::RbacEscalation;
+pub use resource_quota::ResourceQuota;
 pub use service_account::ServiceAccount;
 pub use storage::{DefaultStorageClass, PersistentVolumeClaimResize, StorageObjectInUseProtection};
 
@@ -80,6 +84,7 @@ pub trait Admission: Send + Sync {
 /// the ones Spindle implements.
 pub const PLUGINS: &[&dyn Admission] = &[
     &NamespaceLifecycle,
+    &LimitRanger,
     &ServiceAccount,
     &NodeRestriction,
     &DefaultTolerationSeconds,
@@ -87,6 +92,7 @@ pub const PLUGINS: &[&dyn Admission] = &[
     &StorageObjectInUseProtection,
     &PersistentVolumeClaimResize,
     &RbacEscalation,
+    &ResourceQuota,
 ];
 
 /// Run the mutating phase of every plugin that handles the operation, in order.

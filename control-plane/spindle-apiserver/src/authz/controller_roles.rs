@@ -257,6 +257,14 @@ pub fn roles() -> Vec<Value> {
             ],
         ),
         controller(
+            "resourcequota-controller",
+            vec![
+                // Quota may count anything, so it may read everything.
+                r(&["list", "watch"], &["*"], &["*"]),
+                r(&["update"], &[""], &["resourcequotas/status"]),
+            ],
+        ),
+        controller(
             "root-ca-cert-publisher",
             vec![r(&["create", "update"], &[""], &["configmaps"])],
         ),
