@@ -1,7 +1,7 @@
 //! The one table of kinds.
 
 use k8s_openapi::api::{
-    apps, batch, certificates, coordination, core, discovery, policy, rbac, storage,
+    apps, batch, certificates, coordination, core, discovery, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
@@ -530,6 +530,16 @@ impl Registry {
                 Opts {
                     strategy: &strategy::StorageClasses,
                     short_names: &["sc"],
+                    ..NONE
+                },
+            ),
+            // After storage, as kube-apiserver's discovery orders the groups.
+            entry::<scheduling::v1::PriorityClass>(
+                "priorityclass",
+                false,
+                Opts {
+                    strategy: &strategy::PriorityClasses,
+                    short_names: &["pc"],
                     ..NONE
                 },
             ),

@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use serde_json::json;
+use serde_json::{json, Value};
 use spindle_api::openapi::OpenApi;
+use spindle_api::validation::SYSTEM_PRIORITY_CLASSES;
 use spindle_api::Registry;
 use spindle_store::{SledStore, SledStoreOptions};
 use tokio::net::TcpListener;
@@ -123,23 +124,39 @@ fn tls_config(pki: &pki::Pki) -> Result<(rustls::ServerConfig, Arc<ClientCerts>)
 
 /// Namespaces every cluster has.
 async fn bootstrap(st: &AppState) -> Result<()> {
-    let Some(ns_kind) = st.reg.by_resource("", "v1", "namespaces") else {
-        return Ok(());
-    };
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let k = rest::key(ns_kind, None, Some(ns));
-        if st.store.get(&k).await?.is_none() {
-            let mut obj = json!({"apiVersion": ns_kind.api_version(), "kind": ns_kind.kind, "metadata": {
-                "name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": rest::now_rfc3339(),
-            }});
-            ns_kind.default_object(&mut obj);
-            match st.store.create(&k, serde_json::to_vec(&obj)?).await {
-                Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        ensure(st, "", "namespaces", json!({"metadata": {"name": ns}})).await?;
+    }
+    // The `scheduling/bootstrap-system-priority-classes` post-start hook's classes.
+    for (name, value, description) in [
+        ("system-node-critical", SYSTEM_PRIORITY_CLASSES[0].1, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", SYSTEM_PRIORITY_CLASSES[1].1, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let pc = json!({"metadata": {"name": name}, "value": value, "description": description});
+        ensure(st, "scheduling.k8s.io", "priorityclasses", pc).await?;
     }
     Ok(())
+}
+
+/// Create a cluster-scoped object the server starts with, unless it exists.
+async fn ensure(st: &AppState, group: &str, plural: &str, mut obj: Value) -> Result<()> {
+    let Some(kind) = st.reg.by_resource(group, "v1", plural) else {
+        return Ok(());
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let k = rest::key(kind, None, Some(&name));
+    if st.store.get(&k).await?.is_some() {
+        return Ok(());
+    }
+    obj["apiVersion"] = json!(kind.api_version());
+    obj["kind"] = json!(kind.kind);
+    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    obj["metadata"]["creationTimestamp"] = json!(rest::now_rfc3339());
+    kind.default_object(&mut obj);
+    match st.store.create(&k, serde_json::to_vec(&obj)?).await {
+        Ok(_) | Err(spindle_store::StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A running API server.

@@ -13,6 +13,9 @@ use rand::Rng;
 use crate::algorithm::{self, Candidate, Diagnosis, InterState, Reason, SpreadState, Usage};
 use crate::model::{NodeInfo, PodMeta, Resources, SchedPod};
 
+mod preempt;
+pub use preempt::Preemption;
+
 struct Slot {
     node: Option<NodeInfo>,
     usage: Usage,
@@ -29,6 +32,28 @@ struct Placement {
     meta: Arc<PodMeta>,
     /// Decided by us, not yet seen bound by the watch.
     assumed: bool,
+    /// For preemption: who the pod is and how much it matters.
+    name: String,
+    priority: i32,
+}
+
+/// Count a placement on (sign 1) or off (sign -1) a node's usage.
+fn apply(u: &mut Usage, p: &Placement, sign: i64) {
+    u.requested.add(&p.requests, sign);
+    u.pods += sign;
+    u.nz_cpu = u.nz_cpu.saturating_add(sign.saturating_mul(p.nz_cpu));
+    u.nz_memory = u.nz_memory.saturating_add(sign.saturating_mul(p.nz_memory));
+    if let Some(k) = p.spread_key {
+        let n = u.spread.entry(k).or_insert(0);
+        if sign > 0 {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                u.spread.remove(&k);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -121,22 +146,7 @@ impl Cache {
     }
 
     fn apply(&mut self, p: &Placement, sign: i64) {
-        let u = &mut self.slots[p.slot].usage;
-        u.requested.add(&p.requests, sign);
-        u.pods += sign;
-        u.nz_cpu = u.nz_cpu.saturating_add(sign.saturating_mul(p.nz_cpu));
-        u.nz_memory = u.nz_memory.saturating_add(sign.saturating_mul(p.nz_memory));
-        if let Some(k) = p.spread_key {
-            let n = u.spread.entry(k).or_insert(0);
-            if sign > 0 {
-                *n += 1;
-            } else {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    u.spread.remove(&k);
-                }
-            }
-        }
+        apply(&mut self.slots[p.slot].usage, p, sign);
     }
 
     fn place(&mut self, key: &str, slot: usize, pod: &SchedPod, assumed: bool) {
@@ -149,6 +159,8 @@ impl Cache {
             spread_key: pod.spread_key,
             meta: pod.meta.clone(),
             assumed,
+            name: pod.name.clone(),
+            priority: pod.priority,
         };
         self.apply(&p, 1);
         if !p.meta.anti_required.is_empty() {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use spindle_meta::events::{EventType, Recorder};
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 pub use crate::fit::{NodeFit, PodFit};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Preemption};
 use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::queue::Queue;
 
@@ -172,6 +172,8 @@ struct Scheduler {
     reports: Arc<Semaphore>,
     events: EventQueue,
     volumes: volumes::Volumes,
+    /// Pod key -> the node its preemption made room on (status.nominatedNodeName).
+    nominated: std::collections::HashMap<String, String>,
     nodes_synced: bool,
     pods_synced: bool,
     node_buf: Vec<NodeInfo>,
@@ -200,6 +202,7 @@ impl Scheduler {
             reports,
             events,
             volumes,
+            nominated: Default::default(),
             nodes_synced: false,
             pods_synced: false,
             node_buf: Vec::new(),
@@ -302,6 +305,7 @@ impl Scheduler {
             Msg::PodApply(rec) => self.apply_pod(rec, now),
             Msg::PodDelete(key) => {
                 self.queue.remove(&key);
+                self.nominated.remove(&key);
                 if self.cache.unplace(&key) {
                     self.queue.cluster_changed(now);
                 }
@@ -330,6 +334,7 @@ impl Scheduler {
         let key = rec.key.as_str();
         if let Some(node) = &rec.node_name {
             self.queue.remove(key);
+            self.nominated.remove(key);
             if rec.terminal {
                 // Finished pods hold nothing.
                 if self.cache.unplace(key) {
@@ -414,9 +419,42 @@ impl Scheduler {
                         volumes,
                     ));
                 }
-                Err(diagnosis) => self.not_placed(key, pod, diagnosis.message(), now),
+                Err(diagnosis) => {
+                    let mut message = diagnosis.message();
+                    if diagnosis.nodes > 0 {
+                        if let Err(why) = self.try_preempt(&key, &pod) {
+                            message = format!("{message} preemption: {why}");
+                        }
+                    }
+                    self.not_placed(key, pod, message, now);
+                }
             }
         }
+    }
+
+    /// kube-scheduler's PostFilter: make room by evicting lower-priority pods. On success
+    /// the pod waits (unschedulable) until its victims are gone and the cluster change
+    /// wakes it; the error is the "preemption:" part of the FailedScheduling message.
+    fn try_preempt(&mut self, key: &str, pod: &Arc<SchedPod>) -> Result<(), String> {
+        if pod.preempt_never {
+            return Err("not eligible due to preemptionPolicy=Never.".into());
+        }
+        // Victims of an earlier round still terminating: wait for them, not for more.
+        if let Some(node) = self.nominated.get(key) {
+            if self.cache.lower_terminating_on(node, pod.priority) {
+                return Err("not eligible due to a terminating pod on the nominated node.".into());
+            }
+        }
+        let p = self.cache.preempt(pod)?;
+        tracing::info!(pod = %pod.name, node = %p.node, victims = p.victims.len(), "preempting");
+        self.nominated.insert(key.to_string(), p.node.clone());
+        tokio::spawn(preempt(
+            self.client.clone(),
+            self.events.clone(),
+            pod.clone(),
+            p,
+        ));
+        Ok(())
     }
 
     /// The pod fits nowhere: count it, and report it once per distinct reason.
@@ -496,13 +534,13 @@ async fn bind(
             "Successfully assigned {}/{} to {}",
             pod.namespace, pod.name, node
         );
-        events.record(pod, EventType::Normal, "Scheduled", msg);
+        events.record(pod_ref(&pod), EventType::Normal, "Scheduled", msg);
     }
 }
 
 /// One event to record.
 struct EventReq {
-    pod: Arc<SchedPod>,
+    regarding: ObjectReference,
     type_: EventType,
     reason: &'static str,
     message: String,
@@ -524,9 +562,8 @@ impl EventQueue {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(ev) = next else { return };
-                    let regarding = pod_ref(&ev.pod);
                     recorder
-                        .publish(&regarding, ev.type_, ev.reason, &ev.message)
+                        .publish(&ev.regarding, ev.type_, ev.reason, &ev.message)
                         .await;
                 }
             });
@@ -534,9 +571,15 @@ impl EventQueue {
         EventQueue(tx)
     }
 
-    fn record(&self, pod: Arc<SchedPod>, type_: EventType, reason: &'static str, message: String) {
+    fn record(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &'static str,
+        message: String,
+    ) {
         let _ = self.0.send(EventReq {
-            pod,
+            regarding,
             type_,
             reason,
             message,
@@ -571,7 +614,55 @@ async fn report_unschedulable(
     {
         tracing::debug!(pod = %pod.name, error = %e, "could not set PodScheduled=False");
     }
-    events.record(pod, EventType::Warning, "FailedScheduling", message);
+    events.record(
+        pod_ref(&pod),
+        EventType::Warning,
+        "FailedScheduling",
+        message,
+    );
+}
+
+/// Carry out a preemption: the pod's status.nominatedNodeName, then each victim deleted
+/// gracefully with a Preempted event, as kube-scheduler's `prepareCandidate`.
+async fn preempt(client: Client, events: EventQueue, pod: Arc<SchedPod>, p: Preemption) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+    let patch = serde_json::json!({"status": {"nominatedNodeName": p.node}});
+    if let Err(e) = api
+        .patch_status(&pod.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        tracing::debug!(pod = %pod.name, error = %e, "could not set nominatedNodeName");
+    }
+    for v in p.victims {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &v.namespace);
+        // The key is the uid unless the pod had none: evict this pod, not a namesake.
+        let uid = (!v.key.contains('/')).then(|| v.key.clone());
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&v.name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => continue,
+            Err(e) => {
+                tracing::warn!(victim = %v.name, error = %e, "could not delete preemption victim");
+                continue;
+            }
+        }
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(v.name.clone()),
+            namespace: Some(v.namespace.clone()),
+            uid,
+            ..ObjectReference::default()
+        };
+        let msg = format!("Preempted by pod {} on node {}", pod.uid, p.node);
+        events.record(regarding, EventType::Normal, "Preempted", msg);
+    }
 }
 
 /// The reference an Event about a pod carries.

@@ -554,6 +554,8 @@ pub struct SchedPod {
     pub namespace: String,
     pub name: String,
     pub priority: i32,
+    /// `preemptionPolicy: Never`: the pod waits rather than evict lower-priority pods.
+    pub preempt_never: bool,
     pub requests: Resources,
     /// Requests for scoring, with defaults for best-effort containers.
     pub nz_cpu: i64,
@@ -690,6 +692,7 @@ impl PodRecord {
                 namespace,
                 name,
                 priority: spec.and_then(|s| s.priority).unwrap_or(0),
+                preempt_never: spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never"),
                 requests,
                 nz_cpu,
                 nz_memory,

@@ -277,6 +277,7 @@ mod tests {
             namespace: "default".into(),
             name: name.into(),
             priority,
+            preempt_never: false,
             requests: Default::default(),
             nz_cpu: 0,
             nz_memory: 0,

@@ -856,3 +856,66 @@ fn spread_honours_node_taints_when_asked() {
         assert!(place(&mut c, &format!("h{i}"), &p).is_ok(), "h{i}");
     }
 }
+
+fn prioritized(name: &str, cpu: &str, priority: i32) -> SchedPod {
+    pod(
+        name,
+        json!({"spec": {"priority": priority, "containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": cpu}}}]}}),
+    )
+}
+
+#[test]
+fn preemption_evicts_the_fewest_least_important_pods() {
+    let mut c = cache_with(vec![
+        node("a", "2", "4Gi", "110", json!({})),
+        node("b", "2", "4Gi", "110", json!({})),
+    ]);
+    // a: two small low pods; b: one big pod of middle priority.
+    for (key, n, p) in [
+        ("a1", "a", prioritized("a1", "1", 1)),
+        ("a2", "a", prioritized("a2", "1", 2)),
+        ("b1", "b", prioritized("b1", "2", 5)),
+    ] {
+        c.observe_bound(key, n, &p);
+    }
+    let high = prioritized("high", "1", 100);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    assert!(c.decide(&high, &mut rng).is_err());
+    let p = c.preempt(&high).expect("room can be made");
+    // On a the most important candidate (a2) is reprieved; one victim of priority 1
+    // beats b's victim of priority 5.
+    assert_eq!(p.node, "a");
+    let victims: Vec<&str> = p.victims.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(victims, ["a1"]);
+
+    // Nothing of lower priority to evict: kube's wording, per node.
+    let low = prioritized("low", "1", 0);
+    assert_eq!(
+        c.preempt(&low),
+        Err("0/2 nodes are available: 2 No preemption victims found for incoming pod.".into())
+    );
+    // A node the pod cannot use whatever is evicted is not helped by preemption.
+    let mut t = cache_with(vec![node(
+        "t",
+        "2",
+        "4Gi",
+        "110",
+        json!({"spec": {"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}}),
+    )]);
+    t.observe_bound("x", "t", &prioritized("x", "2", 1));
+    assert_eq!(
+        t.preempt(&high),
+        Err("0/1 nodes are available: 1 Preemption is not helpful for scheduling.".into())
+    );
+    // Victims already terminating are waited for, not preempted again.
+    let dying = pod(
+        "a1",
+        json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"priority": 1, "containers": [{"name": "c", "image": "x",
+            "resources": {"requests": {"cpu": "1"}}}]}}),
+    );
+    c.observe_bound("a1", "a", &dying);
+    assert!(c.lower_terminating_on("a", 100));
+    assert!(!c.lower_terminating_on("b", 100));
+}

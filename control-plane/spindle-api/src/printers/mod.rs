@@ -29,6 +29,7 @@ mod format;
 mod obj;
 mod pod;
 mod policy;
+mod priority_class;
 mod quota;
 mod rbac;
 mod service;

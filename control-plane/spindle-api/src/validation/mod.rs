@@ -14,6 +14,7 @@ mod persistent_volume;
 mod pod;
 mod pod_log;
 mod policy;
+mod priority_class;
 mod quota;
 mod rbac;
 mod service;
@@ -36,6 +37,8 @@ pub(crate) use persistent_volume::{
 pub(crate) use pod::{validate_pod_spec, RESTART_ANY};
 pub use pod_log::{validate_pod_log_options, PodLogLimits};
 pub(crate) use policy::validate_disruption_budget;
+pub use priority_class::SYSTEM_PRIORITY_CLASSES;
+pub(crate) use priority_class::{validate_priority_class, validate_priority_class_update};
 pub(crate) use quota::{validate_limit_range, validate_resource_quota};
 pub(crate) use rbac::{
     validate_aggregation_rule, validate_binding, validate_binding_update, validate_rules,

@@ -8,6 +8,7 @@ mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
+mod priority;
 mod rbac_escalation;
 mod resource_quota;
 mod service_account;
@@ -24,6 +25,7 @@ pub use default_toleration_seconds::DefaultTolerationSeconds;
 pub use limit_ranger::LimitRanger;
 pub use namespace_lifecycle::{refuse_immortal, NamespaceLifecycle};
 pub use node_restriction::{check_delete, check_eviction, check_token, NodeRestriction};
+pub use priority::Priority;
 pub use rbac_escalation::RbacEscalation;
 pub use resource_quota::ResourceQuota;
 pub use service_account::ServiceAccount;
@@ -79,7 +81,7 @@ pub trait Admission: Send + Sync {
 }
 
 /// The enabled plugins in kube-apiserver's default order (NamespaceLifecycle,
-/// LimitRanger, ServiceAccount, NodeRestriction, ..., DefaultTolerationSeconds, ..., DefaultStorageClass,
+/// LimitRanger, ServiceAccount, NodeRestriction, ..., Priority, DefaultTolerationSeconds, ..., DefaultStorageClass,
 /// StorageObjectInUseProtection, ..., PersistentVolumeClaimResize, ..., ResourceQuota);
 /// the ones Spindle implements.
 pub const PLUGINS: &[&dyn Admission] = &[
@@ -87,6 +89,7 @@ pub const PLUGINS: &[&dyn Admission] = &[
     &LimitRanger,
     &ServiceAccount,
     &NodeRestriction,
+    &Priority,
     &DefaultTolerationSeconds,
     &DefaultStorageClass,
     &StorageObjectInUseProtection,
