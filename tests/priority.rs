@@ -79,7 +79,7 @@ fn priority_classes_and_priority_admission() {
             &["create", "priorityclass", &huge, "--value=1000000001"],
         );
         assert!(
-            err.contains(&format!("The PriorityClass.scheduling.k8s.io \"{huge}\" is invalid: value: Forbidden: maximum allowed value of a user defined priority is 1000000000")),
+            err.contains(&format!("PriorityClass.scheduling.k8s.io \"{huge}\" is invalid: value: Forbidden: maximum allowed value of a user defined priority is 1000000000")),
             "{err}"
         );
         let err = c.fails(

@@ -35,6 +35,7 @@ mod core;
 mod json;
 mod meta;
 mod rbac;
+mod scheduling;
 mod workloads;
 
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
@@ -124,6 +125,7 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
     use k8s_pb::api::{
         apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch,
         certificates::v1 as certificates, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
+        scheduling::v1 as scheduling,
     };
     use k8s_pb::apimachinery::pkg::apis::meta::v1 as metav1;
     let fields = match (api_version.as_str(), kind.as_str()) {
@@ -177,6 +179,9 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
         // stamps it with whichever version the calling client uses.
         ("certificates.k8s.io/v1", "CertificateSigningRequest") => {
             convert::<certificates::CertificateSigningRequest>(&kind, &raw)?
+        }
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            convert::<scheduling::PriorityClass>(&kind, &raw)?
         }
         (_, "DeleteOptions") => convert::<metav1::DeleteOptions>(&kind, &raw)?,
         _ => return Err(DecodeError::Unsupported { api_version, kind }),
