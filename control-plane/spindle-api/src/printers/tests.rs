@@ -33,6 +33,7 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
         ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
         ("", "ResourceQuota") => &quota::RESOURCE_QUOTA,
+        ("scheduling.k8s.io", "PriorityClass") => &priority_class::PRIORITY_CLASS,
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             &certificates::CERTIFICATE_SIGNING_REQUEST
@@ -832,4 +833,28 @@ fn resource_quota_cells_show_used_over_hard() {
         now(),
     );
     assert_eq!(empty[2], json!(""));
+}
+
+#[test]
+fn priority_classes_print_value_default_and_policy() {
+    let names: Vec<&str> = columns("scheduling.k8s.io", "PriorityClass")
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["Name", "Value", "Global-Default", "Age", "PreemptionPolicy"]
+    );
+    let pc = json!({"metadata": {"name": "high"}, "value": 1000,
+        "preemptionPolicy": "PreemptLowerPriority"});
+    let row = cells("scheduling.k8s.io", "PriorityClass", &pc, now());
+    assert_eq!(
+        [&row[0], &row[1], &row[2], &row[4]],
+        [
+            &json!("high"),
+            &json!(1000),
+            &json!(false),
+            &json!("PreemptLowerPriority")
+        ]
+    );
 }

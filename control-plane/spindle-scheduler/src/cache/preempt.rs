@@ -14,6 +14,10 @@ use super::{apply, Cache, Placement};
 use crate::algorithm::{self, Reason};
 use crate::model::SchedPod;
 
+/// A node's victims ranked as kube-scheduler ranks them (highest victim priority, sum
+/// of priorities, count: lower is better), with the node's slot.
+type Ranked<'a> = ((i32, i64, usize), usize, Vec<(&'a String, &'a Placement)>);
+
 /// A pod to evict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Victim {
@@ -58,7 +62,7 @@ impl Cache {
             }
         }
         let (mut no_victims, mut not_helpful) = (0usize, 0usize);
-        let mut best: Option<((i32, i64, usize), usize, Vec<(&String, &Placement)>)> = None;
+        let mut best: Option<Ranked<'_>> = None;
         let mut reasons = Vec::new();
         for &slot in &self.live {
             let s = &self.slots[slot];
