@@ -497,7 +497,7 @@ fn pod_anti_affinity_and_topology_spread_place_replicas() {
             "-o",
             r#"jsonpath={.items[*].status.conditions[?(@.type=="PodScheduled")].message}"#,
         ],
-        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.",
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.",
         MINUTE,
     );
 

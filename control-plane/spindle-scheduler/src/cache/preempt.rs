@@ -92,8 +92,9 @@ impl Cache {
                 }
             }
             if victims.is_empty() {
-                // It fits without evicting anyone: what keeps it off is not resources.
-                not_helpful += 1;
+                // It fits without evicting anyone: an inter-pod rule keeps it off, which
+                // kube-scheduler counts as resolvable but finds no victims for here.
+                no_victims += 1;
                 continue;
             }
             let rank = (
