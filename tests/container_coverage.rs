@@ -97,22 +97,6 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
-/// `reason` events of `pod`, their messages.
-fn events(c: &Cluster, pod: &str, reason: &str) -> String {
-    let selector = format!("involvedObject.name={pod},reason={reason}");
-    c.ok(
-        KUBECTL_DEFAULT,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            &selector,
-            "-o",
-            "jsonpath={.items[*].message}",
-        ],
-    )
-}
-
 /// CapEff of a root process with containerd CRI's default capabilities (CHOWN,
 /// DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
 /// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP), less CHOWN (bit 0) and NET_RAW
@@ -531,7 +515,10 @@ fn grace_period_privileged_and_on_failure() {
         WAIT,
     );
     assert_eq!(task_pid(&c, &id), None);
-    assert_eq!(events(&c, "stubborn", "Killing"), "Stopping container main");
+    assert_eq!(
+        c.event_messages("involvedObject.name=stubborn,reason=Killing"),
+        "Stopping container main"
+    );
 
     // The privileged container: every capability the agent has (as this test, whose
     // child it is), unfiltered, as under containerd's CRI.

@@ -18,15 +18,6 @@ fn pod(name: &str, spec: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}  containers:\n  - name: c\n    image: registry.local/x:v1\n    resources:\n      requests:\n        cpu: 800m\n")
 }
 
-fn create(c: &Cluster, manifest: &str) {
-    let out = c.apply_stdin(K, &["create", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn refused(c: &Cluster, manifest: &str) -> String {
     let out = c.apply_stdin(K, &["create", "-f", "-"], manifest);
     assert!(!out.status.success(), "created: {manifest}");
@@ -109,12 +100,12 @@ fn priority_classes_and_priority_admission() {
     }
 
     // Admission: the class's value, 0 without one, refusals in kube's words.
-    create(&c, &pod("plain", ""));
+    c.create(&pod("plain", ""));
     assert_eq!(
         c.pod_field("plain", "{.spec.priority} {.spec.preemptionPolicy}"),
         "0 PreemptLowerPriority"
     );
-    create(&c, &pod("important", "  priorityClassName: high-0\n"));
+    c.create(&pod("important", "  priorityClassName: high-0\n"));
     assert_eq!(c.pod_field("important", "{.spec.priority}"), "1000");
     let err = refused(&c, &pod("lost", "  priorityClassName: nope\n"));
     assert!(
@@ -156,7 +147,7 @@ fn priority_classes_and_priority_admission() {
         err.contains("priorityclasses.scheduling.k8s.io \"second\" is forbidden: PriorityClass fallback is already marked as default. Only one default can exist"),
         "{err}"
     );
-    create(&c, &pod("defaulted", ""));
+    c.create(&pod("defaulted", ""));
     assert_eq!(
         c.pod_field(
             "defaulted",
@@ -166,26 +157,11 @@ fn priority_classes_and_priority_admission() {
     );
 }
 
-fn events(c: &Cluster, pod: &str, reason: &str) -> String {
-    let selector = format!("involvedObject.name={pod},reason={reason}");
-    c.ok(
-        K,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            &selector,
-            "-o",
-            "jsonpath={.items[*].message}",
-        ],
-    )
-}
-
 fn wait_events(c: &Cluster, pod: &str, reason: &str, want: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     let mut last = String::new();
     while std::time::Instant::now() < deadline {
-        last = events(c, pod, reason);
+        last = c.event_messages(&format!("involvedObject.name={pod},reason={reason}"));
         if last.contains(want) {
             return;
         }
@@ -212,7 +188,7 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
         ],
     );
 
-    create(&c, &pod("victim", "  priorityClassName: low\n"));
+    c.create(&pod("victim", "  priorityClassName: low\n"));
     c.wait_pod_field(
         "victim",
         "{.status.phase} {.spec.nodeName}",
@@ -222,7 +198,7 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
     let victim_uid = c.pod_field("victim", "{.metadata.uid}");
 
     // Higher, but never preempts: it waits, and says why.
-    create(&c, &pod("polite", "  priorityClassName: polite\n"));
+    c.create(&pod("polite", "  priorityClassName: polite\n"));
     wait_events(
         &c,
         "polite",
@@ -231,7 +207,7 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
     );
     c.ok(K, &["delete", "pod", "polite"]);
 
-    create(&c, &pod("preemptor", "  priorityClassName: high\n"));
+    c.create(&pod("preemptor", "  priorityClassName: high\n"));
     c.wait_pod_field(
         "preemptor",
         "{.status.phase} {.spec.nodeName}",
@@ -269,7 +245,7 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_node() {
     );
 
     // Nothing lower left to evict: the lower pod waits, with kube's preemption text.
-    create(&c, &pod("late", "  priorityClassName: low\n"));
+    c.create(&pod("late", "  priorityClassName: low\n"));
     wait_events(
         &c,
         "late",

@@ -65,15 +65,6 @@ fn web_pods_on(c: &Cluster, node: &str) -> usize {
     .count()
 }
 
-fn create(c: &Cluster, manifest: &str) {
-    let out = c.apply_stdin(K, &["create", "-f", "-"], manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn scheduler_honours_selectors_affinity_taints_and_resources() {
     let c = Cluster::start();
@@ -86,11 +77,11 @@ fn scheduler_honours_selectors_affinity_taints_and_resources() {
     c.ok(K, &["label", "node", "n-1", "disk=ssd"]);
     c.ok(K, &["taint", "node", "n-2", "dedicated=batch:NoSchedule"]);
 
-    create(&c, &pod("wants-ssd", "  nodeSelector:\n    disk: ssd\n"));
+    c.create(&pod("wants-ssd", "  nodeSelector:\n    disk: ssd\n"));
     assert_eq!(node_of(&c, "wants-ssd"), "n-1");
 
     let affinity = "  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {key: kubernetes.io/hostname, operator: In, values: [n-0, n-2]}\n";
-    create(&c, &pod("affine", affinity));
+    c.create(&pod("affine", affinity));
     assert_eq!(
         node_of(&c, "affine"),
         "n-0",
@@ -98,38 +89,29 @@ fn scheduler_honours_selectors_affinity_taints_and_resources() {
     );
 
     let tolerant = "  tolerations:\n  - {key: dedicated, operator: Equal, value: batch, effect: NoSchedule}\n  nodeSelector:\n    kubernetes.io/hostname: n-2\n";
-    create(&c, &pod("tolerant", tolerant));
+    c.create(&pod("tolerant", tolerant));
     assert_eq!(node_of(&c, "tolerant"), "n-2");
-    create(
-        &c,
-        &pod(
-            "intolerant",
-            "  nodeSelector:\n    kubernetes.io/hostname: n-2\n",
-        ),
-    );
+    c.create(&pod(
+        "intolerant",
+        "  nodeSelector:\n    kubernetes.io/hostname: n-2\n",
+    ));
 
     // Requests: 1500m on 2-cpu nodes fits once per node.
     let big = "    resources:\n      requests:\n        cpu: 1500m\n";
     for i in 0..2 {
-        create(
-            &c,
-            &pod(
-                &format!("big-{i}"),
-                &format!("{big}  tolerations:\n  - {{key: dedicated, operator: Exists}}\n"),
-            ),
-        );
+        c.create(&pod(
+            &format!("big-{i}"),
+            &format!("{big}  tolerations:\n  - {{key: dedicated, operator: Exists}}\n"),
+        ));
     }
     let b0 = node_of(&c, "big-0");
     let b1 = node_of(&c, "big-1");
     assert_ne!(b0, b1, "two 1500m pods cannot share a 2-cpu node");
 
-    create(
-        &c,
-        &pod(
-            "impossible",
-            "    resources:\n      requests:\n        cpu: \"64\"\n",
-        ),
-    );
+    c.create(&pod(
+        "impossible",
+        "    resources:\n      requests:\n        cpu: \"64\"\n",
+    ));
     c.wait_for_output(
         &[
             "get",

@@ -275,6 +275,32 @@ impl Cluster {
         );
     }
 
+    /// `kubectl create -f -` of `manifest` with the default kubectl; panics on failure.
+    pub fn create(&self, manifest: &str) {
+        let out = self.apply_stdin(KUBECTL_DEFAULT, &["create", "-f", "-"], manifest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The messages of the events matching the field `selector` in the default
+    /// namespace (e.g. `involvedObject.name=p,reason=Killing`), space-separated.
+    pub fn event_messages(&self, selector: &str) -> String {
+        self.ok(
+            KUBECTL_DEFAULT,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                selector,
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        )
+    }
+
     /// kubectl with `input` on its stdin (apply -f -, exec -i, attach -i), within
     /// `kubectl_limit(args)`.
     pub fn apply_stdin(&self, kubectl: &str, args: &[&str], input: &str) -> Output {
