@@ -31,8 +31,7 @@ impl EventType {
     }
 }
 
-/// Events a rate-limited recorder holds before it drops new ones (client-go's
-/// maxQueuedEvents).
+/// Events a recorder holds before it drops new ones (client-go's maxQueuedEvents).
 const QUEUE_LEN: usize = 1000;
 
 #[derive(Clone)]
@@ -46,13 +45,13 @@ struct Inner {
     /// The node a kubelet-like reporter runs on (EventSource.host, reportingInstance).
     host: Option<String>,
     correlator: Mutex<Correlator>,
-    /// Writes per second and burst, for a recorder that queues (the kubelet's
-    /// eventRecordQPS and eventBurst); None writes at once.
+    /// Writes per second and burst (the kubelet's eventRecordQPS and eventBurst); None
+    /// writes as fast as the API server answers.
     rate: Option<(f64, f64)>,
     queue: OnceLock<mpsc::Sender<Pending>>,
 }
 
-/// An event waiting in a rate-limited recorder's queue.
+/// An event waiting in a recorder's queue.
 struct Pending {
     regarding: ObjectReference,
     ty: EventType,
@@ -114,8 +113,12 @@ impl Recorder {
         }
     }
 
-    /// Record an event; failures are logged, never fatal to the caller's reconcile. A
-    /// rate-limited recorder only queues it.
+    /// Record an event; failures are logged, never fatal to the caller's reconcile. The
+    /// event is only queued: one writer per recorder writes them in the order published,
+    /// as client-go's broadcaster does. Writing in order is what makes the correlator's
+    /// answers hold: a repeat is patched onto the Event its first occurrence created,
+    /// which concurrent writers could not promise (the create still in flight, the repeat
+    /// would create a second Event).
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -129,23 +132,17 @@ impl Recorder {
             reason: reason.to_string(),
             message: message.to_string(),
         };
-        match self.inner.rate {
-            Some(rate) => self.enqueue(p, rate),
-            None => self.inner.record(p, None).await,
-        }
-    }
-
-    fn enqueue(&self, p: Pending, (qps, burst): (f64, f64)) {
         let tx = self.inner.queue.get_or_init(|| {
             let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE_LEN);
             // The writer holds the recorder's state only: it ends when every Recorder
             // clone (and so the sender) is gone.
             let inner = Arc::downgrade(&self.inner);
+            let rate = self.inner.rate;
             tokio::spawn(async move {
-                let mut bucket = TokenBucket::new(qps, burst, now());
+                let mut bucket = rate.map(|(qps, burst)| TokenBucket::new(qps, burst, now()));
                 while let Some(p) = rx.recv().await {
                     let Some(inner) = inner.upgrade() else { return };
-                    inner.record(p, Some(&mut bucket)).await;
+                    inner.record(p, bucket.as_mut()).await;
                 }
             });
             tx

@@ -65,7 +65,14 @@ fn requests(log: &Log) -> Vec<(String, String, Value)> {
     log.lock().expect("log").clone()
 }
 
-#[tokio::test]
+/// Let the recorder's writer drain its queue. The tests run on paused time against an
+/// in-memory API server, so tokio advances this sleep only once every task is idle, that
+/// is once the writer has written everything it will.
+async fn drained() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn creates_an_event_as_kubernetes_names_and_fills_it() {
     let (client, log) = fake_client(0);
     let rec = Recorder::on_host(client, "kubelet", "node-a");
@@ -76,6 +83,7 @@ async fn creates_an_event_as_kubernetes_names_and_fills_it() {
         "Back-off restarting",
     )
     .await;
+    drained().await;
     let reqs = requests(&log);
     assert_eq!(reqs.len(), 1);
     let (method, path, ev) = &reqs[0];
@@ -100,7 +108,7 @@ async fn creates_an_event_as_kubernetes_names_and_fills_it() {
     assert_eq!(ev["reportingInstance"], "node-a");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_repeat_bumps_the_count_instead_of_creating_another() {
     let (client, log) = fake_client(0);
     let rec = Recorder::new(client, "replicaset-controller");
@@ -110,6 +118,7 @@ async fn a_repeat_bumps_the_count_instead_of_creating_another() {
     rec.publish(&r, EventType::Normal, "Pulled", "pulled").await;
     rec.publish(&r, EventType::Normal, "Pulled", "other message")
         .await;
+    drained().await;
     let reqs = requests(&log);
     let methods: Vec<_> = reqs.iter().map(|(m, _, _)| m.as_str()).collect();
     assert_eq!(methods, ["POST", "PATCH", "PATCH", "POST"]);
@@ -121,11 +130,12 @@ async fn a_repeat_bumps_the_count_instead_of_creating_another() {
     assert_eq!(reqs[3].2["reportingInstance"], "replicaset-controller");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_name_collision_takes_the_next_nanosecond() {
     let (client, log) = fake_client(1);
     let rec = Recorder::new(client, "c");
     rec.publish(&pod_ref(), EventType::Normal, "R", "m").await;
+    drained().await;
     let reqs = requests(&log);
     let names: Vec<_> = reqs
         .iter()
@@ -137,6 +147,7 @@ async fn a_name_collision_takes_the_next_nanosecond() {
     assert_eq!(nanos(&names[1]), nanos(&names[0]) + 1);
     // The retried event is the one a repeat then counts on.
     rec.publish(&pod_ref(), EventType::Normal, "R", "m").await;
+    drained().await;
     let last = requests(&log).pop().expect("patch");
     assert_eq!(
         last.1,
@@ -182,7 +193,7 @@ async fn a_rate_limited_recorder_writes_at_its_rate_and_drops_what_its_queue_can
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_chatty_controller_is_combined_then_throttled_per_object() {
     let (client, log) = fake_client(0);
     let rec = Recorder::new(client, "job-controller");
@@ -195,6 +206,7 @@ async fn a_chatty_controller_is_combined_then_throttled_per_object() {
         )
         .await;
     }
+    drained().await;
     let reqs = requests(&log);
     let methods: Vec<_> = reqs.iter().map(|(m, _, _)| m.as_str()).collect();
     assert_eq!(methods.len(), 25, "{methods:?}");
@@ -207,5 +219,31 @@ async fn a_chatty_controller_is_combined_then_throttled_per_object() {
     assert_eq!(
         reqs[24].2["message"],
         format!("{}Created pod: j-24", correlator::COMBINED_PREFIX)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_reports_still_make_one_combined_event() {
+    // A controller creating pods in parallel reports from many tasks at once; the
+    // combined event's repeats must patch it, not create a second one while its create
+    // is still in flight.
+    let (client, log) = fake_client(0);
+    let rec = Recorder::new(client, "job-controller");
+    let reports = (0..20).map(|i| {
+        let rec = rec.clone();
+        async move {
+            let m = format!("Created pod: j-{i}");
+            rec.publish(&pod_ref(), EventType::Normal, "SuccessfulCreate", &m)
+                .await;
+        }
+    });
+    futures::future::join_all(reports).await;
+    drained().await;
+    let reqs = requests(&log);
+    let posts = reqs.iter().filter(|(m, _, _)| m == "POST").count();
+    assert_eq!(
+        (posts, reqs.len()),
+        (10, 20),
+        "nine events, one combined, ten patches"
     );
 }
