@@ -210,6 +210,13 @@ struct ServerArgs {
     /// --cluster-signing-duration).
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     cluster_signing_duration: std::time::Duration,
+    /// How often the horizontal pod autoscaler looks at each HPA.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long an HPA without `behavior` keeps its highest recent recommendation before
+    /// scaling down.
+    #[arg(long, default_value = "5m0s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
     /// Run without the controllers and the scheduler (API server and store only).
     #[arg(long)]
     disable_controllers: bool,
@@ -461,6 +468,10 @@ fn main() -> Result<()> {
             let mut ctrl_opts = spindle_controllers::Options {
                 node_monitor_grace_period: a.node_monitor_grace_period,
                 default_not_ready_toleration: a.default_not_ready_toleration,
+                hpa: spindle_controllers::hpa::Settings {
+                    sync_period: a.horizontal_pod_autoscaler_sync_period,
+                    downscale_stabilization: a.horizontal_pod_autoscaler_downscale_stabilization,
+                },
                 root_ca: None,
                 signing: None,
                 legacy_tokens: None,

@@ -5,6 +5,7 @@
 //! The API server, discovery, OpenAPI and `kubectl get` tables are all derived from it, so
 //! adding a kind is one entry in [`registry`] plus its strategy, never a new handler.
 
+pub mod conversion;
 mod defaults;
 pub mod fields;
 pub mod openapi;

@@ -1,12 +1,14 @@
 //! The one table of kinds.
 
 use k8s_openapi::api::{
-    apps, batch, certificates, coordination, core, discovery, policy, rbac, scheduling, storage,
+    apps, autoscaling, batch, certificates, coordination, core, discovery, policy, rbac,
+    scheduling, storage,
 };
 use k8s_openapi::Resource;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::conversion::{self, Conversion};
 use crate::printers::{Printed, Printer};
 use crate::strategy::{self, Strategy};
 use crate::validation::{validate_metadata, FieldError};
@@ -51,6 +53,10 @@ pub struct Kind {
     pub strategy: &'static dyn Strategy,
     /// The `kubectl get` table (columns and cells together).
     pub printer: &'static Printer,
+    /// For a version served but not stored: how its objects convert to and from the
+    /// storage version. Everything between the request body and the response (strategy,
+    /// admission, printer, store) sees the storage version.
+    pub conversion: Option<&'static Conversion>,
 }
 
 impl Kind {
@@ -159,6 +165,7 @@ struct Opts {
     scale: Option<ScalePaths>,
     field_labels: &'static [&'static str],
     strategy: &'static dyn Strategy,
+    conversion: Option<&'static Conversion>,
 }
 
 const NONE: Opts = Opts {
@@ -168,6 +175,7 @@ const NONE: Opts = Opts {
     scale: None,
     field_labels: &[],
     strategy: &strategy::Plain,
+    conversion: None,
 };
 
 const POD_FIELDS: &[&str] = &[
@@ -233,6 +241,7 @@ where
         typed_check: typed_check_of::<K>,
         strategy: o.strategy,
         printer: K::PRINTER,
+        conversion: o.conversion,
     }
 }
 
@@ -390,6 +399,7 @@ impl Registry {
                     status: true,
                     scale: Some(RC_SCALE),
                     field_labels: &["status.replicas"],
+                    ..NONE
                 },
             ),
             entry::<apps::v1::Deployment>(
@@ -414,6 +424,7 @@ impl Registry {
                     status: true,
                     scale: Some(REPLICAS_SCALE),
                     field_labels: &["status.replicas"],
+                    ..NONE
                 },
             ),
             entry::<apps::v1::DaemonSet>(
@@ -444,6 +455,30 @@ impl Registry {
                     categories: ALL,
                     status: true,
                     scale: Some(REPLICAS_SCALE),
+                    ..NONE
+                },
+            ),
+            entry::<autoscaling::v2::HorizontalPodAutoscaler>(
+                "horizontalpodautoscaler",
+                true,
+                Opts {
+                    strategy: &strategy::HorizontalPodAutoscalers,
+                    short_names: &["hpa"],
+                    categories: ALL,
+                    status: true,
+                    ..NONE
+                },
+            ),
+            // Served as v1 too (what `kubectl autoscale` before 1.33 writes), stored as v2.
+            entry::<autoscaling::v1::HorizontalPodAutoscaler>(
+                "horizontalpodautoscaler",
+                true,
+                Opts {
+                    strategy: &strategy::HorizontalPodAutoscalers,
+                    short_names: &["hpa"],
+                    categories: ALL,
+                    status: true,
+                    conversion: Some(&conversion::HPA_V1),
                     ..NONE
                 },
             ),

@@ -99,6 +99,28 @@ fn group_versions(reg: &Registry) -> Vec<(&'static str, &'static str)> {
     out
 }
 
+/// Each group with its versions, the preferred (first registered) first, in discovery
+/// order.
+fn groups(reg: &Registry) -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v) in group_versions(reg) {
+        match out.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, versions)) => versions.push(v),
+            None => out.push((g, vec![v])),
+        }
+    }
+    out
+}
+
+/// An APIGroup's `versions` and `preferredVersion`.
+fn group_json(g: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"name": g, "versions": gvs, "preferredVersion": gvs.first()})
+}
+
 /// Subresources per kind: (name, group, version, kind, verbs).
 fn subresources(
     k: &Kind,
@@ -170,38 +192,47 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
 
 fn aggregated(reg: &Registry, core: bool, api_version: &str) -> Value {
     let mut items = Vec::new();
-    for (g, v) in group_versions(reg) {
+    for (g, versions) in groups(reg) {
         if g.is_empty() != core {
             continue;
         }
-        let mut resources: Vec<Value> = reg
-            .kinds_in(g, v)
-            .map(|k| {
-                let mut r = json!({
-                    "resource": k.plural, "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
-                    "scope": if k.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": k.singular,
-                    "verbs": verbs(k),
-                    "subresources": subresources(k).into_iter().map(|(s, g, v, kind, verbs)| json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})).collect::<Vec<_>>(),
-                });
-                if !k.short_names.is_empty() {
-                    r["shortNames"] = json!(k.short_names);
-                }
-                if !k.categories.is_empty() {
-                    r["categories"] = json!(k.categories);
-                }
-                r
-            })
+        let versions: Vec<Value> = versions
+            .into_iter()
+            .map(|v| json!({"version": v, "freshness": "Current", "resources": aggregated_resources(reg, g, v)}))
             .collect();
-        resources.extend(reviews_in(g, v).map(|(g, v, plural, kind, namespaced)| {
-            json!({
-                "resource": plural, "responseKind": {"group": g, "version": v, "kind": kind},
-                "scope": if *namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "",
-                "verbs": ["create"],
-            })
-        }));
-        items.push(json!({"metadata": {"name": g}, "versions": [{"version": v, "freshness": "Current", "resources": resources}]}));
+        items.push(json!({"metadata": {"name": g}, "versions": versions}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": api_version, "metadata": {}, "items": items})
+}
+
+/// One group version's resources as aggregated discovery lists them.
+fn aggregated_resources(reg: &Registry, g: &str, v: &str) -> Vec<Value> {
+    let mut resources: Vec<Value> = reg
+        .kinds_in(g, v)
+        .map(|k| {
+            let mut r = json!({
+                "resource": k.plural, "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                "scope": if k.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": k.singular,
+                "verbs": verbs(k),
+                "subresources": subresources(k).into_iter().map(|(s, g, v, kind, verbs)| json!({"subresource": s, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})).collect::<Vec<_>>(),
+            });
+            if !k.short_names.is_empty() {
+                r["shortNames"] = json!(k.short_names);
+            }
+            if !k.categories.is_empty() {
+                r["categories"] = json!(k.categories);
+            }
+            r
+        })
+        .collect();
+    resources.extend(reviews_in(g, v).map(|(g, v, plural, kind, namespaced)| {
+        json!({
+            "resource": plural, "responseKind": {"group": g, "version": v, "kind": kind},
+            "scope": if *namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "",
+            "verbs": ["create"],
+        })
+    }));
+    resources
 }
 
 /// Pick aggregated discovery when the client asks for it, in the version it asks for.
@@ -253,13 +284,10 @@ pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
             v,
         );
     }
-    let groups: Vec<Value> = group_versions(&st.reg)
+    let groups: Vec<Value> = groups(&st.reg)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .map(|(g, versions)| group_json(g, &versions))
         .collect();
     json_response(
         StatusCode::OK,
@@ -269,18 +297,14 @@ pub fn apis(st: &AppState, headers: &HeaderMap) -> Response {
 }
 
 pub fn group(st: &AppState, group: &str) -> Response {
-    let Some((_, v)) = group_versions(&st.reg)
-        .into_iter()
-        .find(|(g, _)| *g == group)
-    else {
+    let Some((_, versions)) = groups(&st.reg).into_iter().find(|(g, _)| *g == group) else {
         return ApiError::path_not_found().into_response();
     };
-    let gv = json!({"groupVersion": format!("{group}/{v}"), "version": v});
-    json_response(
-        StatusCode::OK,
-        &json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}),
-        &[],
-    )
+    let mut g = json!({"kind": "APIGroup", "apiVersion": "v1"});
+    if let (Some(o), Value::Object(body)) = (g.as_object_mut(), group_json(group, &versions)) {
+        o.extend(body);
+    }
+    json_response(StatusCode::OK, &g, &[])
 }
 
 pub fn group_version(st: &AppState, group: &str, version: &str) -> Response {

@@ -289,11 +289,22 @@ async fn run(
                     EventType::Deleted => "DELETED",
                     EventType::Progress => continue,
                 };
-                let Some(d) = st.event_cache.decode(&ev, ty, &type_meta) else { continue };
-                if !d.matches(&sel) {
-                    continue;
-                }
-                let sent = if em.table { em.send(ty, d.full().clone()).await } else { em.send_line(&d.line).await };
+                let sent = if t.kind.conversion.is_some() {
+                    // Not from the shared cache: its lines carry the first watcher's version.
+                    let kv = spindle_store::KeyValue { key: ev.key.clone(), value: ev.value.clone(), mod_revision: ev.revision };
+                    let Ok(obj) = crate::rest::decode_stored(&kv) else { continue };
+                    if !sel.matches(&obj) {
+                        continue;
+                    }
+                    let obj = if em.table { obj } else { crate::rest::served(&t.kind, obj) };
+                    em.send(ty, obj).await
+                } else {
+                    let Some(d) = st.event_cache.decode(&ev, ty, &type_meta) else { continue };
+                    if !d.matches(&sel) {
+                        continue;
+                    }
+                    if em.table { em.send(ty, d.full().clone()).await } else { em.send_line(&d.line).await }
+                };
                 if !sent {
                     return;
                 }

@@ -14,6 +14,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod ephemeral;
 pub mod history;
+pub mod hpa;
 pub mod job;
 pub mod local_path;
 pub mod nodelifecycle;
@@ -45,6 +46,8 @@ pub struct Options {
     /// Default toleration of node.kubernetes.io/{not-ready,unreachable}:NoExecute added to
     /// pods (Kubernetes: 300 s).
     pub default_not_ready_toleration: Duration,
+    /// The horizontal pod autoscaler's flags.
+    pub hpa: hpa::Settings,
     /// The cluster CA (PEM) the root CA publisher puts in every namespace's
     /// `kube-root-ca.crt`; None publishes nothing.
     pub root_ca: Option<String>,
@@ -60,6 +63,7 @@ impl Default for Options {
         Options {
             node_monitor_grace_period: Duration::from_secs(40),
             default_not_ready_toleration: Duration::from_secs(300),
+            hpa: hpa::Settings::default(),
             root_ca: None,
             signing: None,
             legacy_tokens: None,
@@ -79,6 +83,7 @@ pub mod identity {
     pub const ENDPOINT: &str = "endpoint-controller";
     pub const ENDPOINTSLICE: &str = "endpointslice-controller";
     pub const EPHEMERAL_VOLUME: &str = "ephemeral-volume-controller";
+    pub const HORIZONTAL_POD_AUTOSCALER: &str = "horizontal-pod-autoscaler";
     pub const JOB: &str = "job-controller";
     /// Spindle's own: the built-in local-path provisioner (k3s runs its as
     /// `local-path-provisioner-service-account`).
@@ -105,6 +110,7 @@ pub mod identity {
         ENDPOINT,
         ENDPOINTSLICE,
         EPHEMERAL_VOLUME,
+        HORIZONTAL_POD_AUTOSCALER,
         JOB,
         LOCAL_PATH_PROVISIONER,
         NODE,
@@ -287,6 +293,22 @@ where
     let resourcequota = supervise("resourcequota", move || {
         resourcequota::run(c.clone(), quota_queue.clone(), quotas.clone())
     });
+    let (c, hpa_queue) = (
+        client_for(identity::HORIZONTAL_POD_AUTOSCALER),
+        runtime::Queue::new(),
+    );
+    let hpa_cache = hpa::hpas(client, hpa_queue.clone());
+    let hpa_settings = opts.hpa;
+    let hpa = supervise("horizontalpodautoscaling", move || {
+        let events = recorder(&c, hpa::COMPONENT);
+        hpa::run(
+            c.clone(),
+            events,
+            hpa_queue.clone(),
+            hpa_cache.clone(),
+            hpa_settings,
+        )
+    });
     let sa_queue = runtime::Queue::new();
     let sa_caches = serviceaccount::caches(client, sa_queue.clone());
     let sa_writers = serviceaccount::Writers {
@@ -365,6 +387,7 @@ where
         binder,
         local_path,
         resourcequota,
+        hpa,
         aggregation,
         serviceaccounts,
         accounts,

@@ -30,6 +30,7 @@
 
 mod authentication;
 mod authorization;
+mod autoscaling;
 mod certificates;
 mod core;
 mod json;
@@ -137,6 +138,12 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
         ("v1", "Pod") => convert::<core::Pod>(&kind, &raw)?,
         ("v1", "ResourceQuota") => convert::<core::ResourceQuota>(&kind, &raw)?,
         ("apps/v1", "Deployment") => convert::<apps::Deployment>(&kind, &raw)?,
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => {
+            convert::<k8s_pb::api::autoscaling::v1::HorizontalPodAutoscaler>(&kind, &raw)?
+        }
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            convert::<k8s_pb::api::autoscaling::v2::HorizontalPodAutoscaler>(&kind, &raw)?
+        }
         ("batch/v1", "Job") => convert::<batch::Job>(&kind, &raw)?,
         ("batch/v1", "CronJob") => convert::<batch::CronJob>(&kind, &raw)?,
         // policy/v1beta1 Eviction has the same wire layout as policy/v1.

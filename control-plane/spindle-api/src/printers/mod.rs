@@ -20,6 +20,7 @@ macro_rules! printed {
 }
 
 mod apps;
+mod autoscaling;
 mod batch;
 mod certificates;
 mod cluster;

@@ -25,6 +25,7 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("apps", "DaemonSet") => &apps::DAEMON_SET,
         ("apps", "StatefulSet") => &apps::STATEFUL_SET,
         ("apps", "ControllerRevision") => &apps::CONTROLLER_REVISION,
+        ("autoscaling", "HorizontalPodAutoscaler") => &autoscaling::HORIZONTAL_POD_AUTOSCALER,
         ("batch", "Job") => &batch::JOB,
         ("batch", "CronJob") => &batch::CRON_JOB,
         ("coordination.k8s.io", "Lease") => &cluster::LEASE,
@@ -857,4 +858,51 @@ fn priority_classes_print_value_default_and_policy() {
             &json!("PreemptLowerPriority")
         ]
     );
+}
+
+#[test]
+fn hpas_print_current_and_target_of_their_first_two_metrics() {
+    let names: Vec<&str> = columns("autoscaling", "HorizontalPodAutoscaler")
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Name",
+            "Reference",
+            "Targets",
+            "MinPods",
+            "MaxPods",
+            "Replicas",
+            "Age"
+        ]
+    );
+    let cpu = json!({"type": "Resource", "resource": {"name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 50}}});
+    let mem = json!({"type": "Resource", "resource": {"name": "memory",
+        "target": {"type": "AverageValue", "averageValue": "51200Ki"}}});
+    let pods = json!({"type": "Pods", "pods": {"metric": {"name": "rps"},
+        "target": {"type": "AverageValue", "averageValue": "10"}}});
+    let hpa = json!({"metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1,
+            "maxReplicas": 4, "metrics": [cpu, mem, pods]},
+        "status": {"currentReplicas": 2, "currentMetrics": [
+            {"type": "Resource", "resource": {"name": "cpu",
+                "current": {"averageValue": "20m", "averageUtilization": 40}}}]}});
+    let row = cells("autoscaling", "HorizontalPodAutoscaler", &hpa, now());
+    assert_eq!(
+        row[..6],
+        [
+            json!("web"),
+            json!("Deployment/web"),
+            json!("cpu: 40%/50%, memory: <unknown>/50Mi + 1 more..."),
+            json!("1"),
+            json!(4),
+            json!(2)
+        ]
+    );
+    let bare = json!({"metadata": {"name": "x"}, "spec": {"maxReplicas": 1}});
+    let row = cells("autoscaling", "HorizontalPodAutoscaler", &bare, now());
+    assert_eq!([&row[2], &row[3]], [&json!("<none>"), &json!("<unset>")]);
 }

@@ -6,6 +6,7 @@
 //! these through the registry entry and never asks which kind it holds.
 
 mod apps;
+mod autoscaling;
 mod batch;
 mod certificates;
 mod config;
@@ -24,6 +25,7 @@ mod service_account;
 mod storage;
 
 pub use apps::{Workload, DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS, STATEFUL_SETS};
+pub use autoscaling::HorizontalPodAutoscalers;
 pub use batch::{CronJobs, JOBS};
 pub use certificates::CertificateSigningRequests;
 pub use config::{ConfigMaps, Secrets};

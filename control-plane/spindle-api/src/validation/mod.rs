@@ -8,6 +8,7 @@
 mod certificates;
 mod cron_job;
 mod daemon_set;
+mod hpa;
 mod job;
 mod job_policy;
 mod persistent_volume;
@@ -29,6 +30,7 @@ pub(crate) use certificates::{
 };
 pub(crate) use cron_job::validate_cron_job;
 pub(crate) use daemon_set::validate_daemon_set;
+pub(crate) use hpa::{validate_hpa, validate_hpa_update};
 pub(crate) use job::{validate_job, validate_job_update};
 pub(crate) use persistent_volume::{
     validate_persistent_volume, validate_persistent_volume_claim,

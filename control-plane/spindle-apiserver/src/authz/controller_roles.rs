@@ -155,6 +155,22 @@ pub fn roles() -> Vec<Value> {
             vec![r(&["create"], &[""], &["persistentvolumes"])],
         ),
         controller(
+            "horizontal-pod-autoscaler",
+            vec![
+                r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+                r(
+                    &["update"],
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers/status"],
+                ),
+                r(&["get", "update"], &["*"], &["*/scale"]),
+                r(&["list"], &[""], &["pods"]),
+                r(&["list"], &["metrics.k8s.io"], &["pods"]),
+                r(&["get", "list"], &["custom.metrics.k8s.io"], &["*"]),
+                r(&["get", "list"], &["external.metrics.k8s.io"], &["*"]),
+            ],
+        ),
+        controller(
             "job-controller",
             vec![
                 r(

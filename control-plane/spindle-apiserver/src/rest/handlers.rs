@@ -8,7 +8,7 @@ use spindle_api::Kind;
 
 use super::storage::{
     conflict, decode_continue, json_response, list_item_json, list_objects, load, meta_mut,
-    meta_str, scan,
+    meta_str, scan, served,
 };
 use super::write::{
     create_object, decode_checks, field_validation, finish_update, FieldValidation,
@@ -48,7 +48,7 @@ pub(super) async fn get(rq: Req<'_>) -> ApiResult<Response> {
         );
         return Ok(tables::response(&table));
     }
-    Ok(json_response(StatusCode::OK, &obj, &[]))
+    Ok(json_response(StatusCode::OK, &served(&t.kind, obj), &[]))
 }
 
 pub(super) async fn list(rq: Req<'_>) -> ApiResult<Response> {
@@ -73,7 +73,7 @@ pub(super) async fn list(rq: Req<'_>) -> ApiResult<Response> {
     if !wants_table(headers) {
         let type_meta = type_meta(&t.kind);
         let (items, rev, cont) = scan(st, t, &sel, start.as_deref(), limit, |kv| {
-            list_item_json(kv, &sel, &type_meta)
+            list_item_json(&t.kind, kv, &sel, &type_meta)
         })
         .await?;
         let rv = list_rev.unwrap_or(rev).to_string();
@@ -170,7 +170,8 @@ pub(super) async fn patch(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
     // An unconditional patch is retried on conflicts, as Kubernetes does.
     for _ in 0..8 {
         let (old, kv) = load(st, t).await?;
-        let mut obj = apply_patch(&ct, &old, &body.value)?;
+        // A patch is written against the client's version of the object.
+        let mut obj = apply_patch(&ct, &served(&t.kind, old.clone()), &body.value)?;
         let precondition_rv = body
             .value
             .pointer("/metadata/resourceVersion")
@@ -223,8 +224,9 @@ async fn server_side_apply(rq: Req<'_>, raw: &Bytes) -> ApiResult<Response> {
             Err(e) if e.code == 404 => None,
             Err(e) => return Err(e),
         };
+        let current_served = current.as_ref().map(|(v, _)| served(&t.kind, v.clone()));
         let merged = spindle_patch::ssa::apply(
-            current.as_ref().map(|(v, _)| v),
+            current_served.as_ref(),
             &applied,
             &manager,
             &t.kind.api_version(),

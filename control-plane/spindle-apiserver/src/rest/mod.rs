@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) use crate::selectors::{selectors, Selectors};
 pub(crate) use crate::stored::{encode_for_store, type_meta};
-pub(crate) use storage::{decode_stored, list_objects, load, stored_core};
+pub(crate) use storage::{decode_stored, list_objects, load, served, stored_core};
 pub use storage::{json_response, key, now_rfc3339};
 
 use crate::request::{wants_table, Query, Target};

@@ -226,10 +226,15 @@ pub(super) async fn scan<T>(
 /// One stored object as it goes into a list response, or None when the selectors reject
 /// it; see [`StoredObject`].
 pub(super) fn list_item_json(
+    kind: &Kind,
     kv: &KeyValue,
     sel: &Selectors,
     type_meta: &str,
 ) -> ApiResult<Option<String>> {
+    if kind.conversion.is_some() {
+        let v = decode_stored(kv)?;
+        return Ok(sel.matches(&v).then(|| served(kind, v).to_string()));
+    }
     let obj = StoredObject::parse(kv)?;
     if !sel.is_empty() && !sel.matches(&obj.selector_view(sel)) {
         return Ok(None);
@@ -248,7 +253,21 @@ pub(super) fn written_response(
     warnings: &[String],
 ) -> ApiResult<Response> {
     let body = StoredObject::parse_bytes(key, &bytes, rev)?.splice(&type_meta(kind))?;
+    if kind.conversion.is_some() {
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(json_response(code, &served(kind, v), warnings));
+    }
     Ok(json_text_response(code, body, warnings))
+}
+
+/// An object (in the storage version) as the version of `kind` has it: converted for a
+/// version served but not stored (see `spindle_api::conversion`).
+pub(crate) fn served(kind: &Kind, mut obj: Value) -> Value {
+    if let Some(c) = kind.conversion {
+        (c.to_served)(&mut obj);
+    }
+    obj
 }
 
 /// Store an updated object with a compare-and-swap on `old_rev`; removes the object
@@ -275,25 +294,25 @@ pub(crate) async fn store_update(
         == 0;
     if deleting && finalizers_empty && grace_done {
         if q.dry_run() {
-            return Ok(json_response(StatusCode::OK, &obj, warnings));
+            return Ok(json_response(StatusCode::OK, &served(kind, obj), warnings));
         }
         return match st
             .store
             .delete(&old_kv.key, Some(old_kv.mod_revision))
             .await
         {
-            Ok(_) => Ok(json_response(StatusCode::OK, &obj, warnings)),
+            Ok(_) => Ok(json_response(StatusCode::OK, &served(kind, obj), warnings)),
             Err(StoreError::Conflict { .. }) => Err(conflict(kind, &name)),
             Err(StoreError::NotFound(_)) => Err(not_found(kind, &name)),
             Err(e) => Err(e.into()),
         };
     }
     if q.dry_run() {
-        return Ok(json_response(StatusCode::OK, &obj, warnings));
+        return Ok(json_response(StatusCode::OK, &served(kind, obj), warnings));
     }
     if old.is_some_and(|o| *o == obj) {
         // Nothing changed: Kubernetes does not write (and keeps the resourceVersion).
-        return Ok(json_response(StatusCode::OK, &obj, warnings));
+        return Ok(json_response(StatusCode::OK, &served(kind, obj), warnings));
     }
     let bytes = encode_for_store(&obj)?;
     drop(obj);

@@ -10,7 +10,7 @@ use spindle_store::{KeyValue, StoreError};
 
 use super::handlers::field_manager;
 use super::storage::{
-    json_response, meta_mut, meta_str, now_rfc3339, store_update, written_response,
+    json_response, meta_mut, meta_str, now_rfc3339, served, store_update, written_response,
 };
 use super::{key, Req};
 use crate::admission::{self, Attributes, Operation};
@@ -106,6 +106,10 @@ pub(super) fn decode_checks(
             e.message
         ))
         .with_details(json!({"name": name, "kind": kind.kind, "causes": [{"reason": e.reason, "message": e.message, "field": e.field}]})));
+    }
+    // Checked as the client's version; from here on the object is in the storage version.
+    if let Some(c) = kind.conversion {
+        (c.to_storage)(obj);
     }
     Ok(warnings)
 }
@@ -428,7 +432,7 @@ pub(super) async fn finish_update(
     meta_mut(&mut obj)?.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     if obj == old {
         // A no-op write: Kubernetes neither stores it nor touches managedFields.
-        return Ok(json_response(StatusCode::OK, &obj, &warnings));
+        return Ok(json_response(StatusCode::OK, &served(kind, obj), &warnings));
     }
     if record {
         let mgr = field_manager(q, rq.headers);

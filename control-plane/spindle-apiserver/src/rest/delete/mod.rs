@@ -14,7 +14,8 @@ use spindle_api::Kind;
 use spindle_store::{KeyValue, StoreError};
 
 use super::storage::{
-    conflict, json_response, list_objects, load, meta_mut, meta_str, not_found, store_update,
+    conflict, json_response, list_objects, load, meta_mut, meta_str, not_found, served,
+    store_update,
 };
 use super::{key, now_rfc3339, selectors, Req};
 use crate::request::{content_type, decode_body, Query, Target};
@@ -127,14 +128,14 @@ fn deletion_response(kind: &Kind, opts: &DeleteOpts, deletion: Deletion) -> Resp
             };
             Status::success(0, Some(&details)).response(StatusCode::OK)
         }
-        Deletion::Removed(obj) => json_response(StatusCode::OK, &obj, &[]),
+        Deletion::Removed(obj) => json_response(StatusCode::OK, &served(kind, obj), &[]),
         Deletion::Pending(obj) => {
             let code = if opts.orphan_dependents == Some(false) {
                 StatusCode::ACCEPTED
             } else {
                 StatusCode::OK
             };
-            json_response(code, &obj, &[])
+            json_response(code, &served(kind, obj), &[])
         }
     }
 }
