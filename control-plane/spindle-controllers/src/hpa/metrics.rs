@@ -35,7 +35,12 @@ pub async fn resource_samples(
     let list = api
         .list(&ListParams::default().labels(selector))
         .await
-        .map_err(|e| format!("unable to fetch metrics from resource metrics API: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "unable to fetch metrics from resource metrics API: {}",
+                api_error(&e)
+            )
+        })?;
     if list.items.is_empty() {
         return Err("no metrics returned from resource metrics API".into());
     }
@@ -49,6 +54,14 @@ pub async fn resource_samples(
         }
     }
     Ok(out)
+}
+
+/// An error as client-go words a failed list: the server's message and the request.
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} (get pods.metrics.k8s.io)", s.message),
+        other => other.to_string(),
+    }
 }
 
 /// One PodMetrics' sample; none when a container (or the one asked for) lacks the
