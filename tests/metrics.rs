@@ -158,6 +158,7 @@ fn kubectl_top_shows_wasm_pods_memory_and_cpu_and_the_node() {
         // The guest's linear memory grew by 50 MiB: its working set.
         let rows = top_until(&c, k, &["top", "pods"], "holder");
         let held = mib(&row(&rows, "holder")[2]);
+        eprintln!("{k}: the 50 MiB holder uses {held} MiB");
         assert!((45.0..=70.0).contains(&held), "{k}: holder uses {held} MiB");
         // All namespaces, by container, and sorted by memory.
         let rows = top_until(&c, k, &["top", "pods", "--containers", "-A"], "busy");
@@ -183,7 +184,9 @@ fn kubectl_top_shows_wasm_pods_memory_and_cpu_and_the_node() {
         assert!(mib(&node[3]) > held, "{k}: {node:?}");
     }
     // The spinner runs at its 200m limit: compared as a ratio over several windows.
-    let used = median(cpu_samples(&c, "busy", "spinner", 3)) / 200.0;
+    let samples = cpu_samples(&c, "busy", "spinner", 3);
+    eprintln!("spinner at 200m: {samples:?} millicores");
+    let used = median(samples) / 200.0;
     assert!(
         (0.5..=1.15).contains(&used),
         "a spinning guest limited to 200m used {:.0}% of it",
@@ -319,9 +322,12 @@ spec:
     for k in kubectls() {
         let rows = top_until(&c, k, &["top", "pod", "shell"], "shell");
         let mem = mib(&row(&rows, "shell")[2]);
+        eprintln!("{k}: the container holding 20 MB uses {mem} MiB");
         assert!(mem >= 15.0, "{k}: the shell's cgroup holds {mem} MiB");
     }
-    let used = median(cpu_samples(&c, "default", "shell", 3)) / 300.0;
+    let samples = cpu_samples(&c, "default", "shell", 3);
+    eprintln!("container at 300m: {samples:?} millicores");
+    let used = median(samples) / 300.0;
     assert!(
         (0.5..=1.15).contains(&used),
         "a spinning container limited to 300m used {:.0}% of it",
