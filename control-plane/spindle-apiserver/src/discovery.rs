@@ -29,71 +29,100 @@ fn verbs(k: &Kind) -> Vec<&'static str> {
         .collect()
 }
 
-/// The create-only review resources, which are answered by their own routes
-/// (`authz::reviews`, `sa_endpoints`) instead of the store, so the registry does not know
-/// them. kube-apiserver lists them in discovery all the same, and kubectl needs that to
-/// `kubectl create -f` one: (group, version, plural, kind, namespaced).
-const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
-    (
+/// Resources answered by their own routes instead of the store, so the registry does not
+/// know them: the create-only reviews (`authz::reviews`, `sa_endpoints`) and the resource
+/// metrics (`metrics_api`, which kube serves through metrics-server's APIService).
+/// kube-apiserver lists them in discovery all the same; kubectl needs that to `kubectl
+/// create -f` a review and to `kubectl top`.
+struct Routed {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    verbs: &'static [&'static str],
+}
+
+const fn review(
+    group: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Routed {
+    Routed {
+        group,
+        version: "v1",
+        plural,
+        kind,
+        namespaced,
+        verbs: &["create"],
+    }
+}
+
+const fn metrics(plural: &'static str, kind: &'static str, namespaced: bool) -> Routed {
+    Routed {
+        group: crate::metrics_api::GROUP,
+        version: crate::metrics_api::VERSION,
+        plural,
+        kind,
+        namespaced,
+        verbs: &["get", "list"],
+    }
+}
+
+const ROUTED: &[Routed] = &[
+    review(
         "authentication.k8s.io",
-        "v1",
         "selfsubjectreviews",
         "SelfSubjectReview",
         false,
     ),
-    (
+    review(
         "authentication.k8s.io",
-        "v1",
         "tokenreviews",
         "TokenReview",
         false,
     ),
-    (
+    review(
         "authorization.k8s.io",
-        "v1",
         "localsubjectaccessreviews",
         "LocalSubjectAccessReview",
         true,
     ),
-    (
+    review(
         "authorization.k8s.io",
-        "v1",
         "selfsubjectaccessreviews",
         "SelfSubjectAccessReview",
         false,
     ),
-    (
+    review(
         "authorization.k8s.io",
-        "v1",
         "selfsubjectrulesreviews",
         "SelfSubjectRulesReview",
         false,
     ),
-    (
+    review(
         "authorization.k8s.io",
-        "v1",
         "subjectaccessreviews",
         "SubjectAccessReview",
         false,
     ),
+    metrics("nodes", "NodeMetrics", false),
+    metrics("pods", "PodMetrics", true),
 ];
 
-fn reviews_in<'a>(
-    group: &'a str,
-    version: &'a str,
-) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str, bool)> + 'a
-{
-    REVIEWS
+fn routed_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Routed> + 'a {
+    ROUTED
         .iter()
-        .filter(move |(g, v, ..)| *g == group && *v == version)
+        .filter(move |r| r.group == group && r.version == version)
 }
 
-/// The group versions served: the registry's, then the review groups.
+/// The group versions served: the registry's, then the routed groups.
 fn group_versions(reg: &Registry) -> Vec<(&'static str, &'static str)> {
     let mut out = reg.group_versions();
-    for (g, v, ..) in REVIEWS {
-        if !out.contains(&(*g, *v)) {
-            out.push((*g, *v));
+    for r in ROUTED {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
         }
     }
     out
@@ -179,8 +208,8 @@ fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
             resources.push(s);
         }
     }
-    for (_, _, plural, kind, namespaced) in reviews_in(group, version) {
-        resources.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["create"]}));
+    for r in routed_in(group, version) {
+        resources.push(json!({"name": r.plural, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs}));
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -225,11 +254,11 @@ fn aggregated_resources(reg: &Registry, g: &str, v: &str) -> Vec<Value> {
             r
         })
         .collect();
-    resources.extend(reviews_in(g, v).map(|(g, v, plural, kind, namespaced)| {
+    resources.extend(routed_in(g, v).map(|r| {
         json!({
-            "resource": plural, "responseKind": {"group": g, "version": v, "kind": kind},
-            "scope": if *namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "",
-            "verbs": ["create"],
+            "resource": r.plural, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "scope": if r.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": "",
+            "verbs": r.verbs,
         })
     }));
     resources
@@ -309,7 +338,7 @@ pub fn group(st: &AppState, group: &str) -> Response {
 
 pub fn group_version(st: &AppState, group: &str, version: &str) -> Response {
     if st.reg.kinds_in(group, version).next().is_none()
-        && reviews_in(group, version).next().is_none()
+        && routed_in(group, version).next().is_none()
     {
         return ApiError::path_not_found().into_response();
     }

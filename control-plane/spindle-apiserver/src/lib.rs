@@ -9,6 +9,8 @@ mod auth;
 pub mod authz;
 mod discovery;
 mod idle;
+mod metrics_api;
+mod node_proxy;
 pub mod pki;
 pub mod proxy;
 mod request;

@@ -149,6 +149,12 @@ async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(St
             "pod {name} does not have a host assigned"
         )));
     };
+    let node = load_node(st, node_name).await?;
+    node_endpoint(&node)
+}
+
+/// The Node object named `name`.
+pub(crate) async fn load_node(st: &AppState, name: &str) -> ApiResult<Value> {
     let node_kind = st
         .reg
         .by_resource("", "v1", "nodes")
@@ -157,10 +163,15 @@ async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(St
     let node_target = Target {
         kind: node_kind,
         namespace: None,
-        name: Some(node_name.to_string()),
+        name: Some(name.to_string()),
         sub: None,
     };
-    let (node, _) = load(st, &node_target).await?;
+    Ok(load(st, &node_target).await?.0)
+}
+
+/// Where a Node's agent listens: its InternalIP and the port it reports.
+pub(crate) fn node_endpoint(node: &Value) -> ApiResult<(String, u16)> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let addr: String = node["status"]["addresses"]
         .as_array()
         .and_then(|a| {
@@ -174,13 +185,14 @@ async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(St
         })?;
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name} has no agent endpoint")))?;
-    Ok((addr, port as u16))
+    Ok((addr, port))
 }
 
 /// The agent's refusal as a Kubernetes error (its body is the message).
-async fn agent_error(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
+pub(crate) async fn agent_error(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
     let code = resp.status().as_u16();
     let body = resp
         .into_body()
@@ -225,7 +237,8 @@ async fn connect_agent(
     Ok(sender)
 }
 
-async fn call_agent(
+/// A GET of `path` (with its query) on the agent at `addr:port`.
+pub(crate) async fn call_agent(
     st: &AppState,
     addr: &str,
     port: u16,

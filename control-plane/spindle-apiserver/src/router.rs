@@ -22,7 +22,9 @@ use tower::ServiceExt;
 use crate::auth::{authenticate, ConnInfo, User};
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
-use crate::{authz, discovery, proxy, rest, sa_endpoints, stored, AppState};
+use crate::{
+    authz, discovery, metrics_api, node_proxy, proxy, rest, sa_endpoints, stored, AppState,
+};
 
 /// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
 const MAX_BODY: usize = stored::MAX_OBJECT_BYTES;
@@ -155,6 +157,17 @@ async fn resource(
     let path = req.uri().path().to_string();
     if let Some(review) = authz::reviews::route(&path) {
         return review_request(&st, &user, &review, conn, req).await;
+    }
+    if let Some((node, sub)) = node_proxy::route(&path) {
+        return node_proxy::forward(&st, req.method(), &node, &sub, req.uri().query())
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    if let Some(m) = metrics_api::route(&path) {
+        let q = Query::parse(req.uri().query());
+        return metrics_api::serve(&st, req.method(), m, &q)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
     }
     let target = match parse_path(&st.reg, &path) {
         Ok(Some(t)) => t,

@@ -12,6 +12,7 @@ pub mod names;
 pub mod node_certificate;
 pub mod quantity;
 pub mod quota;
+pub mod resource_metrics;
 pub mod selector;
 pub mod storage;
 pub mod tls;

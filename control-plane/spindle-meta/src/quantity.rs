@@ -81,6 +81,15 @@ impl Quantity {
         }
     }
 
+    /// `nanos` billionths of a unit (CPU nanocores, as metrics-server reports them),
+    /// written in decimal SI.
+    pub fn from_nanos(nanos: i64) -> Quantity {
+        Quantity {
+            nanos: i128::from(nanos),
+            format: Format::DecimalSI,
+        }
+    }
+
     pub fn format(&self) -> Format {
         self.format
     }

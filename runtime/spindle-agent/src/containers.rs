@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::paths::AgentPaths;
 use crate::runtime::{
-    Console, ContainerSpec, ExecIo, Exit, ExitReason, Output, OutputFn, RunMeta, Running, Runtime,
-    RuntimeError, Security, SpecFuture,
+    Console, ContainerSpec, ExecIo, Exit, ExitReason, Meter, Output, OutputFn, RunMeta, Running,
+    Runtime, RuntimeError, Security, SpecFuture, Usage,
 };
 
 /// How the agent finds containerd.
@@ -833,6 +833,24 @@ impl Running for ContainerRun {
         Arc::new(ContainerConsole {
             owner: self.owner.clone(),
             id: self.id.clone(),
+        })
+    }
+
+    fn meter(&self) -> Arc<dyn Meter> {
+        Arc::new(CgroupMeter(self.cgroups_path.clone()))
+    }
+}
+
+/// A container's usage as its cgroup counts it.
+struct CgroupMeter(String);
+
+impl Meter for CgroupMeter {
+    fn sample(&self) -> Option<Usage> {
+        let u = spindle_containerd::cgroup::usage(&self.0)?;
+        Some(Usage {
+            cpu: u.cpu,
+            memory_usage: u.memory_usage,
+            working_set: u.working_set,
         })
     }
 }

@@ -15,6 +15,8 @@
 //!   is the containerd one.
 //! - [`volumes`], [`env`], [`resources`]: the pod's volume directories, container
 //!   environments, and resource quantities as the node uses them.
+//! - [`stats`]: what the node, its pods and containers use (CPU, memory), sampled for
+//!   the Summary API (`/stats/summary`) the API server's metrics API reads.
 //! - [`paths`]: the data directory's layout, the one place its paths are named.
 //! - [`server`]: the HTTPS endpoint (axum routes; callers authenticated by client
 //!   certificate and authorized by SubjectAccessReview) the API server proxies
@@ -45,6 +47,7 @@ pub mod safe_mount;
 pub mod server;
 pub mod services;
 pub mod serving;
+pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod tokens;
@@ -136,6 +139,8 @@ pub struct Agent {
     pub host_paths: volumes::HostPolicy,
     /// ServiceAccount tokens of the pods' projected volumes.
     pub tokens: Arc<tokens::TokenManager>,
+    /// The last samples of what the node and its containers use (`/stats/summary`).
+    pub stats: stats::Stats,
 }
 
 /// Every pod's volumes live below `pods`: make it a nodev, nosuid mount, so a device node
@@ -206,6 +211,7 @@ pub async fn run(
             local_path_root,
         },
         tokens: Arc::default(),
+        stats: stats::Stats::default(),
         pod_workers: std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(2),
@@ -242,6 +248,7 @@ pub async fn run(
         },
     ));
     tokio::spawn(server::serve(agent.clone(), listener, tls, client_certs));
+    tokio::spawn(stats::run(agent.clone()));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let routes = tokio::spawn(routes::run(agent.clone(), stop_rx.clone()));
     tokio::spawn(local_path::run(agent.clone(), stop_rx.clone()));

@@ -11,11 +11,13 @@
 //! sinceSeconds&sinceTime&timestamps&limitBytes` ([`logs`]); `GET|POST /exec/{namespace}/
 //! {pod}/{container}?command=…&stdin&stdout&stderr&tty`, `GET|POST /attach/{namespace}/
 //! {pod}/{container}?stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/
-//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `/healthz`.
+//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `GET /stats/summary`,
+//! the Summary API of the node's resource usage ([`stats`]); `/healthz`.
 
 mod auth;
 pub mod authz;
 mod logs;
+mod stats;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -82,6 +84,7 @@ pub fn router(agent: Arc<Agent>, certs: ClientCerts) -> Router {
             "/portForward/{namespace}/{pod}",
             any(crate::stream::port_forward),
         )
+        .route("/stats/summary", get(stats::summary).fallback(not_found))
         .route("/healthz", any(healthz))
         .fallback(not_found)
         .with_state(agent);

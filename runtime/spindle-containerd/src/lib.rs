@@ -15,8 +15,11 @@
 //!   processes with their stdio on FIFOs ([`io`]), waiting, signals, TTY
 //!   resize, and removal of task, container and snapshot.
 //!
+//! [`cgroup`] reads what a container uses, for the agent's resource metrics.
+//!
 //! It knows nothing of pods; the agent maps pods onto these calls.
 
+pub mod cgroup;
 pub mod daemon;
 pub mod io;
 pub mod spec;

@@ -87,8 +87,8 @@ struct Counters {
 
 /// What bounds a server's instances.
 pub(crate) struct Limits {
-    /// Shared by all of the server's instances; `None` is unmetered.
-    pub(crate) cpu: Option<Arc<CpuAccount>>,
+    /// Shared by all of the server's instances (a counting-only one without a limit).
+    pub(crate) cpu: Arc<CpuAccount>,
     /// The server's memory budget, shared by all of its instances.
     pub(crate) memory: (Arc<MemoryBudget>, LimitSource),
     pub(crate) node_memory: MemoryPolicy,
@@ -189,6 +189,12 @@ impl HttpServer {
         self.rx = None;
         self.status = Some(status.clone());
         status
+    }
+
+    /// What the server's instances use together: memory now, CPU time so far.
+    pub fn usage(&self) -> crate::Usage {
+        let l = &self.server.limits;
+        crate::Usage::new(l.memory.0.clone(), l.cpu.clone())
     }
 
     pub fn stats(&self) -> HttpStats {
@@ -440,7 +446,7 @@ async fn handle(
             .limits
             .node_memory
             .limiter(server.limits.memory.clone()),
-        server.limits.cpu.clone().map(CpuMeter::shared),
+        Some(CpuMeter::shared(server.limits.cpu.clone())),
         server.kill.clone(),
     );
     let (tx, rx) = oneshot::channel();

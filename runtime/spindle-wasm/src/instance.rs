@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::limits::{CpuMeter, KillSwitch, MemoryLimiter, MemoryPolicy};
+use crate::limits::{CpuAccount, CpuMeter, KillSwitch, MemoryLimiter, MemoryPolicy, Usage};
 use crate::net::{PodNetwork, ResolvingHooks, SendRequestFuture};
 use crate::output::{OutputSink, SinkStream};
 use crate::program::{Entry, Program};
@@ -52,9 +52,10 @@ pub struct InstanceSpec {
     pub memory_limit: Option<u64>,
     /// CPU limit in millicores; `None` is unlimited. A command guest is one thread (no
     /// wasi-threads), polled by one worker at a time, so it can never use more than one
-    /// core: from 1000 up a limit cannot bind, and it is not metered (metering would only
-    /// cost two clock reads per host call). Unlimited guests still yield at every epoch
-    /// tick, so other guests get their turn on the workers within a tick.
+    /// core: from 1000 up a limit cannot bind. Every guest is metered all the same (two
+    /// clock reads per host call), since its CPU time is what the node reports in its
+    /// resource metrics ([`Instance::usage`]). Unlimited guests still yield at every
+    /// epoch tick, so other guests get their turn on the workers within a tick.
     /// For [`WasmRuntime::serve_http`](crate::WasmRuntime::serve_http) the budget is
     /// shared by all of the server's concurrent request instances instead, and always
     /// metered.
@@ -273,6 +274,7 @@ pub struct Instance {
     rx: Option<oneshot::Receiver<ExitStatus>>,
     status: Option<ExitStatus>,
     kill: Arc<KillSwitch>,
+    usage: Usage,
 }
 
 /// Kills an instance (or stops an [`HttpServer`](crate::HttpServer)) from anywhere;
@@ -314,6 +316,11 @@ impl Instance {
 
     pub fn killer(&self) -> Killer {
         Killer(self.kill.clone())
+    }
+
+    /// What the guest uses: its memories and tables, and its CPU time so far.
+    pub fn usage(&self) -> Usage {
+        self.usage.clone()
     }
 }
 
@@ -459,9 +466,12 @@ pub(crate) fn start(
 ) -> Result<Instance, WasmError> {
     let mut builder = wasi_builder(&spec)?;
     // At 1000 and more the limit cannot bind a single-threaded guest (see
-    // `InstanceSpec::cpu_millis`).
-    let cpu = || spec.cpu_millis.filter(|&m| m < 1000).map(CpuMeter::new);
-    let limiter = || memory.limiter(memory.container(spec.memory_limit));
+    // `InstanceSpec::cpu_millis`): the account then only counts, for the metrics.
+    let account = CpuAccount::for_limit(spec.cpu_millis.filter(|&m| m < 1000));
+    let budget = memory.container(spec.memory_limit);
+    let usage = Usage::new(budget.0.clone(), account.clone());
+    let cpu = || Some(CpuMeter::shared(account.clone()));
+    let limiter = || memory.limiter(budget.clone());
     let kill = Arc::new(KillSwitch::default());
     let (tx, rx) = oneshot::channel();
     let guest_kill = kill.clone();
@@ -529,6 +539,7 @@ pub(crate) fn start(
         rx: Some(rx),
         status: None,
         kill,
+        usage,
     })
 }
 

@@ -78,6 +78,7 @@ pub use instance::{
     ExitReason, ExitStatus, Instance, InstanceSpec, Killer, Preopen, Stdin, KILLED_EXIT_CODE,
     TRAP_EXIT_CODE,
 };
+pub use limits::Usage;
 pub use net::{NameResolver, PodNetwork};
 pub use output::{OutputSink, Wait as OutputWait};
 pub use program::{CacheStats, LoadOrigin, Program, ProgramKind};
@@ -494,8 +495,8 @@ impl WasmRuntime {
         instance::wasi_builder(&spec)?;
         let cpu = spec
             .cpu_millis
-            .or_else(|| unlimited_server_cpu(self.inner.worker_threads))
-            .map(limits::CpuAccount::new);
+            .or_else(|| unlimited_server_cpu(self.inner.worker_threads));
+        let cpu = limits::CpuAccount::for_limit(cpu);
         let memory = self.inner.memory.container(spec.memory_limit);
         let server = http::Server::new(
             self.inner.engine.clone(),

@@ -238,6 +238,9 @@ pub(crate) const CPU_PERIOD: Duration = Duration::from_millis(100);
 pub(crate) struct CpuAccount {
     budget: Duration,
     state: Mutex<AccountState>,
+    /// Nanoseconds of run time charged since the account was made: the container's
+    /// cumulative CPU time, as a cgroup's `cpuacct.usage` is (see [`Usage`]).
+    total: AtomicU64,
 }
 
 struct AccountState {
@@ -256,11 +259,36 @@ impl CpuAccount {
                 period_start: Instant::now(),
                 used: Duration::ZERO,
             }),
+            total: AtomicU64::new(0),
         })
+    }
+
+    /// An account that never parks its guests: it only counts their CPU time.
+    pub(crate) fn unlimited() -> Arc<Self> {
+        Arc::new(CpuAccount {
+            budget: Duration::MAX,
+            state: Mutex::new(AccountState {
+                period_start: Instant::now(),
+                used: Duration::ZERO,
+            }),
+            total: AtomicU64::new(0),
+        })
+    }
+
+    /// The account for a limit of `millis`, or a counting-only one without a limit.
+    pub(crate) fn for_limit(millis: Option<u64>) -> Arc<Self> {
+        millis.map_or_else(Self::unlimited, Self::new)
+    }
+
+    /// CPU time charged so far.
+    pub(crate) fn total(&self) -> Duration {
+        Duration::from_nanos(self.total.load(Ordering::Acquire))
     }
 
     /// Adds `spent` and returns when the caller may run again if the budget is spent.
     fn settle(&self, spent: Duration, now: Instant) -> Option<Instant> {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.total.fetch_add(nanos, Ordering::AcqRel);
         let mut st = self
             .state
             .lock()
@@ -296,12 +324,6 @@ pub(crate) struct CpuMeter {
 }
 
 impl CpuMeter {
-    /// A meter with an account of its own; `millis` is clamped to one core, the most a
-    /// single guest can use.
-    pub(crate) fn new(millis: u64) -> Self {
-        Self::shared(CpuAccount::new(millis.clamp(1, 1000)))
-    }
-
     /// A meter charging `account`, which other meters may share.
     pub(crate) fn shared(account: Arc<CpuAccount>) -> Self {
         CpuMeter {
@@ -376,6 +398,32 @@ impl Drop for CpuMeter {
         if !self.pending.is_zero() {
             self.account.settle(self.pending, Instant::now());
         }
+    }
+}
+
+/// What a container's guests use now: the bytes of linear memory and tables its budget
+/// is charged (its working set: guests have no other memory of their own) and the CPU time
+/// its account was charged. Cheap to clone; read by the agent's resource metrics.
+#[derive(Clone)]
+pub struct Usage {
+    memory: Arc<MemoryBudget>,
+    cpu: Arc<CpuAccount>,
+}
+
+impl Usage {
+    pub(crate) fn new(memory: Arc<MemoryBudget>, cpu: Arc<CpuAccount>) -> Self {
+        Usage { memory, cpu }
+    }
+
+    /// Bytes of linear memory and tables held now.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.used()
+    }
+
+    /// CPU time the guests' wasm code ran, in all (charged at every epoch tick and when
+    /// an instance ends).
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu.total()
     }
 }
 
@@ -457,10 +505,24 @@ mod tests {
 
     #[test]
     fn budget_scales_with_millicores() {
-        assert_eq!(CpuMeter::new(100).account.budget, Duration::from_millis(10));
-        assert_eq!(CpuMeter::new(5000).account.budget, CPU_PERIOD);
-        assert_eq!(CpuMeter::new(0).account.budget, CPU_PERIOD / 1000);
+        assert_eq!(CpuAccount::new(100).budget, Duration::from_millis(10));
+        assert_eq!(CpuAccount::new(1000).budget, CPU_PERIOD);
+        assert_eq!(CpuAccount::new(0).budget, CPU_PERIOD / 1000);
         assert_eq!(CpuAccount::new(2500).budget, CPU_PERIOD * 5 / 2);
+    }
+
+    #[test]
+    fn accounts_count_all_they_are_charged_and_unlimited_ones_never_park() {
+        let now = Instant::now();
+        let limited = CpuAccount::for_limit(Some(100));
+        assert!(limited.settle(Duration::from_millis(30), now).is_some());
+        assert_eq!(limited.total(), Duration::from_millis(30));
+        let unlimited = CpuAccount::for_limit(None);
+        for i in 0..50 {
+            let at = now + Duration::from_millis(i);
+            assert_eq!(unlimited.settle(Duration::from_millis(20), at), None);
+        }
+        assert_eq!(unlimited.total(), Duration::from_secs(1));
     }
 
     #[test]

@@ -224,6 +224,13 @@ pub fn cluster_roles() -> Vec<Value> {
                 r(READ_WRITE, &["coordination.k8s.io"], &["leases"]),
             ],
         ),
+        // What metrics-server installs, so whoever may view a namespace may `kubectl top`
+        // its pods.
+        role(
+            "system:aggregated-metrics-reader",
+            &[(TO_VIEW, "true"), (TO_EDIT, "true"), (TO_ADMIN, "true")],
+            vec![r(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+        ),
         role(
             "system:aggregate-to-view",
             &[(TO_VIEW, "true")],

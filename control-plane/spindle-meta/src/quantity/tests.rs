@@ -204,3 +204,14 @@ fn converts_with_the_openapi_type() {
     assert_eq!(Wire::from(exact), wire);
     assert!(Quantity::try_from(&Wire("lots".into())).is_err());
 }
+
+#[test]
+fn nanocores_are_written_as_metrics_server_writes_them() {
+    assert_eq!(Quantity::from_nanos(199_878_512).to_string(), "199878512n");
+    assert_eq!(Quantity::from_nanos(200_000_000).to_string(), "200m");
+    assert_eq!(Quantity::from_nanos(0).to_string(), "0");
+    assert_eq!(
+        Quantity::from_value(52_430_848, Format::BinarySI).to_string(),
+        "51202Ki"
+    );
+}

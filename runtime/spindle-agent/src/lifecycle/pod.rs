@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 use crate::paths::PodPaths;
 use crate::podnet::PodNet;
 use crate::reason::{ExitReason, Waiting};
-use crate::runtime::Console;
+use crate::runtime::{Console, Meter};
 use crate::status::{CStatus, RunState, Term};
 use crate::volumes::PodVolumes;
 use crate::Agent;
@@ -32,6 +32,8 @@ pub struct Shared {
     pub logs: HashMap<String, LogWriter>,
     /// What execs and attaches reach, for each running container.
     pub consoles: HashMap<String, Arc<dyn Console>>,
+    /// What reads each running container's usage, for the resource metrics.
+    pub meters: HashMap<String, Arc<dyn Meter>>,
     /// status.podIP, once the pod has a network.
     pub pod_ip: Option<String>,
 }
@@ -131,6 +133,7 @@ impl PodHandle {
                 start_time,
                 logs: HashMap::new(),
                 consoles: HashMap::new(),
+                meters: HashMap::new(),
                 pod_ip: None,
             }),
             changed: Notify::new(),

@@ -354,6 +354,7 @@ impl Supervisor {
             let mut sh = self.h.shared();
             sh.logs.insert(self.c.name.clone(), log);
             sh.consoles.insert(self.c.name.clone(), s.running.console());
+            sh.meters.insert(self.c.name.clone(), s.running.meter());
         }
         let image_id = format!(
             "{}@{}",
@@ -439,7 +440,11 @@ impl Supervisor {
                 }
             }
         };
-        self.h.shared().consoles.remove(&name);
+        {
+            let mut sh = self.h.shared();
+            sh.consoles.remove(&name);
+            sh.meters.remove(&name);
+        }
         Phase::Exited(Ended {
             exit,
             run,

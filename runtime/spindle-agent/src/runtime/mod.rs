@@ -216,6 +216,25 @@ pub trait Running: Send + Sync {
     fn kill(&self);
     /// What execs and attaches reach while this run lives.
     fn console(&self) -> Arc<dyn Console>;
+    /// What reads the run's CPU time and memory, for the node's resource metrics.
+    fn meter(&self) -> Arc<dyn Meter>;
+}
+
+/// One reading of what a run uses: CPU time since it started, memory in use, and its
+/// working set (memory in use that the kernel could not take back; a Wasm guest's linear
+/// memories and tables).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub memory_usage: u64,
+    pub working_set: u64,
+}
+
+/// Reads a run's [`Usage`]: from the Wasm runtime's own accounting, or the container's
+/// cgroup.
+pub trait Meter: Send + Sync {
+    /// `None` once there is nothing left to read (the cgroup is gone).
+    fn sample(&self) -> Option<Usage>;
 }
 
 /// The I/O of an exec or attach: stdin (if any) and where stdout and stderr go.

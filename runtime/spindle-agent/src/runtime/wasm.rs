@@ -13,8 +13,8 @@ use spindle_image::PulledImage;
 use spindle_logs::Stream;
 
 use super::{
-    timed_out, Console, ContainerSpec, ExecIo, Exit, ExitReason, Output, OutputWait, RunMeta,
-    Running, Runtime, RuntimeError, SpecFuture, DEFAULT_HTTP_PORT,
+    timed_out, Console, ContainerSpec, ExecIo, Exit, ExitReason, Meter, Output, OutputWait,
+    RunMeta, Running, Runtime, RuntimeError, SpecFuture, Usage, DEFAULT_HTTP_PORT,
 };
 
 /// Wasm containers: one wasmtime engine for the node, modules compiled once per digest.
@@ -226,6 +226,28 @@ impl Running for WasmRun {
 
     fn console(&self) -> Arc<dyn Console> {
         self.console.clone()
+    }
+
+    fn meter(&self) -> Arc<dyn Meter> {
+        Arc::new(WasmMeter(match &self.run {
+            Run::Command(i) => i.usage(),
+            Run::Http(s) => s.usage(),
+        }))
+    }
+}
+
+/// A guest's usage as the runtime accounts it: all of its memory is linear memories and
+/// tables, all of it in use.
+struct WasmMeter(spindle_wasm::Usage);
+
+impl Meter for WasmMeter {
+    fn sample(&self) -> Option<Usage> {
+        let bytes = self.0.memory_bytes();
+        Some(Usage {
+            cpu: self.0.cpu_time(),
+            memory_usage: bytes,
+            working_set: bytes,
+        })
     }
 }
 

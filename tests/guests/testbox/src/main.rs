@@ -104,6 +104,17 @@ fn main() {
             println!("allocated {mib} MiB in all ({} chunks)", held.len());
             0
         }
+        "hold" => {
+            // Grows the heap (linear memory) by MiB, touched, then sleeps holding it.
+            let mib: usize = rest.first().and_then(|s| s.parse().ok()).unwrap_or(50);
+            let held: Vec<Vec<u8>> = (0..mib).map(|i| vec![(i % 251) as u8 | 1; 1 << 20]).collect();
+            println!("holding {} MiB", held.len());
+            let _ = std::io::stdout().flush();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+                std::hint::black_box(&held);
+            }
+        }
         "spin" => {
             let n: u64 = rest
                 .first()
