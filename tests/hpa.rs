@@ -19,7 +19,7 @@ use common::{kubectls, Cluster, Registry, KUBECTL_DEFAULT, KUBECTL_OLDEST};
 const LOAD_THREADS: usize = 4;
 
 /// Threads that keep asking the Service for CPU work until `stop` is set.
-fn load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+fn load(addr: SocketAddr, path: &'static str, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
     (0..LOAD_THREADS)
         .map(|_| {
             let stop = stop.clone();
@@ -31,7 +31,8 @@ fn load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
                         continue;
                     };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    let req = "GET /busy?ms=200 HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+                    let req =
+                        format!("GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
                     let mut answer = Vec::new();
                     if s.write_all(req.as_bytes()).is_ok() {
                         let _ = s.read_to_end(&mut answer);
@@ -184,40 +185,42 @@ fn kubectl_autoscale_scales_a_wasm_deployment_up_under_load_and_back_down() {
         "{hpa}"
     );
 
+    scales_under_load(&c, "/busy?ms=200");
+}
+
+/// The HPA named web in namespace web, already created, holds one idle pod, scales up
+/// within a minute of load on `path` through the Service, and back to one pod once the
+/// load stops (its scale-down window set short).
+fn scales_under_load(c: &Cluster, path: &'static str) {
     // Idle: the utilization is measured and low.
-    within(
-        &c,
-        Duration::from_secs(60),
-        "a measured utilization",
-        || {
-            targets(&c, KUBECTL_DEFAULT).ends_with("%/50%")
-                && !targets(&c, KUBECTL_DEFAULT).contains("unknown")
-        },
-    );
+    within(c, Duration::from_secs(60), "a measured utilization", || {
+        targets(c, KUBECTL_DEFAULT).ends_with("%/50%")
+            && !targets(c, KUBECTL_DEFAULT).contains("unknown")
+    });
     for k in kubectls() {
-        let t = targets(&c, k);
+        let t = targets(c, k);
         // kubectl 1.27 shows the server's columns as they are.
         assert!(t.starts_with("cpu: ") && t.ends_with("%/50%"), "{k}: {t}");
     }
-    assert_eq!(replicas(&c), 1);
+    assert_eq!(replicas(c), 1);
 
-    let ip = jsonpath(&c, KUBECTL_DEFAULT, &["svc", "web"], "{.spec.clusterIP}");
+    let ip = jsonpath(c, KUBECTL_DEFAULT, &["svc", "web"], "{.spec.clusterIP}");
     let addr: SocketAddr = format!("{ip}:80").parse().expect("service address");
     let stop = Arc::new(AtomicBool::new(false));
-    let workers = load(addr, stop.clone());
-    let up = within(&c, Duration::from_secs(60), "a scale-up under load", || {
-        replicas(&c) >= 2
+    let workers = load(addr, path, stop.clone());
+    let up = within(c, Duration::from_secs(60), "a scale-up under load", || {
+        replicas(c) >= 2
     });
     println!("scaled up {up:?} after the load started");
-    let messages = hpa_events(&c);
+    let messages = hpa_events(c);
     assert!(
         messages.contains("reason: cpu resource utilization (percentage of request) above target"),
         "{messages}"
     );
     let used: i64 = jsonpath(
-        &c,
+        c,
         KUBECTL_DEFAULT,
-        v2,
+        &["hpa", "web"],
         "{.status.currentMetrics[0].resource.current.averageUtilization}",
     )
     .parse()
@@ -234,16 +237,91 @@ fn kubectl_autoscale_scales_a_wasm_deployment_up_under_load_and_back_down() {
     for w in workers {
         let _ = w.join();
     }
-    let down = within(
-        &c,
-        Duration::from_secs(90),
-        "a scale-down once idle",
-        || replicas(&c) == 1,
-    );
+    let down = within(c, Duration::from_secs(90), "a scale-down once idle", || {
+        replicas(c) == 1
+    });
     println!("scaled down {down:?} after the load stopped");
-    let messages = hpa_events(&c);
+    let messages = hpa_events(c);
     assert!(
         messages.contains("New size: 1; reason: All metrics below target"),
         "{messages}"
     );
+}
+
+/// A busybox httpd whose CGI script counts for a while: a container Deployment the
+/// same HPA scales, created from a v2 manifest.
+const CONTAINER_APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: web}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cgi, namespace: web}
+data:
+  busy: |
+    #!/bin/sh
+    echo "Content-Type: text/plain"
+    echo
+    i=0
+    while [ $i -lt 20000 ]; do i=$((i+1)); done
+    echo busy
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: REGISTRY/hpa/busybox:v1
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: http}, periodSeconds: 2}
+        resources:
+          requests: {cpu: 50m}
+          limits: {memory: 32Mi}
+        volumeMounts: [{name: cgi, mountPath: /www/cgi-bin}]
+      volumes:
+      - name: cgi
+        configMap: {name: cgi, defaultMode: 0755}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+"#;
+
+#[test]
+fn a_v2_hpa_scales_a_container_deployment_up_under_load_and_back_down() {
+    let reg = Registry::start();
+    reg.push_busybox("hpa/busybox:v1");
+    let c = Cluster::with_agent("hpa-ctr", &["--horizontal-pod-autoscaler-sync-period=3s"]);
+    c.apply(&CONTAINER_APP.replace("REGISTRY", &reg.addr));
+    c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "rollout",
+            "status",
+            "-n",
+            "web",
+            "deployment/web",
+            "--timeout=120s",
+        ],
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web");
+    let hpa = std::fs::read_to_string(root.join("hpa.yaml"))
+        .expect("hpa manifest")
+        .replace(
+            "stabilizationWindowSeconds: 30",
+            "stabilizationWindowSeconds: 5",
+        );
+    c.apply(&hpa);
+    scales_under_load(&c, "/cgi-bin/busy");
 }
