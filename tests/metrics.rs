@@ -126,7 +126,7 @@ fn pod_stats<'a>(s: &'a Value, ns: &str, name: &str) -> &'a Value {
 }
 
 #[test]
-fn kubectl_top_shows_wasm_pods_memory_and_cpu_and_the_node() {
+fn kubectl_top_and_the_summary_api_show_wasm_pods_and_the_node() {
     let reg = Registry::start();
     let image = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:metrics");
     let c = Cluster::with_agent(NODE, &[]);
@@ -200,29 +200,18 @@ fn kubectl_top_shows_wasm_pods_memory_and_cpu_and_the_node() {
         )[1],
     );
     assert!(idle < 20.0, "a sleeping guest used {idle}m");
+    summary_through_nodes_proxy_and_who_may_read_metrics(&c);
 }
 
 fn rows_of(c: &Cluster, kubectl: &str, args: &[&str]) -> Vec<Vec<String>> {
     rows(&c.ok(kubectl, args))
 }
 
-#[test]
-fn summary_api_through_nodes_proxy_and_who_may_read_metrics() {
-    let reg = Registry::start();
-    let image = reg.push(&common::testbox("wasm32-wasip1"), "tests/testbox:summary");
-    let c = Cluster::with_agent(NODE, &[]);
-    c.apply(&pod(
-        "holder",
-        "default",
-        &image,
-        r#"["hold", "50"]"#,
-        "app: holder",
-        "memory: 128Mi",
-    ));
-    c.wait_pod_field("holder", "{.status.phase}", "Running", WAIT);
-    top_until(&c, KUBECTL_DEFAULT, &["top", "pods"], "holder");
+/// The Summary of the node running `holder` (50 MiB), through `nodes/proxy`, and who
+/// may read it and the metrics API.
+fn summary_through_nodes_proxy_and_who_may_read_metrics(c: &Cluster) {
     for k in kubectls() {
-        let s = summary(&c, k);
+        let s = summary(c, k);
         let node = &s["node"];
         assert_eq!(node["nodeName"], NODE);
         assert!(node["cpu"]["usageNanoCores"].as_u64().is_some(), "{node}");
@@ -280,7 +269,7 @@ fn summary_api_through_nodes_proxy_and_who_may_read_metrics() {
         ],
     );
     for k in kubectls() {
-        top_until(&c, k, &["top", "pods", "--as=jane"], "holder");
+        top_until(c, k, &["top", "pods", "--as=jane"], "holder");
         let err = c.fails(k, &["get", "--raw", &path, "--as=jane"]);
         assert!(err.contains("forbidden"), "{k}: {err}");
         let err = c.fails(k, &["top", "pods", "-A", "--as=jane"]);

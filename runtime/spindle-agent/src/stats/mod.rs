@@ -43,10 +43,13 @@ struct ContainerSample {
     usage: Usage,
 }
 
+/// The sample before the last, and the last.
+type Pair = (Option<Arc<Sample>>, Option<Arc<Sample>>);
+
 /// The sampler's last two samples.
 #[derive(Default)]
 pub struct Stats {
-    samples: Mutex<(Option<Arc<Sample>>, Option<Arc<Sample>>)>,
+    samples: Mutex<Pair>,
 }
 
 impl Stats {
@@ -56,7 +59,7 @@ impl Stats {
         *g = (last, Some(Arc::new(s)));
     }
 
-    fn pair(&self) -> (Option<Arc<Sample>>, Option<Arc<Sample>>) {
+    fn pair(&self) -> Pair {
         self.samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())
