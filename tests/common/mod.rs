@@ -9,6 +9,7 @@ mod listen;
 pub mod net;
 mod registry_server;
 pub use bounded::*;
+pub use listen::wait_listening;
 pub use net::NetNames;
 
 use std::io::{BufRead, BufReader};

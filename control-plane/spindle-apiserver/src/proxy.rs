@@ -2,7 +2,7 @@
 //! `pods/log`, and `pods/exec` and `pods/portforward`, whose connections are upgraded
 //! (WebSocket or SPDY) end to end: the API server forwards the upgrade request to the
 //! agent and, once both sides switched protocols, copies bytes both ways without looking
-//! into the framing.
+//! into the framing. `nodes/proxy` passes reads to the agent (its `/metrics`).
 //!
 //! The API server calls the agent's endpoint (Node `status.daemonEndpoints.kubeletEndpoint`
 //! on its InternalIP) over HTTPS, as kube-apiserver calls kubelets: the agent's serving
@@ -149,6 +149,11 @@ async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(St
             "pod {name} does not have a host assigned"
         )));
     };
+    node_endpoint(st, node_name).await
+}
+
+/// Where the agent of a node listens: the Node's InternalIP and agent port.
+async fn node_endpoint(st: &AppState, node_name: &str) -> ApiResult<(String, u16)> {
     let node_kind = st
         .reg
         .by_resource("", "v1", "nodes")
@@ -177,6 +182,56 @@ async fn agent_endpoint(st: &AppState, pod: &Value, name: &str) -> ApiResult<(St
         .filter(|p| *p > 0)
         .ok_or_else(|| ApiError::bad_request(format!("node {node_name} has no agent endpoint")))?;
     Ok((addr, port as u16))
+}
+
+/// `/api/v1/nodes/{name}/proxy[/{path}]`: the node's name and the agent's path.
+pub fn node_proxy_path(path: &str) -> Option<(String, String)> {
+    let (name, tail) = path.strip_prefix("/api/v1/nodes/")?.split_once('/')?;
+    let tail = tail.strip_prefix("proxy")?;
+    if !(tail.is_empty() || tail.starts_with('/')) {
+        return None;
+    }
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .into_owned();
+    let tail = if tail.is_empty() { "/" } else { tail };
+    Some((name, tail.to_string()))
+}
+
+/// GET nodes/{name}/proxy/{path}: the agent's answer, status, content type and body
+/// passed through (kube-apiserver's node proxy, for reads). The agent authorizes the
+/// API server's own certificate, which `system:kubelet-api-admin` allows.
+pub async fn node(
+    st: &AppState,
+    method: &axum::http::Method,
+    name: &str,
+    path: &str,
+    query: Option<&str>,
+) -> ApiResult<Response> {
+    if method != axum::http::Method::GET {
+        return Err(ApiError::method_not_supported(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let (addr, port) = node_endpoint(st, name).await?;
+    let path = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let resp = call_agent(st, &addr, port, &path).await.map_err(|e| {
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+        )
+    })?;
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(Body::new(body.map_err(std::io::Error::other)));
+    *out.status_mut() = parts.status;
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    Ok(out)
 }
 
 /// The agent's refusal as a Kubernetes error (its body is the message).

@@ -11,7 +11,8 @@
 //! sinceSeconds&sinceTime&timestamps&limitBytes` ([`logs`]); `GET|POST /exec/{namespace}/
 //! {pod}/{container}?command=…&stdin&stdout&stderr&tty`, `GET|POST /attach/{namespace}/
 //! {pod}/{container}?stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/
-//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `/healthz`.
+//! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `GET /metrics` (the
+//! kubelet's metrics, [`crate::metrics`]); `/healthz`.
 
 mod auth;
 pub mod authz;
@@ -83,6 +84,7 @@ pub fn router(agent: Arc<Agent>, certs: ClientCerts) -> Router {
             any(crate::stream::port_forward),
         )
         .route("/healthz", any(healthz))
+        .route("/metrics", get(crate::metrics::serve))
         .fallback(not_found)
         .with_state(agent);
     authorized(routes, certs, reviewer)
