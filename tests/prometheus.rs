@@ -39,7 +39,10 @@ fn token_kubeconfig(c: &Cluster, name: &str, ca: &Path, token: &str) -> std::pat
 
 fn kubectl_as(kubectl: &str, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
     output_within(
-        Command::new(kubectl).arg("--kubeconfig").arg(kubeconfig).args(args),
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args),
         None,
         kubectl_limit(args),
     )
@@ -57,20 +60,30 @@ fn prom_api(port: u16, path: &str, params: &[(&str, &str)]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// Poll `check` on Prometheus' answer to `path` until it holds; panics with the last
-/// answer otherwise.
-fn wait_prom(port: u16, path: &str, params: &[(&str, &str)], check: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = prom_api(port, path, params);
-        if check(&v) {
-            return;
+/// A running Prometheus: its port, and its log for failure messages.
+struct Prom {
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Prom {
+    /// Poll `check` on Prometheus' answer to `path` until it holds; panics with the last
+    /// answer and Prometheus' log otherwise.
+    fn wait(&self, path: &str, params: &[(&str, &str)], check: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = prom_api(self.port, path, params);
+            if check(&v) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus {path} {params:?} never satisfied the check; last answer: {v}\n\
+                 Prometheus log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
         }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus {path} {params:?} never satisfied the check; last answer: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -97,14 +110,37 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
     c.apply(&rbac);
     let token = c.ok(
         KUBECTL_DEFAULT,
-        &["create", "token", "prometheus", "-n", "monitoring", "--duration=1h"],
+        &[
+            "create",
+            "token",
+            "prometheus",
+            "-n",
+            "monitoring",
+            "--duration=1h",
+        ],
     );
     let token_file = c.write_file("prom-token", token.trim());
     let ca = c.ok(
         KUBECTL_DEFAULT,
-        &["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"],
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ],
     );
     let ca_file = c.write_file("cluster-ca.crt", &ca);
+    let nodes = c.ok(
+        KUBECTL_DEFAULT,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}- targets: [\"{.metadata.name}\"]{\"\\n\"}{end}",
+        ],
+    );
+    let nodes_file = c.write_file("nodes.yml", &nodes);
     let api = c.server_url();
     let api_address = api.trim_start_matches("https://");
     let config = std::fs::read_to_string(examples.join("prometheus.yml"))
@@ -112,12 +148,14 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
         .replace("@API_ADDRESS@", api_address)
         .replace("@CA_FILE@", &ca_file.display().to_string())
         .replace("@TOKEN_FILE@", &token_file.display().to_string())
+        .replace("@NODES_FILE@", &nodes_file.display().to_string())
         .replace("@SCRAPE_INTERVAL@", "1s");
     let config_file = c.write_file("prometheus.yml", &config);
 
     // Prometheus on a port of its own choosing (read back from its socket), with its
     // data in the test's directory.
-    let log = std::fs::File::create(c.dir.path().join("prometheus.log")).expect("log");
+    let log_path = c.dir.path().join("prometheus.log");
+    let log = std::fs::File::create(&log_path).expect("log");
     let prom = Supervised::spawn(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config_file.display()))
@@ -131,11 +169,27 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
             .stderr(log),
         Duration::from_secs(600),
     );
-    let port = prom.with(|child| wait_listening(child, "prometheus", Duration::from_secs(60)));
+    let listening = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        prom.with(|child| wait_listening(child, "prometheus", Duration::from_secs(60)))
+    }));
+    let port = listening.unwrap_or_else(|e| {
+        eprintln!(
+            "Prometheus log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::panic::resume_unwind(e)
+    });
+    let p = Prom {
+        port,
+        log: log_path,
+    };
 
     // Both targets found and up: the API server, and the node through nodes/proxy.
-    wait_prom(port, "/api/v1/targets", &[], |v| {
-        let targets = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+    p.wait("/api/v1/targets", &[], |v| {
+        let targets = v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let up = |job: &str, path: &str| {
             targets.iter().any(|t| {
                 t["labels"]["job"] == job
@@ -145,10 +199,13 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
         };
         targets.len() == 2
             && up("kubernetes-apiservers", "/metrics")
-            && up("kubernetes-nodes", &format!("/api/v1/nodes/{NODE}/proxy/metrics"))
+            && up(
+                "kubernetes-nodes",
+                &format!("/api/v1/nodes/{NODE}/proxy/metrics"),
+            )
     });
     let at_least = |query: &str, min: f64| {
-        wait_prom(port, "/api/v1/query", &[("query", query)], |v| {
+        p.wait("/api/v1/query", &[("query", query)], |v| {
             max_value(v).is_some_and(|x| x >= min)
         });
     };
@@ -178,12 +235,12 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
     // The agent: the pod started, and runs.
     at_least("kubelet_pod_start_duration_seconds_count", 1.0);
     at_least(r#"kubelet_running_pods{job="kubernetes-nodes"}"#, 1.0);
-    at_least(r#"kubelet_running_containers{container_state="running"}"#, 1.0);
-    // The node's labels came with it from discovery.
     at_least(
-        &format!(r#"kubelet_running_pods{{kubernetes_io_hostname="{NODE}"}}"#),
+        r#"kubelet_running_containers{container_state="running"}"#,
         1.0,
     );
+    // Each node's series carry its name.
+    at_least(&format!(r#"kubelet_running_pods{{node="{NODE}"}}"#), 1.0);
 
     // kubectl as the admin reads the same text; a ServiceAccount without the right is
     // refused, and nobody unauthenticated gets in.
@@ -213,16 +270,26 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
             let want = if path == "/metrics" {
                 r#"Error from server (Forbidden): forbidden: User "system:serviceaccount:default:nobody" cannot get path "/metrics""#.to_string()
             } else {
-                format!(r#"Error from server (Forbidden): nodes "{NODE}" is forbidden: User "system:serviceaccount:default:nobody" cannot get resource "nodes/proxy" in API group "" at the cluster scope"#)
+                format!(
+                    r#"Error from server (Forbidden): nodes "{NODE}" is forbidden: User "system:serviceaccount:default:nobody" cannot get resource "nodes/proxy" in API group "" at the cluster scope"#
+                )
             };
             assert!(err.contains(&want), "{path}: {err}");
         }
         // The prometheus account may, as Prometheus showed; through kubectl too.
         let prom_kc = token_kubeconfig(&c, "prom.kubeconfig", &ca_file, token.trim());
         let out = kubectl_as(kubectl, &prom_kc, &["get", "--raw", "/metrics"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let status = curl_status(["--cacert", &ca_file.display().to_string(), &format!("{api}/metrics")]);
+    let status = curl_status([
+        "--cacert",
+        &ca_file.display().to_string(),
+        &format!("{api}/metrics"),
+    ]);
     assert_eq!(status, "401");
     drop(prom);
 }

@@ -69,7 +69,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
     f
 });
 
-/// Register the families, so they are listed before any queue runs.
+/// Register the families at start (each is exposed once a queue has a series).
 pub fn register() {
     LazyLock::force(&FAMILIES);
 }

@@ -105,7 +105,10 @@ mod tests {
             body.contains("# TYPE demo_requests_total counter\n"),
             "{body}"
         );
-        assert!(body.contains("demo_requests_total{code=\"200\"} 3\n"), "{body}");
+        assert!(
+            body.contains("demo_requests_total{code=\"200\"} 3\n"),
+            "{body}"
+        );
         assert!(!body.contains("# EOF"), "{body}");
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
         let (ct, body) = reg.expose(Some(prometheus));
@@ -124,9 +127,18 @@ mod tests {
         reg.register("demo_duration_seconds", "Latency", h.clone());
         h.observe(0.03);
         let (_, body) = reg.expose(None);
-        assert!(body.contains("demo_duration_seconds_bucket{le=\"0.025\"} 0\n"), "{body}");
-        assert!(body.contains("demo_duration_seconds_bucket{le=\"0.05\"} 1\n"), "{body}");
-        assert!(body.contains("demo_duration_seconds_bucket{le=\"+Inf\"} 1\n"), "{body}");
+        assert!(
+            body.contains("demo_duration_seconds_bucket{le=\"0.025\"} 0\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("demo_duration_seconds_bucket{le=\"0.05\"} 1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("demo_duration_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{body}"
+        );
         assert!(body.contains("demo_duration_seconds_count 1\n"), "{body}");
     }
 }

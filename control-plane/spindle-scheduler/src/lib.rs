@@ -34,8 +34,8 @@ use tokio::time::Instant;
 pub use crate::fit::{NodeFit, PodFit};
 
 use crate::cache::{Cache, Preemption};
-use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::metrics::Attempts;
+use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::queue::Queue;
 
 /// Scheduler settings.

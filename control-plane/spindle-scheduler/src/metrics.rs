@@ -67,8 +67,7 @@ impl Series {
 
     fn observe(&self, started: Instant) {
         self.attempts.inc();
-        self.duration
-            .observe(started.elapsed().as_secs_f64());
+        self.duration.observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -61,7 +61,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
     f
 });
 
-/// Register the agent's families, so they are listed before anything is recorded.
+/// Register the agent's families at start (each is exposed once it has a series).
 pub fn register() {
     LazyLock::force(&FAMILIES);
 }

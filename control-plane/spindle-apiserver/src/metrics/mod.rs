@@ -77,7 +77,8 @@ static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| {
     m
 });
 
-/// Register the API server's families, so they are listed before anything is recorded.
+/// Register the API server's families at start (each is exposed once it has a series, as
+/// client_golang's vectors are).
 pub fn register() {
     LazyLock::force(&REQUESTS);
     LazyLock::force(&storage::DURATION);
@@ -136,11 +137,7 @@ fn labels(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Option<RequestLabels> {
-    let dry_run = if dry_run_all(query) {
-        "All"
-    } else {
-        ""
-    };
+    let dry_run = if dry_run_all(query) { "All" } else { "" };
     if !a.resource_request {
         return Some(RequestLabels {
             verb: method_verb(method),

@@ -43,7 +43,10 @@ impl Ops {
     fn new(resource: &str) -> Ops {
         let h = |op: &'static str| {
             DURATION
-                .get_or_create(&[("operation", op.to_string()), ("type", resource.to_string())])
+                .get_or_create(&[
+                    ("operation", op.to_string()),
+                    ("type", resource.to_string()),
+                ])
                 .clone()
         };
         Ops {
@@ -68,7 +71,12 @@ impl<S: Store> InstrumentedStore<S> {
         let ops = reg
             .kinds()
             .iter()
-            .map(|k| (crate::rest::key(k, None, None), Ops::new(&k.qualified_plural())))
+            .map(|k| {
+                (
+                    crate::rest::key(k, None, None),
+                    Ops::new(&k.qualified_plural()),
+                )
+            })
             .collect();
         InstrumentedStore { inner, ops }
     }
@@ -107,7 +115,11 @@ impl<S: Store> Store for InstrumentedStore<S> {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
-        timed(self.ops(key).map(|o| &o.create), self.inner.create(key, value)).await
+        timed(
+            self.ops(key).map(|o| &o.create),
+            self.inner.create(key, value),
+        )
+        .await
     }
 
     async fn update(
@@ -121,7 +133,11 @@ impl<S: Store> Store for InstrumentedStore<S> {
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        timed(self.ops(key).map(|o| &o.delete), self.inner.delete(key, expected)).await
+        timed(
+            self.ops(key).map(|o| &o.delete),
+            self.inner.delete(key, expected),
+        )
+        .await
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {

@@ -25,9 +25,24 @@ fn short(l: &RequestLabels) -> (&str, &str, &str, &str, &str, &str) {
 #[test]
 fn verbs_and_scopes_are_kubes() {
     let cases = [
-        (Method::GET, "/api/v1/namespaces/d/pods", None, ("LIST", "", "", "pods", "", "namespace")),
-        (Method::GET, "/api/v1/pods?watch=true", None, ("WATCH", "", "", "pods", "", "cluster")),
-        (Method::GET, "/api/v1/nodes/n1", None, ("GET", "", "", "nodes", "", "resource")),
+        (
+            Method::GET,
+            "/api/v1/namespaces/d/pods",
+            None,
+            ("LIST", "", "", "pods", "", "namespace"),
+        ),
+        (
+            Method::GET,
+            "/api/v1/pods?watch=true",
+            None,
+            ("WATCH", "", "", "pods", "", "cluster"),
+        ),
+        (
+            Method::GET,
+            "/api/v1/nodes/n1",
+            None,
+            ("GET", "", "", "nodes", "", "resource"),
+        ),
         (
             Method::POST,
             "/apis/apps/v1/namespaces/d/deployments?dryRun=All",
@@ -46,15 +61,38 @@ fn verbs_and_scopes_are_kubes() {
             Some("application/merge-patch+json"),
             ("PATCH", "", "", "pods", "status", "namespace"),
         ),
-        (Method::PUT, "/apis/apps/v1/namespaces/d/deployments/x/scale", None, ("PUT", "", "apps", "deployments", "scale", "namespace")),
-        (Method::POST, "/api/v1/namespaces/d/pods/p/exec", None, ("CONNECT", "", "", "pods", "exec", "namespace")),
-        (Method::DELETE, "/api/v1/namespaces/d/configmaps", None, ("DELETECOLLECTION", "", "", "configmaps", "", "namespace")),
-        (Method::GET, "/apis/apps/v1", None, ("GET", "", "", "", "/apis/apps/v1", "")),
+        (
+            Method::PUT,
+            "/apis/apps/v1/namespaces/d/deployments/x/scale",
+            None,
+            ("PUT", "", "apps", "deployments", "scale", "namespace"),
+        ),
+        (
+            Method::POST,
+            "/api/v1/namespaces/d/pods/p/exec",
+            None,
+            ("CONNECT", "", "", "pods", "exec", "namespace"),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/namespaces/d/configmaps",
+            None,
+            ("DELETECOLLECTION", "", "", "configmaps", "", "namespace"),
+        ),
+        (
+            Method::GET,
+            "/apis/apps/v1",
+            None,
+            ("GET", "", "", "", "/apis/apps/v1", ""),
+        ),
     ];
     for (method, path, ct, want) in cases {
         let l = labels_of(method.clone(), path, ct).unwrap_or_else(|| panic!("{method} {path}"));
         assert_eq!(short(&l), want, "{method} {path}");
-        assert_eq!((l.component, l.version.is_empty()), ("apiserver", want.3.is_empty()));
+        assert_eq!(
+            (l.component, l.version.is_empty()),
+            ("apiserver", want.3.is_empty())
+        );
     }
 }
 
