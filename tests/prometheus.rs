@@ -170,7 +170,7 @@ fn prometheus_scrapes_the_api_server_and_the_agent() {
         Duration::from_secs(600),
     );
     let listening = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        prom.with(|child| wait_listening(child, "prometheus", Duration::from_secs(60)))
+        prom.with(|child| listen::wait_listening(child, "prometheus", Duration::from_secs(60)))
     }));
     let port = listening.unwrap_or_else(|e| {
         eprintln!(

@@ -5,11 +5,10 @@
 
 pub mod agent;
 mod bounded;
-mod listen;
+pub mod listen;
 pub mod net;
 mod registry_server;
 pub use bounded::*;
-pub use listen::wait_listening;
 pub use net::NetNames;
 
 use std::io::{BufRead, BufReader};

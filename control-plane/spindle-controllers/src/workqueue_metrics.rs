@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use spindle_metrics::CONTROL_PLANE;
+use spindle_metrics::{HistogramFamily, CONTROL_PLANE};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Name {
@@ -23,13 +23,11 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-8, 10.0, 10))
 }
 
-type Histograms = Family<Name, Histogram, fn() -> Histogram>;
-
 struct Families {
     depth: Family<Name, Gauge>,
     adds: Family<Name, Counter>,
-    queue_duration: Histograms,
-    work_duration: Histograms,
+    queue_duration: HistogramFamily<Name>,
+    work_duration: HistogramFamily<Name>,
     retries: Family<Name, Counter>,
 }
 

@@ -14,6 +14,7 @@ use std::sync::{LazyLock, RwLock};
 
 pub use prometheus_client;
 use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Metric;
 
@@ -29,6 +30,9 @@ pub const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
     10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
 ];
+
+/// Histograms by label set `L`, each made by a `fn` that knows the family's buckets.
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// A histogram over `buckets` (upper bounds, ascending).
 pub fn histogram(buckets: &[f64]) -> Histogram {

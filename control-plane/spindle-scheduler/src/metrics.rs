@@ -10,7 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use spindle_metrics::CONTROL_PLANE;
+use spindle_metrics::{HistogramFamily, CONTROL_PLANE};
 use tokio::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,7 +25,7 @@ fn attempt_histogram() -> Histogram {
 
 struct Families {
     attempts: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    duration: HistogramFamily<Labels>,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {

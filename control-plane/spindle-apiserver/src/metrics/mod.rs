@@ -25,7 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use spindle_api::{Kind, Registry};
-use spindle_metrics::{histogram, CONTROL_PLANE, REQUEST_BUCKETS};
+use spindle_metrics::{histogram, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS};
 
 use crate::authz::Attributes;
 use crate::AppState;
@@ -48,11 +48,9 @@ struct Code {
     code: u16,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
 struct RequestMetrics {
     total: Family<(RequestLabels, Code), Counter>,
-    duration: Histograms<RequestLabels>,
+    duration: HistogramFamily<RequestLabels>,
 }
 
 fn request_histogram() -> Histogram {

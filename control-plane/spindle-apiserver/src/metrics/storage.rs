@@ -10,7 +10,7 @@ use std::time::Instant;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use spindle_api::Registry;
-use spindle_metrics::{histogram, CONTROL_PLANE, REQUEST_BUCKETS};
+use spindle_metrics::{histogram, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS};
 use spindle_store::{KeyValue, Result, Revision, Store, WatchStream};
 
 type Labels = [(&'static str, String); 2];
@@ -19,16 +19,15 @@ fn storage_histogram() -> Histogram {
     histogram(REQUEST_BUCKETS)
 }
 
-pub(super) static DURATION: LazyLock<Family<Labels, Histogram, fn() -> Histogram>> =
-    LazyLock::new(|| {
-        let f = Family::new_with_constructor(storage_histogram as fn() -> Histogram);
-        CONTROL_PLANE.register(
-            "etcd_request_duration_seconds",
-            "Etcd request latency in seconds for each operation and object type",
-            f.clone(),
-        );
-        f
-    });
+pub(super) static DURATION: LazyLock<HistogramFamily<Labels>> = LazyLock::new(|| {
+    let f = Family::new_with_constructor(storage_histogram as fn() -> Histogram);
+    CONTROL_PLANE.register(
+        "etcd_request_duration_seconds",
+        "Etcd request latency in seconds for each operation and object type",
+        f.clone(),
+    );
+    f
+});
 
 /// The histograms of one resource, one per operation, looked up once.
 struct Ops {
