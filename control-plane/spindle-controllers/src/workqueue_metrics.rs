@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use spindle_metrics::{HistogramFamily, CONTROL_PLANE};
+use spindle_metrics::{histogram_family, HistogramFamily, CONTROL_PLANE};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Name {
@@ -32,39 +32,33 @@ struct Families {
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
-    let f = Families {
-        depth: Family::default(),
-        adds: Family::default(),
-        queue_duration: Family::new_with_constructor(duration_histogram),
-        work_duration: Family::new_with_constructor(duration_histogram),
-        retries: Family::default(),
+    let histograms = |name: &str, help: &str| {
+        CONTROL_PLANE.register(name, help, histogram_family(duration_histogram))
     };
-    CONTROL_PLANE.register(
-        "workqueue_depth",
-        "Current depth of workqueue",
-        f.depth.clone(),
-    );
-    CONTROL_PLANE.register(
-        "workqueue_adds",
-        "Total number of adds handled by workqueue",
-        f.adds.clone(),
-    );
-    CONTROL_PLANE.register(
-        "workqueue_queue_duration_seconds",
-        "How long in seconds an item stays in workqueue before being requested",
-        f.queue_duration.clone(),
-    );
-    CONTROL_PLANE.register(
-        "workqueue_work_duration_seconds",
-        "How long in seconds processing an item from workqueue takes",
-        f.work_duration.clone(),
-    );
-    CONTROL_PLANE.register(
-        "workqueue_retries",
-        "Total number of retries handled by workqueue",
-        f.retries.clone(),
-    );
-    f
+    let counter = |name: &str, help: &str| CONTROL_PLANE.register(name, help, Family::default());
+    Families {
+        depth: CONTROL_PLANE.register(
+            "workqueue_depth",
+            "Current depth of workqueue",
+            Family::default(),
+        ),
+        adds: counter(
+            "workqueue_adds",
+            "Total number of adds handled by workqueue",
+        ),
+        queue_duration: histograms(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+        ),
+        work_duration: histograms(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+        ),
+        retries: counter(
+            "workqueue_retries",
+            "Total number of retries handled by workqueue",
+        ),
+    }
 });
 
 /// Register the families at start (each is exposed once a queue has a series).

@@ -34,6 +34,13 @@ pub const REQUEST_BUCKETS: &[f64] = &[
 /// Histograms by label set `L`, each made by a `fn` that knows the family's buckets.
 pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// An empty [`HistogramFamily`] whose histograms `make` makes.
+pub fn histogram_family<L: Clone + std::hash::Hash + Eq>(
+    make: fn() -> Histogram,
+) -> HistogramFamily<L> {
+    Family::new_with_constructor(make)
+}
+
 /// A histogram over `buckets` (upper bounds, ascending).
 pub fn histogram(buckets: &[f64]) -> Histogram {
     Histogram::new(buckets.iter().copied())
@@ -53,12 +60,14 @@ impl Registry {
         Registry(LazyLock::new(RwLock::default))
     }
 
-    /// Add a family. `name` is without a counter's `_total`, which exposition adds.
-    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+    /// Add a family and return it (metrics are handles: the clone records into the
+    /// registered one). `name` is without a counter's `_total`, which exposition adds.
+    pub fn register<M: Metric + Clone>(&self, name: &str, help: &str, metric: M) -> M {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .register(name, help, metric);
+            .register(name, help, metric.clone());
+        metric
     }
 
     /// Every family, in the format `accept` (the request's `Accept` header) prefers:

@@ -10,7 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use spindle_metrics::{HistogramFamily, CONTROL_PLANE};
+use spindle_metrics::{histogram_family, HistogramFamily, CONTROL_PLANE};
 use tokio::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,21 +29,18 @@ struct Families {
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
-    let f = Families {
-        attempts: Family::default(),
-        duration: Family::new_with_constructor(attempt_histogram),
-    };
-    CONTROL_PLANE.register(
+    Families {
+    attempts: CONTROL_PLANE.register(
         "scheduler_schedule_attempts",
         "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem",
-        f.attempts.clone(),
-    );
-    CONTROL_PLANE.register(
+        Family::default(),
+    ),
+    duration: CONTROL_PLANE.register(
         "scheduler_scheduling_attempt_duration_seconds",
         "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
-        f.duration.clone(),
-    );
-    f
+        histogram_family(attempt_histogram),
+    ),
+}
 });
 
 /// What one result's attempts record into.

@@ -38,27 +38,23 @@ struct Families {
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
-    let f = Families {
-        pod_start: histogram(POD_START_BUCKETS),
-        running_pods: Gauge::default(),
-        running_containers: Family::default(),
-    };
-    NODE.register(
+    Families {
+    pod_start: NODE.register(
         "kubelet_pod_start_duration_seconds",
         "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
-        f.pod_start.clone(),
-    );
-    NODE.register(
+        histogram(POD_START_BUCKETS),
+    ),
+    running_pods: NODE.register(
         "kubelet_running_pods",
         "Number of pods that have a running pod sandbox",
-        f.running_pods.clone(),
-    );
-    NODE.register(
+        Gauge::default(),
+    ),
+    running_containers: NODE.register(
         "kubelet_running_containers",
         "Number of containers currently running",
-        f.running_containers.clone(),
-    );
-    f
+        Family::default(),
+    ),
+}
 });
 
 /// Register the agent's families at start (each is exposed once it has a series).

@@ -25,7 +25,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use spindle_api::{Kind, Registry};
-use spindle_metrics::{histogram, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS};
+use spindle_metrics::{
+    histogram, histogram_family, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS,
+};
 
 use crate::authz::Attributes;
 use crate::AppState;
@@ -58,21 +60,18 @@ fn request_histogram() -> Histogram {
 }
 
 static REQUESTS: LazyLock<RequestMetrics> = LazyLock::new(|| {
-    let m = RequestMetrics {
-        total: Family::default(),
-        duration: Family::new_with_constructor(request_histogram),
-    };
-    CONTROL_PLANE.register(
+    RequestMetrics {
+    total: CONTROL_PLANE.register(
         "apiserver_request",
         "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code",
-        m.total.clone(),
-    );
-    CONTROL_PLANE.register(
+        Family::default(),
+    ),
+    duration: CONTROL_PLANE.register(
         "apiserver_request_duration_seconds",
         "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component",
-        m.duration.clone(),
-    );
-    m
+        histogram_family(request_histogram),
+    ),
+}
 });
 
 /// Register the API server's families at start (each is exposed once it has a series, as

@@ -7,10 +7,11 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use spindle_api::Registry;
-use spindle_metrics::{histogram, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS};
+use spindle_metrics::{
+    histogram, histogram_family, HistogramFamily, CONTROL_PLANE, REQUEST_BUCKETS,
+};
 use spindle_store::{KeyValue, Result, Revision, Store, WatchStream};
 
 type Labels = [(&'static str, String); 2];
@@ -20,13 +21,11 @@ fn storage_histogram() -> Histogram {
 }
 
 pub(super) static DURATION: LazyLock<HistogramFamily<Labels>> = LazyLock::new(|| {
-    let f = Family::new_with_constructor(storage_histogram as fn() -> Histogram);
     CONTROL_PLANE.register(
         "etcd_request_duration_seconds",
         "Etcd request latency in seconds for each operation and object type",
-        f.clone(),
-    );
-    f
+        histogram_family(storage_histogram),
+    )
 });
 
 /// The histograms of one resource, one per operation, looked up once.
