@@ -425,3 +425,30 @@ where
         () = &mut up => (&mut down).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::node_proxy_path;
+
+    #[test]
+    fn node_proxy_paths_name_the_node_and_the_agent_path() {
+        let p = |s: &str| node_proxy_path(s);
+        assert_eq!(
+            p("/api/v1/nodes/n1/proxy/metrics"),
+            Some(("n1".into(), "/metrics".into()))
+        );
+        assert_eq!(p("/api/v1/nodes/n1/proxy"), Some(("n1".into(), "/".into())));
+        assert_eq!(
+            p("/api/v1/nodes/a%2Eb/proxy/x/y"),
+            Some(("a.b".into(), "/x/y".into()))
+        );
+        for other in [
+            "/api/v1/nodes/n1",
+            "/api/v1/nodes/n1/status",
+            "/api/v1/nodes/n1/proxyx",
+            "/api/v1/namespaces/d/pods/p/proxy/x",
+        ] {
+            assert_eq!(p(other), None, "{other}");
+        }
+    }
+}

@@ -393,12 +393,12 @@ impl Scheduler {
                 }
                 volumes::Check::Unschedulable(reason) => {
                     let nodes = self.cache.node_count();
-                    self.attempts.unschedulable(started);
                     self.not_placed(
                         key,
                         pod,
                         format!("0/{nodes} nodes are available: {reason}."),
                         now,
+                        started,
                     );
                     continue;
                 }
@@ -436,8 +436,7 @@ impl Scheduler {
                             message = format!("{message} preemption: {why}");
                         }
                     }
-                    self.attempts.unschedulable(started);
-                    self.not_placed(key, pod, message, now);
+                    self.not_placed(key, pod, message, now, started);
                 }
             }
         }
@@ -468,9 +467,18 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The pod fits nowhere: count it, and report it once per distinct reason.
-    fn not_placed(&mut self, key: String, pod: Arc<SchedPod>, message: String, now: Instant) {
+    /// The pod fits nowhere: count it (the attempt began at `started`), and report it
+    /// once per distinct reason.
+    fn not_placed(
+        &mut self,
+        key: String,
+        pod: Arc<SchedPod>,
+        message: String,
+        now: Instant,
+        started: Instant,
+    ) {
         self.unschedulable += 1;
+        self.attempts.unschedulable(started);
         tracing::debug!(pod = %pod.name, %message, "unschedulable");
         if self.queue.unschedulable(&key, &message, now) {
             tokio::spawn(report_unschedulable(
