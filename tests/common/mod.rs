@@ -5,7 +5,7 @@
 
 pub mod agent;
 mod bounded;
-mod listen;
+pub mod listen;
 pub mod net;
 mod registry_server;
 pub use bounded::*;

@@ -623,15 +623,24 @@ mod tests {
     use super::Registry;
 
     #[test]
-    fn only_pods_connect_streams_to_the_node() {
+    fn only_pods_and_nodes_connect_to_the_node() {
         let reg = Registry::new();
         for k in reg.kinds() {
-            let connects: Vec<&str> = ["attach", "binding", "exec", "log", "portforward", "status"]
-                .into_iter()
-                .filter(|s| k.connects(s))
-                .collect();
+            let connects: Vec<&str> = [
+                "attach",
+                "binding",
+                "exec",
+                "log",
+                "portforward",
+                "proxy",
+                "status",
+            ]
+            .into_iter()
+            .filter(|s| k.connects(s))
+            .collect();
             let want: &[&str] = match k.kind {
                 "Pod" => &["attach", "exec", "portforward"],
+                "Node" => &["proxy"],
                 _ => &[],
             };
             assert_eq!(connects, want, "{}", k.kind);

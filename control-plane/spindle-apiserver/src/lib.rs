@@ -9,6 +9,7 @@ mod auth;
 pub mod authz;
 mod discovery;
 mod idle;
+pub mod metrics;
 mod metrics_api;
 mod node_proxy;
 pub mod pki;
@@ -186,6 +187,8 @@ pub async fn start(
     .with_context(|| format!("opening the store in {}", db_dir.display()))?;
     let reg = Registry::new();
     let openapi = OpenApi::new(&reg);
+    metrics::register();
+    let store = metrics::storage::InstrumentedStore::new(store, &reg);
     // The join token only bootstraps: its user is a bootstrap token's, in
     // system:bootstrappers, which may ask for node client certificates (approved
     // automatically) and nothing more; nodes then act under their own certificates.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! /healthz /livez /readyz /cacerts      public (agents fetch /cacerts before they trust us)
-//! everything else → authentication → body limit → discovery, OpenAPI, or a resource path
+//! everything else → authentication → authorization → metrics → body limit → discovery,
+//!                   OpenAPI, /metrics, or a resource path
 //! ```
 //!
 //! Authorization ([`authz`]: impersonation, then RBAC) is the layer after
@@ -23,7 +24,7 @@ use crate::auth::{authenticate, ConnInfo, User};
 use crate::request::{parse_path, Query};
 use crate::status::ApiError;
 use crate::{
-    authz, discovery, metrics_api, node_proxy, proxy, rest, sa_endpoints, stored, AppState,
+    authz, discovery, metrics, metrics_api, node_proxy, proxy, rest, sa_endpoints, stored, AppState,
 };
 
 /// Largest request body accepted (kube-apiserver's MaxRequestBodyBytes, 3 MiB).
@@ -65,7 +66,8 @@ fn api(st: AppState) -> Router {
             "/.well-known/openid-configuration",
             get(sa_endpoints::openid_configuration),
         )
-        .route("/openid/v1/jwks", get(sa_endpoints::jwks));
+        .route("/openid/v1/jwks", get(sa_endpoints::jwks))
+        .route("/metrics", get(metrics::serve));
     // Discovery paths answer with or without a trailing slash.
     let slashed = Router::new()
         .route("/version/", any(version))
@@ -80,6 +82,10 @@ fn api(st: AppState) -> Router {
         .merge(slashed)
         .fallback(resource)
         .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            metrics::instrument,
+        ))
         // Authorization (and impersonation), inside authentication.
         .layer(middleware::from_fn_with_state(st.clone(), authz::authorize))
         .layer(middleware::from_fn_with_state(st.clone(), authenticate))
@@ -416,6 +422,24 @@ mod tests {
         assert_eq!(code, 413);
         assert!(
             body.contains(r#""reason":"RequestEntityTooLarge""#),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_on_the_metrics_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = router(state(dir.path()));
+        crate::metrics::register();
+        let list = "/api/v1/namespaces/default/configmaps";
+        assert_eq!(call(&app, "GET", list, Some("secret"), vec![]).await.0, 200);
+        assert_eq!(call(&app, "GET", "/metrics", None, vec![]).await.0, 401);
+        let (code, body) = call(&app, "GET", "/metrics", Some("secret"), vec![]).await;
+        assert_eq!(code, 200);
+        let counted = r#"apiserver_request_total{verb="LIST",dry_run="",group="",version="v1",resource="configmaps",subresource="",scope="namespace",component="apiserver",code="200"} "#;
+        assert!(body.contains(counted), "{body}");
+        assert!(
+            body.contains("# TYPE apiserver_request_duration_seconds histogram"),
             "{body}"
         );
     }

@@ -28,6 +28,7 @@ pub mod serviceaccount_token;
 pub mod statefulset;
 pub mod ttlafterfinished;
 pub mod volume;
+pub mod workqueue_metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -134,6 +135,7 @@ pub async fn run_all<F>(informers: kube::Client, client_for: F, opts: Options) -
 where
     F: Fn(&str) -> kube::Client,
 {
+    workqueue_metrics::register();
     let client = &informers;
     // One pod cache for every controller: at tens of thousands of pods a copy per
     // controller is most of the control plane's memory.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -19,6 +19,8 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Notify};
+
+use crate::workqueue_metrics::QueueMetrics;
 
 /// `namespace/name`, or `name` for cluster-scoped objects.
 pub fn key_of<K: Resource>(o: &K) -> String {
@@ -300,12 +302,40 @@ struct QueueState<T> {
     delayed: BTreeMap<(Instant, u64), T>,
     seq: u64,
     failures: HashMap<T, u32>,
+    /// When each queued (or dirty) item was added, and when each item being processed
+    /// was picked up: the queue and work durations of its metrics.
+    added_at: HashMap<T, Instant>,
+    started_at: HashMap<T, Instant>,
+    /// Adds before the queue had its name (its metrics start when it runs).
+    unnamed_adds: u64,
+}
+
+impl<T: Clone + Eq + Hash> QueueState<T> {
+    /// Queue `item` unless it is queued already; an item being processed is marked
+    /// dirty instead. Returns whether it was added (`Some(true)`: to the ready queue).
+    fn enqueue(&mut self, item: T) -> Option<bool> {
+        let to_ready = if self.processing.contains(&item) {
+            if !self.dirty.insert(item.clone()) {
+                return None;
+            }
+            false
+        } else if self.queued.insert(item.clone()) {
+            self.ready.push_back(item.clone());
+            true
+        } else {
+            return None;
+        };
+        self.added_at.entry(item).or_insert_with(Instant::now);
+        Some(to_ready)
+    }
 }
 
 /// A deduplicating work queue with delayed adds and per-key back-off.
 pub struct Queue<T> {
     state: Mutex<QueueState<T>>,
     notify: Notify,
+    /// client-go's work queue metrics, from when the queue runs under its name.
+    metrics: OnceLock<QueueMetrics>,
 }
 
 /// Where a requeue too far for an `Instant` lands instead (about 30 years).
@@ -328,8 +358,12 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
                 delayed: BTreeMap::new(),
                 seq: 0,
                 failures: HashMap::new(),
+                added_at: HashMap::new(),
+                started_at: HashMap::new(),
+                unnamed_adds: 0,
             }),
             notify: Notify::new(),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -339,18 +373,28 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
 
     pub fn add(&self, item: T) {
         let mut st = self.lock();
-        if st.processing.contains(&item) {
-            st.dirty.insert(item);
+        let Some(to_ready) = st.enqueue(item) else {
             return;
-        }
-        if st.queued.insert(item.clone()) {
-            st.ready.push_back(item);
+        };
+        self.count_add(&mut st);
+        if to_ready {
             drop(st);
             self.notify.notify_one();
         }
     }
 
+    fn count_add(&self, st: &mut QueueState<T>) {
+        match self.metrics.get() {
+            Some(m) => m.added(1, st.ready.len()),
+            None => st.unnamed_adds += 1,
+        }
+    }
+
     pub fn add_after(&self, item: T, after: Duration) {
+        // client-go counts every delayed add as a retry.
+        if let Some(m) = self.metrics.get() {
+            m.retry();
+        }
         if after.is_zero() {
             return self.add(item);
         }
@@ -394,16 +438,19 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
                         break;
                     }
                     if let Some(item) = st.delayed.remove(&(at, seq)) {
-                        if st.processing.contains(&item) {
-                            st.dirty.insert(item);
-                        } else if st.queued.insert(item.clone()) {
-                            st.ready.push_back(item);
+                        if st.enqueue(item).is_some() {
+                            self.count_add(&mut st);
                         }
                     }
                 }
                 if let Some(item) = st.ready.pop_front() {
                     st.queued.remove(&item);
                     st.processing.insert(item.clone());
+                    let added = st.added_at.remove(&item);
+                    st.started_at.insert(item.clone(), now);
+                    if let Some(m) = self.metrics.get() {
+                        m.picked(added, st.ready.len());
+                    }
                     return item;
                 }
                 st.delayed
@@ -423,11 +470,26 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
     fn done(&self, item: &T) {
         let mut st = self.lock();
         st.processing.remove(item);
-        if st.dirty.remove(item) && st.queued.insert(item.clone()) {
+        let started = st.started_at.remove(item);
+        let requeued = st.dirty.remove(item) && st.queued.insert(item.clone());
+        if requeued {
             st.ready.push_back(item.clone());
+        }
+        if let Some(m) = self.metrics.get() {
+            m.done(started);
+            m.depth(st.ready.len());
+        }
+        if requeued {
             drop(st);
             self.notify.notify_one();
         }
+    }
+
+    /// Name the queue's metrics, counting the adds made before.
+    fn name_metrics(&self, name: &'static str) {
+        let m = self.metrics.get_or_init(|| QueueMetrics::new(name));
+        let mut st = self.lock();
+        m.added(std::mem::take(&mut st.unnamed_adds), st.ready.len());
     }
 
     /// Run `workers` concurrent workers calling `reconcile` for each key, forever.
@@ -438,6 +500,7 @@ impl<T: Clone + Eq + Hash + Send + Sync + 'static> Queue<T> {
         E: std::fmt::Display,
         T: Debug,
     {
+        self.name_metrics(name);
         let reconcile = Arc::new(reconcile);
         // A JoinSet aborts its tasks when dropped: workers end with the controller that
         // runs them instead of outliving a restart.
@@ -586,6 +649,49 @@ mod tests {
             "two failures retried with back-off, then success"
         );
         assert!(rx.try_recv().is_err(), "called again after success");
+    }
+
+    #[tokio::test]
+    async fn a_running_queue_reports_client_gos_metrics_under_its_name() {
+        let q: Arc<Queue<u32>> = Queue::new();
+        // Added before the queue runs: counted once it has its name.
+        q.add(1);
+        q.add(1);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(q.clone().run(1, "runtime-test", move |k: u32| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(k);
+                if k == 2 {
+                    return Ok(Action::RequeueAfter(Duration::from_secs(3600)));
+                }
+                Ok::<_, String>(Action::Done)
+            }
+        }));
+        async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u32>) -> u32 {
+            let f = tokio::time::timeout(Duration::from_secs(10), rx.recv());
+            f.await.expect("reconciled").expect("worker alive")
+        }
+        assert_eq!(next(&mut rx).await, 1);
+        q.add(2);
+        assert_eq!(next(&mut rx).await, 2);
+        let want = [
+            r#"workqueue_adds_total{name="runtime-test"} 2"#,
+            r#"workqueue_depth{name="runtime-test"} 0"#,
+            r#"workqueue_retries_total{name="runtime-test"} 1"#,
+            r#"workqueue_queue_duration_seconds_count{name="runtime-test"} 2"#,
+            r#"workqueue_work_duration_seconds_count{name="runtime-test"} 2"#,
+        ];
+        // The second item is done (and requeued for later) just after its reconcile.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = spindle_metrics::CONTROL_PLANE.expose(None);
+            if want.iter().all(|w| body.contains(&format!("{w}\n"))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 mod algorithm;
 mod cache;
 mod fit;
+mod metrics;
 mod model;
 mod queue;
 mod volumes;
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 pub use crate::fit::{NodeFit, PodFit};
 
 use crate::cache::{Cache, Preemption};
+use crate::metrics::Attempts;
 use crate::model::{NodeInfo, PodRecord, PodView, SchedPod};
 use crate::queue::Queue;
 
@@ -172,6 +174,7 @@ struct Scheduler {
     reports: Arc<Semaphore>,
     events: EventQueue,
     volumes: volumes::Volumes,
+    attempts: Attempts,
     /// Pod key -> the node its preemption made room on (status.nominatedNodeName).
     nominated: std::collections::HashMap<String, String>,
     nodes_synced: bool,
@@ -193,6 +196,7 @@ impl Scheduler {
         let volumes = volumes::Volumes::start(&client, tx.clone(), || Msg::VolumesChanged);
         Scheduler {
             client,
+            attempts: Attempts::new(&opts.scheduler_name),
             opts,
             tx,
             cache: Cache::default(),
@@ -382,6 +386,7 @@ impl Scheduler {
             let Some((key, pod)) = self.queue.pop(now) else {
                 return;
             };
+            let started = Instant::now();
             let (pod, delayed) = match self.volumes.check(&pod) {
                 volumes::Check::Fits { required, delayed } => {
                     (volumes::with_volume_affinity(&pod, required), delayed)
@@ -393,6 +398,7 @@ impl Scheduler {
                         pod,
                         format!("0/{nodes} nodes are available: {reason}."),
                         now,
+                        started,
                     );
                     continue;
                 }
@@ -410,9 +416,13 @@ impl Scheduler {
                     self.in_flight += 1;
                     let volumes = (!delayed.is_empty()).then(|| (self.volumes.clone(), delayed));
                     tokio::spawn(bind(
-                        self.client.clone(),
-                        self.tx.clone(),
-                        self.events.clone(),
+                        Binder {
+                            client: self.client.clone(),
+                            tx: self.tx.clone(),
+                            events: self.events.clone(),
+                            attempts: self.attempts.clone(),
+                            started,
+                        },
                         key,
                         pod,
                         node,
@@ -426,7 +436,7 @@ impl Scheduler {
                             message = format!("{message} preemption: {why}");
                         }
                     }
-                    self.not_placed(key, pod, message, now);
+                    self.not_placed(key, pod, message, now, started);
                 }
             }
         }
@@ -457,9 +467,18 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The pod fits nowhere: count it, and report it once per distinct reason.
-    fn not_placed(&mut self, key: String, pod: Arc<SchedPod>, message: String, now: Instant) {
+    /// The pod fits nowhere: count it (the attempt began at `started`), and report it
+    /// once per distinct reason.
+    fn not_placed(
+        &mut self,
+        key: String,
+        pod: Arc<SchedPod>,
+        message: String,
+        now: Instant,
+        started: Instant,
+    ) {
         self.unschedulable += 1;
+        self.attempts.unschedulable(started);
         tracing::debug!(pod = %pod.name, %message, "unschedulable");
         if self.queue.unschedulable(&key, &message, now) {
             tokio::spawn(report_unschedulable(
@@ -473,19 +492,35 @@ impl Scheduler {
     }
 }
 
-/// POST pods/{name}/binding, report the outcome to the loop, then record the event.
-/// Delayed claims are first bound on the node (VolumeBinding's PreBind).
-async fn bind(
+/// What a binding task reports to: the loop, the events, the attempt metrics (timed
+/// from `started`, when the pod left the queue).
+struct Binder {
     client: Client,
     tx: mpsc::UnboundedSender<Msg>,
     events: EventQueue,
+    attempts: Attempts,
+    started: Instant,
+}
+
+/// POST pods/{name}/binding, report the outcome to the loop, then record the event.
+/// Delayed claims are first bound on the node (VolumeBinding's PreBind).
+async fn bind(
+    b: Binder,
     key: String,
     pod: Arc<SchedPod>,
     node: String,
     delayed: Option<(volumes::Volumes, Vec<String>)>,
 ) {
+    let Binder {
+        client,
+        tx,
+        events,
+        attempts,
+        started,
+    } = b;
     if let Some((volumes, claims)) = delayed {
         if !volumes.bind_delayed(&client, &pod, &claims, &node).await {
+            attempts.error(started);
             let _ = tx.send(Msg::BindDone { key, ok: false });
             return;
         }
@@ -527,6 +562,11 @@ async fn bind(
             false
         }
     };
+    if ok {
+        attempts.scheduled(started);
+    } else {
+        attempts.error(started);
+    }
     // The loop may have ended with the process; nothing left to tell then.
     let _ = tx.send(Msg::BindDone { key, ok });
     if ok {

@@ -34,6 +34,7 @@ pub mod env;
 pub mod exec;
 pub mod lifecycle;
 pub mod local_path;
+pub mod metrics;
 pub mod node;
 pub mod paths;
 pub mod podnet;
@@ -167,6 +168,7 @@ pub async fn run(
     mut opts: AgentOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    metrics::register();
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     // Mount points are listed resolved: a data dir reached through a link or a relative

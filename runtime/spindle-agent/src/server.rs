@@ -12,7 +12,8 @@
 //! {pod}/{container}?command=…&stdin&stdout&stderr&tty`, `GET|POST /attach/{namespace}/
 //! {pod}/{container}?stdin&stdout&stderr&tty` and `GET|POST /portForward/{namespace}/
 //! {pod}`, upgraded to WebSocket or SPDY (see [`crate::stream`]); `GET /stats/summary`,
-//! the Summary API of the node's resource usage ([`stats`]); `/healthz`.
+//! the Summary API of the node's resource usage ([`stats`]); `GET /metrics` (the
+//! kubelet's metrics, [`crate::metrics`]); `/healthz`.
 
 mod auth;
 pub mod authz;
@@ -86,6 +87,7 @@ pub fn router(agent: Arc<Agent>, certs: ClientCerts) -> Router {
         )
         .route("/stats/summary", get(stats::summary).fallback(not_found))
         .route("/healthz", any(healthz))
+        .route("/metrics", get(crate::metrics::serve))
         .fallback(not_found)
         .with_state(agent);
     authorized(routes, certs, reviewer)

@@ -272,5 +272,7 @@ pub(crate) async fn authorize(
         tracing::debug!(user = %user.name, verb = %a.verb, resource = %a.full_resource(), path = %a.path, "forbidden");
         return a.forbidden(&user, &d.reason).into_response();
     }
+    // For the metrics layer: what the request is about, parsed once.
+    req.extensions_mut().insert(a);
     next.run(req).await
 }

@@ -3,8 +3,9 @@
 //! its network and volumes.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -55,6 +56,10 @@ pub struct PodHandle {
     pub(super) changed: Notify,
     /// Signalled when the agent evicts the pod.
     pub(super) evict: Notify,
+    /// When the agent first saw the pod, and whether its start (first Running status)
+    /// was measured from then (`kubelet_pod_start_duration_seconds`).
+    seen: Instant,
+    start_measured: AtomicBool,
 }
 
 impl PodHandle {
@@ -138,7 +143,17 @@ impl PodHandle {
             }),
             changed: Notify::new(),
             evict: Notify::new(),
+            seen: Instant::now(),
+            start_measured: AtomicBool::new(false),
         })
+    }
+
+    /// The pod's status says Running: the first time, unless it already ran before the
+    /// agent saw it (an agent restart), its start is measured, as the kubelet does.
+    pub(super) fn running(&self, previous_phase: Option<&str>) {
+        if previous_phase != Some("Running") && !self.start_measured.swap(true, Ordering::AcqRel) {
+            crate::metrics::pod_started(self.seen);
+        }
     }
 
     pub fn shared(&self) -> MutexGuard<'_, Shared> {

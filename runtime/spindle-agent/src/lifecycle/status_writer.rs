@@ -49,6 +49,10 @@ pub(super) async fn write_status_loop(agent: Arc<Agent>, h: Arc<PodHandle>) {
                 previous: pod.status.as_ref(),
             })
         };
+        if status.phase.as_deref() == Some("Running") {
+            let previous = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            h.running(previous);
+        }
         let Ok(value) = serde_json::to_value(&status) else {
             continue;
         };
