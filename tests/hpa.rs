@@ -69,6 +69,19 @@ fn replicas(c: &Cluster) -> i64 {
     .unwrap_or(0)
 }
 
+/// Waits for the web Deployment's rollout.
+fn rolled_out(c: &Cluster) {
+    let args = [
+        "rollout",
+        "status",
+        "-n",
+        "web",
+        "deployment/web",
+        "--timeout=120s",
+    ];
+    c.ok(KUBECTL_DEFAULT, &args);
+}
+
 /// The messages of the HPA's events.
 fn hpa_events(c: &Cluster) -> String {
     let sel = "involvedObject.kind=HorizontalPodAutoscaler";
@@ -125,17 +138,7 @@ fn kubectl_autoscale_scales_a_wasm_deployment_up_under_load_and_back_down() {
         .replace("127.0.0.1:5000", &reg.addr)
         .replace("replicas: 3", "replicas: 1");
     c.apply(&app);
-    c.ok(
-        KUBECTL_DEFAULT,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            "web",
-            "deployment/web",
-            "--timeout=90s",
-        ],
-    );
+    rolled_out(&c);
 
     // kubectl before 1.33 writes autoscaling/v1; the server keeps v2, and serves both.
     c.ok(
@@ -304,17 +307,7 @@ fn a_v2_hpa_scales_a_container_deployment_up_under_load_and_back_down() {
     reg.push_busybox("hpa/busybox:v1");
     let c = Cluster::with_agent("hpa-ctr", &["--horizontal-pod-autoscaler-sync-period=3s"]);
     c.apply(&CONTAINER_APP.replace("REGISTRY", &reg.addr));
-    c.ok(
-        KUBECTL_DEFAULT,
-        &[
-            "rollout",
-            "status",
-            "-n",
-            "web",
-            "deployment/web",
-            "--timeout=120s",
-        ],
-    );
+    rolled_out(&c);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web");
     let hpa = std::fs::read_to_string(root.join("hpa.yaml"))
         .expect("hpa manifest")

@@ -58,16 +58,32 @@ fn put_annotation(obj: &mut Map<String, Value>, name: &str, v: &Value) {
     }
 }
 
-fn nonempty(v: Option<&Value>) -> Option<&Value> {
-    v.filter(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+/// The fields of `from` named in `fields`, in that order (the ones both versions share).
+fn copied(from: &Value, fields: &[&str]) -> Map<String, Value> {
+    fields
+        .iter()
+        .filter_map(|f| from.get(*f).map(|x| ((*f).to_string(), x.clone())))
+        .collect()
 }
 
-/// Whether a v2 metric is the CPU utilization target v1 has a field for.
-fn is_cpu_utilization(m: &Value) -> bool {
+const SPEC_FIELDS: &[&str] = &["scaleTargetRef", "minReplicas", "maxReplicas"];
+const STATUS_FIELDS: &[&str] = &[
+    "observedGeneration",
+    "lastScaleTime",
+    "currentReplicas",
+    "desiredReplicas",
+];
+
+/// The CPU utilization metric (a target, or a current value) v1 has a field for.
+fn is_cpu(m: &Value, part: &str) -> bool {
     m["type"] == "Resource"
         && m.pointer("/resource/name") == Some(&json!("cpu"))
-        && m.pointer("/resource/target/averageUtilization")
+        && m.pointer(&format!("/resource/{part}/averageUtilization"))
             .is_some_and(|u| !u.is_null())
+}
+
+fn nonempty(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
 }
 
 fn hpa_v2_to_v1(v: &mut Value) {
@@ -76,10 +92,10 @@ fn hpa_v2_to_v1(v: &mut Value) {
     let spec = obj.remove("spec").unwrap_or(Value::Null);
     let status = obj.remove("status").unwrap_or(Value::Null);
     let metrics = spec["metrics"].as_array().cloned().unwrap_or_default();
-    let cpu = metrics.iter().find(|m| is_cpu_utilization(m));
+    let cpu = metrics.iter().find(|m| is_cpu(m, "target"));
     let others: Vec<Value> = metrics
         .iter()
-        .filter(|m| !is_cpu_utilization(m))
+        .filter(|m| !is_cpu(m, "target"))
         .map(metric_spec_to_v1)
         .collect();
     if !others.is_empty() {
@@ -88,12 +104,7 @@ fn hpa_v2_to_v1(v: &mut Value) {
     if let Some(b) = nonempty(spec.get("behavior")) {
         put_annotation(obj, BEHAVIOR, b);
     }
-    let mut s1 = Map::new();
-    for f in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(x) = spec.get(f) {
-            s1.insert(f.into(), x.clone());
-        }
-    }
+    let mut s1 = copied(&spec, SPEC_FIELDS);
     if let Some(u) = cpu.and_then(|m| m.pointer("/resource/target/averageUtilization")) {
         s1.insert("targetCPUUtilizationPercentage".into(), u.clone());
     }
@@ -105,16 +116,10 @@ fn hpa_v2_to_v1(v: &mut Value) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let is_cpu_status = |m: &Value| {
-        m["type"] == "Resource"
-            && m.pointer("/resource/name") == Some(&json!("cpu"))
-            && m.pointer("/resource/current/averageUtilization")
-                .is_some_and(|u| !u.is_null())
-    };
-    let cpu_now = current.iter().find(|m| is_cpu_status(m));
+    let cpu_now = current.iter().find(|m| is_cpu(m, "current"));
     let other_now: Vec<Value> = current
         .iter()
-        .filter(|m| !is_cpu_status(m))
+        .filter(|m| !is_cpu(m, "current"))
         .map(metric_status_to_v1)
         .collect();
     if !other_now.is_empty() {
@@ -123,17 +128,7 @@ fn hpa_v2_to_v1(v: &mut Value) {
     if let Some(c) = nonempty(status.get("conditions")) {
         put_annotation(obj, CONDITIONS, c);
     }
-    let mut s1 = Map::new();
-    for f in [
-        "observedGeneration",
-        "lastScaleTime",
-        "currentReplicas",
-        "desiredReplicas",
-    ] {
-        if let Some(x) = status.get(f) {
-            s1.insert(f.into(), x.clone());
-        }
-    }
+    let mut s1 = copied(&status, STATUS_FIELDS);
     if let Some(u) = cpu_now.and_then(|m| m.pointer("/resource/current/averageUtilization")) {
         s1.insert("currentCPUUtilizationPercentage".into(), u.clone());
     }
@@ -148,12 +143,7 @@ fn hpa_v1_to_v2(v: &mut Value) {
     let current = take_annotation(obj, CURRENT_METRICS);
     let conditions = take_annotation(obj, CONDITIONS);
     let spec = obj.remove("spec").unwrap_or(Value::Null);
-    let mut s2 = Map::new();
-    for f in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(x) = spec.get(f) {
-            s2.insert(f.into(), x.clone());
-        }
-    }
+    let mut s2 = copied(&spec, SPEC_FIELDS);
     let mut metrics: Vec<Value> = Vec::new();
     if let Some(u) = spec
         .get("targetCPUUtilizationPercentage")
@@ -178,17 +168,7 @@ fn hpa_v1_to_v2(v: &mut Value) {
     let Some(status) = obj.remove("status").filter(|s| !s.is_null()) else {
         return;
     };
-    let mut s2 = Map::new();
-    for f in [
-        "observedGeneration",
-        "lastScaleTime",
-        "currentReplicas",
-        "desiredReplicas",
-    ] {
-        if let Some(x) = status.get(f) {
-            s2.insert(f.into(), x.clone());
-        }
-    }
+    let mut s2 = copied(&status, STATUS_FIELDS);
     let mut now: Vec<Value> = Vec::new();
     if let Some(u) = status
         .get("currentCPUUtilizationPercentage")

@@ -6,13 +6,30 @@ use k8s_pb::api::autoscaling::v2;
 
 use crate::json::{Obj, Res, ToJson};
 
-impl ToJson for v1::HorizontalPodAutoscaler {
-    fn to_json(&self) -> Res {
-        let mut o = Obj::new();
-        o.msg("metadata", &self.metadata)?.msg("spec", &self.spec)?;
-        Ok(o.finish())
-    }
+/// What both versions share: the object (metadata and spec) and the target reference.
+macro_rules! shared {
+    ($($v:ident),*) => {$(
+        impl ToJson for $v::HorizontalPodAutoscaler {
+            fn to_json(&self) -> Res {
+                let mut o = Obj::new();
+                o.msg("metadata", &self.metadata)?.msg("spec", &self.spec)?;
+                Ok(o.finish())
+            }
+        }
+
+        impl ToJson for $v::CrossVersionObjectReference {
+            fn to_json(&self) -> Res {
+                let mut o = Obj::new();
+                o.str_req("kind", &self.kind)
+                    .str_req("name", &self.name)
+                    .str("apiVersion", &self.api_version);
+                Ok(o.finish())
+            }
+        }
+    )*};
 }
+
+shared!(v1, v2);
 
 impl ToJson for v1::HorizontalPodAutoscalerSpec {
     // maxReplicas is a plain int32 in Go (always written).
@@ -29,24 +46,6 @@ impl ToJson for v1::HorizontalPodAutoscalerSpec {
     }
 }
 
-impl ToJson for v1::CrossVersionObjectReference {
-    fn to_json(&self) -> Res {
-        let mut o = Obj::new();
-        o.str_req("kind", &self.kind)
-            .str_req("name", &self.name)
-            .str("apiVersion", &self.api_version);
-        Ok(o.finish())
-    }
-}
-
-impl ToJson for v2::HorizontalPodAutoscaler {
-    fn to_json(&self) -> Res {
-        let mut o = Obj::new();
-        o.msg("metadata", &self.metadata)?.msg("spec", &self.spec)?;
-        Ok(o.finish())
-    }
-}
-
 impl ToJson for v2::HorizontalPodAutoscalerSpec {
     fn to_json(&self) -> Res {
         let mut o = Obj::new();
@@ -55,16 +54,6 @@ impl ToJson for v2::HorizontalPodAutoscalerSpec {
             .num("maxReplicas", Some(self.max_replicas.unwrap_or(0)))
             .msgs("metrics", &self.metrics)?
             .msg("behavior", &self.behavior)?;
-        Ok(o.finish())
-    }
-}
-
-impl ToJson for v2::CrossVersionObjectReference {
-    fn to_json(&self) -> Res {
-        let mut o = Obj::new();
-        o.str_req("kind", &self.kind)
-            .str_req("name", &self.name)
-            .str("apiVersion", &self.api_version);
         Ok(o.finish())
     }
 }
