@@ -17,18 +17,23 @@ pub struct Target {
     pub sub: Option<String>,
 }
 
-/// Parse `/api/v1/...` or `/apis/<group>/<version>/...` into a [`Target`]. Returns
-/// `Ok(None)` for paths that are not resource paths (discovery documents).
-pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
-    let segs: Vec<String> = path
-        .trim_matches('/')
+/// The segments of a URL path, percent-decoded, without leading or trailing slashes:
+/// the one reading of a path that routing, authorization and the metrics API share.
+pub fn path_segments(path: &str) -> Vec<String> {
+    path.trim_matches('/')
         .split('/')
         .map(|s| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
                 .into_owned()
         })
-        .collect();
+        .collect()
+}
+
+/// Parse `/api/v1/...` or `/apis/<group>/<version>/...` into a [`Target`]. Returns
+/// `Ok(None)` for paths that are not resource paths (discovery documents).
+pub fn parse_path(reg: &Registry, path: &str) -> ApiResult<Option<Target>> {
+    let segs = path_segments(path);
     let (group, version, rest) = match segs.first().map(String::as_str) {
         Some("api") if segs.len() >= 2 => ("", segs[1].as_str(), &segs[2..]),
         Some("apis") if segs.len() >= 3 => (segs[1].as_str(), segs[2].as_str(), &segs[3..]),

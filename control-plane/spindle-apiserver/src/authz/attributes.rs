@@ -35,15 +35,7 @@ impl Attributes {
             path: path.to_string(),
             ..Attributes::default()
         };
-        let parts: Vec<String> = path
-            .trim_matches('/')
-            .split('/')
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let parts = crate::request::path_segments(path);
         let (group, version, mut rest) = match parts.first().map(String::as_str) {
             Some("api") if parts.len() >= 3 => ("", parts[1].clone(), &parts[2..]),
             Some("apis") if parts.len() >= 4 => (parts[1].as_str(), parts[2].clone(), &parts[3..]),

@@ -38,15 +38,7 @@ pub enum Request {
 
 /// The request a path makes of the metrics API, if it is one.
 pub fn route(path: &str) -> Option<Request> {
-    let rest = path.strip_prefix(PREFIX)?.trim_end_matches('/');
-    let segs: Vec<String> = rest
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segs = crate::request::path_segments(path.strip_prefix(PREFIX)?);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Some(match segs.as_slice() {

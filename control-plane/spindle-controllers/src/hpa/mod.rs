@@ -77,6 +77,9 @@ struct Ctx {
     hpas: Arc<Cache<HorizontalPodAutoscaler>>,
     settings: Settings,
     histories: Mutex<HashMap<String, History>>,
+    /// Scale targets' resources as discovery named them: looked up once per kind, not
+    /// once per HPA and sync.
+    resources: Mutex<HashMap<GroupVersionKind, ApiResource>>,
 }
 
 pub async fn run(
@@ -96,6 +99,7 @@ pub async fn run(
         hpas,
         settings,
         histories: Mutex::default(),
+        resources: Mutex::default(),
     });
     queue
         .run(WORKERS, "horizontalpodautoscaler", move |key| {
@@ -151,16 +155,29 @@ struct Target {
     scale: Scale,
 }
 
-async fn target(client: &Client, hpa: &HorizontalPodAutoscaler) -> Result<Target, String> {
+async fn target(ctx: &Ctx, hpa: &HorizontalPodAutoscaler) -> Result<Target, String> {
+    let client = &ctx.client;
     let r = spec_of(hpa).scale_target_ref;
     let (group, version) = match r.api_version.as_deref().unwrap_or("").split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (String::new(), r.api_version.clone().unwrap_or_default()),
     };
     let gvk = GroupVersionKind::gvk(&group, &version, &r.kind);
-    let (ar, _): (ApiResource, _) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .map_err(|e| format!("unable to determine resource for scale target reference: {e}"))?;
+    let known = ctx.resources.lock().ok().and_then(|m| m.get(&gvk).cloned());
+    let ar = match known {
+        Some(ar) => ar,
+        None => {
+            let (ar, _): (ApiResource, _) = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .map_err(|e| {
+                    format!("unable to determine resource for scale target reference: {e}")
+                })?;
+            if let Ok(mut m) = ctx.resources.lock() {
+                m.insert(gvk, ar.clone());
+            }
+            ar
+        }
+    };
     let ns = hpa.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
     let scale = api.get_scale(&r.name).await.map_err(|e| e.to_string())?;
@@ -173,7 +190,7 @@ async fn target(client: &Client, hpa: &HorizontalPodAutoscaler) -> Result<Target
 
 /// `reconcileAutoscaler`: one look at one HPA, leaving what it found in `st`.
 async fn autoscale(ctx: &Ctx, key: &str, hpa: &HorizontalPodAutoscaler, st: &mut Status) {
-    let t = match target(&ctx.client, hpa).await {
+    let t = match target(ctx, hpa).await {
         Ok(t) => t,
         Err(e) => {
             ctx.warn(hpa, "FailedGetScale", &e).await;
