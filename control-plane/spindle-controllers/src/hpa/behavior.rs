@@ -100,7 +100,9 @@ impl History {
         } else {
             READY_FOR_NEW_SCALE
         };
-        let up_limit = (SCALE_UP_FACTOR * b.current).max(SCALE_UP_MINIMUM);
+        let up_limit = SCALE_UP_FACTOR
+            .saturating_mul(b.current)
+            .max(SCALE_UP_MINIMUM);
         let (max_allowed, over) = if b.max > up_limit {
             (up_limit, SCALE_UP_LIMIT)
         } else {
@@ -206,12 +208,13 @@ impl History {
             let period = Duration::seconds(i64::from(p.period_seconds));
             let added = changed_since(&self.ups, now - period);
             let removed = changed_since(&self.downs, now - period);
-            let start = current - added + removed;
+            // Policy values have no upper bound in the API: saturate, never overflow.
+            let start = current.saturating_sub(added).saturating_add(removed);
             let start_f = f64::from(start);
             let pct = f64::from(p.value) / 100.0;
             match (p.type_.as_str(), up) {
-                ("Pods", true) => start + p.value,
-                ("Pods", false) => start - p.value,
+                ("Pods", true) => start.saturating_add(p.value),
+                ("Pods", false) => start.saturating_sub(p.value),
                 (_, true) => (start_f * (1.0 + pct)).ceil() as i32,
                 (_, false) => (start_f * (1.0 - pct)) as i32,
             }
@@ -241,8 +244,7 @@ fn changed_since(events: &[(i32, DateTime<Utc>)], since: DateTime<Utc>) -> i32 {
     events
         .iter()
         .filter(|(_, t)| *t > since)
-        .map(|(n, _)| n)
-        .sum()
+        .fold(0i32, |sum, (n, _)| sum.saturating_add(*n))
 }
 
 /// The rules the API server defaulted (it fills both directions in when `behavior` is
